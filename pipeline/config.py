@@ -1,0 +1,65 @@
+"""Settings from the environment (prefix QUIRE_) with nested option models for each stage."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Models the project ships live beside the packages in a source checkout (models/<name>).
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = "quire-line-v1"
+
+
+class RenderOptions(BaseModel):
+    """How documents become page images."""
+
+    dpi: int = Field(300, ge=50, le=1200)
+    chunk_pages: int = Field(8, ge=1, description="PDF pages rendered per pdftoppm call")
+    max_pixels: int = Field(200_000_000, ge=1, description="refuse pages larger than this")
+
+
+class RecognizeOptions(BaseModel):
+    """How line crops become text."""
+
+    beam: int = Field(1, ge=1, le=16)
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(160, ge=1, le=1024)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, read from QUIRE_* variables (nested: QUIRE_RENDER__DPI=200)."""
+
+    model_config = SettingsConfigDict(env_prefix="QUIRE_", env_nested_delimiter="__")
+
+    home: Path = Field(Path("quire-data"), description="where the embedded defaults keep data")
+    database_url: str | None = None
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    model: str = DEFAULT_MODEL
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    render: RenderOptions = RenderOptions()
+    recognize: RecognizeOptions = RecognizeOptions()
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'quire.sqlite').resolve()}"
+
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or (self.home / "store").resolve().as_uri()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process; tests build Settings(...) directly instead."""
+    return Settings()
+
+
+def resolve_model_path(name: str) -> str:
+    """A shipped model's name maps to its folder; anything else (hub name, path) passes through."""
+    shipped = SHIPPED_MODELS_DIR / name
+    if "/" not in name and shipped.is_dir():
+        return str(shipped)
+    return name
