@@ -1,0 +1,180 @@
+"""Line crops to text with any transformers VisionEncoderDecoder checkpoint, batched, with confidences."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.config import resolve_model_path
+from pipeline.errors import ModelLoadError
+from pipeline.line_image import LINE_SHAPED_MIN_ASPECT, letterbox, to_gray
+from pipeline.types import LineText
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InputShape:
+    """What the checkpoint's image processor expects: size, channels and normalisation."""
+
+    height: int
+    width: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def line_shaped(self) -> bool:
+        return self.width / self.height >= LINE_SHAPED_MIN_ASPECT
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {requested!r} was asked for but CUDA is not available")
+    return requested
+
+
+class Recognizer:
+    """Loads a checkpoint once; `recognize` turns crops into LineText in the order given."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        beam: int = 1,
+        batch_size: int = 32,
+        max_new_tokens: int = 160,
+        quantize: bool = False,
+    ) -> None:
+        import torch
+        from transformers import AutoProcessor, VisionEncoderDecoderModel
+
+        self.model_id = model
+        self.beam = beam
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.device = pick_device(device)
+        path = resolve_model_path(model)
+        try:
+            self.processor = AutoProcessor.from_pretrained(path)
+            self.model = VisionEncoderDecoderModel.from_pretrained(path)
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(
+                f"cannot load recognition model {model!r}: {exc}. Give a local folder with a "
+                "VisionEncoderDecoder checkpoint, or a hub name on a machine with internet access"
+            ) from exc
+        self.model.eval()
+        if quantize:
+            if self.device != "cpu":
+                raise ModelLoadError("--quantize (int8) is for CPU inference; drop it on GPU")
+            self.model = torch.ao.quantization.quantize_dynamic(
+                self.model, {torch.nn.Linear}, dtype=torch.qint8
+            )
+        self.model.to(self.device)
+        if self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            self.model.to(torch.bfloat16)
+        self.input = _input_shape(self.processor, self.model)
+
+    def recognize(self, crops: Sequence[np.ndarray]) -> list[LineText]:
+        """Recognize line crops; batches are formed by width so padding is small."""
+        order = sorted(range(len(crops)), key=lambda i: _aspect(crops[i]))
+        results: list[LineText | None] = [None] * len(crops)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            for index, line in zip(chunk, self._recognize_batch([crops[i] for i in chunk])):
+                results[index] = line
+        return [r for r in results if r is not None]
+
+    def _pixel_values(self, crops: Sequence[np.ndarray]):
+        import torch
+
+        shape = self.input
+        if not shape.line_shaped:  # square-input checkpoints (TrOCR): their processor resizes
+            from PIL import Image
+
+            images = [Image.fromarray(to_gray(c)).convert("RGB") for c in crops]
+            return self.processor(images=images, return_tensors="pt").pixel_values
+        batch = np.stack([letterbox(c, shape.height, shape.width) for c in crops]).astype(np.float32)
+        tensor = torch.from_numpy(batch / 255.0).unsqueeze(1)  # B,1,H,W
+        if shape.channels == 3:
+            tensor = tensor.expand(-1, 3, -1, -1)
+        mean = torch.tensor(shape.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(shape.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (tensor - mean) / std
+
+    def _recognize_batch(self, crops: Sequence[np.ndarray]) -> list[LineText]:
+        import torch
+
+        pixels = self._pixel_values(crops).to(self.device, dtype=next(self.model.parameters()).dtype)
+        with torch.inference_mode():
+            out = self.model.generate(
+                pixel_values=pixels,
+                max_new_tokens=self.max_new_tokens,
+                num_beams=self.beam,
+                do_sample=False,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+        texts = self.processor.batch_decode(out.sequences, skip_special_tokens=True)
+        confidences = self._confidences(out)
+        return [LineText(t.strip(), c) for t, c in zip(texts, confidences)]
+
+    def _confidences(self, out) -> list[float]:
+        """Geometric mean of the chosen tokens' probabilities (EOS included), per line."""
+        if self.beam > 1 and getattr(out, "sequences_scores", None) is not None:
+            return [float(math.exp(s)) for s in out.sequences_scores.float().tolist()]
+        scores = self.model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+        scores = scores.float()
+        generated = out.sequences[:, -scores.shape[1] :]
+        pad = self.model.generation_config.pad_token_id
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        confidences = []
+        for row_tokens, row_scores in zip(generated.tolist(), scores.tolist()):
+            kept: list[float] = []
+            for token, score in zip(row_tokens, row_scores):
+                if token == pad and kept and token not in eos_ids:
+                    break
+                kept.append(score)
+                if token in eos_ids:
+                    break
+            finite = [s for s in kept if math.isfinite(s)]
+            confidences.append(float(math.exp(sum(finite) / len(finite))) if finite else 0.0)
+        return confidences
+
+
+def _aspect(crop: np.ndarray) -> float:
+    return crop.shape[1] / max(1, crop.shape[0])
+
+
+def _input_shape(processor, model) -> InputShape:
+    image_processor = getattr(processor, "image_processor", processor)
+    size = getattr(image_processor, "size", None) or {}
+    if isinstance(size, dict):
+        height = int(size.get("height") or size.get("shortest_edge") or 384)
+        width = int(size.get("width") or size.get("shortest_edge") or height)
+    else:  # newer processors keep a SizeDict object
+        height = int(getattr(size, "height", None) or 384)
+        width = int(getattr(size, "width", None) or height)
+    channels = int(getattr(model.config.encoder, "num_channels", 3))
+    mean = _per_channel(getattr(image_processor, "image_mean", None), channels)
+    std = _per_channel(getattr(image_processor, "image_std", None), channels)
+    return InputShape(height, width, channels, mean, std)
+
+
+def _per_channel(values, channels: int) -> tuple[float, ...]:
+    if values is None:
+        return (0.5,) * channels
+    values = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+    if len(values) == channels:
+        return tuple(values)
+    return (sum(values) / len(values),) * channels

@@ -1,0 +1,210 @@
+"""Documents to page images: PDFs through poppler (pdf2image) a chunk of pages at a time, images with Pillow."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageSequence, UnidentifiedImageError
+
+from pipeline.config import RenderOptions
+from pipeline.errors import (
+    BadInputError,
+    CorruptDocumentError,
+    EmptyFileError,
+    EncryptedDocumentError,
+    ImageTooLargeError,
+    NoPagesError,
+    UnsupportedFormatError,
+)
+from pipeline.types import PageImage
+
+# Extensions picked up when a folder is walked; a file named explicitly is always tried.
+DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
+
+_MAGIC = {
+    b"%PDF": "pdf",
+    b"\x89PNG": "image",
+    b"\xff\xd8\xff": "image",
+    b"II*\x00": "image",
+    b"MM\x00*": "image",
+    b"BM": "image",
+    b"GIF8": "image",
+}
+
+
+def sniff_kind(path: Path) -> str:
+    """'pdf' or 'image' from the file's first bytes; bad input raises a BadInputError naming the file."""
+    name = str(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(1024)
+    except OSError as exc:
+        raise BadInputError(f"cannot read file ({exc.strerror})", source=name) from exc
+    if size == 0:
+        raise EmptyFileError("file is empty", source=name)
+    if b"%PDF" in head:  # some writers put junk before the header; poppler accepts that
+        return "pdf"
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            return kind
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image"
+    raise UnsupportedFormatError(
+        "not a PDF or an image (supported: PDF, PNG, JPEG, TIFF, BMP, GIF, WebP)", source=name
+    )
+
+
+def count_pages(path: Path) -> int:
+    """Number of pages, checking the document opens; raises BadInputError naming the file."""
+    if sniff_kind(path) == "pdf":
+        return int(_pdf_info(path)["Pages"])
+    with _open_image(path, max_pixels=None) as image:
+        return int(getattr(image, "n_frames", 1))
+
+
+def render_pages(path: Path, options: RenderOptions | None = None) -> Iterator[PageImage]:
+    """Yield the document's pages one by one; memory holds one chunk of pages at most."""
+    options = options or RenderOptions()
+    if sniff_kind(path) == "pdf":
+        yield from _render_pdf(path, options)
+    else:
+        yield from _render_image(path, options)
+
+
+def _pdf_info(path: Path, first: int | None = None, last: int | None = None) -> dict:
+    from pdf2image import pdfinfo_from_path
+    from pdf2image.exceptions import PDFInfoNotInstalledError, PDFPageCountError
+
+    name = str(path)
+    try:
+        info = pdfinfo_from_path(str(path), first_page=first, last_page=last, timeout=60)
+    except PDFInfoNotInstalledError as exc:
+        raise BadInputError("poppler-utils (pdfinfo) is not installed", source=name) from exc
+    except PDFPageCountError as exc:
+        message = str(exc)
+        if "password" in message.lower():
+            raise EncryptedDocumentError(
+                "PDF is encrypted with a password; decrypt it first (e.g. qpdf --decrypt)",
+                source=name,
+            ) from exc
+        detail = _first_error_line(message)
+        raise CorruptDocumentError(f"PDF is damaged or unreadable ({detail})", source=name) from exc
+    if int(info.get("Pages", 0)) == 0:
+        raise NoPagesError("PDF has no pages", source=name)
+    return info
+
+
+def _first_error_line(message: str) -> str:
+    for line in message.splitlines():
+        if "Error" in line:
+            return line.strip().removeprefix("b'").strip()
+    return message.strip()[:120] or "unknown error"
+
+
+_PAGE_SIZE = re.compile(r"([\d.]+) x ([\d.]+) pts")
+
+
+def _largest_page_pixels(info: dict, dpi: int) -> int:
+    """Pixels of the largest page in a pdfinfo answer (per-page keys when a range was asked)."""
+    largest = 0.0
+    for key, value in info.items():
+        if key.startswith("Page") and key.endswith("size"):
+            match = _PAGE_SIZE.search(str(value))
+            if match:
+                w, h = (float(v) * dpi / 72.0 for v in match.groups())
+                largest = max(largest, w * h)
+    return int(largest)
+
+
+def _render_pdf(path: Path, options: RenderOptions) -> Iterator[PageImage]:
+    from pdf2image import convert_from_path
+    from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
+
+    name = str(path)
+    total = int(_pdf_info(path)["Pages"])
+    for first in range(1, total + 1, options.chunk_pages):
+        last = min(total, first + options.chunk_pages - 1)
+        pixels = _largest_page_pixels(_pdf_info(path, first, last), options.dpi)
+        if pixels > options.max_pixels:
+            raise ImageTooLargeError(
+                f"a page in {first}-{last} would be {pixels:,} pixels at {options.dpi} dpi "
+                f"(limit {options.max_pixels:,}); use a lower --dpi",
+                source=name,
+            )
+        try:
+            images = convert_from_path(
+                str(path), dpi=options.dpi, first_page=first, last_page=last, timeout=600
+            )
+        except (PDFPageCountError, PDFSyntaxError) as exc:
+            raise CorruptDocumentError(f"PDF pages {first}-{last} cannot be rendered", source=name) from exc
+        if len(images) != last - first + 1:
+            raise CorruptDocumentError(
+                f"PDF pages {first}-{last}: poppler rendered {len(images)} of {last - first + 1}",
+                source=name,
+            )
+        for offset, image in enumerate(images):
+            yield PageImage(first + offset, _to_array(image), options.dpi)
+        del images  # keep only one chunk alive
+
+
+def _open_image(path: Path, max_pixels: int | None) -> Image.Image:
+    name = str(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(f"image is too large to decode safely ({exc})", source=name) from exc
+    except UnidentifiedImageError as exc:
+        raise CorruptDocumentError("image is damaged or in an unknown format", source=name) from exc
+    except OSError as exc:
+        raise CorruptDocumentError(f"image cannot be read ({exc})", source=name) from exc
+    if max_pixels is not None and image.width * image.height > max_pixels:
+        image.close()
+        raise ImageTooLargeError(
+            f"image is {image.width}x{image.height} = {image.width * image.height:,} pixels "
+            f"(limit {max_pixels:,})",
+            source=name,
+        )
+    return image
+
+
+def _render_image(path: Path, options: RenderOptions) -> Iterator[PageImage]:
+    name = str(path)
+    with _open_image(path, options.max_pixels) as image:
+        dpi = _image_dpi(image, options.dpi)
+        for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+            if frame.width * frame.height > options.max_pixels:
+                raise ImageTooLargeError(f"page {number} exceeds the pixel limit", source=name)
+            try:
+                array = _to_array(frame)
+            except OSError as exc:  # truncated data surfaces when pixels are decoded
+                raise CorruptDocumentError(f"page {number} is truncated or damaged ({exc})", source=name) from exc
+            yield PageImage(number, array, dpi)
+
+
+def _image_dpi(image: Image.Image, default: int) -> int:
+    """The scan's own resolution when it records a plausible one; else the configured dpi."""
+    raw = image.info.get("dpi")
+    try:
+        value = int(round(float(raw[0]))) if raw else 0
+    except (TypeError, ValueError, IndexError):
+        value = 0
+    return value if 72 <= value <= 2400 else default
+
+
+def _to_array(image: Image.Image) -> np.ndarray:
+    """RGB pages stay RGB, everything else (1-bit fax, gray, palette) becomes 8-bit gray."""
+    if image.mode in ("RGB", "RGBA", "CMYK", "P", "YCbCr", "LAB", "HSV"):
+        rgb = image.convert("RGB")
+        array = np.asarray(rgb)
+        # Most scans are gray; a gray page stored as RGB costs 3x the memory for nothing.
+        if np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 1], array[..., 2]):
+            return np.ascontiguousarray(array[..., 0])
+        return array
+    return np.asarray(image.convert("L"))
