@@ -1,0 +1,189 @@
+"""The `quire` command line: thin commands over the runner, the recognizer and the database."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.config import DEFAULT_MODEL, Settings
+
+app = typer.Typer(
+    name="quire",
+    help="Quire: OCR for archives. Scans and PDFs in; text, JSON and more out, kept in SQL "
+    "and object storage. Settings come from QUIRE_* environment variables (see README).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema commands (for PostgreSQL or an existing SQLite file).")
+app.add_typer(db_app, name="db")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"quire: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(**overrides) -> Settings:
+    base = Settings()
+    data = base.model_dump()
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, _, field = key.partition("__")
+        if field:
+            data[section][field] = value
+        else:
+            data[section] = value
+    return Settings(**data)
+
+
+@app.command()
+def run(
+    paths: Annotated[list[Path], typer.Argument(help="PDF or image files, or folders (searched recursively).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write <name>.<ext> for each document here.")] = None,
+    model: Annotated[Optional[str], typer.Option(help=f"Recognition model: a shipped name ({DEFAULT_MODEL}), a folder, or a hub name.")] = None,
+    beam: Annotated[Optional[int], typer.Option(min=1, max=16, help="Beam width; 1 is greedy (fastest).")] = None,
+    dpi: Annotated[Optional[int], typer.Option(min=50, max=1200, help="Resolution PDFs are rendered at (default 300).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Comma-separated output formats, e.g. txt,json.")] = "txt,json",
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """OCR documents in this process (no servers): text in the database, exports in the store and --out.
+
+    A document already done with the same model and settings (same SHA-256) is not redone.
+    Exit status 1 if any document failed.
+    """
+    from tqdm import tqdm
+
+    from pipeline.errors import QuireError
+    from pipeline.exporters import parse_formats
+    from pipeline.runner import LocalRunner, collect_inputs, total_pages
+
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        _fail(f"no such file or folder: {', '.join(missing)}")
+    try:
+        exporters = parse_formats(fmt)
+        settings = _settings(model=model, device=device, render__dpi=dpi, recognize__beam=beam)
+        inputs = collect_inputs(paths)
+        if not inputs:
+            _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
+        runner = LocalRunner(settings, exporters=exporters, out_dir=out)
+        bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
+                   dynamic_ncols=True, file=sys.stderr)
+        with bar:
+            summary = runner.run(inputs, progress=bar)
+    except QuireError as exc:
+        _fail(str(exc), exc.exit_code)
+    _print_summary(summary)
+    raise typer.Exit(1 if summary.failures else 0)
+
+
+def _print_summary(summary) -> None:
+    done, skipped, failed = summary.count("done"), summary.count("skipped"), summary.count("failed")
+    typer.echo(
+        f"{len(summary.outcomes)} documents: {done} done, {skipped} already done (skipped), "
+        f"{failed} failed; {summary.pages} pages, {summary.lines} lines in "
+        f"{summary.seconds:.1f} s ({summary.pages_per_minute:.1f} pages/min)"
+    )
+    for outcome in summary.outcomes:
+        if outcome.status == "skipped":
+            typer.echo(f"  already done: {outcome.path}")
+    for outcome in summary.failures:
+        typer.echo(f"  FAILED {outcome.path}: {outcome.error}")
+
+
+@app.command()
+def recognize(
+    images: Annotated[list[Path], typer.Argument(help="Images of single text lines.")],
+    model: Annotated[Optional[str], typer.Option(help="Recognition model name or folder.")] = None,
+    beam: Annotated[int, typer.Option(min=1, max=16, help="Beam width; 1 is greedy.")] = 1,
+    tsv: Annotated[bool, typer.Option(help="Print path<TAB>text<TAB>confidence per line.")] = False,
+    quantize: Annotated[bool, typer.Option(help="int8 dynamic quantization (CPU).")] = False,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+) -> None:
+    """OCR ready-cut line images (no segmentation); one result per image, in the order given."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from pipeline.errors import QuireError
+    from pipeline.recognize import Recognizer
+
+    settings = _settings(model=model, device=device)
+    crops, failed = [], 0
+    kept: list[Path] = []
+    for path in images:
+        try:
+            with Image.open(path) as image:
+                crops.append(np.asarray(image.convert("L")))
+                kept.append(path)
+        except (OSError, UnidentifiedImageError) as exc:
+            typer.echo(f"quire: {path}: not a readable image ({exc.__class__.__name__})", err=True)
+            failed += 1
+    try:
+        recognizer = Recognizer(settings.model, device=settings.device, beam=beam, quantize=quantize,
+                                batch_size=settings.recognize.batch_size,
+                                max_new_tokens=settings.recognize.max_new_tokens)
+        results = recognizer.recognize(crops) if crops else []
+    except QuireError as exc:
+        _fail(str(exc), exc.exit_code)
+    for path, line in zip(kept, results):
+        if tsv:
+            text = line.text.replace("\t", " ")
+            typer.echo(f"{path}\t{text}\t{line.confidence:.4f}")
+        else:
+            typer.echo(f"{path}: {line.text}  ({line.confidence:.0%})")
+    raise typer.Exit(1 if failed else 0)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    url: Annotated[Optional[str], typer.Option(help="Database URL (default: QUIRE_DATABASE_URL).")] = None,
+) -> None:
+    """Apply the Alembic migrations up to the newest schema."""
+    from pipeline.db.session import upgrade
+
+    target = url or Settings().resolved_database_url()
+    upgrade(target)
+    typer.echo(f"database at {target.split('@')[-1]} is up to date")
+
+
+@app.command()
+def worker(
+    queue: Annotated[str, typer.Argument(help="ingest, recognize or finish.")],
+    concurrency: Annotated[Optional[int], typer.Option(help="Worker processes (recognize: 1 per GPU).")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+) -> None:
+    """Start a Celery worker for one queue with the settings that queue needs."""
+    from pipeline.queue import QUEUES
+
+    if queue not in QUEUES:
+        _fail(f"unknown queue {queue!r}; choose one of {', '.join(QUEUES)}")
+    from workers.app import start_worker
+
+    start_worker(queue, concurrency=concurrency, loglevel=loglevel)
+
+
+def _register_training_commands() -> None:
+    try:
+        from pipeline.training.commands import eval_command, train_command
+    except ImportError:  # training extras missing in a slim API image: the rest still works
+        return
+    app.command("train")(train_command)
+    app.command("eval")(eval_command)
+
+
+_register_training_commands()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The stages for one document, shared by the local runner and the Celery tasks: ingest, save text, finish."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pipeline import storage
+from pipeline.config import RenderOptions
+from pipeline.db import repo
+from pipeline.db.session import session_scope
+from pipeline.exporters import Exporter
+from pipeline.render import render_pages
+from pipeline.segment import segment_page
+from pipeline.types import LineText
+
+# Bump when segmentation changes what it finds: results made by another version are redone.
+SEGMENTER_VERSION = "1"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def profile_key(*, model: str, dpi: int, beam: int) -> str:
+    """A short hash of everything that changes the result; the same file under it is not redone."""
+    spec = json.dumps({"model": model, "dpi": dpi, "beam": beam, "seg": SEGMENTER_VERSION}, sort_keys=True)
+    return hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class DocumentRef:
+    id: str
+    sha256: str
+    profile: str
+
+
+@dataclass(frozen=True)
+class IngestedPage:
+    """A page saved with its line rows; crops travel in memory for the local runner only."""
+
+    number: int
+    page_id: int
+    line_ids: tuple[int, ...]
+    crops: tuple[np.ndarray, ...]
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    # Level 1: page images are large and written once; speed matters more than a few % of size.
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def decode_gray(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+def ingest_pages(
+    engine,
+    store: storage.ObjectStore,
+    doc: DocumentRef,
+    source: Path,
+    options: RenderOptions,
+    *,
+    store_crops: bool,
+) -> Iterator[IngestedPage]:
+    """Render, segment and save each page; rows and keys are deterministic, so a rerun overwrites."""
+    for page in render_pages(source, options):
+        seg = segment_page(page.image, dpi=page.dpi)
+        image_key = storage.page_key(doc.sha256, doc.profile, page.number)
+        store.put_bytes(image_key, encode_png(page.image), content_type="image/png")
+        crop_keys: list[str | None] = [None] * len(seg.lines)
+        if store_crops:
+            for i, (line, crop) in enumerate(zip(seg.lines, seg.crops)):
+                key = storage.line_key(doc.sha256, doc.profile, page.number, line.order)
+                store.put_bytes(key, encode_png(crop), content_type="image/png")
+                crop_keys[i] = key
+        with session_scope(engine) as s:
+            row = repo.save_page(
+                s, doc.id, number=page.number, image_key=image_key, width=page.width,
+                height=page.height, dpi=page.dpi, angle=seg.angle,
+            )
+            lines = repo.save_lines(
+                s, row.id, [(lb.order, lb.bbox, key) for lb, key in zip(seg.lines, crop_keys)]
+            )
+            page_id, line_ids = row.id, tuple(line.id for line in lines)
+        yield IngestedPage(page.number, page_id, line_ids, tuple(seg.crops))
+
+
+def save_texts(engine, line_ids: Sequence[int], texts: Sequence[LineText], model: str) -> None:
+    with session_scope(engine) as s:
+        repo.set_line_texts(
+            s, [(i, t.text, t.confidence) for i, t in zip(line_ids, texts)], model=model
+        )
+
+
+def finish_document(
+    engine, store: storage.ObjectStore, doc: DocumentRef, page_count: int,
+    exporters: Sequence[Exporter],
+) -> dict[str, bytes]:
+    """Mark the document done and write every export to the store; returns them by extension."""
+    with session_scope(engine) as s:
+        repo.finish_document(s, doc.id, page_count)
+        return write_exports(s, store, doc, exporters)
+
+
+def write_exports(s, store: storage.ObjectStore, doc: DocumentRef, exporters: Sequence[Exporter]) -> dict[str, bytes]:
+    result = repo.load_document_result(s, doc.id)
+    outputs: dict[str, bytes] = {}
+    for exporter in exporters:
+        data = exporter.render(result)
+        store.put_bytes(
+            storage.export_key(doc.sha256, doc.profile, exporter.extension), data,
+            content_type=exporter.media_type,
+        )
+        outputs[exporter.extension] = data
+    return outputs

@@ -1,0 +1,282 @@
+"""The embedded driver: every stage in one process, lines batched across pages and documents."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import storage
+from pipeline.config import Settings
+from pipeline.db import repo
+from pipeline.db.session import make_engine, session_scope, upgrade
+from pipeline.errors import BadInputError, QuireError
+from pipeline.exporters import Exporter
+from pipeline.process import (
+    DocumentRef,
+    file_sha256,
+    finish_document,
+    ingest_pages,
+    profile_key,
+    save_texts,
+    write_exports,
+)
+from pipeline.render import DOCUMENT_SUFFIXES, count_pages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DocumentOutcome:
+    path: Path
+    status: str = "pending"  # done | skipped | failed
+    pages: int = 0
+    lines: int = 0
+    error: str | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    outcomes: list[DocumentOutcome]
+    seconds: float
+    job_id: str
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def pages(self) -> int:
+        return sum(o.pages for o in self.outcomes if o.status == "done")
+
+    @property
+    def lines(self) -> int:
+        return sum(o.lines for o in self.outcomes if o.status == "done")
+
+    @property
+    def pages_per_minute(self) -> float:
+        return self.pages * 60.0 / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def failures(self) -> list[DocumentOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+def collect_inputs(paths: Iterable[Path]) -> list[Path]:
+    """Files as given, folders walked recursively for document files (hidden ones skipped)."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(
+                p for p in sorted(path.rglob("*"))
+                if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        else:
+            found.append(path)
+    return list(dict.fromkeys(found))
+
+
+def output_names(paths: Sequence[Path]) -> dict[Path, str]:
+    """<stem> per input; a stem seen twice gets -2, -3 so no output overwrites another."""
+    names: dict[Path, str] = {}
+    taken: set[str] = set()
+    for path in paths:
+        base, n = path.stem, 1
+        name = base
+        while name in taken:
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name)
+        names[path] = name
+    return names
+
+
+@dataclass
+class _Pending:
+    """A document whose pages are ingested; it finishes when its last buffered line is recognized."""
+
+    ref: DocumentRef
+    outcome: DocumentOutcome
+    name: str
+    lines_left: int = 0
+    ingested: bool = False
+
+
+class LocalRunner:
+    """Runs documents through ingest, recognize and finish in-process; see `run`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        exporters: Sequence[Exporter],
+        out_dir: Path | None = None,
+        recognizer_factory: Callable[[], object] | None = None,
+        flush_lines: int = 256,
+    ) -> None:
+        self.settings = settings
+        self.exporters = exporters
+        self.out_dir = out_dir
+        self.flush_lines = flush_lines
+        self._recognizer_factory = recognizer_factory or self._default_recognizer
+        self._recognizer = None
+        url = settings.resolved_database_url()
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        upgrade(url)  # the embedded default migrates itself
+        self.engine = make_engine(url)
+        self.store = storage.open_store(settings.resolved_storage_url(), settings.s3_endpoint_url)
+        self.profile = profile_key(
+            model=settings.model, dpi=settings.render.dpi, beam=settings.recognize.beam
+        )
+        self._buffer: list[tuple[_Pending, int, np.ndarray]] = []
+        self.lines_done = 0
+
+    def _default_recognizer(self):
+        from pipeline.recognize import Recognizer
+
+        opts = self.settings.recognize
+        return Recognizer(
+            self.settings.model, device=self.settings.device, beam=opts.beam,
+            batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens,
+        )
+
+    @property
+    def recognizer(self):
+        if self._recognizer is None:  # loaded on first use: a run of finished files loads no model
+            self._recognizer = self._recognizer_factory()
+        return self._recognizer
+
+    def run(self, paths: Sequence[Path], progress=None) -> RunSummary:
+        """Process `paths` (files); `progress` is a tqdm-like bar over pages, or None."""
+        started = time.perf_counter()
+        settings_dict = {"model": self.settings.model, "dpi": self.settings.render.dpi,
+                         "beam": self.settings.recognize.beam,
+                         "formats": [e.name for e in self.exporters]}
+        with session_scope(self.engine) as s:
+            job_id = repo.create_job(s, settings=settings_dict).id
+        names = output_names(paths)
+        outcomes: list[DocumentOutcome] = []
+        for position, path in enumerate(paths):
+            outcome = DocumentOutcome(path)
+            outcomes.append(outcome)
+            self._process(job_id, position, path, names[path], outcome, progress)
+        self._flush(progress)
+        with session_scope(self.engine) as s:
+            repo.update_job_counts(s, job_id)
+        return RunSummary(outcomes, time.perf_counter() - started, job_id)
+
+    def _process(self, job_id, position, path, name, outcome, progress) -> None:
+        pending: _Pending | None = None
+        try:
+            sha = file_sha256(path)
+            with session_scope(self.engine) as s:
+                doc, done = repo.upsert_document(
+                    s, sha256=sha, profile=self.profile, name=path.name,
+                    source_uri=path.resolve().as_uri(), size_bytes=path.stat().st_size,
+                )
+                repo.link_job_document(s, job_id, doc.id, position)
+                ref = DocumentRef(doc.id, sha, self.profile)
+                if done:
+                    outcome.status, outcome.pages = "skipped", doc.page_count or 0
+                    self._write_outputs(outcome, name, write_exports(s, self.store, ref, self.exporters))
+                    if progress is not None:
+                        progress.total = max(0, (progress.total or 0) - outcome.pages)
+                        progress.refresh()
+                    return
+                repo.start_document(s, doc.id)
+            pending = _Pending(ref, outcome, name)
+            key = storage.source_key(sha)
+            if not self.store.exists(key):
+                self.store.put_file(key, path)
+            for page in ingest_pages(self.engine, self.store, ref, path, self.settings.render, store_crops=False):
+                outcome.pages += 1
+                outcome.lines += len(page.line_ids)
+                pending.lines_left += len(page.line_ids)
+                self._buffer.extend((pending, lid, crop) for lid, crop in zip(page.line_ids, page.crops))
+                if progress is not None:
+                    progress.update(1)
+                if len(self._buffer) >= self.flush_lines:
+                    self._flush(progress)
+            pending.ingested = True
+            if pending.lines_left == 0:
+                self._finish(pending)
+        except QuireError as exc:
+            self._fail(pending, outcome, path, exc)
+        except OSError as exc:  # unreadable file, full disk: this document fails, the run goes on
+            self._fail(pending, outcome, path, BadInputError(str(exc), source=str(path)))
+
+    def _fail(self, pending: _Pending | None, outcome: DocumentOutcome, path: Path, exc: QuireError) -> None:
+        log.warning("%s", exc)
+        outcome.status, outcome.error = "failed", exc.reason
+        if pending is not None:
+            self._buffer = [item for item in self._buffer if item[0] is not pending]
+            with session_scope(self.engine) as s:
+                repo.fail_document(s, pending.ref.id, exc.reason)
+        else:
+            self._record_unregistered_failure(path, exc)
+
+    def _record_unregistered_failure(self, path: Path, exc: QuireError) -> None:
+        """A file that failed before it had a document row (unreadable) still gets one, failed."""
+        try:
+            sha = file_sha256(path)
+            size = path.stat().st_size
+        except OSError:
+            return
+        with session_scope(self.engine) as s:
+            doc, _ = repo.upsert_document(
+                s, sha256=sha, profile=self.profile, name=path.name,
+                source_uri=path.resolve().as_uri(), size_bytes=size,
+            )
+            repo.fail_document(s, doc.id, exc.reason)
+
+    def _flush(self, progress) -> None:
+        """Recognize every buffered line (sorted by width inside the Recognizer) and save the text."""
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        texts = self.recognizer.recognize([crop for _, _, crop in batch])
+        save_texts(self.engine, [lid for _, lid, _ in batch], texts, self.settings.model)
+        finished: list[_Pending] = []
+        for pending, _, _ in batch:
+            pending.lines_left -= 1
+            if pending.lines_left == 0 and pending.ingested:
+                finished.append(pending)
+        if progress is not None:
+            self.lines_done += len(batch)
+            progress.set_postfix(lines=self.lines_done, refresh=False)
+        for pending in dict.fromkeys(finished):
+            self._finish(pending)
+
+    def _finish(self, pending: _Pending) -> None:
+        outcome = pending.outcome
+        outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters)
+        outcome.status = "done"
+        self._write_outputs(outcome, pending.name, outputs)
+
+    def _write_outputs(self, outcome: DocumentOutcome, name: str, outputs: dict[str, bytes]) -> None:
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for extension, data in outputs.items():
+            target = self.out_dir / f"{name}.{extension}"
+            tmp = target.with_suffix(target.suffix + ".part")
+            tmp.write_bytes(data)
+            tmp.replace(target)
+            outcome.outputs[extension] = target
+
+
+def total_pages(paths: Sequence[Path]) -> int:
+    """Pages across inputs for the progress bar; unreadable files count 0 (they fail later, named)."""
+    total = 0
+    for path in paths:
+        try:
+            total += count_pages(path)
+        except QuireError:
+            pass
+    return total
