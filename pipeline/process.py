@@ -122,7 +122,7 @@ def write_exports(s, store: storage.ObjectStore, doc: DocumentRef, exporters: Se
     for exporter in exporters:
         data = exporter.render(result)
         store.put_bytes(
-            storage.export_key(doc.sha256, doc.profile, exporter.extension), data,
+            storage.export_key(doc.sha256, doc.profile, exporter.name, exporter.extension), data,
             content_type=exporter.media_type,
         )
         outputs[exporter.extension] = data
