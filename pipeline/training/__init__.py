@@ -1,0 +1,1 @@
+"""Training Quire's line model: synthetic lines, the fine-tuning loop and CER/WER evaluation."""

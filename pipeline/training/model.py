@@ -1,0 +1,174 @@
+"""Build Quire's line recognition model (ViT line encoder + TrOCR char decoder) from stock transformers configs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    PreTrainedTokenizerFast,
+    TrOCRConfig,
+    TrOCRForCausalLM,
+    TrOCRProcessor,
+    VisionEncoderDecoderConfig,
+    VisionEncoderDecoderModel,
+    ViTConfig,
+    ViTImageProcessor,
+    ViTModel,
+)
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+
+_ASCII = "".join(chr(c) for c in range(32, 127))
+# Characters that turn up in English/Western European letters, journals and receipts.
+_EXTRA = (
+    "£€¥¢°§¶©®™±×÷µ¼½¾²³¹ªº«»¿¡·•…–—‘’‚“”„†‡′″"
+    "àáâãäåæçèéêëìíîïñòóôõöøùúûüýÿœß"
+    "ÀÁÂÃÄÅÆÇÈÉÊËÌÍÎÏÑÒÓÔÕÖØÙÚÛÜÝŒ"
+)
+CHARSET: str = _ASCII + "".join(dict.fromkeys(c for c in _EXTRA if c not in _ASCII))
+
+
+def build_char_tokenizer(charset: str = CHARSET) -> PreTrainedTokenizerFast:
+    """A character-level tokenizer: one id per char (space included), exact decode."""
+    chars = list(dict.fromkeys(charset))
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for ch in chars:
+        vocab.setdefault(ch, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    # Split into single characters and keep the space as a token of its own.
+    core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    # Fuse concatenates tokens; the default WordLevel decode would join them with spaces.
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        clean_up_tokenization_spaces=False,
+        model_max_length=512,
+    )
+    return tok
+
+
+@dataclass
+class LineModelConfig:
+    """Sizes of the line model; height x width is the letterboxed input."""
+
+    height: int = 32
+    width: int = 1024
+    patch_height: int = 32
+    patch_width: int = 8
+    enc_layers: int = 6
+    enc_dim: int = 256
+    enc_heads: int = 4
+    enc_ffn: int = 1024
+    dec_layers: int = 3
+    dec_dim: int = 256
+    dec_heads: int = 4
+    dec_ffn: int = 1024
+    max_length: int = 160
+    dropout: float = 0.1
+    charset: str = field(default=CHARSET, repr=False)
+
+    @classmethod
+    def tiny(cls) -> LineModelConfig:
+        """A model small enough for unit tests (builds and runs in well under a second)."""
+        return cls(
+            height=16, width=128, patch_height=16, patch_width=8, enc_layers=1, enc_dim=32,
+            enc_heads=2, enc_ffn=64, dec_layers=1, dec_dim=32, dec_heads=2, dec_ffn=64, max_length=48,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("charset")
+        return d
+
+
+def build_processor(cfg: LineModelConfig, tokenizer: PreTrainedTokenizerFast | None = None) -> TrOCRProcessor:
+    """Processor: gray line -> [-1, 1] tensor of size height x width; char tokenizer."""
+    image_processor = ViTImageProcessor(
+        do_resize=True,
+        size={"height": cfg.height, "width": cfg.width},
+        resample=2,  # bilinear; the recognizer letterboxes first so this is normally a no-op
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[0.5],
+        image_std=[0.5],
+        do_convert_rgb=False,
+    )
+    return TrOCRProcessor(image_processor=image_processor, tokenizer=tokenizer or build_char_tokenizer(cfg.charset))
+
+
+def build_line_model(cfg: LineModelConfig | None = None) -> tuple[VisionEncoderDecoderModel, TrOCRProcessor]:
+    """A randomly initialised VisionEncoderDecoderModel plus its processor."""
+    cfg = cfg or LineModelConfig()
+    if cfg.width < 4 * cfg.height:
+        raise ValueError(f"line model must be at least 4x wider than tall, got {cfg.height}x{cfg.width}")
+    processor = build_processor(cfg)
+    tok = processor.tokenizer
+    enc_cfg = ViTConfig(
+        image_size=(cfg.height, cfg.width),
+        patch_size=(cfg.patch_height, cfg.patch_width),
+        num_channels=1,
+        hidden_size=cfg.enc_dim,
+        num_hidden_layers=cfg.enc_layers,
+        num_attention_heads=cfg.enc_heads,
+        intermediate_size=cfg.enc_ffn,
+        hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=0.0,
+        qkv_bias=True,
+    )
+    dec_cfg = TrOCRConfig(
+        vocab_size=len(tok),
+        d_model=cfg.dec_dim,
+        decoder_layers=cfg.dec_layers,
+        decoder_attention_heads=cfg.dec_heads,
+        decoder_ffn_dim=cfg.dec_ffn,
+        max_position_embeddings=cfg.max_length + 8,
+        dropout=cfg.dropout,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        activation_function="gelu",
+        use_learned_position_embeddings=True,
+        layernorm_embedding=True,
+        scale_embedding=False,
+        tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.bos_token_id,
+        is_decoder=True,
+        add_cross_attention=True,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc_cfg, dec_cfg)
+    ids = {
+        "decoder_start_token_id": tok.bos_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "pad_token_id": tok.pad_token_id,
+        "eos_token_id": tok.eos_token_id,
+    }
+    for key, value in ids.items():
+        setattr(config, key, value)
+    config.vocab_size = len(tok)
+    model = VisionEncoderDecoderModel(
+        config=config,
+        encoder=ViTModel(enc_cfg),  # keep the pooler so from_pretrained (AutoModel) finds every weight,
+        decoder=TrOCRForCausalLM(dec_cfg),
+    )
+    gen = model.generation_config
+    for key, value in ids.items():
+        setattr(gen, key, value)
+    gen.max_length = cfg.max_length
+    gen.num_beams = 1
+    gen.do_sample = False
+    return model, processor
+
+
+def count_parameters(model: Any) -> int:
+    """Number of parameters (shared ones counted once)."""
+    return sum(p.numel() for p in model.parameters())
