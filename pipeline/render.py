@@ -92,6 +92,8 @@ def _pdf_info(path: Path, first: int | None = None, last: int | None = None) -> 
                 "PDF is encrypted with a password; decrypt it first (e.g. qpdf --decrypt)",
                 source=name,
             ) from exc
+        if "page count 0" in message or "last page (0)" in message:
+            raise NoPagesError("PDF has no pages", source=name) from exc
         detail = _first_error_line(message)
         raise CorruptDocumentError(f"PDF is damaged or unreadable ({detail})", source=name) from exc
     if int(info.get("Pages", 0)) == 0:

@@ -1,0 +1,149 @@
+"""Rendering: PDFs and images to pages, and a clear, named error for each kind of bad input."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import RenderOptions
+from pipeline.errors import (
+    CorruptDocumentError,
+    EmptyFileError,
+    EncryptedDocumentError,
+    ImageTooLargeError,
+    NoPagesError,
+    UnsupportedFormatError,
+)
+from pipeline.render import count_pages, render_pages
+
+pytestmark = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils missing")
+
+
+def write_pdf(path: Path, pages: int, size=(850, 1100)) -> Path:
+    images = [Image.new("L", size, 255 - 20 * i) for i in range(pages)]
+    images[0].save(path, "PDF", resolution=100, save_all=True, append_images=images[1:])
+    return path
+
+
+def test_pdf_renders_every_page_in_chunks_at_requested_dpi(tmp_path):
+    pdf = write_pdf(tmp_path / "doc.pdf", 5)  # 8.5 x 11 in at 100 dpi
+    pages = list(render_pages(pdf, RenderOptions(dpi=60, chunk_pages=2)))
+    assert [p.number for p in pages] == [1, 2, 3, 4, 5]
+    assert all(p.dpi == 60 for p in pages)
+    assert pages[0].image.shape[:2] == (660, 510)
+    # page shades survive rendering, so pages come out in order
+    assert pages[0].image.mean() > pages[4].image.mean()
+    assert count_pages(pdf) == 5
+
+
+def test_multipage_tiff_and_png(tmp_path):
+    frames = [Image.new("L", (300, 200), v) for v in (250, 200, 150)]
+    tiff = tmp_path / "scan.tif"
+    frames[0].save(tiff, save_all=True, append_images=frames[1:], dpi=(400, 400))
+    pages = list(render_pages(tiff))
+    assert [p.number for p in pages] == [1, 2, 3]
+    assert pages[0].dpi == 400  # the scan's own resolution wins
+    assert [int(p.image.mean()) for p in pages] == [250, 200, 150]
+    png = tmp_path / "one.png"
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(png)
+    [page] = list(render_pages(png))
+    assert page.image.shape == (30, 40, 3)
+
+
+def _error(path: Path, options: RenderOptions | None = None):
+    with pytest.raises(Exception) as info:
+        list(render_pages(path, options))
+    message = str(info.value)
+    assert message.startswith(str(path) + ": "), message  # every error names the file
+    return info.value
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.pdf"
+    path.write_bytes(b"")
+    err = _error(path)
+    assert isinstance(err, EmptyFileError) and "empty" in str(err)
+
+
+def test_corrupt_pdf(tmp_path):
+    path = tmp_path / "broken.pdf"
+    path.write_bytes(b"%PDF-1.4\n this is not really a PDF \n")
+    err = _error(path)
+    assert isinstance(err, CorruptDocumentError) and "damaged" in str(err)
+
+
+def test_truncated_pdf(tmp_path):
+    good = write_pdf(tmp_path / "good.pdf", 2).read_bytes()
+    path = tmp_path / "truncated.pdf"
+    path.write_bytes(good[: len(good) // 3])
+    assert isinstance(_error(path), CorruptDocumentError)
+
+
+@pytest.mark.skipif(shutil.which("qpdf") is None, reason="qpdf missing")
+def test_encrypted_pdf(tmp_path):
+    plain = write_pdf(tmp_path / "plain.pdf", 1)
+    path = tmp_path / "secret.pdf"
+    subprocess.run(["qpdf", "--encrypt", "user", "owner", "256", "--", str(plain), str(path)], check=True)
+    err = _error(path)
+    assert isinstance(err, EncryptedDocumentError) and "password" in str(err)
+
+
+def test_not_a_document(tmp_path):
+    path = tmp_path / "notes.pdf"
+    path.write_text("just some words, not a scan\n")
+    err = _error(path)
+    assert isinstance(err, UnsupportedFormatError) and "not a PDF or an image" in str(err)
+
+
+def test_pdf_with_zero_pages(tmp_path):
+    path = tmp_path / "zero.pdf"
+    path.write_bytes(
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n"
+        b"2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\n"
+        b"trailer << /Root 1 0 R /Size 3 >>\n%%EOF\n"
+    )
+    err = _error(path)
+    assert isinstance(err, NoPagesError) and "no pages" in str(err)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares a huge size but carries almost no data: a decompression bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_image(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header_only(100_000, 100_000))
+    err = _error(path)
+    assert isinstance(err, ImageTooLargeError) and "too large" in str(err)
+
+
+def test_image_over_configured_pixel_limit(tmp_path):
+    path = tmp_path / "big.png"
+    Image.fromarray(np.full((500, 800), 255, np.uint8)).save(path)
+    err = _error(path, RenderOptions(max_pixels=100_000))
+    assert isinstance(err, ImageTooLargeError) and "400,000 pixels" in str(err)
+
+
+def test_pdf_page_over_pixel_limit_is_refused_before_rendering(tmp_path):
+    pdf = write_pdf(tmp_path / "poster.pdf", 1)
+    err = _error(pdf, RenderOptions(dpi=300, max_pixels=1_000_000))
+    assert isinstance(err, ImageTooLargeError) and "lower --dpi" in str(err)
+
+
+def test_truncated_png(tmp_path):
+    data = (tmp_path / "ok.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)).save(data)
+    path = tmp_path / "cut.png"
+    path.write_bytes(data.read_bytes()[:2000])
+    assert isinstance(_error(path), CorruptDocumentError)
