@@ -56,8 +56,12 @@ class Recognizer:
         quantize: bool = False,
     ) -> None:
         import torch
+        import transformers
         from transformers import AutoProcessor, VisionEncoderDecoderModel
 
+        # Quire reports its own progress; the library's load bars and notices are noise here.
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
         self.model_id = model
         self.beam = beam
         self.batch_size = batch_size
@@ -83,6 +87,10 @@ class Recognizer:
         if self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
             self.model.to(torch.bfloat16)
         self.input = _input_shape(self.processor, self.model)
+        # Past the decoder's position table generation fails; small line models have short ones.
+        positions = getattr(self.model.config.decoder, "max_position_embeddings", None)
+        if positions:
+            self.max_new_tokens = min(self.max_new_tokens, int(positions) - 1)
 
     def recognize(self, crops: Sequence[np.ndarray]) -> list[LineText]:
         """Recognize line crops; batches are formed by width so padding is small."""

@@ -1,0 +1,72 @@
+"""Models built inside the tests: the hub is out of reach, so tests make their own checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from pipeline.line_image import letterbox
+
+# Lines the memorising model learns to read; tests check these come out verbatim.
+MEMORISED = ("Quire 1931", "ARCHIVE", "St. Anne's, p. 12")
+
+
+def render_line(text: str, height: int = 40) -> np.ndarray:
+    """A black-on-white line image of `text` in a TrueType font (DejaVu when installed)."""
+    try:
+        font = ImageFont.truetype("DejaVuSans.ttf", int(height * 0.7))
+    except OSError:
+        font = ImageFont.load_default()
+    left, top, right, bottom = font.getbbox(text)
+    image = Image.new("L", (right - left + 16, height), 255)
+    ImageDraw.Draw(image).text((8 - left, (height - (bottom - top)) // 2 - top), text, font=font, fill=0)
+    return np.asarray(image)
+
+
+def build_random_model(path: Path) -> Path:
+    """A tiny, randomly initialised line model saved in the Hugging Face format."""
+    from pipeline.training.model import LineModelConfig, build_line_model
+
+    model, processor = build_line_model(LineModelConfig.tiny())
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def build_memorising_model(
+    path: Path, crops: list[np.ndarray] | None = None, texts: tuple[str, ...] = MEMORISED,
+    steps: int = 400,
+) -> Path:
+    """A tiny model trained until it reads the given line crops as `texts`, so tests can check
+    real text coming out. It goes through the same save/from_pretrained/generate path as a real
+    checkpoint. Without crops, MEMORISED rendered by render_line is learnt.
+    """
+    import torch
+
+    from pipeline.training.model import LineModelConfig, build_line_model
+
+    torch.manual_seed(0)
+    cfg = LineModelConfig.tiny()
+    model, processor = build_line_model(cfg)
+    crops = crops if crops is not None else [render_line(t) for t in texts]
+    images = np.stack([letterbox(c, cfg.height, cfg.width) for c in crops])
+    pixels = (torch.from_numpy(images).float().unsqueeze(1) / 255.0 - 0.5) / 0.5
+    tokenizer = processor.tokenizer
+    ids = [tokenizer(t).input_ids + [tokenizer.eos_token_id] for t in texts]
+    width = max(len(i) for i in ids)
+    labels = torch.tensor([i + [-100] * (width - len(i)) for i in ids])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(pixel_values=pixels, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.01:
+            break
+    model.eval()
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

@@ -1,0 +1,77 @@
+"""Recognizer: loads checkpoints by path, reads lines in order, beam search, confidences, limits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ModelLoadError
+from pipeline.line_image import letterbox
+from pipeline.recognize import Recognizer
+from tests.model_fixtures import MEMORISED, build_memorising_model, build_random_model, render_line
+
+
+@pytest.fixture(scope="module")
+def reader(tmp_path_factory):
+    return build_memorising_model(tmp_path_factory.mktemp("reader"))
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    return build_random_model(tmp_path_factory.mktemp("random"))
+
+
+def test_reads_lines_and_keeps_input_order_across_width_sorted_batches(reader):
+    crops = [render_line(t) for t in MEMORISED] * 3  # widths differ, so sorting reorders them
+    recognizer = Recognizer(str(reader), batch_size=2)
+    results = recognizer.recognize(crops)
+    assert [r.text for r in results] == list(MEMORISED) * 3
+    assert all(0.9 < r.confidence <= 1.0 for r in results)
+
+
+def test_beam_search_reads_the_same(reader):
+    results = Recognizer(str(reader), beam=3).recognize([render_line(t) for t in MEMORISED])
+    assert [r.text for r in results] == list(MEMORISED)
+    assert all(0.0 < r.confidence <= 1.0 for r in results)
+
+
+def test_unreadable_input_gets_low_confidence(reader):
+    noise = np.random.default_rng(1).integers(0, 255, (40, 300), dtype=np.uint8)
+    good = Recognizer(str(reader)).recognize([render_line(MEMORISED[0]), noise])
+    assert good[1].confidence < good[0].confidence
+
+
+def test_int8_quantized_model_still_reads(reader):
+    results = Recognizer(str(reader), quantize=True).recognize([render_line(t) for t in MEMORISED])
+    assert [r.text for r in results] == list(MEMORISED)
+
+
+def test_max_new_tokens_bounds_output(random_model):
+    recognizer = Recognizer(str(random_model), max_new_tokens=5, beam=2)
+    results = recognizer.recognize([render_line("a long line of words here")])
+    assert len(results) == 1 and len(results[0].text) <= 5
+
+
+def test_max_new_tokens_capped_by_decoder_positions(random_model):
+    recognizer = Recognizer(str(random_model), max_new_tokens=10_000)
+    assert recognizer.max_new_tokens < 10_000
+    assert len(recognizer.recognize([render_line("x")])) == 1
+
+
+def test_empty_batch(random_model):
+    assert Recognizer(str(random_model)).recognize([]) == []
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError) as info:
+        Recognizer(str(tmp_path / "no-such-model"))
+    assert "cannot load recognition model" in str(info.value)
+
+
+def test_letterbox_keeps_aspect_and_pads_white():
+    line = np.zeros((20, 40), np.uint8)  # black block 2:1
+    boxed = letterbox(line, 16, 128)
+    assert boxed.shape == (16, 128)
+    assert (boxed[:, :32] < 128).all() and (boxed[:, 33:] == 255).all()
+    squeezed = letterbox(np.zeros((10, 1000), np.uint8), 16, 128)
+    assert (squeezed < 128).all()  # too wide: squeezed to fit, never cut off
