@@ -1,0 +1,18 @@
+# One image for every Quire role (workers, API, watcher); the command picks the role.
+FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends poppler-utils fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+# CPU torch by default; build with --build-arg TORCH_SPEC=torch for the CUDA wheels on GPU nodes.
+ARG TORCH_SPEC="torch==2.13.0"
+ARG TORCH_INDEX="https://download.pytorch.org/whl/cpu"
+RUN pip install --no-cache-dir "${TORCH_SPEC}" --extra-index-url "${TORCH_INDEX}"
+COPY pyproject.toml README.md alembic.ini ./
+COPY pipeline pipeline
+COPY workers workers
+COPY migrations migrations
+COPY models models
+RUN pip install --no-cache-dir -e ".[postgres]"
+ENV QUIRE_HOME=/data
+ENTRYPOINT ["quire"]
+CMD ["--help"]
