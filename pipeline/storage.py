@@ -7,17 +7,17 @@ import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
-from boto3.exceptions import S3UploadFailedError
 
 from pipeline.errors import ConfigError, ObjectNotFoundError, StorageError
 
@@ -205,7 +205,7 @@ class LocalStore:
                     yield from self._walk(Path(entry.path), key, prefix)
             elif key.startswith(prefix) and not name.startswith(_TMP_PREFIX):
                 st = entry.stat()
-                mtime = datetime.fromtimestamp(st.st_mtime, tz=timezone.utc)
+                mtime = datetime.fromtimestamp(st.st_mtime, tz=UTC)
                 yield ObjectInfo(key=key, size=st.st_size, etag=None, mtime=mtime)
 
     def url(self, key: str) -> str:

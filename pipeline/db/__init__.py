@@ -1,0 +1,1 @@
+"""SQL persistence: models, engine and sessions, and the idempotent repository functions."""

@@ -1,0 +1,225 @@
+"""SQLAlchemy 2.0 models: jobs, documents, job_documents, pages, lines (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    PARTIAL = "partial"  # finished, some documents failed
+
+
+class DocumentStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class PageStatus(StrEnum):
+    PENDING = "pending"  # lines saved, text still missing for some
+    DONE = "done"  # every line has text
+
+
+class LineStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on both backends: SQLite drops the zone, so it is put back on read."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given; use an aware UTC datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def _in(column: str, enum: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(str(v)) for v in enum)})"
+
+
+# Deterministic constraint names: Alembic needs names to alter or drop constraints later,
+# and SQLite/PostgreSQL would otherwise invent different ones.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+
+class Job(Base):
+    """One submission: a set of documents processed with the same settings."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (CheckConstraint(_in("status", JobStatus), name="status"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    owner: Mapped[str | None] = mapped_column(String(64), index=True)  # API token id
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED.value, index=True)
+    documents_total: Mapped[int] = mapped_column(Integer, default=0)
+    documents_done: Mapped[int] = mapped_column(Integer, default=0)
+    documents_failed: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+
+    links: Mapped[list[JobDocument]] = relationship(
+        back_populates="job", order_by="JobDocument.position", passive_deletes=True
+    )
+
+
+class Document(Base):
+    """A source file (by SHA-256) under one profile: a hash of model and render/recognition
+    settings, so the same bytes under another model or dpi are another result."""
+
+    __tablename__ = "documents"
+    __table_args__ = (
+        UniqueConstraint("sha256", "profile"),
+        CheckConstraint(_in("status", DocumentStatus), name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    sha256: Mapped[str] = mapped_column(String(64))
+    profile: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(1024))
+    source_uri: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    page_count: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(
+        String(16), default=DocumentStatus.PENDING.value, index=True
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    pages_done: Mapped[int] = mapped_column(Integer, default=0)  # pages with all lines read
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    pages: Mapped[list[Page]] = relationship(
+        back_populates="document", order_by="Page.number", passive_deletes=True
+    )
+
+
+class JobDocument(Base):
+    """Which documents a job asked for, in submission order (a document can serve many jobs)."""
+
+    __tablename__ = "job_documents"
+
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    document_id: Mapped[str] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+
+    job: Mapped[Job] = relationship(back_populates="links")
+    document: Mapped[Document] = relationship()
+
+
+class Page(Base):
+    """A rendered page: its image in the store, size, resolution and deskew angle."""
+
+    __tablename__ = "pages"
+    # UNIQUE(document_id, number) also serves as the index on the foreign key.
+    __table_args__ = (
+        UniqueConstraint("document_id", "number"),
+        CheckConstraint(_in("status", PageStatus), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[str] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)  # 1-based
+    image_key: Mapped[str] = mapped_column(String(512))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    dpi: Mapped[int] = mapped_column(Integer)
+    angle: Mapped[float] = mapped_column(Float, default=0.0)
+    status: Mapped[str] = mapped_column(String(16), default=PageStatus.PENDING.value, index=True)
+    lines_total: Mapped[int] = mapped_column(Integer, default=0)
+    lines_done: Mapped[int] = mapped_column(Integer, default=0)
+
+    document: Mapped[Document] = relationship(back_populates="pages")
+    lines: Mapped[list[Line]] = relationship(
+        back_populates="page", order_by="Line.position", passive_deletes=True
+    )
+
+
+class Line(Base):
+    """A text line on a page in reading order: box, crop key, and once read, text and confidence."""
+
+    __tablename__ = "lines"
+    # UNIQUE(page_id, position) also serves as the index on the foreign key.
+    __table_args__ = (
+        UniqueConstraint("page_id", "position"),
+        CheckConstraint(_in("status", LineStatus), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    page_id: Mapped[int] = mapped_column(ForeignKey("pages.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)  # 0-based reading order (LineBox.order)
+    x0: Mapped[int] = mapped_column(Integer)
+    y0: Mapped[int] = mapped_column(Integer)
+    x1: Mapped[int] = mapped_column(Integer)
+    y1: Mapped[int] = mapped_column(Integer)
+    crop_key: Mapped[str | None] = mapped_column(String(512))
+    text: Mapped[str | None] = mapped_column(Text)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    model: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=LineStatus.PENDING.value, index=True)
+
+    page: Mapped[Page] = relationship(back_populates="lines")
+
+
+__all__ = [
+    "Base", "Document", "DocumentStatus", "Job", "JobDocument", "JobStatus", "Line",
+    "LineStatus", "Page", "PageStatus", "utcnow",
+]

@@ -1,0 +1,262 @@
+"""Schema and repository tests on SQLite (and one on a real PostgreSQL where installed)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, func, inspect, select, text
+
+from pipeline.db import repo
+from pipeline.db.models import Base, Document, JobDocument, Line, Page
+from pipeline.db.session import current_revision, make_engine, session_scope, upgrade
+from pipeline.errors import NotFoundError
+from pipeline.types import BBox
+
+SHA = hashlib.sha256(b"a").hexdigest()
+SHA2 = hashlib.sha256(b"b").hexdigest()
+
+
+def migrated(url: str) -> Engine:
+    upgrade(url)
+    return make_engine(url)
+
+
+@pytest.fixture
+def engine(sqlite_url: str) -> Iterator[Engine]:
+    eng = migrated(sqlite_url)
+    yield eng
+    eng.dispose()
+
+
+def schema_diffs(engine: Engine) -> list[object]:
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(ctx, Base.metadata))
+
+
+def add_doc(engine: Engine, sha: str = SHA, profile: str = "p1") -> str:
+    with session_scope(engine) as s:
+        doc, _ = repo.upsert_document(s, sha256=sha, profile=profile, name="a.pdf",
+                                      source_uri="file:///a.pdf", size_bytes=10)
+        return doc.id
+
+
+def add_page(engine: Engine, doc_id: str, number: int, n_lines: int) -> tuple[int, list[int]]:
+    with session_scope(engine) as s:
+        page = repo.save_page(s, doc_id, number=number, image_key=f"k{number}", width=100,
+                              height=200, dpi=300, angle=0.5)
+        lines = repo.save_lines(s, page.id, [(i, BBox(0, 10 * i, 50, 10 * i + 8), f"c{i}")
+                                             for i in range(n_lines)])
+        return page.id, [ln.id for ln in lines]
+
+
+def test_migration_matches_models(engine: Engine, sqlite_url: str) -> None:
+    assert schema_diffs(engine) == []
+    assert current_revision(sqlite_url) == "0001"
+    upgrade(sqlite_url)  # a second upgrade is a no-op
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    assert {ix["name"] for ix in inspect(engine).get_indexes("lines")} == {"ix_lines_status"}
+
+
+def test_upgrade_on_in_memory_engine() -> None:
+    eng = make_engine("sqlite://")
+    upgrade(eng)
+    assert schema_diffs(eng) == []
+
+
+def test_create_job_idempotency_key(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        a = repo.create_job(s, settings={"model": "m"}, idempotency_key="k1", owner="t1")
+        b = repo.create_job(s, settings={"model": "other"}, idempotency_key="k1", owner="t1")
+        c = repo.create_job(s, settings={"model": "m"})
+        d = repo.create_job(s, settings={"model": "m"})
+    assert a.id == b.id and b.settings == {"model": "m"}
+    assert len({a.id, c.id, d.id}) == 3
+    with session_scope(engine) as s:
+        assert repo.get_job(s, a.id).status == "queued"
+        assert repo.get_job(s, a.id).created_at.tzinfo is not None  # aware UTC on SQLite too
+        with pytest.raises(repo.IdempotencyConflictError):
+            repo.create_job(s, settings={}, idempotency_key="k1", owner="someone-else")
+        with pytest.raises(NotFoundError):
+            repo.get_job(s, "nope")
+
+
+def test_upsert_document_same_row_and_doneness(engine: Engine) -> None:
+    first = add_doc(engine)
+    with session_scope(engine) as s:
+        doc, done = repo.upsert_document(s, sha256=SHA, profile="p1", name="copy.pdf",
+                                         source_uri="file:///copy.pdf", size_bytes=10)
+        assert (doc.id, done, doc.name) == (first, False, "a.pdf")
+        repo.finish_document(s, doc.id, 0)
+    with session_scope(engine) as s:
+        doc, done = repo.upsert_document(s, sha256=SHA, profile="p1", name="a.pdf",
+                                         source_uri="file:///a.pdf", size_bytes=10)
+        assert doc.id == first and done
+        other, done2 = repo.upsert_document(s, sha256=SHA, profile="p2", name="a.pdf",
+                                            source_uri="file:///a.pdf", size_bytes=10)
+        assert other.id != first and not done2  # another profile is another result
+        assert s.scalar(select(func.count()).select_from(Document)) == 2
+
+
+def test_save_page_and_lines_twice_no_duplicates(engine: Engine) -> None:
+    doc_id = add_doc(engine)
+    page_id, line_ids = add_page(engine, doc_id, 1, 3)
+    page_id2, line_ids2 = add_page(engine, doc_id, 1, 3)
+    assert (page_id, line_ids) == (page_id2, line_ids2)
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Page)) == 1
+        assert s.scalar(select(func.count()).select_from(Line)) == 3
+        page = s.get_one(Page, page_id)
+        assert (page.lines_total, page.lines_done, page.status) == (3, 0, "pending")
+        # Segmentation found fewer lines this time, one of them moved: rows follow it.
+        lines = repo.save_lines(s, page_id, [(0, BBox(0, 0, 50, 8), "c0"),
+                                             (1, BBox(0, 99, 50, 108), None)])
+        assert [ln.position for ln in lines] == [0, 1] and lines[1].y0 == 99
+        assert s.get_one(Page, page_id).lines_total == 2
+
+
+def test_set_line_texts_twice_counts_once(engine: Engine) -> None:
+    doc_id = add_doc(engine)
+    page_id, ids = add_page(engine, doc_id, 1, 3)
+    for _ in range(2):
+        with session_scope(engine) as s:
+            repo.set_line_texts(s, [(ids[0], "one", 0.9), (ids[1], "two", 0.8)], model="m")
+    with session_scope(engine) as s:
+        page = s.get_one(Page, page_id)
+        assert (page.lines_done, page.status) == (2, "pending")
+        assert repo.lines_remaining(s, doc_id) == 1
+        assert repo.lines_to_recognize(s, ids) == [(ids[2], "c2", doc_id)]
+        repo.set_line_texts(s, [(ids[2], "three", 0.7), (ids[0], "changed", 0.1)], model="m")
+    with session_scope(engine) as s:
+        page = s.get_one(Page, page_id)
+        assert (page.lines_done, page.status) == (3, "done")
+        assert s.get_one(Line, ids[0]).text == "one"  # a finished line is not rewritten
+        assert repo.get_document(s, doc_id).pages_done == 1
+        assert repo.documents_of_lines(s, ids) == [doc_id]
+        # Saving the same boxes again (a redelivered ingest) keeps the text.
+        repo.save_lines(s, page_id, [(i, BBox(0, 10 * i, 50, 10 * i + 8), f"c{i}")
+                                     for i in range(3)])
+        assert s.get_one(Page, page_id).lines_done == 3
+
+
+def test_fail_document_keeps_others(engine: Engine) -> None:
+    a, b = add_doc(engine), add_doc(engine, SHA2)
+    add_page(engine, a, 1, 2)
+    with session_scope(engine) as s:
+        repo.start_document(s, b)
+        repo.fail_document(s, a, "corrupt PDF: no xref table")
+    with session_scope(engine) as s:
+        doc_a, doc_b = repo.get_document(s, a), repo.get_document(s, b)
+        assert (doc_a.status, doc_a.error) == ("failed", "corrupt PDF: no xref table")
+        assert (doc_b.status, doc_b.error) == ("processing", None)
+        assert s.scalar(select(func.count()).select_from(Page)) == 1  # nothing done is lost
+        repo.start_document(s, a)  # redoing it clears the error and the old rows
+    with session_scope(engine) as s:
+        doc_a = repo.get_document(s, a)
+        assert (doc_a.status, doc_a.error) == ("processing", None)
+        assert s.scalar(select(func.count()).select_from(Page)) == 0
+        assert s.scalar(select(func.count()).select_from(Line)) == 0
+
+
+def test_load_document_result_reading_order(engine: Engine) -> None:
+    doc_id = add_doc(engine)
+    # Saved out of order: page 2 first, lines reversed.
+    with session_scope(engine) as s:
+        for number in (2, 1):
+            page = repo.save_page(s, doc_id, number=number, image_key="k", width=100,
+                                  height=200, dpi=300, angle=-1.0)
+            lines = repo.save_lines(s, page.id, [(i, BBox(0, 10 * i, 50, 10 * i + 8), None)
+                                                 for i in (2, 1, 0)])
+            repo.set_line_texts(s, [(ln.id, f"p{number}l{ln.position}", 0.5) for ln in lines],
+                                model="quire-line-v1")
+        repo.finish_document(s, doc_id, 2)
+    with session_scope(engine) as s:
+        result = repo.load_document_result(s, doc_id)
+        assert repo.document_complete(s, doc_id)
+    assert (result.name, result.sha256, result.model) == ("a.pdf", SHA, "quire-line-v1")
+    assert [p.number for p in result.pages] == [1, 2]
+    assert [ln.text for ln in result.pages[0].lines] == ["p1l0", "p1l1", "p1l2"]
+    assert result.pages[1].lines[2].bbox == BBox(0, 20, 50, 28)
+    assert result.pages[0].angle == -1.0 and result.pages[0].dpi == 300
+
+
+def test_job_counts_and_status(engine: Engine) -> None:
+    a, b = add_doc(engine), add_doc(engine, SHA2)
+    with session_scope(engine) as s:
+        job = repo.create_job(s, settings={})
+        for pos, doc in enumerate((a, b, a)):  # the same file twice in one job: one link
+            repo.link_job_document(s, job.id, doc, pos)
+        assert s.scalar(select(func.count()).select_from(JobDocument)) == 2
+        job = repo.update_job_counts(s, job.id)
+        assert (job.status, job.documents_total, job.finished_at) == ("queued", 2, None)
+        repo.start_document(s, a)
+        assert repo.update_job_counts(s, job.id).status == "running"
+        repo.finish_document(s, a, 1)
+        job = repo.update_job_counts(s, job.id)
+        assert (job.status, job.documents_done) == ("running", 1)
+        repo.fail_document(s, b, "empty file")
+        job = repo.update_job_counts(s, job.id)
+        assert (job.status, job.documents_done, job.documents_failed) == ("partial", 1, 1)
+        assert job.finished_at is not None
+        assert [d.id for d in repo.job_documents(s, job.id)] == [a, b]
+        assert repo.job_ids_for_document(s, b) == [job.id]
+        repo.finish_document(s, b, 1)
+        assert repo.update_job_counts(s, job.id).status == "done"
+        job2 = repo.create_job(s, settings={})
+        repo.link_job_document(s, job2.id, b, 0)
+        repo.fail_document(s, b, "x")
+        assert repo.update_job_counts(s, job2.id).status == "failed"
+
+
+def test_postgresql_schema_and_upserts(postgres_url: str) -> None:
+    eng = migrated(postgres_url)
+    try:
+        assert schema_diffs(eng) == []
+        doc_id = add_doc(eng)
+        assert add_doc(eng) == doc_id
+        page_id, ids = add_page(eng, doc_id, 1, 2)
+        assert add_page(eng, doc_id, 1, 2) == (page_id, ids)
+        for _ in range(2):
+            with session_scope(eng) as s:
+                repo.set_line_texts(s, [(i, "t", 0.5) for i in ids], model="m")
+        with session_scope(eng) as s:
+            assert s.get_one(Page, page_id).lines_done == 2
+            job = repo.create_job(s, settings={"a": 1}, idempotency_key="k")
+            assert repo.create_job(s, settings={}, idempotency_key="k").id == job.id
+            assert job.created_at.tzinfo is not None
+    finally:
+        eng.dispose()
+
+
+def test_concurrent_redeliveries_count_once(engine: Engine) -> None:
+    """Threads saving the same texts at once (a redelivered batch) still count each line once."""
+    import threading
+
+    doc_id = add_doc(engine)
+    page_id, ids = add_page(engine, doc_id, 1, 20)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for chunk in (ids[:10], ids[5:15], ids[10:]):
+                with session_scope(engine) as s:
+                    repo.set_line_texts(s, [(i, "t", 0.5) for i in chunk], model="m")
+        except Exception as e:  # noqa: BLE001  (surfaced below; else lost with the thread)
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with session_scope(engine) as s:
+        page = s.get_one(Page, page_id)
+        assert (page.lines_done, page.status) == (20, "done")
+        assert repo.get_document(s, doc_id).pages_done == 1
