@@ -17,6 +17,7 @@ app = typer.Typer(
     "and object storage. Settings come from QUIRE_* environment variables (see README).",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
 db_app = typer.Typer(help="Database schema commands (for PostgreSQL or an existing SQLite file).")
 app.add_typer(db_app, name="db")
@@ -181,7 +182,7 @@ _register_training_commands()
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="quire: %(message)s")
     app()
 
 

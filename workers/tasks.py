@@ -70,8 +70,8 @@ def ingest_document(document_id: str, job_id: str) -> None:
         return
     with session_scope(engine) as s:
         repo.set_page_count(s, document_id, pages)
-        remaining = repo.lines_remaining(s, document_id)
-    if remaining == 0:
+        complete = repo.document_complete(s, document_id)
+    if complete:  # a document without text lines has nothing to recognize
         send(FINISH, document_id)
 
 
@@ -87,7 +87,7 @@ def recognize_lines(line_ids: list[int], model: str) -> None:
         save_texts(engine, [lid for lid, _, _ in todo], texts, model)
     with session_scope(engine) as s:
         documents = repo.documents_of_lines(s, line_ids)
-        ready = [d for d in documents if repo.lines_remaining(s, d) == 0]
+        ready = [d for d in documents if repo.document_complete(s, d)]
     for document_id in ready:
         send(FINISH, document_id)
 
