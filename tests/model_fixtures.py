@@ -70,3 +70,33 @@ def build_memorising_model(
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+# A letter page whose lines a memorising model is trained to read, for end-to-end tests.
+LETTER_LINES = ("Quire County Archives", "12 March 1931", "Dear Mr. Holloway,", "Yours faithfully,")
+
+
+def make_letter_page(dpi: int = 150) -> np.ndarray:
+    """A white letter-size page with LETTER_LINES in a serif-less TrueType font, gray uint8."""
+    width, height = int(8.5 * dpi), int(11 * dpi)
+    page = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(page)
+    try:
+        font = ImageFont.truetype("DejaVuSans.ttf", int(dpi * 0.17))
+    except OSError:
+        font = ImageFont.load_default()
+    for i, text in enumerate(LETTER_LINES):
+        draw.text((int(dpi * 1.0), int(dpi * (1.0 + 0.45 * i))), text, font=font, fill=0)
+    return np.asarray(page)
+
+
+def build_letter_reader(path: Path, pdf: Path, dpi: int = 150) -> Path:
+    """Train a tiny model on the line crops Quire itself cuts from `pdf`, labelled LETTER_LINES."""
+    from pipeline.config import RenderOptions
+    from pipeline.render import render_pages
+    from pipeline.segment import segment_page
+
+    [page] = list(render_pages(pdf, RenderOptions(dpi=dpi)))
+    seg = segment_page(page.image, dpi=page.dpi)
+    assert len(seg.crops) == len(LETTER_LINES), f"segmenter found {len(seg.crops)} lines"
+    return build_memorising_model(path, list(seg.crops), LETTER_LINES)

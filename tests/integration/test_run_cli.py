@@ -1,0 +1,115 @@
+"""`quire run` end to end on the embedded default: PDF in, text out, rows in SQLite, objects in the store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from tests.model_fixtures import LETTER_LINES, build_letter_reader, make_letter_page
+from tests.pagegen import make_pdf
+
+pytestmark = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils missing")
+DPI = 150
+
+
+@pytest.fixture(scope="module")
+def letter(tmp_path_factory) -> tuple[Path, Path]:
+    """(a one-page letter PDF, a model that reads its lines)."""
+    root = tmp_path_factory.mktemp("letter")
+    pdf = make_pdf([make_letter_page(DPI)], root / "letter.pdf", dpi=DPI)
+    return pdf, build_letter_reader(root / "reader", pdf, DPI)
+
+
+@pytest.fixture
+def env(tmp_path, letter, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUIRE_HOME", str(home))
+    monkeypatch.setenv("QUIRE_MODEL", str(letter[1]))
+    monkeypatch.setenv("QUIRE_RENDER__DPI", str(DPI))
+    for name in ("QUIRE_DATABASE_URL", "QUIRE_STORAGE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def quire(*args: str):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def db_rows(home: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(home / "quire.sqlite") as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, letter, env):
+    pdf, _ = letter
+    docs = tmp_path / "in"
+    (docs / "sub").mkdir(parents=True)
+    shutil.copy(pdf, docs / "sub" / "letter.pdf")
+    (docs / "notes.gt.txt").write_text("not a document, and not picked up from a folder walk")
+    out = tmp_path / "out"
+
+    result = quire("run", str(docs), "--out", str(out), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "1 documents: 1 done" in result.output and "pages/min" in result.output
+
+    assert (out / "letter.txt").read_text() == "\n".join(LETTER_LINES) + "\n"
+    data = json.loads((out / "letter.json").read_text())
+    [page] = data["pages"]
+    assert [line["text"] for line in page["lines"]] == list(LETTER_LINES)
+    assert page["width"] == int(8.5 * DPI) and page["dpi"] == DPI
+    tops = [line["bbox"][1] for line in page["lines"]]
+    assert tops == sorted(tops) and all(0.9 < line["confidence"] <= 1 for line in page["lines"])
+
+    rows = db_rows(env, "SELECT l.text FROM lines l JOIN pages p ON p.id = l.page_id ORDER BY l.position")
+    assert [r[0] for r in rows] == list(LETTER_LINES)
+    assert db_rows(env, "SELECT status, page_count FROM documents") == [("done", 1)]
+    stored = {p.relative_to(env / "store").as_posix() for p in (env / "store").rglob("*") if p.is_file()}
+    assert any(k.endswith("/source") for k in stored)
+    assert any(k.endswith("/pages/0001.png") for k in stored)
+    assert any(k.endswith("/exports/text.txt") for k in stored)
+
+    (out / "letter.txt").unlink()
+    again = quire("run", str(docs), "--out", str(out), "--no-progress")
+    assert again.exit_code == 0
+    assert "1 already done (skipped)" in again.output
+    assert (out / "letter.txt").read_text() == "\n".join(LETTER_LINES) + "\n"  # rewritten from SQL
+    assert len(db_rows(env, "SELECT id FROM lines")) == len(LETTER_LINES)  # nothing redone
+
+
+def test_bad_files_fail_alone_with_reasons_and_exit_1(tmp_path, letter, env):
+    pdf, _ = letter
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4\nnonsense\n")
+    text = tmp_path / "readme.txt"
+    text.write_text("hello")
+    out = tmp_path / "out"
+
+    result = quire("run", str(empty), str(pdf), str(broken), str(text), "--out", str(out), "--no-progress")
+    assert result.exit_code == 1
+    assert f"FAILED {empty}: file is empty" in result.output
+    assert f"FAILED {broken}: PDF is damaged or unreadable" in result.output
+    assert f"FAILED {text}: not a PDF or an image" in result.output
+    assert (out / "letter.txt").read_text() == "\n".join(LETTER_LINES) + "\n"  # the good one went on
+    statuses = dict(db_rows(env, "SELECT name, status FROM documents"))
+    assert statuses == {"empty.pdf": "failed", "letter.pdf": "done", "broken.pdf": "failed", "readme.txt": "failed"}
+    errors = dict(db_rows(env, "SELECT name, error FROM documents WHERE status = 'failed'"))
+    assert errors["broken.pdf"].startswith("PDF is damaged")
+
+
+def test_unknown_format_lists_valid_ones(tmp_path, letter, env):
+    result = quire("run", str(letter[0]), "--format", "txt,docx", "--no-progress")
+    assert result.exit_code == 2
+    assert "unknown format 'docx'; valid formats:" in result.output
+
+
+def test_missing_path_is_named(tmp_path, env):
+    result = quire("run", str(tmp_path / "nope.pdf"))
+    assert result.exit_code == 2 and "no such file or folder" in result.output
