@@ -155,15 +155,16 @@ def db_upgrade(
 
 @app.command()
 def worker(
-    queue: Annotated[str, typer.Argument(help="ingest, recognize or finish.")],
+    queue: Annotated[str, typer.Argument(help="ingest, recognize or finish (or several, comma-separated, for a small node).")],
     concurrency: Annotated[Optional[int], typer.Option(help="Worker processes (recognize: 1 per GPU).")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
 ) -> None:
     """Start a Celery worker for one queue with the settings that queue needs."""
     from pipeline.queue import QUEUES
 
-    if queue not in QUEUES:
-        _fail(f"unknown queue {queue!r}; choose one of {', '.join(QUEUES)}")
+    unknown = [q for q in queue.split(",") if q not in QUEUES]
+    if unknown:
+        _fail(f"unknown queue {unknown[0]!r}; choose from {', '.join(QUEUES)}")
     from workers.app import start_worker
 
     start_worker(queue, concurrency=concurrency, loglevel=loglevel)

@@ -28,8 +28,8 @@ def recognizer_for(model: str):
 def start_worker(queue: str, *, concurrency: int | None = None, loglevel: str = "info") -> None:
     """Run a worker on one queue. recognize: one process (one per GPU), prefetch 1."""
     if concurrency is None:
-        concurrency = 1 if queue == "recognize" else (os.cpu_count() or 1)
+        concurrency = 1 if "recognize" in queue.split(",") else (os.cpu_count() or 1)
     pool = "solo" if concurrency == 1 else "prefork"
     argv = ["worker", "-Q", queue, "-c", str(concurrency), "-P", pool, "-l", loglevel,
-            "-n", f"{queue}@%h", "--prefetch-multiplier", "1"]
+            "-n", f"{queue.replace(',', '-')}@%h", "--prefetch-multiplier", "1"]
     app.worker_main(argv)
