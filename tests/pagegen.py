@@ -120,7 +120,7 @@ class _Canvas:
 
 
 def _photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """A photo-like grey block: smooth shading, dark shapes, grain and a thin frame."""
+    """A photo-like grey block: smooth shading, dark shapes and grain, no frame to help."""
     coarse = rng.uniform(30, 230, size=(6, 6)).astype(np.float32)
     img = Image.fromarray(coarse.astype(np.uint8)).resize((width, height), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(img)
@@ -130,9 +130,7 @@ def _photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
         draw.ellipse((cx - r, cy - r * 0.7, cx + r, cy + r * 0.7), fill=int(rng.uniform(10, 120)))
     arr = np.asarray(img.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)
     arr += rng.normal(0, 18, size=arr.shape)
-    out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
-    ImageDraw.Draw(out).rectangle((0, 0, width - 1, height - 1), outline=40, width=3)
-    return out
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
 def _scanify(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -113,3 +113,31 @@ def test_unknown_format_lists_valid_ones(tmp_path, letter, env):
 def test_missing_path_is_named(tmp_path, env):
     result = quire("run", str(tmp_path / "nope.pdf"))
     assert result.exit_code == 2 and "no such file or folder" in result.output
+
+
+def test_recognize_prints_tsv_per_image(tmp_path, letter, env):
+    from PIL import Image
+
+    from pipeline.config import RenderOptions
+    from pipeline.render import render_pages
+    from pipeline.segment import segment_page
+
+    [page] = list(render_pages(letter[0], RenderOptions(dpi=DPI)))
+    paths = []
+    for i, crop in enumerate(segment_page(page.image, dpi=DPI).crops):
+        paths.append(tmp_path / f"line{i}.png")
+        Image.fromarray(crop).save(paths[-1])
+    result = quire("recognize", *map(str, paths), "--tsv")
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in result.output.strip().splitlines()]
+    assert [r[0] for r in rows] == list(map(str, paths))
+    assert [r[1] for r in rows] == list(LETTER_LINES)
+    assert all(0.9 < float(r[2]) <= 1.0 for r in rows)
+
+
+def test_db_upgrade_creates_the_schema(tmp_path, env):
+    url = f"sqlite:///{tmp_path / 'server.sqlite'}"
+    result = quire("db", "upgrade", "--url", url)
+    assert result.exit_code == 0 and "up to date" in result.output
+    tables = {r[0] for r in sqlite3.connect(tmp_path / "server.sqlite").execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"jobs", "documents", "job_documents", "pages", "lines"} <= tables

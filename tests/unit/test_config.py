@@ -1,0 +1,35 @@
+"""Settings come from QUIRE_* variables, nested options with __, embedded defaults under QUIRE_HOME."""
+
+from __future__ import annotations
+
+from pipeline.config import DEFAULT_MODEL, Settings, resolve_model_path
+
+
+def test_embedded_defaults_live_under_home(tmp_path, monkeypatch):
+    for name in ("QUIRE_DATABASE_URL", "QUIRE_STORAGE_URL", "QUIRE_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QUIRE_HOME", str(tmp_path))
+    s = Settings()
+    assert s.resolved_database_url() == f"sqlite:///{tmp_path / 'quire.sqlite'}"
+    assert s.resolved_storage_url() == (tmp_path / "store").as_uri()
+    assert s.model == DEFAULT_MODEL and s.render.dpi == 300 and s.recognize.beam == 1
+
+
+def test_environment_overrides(monkeypatch):
+    monkeypatch.setenv("QUIRE_DATABASE_URL", "postgresql+psycopg2://q:q@db/quire")
+    monkeypatch.setenv("QUIRE_STORAGE_URL", "s3://bucket/prefix")
+    monkeypatch.setenv("QUIRE_S3_ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("QUIRE_BROKER_URL", "redis://redis:6379/1")
+    monkeypatch.setenv("QUIRE_DEVICE", "cuda:1")
+    monkeypatch.setenv("QUIRE_RENDER__DPI", "200")
+    monkeypatch.setenv("QUIRE_RECOGNIZE__BATCH_SIZE", "128")
+    s = Settings()
+    assert s.resolved_database_url().startswith("postgresql+psycopg2://")
+    assert s.resolved_storage_url() == "s3://bucket/prefix"
+    assert (s.s3_endpoint_url, s.broker_url, s.device) == ("http://minio:9000", "redis://redis:6379/1", "cuda:1")
+    assert (s.render.dpi, s.recognize.batch_size) == (200, 128)
+
+
+def test_model_names_resolve_to_shipped_folders_or_pass_through(tmp_path):
+    assert resolve_model_path("microsoft/trocr-base-printed") == "microsoft/trocr-base-printed"
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)
