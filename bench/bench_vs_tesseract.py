@@ -1,0 +1,81 @@
+"""Quire's recognizer against Tesseract on the same real line images, measured side by side in one run.
+
+Usage: python bench/bench_vs_tesseract.py [--data ../shared/data/dev] [--model quire-line-v1]
+       [--sets printed,receipts,handwritten] [--repeat 3] [--quantize]
+Tesseract runs with --psm 7 (one line), two processes in parallel (one per core); Quire runs
+batched on the same cores. Prints CER (receipts folded: case- and space-insensitive), lines per
+second for both, the speed ratio, and the CER of the 90% most confident lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pipeline.training.evaluate import cer, load_pairs, read_gray
+
+FOLDED = {"receipts"}
+
+
+def tesseract_line(path: Path) -> str:
+    out = subprocess.run(
+        ["tesseract", str(path), "-", "--psm", "7", "-l", "eng"],
+        capture_output=True, text=True, check=False,
+    )
+    return out.stdout.strip()
+
+
+def run_tesseract(paths: list[Path], workers: int) -> tuple[list[str], float]:
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        texts = list(pool.map(tesseract_line, paths))
+    return texts, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"))
+    parser.add_argument("--model", default="quire-line-v1")
+    parser.add_argument("--sets", default="printed,receipts,handwritten")
+    parser.add_argument("--repeat", type=int, default=3, help="timing repeats; the best is kept")
+    parser.add_argument("--quantize", action="store_true")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    from pipeline.recognize import Recognizer
+
+    recognizer = Recognizer(args.model, device="cpu", batch_size=args.batch_size, quantize=args.quantize)
+    have_tesseract = shutil.which("tesseract") is not None
+    header = f"{'set':<12} {'lines':>5} {'quire CER':>10} {'top90 CER':>10} {'quire l/s':>10}"
+    header += f" {'tess CER':>9} {'tess l/s':>9} {'speed x':>8}" if have_tesseract else ""
+    print(f"model {args.model}{' (int8)' if args.quantize else ''}; tesseract: {'yes' if have_tesseract else 'not installed'}")
+    print(header)
+    for name in args.sets.split(","):
+        pairs = load_pairs(Path(args.data) / name)
+        fold = name in FOLDED
+        refs = [t for _, t in pairs]
+        images = [read_gray(p) for p, _ in pairs]
+        best_quire = float("inf")
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            results = recognizer.recognize(images)
+            best_quire = min(best_quire, time.perf_counter() - started)
+        hyps = [r.text for r in results]
+        ranked = sorted(range(len(pairs)), key=lambda i: -results[i].confidence)[: max(1, int(0.9 * len(pairs)))]
+        top90 = cer([refs[i] for i in ranked], [hyps[i] for i in ranked], fold)
+        row = f"{name:<12} {len(pairs):>5} {cer(refs, hyps, fold):>10.2%} {top90:>10.2%} {len(pairs) / best_quire:>10.1f}"
+        if have_tesseract:
+            best_tess, tess = float("inf"), []
+            for _ in range(args.repeat):
+                tess, seconds = run_tesseract([p for p, _ in pairs], workers=2)
+                best_tess = min(best_tess, seconds)
+            row += f" {cer(refs, tess, fold):>9.2%} {len(pairs) / best_tess:>9.1f} {best_tess / best_quire:>8.2f}"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
