@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +17,27 @@ KINDS = ("one_column", "two_columns", "picture")
 
 # Preferred faces first; any TrueType font under /usr/share/fonts will do, then Pillow's own.
 _REGULAR = ("DejaVuSerif.ttf", "LiberationSerif-Regular.ttf", "FreeSerif.ttf", "DejaVuSans.ttf")
-_BOLD = ("DejaVuSerif-Bold.ttf", "LiberationSerif-Bold.ttf", "FreeSerifBold.ttf", "DejaVuSans-Bold.ttf")
+_BOLD = (
+    "DejaVuSerif-Bold.ttf",
+    "LiberationSerif-Bold.ttf",
+    "FreeSerifBold.ttf",
+    "DejaVuSans-Bold.ttf",
+)
 
-_WORDS = (
+_VOCABULARY = (
     "the of and to in is was that for with as his on be at by had not are but from or have an "
-    "they which one you were all her she there would their we him been has when who will more no "
-    "if out so said what up its about into than them can only other new some could time these two "
-    "may then do first any my now such like our over man me even most made after also did many "
-    "before must through back years where much your way well down should because each just those "
-    "people how too little state good very make world still own see men work long get here between "
-    "both life being under never day same another know while last might great old year off come "
-    "since against go came right used take three quickly judge jovial sphinx quartz graph vexed "
-    "fjord lynx waltz nymph kept bright journey village hydraulic typography keyboard sequence"
-).split()
+    "they which one you were all her she there would their we him been has when who will more "
+    "no if out so said what up its about into than them can only other new some could time "
+    "these two may then do first any my now such like our over man me even most made after "
+    "also did many before must through back years where much your way well down should "
+    "because each just those people how too little state good very make world still own see "
+    "men work long get here between both life being under never day same another know while "
+    "last might great old year off come since against go came right used take three quickly "
+    "judge jovial sphinx quartz graph vexed fjord lynx waltz nymph kept bright journey "
+    "village hydraulic typography keyboard sequence"
+)
+_WORDS = tuple(_VOCABULARY.split())
+_Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
 _PUNCT = (",", ",", ".", ";", ":", "?", "!")
 
 
@@ -52,7 +60,7 @@ class GeneratedPage:
     angle: float = 0.0  # degrees the content was rotated counterclockwise
 
 
-@lru_cache(maxsize=None)
+@cache
 def _font_path(names: tuple[str, ...]) -> str | None:
     found = {p.name: p for p in Path("/usr/share/fonts").rglob("*.ttf")}
     for name in names:
@@ -62,7 +70,7 @@ def _font_path(names: tuple[str, ...]) -> str | None:
 
 
 @lru_cache(maxsize=32)
-def _font(px: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+def _font(px: int, bold: bool = False) -> _Font:
     path = _font_path(_BOLD if bold else _REGULAR)
     if path is None:  # no fonts installed: Pillow's built-in scalable font
         return ImageFont.load_default(size=px)
@@ -78,7 +86,7 @@ def _sentence_words(rng: random.Random, n: int) -> list[str]:
     return words
 
 
-def _wrap(rng: random.Random, font: ImageFont.ImageFont, width: int, n_lines: int) -> list[str]:
+def _wrap(rng: random.Random, font: _Font, width: int, n_lines: int) -> list[str]:
     """A paragraph of about n_lines lines fitting `width` pixels; the last line is short."""
     words = _sentence_words(rng, n_lines * 14)
     lines: list[str] = []
@@ -105,7 +113,7 @@ class _Canvas:
         self.page = Image.new("L", (width, height), 255)
         self.lines: list[TrueLine] = []
 
-    def text(self, x: int, y: int, text: str, font: ImageFont.ImageFont, column: int) -> None:
+    def text(self, x: int, y: int, text: str, font: _Font, column: int) -> None:
         # Render alone first so the truth is the real ink, not the font's metrics box.
         left, top, right, bottom = (int(v) for v in font.getbbox(text))
         tile = Image.new("L", (right - min(left, 0) + 4, bottom - min(top, 0) + 4), 255)
@@ -114,8 +122,12 @@ class _Canvas:
         ink = np.nonzero(np.asarray(tile) < 160)
         self.page.paste(tile, (x - ox, y - oy), Image.fromarray(255 - np.asarray(tile)))
         if ink[0].size:
-            box = BBox(x - ox + int(ink[1].min()), y - oy + int(ink[0].min()),
-                       x - ox + int(ink[1].max()) + 1, y - oy + int(ink[0].max()) + 1)
+            box = BBox(
+                x - ox + int(ink[1].min()),
+                y - oy + int(ink[0].min()),
+                x - ox + int(ink[1].max()) + 1,
+                y - oy + int(ink[0].max()) + 1,
+            )
             self.lines.append(TrueLine(box, text, column))
 
 
@@ -136,8 +148,10 @@ def _photo(rng: np.random.Generator, width: int, height: int) -> Image.Image:
 def _scanify(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Grey paper, uneven light from one side, grain and a slight blur, like a cheap scan."""
     h, w = gray.shape
-    ramp = np.linspace(0.78, 1.0, w, dtype=np.float32)[None, :] * np.linspace(
-        0.92, 1.0, h, dtype=np.float32)[:, None]
+    ramp = (
+        np.linspace(0.78, 1.0, w, dtype=np.float32)[None, :]
+        * np.linspace(0.92, 1.0, h, dtype=np.float32)[:, None]
+    )
     paper = 225.0 * ramp
     ink = 1.0 - gray.astype(np.float32) / 255.0
     arr = paper * (1.0 - 0.85 * ink) + rng.normal(0, 6, size=gray.shape)
@@ -151,12 +165,17 @@ def _rotate_box(box: BBox, matrix: tuple[float, ...], width: int, height: int) -
     for x, y in ((box.x0, box.y0), (box.x1, box.y0), (box.x0, box.y1), (box.x1, box.y1)):
         xs.append(a * x + b * y + c)
         ys.append(d * x + e * y + f)
-    return BBox(max(0, math.floor(min(xs))), max(0, math.floor(min(ys))),
-                min(width, math.ceil(max(xs))), min(height, math.ceil(max(ys))))
+    return BBox(
+        max(0, math.floor(min(xs))),
+        max(0, math.floor(min(ys))),
+        min(width, math.ceil(max(xs))),
+        min(height, math.ceil(max(ys))),
+    )
 
 
-def make_page(kind: str, *, seed: int = 0, dpi: int = 300, angle: float = 0.0,
-              scan: bool = False) -> GeneratedPage:
+def make_page(
+    kind: str, *, seed: int = 0, dpi: int = 300, angle: float = 0.0, scan: bool = False
+) -> GeneratedPage:
     """A US-letter page of `kind` (one_column, two_columns, picture) with its true lines.
 
     `angle` rotates the whole page counterclockwise (degrees) about its centre; truth boxes are
@@ -182,7 +201,8 @@ def make_page(kind: str, *, seed: int = 0, dpi: int = 300, angle: float = 0.0,
     if kind == "picture":  # a rule under the title that must not become a line
         rule_y = y - leading // 2
         ImageDraw.Draw(canvas.page).rectangle(
-            (margin, rule_y, width - margin, rule_y + max(2, dpi // 100)), fill=0)
+            (margin, rule_y, width - margin, rule_y + max(2, dpi // 100)), fill=0
+        )
 
     def paragraphs(x: int, y: int, col_w: int, bottom: int, column: int) -> None:
         while y + leading * 3 < bottom:
@@ -215,20 +235,23 @@ def make_page(kind: str, *, seed: int = 0, dpi: int = 300, angle: float = 0.0,
     if scan:
         gray = _scanify(gray, nrng)
     if angle:
-        image = Image.fromarray(gray).rotate(angle, resample=Image.Resampling.BICUBIC,
-                                             fillcolor=int(np.median(gray[:8])))
+        image = Image.fromarray(gray).rotate(
+            angle, resample=Image.Resampling.BICUBIC, fillcolor=int(np.median(gray[:8]))
+        )
         gray = np.asarray(image)
         # PIL's rotate maps output to input; invert it to carry the boxes forward.
         rad = math.radians(angle)
         cx, cy = width / 2, height / 2
         cos, sin = math.cos(rad), math.sin(rad)
         forward = (cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy)
-        lines = [TrueLine(_rotate_box(t.bbox, forward, width, height), t.text, t.column)
-                 for t in lines]
+        lines = [
+            TrueLine(_rotate_box(t.bbox, forward, width, height), t.text, t.column) for t in lines
+        ]
         pictures = [_rotate_box(p, forward, width, height) for p in pictures]
     rgb = np.repeat(gray[:, :, None], 3, axis=2)
-    return GeneratedPage(image=np.ascontiguousarray(rgb), lines=lines, pictures=pictures,
-                         angle=angle)
+    return GeneratedPage(
+        image=np.ascontiguousarray(rgb), lines=lines, pictures=pictures, angle=angle
+    )
 
 
 def make_pdf(pages: list[np.ndarray], path: str | Path, dpi: int = 300) -> Path:
