@@ -181,6 +181,15 @@ def _register_training_commands() -> None:
 
 _register_training_commands()
 
+# Commands of other areas live in their own modules; each has register(app).
+# (pipeline/cli_outputs.py: export, search, view; pipeline/cli_distributed.py: api, watch, submit, status, token)
+for _module in ("pipeline.cli_outputs", "pipeline.cli_distributed"):
+    try:
+        __import__(_module, fromlist=["register"]).register(app)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _module:
+            raise
+
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="quire: %(message)s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -80,9 +81,11 @@ class Recognizer:
         if quantize:
             if self.device != "cpu":
                 raise ModelLoadError("--quantize (int8) is for CPU inference; drop it on GPU")
-            self.model = torch.ao.quantization.quantize_dynamic(
-                self.model, {torch.nn.Linear}, dtype=torch.qint8
-            )
+            with warnings.catch_warnings():  # deprecated in favour of torchao, still the CPU path
+                warnings.simplefilter("ignore")
+                self.model = torch.ao.quantization.quantize_dynamic(
+                    self.model, {torch.nn.Linear}, dtype=torch.qint8
+                )
         self.model.to(self.device)
         if self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
             self.model.to(torch.bfloat16)
