@@ -8,6 +8,7 @@ from alembic import context
 from sqlalchemy.pool import NullPool
 
 from pipeline.db.models import Base, UTCDateTime
+from pipeline.db.search import include_object
 from pipeline.db.session import make_engine
 
 config = context.config
@@ -41,6 +42,7 @@ def configure(**kwargs: object) -> None:
         compare_type=True,
         render_item=render_item,
         render_as_batch=True,  # SQLite can only ALTER through table copies
+        include_object=include_object,  # FTS table/index of 0002_search are not in the models
         **kwargs,  # type: ignore[arg-type]
     )
 
