@@ -1,7 +1,7 @@
 # The README's commands. `make demo` and `make test` work on a fresh Debian/Ubuntu machine.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := poppler-utils redis-server postgresql fonts-dejavu-core fonts-liberation
+APT_PACKAGES := poppler-utils redis-server postgresql fonts-dejavu-core fonts-liberation chromium chromium-driver
 # torch first, pinned to the CPU wheel: an unpinned torch would pull gigabytes of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
 

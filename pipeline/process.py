@@ -120,10 +120,12 @@ def write_exports(s, store: storage.ObjectStore, doc: DocumentRef, exporters: Se
     result = repo.load_document_result(s, doc.id)
     outputs: dict[str, bytes] = {}
     for exporter in exporters:
-        data = exporter.render(result)
+        # Derived from the rows; the PDF also reads the stored page images, never re-recognizes.
+        data = exporter.export(result, store.get_bytes)
+        extension = exporter.extension_for(result)
         store.put_bytes(
-            storage.export_key(doc.sha256, doc.profile, exporter.name, exporter.extension), data,
-            content_type=exporter.media_type,
+            storage.export_key(doc.sha256, doc.profile, exporter.name, extension), data,
+            content_type=exporter.media_type_for(result),
         )
-        outputs[exporter.extension] = data
+        outputs[extension] = data
     return outputs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -98,6 +99,7 @@ class PageResult:
     dpi: int
     angle: float
     lines: tuple[LineResult, ...]
+    image_key: str = ""  # the page image in the object store (searchable PDF, viewer)
 
 
 @dataclass(frozen=True)
@@ -108,3 +110,6 @@ class DocumentResult:
     sha256: str
     model: str
     pages: tuple[PageResult, ...]
+    id: str = ""
+    created_at: datetime | None = None  # when the document was first submitted
+    updated_at: datetime | None = None  # when its rows last changed (PAGE LastChange)

@@ -335,5 +335,7 @@ def load_document_result(s: Session, document_id: str) -> DocumentResult:
         name=doc.name, sha256=doc.sha256,
         model=models.most_common(1)[0][0] if models else "",
         pages=tuple(PageResult(number=p.number, width=p.width, height=p.height, dpi=p.dpi,
-                               angle=p.angle, lines=tuple(by_page[p.id])) for p in pages),
+                               angle=p.angle, lines=tuple(by_page[p.id]),
+                               image_key=p.image_key) for p in pages),
+        id=doc.id, created_at=doc.created_at, updated_at=doc.updated_at,
     )

@@ -14,15 +14,47 @@ class UnknownFormatError(QuireError):
     http_status = 400
 
 
+# Reads a page image's bytes by its store key (ObjectStore.get_bytes): the searchable PDF and
+# the viewer draw the stored page images; nothing is recognized again.
+ImageLoader = Callable[[str], bytes]
+
+
+class ImagesRequiredError(QuireError):
+    exit_code = 2
+    http_status = 500
+
+
 @dataclass(frozen=True)
 class Exporter:
     name: str
-    extension: str  # file suffix without the dot
+    extension: str  # file suffix without the leading dot; unique, as --out writes <name>.<ext>
     media_type: str
-    render: Callable[[DocumentResult], bytes]
+    render: Callable[..., bytes]  # (doc) -> bytes, or (doc, load_image) when needs_images
+    needs_images: bool = False
+    description: str = ""
+    # A format that holds one page per file (PAGE) packs longer documents differently.
+    multi_page_extension: str | None = None
+    multi_page_media_type: str | None = None
+
+    def extension_for(self, doc: DocumentResult) -> str:
+        multi = len(doc.pages) > 1 and self.multi_page_extension
+        return self.multi_page_extension if multi else self.extension  # type: ignore[return-value]
+
+    def media_type_for(self, doc: DocumentResult) -> str:
+        multi = len(doc.pages) > 1 and self.multi_page_media_type
+        return self.multi_page_media_type if multi else self.media_type  # type: ignore[return-value]
+
+    def export(self, doc: DocumentResult, load_image: ImageLoader | None = None) -> bytes:
+        """The export's bytes; formats built on the page images read them through load_image."""
+        if not self.needs_images:
+            return self.render(doc)
+        if load_image is None:
+            raise ImagesRequiredError(f"the {self.name} export needs the page images")
+        return self.render(doc, load_image)
 
 
 _REGISTRY: dict[str, Exporter] = {}
+ALIASES = {"txt": "text", "html": "hocr", "searchable-pdf": "pdf"}
 
 
 def register(exporter: Exporter) -> Exporter:
@@ -35,8 +67,9 @@ def formats() -> list[str]:
 
 
 def get_exporter(name: str) -> Exporter:
+    key = name.strip().lower()
     try:
-        return _REGISTRY[name.strip().lower()]
+        return _REGISTRY[ALIASES.get(key, key)]
     except KeyError:
         raise UnknownFormatError(
             f"unknown format {name!r}; valid formats: {', '.join(formats())}"
@@ -45,7 +78,7 @@ def get_exporter(name: str) -> Exporter:
 
 def parse_formats(spec: str) -> list[Exporter]:
     """'txt,json' -> exporters, accepting aliases (txt/text); unknown names list the valid ones."""
-    aliases = {"txt": "text"}
+    aliases = ALIASES
     names = [aliases.get(n.strip().lower(), n.strip().lower()) for n in spec.split(",") if n.strip()]
     if not names:
         raise UnknownFormatError(f"no format given; valid formats: {', '.join(formats())}")
@@ -53,4 +86,11 @@ def parse_formats(spec: str) -> list[Exporter]:
 
 
 # Importing the format modules registers them.
-from pipeline.exporters import json_export, text_export  # noqa: E402,F401
+from pipeline.exporters import (  # noqa: E402,F401
+    alto_export,
+    hocr_export,
+    json_export,
+    page_export,
+    pdf_export,
+    text_export,
+)

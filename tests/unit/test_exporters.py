@@ -38,4 +38,4 @@ def test_format_names_and_aliases():
     assert [e.extension for e in parse_formats("txt, JSON,text")] == ["txt", "json"]
     with pytest.raises(UnknownFormatError) as info:
         parse_formats("txt,docx")
-    assert "valid formats: json, text" in str(info.value)
+    assert "valid formats: alto, hocr, json, page, pdf, text" in str(info.value)

@@ -1,0 +1,208 @@
+"""Searchable PDF: each stored page image drawn full page, with the recognized lines as an
+invisible text layer (render mode 3) fitted to their boxes, in reading order (pikepdf)."""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass, field
+
+import pikepdf
+from PIL import Image
+
+from pipeline.errors import QuireError
+from pipeline.exporters import Exporter, ImageLoader, register
+from pipeline.exporters.markup import SOFTWARE, SOFTWARE_VERSION, clean
+from pipeline.types import DocumentResult, PageResult
+
+GLYPH_WIDTH = 500  # every glyph is half an em wide in 1/1000 text space; Tz fits the line
+DESCENT = 0.2  # share of the box below the baseline
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class PageImageError(QuireError):
+    http_status = 500
+
+
+@dataclass
+class _Fonts:
+    """Type 3 fonts with one empty glyph per character (nothing is ever painted), 255 codes
+    each, a ToUnicode map for extraction; code 32 is the space in every font, so word breaks
+    look like word breaks to text extractors."""
+
+    pdf: pikepdf.Pdf
+    codes: list[dict[str, int]] = field(default_factory=list)
+
+    def encode(self, text: str) -> list[tuple[int, bytes]]:
+        """Runs of (font index, one-byte codes) for text, allocating codes as characters appear."""
+        runs: list[tuple[int, bytearray]] = []
+        for char in text:
+            if char == " " and runs:  # every font has the space: stay in the current one
+                runs[-1][1].append(32)
+                continue
+            font = self._font_of(char)
+            code = 32 if char == " " else self.codes[font][char]
+            if not runs or runs[-1][0] != font:
+                runs.append((font, bytearray()))
+            runs[-1][1].append(code)
+        return [(f, bytes(b)) for f, b in runs]
+
+    def _font_of(self, char: str) -> int:
+        if char == " ":
+            return len(self.codes) - 1 if self.codes else self._new()
+        for i, table in enumerate(self.codes):
+            if char in table:
+                return i
+        if not self.codes or len(self.codes[-1]) >= 254:  # 1..255 less the space
+            self._new()
+        table = self.codes[-1]
+        code = len(table) + 1
+        table[char] = code if code < 32 else code + 1
+        return len(self.codes) - 1
+
+    def _new(self) -> int:
+        self.codes.append({})
+        return len(self.codes) - 1
+
+    def objects(self) -> list[pikepdf.Dictionary]:
+        glyph = self.pdf.make_stream(f"{GLYPH_WIDTH} 0 0 {-DESCENT * 1000:.0f} {GLYPH_WIDTH} "
+                                     f"{(1 - DESCENT) * 1000:.0f} d1".encode())
+        fonts = []
+        for table in self.codes:
+            by_code = {32: " ", **{code: char for char, code in table.items()}}
+            names = {code: pikepdf.Name(f"/g{code}") for code in by_code}
+            fonts.append(self.pdf.make_indirect(pikepdf.Dictionary(
+                Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type3,
+                FontBBox=[0, -DESCENT * 1000, GLYPH_WIDTH, (1 - DESCENT) * 1000],
+                FontMatrix=[0.001, 0, 0, 0.001, 0, 0],
+                CharProcs=pikepdf.Dictionary({str(n): glyph for n in names.values()}),
+                Encoding=pikepdf.Dictionary(Type=pikepdf.Name.Encoding, Differences=[
+                    x for code in sorted(names) for x in (code, names[code])]),
+                FirstChar=1, LastChar=255, Widths=[GLYPH_WIDTH] * 255,
+                Resources=pikepdf.Dictionary(),
+                ToUnicode=self.pdf.make_stream(to_unicode_cmap(by_code)),
+            )))
+        return fonts
+
+
+def to_unicode_cmap(by_code: dict[int, str]) -> bytes:
+    """A ToUnicode CMap: one-byte codes to UTF-16BE, so copy and search give the real text."""
+    entries = [f"<{code:02X}> <{char.encode('utf-16-be').hex().upper()}>"
+               for code, char in sorted(by_code.items())]
+    chunks = [entries[i:i + 100] for i in range(0, len(entries), 100)]  # at most 100 per block
+    body = "".join(f"{len(c)} beginbfchar\n" + "\n".join(c) + "\nendbfchar\n" for c in chunks)
+    return ("/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n"
+            "/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n"
+            "/CMapName /Adobe-Identity-UCS def\n/CMapType 2 def\n"
+            "1 begincodespacerange\n<00> <FF>\nendcodespacerange\n" + body +
+            "endcmap\nCMapName currentdict /CMap defineresource pop\nend\nend\n").encode()
+
+
+def image_xobject(pdf: pikepdf.Pdf, data: bytes, key: str) -> pikepdf.Stream:
+    """The page image as an XObject, its compressed bytes carried over where the PDF can hold
+    them as they are (PNG data with the PNG predictor, JPEG), so the PDF is about the images' size."""
+    if data.startswith(PNG_SIGNATURE):
+        stream = _png_passthrough(pdf, data)
+        if stream is not None:
+            return stream
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except OSError as exc:
+        raise PageImageError(f"page image {key} is unreadable: {exc}") from exc
+    if image.format == "JPEG" and image.mode in ("L", "RGB"):
+        return _xobject(pdf, data, image.width, image.height, image.mode, pikepdf.Name.DCTDecode)
+    image = image.convert("RGB" if image.mode not in ("1", "L", "I;16", "I") else "L")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    stream = _png_passthrough(pdf, buffer.getvalue())
+    assert stream is not None  # an 8-bit, non-interlaced gray or RGB PNG we just wrote
+    return stream
+
+
+def _png_passthrough(pdf: pikepdf.Pdf, data: bytes) -> pikepdf.Stream | None:
+    """IDAT carried over for 8-bit, non-interlaced gray or RGB PNGs; None for anything else."""
+    pos, idat, header = 8, bytearray(), None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None:
+        return None
+    width, height, depth, color, _, _, interlace = header
+    if depth != 8 or interlace or color not in (0, 2) or not idat:
+        return None
+    stream = _xobject(pdf, bytes(idat), width, height, "L" if color == 0 else "RGB",
+                      pikepdf.Name.FlateDecode)
+    stream.DecodeParms = pikepdf.Dictionary(Predictor=15, Colors=1 if color == 0 else 3,
+                                            BitsPerComponent=8, Columns=width)
+    return stream
+
+
+def _xobject(pdf: pikepdf.Pdf, encoded: bytes, width: int, height: int, mode: str,
+             filter_: pikepdf.Name) -> pikepdf.Stream:
+    stream = pikepdf.Stream(pdf, encoded)  # already encoded: kept as is
+    stream.Type, stream.Subtype = pikepdf.Name.XObject, pikepdf.Name.Image
+    stream.Width, stream.Height, stream.BitsPerComponent = width, height, 8
+    stream.ColorSpace = pikepdf.Name.DeviceGray if mode == "L" else pikepdf.Name.DeviceRGB
+    stream.Filter = filter_
+    return stream
+
+
+def text_layer(page: PageResult, fonts: _Fonts) -> bytes:
+    """BT ... ET drawing each line invisibly over its box, in reading order."""
+    scale = 72.0 / page.dpi
+    height_pt = page.height * scale
+    ops = ["BT", "3 Tr"]
+    for line in page.lines:
+        text = " ".join(clean(line.text).split())
+        box = line.bbox
+        if not text or box.width <= 0 or box.height <= 0:
+            continue
+        size = box.height * scale
+        natural = len(text) * GLYPH_WIDTH / 1000 * size
+        stretch = 100 * box.width * scale / natural
+        baseline = height_pt - box.y1 * scale + DESCENT * size
+        ops.append(f"{stretch:.2f} Tz 1 0 0 1 {box.x0 * scale:.2f} {baseline:.2f} Tm")
+        for font, codes in fonts.encode(text):
+            ops.append(f"/F{font} {size:.2f} Tf <{codes.hex()}> Tj")
+    ops.append("ET")
+    return "\n".join(ops).encode()
+
+
+def render_pdf(doc: DocumentResult, load_image: ImageLoader) -> bytes:
+    pdf = pikepdf.new()
+    fonts = _Fonts(pdf)
+    pages = []
+    for page in doc.pages:
+        if not page.image_key:
+            raise PageImageError(f"page {page.number} of {doc.name} has no stored image")
+        image = image_xobject(pdf, load_image(page.image_key), page.image_key)
+        w_pt, h_pt = page.width * 72.0 / page.dpi, page.height * 72.0 / page.dpi
+        draw = f"q {w_pt:.3f} 0 0 {h_pt:.3f} 0 0 cm /Im0 Do Q\n".encode()
+        pdf_page = pdf.add_blank_page(page_size=(w_pt, h_pt))
+        pdf_page.Contents = pdf.make_stream(draw + text_layer(page, fonts))
+        pdf_page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=image))
+        pages.append(pdf_page)
+    font_objects = fonts.objects()  # after every line is encoded: they list the codes used
+    font_dict = pikepdf.Dictionary({f"/F{i}": f for i, f in enumerate(font_objects)})
+    for pdf_page in pages:
+        pdf_page.Resources.Font = font_dict
+    pdf.docinfo[pikepdf.Name.Title] = doc.name
+    pdf.docinfo[pikepdf.Name.Producer] = f"{SOFTWARE} {SOFTWARE_VERSION} (pikepdf)"
+    pdf.docinfo[pikepdf.Name.Creator] = f"{SOFTWARE}, model {doc.model}"
+    buffer = io.BytesIO()
+    # Streams are saved as they are: re-deflating the images would drop the PNG predictor.
+    pdf.save(buffer, deterministic_id=True, stream_decode_level=pikepdf.StreamDecodeLevel.none,
+             object_stream_mode=pikepdf.ObjectStreamMode.generate)
+    return buffer.getvalue()
+
+
+register(Exporter("pdf", "ocr.pdf", "application/pdf", render_pdf, needs_images=True,
+                  description="searchable PDF: page images with an invisible text layer"))
