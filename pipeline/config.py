@@ -29,6 +29,31 @@ class RecognizeOptions(BaseModel):
     max_new_tokens: int = Field(160, ge=1, le=1024)
 
 
+class QueueOptions(BaseModel):
+    """How work is split into Celery tasks and how long the broker waits on a silent worker."""
+
+    # Redis hands an unacked message to another worker after this long: it must exceed the
+    # longest task, or a slow task runs twice (harmless, but wasted). Tests set it short.
+    visibility_timeout: int = Field(6 * 3600, ge=1)
+    task_time_limit: int = Field(3 * 3600, ge=10, description="hard limit per task, seconds")
+    recognize_on: str = Field("cpu", pattern="^(cpu|gpu)$", description="sizes default batches")
+    recognize_batch: int | None = Field(None, ge=1, description="line crops per recognize task")
+    lease_seconds: int = Field(600, ge=1, description="how long a worker owns lines it took")
+    topup: bool = Field(True, description="fill small batches with other documents' lines")
+
+    def batch_lines(self) -> int:
+        """Lines per recognize task: a GPU wants big batches, a CPU core small ones."""
+        return self.recognize_batch or (128 if self.recognize_on == "gpu" else 32)
+
+
+class ApiOptions(BaseModel):
+    """The job API's limits and secrets."""
+
+    max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
+    webhook_secret: str = Field("", description="HMAC key for completion webhooks")
+    webhook_timeout: float = Field(10.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything configurable, read from QUIRE_* variables (nested: QUIRE_RENDER__DPI=200)."""
 
@@ -43,6 +68,8 @@ class Settings(BaseSettings):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     render: RenderOptions = RenderOptions()
     recognize: RecognizeOptions = RecognizeOptions()
+    queue: QueueOptions = QueueOptions()
+    api: ApiOptions = ApiOptions()
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'quire.sqlite').resolve()}"

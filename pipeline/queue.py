@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from celery import Celery
 from kombu import Queue
@@ -13,32 +14,33 @@ QUEUES = ("ingest", "recognize", "finish")
 INGEST = "quire.ingest_document"
 RECOGNIZE = "quire.recognize_lines"
 FINISH = "quire.finish_document"
-ROUTES = {INGEST: {"queue": "ingest"}, RECOGNIZE: {"queue": "recognize"}, FINISH: {"queue": "finish"}}
-
-# The longest task (ingesting a 1,000-page PDF on a slow node) must end well inside the
-# broker's visibility timeout, or Redis hands the unacked message to a second worker.
-TASK_HARD_LIMIT_S = 3 * 3600
-VISIBILITY_TIMEOUT_S = TASK_HARD_LIMIT_S * 2
+NOTIFY = "quire.notify_job"
+ROUTES = {INGEST: {"queue": "ingest"}, RECOGNIZE: {"queue": "recognize"},
+          FINISH: {"queue": "finish"}, NOTIFY: {"queue": "finish"}}
 
 
 def configure(app: Celery, settings: Settings) -> Celery:
+    """Every Celery setting comes from here, so API, watcher and workers agree."""
+    q = settings.queue
     app.conf.update(
         broker_url=settings.broker_url,
         result_backend=None,
         task_ignore_result=True,
-        task_serializer="json",
+        task_serializer="json",  # IDs and keys only; pickle would let a message run code
         accept_content=["json"],
-        task_acks_late=True,  # a task is acked after it ran: a dead worker's task runs again
+        task_acks_late=True,  # acked after it ran: a dead worker's task runs again
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
-        task_time_limit=TASK_HARD_LIMIT_S,
-        task_soft_time_limit=TASK_HARD_LIMIT_S - 60,
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
+        worker_prefetch_multiplier=1,  # a GPU worker must not hoard batches a peer could run
+        task_time_limit=q.task_time_limit,
+        task_soft_time_limit=max(5, q.task_time_limit - 60),
+        # Redis redelivers an unacked message after this; longer than any task (see config).
+        broker_transport_options={"visibility_timeout": q.visibility_timeout},
         broker_connection_retry_on_startup=True,
         task_routes=ROUTES,
         task_queues=[Queue(name) for name in QUEUES],
         task_default_queue="ingest",
         worker_hijack_root_logger=False,
+        worker_send_task_events=False,
     )
     return app
 
@@ -48,6 +50,22 @@ def celery_app() -> Celery:
     return configure(Celery("quire"), get_settings())
 
 
-def send(task: str, *args: object) -> None:
+def send(task: str, *args: object, **kwargs: Any) -> None:
     """Enqueue a task by name; arguments are IDs and keys (JSON), never image bytes."""
-    celery_app().send_task(task, args=list(args), routing_key=ROUTES[task]["queue"], queue=ROUTES[task]["queue"])
+    queue = ROUTES[task]["queue"]
+    celery_app().send_task(task, args=list(args), kwargs=kwargs or None, queue=queue,
+                           routing_key=queue)
+
+
+def queue_depths(broker_url: str | None = None) -> dict[str, int]:
+    """Messages waiting in each queue (Redis list lengths); -1 where the broker is unreachable."""
+    import redis
+
+    client = redis.Redis.from_url(broker_url or get_settings().broker_url,
+                                  socket_connect_timeout=2, socket_timeout=2)
+    try:
+        return {name: int(client.llen(name)) for name in QUEUES}
+    except redis.RedisError:
+        return {name: -1 for name in QUEUES}
+    finally:
+        client.close()

@@ -1,46 +1,241 @@
-"""Submitting documents to the distributed pipeline: rows and source objects first, then an ingest message."""
+"""Submitting documents to the distributed pipeline: source in the store, rows, then an ingest message.
+
+Shared by `quire submit`, the job API and the bucket watcher. Sources stream (a folder or a
+prefix of 100,000 files is never listed into memory), and each source is checkpointed per job,
+so a stopped submission started again neither loses nor repeats a file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlparse
+
+from sqlalchemy import Engine
 
 from pipeline import storage
 from pipeline.config import Settings
+from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
+from pipeline.db.models import DocumentStatus
 from pipeline.db.session import session_scope
+from pipeline.errors import BadInputError
 from pipeline.process import file_sha256, profile_key
 from pipeline.queue import INGEST, send
+from pipeline.render import DOCUMENT_SUFFIXES
+
+Enqueue = Callable[..., None]
 
 
-def job_settings(settings: Settings, formats: list[str]) -> dict:
-    return {"model": settings.model, "dpi": settings.render.dpi,
-            "beam": settings.recognize.beam, "formats": formats}
+@dataclass(frozen=True)
+class JobOptions:
+    """What a job asks for: these decide the document profile (model, dpi, beam) and exports."""
+
+    model: str
+    dpi: int
+    beam: int
+    formats: tuple[str, ...] = ("text", "json")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, model: str | None = None,
+                      dpi: int | None = None, beam: int | None = None,
+                      formats: Iterable[str] | None = None) -> JobOptions:
+        return cls(model or settings.model, dpi or settings.render.dpi,
+                   beam or settings.recognize.beam, tuple(formats or ("text", "json")))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "dpi": self.dpi, "beam": self.beam,
+                "formats": list(self.formats)}
+
+    @property
+    def profile(self) -> str:
+        return profile_key(model=self.model, dpi=self.dpi, beam=self.beam)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One file to submit, known before it is read: where, its name, and a version string
+    (S3 ETag, or size and mtime) so a file replaced under the same name counts as new."""
+
+    uri: str
+    name: str
+    size: int
+    version: str
+    path: Path | None = None  # a local file: hashed and uploaded from disk
+    opener: Callable[[], IO[bytes]] | None = field(default=None, compare=False)
+
+
+def iter_local(paths: Iterable[Path]) -> Iterator[Source]:
+    """Files as given, folders walked lazily in name order (hidden entries skipped)."""
+    for path in paths:
+        if path.is_dir():
+            yield from _walk(path)
+        else:
+            yield _local_source(path)
+
+
+def _walk(folder: Path) -> Iterator[Source]:
+    with os.scandir(folder) as it:
+        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    for entry in entries:
+        if entry.is_dir():
+            yield from _walk(Path(entry.path))
+        elif Path(entry.name).suffix.lower() in DOCUMENT_SUFFIXES:
+            yield _local_source(Path(entry.path))
+
+
+def _local_source(path: Path) -> Source:
+    st = path.stat()
+    return Source(uri=path.resolve().as_uri(), name=path.name, size=st.st_size,
+                  version=f"{st.st_size}-{st.st_mtime_ns}", path=path)
+
+
+def iter_s3(uri: str, endpoint_url: str | None = None) -> Iterator[Source]:
+    """Objects under s3://bucket/prefix with a document suffix, page by page from the listing."""
+    parsed = urlparse(uri)
+    store = storage.S3Store(parsed.netloc, endpoint_url=endpoint_url)
+    for info in store.list(parsed.path.lstrip("/")):
+        if Path(info.key).suffix.lower() in DOCUMENT_SUFFIXES:
+            yield s3_source(store, info)
+
+
+def s3_source(store: storage.S3Store, info: storage.ObjectInfo) -> Source:
+    key = info.key
+    return Source(uri=store.url(key), name=key.rsplit("/", 1)[-1], size=info.size,
+                  version=info.etag or f"{info.size}-{info.mtime}",
+                  opener=lambda: store.open_read(key))
+
+
+def iter_sources(specs: Iterable[str], endpoint_url: str | None = None) -> Iterator[Source]:
+    for spec in specs:
+        if spec.startswith("s3://"):
+            yield from iter_s3(spec, endpoint_url)
+        else:
+            yield from iter_local([Path(spec)])
+
+
+def store_source(store: storage.ObjectStore, src: Source) -> tuple[str, int]:
+    """Put the source's bytes at documents/<sha256>/source (once); returns (sha256, size).
+
+    A remote object is streamed through a temp file while hashing, so memory stays flat and
+    the upload can go up in multipart chunks.
+    """
+    if src.path is not None:
+        sha = file_sha256(src.path)
+        if not store.exists(storage.source_key(sha)):
+            store.put_file(storage.source_key(sha), src.path)
+        return sha, src.path.stat().st_size
+    if src.opener is None:
+        raise BadInputError("source has neither a path nor a reader", source=src.uri)
+    digest, size = hashlib.sha256(), 0
+    with tempfile.NamedTemporaryFile(prefix="quire-src-") as tmp:
+        with src.opener() as body:
+            while chunk := body.read(1 << 20):
+                digest.update(chunk)
+                tmp.write(chunk)
+                size += len(chunk)
+        tmp.flush()
+        sha = digest.hexdigest()
+        if not store.exists(storage.source_key(sha)):
+            store.put_file(storage.source_key(sha), tmp.name)
+    return sha, size
+
+
+class Submitter:
+    """Adds sources to jobs: rows and checkpoint in one transaction, the ingest message after."""
+
+    def __init__(self, engine: Engine, store: storage.ObjectStore, options: JobOptions, *,
+                 owner: str | None = None, enqueue: Enqueue = send) -> None:
+        self.engine, self.store, self.options = engine, store, options
+        self.owner, self.enqueue = owner, enqueue
+
+    def open_job(self, *, idempotency_key: str | None = None, webhook_url: str | None = None,
+                 accepting: bool = True) -> tuple[str, bool]:
+        """(job id, made now); an existing job for the key is reopened for more documents."""
+        with session_scope(self.engine) as s:
+            job, created = jobrepo.create_keyed_job(
+                s, settings=self.options.as_dict(), owner=self.owner,
+                idempotency_key=idempotency_key, webhook_url=webhook_url, accepting=accepting)
+            if accepting and not created and not job.accepting:
+                jobrepo.set_accepting(s, job.id, True)
+            return job.id, created
+
+    def close_job(self, job_id: str) -> str:
+        """No more documents: the job may now finish. Returns its status."""
+        with session_scope(self.engine) as s:
+            return jobrepo.set_accepting(s, job_id, False).status
+
+    def seen(self, src: Source, checkpoint: str) -> bool:
+        """Whether this source (same URI and version) was fully taken in before."""
+        with session_scope(self.engine) as s:
+            found = jobrepo.get_checkpoint(s, checkpoint, src.uri, src.version)
+            return found is not None and found.state == "queued"
+
+    def add(self, job_id: str, src: Source, *, checkpoint: str | None = None) -> str:
+        """Submit one source to a job: 'queued', 'reused' (already done), 'joined' (in progress
+        for another job), 'resent' (committed before a crash, ingest sent now) or 'skipped'."""
+        prefix = checkpoint or f"job:{job_id}"
+        with session_scope(self.engine) as s:
+            seen = jobrepo.get_checkpoint(s, prefix, src.uri, src.version)
+            if seen is not None and seen.state == "queued":
+                return "skipped"
+        if seen is not None and seen.document_id:
+            self._send_ingest(seen.document_id, seen.job_id or job_id)
+            self._after_link(prefix, src, seen.job_id or job_id, seen.document_id)
+            return "resent"
+        sha, size = store_source(self.store, src)
+        with session_scope(self.engine) as s:
+            doc, _ = repo.upsert_document(
+                s, sha256=sha, profile=self.options.profile, name=src.name,
+                source_uri=src.uri, size_bytes=size)
+            repo.link_job_document(s, job_id, doc.id, jobrepo.next_position(s, job_id))
+            jobrepo.add_checkpoint(s, prefix, src.uri, src.version, job_id=job_id,
+                                   document_id=doc.id)
+            document_id, status = doc.id, doc.status
+        if status in (DocumentStatus.PENDING, DocumentStatus.FAILED):
+            self._send_ingest(document_id, job_id)
+            outcome = "queued"
+        else:
+            outcome = "reused" if status == DocumentStatus.DONE else "joined"
+        self._after_link(prefix, src, job_id, document_id)
+        return outcome
+
+    def _send_ingest(self, document_id: str, job_id: str) -> None:
+        self.enqueue(INGEST, document_id, job_id)
+
+    def _after_link(self, prefix: str, src: Source, job_id: str, document_id: str) -> None:
+        with session_scope(self.engine) as s:
+            jobrepo.mark_queued(s, prefix, src.uri, src.version)
+            # Re-read after the link committed: a finish that ran in between saw no link to
+            # this job, so the job is counted here instead (and otherwise by that finish).
+            jobrepo.refresh_job(s, job_id)
+
+    def resend_unqueued(self, prefix: str) -> int:
+        """Send ingest for sources committed before a crash whose message may be missing."""
+        with session_scope(self.engine) as s:
+            stale = [(c.key, c.etag, c.job_id, c.document_id)
+                     for c in jobrepo.unqueued_checkpoints(s, prefix)]
+        for key, etag, job_id, document_id in stale:
+            if document_id and job_id:
+                self._send_ingest(document_id, job_id)
+            with session_scope(self.engine) as s:
+                jobrepo.mark_queued(s, prefix, key, etag)
+        return len(stale)
 
 
 def submit_files(
-    engine, store: storage.ObjectStore, paths: Iterable[Path], settings: Settings,
+    engine: Engine, store: storage.ObjectStore, paths: Iterable[Path], settings: Settings,
     *, formats: list[str], idempotency_key: str | None = None,
 ) -> str:
-    """Create (or find) the job, register each file as a document and enqueue its ingest."""
-    options = job_settings(settings, formats)
-    profile = profile_key(model=settings.model, dpi=settings.render.dpi, beam=settings.recognize.beam)
-    with session_scope(engine) as s:
-        job_id = repo.create_job(s, settings=options, idempotency_key=idempotency_key).id
-    for position, path in enumerate(paths):
-        sha = file_sha256(path)
-        key = storage.source_key(sha)
-        if not store.exists(key):
-            store.put_file(key, path)
-        with session_scope(engine) as s:
-            doc, done = repo.upsert_document(
-                s, sha256=sha, profile=profile, name=path.name, source_uri=store.url(key),
-                size_bytes=path.stat().st_size,
-            )
-            repo.link_job_document(s, job_id, doc.id, position)
-            document_id = doc.id
-            if done:
-                repo.update_job_counts(s, job_id)
-        if not done:
-            send(INGEST, document_id, job_id)
+    """Create (or reopen) a job, submit each file, close it; returns the job id."""
+    submitter = Submitter(engine, store, JobOptions.from_settings(settings, formats=formats))
+    job_id, _ = submitter.open_job(idempotency_key=idempotency_key)
+    for src in iter_local(paths):
+        submitter.add(job_id, src)
+    submitter.close_job(job_id)
     return job_id

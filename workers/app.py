@@ -2,34 +2,56 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from functools import lru_cache
 
 from celery import Celery
+from celery.signals import task_prerun
 
 from pipeline.config import get_settings
 from pipeline.queue import configure
 
 app = configure(Celery("quire"), get_settings())
 app.conf.include = ["workers.tasks"]
+app.conf.worker_log_format = "%(asctime)s %(levelname)s %(processName)s %(message)s"
+app.conf.worker_task_log_format = (
+    "%(asctime)s %(levelname)s %(task_name)s[%(task_id)s] %(message)s")
 
 
-@lru_cache(maxsize=2)
-def recognizer_for(model: str):
-    """One Recognizer per model per process: loading a checkpoint takes seconds, a batch less."""
+@lru_cache(maxsize=4)
+def recognizer_for(model: str, beam: int | None = None):
+    """One Recognizer per (model, beam) per process: loading takes seconds, a batch less."""
     from pipeline.recognize import Recognizer
 
     settings = get_settings()
     opts = settings.recognize
-    return Recognizer(model, device=settings.device, beam=opts.beam, batch_size=opts.batch_size,
-                      max_new_tokens=opts.max_new_tokens)
+    return Recognizer(model, device=settings.device, beam=beam or opts.beam,
+                      batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens)
 
 
-def start_worker(queue: str, *, concurrency: int | None = None, loglevel: str = "info") -> None:
-    """Run a worker on one queue. recognize: one process (one per GPU), prefetch 1."""
+@task_prerun.connect
+def _log_task(task_id=None, task=None, args=None, **_kwargs) -> None:
+    # IDs in every received-task line: grep a job or document id across all workers' logs.
+    logging.getLogger("quire.tasks").debug("start %s %s", task.name if task else "?", args)
+
+
+def start_worker(queue: str, *, concurrency: int | None = None, loglevel: str = "info",
+                 metrics_port: int | None = None) -> None:
+    """Run a worker on one queue. recognize: one process (one per GPU), prefetch 1, acks late.
+
+    ingest and finish: one process per CPU core. A solo pool (concurrency 1) keeps the model
+    and connections in the one process; a kill -9 leaves its message unacked in Redis, which
+    hands it to another worker after the visibility timeout.
+    """
     if concurrency is None:
         concurrency = 1 if "recognize" in queue.split(",") else (os.cpu_count() or 1)
     pool = "solo" if concurrency == 1 else "prefork"
+    if metrics_port:
+        from pipeline.metrics import serve_worker_metrics
+
+        serve_worker_metrics(metrics_port)
     argv = ["worker", "-Q", queue, "-c", str(concurrency), "-P", pool, "-l", loglevel,
-            "-n", f"{queue.replace(',', '-')}@%h", "--prefetch-multiplier", "1"]
+            "-n", f"{queue.replace(',', '-')}-{os.getpid()}@%h", "--prefetch-multiplier", "1",
+            "--without-gossip", "--without-mingle"]
     app.worker_main(argv)

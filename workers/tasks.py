@@ -1,108 +1,204 @@
-"""Thin Celery tasks: IDs in, stage functions from pipeline.process, rows and objects out."""
+"""Thin Celery tasks: IDs in, stage functions from pipeline.process, rows and objects out.
+
+Every task is safe to run twice: ingest upserts pages and lines by natural keys and keeps
+finished lines, recognize skips lines already read, finish rewrites the same export keys and
+recounts jobs. SQL counters, not chords, decide when a document and a job are finished.
+"""
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 from pipeline import storage
 from pipeline.config import RenderOptions, get_settings
+from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
+from pipeline.db.models import DocumentStatus, JobStatus
 from pipeline.db.session import make_engine, session_scope
-from pipeline.errors import BadInputError, StorageError
-from pipeline.exporters import parse_formats
+from pipeline.errors import BadInputError, QuireError, StorageError
+from pipeline.exporters import get_exporter, parse_formats
+from pipeline.metrics import DOCUMENTS, LINES, LINES_PER_SECOND, PAGES, Timer
 from pipeline.process import DocumentRef, decode_gray, finish_document, ingest_pages, save_texts
-from pipeline.queue import FINISH, INGEST, RECOGNIZE, send
+from pipeline.queue import FINISH, INGEST, NOTIFY, RECOGNIZE, send
+from pipeline.webhooks import WebhookError, deliver
 from workers.app import app, recognizer_for
+from workers.batching import WidthBatcher
 
-log = logging.getLogger(__name__)
-
-
-def _engine():
-    return _cached("engine", lambda: make_engine(get_settings().resolved_database_url()))
-
-
-def _store():
-    settings = get_settings()
-    return _cached("store", lambda: storage.open_store(settings.resolved_storage_url(), settings.s3_endpoint_url))
+log = logging.getLogger("quire.tasks")
+_CACHE: dict[str, Any] = {}
+FINISHED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.PARTIAL)
 
 
-_CACHE: dict[str, object] = {}
+def _engine() -> Any:
+    if "engine" not in _CACHE:  # one pool per worker process, made after the fork
+        _CACHE["engine"] = make_engine(get_settings().resolved_database_url())
+    return _CACHE["engine"]
 
 
-def _cached(name: str, factory):
-    if name not in _CACHE:
-        _CACHE[name] = factory()
-    return _CACHE[name]
+def _store() -> storage.ObjectStore:
+    if "store" not in _CACHE:
+        settings = get_settings()
+        _CACHE["store"] = storage.open_store(settings.resolved_storage_url(),
+                                             settings.s3_endpoint_url)
+    return _CACHE["store"]
+
+
+def _known(fmt: str) -> bool:
+    """A format this worker's exporters know (an older worker may lack a newer format)."""
+    try:
+        get_exporter(fmt)
+        return True
+    except QuireError:
+        return False
+
+
+def _refresh_jobs(s: Any, job_ids: list[str]) -> list[str]:
+    """Recount jobs; return those that just finished and want a webhook."""
+    notify = []
+    for job_id in job_ids:
+        job = jobrepo.refresh_job(s, job_id)
+        if job.status in FINISHED and job.webhook_url and job.webhook_sent_at is None:
+            notify.append(job_id)
+    return notify
 
 
 @app.task(name=INGEST, autoretry_for=(StorageError,), retry_backoff=True, max_retries=5)
 def ingest_document(document_id: str, job_id: str) -> None:
-    """Render and segment one document, store page images and crops, enqueue recognition batches."""
+    """Render and segment one document, store pages and crops, enqueue width-grouped batches."""
+    settings = get_settings()
     engine, store = _engine(), _store()
     with session_scope(engine) as s:
-        doc = repo.get_document(s, document_id)
-        job_settings = dict(repo.get_job(s, job_id).settings)
+        doc = jobrepo.begin_ingest(s, document_id)
         ref = DocumentRef(doc.id, doc.sha256, doc.profile)
-        if doc.status == "done":
-            repo.update_job_counts(s, job_id)
-            return
-        repo.start_document(s, doc.id)
-    options = RenderOptions(dpi=job_settings.get("dpi", get_settings().render.dpi))
-    model = job_settings.get("model", get_settings().model)
-    batch = get_settings().recognize.batch_size
-    pages = 0
-    try:
-        with tempfile.TemporaryDirectory(prefix="quire-ingest-") as tmp:
-            source = Path(tmp) / (doc.name or "source")
-            store.download_file(storage.source_key(ref.sha256), source)
-            for page in ingest_pages(engine, store, ref, source, options, store_crops=True):
-                pages += 1
-                for start in range(0, len(page.line_ids), batch):
-                    send(RECOGNIZE, list(page.line_ids[start : start + batch]), model)
-    except BadInputError as exc:
-        log.warning("document %s failed: %s", document_id, exc)
-        with session_scope(engine) as s:
-            repo.fail_document(s, document_id, exc.reason)
-            for jid in repo.job_ids_for_document(s, document_id):
-                repo.update_job_counts(s, jid)
+        name, done = doc.name, doc.status == DocumentStatus.DONE
+        options = dict(repo.get_job(s, job_id).settings)
+        notify = _refresh_jobs(s, repo.job_ids_for_document(s, document_id)) if done else []
+    for jid in notify:
+        send(NOTIFY, jid)
+    if done:
         return
+    model, beam = options.get("model", settings.model), options.get("beam", settings.recognize.beam)
+    render = RenderOptions(dpi=options.get("dpi", settings.render.dpi))
+    batcher = WidthBatcher(settings.queue.batch_lines())
+    pages = lines = 0
+    log.info("ingest job=%s doc=%s name=%s", job_id, document_id, name)
+    with Timer("ingest") as timer:
+        try:
+            with tempfile.TemporaryDirectory(prefix="quire-ingest-") as tmp:
+                source = Path(tmp) / "source"
+                store.download_file(storage.source_key(ref.sha256), source)
+                for page in ingest_pages(engine, store, ref, source, render, store_crops=True):
+                    pages += 1
+                    PAGES.inc()
+                    with session_scope(engine) as s:  # a redelivery re-sends unread lines only
+                        todo = jobrepo.pending_lines(s, page.line_ids)
+                    lines += len(todo)
+                    for batch in batcher.add(todo):
+                        send(RECOGNIZE, batch, model, beam)
+            for batch in batcher.flush():
+                send(RECOGNIZE, batch, model, beam)
+        except BadInputError as exc:
+            log.warning("job=%s doc=%s failed: %s", job_id, document_id, exc.reason)
+            DOCUMENTS.labels("failed").inc()
+            with session_scope(engine) as s:
+                repo.fail_document(s, document_id, exc.reason)
+                notify = _refresh_jobs(s, repo.job_ids_for_document(s, document_id))
+            for jid in notify:
+                send(NOTIFY, jid)
+            return
     with session_scope(engine) as s:
         repo.set_page_count(s, document_id, pages)
         complete = repo.document_complete(s, document_id)
-    if complete:  # a document without text lines has nothing to recognize
+        for jid in repo.job_ids_for_document(s, document_id):
+            jobrepo.refresh_job(s, jid)  # queued -> running for every job sharing the document
+    log.info("ingested job=%s doc=%s pages=%d lines_to_read=%d in %.1fs", job_id, document_id,
+             pages, lines, timer.seconds)
+    if complete:  # no text lines, or all read already (a redelivery after the last batch)
         send(FINISH, document_id)
 
 
 @app.task(name=RECOGNIZE, autoretry_for=(StorageError,), retry_backoff=True, max_retries=5)
-def recognize_lines(line_ids: list[int], model: str) -> None:
-    """Recognize a batch of stored line crops; lines already done are skipped."""
+def recognize_lines(line_ids: list[int], model: str, beam: int | None = None) -> None:
+    """Recognize a batch of stored crops, topped up with other documents' waiting lines."""
+    settings = get_settings()
+    q = settings.queue
     engine, store = _engine(), _store()
     with session_scope(engine) as s:
-        todo = repo.lines_to_recognize(s, line_ids)  # [(line_id, crop_key, document_id)]
+        profile = jobrepo.profile_of_lines(s, line_ids) if q.topup else None
+        extra = max(0, q.batch_lines() - len(line_ids)) if q.topup else 0
+        todo = jobrepo.claim_lines(s, line_ids, profile=profile, extra=extra,
+                                   lease_s=q.lease_seconds)
+    started = time.perf_counter()
+    with Timer("recognize"):
+        if todo:
+            crops = [decode_gray(store.get_bytes(key)) for _, key, _ in todo]
+            texts = recognizer_for(model, beam).recognize(crops)
+            save_texts(engine, [lid for lid, _, _ in todo], texts, model)
+    elapsed = time.perf_counter() - started
+    documents = sorted({doc for _, _, doc in todo})
     if todo:
-        crops = [decode_gray(store.get_bytes(key)) for _, key, _ in todo]
-        texts = recognizer_for(model).recognize(crops)
-        save_texts(engine, [lid for lid, _, _ in todo], texts, model)
+        LINES.labels(model).inc(len(todo))
+        LINES_PER_SECOND.set(len(todo) / elapsed if elapsed > 0 else 0.0)
+        log.info("recognized lines=%d (own %d) docs=%s in %.2fs (%.1f lines/s)", len(todo),
+                 len(line_ids), ",".join(documents), elapsed, len(todo) / max(elapsed, 1e-9))
     with session_scope(engine) as s:
-        documents = repo.documents_of_lines(s, line_ids)
-        ready = [d for d in documents if repo.document_complete(s, d)]
+        candidates = set(documents) | set(repo.documents_of_lines(s, line_ids))
+        ready = [d for d in sorted(candidates) if repo.document_complete(s, d)
+                 and repo.get_document(s, d).status != DocumentStatus.DONE]
     for document_id in ready:
         send(FINISH, document_id)
 
 
 @app.task(name=FINISH, autoretry_for=(StorageError,), retry_backoff=True, max_retries=5)
 def finish_document_task(document_id: str) -> None:
-    """Write the exports and update every job the document belongs to (safe to run twice)."""
+    """Write the exports every linked job asked for and recount those jobs (safe to run twice)."""
     engine, store = _engine(), _store()
     with session_scope(engine) as s:
+        if not repo.document_complete(s, document_id):
+            log.info("finish doc=%s: not complete yet, ignored", document_id)
+            return
         doc = repo.get_document(s, document_id)
         ref = DocumentRef(doc.id, doc.sha256, doc.profile)
         page_count = doc.page_count or 0
         job_ids = repo.job_ids_for_document(s, document_id)
-        formats = ",".join(repo.get_job(s, job_ids[0]).settings.get("formats", ["text", "json"])) if job_ids else "text,json"
-    finish_document(engine, store, ref, page_count, parse_formats(formats))
+        wanted: dict[str, None] = {}
+        for jid in job_ids:
+            for fmt in repo.get_job(s, jid).settings.get("formats") or ["text", "json"]:
+                wanted[fmt] = None
+    names = [f for f in wanted if _known(f)] or ["text", "json"]
+    with Timer("finish"):
+        finish_document(engine, store, ref, page_count, parse_formats(",".join(names)))
+    DOCUMENTS.labels("done").inc()
     with session_scope(engine) as s:
-        for job_id in job_ids:
-            repo.update_job_counts(s, job_id)
+        job_ids = repo.job_ids_for_document(s, document_id)  # a job may have joined meanwhile
+        notify = _refresh_jobs(s, job_ids)
+    log.info("finished doc=%s pages=%d jobs=%s", document_id, page_count, ",".join(job_ids))
+    for jid in notify:
+        send(NOTIFY, jid)
+
+
+@app.task(name=NOTIFY, bind=True, max_retries=8)
+def notify_job(self: Any, job_id: str) -> None:
+    """Send the job's signed completion webhook once; failures retry with backoff."""
+    from pipeline.api.views import job_view
+
+    settings = get_settings()
+    engine = _engine()
+    with session_scope(engine) as s:
+        job = repo.get_job(s, job_id)
+        if job.status not in FINISHED or not jobrepo.claim_webhook(s, job_id):
+            return
+        url, payload = job.webhook_url, {"event": "job.finished", "job": job_view(s, job)}
+    try:
+        status = deliver(url or "", payload, settings.api.webhook_secret,
+                         timeout=settings.api.webhook_timeout)
+        log.info("webhook job=%s -> %s", job_id, status)
+    except WebhookError as exc:
+        with session_scope(engine) as s:
+            jobrepo.release_webhook(s, job_id)
+        log.warning("webhook job=%s failed: %s", job_id, exc)
+        raise self.retry(exc=exc, countdown=min(600, 2 ** self.request.retries)) from exc

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     DateTime,
     Dialect,
@@ -112,6 +113,10 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    # Set once the completion webhook was delivered, so a redelivered finish sends it once.
+    webhook_sent_at: Mapped[datetime | None] = mapped_column()
+    # True while a streaming submission still adds documents: the job cannot finish yet.
+    accepting: Mapped[bool] = mapped_column(Boolean, default=False)
 
     links: Mapped[list[JobDocument]] = relationship(
         back_populates="job", order_by="JobDocument.position", passive_deletes=True
@@ -215,11 +220,44 @@ class Line(Base):
     confidence: Mapped[float | None] = mapped_column(Float)
     model: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default=LineStatus.PENDING.value, index=True)
+    # A recognize worker that took this line into its batch owns it until then (crash: expires).
+    claimed_until: Mapped[datetime | None] = mapped_column()
 
     page: Mapped[Page] = relationship(back_populates="lines")
 
 
+class ApiToken(Base):
+    """A bearer token of the job API: only its SHA-256 is kept; owner is the tenant it acts for."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(255))
+    owner: Mapped[str] = mapped_column(String(64), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class WatchCheckpoint(Base):
+    """An object the bucket watcher (or an S3 event) has taken in, keyed by (prefix, key, etag).
+
+    state 'seen': committed with its document and job link, ingest maybe not yet sent;
+    'queued': ingest sent. A restart resends 'seen' ones, so nothing is skipped or repeated.
+    """
+
+    __tablename__ = "watch_checkpoints"
+
+    prefix: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    etag: Mapped[str] = mapped_column(String(128), primary_key=True)
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    document_id: Mapped[str | None] = mapped_column(String(36))
+    state: Mapped[str] = mapped_column(String(16), default="seen", index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 __all__ = [
-    "Base", "Document", "DocumentStatus", "Job", "JobDocument", "JobStatus", "Line",
+    "ApiToken", "Base", "WatchCheckpoint", "Document", "DocumentStatus", "Job", "JobDocument", "JobStatus", "Line",
     "LineStatus", "Page", "PageStatus", "utcnow",
 ]

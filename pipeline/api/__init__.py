@@ -1,0 +1,1 @@
+"""The job API (FastAPI): submit jobs, follow them, read documents; `create_app` builds it."""

@@ -1,0 +1,65 @@
+"""A small client of the job API for `quire submit --api` and `quire status --api` (httpx)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import httpx
+
+from pipeline.errors import NotFoundError, QuireError
+
+
+class ApiError(QuireError):
+    exit_code = 1
+
+
+class ApiClient:
+    def __init__(self, base_url: str, token: str | None, *, timeout: float = 300.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def _check(self, response: httpx.Response) -> dict[str, Any]:
+        if response.status_code == 404:
+            raise NotFoundError(response.json().get("detail", "not found"))
+        if response.status_code >= 400:
+            raise ApiError(f"{response.request.method} {response.request.url.path}: "
+                           f"{response.status_code} {response.text[:500]}")
+        result: dict[str, Any] = response.json()
+        return result
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/jobs/{job_id}"))
+
+    def submit_stream(self, sources: Iterable[Any], options: Any, key: str,
+                      webhook: str | None, bar: Any) -> str:
+        """Open a job, add documents one request at a time (S3 URIs 100 at a time), close it.
+
+        Run again with the same key, it reopens the job; files already taken in are skipped
+        by the server's per-job checkpoints.
+        """
+        body = {**options.as_dict(), "open": True, "idempotency_key": key,
+                "webhook_url": webhook}
+        job_id = self._check(self.http.post("/v1/jobs", json=body))["id"]
+        uris: list[str] = []
+        with bar:
+            for src in sources:
+                if src.uri.startswith("s3://"):
+                    uris.append(src.uri)
+                    if len(uris) >= 100:
+                        self._add_uris(job_id, uris)
+                        bar.update(len(uris))
+                        uris = []
+                    continue
+                with src.path.open("rb") as fh:
+                    self._check(self.http.post(f"/v1/jobs/{job_id}/documents",
+                                               files={"files": (src.name, fh)}))
+                bar.update(1)
+            if uris:
+                self._add_uris(job_id, uris)
+                bar.update(len(uris))
+        self._check(self.http.post(f"/v1/jobs/{job_id}/close"))
+        return str(job_id)
+
+    def _add_uris(self, job_id: str, uris: list[str]) -> None:
+        self._check(self.http.post(f"/v1/jobs/{job_id}/documents", json={"uris": uris}))

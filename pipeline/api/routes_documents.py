@@ -1,0 +1,104 @@
+"""Document routes: rows with text and boxes, plain text, exports, the viewer, and search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import HTMLResponse, Response
+
+from pipeline.api.deps import ApiContext, Auth, Caller, Ctx, not_found
+from pipeline.api.views import document_view
+from pipeline.db import jobs as jobrepo
+from pipeline.db import repo
+from pipeline.db.models import Document
+from pipeline.db.session import session_scope
+from pipeline.exporters import get_exporter
+from pipeline.types import DocumentResult
+
+router = APIRouter(tags=["documents"])
+
+
+def _visible(s: Any, caller: Caller, document_id: str) -> Document:
+    doc = s.get(Document, document_id)
+    if doc is None or not jobrepo.owner_can_see_document(s, caller.owner, document_id):
+        raise not_found("document")
+    return doc
+
+
+def _result(ctx: ApiContext, caller: Caller, document_id: str) -> DocumentResult:
+    with session_scope(ctx.engine) as s:
+        _visible(s, caller, document_id)
+        return repo.load_document_result(s, document_id)
+
+
+@router.get("/v1/documents/{document_id}")
+def get_document(document_id: str, ctx: Ctx,
+                 caller: Auth) -> dict[str, Any]:
+    """Pages and lines with text, boxes and confidence."""
+    with session_scope(ctx.engine) as s:
+        return document_view(s, _visible(s, caller, document_id))
+
+
+@router.get("/v1/documents/{document_id}/text")
+def get_text(document_id: str, ctx: Ctx,
+             caller: Auth) -> Response:
+    exporter = get_exporter("text")
+    data = _render(exporter, _result(ctx, caller, document_id), ctx)
+    return Response(data, media_type=exporter.media_type)
+
+
+def _render(exporter: Any, result: DocumentResult, ctx: ApiContext) -> bytes:
+    """Exports come from the rows; image-based ones read the stored page images."""
+    export = getattr(exporter, "export", None)
+    if export is not None:
+        return bytes(export(result, ctx.store.get_bytes))
+    return bytes(exporter.render(result))
+
+
+@router.get("/v1/documents/{document_id}/export")
+def get_export(document_id: str, ctx: Ctx, caller: Auth,
+               format: str = Query("json")) -> Response:
+    """Any registered format: text, json, hocr, alto, page, pdf (400 lists the valid ones)."""
+    exporter = get_exporter(format)
+    result = _result(ctx, caller, document_id)
+    media = getattr(exporter, "media_type_for", None)
+    ext = getattr(exporter, "extension_for", None)
+    media_type = media(result) if media else exporter.media_type
+    extension = ext(result) if ext else exporter.extension
+    stem = result.name.rsplit(".", 1)[0] or "document"
+    return Response(_render(exporter, result, ctx), media_type=media_type, headers={
+        "Content-Disposition": f'inline; filename="{stem}.{extension}"'})
+
+
+@router.get("/v1/documents/{document_id}/viewer")
+def get_viewer(document_id: str, ctx: Ctx, caller: Auth) -> HTMLResponse:
+    try:
+        from pipeline.viewer import render_viewer
+    except ImportError as e:
+        raise HTTPException(501, "the viewer is not installed in this build") from e
+    result = _result(ctx, caller, document_id)
+    return HTMLResponse(render_viewer(result, ctx.store.get_bytes))
+
+
+@router.get("/v1/search")
+def search(ctx: Ctx, caller: Auth, q: str = Query(..., min_length=1, max_length=500),
+           limit: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
+    """Full-text search over the caller's own documents."""
+    try:
+        from pipeline.search import search_lines
+    except ImportError as e:
+        raise HTTPException(501, "search is not installed in this build") from e
+    with session_scope(ctx.engine) as s:
+        hits = search_lines(s, q, limit=limit, owner=caller.owner)
+        return {"query": q, "hits": [_hit(h) for h in hits]}
+
+
+def _hit(hit: Any) -> Any:
+    if isinstance(hit, dict):
+        return hit
+    if hasattr(hit, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(hit)
+    return hit

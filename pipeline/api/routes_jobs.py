@@ -1,0 +1,219 @@
+"""Job routes: submit (multipart upload or s3:// URIs), add documents, close, list, status."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from sqlalchemy import select
+from starlette.datastructures import UploadFile
+
+from pipeline.api.deps import (
+    ApiContext,
+    Auth,
+    Caller,
+    Ctx,
+    not_found,
+    scoped_key,
+)
+from pipeline.api.schemas import DocumentsAdd, JobCreate, JobOptionsIn
+from pipeline.api.views import job_view
+from pipeline.db import repo
+from pipeline.db.models import Job
+from pipeline.db.session import session_scope
+from pipeline.errors import NotFoundError
+from pipeline.exporters import get_exporter
+from pipeline.storage import check_key
+from pipeline.submit import JobOptions, Source, Submitter, s3_source
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+class _Upload:
+    """An uploaded file spooled to disk, so the store can upload it in multipart chunks."""
+
+    def __init__(self, name: str, path: Path, size: int) -> None:
+        self.name, self.path, self.size = name, path, size
+
+
+async def _parse(request: Request, ctx: ApiContext) -> tuple[dict[str, Any], list[_Upload]]:
+    """The body as (options, uploads): multipart form with files, or JSON with s3:// URIs."""
+    limit = ctx.settings.api.max_upload_bytes
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        form = await request.form(max_files=1000, max_fields=100)
+        fields: dict[str, Any] = {}
+        uploads: list[_Upload] = []
+        tmpdir = Path(tempfile.mkdtemp(prefix="quire-upload-"))
+        request.state.tmpdir = tmpdir
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                target = tmpdir / f"{len(uploads):05d}"
+                size = 0
+                with target.open("wb") as out:
+                    while chunk := await value.read(1 << 20):
+                        size += len(chunk)
+                        if size > limit:
+                            raise HTTPException(413, f"{value.filename}: over {limit} bytes")
+                        out.write(chunk)
+                uploads.append(_Upload(Path(value.filename or "upload").name, target, size))
+            elif key == "uris":
+                fields.setdefault("uris", []).append(value)
+            else:
+                fields[key] = value
+        return fields, uploads
+    try:
+        body = await request.json() if await request.body() else {}
+    except json.JSONDecodeError as e:
+        raise HTTPException(400, f"body is not JSON: {e.msg}") from e
+    if not isinstance(body, dict):
+        raise HTTPException(400, "body must be a JSON object")
+    return body, []
+
+
+def _sources(ctx: ApiContext, uris: list[str], uploads: list[_Upload]) -> list[Source]:
+    """Uploads as sources, and each s3:// URI checked to exist before any job is made."""
+    found = [Source(uri=f"upload:{u.name}", name=u.name, size=u.size,
+                    version=f"{u.path.name}-{u.size}", path=u.path) for u in uploads]
+    for uri in uris:
+        bucket, _, key = uri[5:].partition("/")
+        store = ctx.bucket(bucket)
+        try:
+            check_key(key)
+            info = next((o for o in store.list(key) if o.key == key), None)
+        except Exception as e:
+            raise HTTPException(422, f"cannot read {uri}: {e}") from e
+        if info is None:
+            raise HTTPException(422, f"no such object: {uri}")
+        found.append(s3_source(store, info))
+    return found
+
+
+def _options(ctx: ApiContext, opts: JobOptionsIn) -> JobOptions:
+    for fmt in opts.formats or ():
+        get_exporter(fmt)  # unknown formats are a 400 now, not a surprise at finish
+    return JobOptions.from_settings(ctx.settings, model=opts.model, dpi=opts.dpi,
+                                    beam=opts.beam, formats=opts.formats)
+
+
+def _load(ctx: ApiContext, caller: Caller, job_id: str) -> dict[str, Any]:
+    with session_scope(ctx.engine) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.owner != caller.owner:
+            raise not_found("job")
+        return job_view(s, job)
+
+
+def _cleanup(request: Request) -> None:
+    import shutil
+
+    tmpdir = getattr(request.state, "tmpdir", None)
+    if tmpdir is not None:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+@router.post("", status_code=202)
+async def create_job(request: Request, ctx: Ctx,
+                     caller: Auth) -> JSONResponse:
+    """Submit a job: multipart `files` (+ option fields) or JSON `uris`; 202 with the job id."""
+    try:
+        fields, uploads = await _parse(request, ctx)
+        key = request.headers.get("Idempotency-Key") or fields.get("idempotency_key")
+        try:
+            body = JobCreate.model_validate({**fields, "idempotency_key": key})
+        except ValidationError as e:
+            raise HTTPException(422, json.loads(e.json(include_url=False))) from e
+        if not body.uris and not uploads and not body.open:
+            raise HTTPException(422, "no documents: send files or uris (or open=true)")
+        return await run_in_threadpool(_create, ctx, caller, body, uploads)
+    finally:
+        _cleanup(request)
+
+
+def _create(ctx: ApiContext, caller: Caller, body: JobCreate, uploads: list[_Upload]
+            ) -> JSONResponse:
+    submitter = Submitter(ctx.engine, ctx.store, _options(ctx, body), owner=caller.owner,
+                          enqueue=ctx.enqueue)
+    job_id, created = submitter.open_job(
+        idempotency_key=scoped_key(caller.owner, body.idempotency_key),
+        webhook_url=body.webhook_url, accepting=True)
+    if created:
+        for src in _sources(ctx, body.uris, uploads):
+            submitter.add(job_id, src)
+    if not body.open:
+        submitter.close_job(job_id)
+    view = _load(ctx, caller, job_id)
+    headers = {"Location": f"/v1/jobs/{job_id}"}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse({"id": job_id, "status": view["status"], "created": created,
+                         "documents": view["documents_count"]["total"],
+                         "url": f"/v1/jobs/{job_id}"}, status_code=202, headers=headers)
+
+
+@router.post("/{job_id}/documents", status_code=202)
+async def add_documents(job_id: str, request: Request, ctx: Ctx,
+                        caller: Auth) -> dict[str, Any]:
+    """Add documents to an open job (for streaming large submissions)."""
+    try:
+        fields, uploads = await _parse(request, ctx)
+        body = DocumentsAdd.model_validate({"uris": fields.get("uris", [])})
+        return await run_in_threadpool(_add, ctx, caller, job_id, body.uris, uploads)
+    finally:
+        _cleanup(request)
+
+
+def _add(ctx: ApiContext, caller: Caller, job_id: str, uris: list[str],
+         uploads: list[_Upload]) -> dict[str, Any]:
+    with session_scope(ctx.engine) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.owner != caller.owner:
+            raise not_found("job")
+        if not job.accepting:
+            raise HTTPException(409, "job is closed; submit a new job")
+        settings = dict(job.settings)
+    options = JobOptions(settings["model"], settings["dpi"], settings["beam"],
+                         tuple(settings.get("formats") or ("text", "json")))
+    submitter = Submitter(ctx.engine, ctx.store, options, owner=caller.owner,
+                          enqueue=ctx.enqueue)
+    outcomes = [submitter.add(job_id, src) for src in _sources(ctx, uris, uploads)]
+    return {"id": job_id, "added": outcomes}
+
+
+@router.post("/{job_id}/close")
+def close_job(job_id: str, ctx: Ctx,
+              caller: Auth) -> dict[str, Any]:
+    _load(ctx, caller, job_id)  # 404 for others' jobs
+    with session_scope(ctx.engine) as s:
+        from pipeline.db import jobs as jobrepo
+
+        jobrepo.set_accepting(s, job_id, False)
+    return _load(ctx, caller, job_id)
+
+
+@router.get("")
+def list_jobs(ctx: Ctx, caller: Auth,
+              limit: int = 50) -> dict[str, Any]:
+    with session_scope(ctx.engine) as s:
+        jobs = s.scalars(select(Job).where(Job.owner == caller.owner)
+                         .order_by(Job.created_at.desc()).limit(max(1, min(limit, 500))))
+        return {"jobs": [job_view(s, j, with_documents=False) for j in jobs]}
+
+
+@router.get("/{job_id}")
+def get_job(job_id: str, ctx: Ctx,
+            caller: Auth) -> dict[str, Any]:
+    """Status, counts, percent done, and each document with its error if it failed."""
+    try:
+        return _load(ctx, caller, job_id)
+    except NotFoundError as e:
+        raise not_found("job") from e
+
+
+__all__ = ["repo", "router"]

@@ -1,0 +1,75 @@
+"""JSON views of jobs and documents, shared by the API and the completion webhook (no FastAPI here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from pipeline.db import repo
+from pipeline.db.models import Document, DocumentStatus, Job, JobDocument, Line, LineStatus, Page
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def job_view(s: Session, job: Job, *, with_documents: bool = True) -> dict[str, Any]:
+    """Status, counts, percent done (documents weighted by their lines read) and per-document errors."""
+    docs = repo.job_documents(s, job.id)
+    lines = {doc_id: (int(total), int(done)) for doc_id, total, done in s.execute(
+        select(Page.document_id, func.count(Line.id),
+               func.count(Line.id).filter(Line.status == LineStatus.DONE.value))
+        .join(Line, Line.page_id == Page.id).join(JobDocument,
+                                                  JobDocument.document_id == Page.document_id)
+        .where(JobDocument.job_id == job.id).group_by(Page.document_id))}
+    progress = 0.0
+    for doc in docs:
+        if doc.status in (DocumentStatus.DONE, DocumentStatus.FAILED):
+            progress += 1.0
+        elif doc.status == DocumentStatus.PROCESSING:
+            total, done = lines.get(doc.id, (0, 0))
+            # Ingest still running: its lines are not all known, so cap below 100 %.
+            progress += 0.9 * (done / total) if total else 0.0
+    counts = {"total": len(docs),
+              "done": sum(d.status == DocumentStatus.DONE for d in docs),
+              "failed": sum(d.status == DocumentStatus.FAILED for d in docs)}
+    counts["pending"] = counts["total"] - counts["done"] - counts["failed"]
+    view: dict[str, Any] = {
+        "id": job.id, "status": job.status, "owner": job.owner,
+        "created_at": _iso(job.created_at), "finished_at": _iso(job.finished_at),
+        "settings": job.settings, "accepting": bool(job.accepting),
+        "documents_count": counts,
+        "lines": {"done": sum(d for _, d in lines.values()),
+                  "total": sum(t for t, _ in lines.values())},
+        "percent": round(100.0 * progress / len(docs), 1) if docs else 0.0,
+    }
+    if with_documents:
+        view["documents"] = [document_summary(d, lines.get(d.id, (0, 0))) for d in docs]
+    return view
+
+
+def document_summary(doc: Document, lines: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    return {"id": doc.id, "name": doc.name, "sha256": doc.sha256, "status": doc.status,
+            "error": doc.error, "pages": doc.page_count, "pages_done": doc.pages_done,
+            "lines": {"total": lines[0], "done": lines[1]}}
+
+
+def document_view(s: Session, doc: Document) -> dict[str, Any]:
+    """Pages and lines with text, boxes and confidence, in reading order."""
+    pages = list(s.scalars(select(Page).where(Page.document_id == doc.id).order_by(Page.number)))
+    by_page: dict[int, list[dict[str, Any]]] = {p.id: [] for p in pages}
+    for line in s.scalars(select(Line).join(Page).where(Page.document_id == doc.id)
+                          .order_by(Page.number, Line.position)):
+        by_page[line.page_id].append({
+            "order": line.position, "bbox": [line.x0, line.y0, line.x1, line.y1],
+            "text": line.text, "confidence": line.confidence, "status": line.status,
+        })
+    return {
+        **document_summary(doc), "profile": doc.profile, "source_uri": doc.source_uri,
+        "size_bytes": doc.size_bytes, "created_at": _iso(doc.created_at),
+        "pages": [{"number": p.number, "width": p.width, "height": p.height, "dpi": p.dpi,
+                   "angle": p.angle, "status": p.status, "lines": by_page[p.id]} for p in pages],
+        "page_count": doc.page_count,
+    }

@@ -1,0 +1,268 @@
+"""CLI commands of the distributed setup: api, watch, submit, status, token (register(app) adds them)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+Api = Annotated[str | None, typer.Option("--api", help="Job API URL; default: this node's database and broker.")]
+Token = Annotated[str | None, typer.Option("--token", envvar="QUIRE_TOKEN", help="API bearer token.")]
+Model = Annotated[str | None, typer.Option(help="Recognition model name or folder.")]
+Beam = Annotated[int | None, typer.Option(min=1, max=16, help="Beam width; 1 is greedy.")]
+Dpi = Annotated[int | None, typer.Option(min=50, max=1200, help="PDF rendering resolution.")]
+Formats = Annotated[str, typer.Option("--format", "-f", help="Comma-separated export formats.")]
+
+token_app = typer.Typer(help="API tokens: create (printed once, stored hashed), list, revoke.")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"quire: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _backend() -> tuple[Any, Any, Any]:
+    """(settings, engine, store) of this node, the schema checked."""
+    from pipeline import storage
+    from pipeline.config import get_settings
+    from pipeline.db.session import make_engine
+
+    settings = get_settings()
+    engine = make_engine(settings.resolved_database_url())
+    store = storage.open_store(settings.resolved_storage_url(), settings.s3_endpoint_url)
+    return settings, engine, store
+
+
+def _options(model: str | None, dpi: int | None, beam: int | None, fmt: str) -> Any:
+    from pipeline.config import get_settings
+    from pipeline.submit import JobOptions
+
+    names = [f.strip() for f in fmt.split(",") if f.strip()]
+    return JobOptions.from_settings(get_settings(), model=model, dpi=dpi, beam=beam,
+                                    formats=[{"txt": "text"}.get(n, n) for n in names])
+
+
+def _default_key(specs: list[str], options: Any) -> str:
+    """The same command over the same inputs finds its job again: resumable by default."""
+    norm = sorted(s if s.startswith("s3://") else str(Path(s).resolve()) for s in specs)
+    spec = json.dumps({"inputs": norm, "options": options.as_dict()}, sort_keys=True)
+    return "cli:" + hashlib.sha256(spec.encode()).hexdigest()[:32]
+
+
+def _sources(specs: list[str]) -> Iterator[Any]:
+    from pipeline.config import get_settings
+    from pipeline.submit import iter_sources
+
+    return iter_sources(specs, get_settings().s3_endpoint_url)
+
+
+def _count(specs: list[str]) -> int:
+    """A counting pass (no list kept) so the bar knows the whole job's size."""
+    return sum(1 for _ in _sources(specs))
+
+
+def _bar(total: int | None, desc: str, unit: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True,
+                file=sys.stderr)
+
+
+def submit(
+    inputs: Annotated[list[str], typer.Argument(help="Files, folders, or s3://bucket/prefix.")],
+    api: Api = None,
+    token: Token = None,
+    model: Model = None,
+    beam: Beam = None,
+    dpi: Dpi = None,
+    fmt: Formats = "text,json",
+    job_key: Annotated[str | None, typer.Option(help="Idempotency key; default: derived from the inputs and options, so rerunning resumes.")] = None,
+    webhook: Annotated[str | None, typer.Option(help="URL told (signed) when the job finishes.")] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the job to the end with a progress bar.")] = False,
+    progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+) -> None:
+    """Submit documents to the distributed pipeline; streams, and resumes when run again."""
+    for spec in inputs:
+        if not spec.startswith("s3://") and not Path(spec).exists():
+            _fail(f"no such file or folder: {spec}")
+    options = _options(model, dpi, beam, fmt)
+    key = job_key or _default_key(inputs, options)
+    total = _count(inputs) if progress else None
+    if api:
+        from pipeline.api.client import ApiClient
+
+        client = ApiClient(api, token)
+        job_id = client.submit_stream(_sources(inputs), options, key, webhook,
+                                      _bar(total, "submit", "file", progress))
+    else:
+        job_id = _submit_direct(inputs, options, key, webhook, total, progress)
+    typer.echo(job_id)
+    if wait:
+        raise typer.Exit(_follow(job_id, api, token, progress))
+
+
+def _submit_direct(inputs: list[str], options: Any, key: str, webhook: str | None,
+                   total: int | None, progress: bool) -> str:
+    from pipeline.submit import Submitter
+
+    _, engine, store = _backend()
+    submitter = Submitter(engine, store, options)
+    job_id, created = submitter.open_job(idempotency_key=key, webhook_url=webhook)
+    if not created:
+        typer.echo(f"resuming job {job_id}", err=True)
+    counts: dict[str, int] = {}
+    with _bar(total, "submit", "file", progress) as bar:
+        for src in _sources(inputs):
+            outcome = submitter.add(job_id, src)
+            counts[outcome] = counts.get(outcome, 0) + 1
+            bar.update(1)
+            bar.set_postfix(counts, refresh=False)
+    submitter.close_job(job_id)
+    typer.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to submit",
+               err=True)
+    return job_id
+
+
+def _job(job_id: str, api: str | None, token: str | None) -> dict[str, Any]:
+    if api:
+        from pipeline.api.client import ApiClient
+
+        return ApiClient(api, token).job(job_id)
+    from pipeline.api.views import job_view
+    from pipeline.db import repo
+    from pipeline.db.session import session_scope
+
+    _, engine, _ = _backend()
+    with session_scope(engine) as s:
+        return job_view(s, repo.get_job(s, job_id))
+
+
+def _follow(job_id: str, api: str | None, token: str | None, progress: bool) -> int:
+    """Poll until the job finishes; exit status 1 if any document failed."""
+    with _bar(100, "job", "%", progress) as bar:
+        while True:
+            view = _job(job_id, api, token)
+            bar.n = view["percent"]
+            bar.set_postfix(status=view["status"], lines=view["lines"]["done"], refresh=True)
+            if view["status"] in ("done", "failed", "partial"):
+                break
+            time.sleep(1.0)
+    typer.echo(f"job {job_id}: {view['status']}")
+    return 0 if view["status"] == "done" else 1
+
+
+def status(
+    job_id: Annotated[str, typer.Argument(help="Job id printed by `quire submit`.")],
+    api: Api = None,
+    token: Token = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON view.")] = False,
+) -> None:
+    """Where a job stands: status, counts, percent done, failed documents with reasons."""
+    from pipeline.errors import NotFoundError
+
+    try:
+        view = _job(job_id, api, token)
+    except NotFoundError:
+        _fail(f"no job {job_id}", 1)
+    if as_json:
+        typer.echo(json.dumps(view, indent=2))
+        return
+    c = view["documents_count"]
+    typer.echo(f"job {view['id']}: {view['status']}, {view['percent']}% - {c['done']} done, "
+               f"{c['failed']} failed, {c['pending']} pending of {c['total']} documents; "
+               f"{view['lines']['done']}/{view['lines']['total']} lines read")
+    for doc in view.get("documents", []):
+        if doc["status"] == "failed":
+            typer.echo(f"  FAILED {doc['name']}: {doc['error']}")
+
+
+def watch(
+    uri: Annotated[str, typer.Argument(help="s3://bucket/prefix/ to watch for new files.")],
+    once: Annotated[bool, typer.Option(help="One pass, then exit.")] = False,
+    interval: Annotated[float, typer.Option(min=1, help="Seconds between passes.")] = 30.0,
+    owner: Annotated[str, typer.Option(help="Tenant the watcher's jobs belong to.")] = "watcher",
+    model: Model = None,
+    beam: Beam = None,
+    dpi: Dpi = None,
+    fmt: Formats = "text,json",
+) -> None:
+    """Submit files dropped under an S3 prefix; a checkpoint in SQL makes restarts safe."""
+    from pipeline.watch import Watcher
+
+    settings, engine, store = _backend()
+    watcher = Watcher(engine, store, uri, _options(model, dpi, beam, fmt), owner=owner,
+                      endpoint_url=settings.s3_endpoint_url)
+    if once:
+        result = watcher.scan()
+        typer.echo(f"{result.submitted} submitted, {result.skipped} already seen, "
+                   f"{result.resent} re-sent" + (f"; job {result.job_id}" if result.job_id else ""))
+        return
+    typer.echo(f"watching {uri} every {interval:.0f} s", err=True)
+    watcher.run(interval)
+
+
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Serve the job API (FastAPI on uvicorn)."""
+    import uvicorn
+
+    uvicorn.run("pipeline.api.app:create_app", factory=True, host=host, port=port,
+                workers=workers, proxy_headers=True, log_level="info")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="What the token is for.")],
+    owner: Annotated[str | None, typer.Option(help="Tenant; default: the name.")] = None,
+) -> None:
+    """Make a token and print it once; only its SHA-256 is stored."""
+    from pipeline.db import jobs as jobrepo
+    from pipeline.db.session import session_scope
+
+    _, engine, _ = _backend()
+    with session_scope(engine) as s:
+        plain, row = jobrepo.create_token(s, name=name, owner=owner)
+        typer.echo(f"token id {row.id} (owner {row.owner}); keep it, it is not shown again:",
+                   err=True)
+    typer.echo(plain)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    from pipeline.db import jobs as jobrepo
+    from pipeline.db.session import session_scope
+
+    _, engine, _ = _backend()
+    with session_scope(engine) as s:
+        for row in jobrepo.list_tokens(s):
+            state = "revoked" if row.revoked_at else "active"
+            typer.echo(f"{row.id}\t{row.name}\t{row.owner}\t{state}\t{row.created_at:%Y-%m-%d}")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(help="Token id from `token list`.")]) -> None:
+    from pipeline.db import jobs as jobrepo
+    from pipeline.db.session import session_scope
+
+    _, engine, _ = _backend()
+    with session_scope(engine) as s:
+        if not jobrepo.revoke_token(s, token_id):
+            _fail(f"no token {token_id}", 1)
+    typer.echo(f"revoked {token_id}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("submit")(submit)
+    app.command("status")(status)
+    app.command("watch")(watch)
+    app.command("api")(api)
+    app.add_typer(token_app, name="token")

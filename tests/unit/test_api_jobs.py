@@ -1,0 +1,174 @@
+"""The job API on SQLite and a local store, Celery replaced by a list: auth, tenants, idempotency, limits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pipeline.api.app import create_app
+from pipeline.config import Settings
+from pipeline.db import jobs as jobrepo
+from pipeline.db import repo
+from pipeline.db.session import make_engine, session_scope, upgrade
+from pipeline.queue import INGEST, NOTIFY
+from pipeline.types import BBox
+
+PDF = b"%PDF-1.4 not really rendered in these tests\n"
+
+
+@pytest.fixture
+def api(tmp_path, sqlite_url):
+    upgrade(sqlite_url)
+    settings = Settings(database_url=sqlite_url, storage_url=(tmp_path / "store").as_uri(),
+                        broker_url="redis://127.0.0.1:1/0", api={"max_upload_bytes": 4096})
+    sent: list[tuple] = []
+    app = create_app(settings, enqueue=lambda task, *args: sent.append((task, *args)))
+    engine = make_engine(sqlite_url)
+    with session_scope(engine) as s:
+        alice, _ = jobrepo.create_token(s, name="alice")
+        bob, _ = jobrepo.create_token(s, name="bob")
+    client = TestClient(app)
+    client.engine, client.sent = engine, sent
+    client.alice = {"Authorization": f"Bearer {alice}"}
+    client.bob = {"Authorization": f"Bearer {bob}"}
+    return client
+
+
+def upload(api, headers, name="a.pdf", data=PDF, **fields):
+    return api.post("/v1/jobs", headers=headers, files=[("files", (name, data))], data=fields)
+
+
+def complete(engine, document_id: str, texts=("Hello", "world")) -> None:
+    """What the workers would do: a page, its lines, their text, the document finished."""
+    with session_scope(engine) as s:
+        page = repo.save_page(s, document_id, number=1, image_key="k", width=100, height=50,
+                              dpi=150, angle=0.0)
+        lines = repo.save_lines(s, page.id, [(i, BBox(0, i * 10, 90, i * 10 + 8), f"c{i}")
+                                             for i in range(len(texts))])
+        repo.set_line_texts(s, [(ln.id, t, 0.9) for ln, t in zip(lines, texts)], "m")
+        repo.finish_document(s, document_id, 1)
+        for job_id in repo.job_ids_for_document(s, document_id):
+            jobrepo.refresh_job(s, job_id)
+
+
+def test_no_or_bad_token_is_401(api):
+    assert api.get("/v1/jobs/x").status_code == 401
+    assert api.post("/v1/jobs", json={"uris": []}).status_code == 401
+    bad = api.get("/v1/jobs/x", headers={"Authorization": "Bearer qk_nope"})
+    assert bad.status_code == 401 and "Bearer" in bad.headers["www-authenticate"]
+
+
+def test_upload_enqueues_ingest_and_job_reports_progress_then_text(api):
+    r = upload(api, api.alice, formats="text,json")
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    [(task, document_id, sent_job)] = api.sent
+    assert (task, sent_job) == (INGEST, job_id)
+    view = api.get(f"/v1/jobs/{job_id}", headers=api.alice).json()
+    assert view["status"] == "queued" and view["documents_count"]["total"] == 1
+    assert view["percent"] == 0.0 and view["documents"][0]["name"] == "a.pdf"
+
+    complete(api.engine, document_id)
+    view = api.get(f"/v1/jobs/{job_id}", headers=api.alice).json()
+    assert (view["status"], view["percent"], view["lines"]) == ("done", 100.0,
+                                                                {"done": 2, "total": 2})
+    text = api.get(f"/v1/documents/{document_id}/text", headers=api.alice)
+    assert text.text == "Hello\nworld\n"
+    doc = api.get(f"/v1/documents/{document_id}", headers=api.alice).json()
+    assert [ln["text"] for ln in doc["pages"][0]["lines"]] == ["Hello", "world"]
+    assert doc["pages"][0]["lines"][1]["bbox"] == [0, 10, 90, 18]
+    export = api.get(f"/v1/documents/{document_id}/export?format=json", headers=api.alice)
+    assert export.status_code == 200 and "Hello" in export.text
+    assert api.get(f"/v1/documents/{document_id}/export?format=nope",
+                   headers=api.alice).status_code == 400
+
+
+def test_other_tenant_sees_404_for_job_and_document(api):
+    job_id = upload(api, api.alice).json()["id"]
+    document_id = api.sent[0][1]
+    assert api.get(f"/v1/jobs/{job_id}", headers=api.bob).status_code == 404
+    assert api.get(f"/v1/documents/{document_id}", headers=api.bob).status_code == 404
+    assert api.get(f"/v1/documents/{document_id}/text", headers=api.bob).status_code == 404
+    assert api.get("/v1/jobs", headers=api.bob).json()["jobs"] == []
+
+
+def test_same_idempotency_key_is_one_job_per_tenant(api):
+    first = upload(api, api.alice, idempotency_key="batch-1")
+    again = upload(api, api.alice, name="b.pdf", data=PDF + b"x", idempotency_key="batch-1")
+    assert first.json()["id"] == again.json()["id"]
+    assert again.headers["Idempotent-Replayed"] == "true" and len(api.sent) == 1
+    header = api.post("/v1/jobs", headers={**api.alice, "Idempotency-Key": "batch-1"},
+                      json={"uris": ["s3://b/k.pdf"]})
+    assert header.json()["id"] == first.json()["id"]
+    other = upload(api, api.bob, idempotency_key="batch-1")  # keys are per tenant
+    assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
+
+
+def test_same_file_twice_reuses_the_document(api):
+    upload(api, api.alice)
+    document_id = api.sent[0][1]
+    complete(api.engine, document_id)
+    r = upload(api, api.alice)  # a new job, the same bytes: done already, nothing enqueued
+    assert len(api.sent) == 1
+    assert api.get(f"/v1/jobs/{r.json()['id']}", headers=api.alice).json()["status"] == "done"
+
+
+def test_upload_over_the_limit_is_413(api):
+    r = upload(api, api.alice, data=b"x" * 5000)
+    assert r.status_code == 413 and api.sent == []
+
+
+def test_bad_requests_are_4xx(api):
+    assert api.post("/v1/jobs", headers=api.alice, json={}).status_code == 422
+    assert api.post("/v1/jobs", headers=api.alice,
+                    json={"uris": ["http://x/y"]}).status_code == 422
+    r = api.post("/v1/jobs", headers=api.alice, json={"uris": [], "open": True,
+                                                      "formats": ["nope"]})
+    assert r.status_code == 400
+
+
+def test_open_job_takes_documents_until_closed(api):
+    job_id = api.post("/v1/jobs", headers=api.alice, json={"open": True}).json()["id"]
+    r = api.post(f"/v1/jobs/{job_id}/documents", headers=api.alice,
+                 files=[("files", ("a.pdf", PDF))])
+    assert r.status_code == 202 and r.json()["added"] == ["queued"]
+    complete(api.engine, api.sent[0][1])
+    view = api.get(f"/v1/jobs/{job_id}", headers=api.alice).json()
+    assert view["status"] == "running" and view["accepting"]  # more may come
+    assert api.post(f"/v1/jobs/{job_id}/close", headers=api.alice).json()["status"] == "done"
+    late = api.post(f"/v1/jobs/{job_id}/documents", headers=api.alice,
+                    files=[("files", ("b.pdf", PDF + b"b"))])
+    assert late.status_code == 409
+    assert api.post(f"/v1/jobs/{job_id}/close", headers=api.bob).status_code == 404
+
+
+def test_healthz_and_metrics(api):
+    upload(api, api.alice)
+    health = api.get("/healthz")
+    assert health.status_code == 200 and health.json()["database"] == "ok"
+    assert health.json()["broker"] == "unreachable"
+    metrics = api.get("/metrics").text
+    assert 'quire_jobs{status="queued"} 1.0' in metrics
+    assert "quire_queue_depth" in metrics and "quire_api_requests" in metrics
+
+
+def test_finished_job_with_webhook_is_notified_once(api, monkeypatch):
+    r = upload(api, api.alice, webhook_url="http://127.0.0.1:9/hook")
+    job_id = r.json()["id"]
+    with session_scope(api.engine) as s:
+        assert jobrepo.claim_webhook(s, job_id)
+        assert not jobrepo.claim_webhook(s, job_id)
+        jobrepo.release_webhook(s, job_id)
+        assert jobrepo.claim_webhook(s, job_id)
+    assert NOTIFY == "quire.notify_job"
+
+
+def test_api_module_does_not_import_torch_or_workers():
+    code = ("import sys, pipeline.api.app, pipeline.cli_distributed, pipeline.watch; "
+            "bad = [m for m in ('torch', 'transformers', 'workers') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
