@@ -158,8 +158,13 @@ def worker(
     queue: Annotated[str, typer.Argument(help="ingest, recognize or finish (or several, comma-separated, for a small node).")],
     concurrency: Annotated[Optional[int], typer.Option(help="Worker processes (recognize: 1 per GPU).")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
+    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics (pages, lines, lines/s) on this port.")] = None,
 ) -> None:
-    """Start a Celery worker for one queue with the settings that queue needs."""
+    """Start a Celery worker for one queue with the settings that queue needs.
+
+    recognize: one process (start one worker per GPU), prefetch 1, acks late; ingest and
+    finish: one process per CPU core. Settings come from QUIRE_* (see README, Deploy).
+    """
     from pipeline.queue import QUEUES
 
     unknown = [q for q in queue.split(",") if q not in QUEUES]
@@ -167,7 +172,7 @@ def worker(
         _fail(f"unknown queue {unknown[0]!r}; choose from {', '.join(QUEUES)}")
     from workers.app import start_worker
 
-    start_worker(queue, concurrency=concurrency, loglevel=loglevel)
+    start_worker(queue, concurrency=concurrency, loglevel=loglevel, metrics_port=metrics_port)
 
 
 def _register_training_commands() -> None:
