@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image
 
@@ -62,3 +63,25 @@ def render_viewer(doc: DocumentResult, load_image: ImageLoader | None) -> bytes:
         low_lines=sum(1 for line in lines if line.confidence < LOW_CONFIDENCE),
         mid=MID_CONFIDENCE, low=LOW_CONFIDENCE, software=SOFTWARE, version=SOFTWARE_VERSION,
     )
+
+
+def make_server(html: bytes, port: int = 0) -> ThreadingHTTPServer:
+    """A local server (127.0.0.1 only) answering GET / with the viewer page; the caller runs
+    serve_forever(). Port 0 picks a free one: server.server_address[1]."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            if self.path.split("?", 1)[0] not in ("/", "/index.html"):
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(html)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(html)
+
+        def log_message(self, format: str, *args: object) -> None:  # quiet on the terminal
+            pass
+
+    return ThreadingHTTPServer(("127.0.0.1", port), Handler)

@@ -1,0 +1,177 @@
+"""`quire export`, `quire search` and `quire view`: outputs of documents already processed,
+read from the database and the object store (nothing is recognized again)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+FORMAT_HELP = "alto, page, hocr, pdf, txt or json."
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"quire: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _open():
+    """(settings, engine, store) of the configured database and object store."""
+    from pipeline import storage
+    from pipeline.config import Settings
+    from pipeline.db.session import make_engine, upgrade
+
+    settings = Settings()
+    url = settings.resolved_database_url()
+    if url.startswith("sqlite:"):
+        upgrade(url)  # the embedded default migrates itself, as `quire run` does
+    engine = make_engine(url)
+    return settings, engine, storage.open_store(settings.resolved_storage_url(),
+                                                settings.s3_endpoint_url)
+
+
+def find_document(s, ref: str):
+    """The done document that `ref` names: its id, a source file (by SHA-256) or its name;
+    the most recently finished one when several match. Errors say what was tried."""
+    from sqlalchemy import select
+
+    from pipeline.db.models import Document, DocumentStatus
+    from pipeline.errors import NotFoundError, QuireError
+    from pipeline.process import file_sha256
+
+    doc = s.get(Document, ref)
+    if doc is None:
+        path = Path(ref)
+        if path.is_file():
+            where, what = Document.sha256 == file_sha256(path), f"file {ref}"
+        else:
+            where, what = Document.name == ref, f"id or name {ref!r}"
+        candidates = list(s.scalars(select(Document).where(where)
+                                    .order_by(Document.updated_at.desc())))
+        if not candidates:
+            raise NotFoundError(f"no document with {what}; run `quire run` on it first")
+        done = [d for d in candidates if d.status == DocumentStatus.DONE]
+        doc = done[0] if done else candidates[0]
+        if len({d.sha256 for d in done}) > 1:
+            typer.echo(f"quire: {len(done)} documents match {ref!r}; using {doc.id} "
+                       "(the newest); pass an id to choose", err=True)
+    if doc.status != DocumentStatus.DONE:
+        error = f": {doc.error}" if doc.error else ""
+        raise QuireError(f"document {doc.name} ({doc.id}) is {doc.status}{error}")
+    return doc
+
+
+def export(
+    document: Annotated[str, typer.Argument(help="Document id, source file, or name.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "txt",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here (default: stdout for text formats, <name>.<ext> for PDF/ZIP).")] = None,
+) -> None:
+    """Export a processed document from its stored rows and page images."""
+    from pipeline.db import repo
+    from pipeline.db.session import session_scope
+    from pipeline.errors import QuireError
+    from pipeline.exporters import parse_formats
+
+    try:
+        exporters = parse_formats(fmt)
+        if len(exporters) != 1:
+            _fail("export writes one format at a time; give one --format")
+        [exporter] = exporters
+        _, engine, store = _open()
+        with session_scope(engine) as s:
+            result = repo.load_document_result(s, find_document(s, document).id)
+        data = exporter.export(result, store.get_bytes)
+    except QuireError as exc:
+        _fail(str(exc), exc.exit_code)
+    extension = exporter.extension_for(result)
+    binary = not exporter.media_type_for(result).startswith(("text/", "application/json",
+                                                              "application/xml"))
+    if out is None and binary:
+        out = Path(f"{Path(result.name).stem or 'document'}.{extension}")
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    typer.echo(f"wrote {out} ({len(data):,} bytes, {exporter.name})", err=True)
+
+
+def search(
+    words: Annotated[str, typer.Argument(help='Words to find (all must appear); "a phrase", prefix*.')],
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many lines.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array of hits.")] = False,
+) -> None:
+    """Full-text search over the recognized lines of every processed document."""
+    from pipeline.db.search import search_lines
+    from pipeline.db.session import session_scope
+    from pipeline.errors import QuireError
+
+    try:
+        _, engine, _ = _open()
+        with session_scope(engine) as s:
+            hits = search_lines(s, words, limit=limit)
+    except QuireError as exc:
+        _fail(str(exc), exc.exit_code)
+    if as_json:
+        typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        typer.echo(f"no lines match {words!r}", err=True)
+        raise typer.Exit(1)
+    for hit in hits:
+        box = ",".join(map(str, hit.bbox.as_list()))
+        typer.echo(f"{hit.document_name}\tpage {hit.page}\tline {hit.line}\t[{box}]\t"
+                   f"{hit.highlighted()}")
+
+
+def view(
+    document: Annotated[str, typer.Argument(help="Document id, source file, or name.")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the HTML (default: under QUIRE_HOME/viewer/).")] = None,
+    port: Annotated[int, typer.Option(help="Serve on 127.0.0.1:PORT (0: any free port).")] = 0,
+    serve: Annotated[bool, typer.Option(help="Serve the page locally until Ctrl-C.")] = True,
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open it in the default browser.")] = True,
+) -> None:
+    """Show a processed document's pages with their line boxes and text in a browser."""
+    import webbrowser
+
+    from pipeline.db import repo
+    from pipeline.db.session import session_scope
+    from pipeline.errors import QuireError
+    from pipeline.viewer import make_server, render_viewer
+
+    try:
+        settings, engine, store = _open()
+        with session_scope(engine) as s:
+            result = repo.load_document_result(s, find_document(s, document).id)
+        html = render_viewer(result, store.get_bytes)
+    except QuireError as exc:
+        _fail(str(exc), exc.exit_code)
+    target = out or settings.home / "viewer" / f"{result.id}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(html)
+    if not serve:
+        typer.echo(target.resolve().as_uri())
+        if open_browser:
+            webbrowser.open(target.resolve().as_uri())
+        return
+    server = make_server(html, port)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    typer.echo(f"viewer for {result.name} at {url} (also written to {target}); Ctrl-C stops")
+    if open_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)
+    app.command("search")(search)
+    app.command("view")(view)
