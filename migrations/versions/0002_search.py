@@ -31,19 +31,18 @@ SQLITE_UP = [
     f"""CREATE TRIGGER {FTS_TABLE}_ad AFTER DELETE ON lines WHEN old.text IS NOT NULL BEGIN
         INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) VALUES ('delete', old.id, old.text);
     END""",
-    f"""CREATE TRIGGER {FTS_TABLE}_aud AFTER UPDATE OF text ON lines
-        WHEN old.text IS NOT NULL BEGIN
-        INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text) VALUES ('delete', old.id, old.text);
-    END""",
-    f"""CREATE TRIGGER {FTS_TABLE}_aui AFTER UPDATE OF text ON lines
-        WHEN new.text IS NOT NULL BEGIN
-        INSERT INTO {FTS_TABLE}(rowid, text) VALUES (new.id, new.text);
+    # One trigger, old tokens out before new ones in: two AFTER UPDATE triggers would fire in
+    # an unspecified order, and an insert before the delete corrupts the index.
+    f"""CREATE TRIGGER {FTS_TABLE}_au AFTER UPDATE OF text ON lines BEGIN
+        INSERT INTO {FTS_TABLE}({FTS_TABLE}, rowid, text)
+            SELECT 'delete', old.id, old.text WHERE old.text IS NOT NULL;
+        INSERT INTO {FTS_TABLE}(rowid, text) SELECT new.id, new.text WHERE new.text IS NOT NULL;
     END""",
     # Lines read before this revision.
     f"INSERT INTO {FTS_TABLE}(rowid, text) SELECT id, text FROM lines WHERE text IS NOT NULL",
 ]
 SQLITE_DOWN = [
-    *(f"DROP TRIGGER IF EXISTS {FTS_TABLE}_{t}" for t in ("ai", "ad", "aud", "aui")),
+    *(f"DROP TRIGGER IF EXISTS {FTS_TABLE}_{t}" for t in ("ai", "ad", "au")),
     f"DROP TABLE IF EXISTS {FTS_TABLE}",
 ]
 
