@@ -1,0 +1,140 @@
+"""CER/WER after ground-truth normalisation, and evaluation of a recognizer on a folder of line images."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Typographic quotes and dashes map to the ASCII a keyboard (and most ground truth) uses.
+# UW3 ground truth writes an opening double quote as two backticks and a closing one as ''.
+_QUOTES = {
+    "‘": "'", "’": "'", "‚": "'", "‛": "'", "`": "'", "´": "'", "′": "'",
+    "“": '"', "”": '"', "„": '"', "‟": '"', "″": '"', "«": '"', "»": '"',
+}
+_DOUBLED = (("''", '"'), ("``", '"'))
+
+
+def normalize(text: str, fold: bool = False) -> str:
+    """NFC, straight quotes, collapsed whitespace; `fold` also drops case and all spaces."""
+    text = unicodedata.normalize("NFC", text)
+    for pair, repl in _DOUBLED:
+        text = text.replace(pair, repl)
+    text = "".join(_QUOTES.get(c, c) for c in text)
+    text = " ".join(text.split())
+    if fold:
+        text = text.casefold().replace(" ", "")
+    return text
+
+
+def edit_distance(a: Sequence[Any], b: Sequence[Any]) -> int:
+    """Levenshtein distance between two sequences (chars or words)."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+        prev = cur
+    return prev[-1]
+
+
+def cer(refs: Sequence[str], hyps: Sequence[str], fold: bool = False) -> float:
+    """Character error rate: total edits / total reference chars, after normalisation."""
+    edits = chars = 0
+    for r, h in zip(refs, hyps, strict=True):
+        r, h = normalize(r, fold), normalize(h, fold)
+        edits += edit_distance(r, h)
+        chars += len(r)
+    return edits / max(1, chars)
+
+
+def wer(refs: Sequence[str], hyps: Sequence[str], fold: bool = False) -> float:
+    """Word error rate on whitespace-split words (case-folded when `fold`)."""
+    edits = words = 0
+    for r, h in zip(refs, hyps, strict=True):
+        rw, hw = normalize(r).split(), normalize(h).split()
+        if fold:
+            rw, hw = [w.casefold() for w in rw], [w.casefold() for w in hw]
+        edits += edit_distance(rw, hw)
+        words += len(rw)
+    return edits / max(1, words)
+
+
+@dataclass
+class LineResult:
+    """One evaluated line."""
+
+    name: str
+    reference: str
+    hypothesis: str
+    cer: float
+
+
+@dataclass
+class EvalReport:
+    """Scores of a recognizer on one folder."""
+
+    directory: str
+    lines: int
+    cer: float
+    wer: float
+    fold: bool
+    seconds: float
+    lines_per_second: float
+    worst: list[LineResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_pairs(directory: str | Path) -> list[tuple[Path, str]]:
+    """(image path, ground truth) for every *.png/*.jpg/*.tif with a *.gt.txt next to it."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a directory")
+    pairs: list[tuple[Path, str]] = []
+    for img in sorted(root.iterdir()):
+        if img.suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+            continue
+        gt = img.with_name(img.name[: -len(img.suffix)] + ".gt.txt")
+        if gt.exists():
+            pairs.append((img, gt.read_text(encoding="utf-8").strip("\n").strip()))
+    return pairs
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """A line image as 2-D uint8."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"))
+
+
+def evaluate_dir(directory: str | Path, recognizer_fn: Callable[[list[np.ndarray]], list[str]], *,
+                 fold: bool = False, batch_size: int = 32, n_worst: int = 10) -> EvalReport:
+    """Run `recognizer_fn` (gray crops -> texts) over a folder of line images and score it."""
+    pairs = load_pairs(directory)
+    if not pairs:
+        raise FileNotFoundError(f"{directory}: no line images with .gt.txt ground truth")
+    images = [read_gray(p) for p, _ in pairs]
+    refs = [t for _, t in pairs]
+    hyps: list[str] = []
+    start = time.perf_counter()
+    for i in range(0, len(images), batch_size):
+        hyps.extend(recognizer_fn(images[i : i + batch_size]))
+    seconds = time.perf_counter() - start
+    per_line = [
+        LineResult(p.name, r, h, cer([r], [h], fold)) for (p, _), r, h in zip(pairs, refs, hyps, strict=True)
+    ]
+    worst = sorted(per_line, key=lambda x: x.cer, reverse=True)[:n_worst]
+    return EvalReport(
+        directory=str(directory), lines=len(pairs), cer=cer(refs, hyps, fold), wer=wer(refs, hyps, fold),
+        fold=fold, seconds=seconds, lines_per_second=len(pairs) / max(seconds, 1e-9), worst=worst,
+    )

@@ -1,0 +1,129 @@
+"""Render synthetic text lines (printed, receipt, handwritten) and stream them as a torch dataset."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch.utils.data import IterableDataset, get_worker_info
+
+from pipeline.line_image import letterbox
+from pipeline.training.corpus import text_line
+from pipeline.training.degrade import degrade
+from pipeline.training.fonts import FontInfo, pick_font
+
+# Share of each line style; handwriting is sizeable because it is the hardest real set.
+DEFAULT_MIX = {"printed": 0.5, "receipt": 0.22, "handwritten": 0.28}
+FONT_KINDS = {
+    "printed": (("serif", 0.4), ("sans", 0.3), ("mono", 0.3)),
+    "receipt": (("sans", 0.45), ("mono", 0.45), ("serif", 0.1)),
+    "handwritten": (("handwriting", 1.0),),
+}
+# Real journal lines squeeze to about 1.4x at the model's width; do not train on much worse.
+MAX_SQUEEZE = 1.5
+
+
+def render_text(text: str, font: FontInfo, size: int, rng: random.Random, *, jitter: float = 0.0,
+                spacing: float = 0.0) -> np.ndarray:
+    """Draw `text` black on white with margins; per-char jitter/spacing imitate hands and receipt printers."""
+    pil_font = font.load(size)
+    margin = size // 2
+    if jitter == 0.0 and spacing == 0.0:
+        left, top, right, bottom = pil_font.getbbox(text)
+        w, h = right - left + 2 * margin, bottom - top + 2 * margin
+        canvas = Image.new("L", (max(1, w), max(1, h)), 255)
+        ImageDraw.Draw(canvas).text((margin - left, margin - top), text, font=pil_font, fill=0)
+        return np.asarray(canvas)
+    ascent, descent = pil_font.getmetrics()
+    advance = [pil_font.getlength(c) + spacing * size for c in text]
+    w = int(sum(advance) + 2 * margin + size)
+    h = ascent + descent + 2 * margin
+    canvas = Image.new("L", (w, h), 255)
+    draw = ImageDraw.Draw(canvas)
+    x = float(margin)
+    for c, adv in zip(text, advance):
+        dy = rng.gauss(0, jitter * size)
+        draw.text((x, margin + dy), c, font=pil_font, fill=0)
+        x += adv * (1 + rng.gauss(0, jitter))
+    return np.asarray(canvas)
+
+
+@dataclass
+class LineSample:
+    """A letterboxed line image and its transcription."""
+
+    image: np.ndarray
+    text: str
+    kind: str
+
+
+class LineSynthesizer:
+    """Makes random lines at the model's input size; deterministic for a given seed."""
+
+    def __init__(self, height: int, width: int, seed: int = 0, mix: dict[str, float] | None = None,
+                 max_chars: int = 120) -> None:
+        self.height, self.width, self.max_chars = height, width, max_chars
+        self.mix = mix or DEFAULT_MIX
+        self.rng = random.Random(seed)
+        self.np_rng = np.random.default_rng(seed)
+
+    def _choice(self, weighted: tuple[tuple[str, float], ...] | list[tuple[str, float]]) -> str:
+        names = [n for n, _ in weighted]
+        return self.rng.choices(names, weights=[w for _, w in weighted])[0]
+
+    def sample(self) -> LineSample:
+        """One degraded, letterboxed line (uint8 height x width) with its text."""
+        rng = self.rng
+        kind = self._choice(list(self.mix.items()))
+        text = text_line(rng, kind, self.max_chars)
+        font = pick_font(rng, self._choice(FONT_KINDS[kind]), text)
+        # Characters the font cannot draw would be rendered as boxes but labelled as letters.
+        if font.caps_only:
+            text = text.upper()  # the label must match what the font actually draws
+        text = "".join(c for c in text if ord(c) in font.charset).strip() or "a"
+        text = " ".join(text.split())
+        size = rng.randint(22, 48)
+        jitter = rng.uniform(0.01, 0.05) if kind == "handwritten" else 0.0
+        spacing = rng.uniform(0.02, 0.25) if kind == "receipt" and rng.random() < 0.3 else 0.0
+        img = render_text(text, font, size, rng, jitter=jitter, spacing=spacing)
+        # Cut over-long lines at a word boundary so the model never sees them squeezed illegibly.
+        limit = MAX_SQUEEZE * self.width * img.shape[0] / self.height
+        if img.shape[1] > limit and len(text) > 1:
+            keep = max(1, int(len(text) * limit / img.shape[1] * 0.95))
+            text = (text[:keep].rsplit(" ", 1)[0] if " " in text[:keep] else text[:keep]).strip() or text[0]
+            img = render_text(text, font, size, rng, jitter=jitter, spacing=spacing)
+        if int((img < 128).sum()) < 4:
+            return self.sample()  # the font drew nothing visible for this text
+        img = degrade(img, self.np_rng, kind)
+        if int((img < 200).sum()) < 4:
+            return self.sample()
+        return LineSample(letterbox(img, self.height, self.width), text, kind)
+
+
+def to_pixels(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+    """uint8 line images -> float tensor (N, 1, H, W) in [-1, 1], like the saved image processor."""
+    arr = np.stack(images).astype(np.float32) if isinstance(images, list) else images.astype(np.float32)
+    return torch.from_numpy(arr / 127.5 - 1.0).unsqueeze(1)
+
+
+class SyntheticLineDataset(IterableDataset):  # type: ignore[type-arg]
+    """An endless stream of (uint8 image, text) pairs; each DataLoader worker gets its own seed."""
+
+    def __init__(self, height: int, width: int, seed: int = 0, mix: dict[str, float] | None = None,
+                 limit: int | None = None) -> None:
+        super().__init__()
+        self.height, self.width, self.seed, self.mix, self.limit = height, width, seed, mix, limit
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, str]]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        synth = LineSynthesizer(self.height, self.width, seed=self.seed * 1009 + worker, mix=self.mix)
+        count = 0
+        while self.limit is None or count < self.limit:
+            s = synth.sample()
+            count += 1
+            yield s.image, s.text
