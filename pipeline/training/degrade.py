@@ -101,8 +101,8 @@ def uneven_light(img: np.ndarray, rng: Rng) -> np.ndarray:
 def faded(img: np.ndarray, rng: Rng) -> np.ndarray:
     """Thermal receipt print: weak grey ink, patchy along the line."""
     h, w = img.shape
-    strength = rng.uniform(0.35, 0.8)
-    patch = cv2.resize(rng.uniform(0.6, 1.0, (1, max(2, w // 30))).astype(np.float32), (w, h))
+    strength = rng.uniform(0.5, 0.85)
+    patch = cv2.resize(rng.uniform(0.75, 1.0, (1, max(2, w // 30))).astype(np.float32), (w, h))
     darkness = (255 - img.astype(np.float32)) * strength * patch
     return _u8(255 - darkness)
 

@@ -1,0 +1,163 @@
+"""Unit tests for pipeline.training: tokenizer, model build/save/load, synthetic lines, metrics, train/resume."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.training import degrade as dg
+from pipeline.training.evaluate import cer, edit_distance, evaluate_dir, normalize, wer
+from pipeline.training.model import CHARSET, LineModelConfig, build_char_tokenizer, build_line_model
+
+
+@pytest.fixture(scope="module")
+def tokenizer():  # type: ignore[no-untyped-def]
+    return build_char_tokenizer()
+
+
+@pytest.mark.parametrize("text", ["Hello, World 12.50", "  two  spaces", "£12 – “café” naïve ß €3,50", "TOTAL 12.50"])
+def test_tokenizer_round_trip(tokenizer, text: str) -> None:  # type: ignore[no-untyped-def]
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    assert len(ids) == len(text)  # one token per char, spaces included
+    assert tokenizer.decode(ids, skip_special_tokens=True) == text
+    assert tokenizer.decode([tokenizer.bos_token_id, *ids, tokenizer.eos_token_id], skip_special_tokens=True) == text
+
+
+def test_charset_covers_western_text(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    for ch in "aZ09 !~£€°§–—‘’“”•éèàüöäßçñ":
+        assert ch in CHARSET
+    assert tokenizer.unk_token_id not in tokenizer(CHARSET, add_special_tokens=False).input_ids
+
+
+def test_tiny_model_save_load_generate(tmp_path: Path) -> None:
+    from transformers import AutoProcessor, VisionEncoderDecoderModel
+
+    cfg = LineModelConfig.tiny()
+    model, processor = build_line_model(cfg)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = VisionEncoderDecoderModel.from_pretrained(tmp_path).eval()
+    proc = AutoProcessor.from_pretrained(tmp_path)
+    assert dict(proc.image_processor.size)["height"] == cfg.height
+    assert dict(proc.image_processor.size)["width"] == cfg.width
+    for key in ("decoder_start_token_id", "pad_token_id", "eos_token_id"):
+        assert getattr(loaded.config, key) is not None
+        assert getattr(loaded.generation_config, key) == getattr(loaded.config, key)
+    image = np.full((cfg.height, cfg.width, 1), 255, dtype=np.uint8)
+    pv = proc(images=[image, image], return_tensors="pt").pixel_values
+    assert pv.shape == (2, 1, cfg.height, cfg.width)
+    with torch.inference_mode():
+        out = loaded.generate(pixel_values=pv, max_new_tokens=5)
+    assert out.shape[0] == 2
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_default_model_fits_budget() -> None:
+    model, _ = build_line_model(LineModelConfig())
+    n = sum(p.numel() for p in model.parameters())
+    assert 2e6 < n < 12e6  # fp32 safetensors stays well under 50 MB
+
+
+def test_synthetic_lines_shape_and_text() -> None:
+    from pipeline.training.synth import LineSynthesizer
+
+    synth = LineSynthesizer(32, 512, seed=1)
+    samples = [synth.sample() for _ in range(20)]
+    assert len({s.kind for s in samples}) >= 2
+    chars: set[str] = set()
+    for s in samples:
+        assert s.image.shape == (32, 512) and s.image.dtype == np.uint8
+        assert s.text and s.text == " ".join(s.text.split())
+        assert s.image.min() < 180  # some ink survived the degradations (faded receipts are grey)
+        chars.update(s.text)
+    assert len(chars) > 25
+
+
+@pytest.mark.parametrize("fn", [dg.blur, dg.noise, dg.jpeg, dg.binarize, dg.rotate, dg.perspective, dg.ink, dg.paper,
+                                dg.uneven_light, dg.faded, dg.rescale])
+def test_degradations_keep_shape_and_dtype(fn) -> None:  # type: ignore[no-untyped-def]
+    img = np.full((40, 300), 255, dtype=np.uint8)
+    img[10:30, 20:280:7] = 0
+    out = fn(img, np.random.default_rng(0))
+    assert out.shape == img.shape and out.dtype == np.uint8
+
+
+def test_shear_crop_and_chain_return_gray_uint8() -> None:
+    img = np.full((40, 300), 255, dtype=np.uint8)
+    img[10:30, 20:280:7] = 0
+    rng = np.random.default_rng(0)
+    assert dg.shear(img, rng).shape[0] == 40
+    cropped = dg.crop(img, rng)
+    assert cropped.ndim == 2 and cropped.shape[0] <= 40 + 20
+    for kind in ("printed", "receipt", "handwritten"):
+        out = dg.degrade(img, rng, kind)
+        assert out.ndim == 2 and out.dtype == np.uint8
+
+
+def test_normalize_and_fold() -> None:
+    assert normalize("``Hello''  world") == '"Hello" world'
+    assert normalize("“It’s”\tfine ") == "\"It's\" fine"
+    assert normalize("`quoted'") == "'quoted'"
+    assert normalize("cafe\u0301") == "café"  # NFC
+    assert normalize("Total  12.50", fold=True) == "total12.50"
+
+
+def test_cer_wer_known_values() -> None:
+    assert edit_distance("kitten", "sitting") == 3
+    assert cer(["abcd"], ["abcd"]) == 0.0
+    assert cer(["abcd"], ["abed"]) == pytest.approx(0.25)
+    assert cer(["ab", "cd"], ["", "cd"]) == pytest.approx(0.5)
+    assert wer(["the cat sat"], ["the hat sat"]) == pytest.approx(1 / 3)
+    assert cer(["TOTAL 12.50"], ["total12.50"]) > 0
+    assert cer(["TOTAL 12.50"], ["total12.50"], fold=True) == 0.0
+    assert wer(["The Cat"], ["the cat"], fold=True) == 0.0
+    assert cer(["``So''"], ["“So”"]) == 0.0
+
+
+def test_evaluate_dir(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for i, text in enumerate(["hello", "world"]):
+        Image.fromarray(np.full((20, 80), 255, dtype=np.uint8)).save(tmp_path / f"l{i}.png")
+        (tmp_path / f"l{i}.gt.txt").write_text(text + "\n")
+    report = evaluate_dir(tmp_path, lambda crops: ["hello", "word"][: len(crops)])
+    assert report.lines == 2
+    assert report.cer == pytest.approx(1 / 10)
+    assert report.wer == pytest.approx(0.5)
+    assert report.worst[0].name == "l1.png"
+    assert report.lines_per_second > 0
+
+
+def test_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
+    from pipeline.training.synth import LineSynthesizer
+    from pipeline.training.train import Collator, TrainConfig, train
+
+    torch.manual_seed(0)
+    random.seed(0)
+    # Overfitting one fixed batch must drive the loss down.
+    model, processor = build_line_model(LineModelConfig.tiny())
+    synth = LineSynthesizer(16, 128, seed=0)
+    batch = Collator(processor, 1, 48)([(s.image, s.text) for s in (synth.sample() for _ in range(4))])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+    tiny = LineModelConfig.tiny().to_dict()
+    common = dict(out_dir=str(tmp_path / "run"), model_overrides=tiny, batch_size=4, val_every=3, val_lines=4,
+                  save_every_s=1e9, num_workers=0, threads=1, progress=False, warmup=2)
+    first = train(TrainConfig(steps=3, **common))  # type: ignore[arg-type]
+    assert first["step"] == 3 and (tmp_path / "run" / "checkpoint" / "state.pt").exists()
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    second = train(TrainConfig(steps=5, **common))  # type: ignore[arg-type]
+    assert second["step"] == 5 and second["lines_seen"] == 20
