@@ -44,6 +44,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     freeze_encoder: bool = False
     val_every: int = 500
+    log_every: int = 50  # a plain log line (the tqdm bar is throttled when not on a terminal)
     val_lines: int = 200
     val_dir: str | None = None
     save_every_s: float = 600.0
@@ -329,6 +330,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         rate = (lines - lines0) / max(1e-9, time.monotonic() - t0)
         bar.update(1)
         bar.set_postfix(loss=f"{smooth:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}", lps=f"{rate:.1f}", refresh=False)
+        if cfg.log_every and step % cfg.log_every == 0:
+            print(json.dumps({"step": step, "lines_seen": lines, "loss": round(smooth, 4),
+                              "lr": float(f"{sched.get_last_lr()[0]:.3g}"), "lines_per_s": round(rate, 2),
+                              "time": time.strftime("%H:%M:%S")}), flush=True)
         if step % cfg.val_every == 0 or step == cfg.steps:
             scores = validate(model, processor, val_sets, channels, device)
             history.append({"step": step, "lines_seen": lines, "loss": round(smooth, 4), "lines_per_s": round(rate, 2),
@@ -348,7 +353,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--model", default="new")
     p.add_argument("--data", default="synthetic")
     for name, typ in (("steps", int), ("epochs", int), ("batch-size", int), ("lr", float), ("warmup", int),
-                      ("val-every", int), ("val-lines", int), ("save-every-s", float), ("num-workers", int),
+                      ("val-every", int), ("log-every", int), ("val-lines", int), ("save-every-s", float), ("num-workers", int),
                       ("threads", int), ("seed", int)):
         p.add_argument(f"--{name}", type=typ, default=getattr(TrainConfig, name.replace("-", "_"), None))
     p.add_argument("--val-dir", default=None)
