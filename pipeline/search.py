@@ -67,3 +67,10 @@ def websearch_query(user_text: str) -> str | None:
     """The same terms for PostgreSQL's websearch_to_tsquery (which never raises on syntax)."""
     parts = [f'"{words}"' if " " in words else words for words, _ in query_terms(user_text)]
     return " ".join(parts) or None
+
+
+def search_lines(session, query: str, *, limit: int = 20, owner: str | None = None) -> list[SearchHit]:
+    """See pipeline.db.search.search_lines (the SQL lives with the database code)."""
+    from pipeline.db.search import search_lines as run
+
+    return run(session, query, limit=limit, owner=owner)
