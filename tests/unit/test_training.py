@@ -161,3 +161,30 @@ def test_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "model.safetensors").exists()
     second = train(TrainConfig(steps=5, **common))  # type: ignore[arg-type]
     assert second["step"] == 5 and second["lines_seen"] == 20
+
+
+def test_eval_command_writes_json(tmp_path: Path) -> None:
+    import json
+
+    import typer
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from pipeline.training.commands import eval_command
+
+    model, processor = build_line_model(LineModelConfig.tiny())
+    model.save_pretrained(tmp_path / "m")
+    processor.save_pretrained(tmp_path / "m")
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    Image.fromarray(np.full((20, 120), 255, dtype=np.uint8)).save(lines / "a.png")
+    (lines / "a.gt.txt").write_text("TOTAL 1.00\n")
+    app = typer.Typer()
+    app.command()(eval_command)
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, [str(lines), "--model", str(tmp_path / "m"), "--json", str(out), "--fold",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["lines"] == 1 and report["fold"] is True and 0 <= report["cer"]
+    assert "CER" in result.output
