@@ -13,6 +13,9 @@ COPY workers workers
 COPY migrations migrations
 COPY models models
 RUN pip install --no-cache-dir -e ".[postgres]"
-ENV QUIRE_HOME=/data
+ENV QUIRE_HOME=/data PYTHONUNBUFFERED=1
+# The API's port and the workers' Prometheus port (`quire worker --metrics-port 9100`).
+EXPOSE 8000 9100
+# Health checks are per role, in docker-compose.yml (API: /healthz; workers: a broker ping).
 ENTRYPOINT ["quire"]
 CMD ["--help"]

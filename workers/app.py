@@ -52,6 +52,7 @@ def start_worker(queue: str, *, concurrency: int | None = None, loglevel: str = 
 
         serve_worker_metrics(metrics_port)
     argv = ["worker", "-Q", queue, "-c", str(concurrency), "-P", pool, "-l", loglevel,
+            # The pid keeps two workers of one queue on a host apart (PID 1 in a container).
             "-n", f"{queue.replace(',', '-')}-{os.getpid()}@%h", "--prefetch-multiplier", "1",
             "--without-gossip", "--without-mingle"]
     app.worker_main(argv)

@@ -1,0 +1,155 @@
+"""Pieces of the distributed driver without servers (SQLite, local store, moto S3): batches,
+line leases, checkpoints, resumable submission, the watcher, webhook signatures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline import storage
+from pipeline.config import Settings
+from pipeline.db import jobs as jobrepo
+from pipeline.db import repo
+from pipeline.db.session import make_engine, session_scope, upgrade
+from pipeline.queue import INGEST
+from pipeline.submit import JobOptions, Submitter, iter_local
+from pipeline.types import BBox
+from pipeline.watch import Watcher
+from pipeline.webhooks import sign, verify
+from workers.batching import WidthBatcher
+
+OPTIONS = JobOptions(model="m", dpi=150, beam=1)
+
+
+@pytest.fixture
+def env(tmp_path, sqlite_url):
+    upgrade(sqlite_url)
+    sent: list[tuple] = []
+    engine = make_engine(sqlite_url)
+    store = storage.LocalStore(tmp_path / "store")
+    submitter = Submitter(engine, store, OPTIONS, enqueue=lambda *a: sent.append(a))
+    return engine, store, submitter, sent
+
+
+def test_width_batcher_groups_similar_widths_and_flushes_the_rest():
+    batcher = WidthBatcher(2, pool_batches=2)
+    assert list(batcher.add([(1, 500), (2, 90)])) == []
+    assert list(batcher.add([(3, 480), (4, 100), (5, 300)])) == [[2, 4], [5, 3]]
+    assert list(batcher.flush()) == [[1]]
+    assert list(batcher.flush()) == []
+
+
+def test_webhook_signature_verifies_and_refuses_tampering_or_staleness():
+    sig = sign("s", "1000", b"{}")
+    assert verify("s", "1000", b"{}", sig, now=1010)
+    assert not verify("s", "1000", b"{ }", sig, now=1010)
+    assert not verify("other", "1000", b"{}", sig, now=1010)
+    assert not verify("s", "1000", b"{}", sig, now=5000)
+
+
+def _document_with_lines(engine, sha: str, n: int, profile: str = "p") -> list[int]:
+    with session_scope(engine) as s:
+        doc, _ = repo.upsert_document(s, sha256=sha, profile=profile, name="d", source_uri="u",
+                                      size_bytes=1)
+        page = repo.save_page(s, doc.id, number=1, image_key="k", width=9, height=9, dpi=1,
+                              angle=0)
+        lines = repo.save_lines(s, page.id, [(i, BBox(0, i, 10 + i, i + 1), f"c{i}")
+                                             for i in range(n)])
+        return [ln.id for ln in lines]
+
+
+def test_claim_lines_tops_up_from_other_documents_and_respects_leases(env):
+    engine = env[0]
+    a = _document_with_lines(engine, "a" * 64, 2)
+    b = _document_with_lines(engine, "b" * 64, 3)
+    other_profile = _document_with_lines(engine, "c" * 64, 3, profile="q")
+    with session_scope(engine) as s:
+        first = jobrepo.claim_lines(s, a, profile="p", extra=2, lease_s=60)
+    assert [lid for lid, _, _ in first] == a + b[:2]  # topped up, same profile only
+    with session_scope(engine) as s:
+        second = jobrepo.claim_lines(s, b, profile="p", extra=5, lease_s=60)
+    # Own lines always (a dead peer's lease never strands them); leased extras are not taken.
+    assert [lid for lid, _, _ in second] == b
+    assert not set(other_profile) & {lid for lid, _, _ in first + second}
+    with session_scope(engine) as s:
+        repo.set_line_texts(s, [(lid, "t", 1.0) for lid in a], "m")
+        assert jobrepo.claim_lines(s, a, profile="p", extra=0, lease_s=60) == []
+
+
+def test_submission_is_resumable_and_skips_what_it_took_in(env, tmp_path):
+    engine, store, submitter, sent = env
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for i, name in enumerate(["b.pdf", "a.pdf", "sub/c.png", ".hidden.pdf", "notes.txt"]):
+        (folder / name).write_bytes(b"%PDF" + bytes([i]))
+    names = [s.name for s in iter_local([folder])]
+    assert names == ["a.pdf", "b.pdf", "c.png"]  # streamed in name order, non-documents left out
+
+    job_id, created = submitter.open_job(idempotency_key="run-1")
+    it = iter_local([folder])
+    assert submitter.add(job_id, next(it)) == "queued"  # then the submitter "dies"
+    again, created_again = submitter.open_job(idempotency_key="run-1")
+    assert (again, created, created_again) == (job_id, True, False)
+    outcomes = [submitter.add(job_id, src) for src in iter_local([folder])]
+    assert outcomes == ["skipped", "queued", "queued"]
+    assert submitter.close_job(job_id) == "queued"
+    assert [t for t, *_ in sent] == [INGEST] * 3 and len({d for _, d, _ in sent}) == 3
+
+
+def test_crash_between_commit_and_send_is_resent(env, tmp_path):
+    engine, store, submitter, sent = env
+    pdf = tmp_path / "x.pdf"
+    pdf.write_bytes(b"%PDF-x")
+    job_id, _ = submitter.open_job()
+
+    def crash(*args):
+        raise ConnectionError("broker down")
+
+    broken = Submitter(engine, store, OPTIONS, enqueue=crash)
+    with pytest.raises(ConnectionError):
+        broken.add(job_id, next(iter_local([pdf])), checkpoint="ck")
+    assert submitter.resend_unqueued("ck") == 1 and len(sent) == 1
+    assert submitter.resend_unqueued("ck") == 0
+    assert submitter.add(job_id, next(iter_local([pdf])), checkpoint="ck") == "skipped"
+
+
+def test_watcher_submits_new_objects_once(env, s3_server, s3_bucket):
+    import boto3
+
+    engine, store, _, sent = env
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    for key in ("inbox/a.pdf", "inbox/b.tiff", "inbox/readme.md", "other/c.pdf"):
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=key.encode())
+    watcher = Watcher(engine, store, f"s3://{s3_bucket}/inbox/", OPTIONS,
+                      endpoint_url=s3_server, enqueue=lambda *a: sent.append(a))
+    first = watcher.scan()
+    assert (first.submitted, first.skipped) == (2, 0) and len(sent) == 2
+    assert watcher.scan().submitted == 0 and len(sent) == 2  # restart: nothing repeated
+    s3.put_object(Bucket=s3_bucket, Key="inbox/a.pdf", Body=b"new version")  # new ETag
+    third = watcher.scan()
+    assert (third.submitted, third.skipped) == (1, 1) and third.job_id != first.job_id
+    keys = {o.key for o in store.list("documents/")}
+    assert len([k for k in keys if k.endswith("/source")]) == 3
+    with session_scope(engine) as s:
+        assert repo.get_job(s, first.job_id).documents_total == 2
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("QUIRE_QUEUE__VISIBILITY_TIMEOUT", "9")
+    monkeypatch.setenv("QUIRE_QUEUE__RECOGNIZE_ON", "gpu")
+    settings = Settings()
+    assert settings.queue.visibility_timeout == 9 and settings.queue.batch_lines() == 128
+    from celery import Celery
+
+    from pipeline.queue import configure
+
+    conf = configure(Celery("t"), settings).conf
+    assert conf.broker_transport_options == {"visibility_timeout": 9}
+    assert (conf.task_acks_late, conf.task_reject_on_worker_lost,
+            conf.worker_prefetch_multiplier, conf.task_serializer) == (True, True, 1, "json")
+    assert conf.task_routes["quire.recognize_lines"] == {"queue": "recognize"}
+
+
+def test_storage_path_independent(tmp_path: Path):
+    assert storage.source_key("a" * 64) == f"documents/{'a' * 64}/source"
