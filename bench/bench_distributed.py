@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import free_port  # noqa: E402
-from tests.pagegen import make_page, make_pdf  # noqa: E402
+from tests.conftest import free_port
+from tests.pagegen import make_page, make_pdf
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -65,13 +65,13 @@ def main() -> None:
     ap.add_argument("--sqlite", action="store_true", help="SQLite instead of PostgreSQL")
     args = ap.parse_args()
 
+    import logging
+
     import boto3
     import redis
     from moto.server import ThreadedMotoServer
 
     from tests.model_fixtures import build_random_model
-
-    import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
     tmp = Path(tempfile.mkdtemp(prefix="quire-bench-"))
@@ -123,8 +123,7 @@ def main() -> None:
 
     status = "queued"
     while status not in ("done", "failed", "partial"):
-        for q in depth:
-            depth[q] = max(depth[q], int(client.llen(q)))
+        depth = {q: max(n, int(client.llen(q))) for q, n in depth.items()}
         with engine.connect() as conn:
             status = conn.execute(text("SELECT status FROM jobs WHERE id = :j"),
                                   {"j": job_id}).scalar_one()
@@ -143,7 +142,7 @@ def main() -> None:
     moto.stop()
     redis_proc.terminate()
     if pg:
-        subprocess.run(pg[0], capture_output=True)
+        subprocess.run(pg[0], capture_output=True, check=False)
     shutil.rmtree(tmp, ignore_errors=True)
 
     db = "postgresql" if pg else "sqlite"

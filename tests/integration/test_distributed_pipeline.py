@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import sqlalchemy as sa
@@ -173,9 +174,9 @@ def test_bucket_drop_watcher_texts_equal_embedded_run(cluster, letters, local_te
 
 
 class _Hooks(http.server.BaseHTTPRequestHandler):
-    received: list[tuple[dict, bytes]] = []
+    received: ClassVar[list[tuple[dict, bytes]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Hooks.received.append((dict(self.headers), body))
         self.send_response(204)

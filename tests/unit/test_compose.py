@@ -53,9 +53,9 @@ def test_recognize_reserves_a_gpu_and_settings_reach_every_role(compose):
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")
 def test_docker_compose_config_accepts_it():
-    probe = subprocess.run(["docker", "compose", "version"], capture_output=True)
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip("docker client without the compose plugin")
     result = subprocess.run(["docker", "compose", "-f", str(ROOT / "docker-compose.yml"),
-                             "config", "-q"], capture_output=True, text=True)
+                             "config", "-q"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr

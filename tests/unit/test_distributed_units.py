@@ -78,7 +78,7 @@ def test_claim_lines_tops_up_from_other_documents_and_respects_leases(env):
 
 
 def test_submission_is_resumable_and_skips_what_it_took_in(env, tmp_path):
-    engine, store, submitter, sent = env
+    _, _, submitter, sent = env
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
     for i, name in enumerate(["b.pdf", "a.pdf", "sub/c.png", ".hidden.pdf", "notes.txt"]):
