@@ -172,3 +172,55 @@ def test_api_module_does_not_import_torch_or_workers():
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_search_and_viewer_are_scoped_to_the_tenant(api):
+    upload(api, api.alice)
+    document_id = api.sent[0][1]
+    complete(api.engine, document_id, texts=("Holloway wrote", "in March"))
+    hits = api.get("/v1/search?q=Holloway", headers=api.alice)
+    assert hits.status_code == 200, hits.text
+    assert len(hits.json()["hits"]) == 1
+    assert api.get("/v1/search?q=Holloway", headers=api.bob).json()["hits"] == []
+    import io
+
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("L", (100, 50), 255).save(png, format="PNG")
+    api.app.state.ctx.store.put_bytes("k", png.getvalue())  # the page image complete() names
+    viewer = api.get(f"/v1/documents/{document_id}/viewer", headers=api.alice)
+    assert viewer.status_code == 200 and "Holloway wrote" in viewer.text, viewer.text[:300]
+    assert api.get(f"/v1/documents/{document_id}/viewer", headers=api.bob).status_code == 404
+
+
+def test_cli_token_create_list_revoke_and_status(tmp_path, sqlite_url, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.config import get_settings
+
+    upgrade(sqlite_url)
+    monkeypatch.setenv("QUIRE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("QUIRE_STORAGE_URL", (tmp_path / "store").as_uri())
+    get_settings.cache_clear()
+    try:
+        made = CliRunner().invoke(app, ["token", "create", "--name", "ci", "--owner", "team"])
+        assert made.exit_code == 0, made.output
+        token = made.stdout.strip().splitlines()[-1]
+        engine = make_engine(sqlite_url)
+        with session_scope(engine) as s:
+            row = jobrepo.verify_token(s, token)
+            assert row is not None and row.owner == "team" and row.token_hash != token
+            job, _ = jobrepo.create_keyed_job(s, settings={}, owner="team", idempotency_key=None)
+            job_id, token_id = job.id, row.id
+        listed = CliRunner().invoke(app, ["token", "list"])
+        assert token_id in listed.output and "active" in listed.output
+        assert CliRunner().invoke(app, ["token", "revoke", token_id]).exit_code == 0
+        with session_scope(engine) as s:
+            assert jobrepo.verify_token(s, token) is None
+        status = CliRunner().invoke(app, ["status", job_id])
+        assert status.exit_code == 0 and "queued" in status.output, status.output
+        assert CliRunner().invoke(app, ["status", "nope"]).exit_code == 1
+    finally:
+        get_settings.cache_clear()
