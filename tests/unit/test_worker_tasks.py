@@ -1,0 +1,98 @@
+"""The Celery task bodies run directly (no broker): redelivered ingest keeps finished lines,
+recognize skips them, finish is idempotent and counts every job sharing the document."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pipeline.config import get_settings
+from pipeline.db import repo
+from pipeline.db.session import make_engine, session_scope, upgrade
+from pipeline.queue import FINISH, INGEST, RECOGNIZE
+from pipeline.storage import LocalStore
+from pipeline.submit import JobOptions, Submitter, iter_local
+from tests.model_fixtures import make_letter_page
+from tests.pagegen import make_pdf
+
+pytestmark = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils missing")
+
+
+@pytest.fixture
+def tasks(tmp_path, sqlite_url, monkeypatch):
+    monkeypatch.setenv("QUIRE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("QUIRE_STORAGE_URL", (tmp_path / "store").as_uri())
+    monkeypatch.setenv("QUIRE_QUEUE__RECOGNIZE_BATCH", "3")
+    get_settings.cache_clear()
+    upgrade(sqlite_url)
+    from workers import tasks as module
+
+    module._CACHE.clear()
+    sent: list[tuple] = []
+    monkeypatch.setattr(module, "send", lambda task, *args: sent.append((task, *args)))
+    yield module, sent, make_engine(sqlite_url), LocalStore(tmp_path / "store")
+    module._CACHE.clear()
+    get_settings.cache_clear()
+
+
+class FakeRecognizer:
+    calls = 0
+
+    def recognize(self, crops):
+        FakeRecognizer.calls += len(crops)
+        from pipeline.types import LineText
+
+        return [LineText(f"line {i}", 0.5) for i in range(len(crops))]
+
+
+def test_redelivered_tasks_do_no_work_twice(tasks, tmp_path, monkeypatch):
+    module, sent, engine, store = tasks
+    monkeypatch.setattr(module, "recognizer_for", lambda model, beam=None: FakeRecognizer())
+    pdf = make_pdf([make_letter_page(150)] * 2, tmp_path / "two.pdf", dpi=150)
+    options = JobOptions("m", 150, 1)
+    job_a, _ = Submitter(engine, store, options, enqueue=lambda *a: sent.append(a)).open_job()
+    sub = Submitter(engine, store, options, enqueue=lambda *a: sent.append(a))
+    sub.add(job_a, next(iter_local([pdf])))
+    sub.close_job(job_a)
+    [(task, document_id, job)] = sent
+    assert (task, job) == (INGEST, job_a)
+
+    module.ingest_document.run(document_id, job_a)
+    batches = [args[1] for args in sent if args[0] == RECOGNIZE]
+    assert sorted(len(b) for b in batches) == [2, 3, 3]  # 8 lines, width-grouped by 3
+    module.recognize_lines.run(batches[0], "m", 1)
+    with session_scope(engine) as s:
+        done_before = {ln for ln, in s.execute(repo.select(repo.Line.id).where(
+            repo.Line.status == "done"))}
+    assert len(done_before) >= 3  # its own 3 plus top-up from the same profile
+
+    sent.clear()
+    module.ingest_document.run(document_id, job_a)  # redelivered: keeps what was read
+    resent = {lid for args in sent if args[0] == RECOGNIZE for lid in args[1]}
+    with session_scope(engine) as s:
+        still_done = {ln for ln, in s.execute(repo.select(repo.Line.id).where(
+            repo.Line.status == "done"))}
+    assert still_done == done_before and not resent & done_before
+
+    # A second job asks for the same file meanwhile: it joins, no second ingest.
+    job_b, _ = sub.open_job()
+    assert sub.add(job_b, next(iter_local([pdf]))) == "joined"
+    sub.close_job(job_b)
+    for batch in [args[1] for args in sent if args[0] == RECOGNIZE]:
+        module.recognize_lines.run(batch, "m", 1)
+    assert FakeRecognizer.calls == 8  # every line read once, redelivery or not
+    finishes = [args for args in sent if args[0] == FINISH]
+    assert finishes and all(args[1] == document_id for args in finishes)
+    module.finish_document_task.run(document_id)
+    module.finish_document_task.run(document_id)  # a redelivered finish changes nothing
+    with session_scope(engine) as s:
+        assert repo.get_job(s, job_a).status == repo.get_job(s, job_b).status == "done"
+        assert repo.get_document(s, document_id).pages_done == 2
+    sha = repo_sha(engine, document_id)
+    assert store.exists(f"documents/{sha}/{options.profile}/exports/text.txt")
+
+
+def repo_sha(engine, document_id: str) -> str:
+    with session_scope(engine) as s:
+        return repo.get_document(s, document_id).sha256
