@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -38,8 +39,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 class _Upload:
     """An uploaded file spooled to disk, so the store can upload it in multipart chunks."""
 
-    def __init__(self, name: str, path: Path, size: int) -> None:
-        self.name, self.path, self.size = name, path, size
+    def __init__(self, name: str, path: Path, size: int, sha256: str) -> None:
+        self.name, self.path, self.size, self.sha256 = name, path, size, sha256
 
 
 async def _parse(request: Request, ctx: ApiContext) -> tuple[dict[str, Any], list[_Upload]]:
@@ -55,14 +56,16 @@ async def _parse(request: Request, ctx: ApiContext) -> tuple[dict[str, Any], lis
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
                 target = tmpdir / f"{len(uploads):05d}"
-                size = 0
+                size, digest = 0, hashlib.sha256()
                 with target.open("wb") as out:
                     while chunk := await value.read(1 << 20):
                         size += len(chunk)
+                        digest.update(chunk)
                         if size > limit:
                             raise HTTPException(413, f"{value.filename}: over {limit} bytes")
                         out.write(chunk)
-                uploads.append(_Upload(Path(value.filename or "upload").name, target, size))
+                uploads.append(_Upload(Path(value.filename or "upload").name, target, size,
+                                       digest.hexdigest()))
             elif key == "uris":
                 fields.setdefault("uris", []).append(value)
             else:
@@ -80,7 +83,7 @@ async def _parse(request: Request, ctx: ApiContext) -> tuple[dict[str, Any], lis
 def _sources(ctx: ApiContext, uris: list[str], uploads: list[_Upload]) -> list[Source]:
     """Uploads as sources, and each s3:// URI checked to exist before any job is made."""
     found = [Source(uri=f"upload:{u.name}", name=u.name, size=u.size,
-                    version=f"{u.path.name}-{u.size}", path=u.path) for u in uploads]
+                    version=u.sha256, path=u.path)  # same name, same bytes: taken in once for u in uploads]
     for uri in uris:
         bucket, _, key = uri[5:].partition("/")
         store = ctx.bucket(bucket)
