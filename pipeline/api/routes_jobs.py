@@ -82,8 +82,9 @@ async def _parse(request: Request, ctx: ApiContext) -> tuple[dict[str, Any], lis
 
 def _sources(ctx: ApiContext, uris: list[str], uploads: list[_Upload]) -> list[Source]:
     """Uploads as sources, and each s3:// URI checked to exist before any job is made."""
+    # Checkpointed by name and content: the same upload sent again is taken in once.
     found = [Source(uri=f"upload:{u.name}", name=u.name, size=u.size,
-                    version=u.sha256, path=u.path)  # same name, same bytes: taken in once for u in uploads]
+                    version=u.sha256, path=u.path) for u in uploads]
     for uri in uris:
         bucket, _, key = uri[5:].partition("/")
         store = ctx.bucket(bucket)
