@@ -126,3 +126,18 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def letter_reader(tmp_path_factory) -> Path:
+    """A tiny model trained to read the generated letter page at 150 dpi, built once per test run."""
+    import shutil
+
+    from tests.model_fixtures import build_letter_reader, make_letter_page
+    from tests.pagegen import make_pdf
+
+    if shutil.which("pdftoppm") is None:
+        pytest.skip("poppler-utils missing")
+    root = tmp_path_factory.mktemp("letter-reader")
+    pdf = make_pdf([make_letter_page(150)], root / "letter.pdf", dpi=150)
+    return build_letter_reader(root / "reader", pdf, 150)

@@ -16,7 +16,7 @@ from pipeline.exporters import parse_formats
 from pipeline.queue import celery_app
 from pipeline.runner import LocalRunner
 from pipeline.submit import submit_files
-from tests.model_fixtures import LETTER_LINES, build_letter_reader, make_letter_page
+from tests.model_fixtures import LETTER_LINES, make_letter_page
 from tests.pagegen import make_pdf
 
 pytestmark = [
@@ -35,9 +35,9 @@ def wait_for(predicate, timeout: float, what: str, logs) -> None:
     pytest.fail(f"timed out waiting for {what}\n{logs()}")
 
 
-def test_celery_workers_process_a_pdf_like_the_local_runner(tmp_path, redis_url, workers, monkeypatch):
+def test_celery_workers_process_a_pdf_like_the_local_runner(tmp_path, redis_url, workers, monkeypatch, letter_reader):
     pdf = make_pdf([make_letter_page(DPI)], tmp_path / "letter.pdf", dpi=DPI)
-    model = build_letter_reader(tmp_path / "reader", pdf, DPI)
+    model = letter_reader
     db_file = tmp_path / "dist.sqlite"
     env = {
         "QUIRE_BROKER_URL": redis_url,

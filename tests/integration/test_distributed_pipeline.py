@@ -28,7 +28,7 @@ from pipeline.queue import celery_app
 from pipeline.runner import LocalRunner
 from pipeline.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from tests.integration.conftest import Workers
-from tests.model_fixtures import LETTER_LINES, build_letter_reader, make_letter_page
+from tests.model_fixtures import LETTER_LINES, make_letter_page
 from tests.pagegen import make_pdf
 
 pytestmark = [
@@ -40,12 +40,12 @@ SECRET = "hook-secret"
 
 
 @pytest.fixture(scope="module")
-def letters(tmp_path_factory) -> tuple[list[Path], Path]:
+def letters(tmp_path_factory, letter_reader) -> tuple[list[Path], Path]:
     """Three PDFs (1, 2 and 3 letter pages: different bytes, same lines) and a model reading them."""
     root = tmp_path_factory.mktemp("letters")
     page = make_letter_page(DPI)
     pdfs = [make_pdf([page] * n, root / f"letter-{n}.pdf", dpi=DPI) for n in (1, 2, 3)]
-    return pdfs, build_letter_reader(root / "reader", pdfs[0], DPI)
+    return pdfs, letter_reader
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from lxml import etree
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from tests.model_fixtures import LETTER_LINES, build_letter_reader, make_letter_page
+from tests.model_fixtures import LETTER_LINES, make_letter_page
 from tests.pagegen import make_pdf
 from tests.xml_checks import check_alto, check_hocr, page_schema
 
@@ -29,11 +29,11 @@ def quire(*args: str):
 
 
 @pytest.fixture(scope="module")
-def processed(tmp_path_factory):
+def processed(tmp_path_factory, letter_reader):
     """(home, pdf, out dir) after `quire run --format <all>` on a one-page letter."""
     root = tmp_path_factory.mktemp("outputs")
     pdf = make_pdf([make_letter_page(DPI)], root / "letter.pdf", dpi=DPI)
-    model = build_letter_reader(root / "reader", pdf, DPI)
+    model = letter_reader
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("QUIRE_HOME", str(root / "home"))
         mp.setenv("QUIRE_MODEL", str(model))

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from tests.model_fixtures import LETTER_LINES, build_letter_reader, make_letter_page
+from tests.model_fixtures import LETTER_LINES, make_letter_page
 from tests.pagegen import make_pdf
 
 pytestmark = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils missing")
@@ -19,11 +19,11 @@ DPI = 150
 
 
 @pytest.fixture(scope="module")
-def letter(tmp_path_factory) -> tuple[Path, Path]:
+def letter(tmp_path_factory, letter_reader) -> tuple[Path, Path]:
     """(a one-page letter PDF, a model that reads its lines)."""
     root = tmp_path_factory.mktemp("letter")
     pdf = make_pdf([make_letter_page(DPI)], root / "letter.pdf", dpi=DPI)
-    return pdf, build_letter_reader(root / "reader", pdf, DPI)
+    return pdf, letter_reader
 
 
 @pytest.fixture
