@@ -10,33 +10,68 @@ import typer
 
 
 def train_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the HF model and checkpoint/ are written.")],
-    model: Annotated[str, typer.Option(help="'new' for Quire's line model, or a VisionEncoderDecoder name/path.")] = "new",
-    data: Annotated[str, typer.Option(help="'synthetic' or a folder of *.png + *.gt.txt pairs.")] = "synthetic",
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Where the HF model and checkpoint/ are written.")
+    ],
+    model: Annotated[
+        str, typer.Option(help="'new' for Quire's line model, or a VisionEncoderDecoder name/path.")
+    ] = "new",
+    data: Annotated[
+        str, typer.Option(help="'synthetic' or a folder of *.png + *.gt.txt pairs.")
+    ] = "synthetic",
     steps: Annotated[int, typer.Option(help="Total optimizer steps (synthetic data).")] = 60_000,
-    epochs: Annotated[int | None, typer.Option(help="Epochs over a folder (overrides --steps).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs over a folder (overrides --steps).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Lines per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (linear warmup, cosine decay).")] = 5e-4,
+    lr: Annotated[
+        float, typer.Option(help="Peak learning rate (linear warmup, cosine decay).")
+    ] = 5e-4,
     warmup: Annotated[int, typer.Option(help="Warmup steps.")] = 1000,
-    freeze_encoder: Annotated[bool, typer.Option("--freeze-encoder", help="Train the decoder only.")] = False,
-    val_every: Annotated[int, typer.Option(help="Validate every N steps (every epoch with --epochs).")] = 500,
-    val_dir: Annotated[Path | None, typer.Option(help="Real line folder(s) to measure CER on.")] = None,
+    freeze_encoder: Annotated[
+        bool, typer.Option("--freeze-encoder", help="Train the decoder only.")
+    ] = False,
+    val_every: Annotated[
+        int, typer.Option(help="Validate every N steps (every epoch with --epochs).")
+    ] = 500,
+    val_dir: Annotated[
+        Path | None, typer.Option(help="Real line folder(s) to measure CER on.")
+    ] = None,
     save_every_s: Annotated[float, typer.Option(help="Seconds between checkpoints.")] = 600.0,
     num_workers: Annotated[int, typer.Option(help="Data generation worker processes.")] = 1,
     threads: Annotated[int, typer.Option(help="Torch CPU threads for the training step.")] = 2,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (bf16 autocast on cuda).")] = "auto",
-    resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.")] = True,
+    device: Annotated[
+        str, typer.Option(help="auto, cpu or cuda (bf16 autocast on cuda).")
+    ] = "auto",
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.")
+    ] = True,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Train or fine-tune a line recognition model; resumes from OUT/checkpoint when present."""
     from pipeline.training.train import TrainConfig, train
 
-    result = train(TrainConfig(
-        out_dir=str(out), model=model, data=data, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr,
-        warmup=warmup, freeze_encoder=freeze_encoder, val_every=val_every,
-        val_dir=str(val_dir) if val_dir else None, save_every_s=save_every_s, num_workers=num_workers,
-        threads=threads, device=device, resume=resume, seed=seed,
-    ))
+    result = train(
+        TrainConfig(
+            out_dir=str(out),
+            model=model,
+            data=data,
+            steps=steps,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            warmup=warmup,
+            freeze_encoder=freeze_encoder,
+            val_every=val_every,
+            val_dir=str(val_dir) if val_dir else None,
+            save_every_s=save_every_s,
+            num_workers=num_workers,
+            threads=threads,
+            device=device,
+            resume=resume,
+            seed=seed,
+        )
+    )
     typer.echo(json.dumps(result))
 
 
@@ -49,11 +84,21 @@ def _recognizer_fn(model: str, device: str, beam: int, quantize: bool, batch_siz
 
 
 def eval_command(
-    directory: Annotated[Path, typer.Argument(help="Folder of line images with *.gt.txt ground truth.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model name or path.")] = "models/quire-line-v1",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the full report as JSON.")] = None,
-    fold: Annotated[bool, typer.Option("--fold", help="Case- and space-insensitive scoring.")] = False,
-    quantize: Annotated[bool, typer.Option("--quantize", help="int8 dynamic quantization (CPU).")] = False,
+    directory: Annotated[
+        Path, typer.Argument(help="Folder of line images with *.gt.txt ground truth.")
+    ],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model name or path.")
+    ] = "models/quire-line-v1",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the full report as JSON.")
+    ] = None,
+    fold: Annotated[
+        bool, typer.Option("--fold", help="Case- and space-insensitive scoring.")
+    ] = False,
+    quantize: Annotated[
+        bool, typer.Option("--quantize", help="int8 dynamic quantization (CPU).")
+    ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     beam: Annotated[int, typer.Option(help="Beam width (1 = greedy).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Lines per batch.")] = 32,
@@ -64,14 +109,23 @@ def eval_command(
 
     try:
         # Hand the recognizer many lines at once so its width sorting keeps padding small.
-        report = evaluate_dir(directory, _recognizer_fn(model, device, beam, quantize, batch_size), fold=fold,
-                              batch_size=batch_size * 8, n_worst=worst)
+        report = evaluate_dir(
+            directory,
+            _recognizer_fn(model, device, beam, quantize, batch_size),
+            fold=fold,
+            batch_size=batch_size * 8,
+            n_worst=worst,
+        )
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(f"{report.directory}: {report.lines} lines  CER {report.cer:.2%}  WER {report.wer:.2%}"
-               f"{'  (folded)' if fold else ''}  {report.lines_per_second:.1f} lines/s")
+    typer.echo(
+        f"{report.directory}: {report.lines} lines  CER {report.cer:.2%}  WER {report.wer:.2%}"
+        f"{'  (folded)' if fold else ''}  {report.lines_per_second:.1f} lines/s"
+    )
     for line in report.worst:
         typer.echo(f"  {line.cer:6.1%}  {line.name}: {line.reference!r} -> {line.hypothesis!r}")
     if json_out:
-        json_out.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        json_out.write_text(
+            json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8"
+        )

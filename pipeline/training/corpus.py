@@ -14,33 +14,40 @@ DICT_PATHS = ("/usr/share/dict/words", "/usr/share/dict/american-english")
 # Plain-text prose that Debian installs: licence texts and package descriptions read like documents.
 PROSE_GLOBS = ("/usr/share/doc/*/copyright", "/usr/share/common-licenses/*")
 
-_FALLBACK_WORDS = (
+
+def _words(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+_FALLBACK_WORDS = _words(
     "the of and to in a is that for it as was with be by on not he this are or his from at which but "
     "have an they you were her she there been one all we their has would when if so no will more can "
     "about said time only new some could these two may first then do any like my now over such our man "
     "me even most made after also did many before must through back years where much your way well down"
-).split()
+)
 
-FIRST_NAMES = (
+FIRST_NAMES = _words(
     "James Mary John Patricia Robert Jennifer Michael Linda William Elizabeth David Barbara Richard Susan "
     "Joseph Jessica Thomas Sarah Charles Karen Daniel Nancy Matthew Lisa Anthony Betty Mark Margaret "
     "Jean Pierre Marie Hans Jürgen Søren Zoë José Chloé François Ángel Björn Renée Müller Tan Wei Siti"
-).split()
-LAST_NAMES = (
+)
+LAST_NAMES = _words(
     "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez Wilson "
     "Anderson Taylor Moore Jackson Martin Lee Thompson White Harris Clark Lewis Robinson Walker Young "
     "O'Brien McDonald Dupont Schröder Kallianpur Bentham Nakamura Novak Ibrahim Rossi Fernández"
-).split()
-MONTHS = "January February March April May June July August September October November December".split()
-RECEIPT_WORDS = (
+)
+MONTHS = _words(
+    "January February March April May June July August September October November December"
+)
+RECEIPT_WORDS = _words(
     "TOTAL SUBTOTAL TAX GST VAT CASH CHANGE VISA MASTERCARD QTY PRICE AMOUNT DISCOUNT ROUNDING ITEM "
     "INVOICE RECEIPT NO DATE TIME TEL FAX THANK YOU PLEASE COME AGAIN MEMBER POINTS BALANCE DUE PAID "
     "SDN BHD LTD INC STORE CASHIER TABLE PAX SERVICE CHARGE NETT ROUND ADJ EXCL INCL"
-).split()
-RECEIPT_ITEMS = (
+)
+RECEIPT_ITEMS = _words(
     "Milk Bread Eggs Rice Sugar Coffee Tea Water Chicken Beef Apple Banana Soap Tissue Pen Notebook "
     "Battery Cable Tape Glue Paper Mineral Noodles Oil Salt Butter Cheese Yogurt Juice Snack Candy"
-).split()
+)
 CURRENCIES = ("$", "£", "€", "RM", "USD ", "EUR ", "")
 
 
@@ -54,7 +61,7 @@ def dictionary_words() -> tuple[str, ...]:
             words = [w for w in words if w and "'s" not in w]
             if words:
                 return tuple(words)
-    return tuple(_FALLBACK_WORDS)
+    return _FALLBACK_WORDS
 
 
 @lru_cache(maxsize=1)
@@ -167,7 +174,11 @@ def sentence(rng: random.Random, n_words: int) -> str:
         elif p < 0.11:
             tok += rng.choice((".", ";", ":", "?", "!"))
         elif p < 0.13:
-            tok = rng.choice(("(", "[", "\"", "'", "“", "‘")) + tok + rng.choice((")", "]", "\"", "'", "”", "’"))
+            tok = (
+                rng.choice(("(", "[", '"', "'", "“", "‘"))
+                + tok
+                + rng.choice((")", "]", '"', "'", "”", "’"))
+            )
         elif p < 0.14:
             tok += rng.choice(("'s", "'t", "-"))
         parts.append(tok)
@@ -189,7 +200,11 @@ def receipt_line(rng: random.Random) -> str:
     if r < 0.5:
         item = " ".join(rng.choice(RECEIPT_ITEMS) for _ in range(rng.randint(1, 3)))
         qty = rng.randint(1, 12)
-        line = f"{item} {qty}x{rng.uniform(0.2, 50):.2f}" if rng.random() < 0.5 else f"{qty} {item} {price(rng)}"
+        line = (
+            f"{item} {qty}x{rng.uniform(0.2, 50):.2f}"
+            if rng.random() < 0.5
+            else f"{qty} {item} {price(rng)}"
+        )
         return line.upper() if rng.random() < 0.5 else line
     if r < 0.6:
         return price(rng) if rng.random() < 0.7 else number(rng)

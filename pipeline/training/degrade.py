@@ -32,7 +32,8 @@ def noise(img: np.ndarray, rng: Rng, max_std: float = 18.0) -> np.ndarray:
 def jpeg(img: np.ndarray, rng: Rng) -> np.ndarray:
     """JPEG round trip at a random quality: block artefacts of phone photos and web scans."""
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(20, 90))])
-    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else img
+    out = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE) if ok else None
+    return np.asarray(out, dtype=np.uint8) if out is not None else img
 
 
 def binarize(img: np.ndarray, rng: Rng) -> np.ndarray:
@@ -63,8 +64,8 @@ def shear(img: np.ndarray, rng: Rng, max_shear: float = 0.3) -> np.ndarray:
 def perspective(img: np.ndarray, rng: Rng, amount: float = 0.06) -> np.ndarray:
     """A mild perspective warp: curled receipts and photographed pages."""
     h, w = img.shape
-    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
-    jit = rng.uniform(-amount, amount, (4, 2)) * np.float32([min(w, 4 * h), h])
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+    jit = rng.uniform(-amount, amount, (4, 2)) * np.array([min(w, 4 * h), h], dtype=np.float32)
     dst = (src + jit).astype(np.float32)
     m = cv2.getPerspectiveTransform(src, dst)
     return cv2.warpPerspective(img, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=255)
@@ -72,7 +73,9 @@ def perspective(img: np.ndarray, rng: Rng, amount: float = 0.06) -> np.ndarray:
 
 def ink(img: np.ndarray, rng: Rng) -> np.ndarray:
     """Ink bleed (thicker strokes) or erosion (broken thin strokes) by grey morphology."""
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(rng.integers(2, 4)), int(rng.integers(2, 4))))
+    k = cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (int(rng.integers(2, 4)), int(rng.integers(2, 4)))
+    )
     # Ink is dark, so eroding the image grows the strokes and dilating it thins them.
     return cv2.erode(img, k) if rng.random() < 0.5 else cv2.dilate(img, k)
 
@@ -91,7 +94,7 @@ def paper(img: np.ndarray, rng: Rng) -> np.ndarray:
 
 def uneven_light(img: np.ndarray, rng: Rng) -> np.ndarray:
     """A brightness gradient across the line: a shadow or a lamp off to one side."""
-    h, w = img.shape
+    _h, w = img.shape
     ramp = np.linspace(rng.uniform(-60, 0), rng.uniform(-60, 0), w, dtype=np.float32)
     if rng.random() < 0.5:
         ramp = ramp[::-1]

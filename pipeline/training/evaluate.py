@@ -14,8 +14,20 @@ import numpy as np
 # Typographic quotes and dashes map to the ASCII a keyboard (and most ground truth) uses.
 # UW3 ground truth writes an opening double quote as two backticks and a closing one as ''.
 _QUOTES = {
-    "‘": "'", "’": "'", "‚": "'", "‛": "'", "`": "'", "´": "'", "′": "'",
-    "“": '"', "”": '"', "„": '"', "‟": '"', "″": '"', "«": '"', "»": '"',
+    "‘": "'",
+    "’": "'",
+    "‚": "'",
+    "‛": "'",
+    "`": "'",
+    "´": "'",
+    "′": "'",
+    "“": '"',
+    "”": '"',
+    "„": '"',
+    "‟": '"',
+    "″": '"',
+    "«": '"',
+    "»": '"',
 }
 _DOUBLED = (("''", '"'), ("``", '"'))
 
@@ -117,8 +129,14 @@ def read_gray(path: Path) -> np.ndarray:
         return np.asarray(im.convert("L"))
 
 
-def evaluate_dir(directory: str | Path, recognizer_fn: Callable[[list[np.ndarray]], list[str]], *,
-                 fold: bool = False, batch_size: int = 32, n_worst: int = 10) -> EvalReport:
+def evaluate_dir(
+    directory: str | Path,
+    recognizer_fn: Callable[[list[np.ndarray]], list[str]],
+    *,
+    fold: bool = False,
+    batch_size: int = 32,
+    n_worst: int = 10,
+) -> EvalReport:
     """Run `recognizer_fn` (gray crops -> texts) over a folder of line images and score it."""
     pairs = load_pairs(directory)
     if not pairs:
@@ -131,10 +149,17 @@ def evaluate_dir(directory: str | Path, recognizer_fn: Callable[[list[np.ndarray
         hyps.extend(recognizer_fn(images[i : i + batch_size]))
     seconds = time.perf_counter() - start
     per_line = [
-        LineResult(p.name, r, h, cer([r], [h], fold)) for (p, _), r, h in zip(pairs, refs, hyps, strict=True)
+        LineResult(p.name, r, h, cer([r], [h], fold))
+        for (p, _), r, h in zip(pairs, refs, hyps, strict=True)
     ]
     worst = sorted(per_line, key=lambda x: x.cer, reverse=True)[:n_worst]
     return EvalReport(
-        directory=str(directory), lines=len(pairs), cer=cer(refs, hyps, fold), wer=wer(refs, hyps, fold),
-        fold=fold, seconds=seconds, lines_per_second=len(pairs) / max(seconds, 1e-9), worst=worst,
+        directory=str(directory),
+        lines=len(pairs),
+        cer=cer(refs, hyps, fold),
+        wer=wer(refs, hyps, fold),
+        fold=fold,
+        seconds=seconds,
+        lines_per_second=len(pairs) / max(seconds, 1e-9),
+        worst=worst,
     )

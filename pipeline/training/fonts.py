@@ -13,15 +13,32 @@ from PIL import ImageFont
 KINDS = ("serif", "sans", "mono", "handwriting")
 
 HANDWRITING_FAMILIES = (
-    "dkghandwriting", "because we", "breip", "femkeklaver", "dancing script", "humor sans",
-    "ecolier", "z003", "tex gyre chorus",
+    "dkghandwriting",
+    "because we",
+    "breip",
+    "femkeklaver",
+    "dancing script",
+    "humor sans",
+    "ecolier",
+    "z003",
+    "tex gyre chorus",
 )
 MONO_FAMILIES = ("mono", "cursor", "courier", "typewriter")
 SANS_FAMILIES = (
-    "sans", "heros", "gothic", "adventor", "biolinum", "carlito", "narrow", "arial",
+    "sans",
+    "heros",
+    "gothic",
+    "adventor",
+    "biolinum",
+    "carlito",
+    "narrow",
+    "arial",
 )
 # Symbol, math, keyboard-cap and drop-cap fonts do not draw readable text lines.
-EXCLUDE = re.compile(r"d050000l|symbol|math|keyboard|initials|display|dingbat|emoji|noto (?!sans$|serif$|sans mono$)", re.I)
+EXCLUDE = re.compile(
+    r"d050000l|symbol|math|keyboard|initials|display|dingbat|emoji|noto (?!sans$|serif$|sans mono$)",
+    re.IGNORECASE,
+)
 FONT_EXTENSIONS = (".ttf", ".otf", ".ttc")
 
 
@@ -92,7 +109,10 @@ def discover_fonts() -> tuple[FontInfo, ...]:
     try:
         out = subprocess.run(
             ["fc-list", "--format", "%{file}|%{family[0]}|%{style[0]}|%{charset}\n"],
-            capture_output=True, text=True, check=True, timeout=60,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(f"fc-list failed; install fontconfig and fonts: {exc}") from exc
@@ -105,7 +125,11 @@ def discover_fonts() -> tuple[FontInfo, ...]:
         path, family, style, charset = parts
         if not path.lower().endswith(FONT_EXTENSIONS) or EXCLUDE.search(family):
             continue
-        if family.lower().startswith("noto") and family not in ("Noto Sans", "Noto Serif", "Noto Sans Mono"):
+        if family.lower().startswith("noto") and family not in (
+            "Noto Sans",
+            "Noto Serif",
+            "Noto Sans Mono",
+        ):
             continue
         points = _parse_charset(charset)
         if not needed <= points:

@@ -78,8 +78,19 @@ class LineModelConfig:
     def tiny(cls) -> LineModelConfig:
         """A model small enough for unit tests (builds and runs in well under a second)."""
         return cls(
-            height=16, width=128, patch_height=16, patch_width=8, enc_layers=1, enc_dim=32,
-            enc_heads=2, enc_ffn=64, dec_layers=1, dec_dim=32, dec_heads=2, dec_ffn=64, max_length=48,
+            height=16,
+            width=128,
+            patch_height=16,
+            patch_width=8,
+            enc_layers=1,
+            enc_dim=32,
+            enc_heads=2,
+            enc_ffn=64,
+            dec_layers=1,
+            dec_dim=32,
+            dec_heads=2,
+            dec_ffn=64,
+            max_length=48,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,7 +99,9 @@ class LineModelConfig:
         return d
 
 
-def build_processor(cfg: LineModelConfig, tokenizer: PreTrainedTokenizerFast | None = None) -> TrOCRProcessor:
+def build_processor(
+    cfg: LineModelConfig, tokenizer: PreTrainedTokenizerFast | None = None
+) -> TrOCRProcessor:
     """Processor: gray line -> [-1, 1] tensor of size height x width; char tokenizer."""
     image_processor = ViTImageProcessor(
         do_resize=True,
@@ -101,14 +114,20 @@ def build_processor(cfg: LineModelConfig, tokenizer: PreTrainedTokenizerFast | N
         image_std=[0.5],
         do_convert_rgb=False,
     )
-    return TrOCRProcessor(image_processor=image_processor, tokenizer=tokenizer or build_char_tokenizer(cfg.charset))
+    return TrOCRProcessor(
+        image_processor=image_processor, tokenizer=tokenizer or build_char_tokenizer(cfg.charset)
+    )
 
 
-def build_line_model(cfg: LineModelConfig | None = None) -> tuple[VisionEncoderDecoderModel, TrOCRProcessor]:
+def build_line_model(
+    cfg: LineModelConfig | None = None,
+) -> tuple[VisionEncoderDecoderModel, TrOCRProcessor]:
     """A randomly initialised VisionEncoderDecoderModel plus its processor."""
     cfg = cfg or LineModelConfig()
     if cfg.width < 4 * cfg.height:
-        raise ValueError(f"line model must be at least 4x wider than tall, got {cfg.height}x{cfg.width}")
+        raise ValueError(
+            f"line model must be at least 4x wider than tall, got {cfg.height}x{cfg.width}"
+        )
     processor = build_processor(cfg)
     tok = processor.tokenizer
     enc_cfg = ViTConfig(
@@ -142,9 +161,10 @@ def build_line_model(cfg: LineModelConfig | None = None) -> tuple[VisionEncoderD
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         decoder_start_token_id=tok.bos_token_id,
-        is_decoder=True,
-        add_cross_attention=True,
     )
+    # Generic PretrainedConfig flags, not in TrOCRConfig's signature: a decoder that cross-attends.
+    dec_cfg.is_decoder = True
+    dec_cfg.add_cross_attention = True
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc_cfg, dec_cfg)
     ids = {
         "decoder_start_token_id": tok.bos_token_id,
@@ -157,7 +177,9 @@ def build_line_model(cfg: LineModelConfig | None = None) -> tuple[VisionEncoderD
     config.vocab_size = len(tok)
     model = VisionEncoderDecoderModel(
         config=config,
-        encoder=ViTModel(enc_cfg),  # keep the pooler so from_pretrained (AutoModel) finds every weight,
+        encoder=ViTModel(
+            enc_cfg
+        ),  # keep the pooler so from_pretrained (AutoModel) finds every weight,
         decoder=TrOCRForCausalLM(dec_cfg),
     )
     gen = model.generation_config

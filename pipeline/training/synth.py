@@ -27,15 +27,22 @@ FONT_KINDS = {
 MAX_SQUEEZE = 1.5
 
 
-def render_text(text: str, font: FontInfo, size: int, rng: random.Random, *, jitter: float = 0.0,
-                spacing: float = 0.0) -> np.ndarray:
+def render_text(
+    text: str,
+    font: FontInfo,
+    size: int,
+    rng: random.Random,
+    *,
+    jitter: float = 0.0,
+    spacing: float = 0.0,
+) -> np.ndarray:
     """Draw `text` black on white with margins; per-char jitter/spacing imitate hands and receipt printers."""
     pil_font = font.load(size)
     margin = size // 2
     if jitter == 0.0 and spacing == 0.0:
         left, top, right, bottom = pil_font.getbbox(text)
         w, h = right - left + 2 * margin, bottom - top + 2 * margin
-        canvas = Image.new("L", (max(1, w), max(1, h)), 255)
+        canvas = Image.new("L", (max(1, int(w)), max(1, int(h))), 255)
         ImageDraw.Draw(canvas).text((margin - left, margin - top), text, font=pil_font, fill=0)
         return np.asarray(canvas)
     ascent, descent = pil_font.getmetrics()
@@ -64,8 +71,14 @@ class LineSample:
 class LineSynthesizer:
     """Makes random lines at the model's input size; deterministic for a given seed."""
 
-    def __init__(self, height: int, width: int, seed: int = 0, mix: dict[str, float] | None = None,
-                 max_chars: int = 120) -> None:
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        seed: int = 0,
+        mix: dict[str, float] | None = None,
+        max_chars: int = 120,
+    ) -> None:
         self.height, self.width, self.max_chars = height, width, max_chars
         self.mix = mix or DEFAULT_MIX
         self.rng = random.Random(seed)
@@ -94,7 +107,9 @@ class LineSynthesizer:
         limit = MAX_SQUEEZE * self.width * img.shape[0] / self.height
         if img.shape[1] > limit and len(text) > 1:
             keep = max(1, int(len(text) * limit / img.shape[1] * 0.95))
-            text = (text[:keep].rsplit(" ", 1)[0] if " " in text[:keep] else text[:keep]).strip() or text[0]
+            text = (
+                text[:keep].rsplit(" ", 1)[0] if " " in text[:keep] else text[:keep]
+            ).strip() or text[0]
             img = render_text(text, font, size, rng, jitter=jitter, spacing=spacing)
         if int((img < 128).sum()) < 4:
             return self.sample()  # the font drew nothing visible for this text
@@ -106,22 +121,34 @@ class LineSynthesizer:
 
 def to_pixels(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
     """uint8 line images -> float tensor (N, 1, H, W) in [-1, 1], like the saved image processor."""
-    arr = np.stack(images).astype(np.float32) if isinstance(images, list) else images.astype(np.float32)
+    arr = (
+        np.stack(images).astype(np.float32)
+        if isinstance(images, list)
+        else images.astype(np.float32)
+    )
     return torch.from_numpy(arr / 127.5 - 1.0).unsqueeze(1)
 
 
 class SyntheticLineDataset(IterableDataset):  # type: ignore[type-arg]
     """An endless stream of (uint8 image, text) pairs; each DataLoader worker gets its own seed."""
 
-    def __init__(self, height: int, width: int, seed: int = 0, mix: dict[str, float] | None = None,
-                 limit: int | None = None) -> None:
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        seed: int = 0,
+        mix: dict[str, float] | None = None,
+        limit: int | None = None,
+    ) -> None:
         super().__init__()
         self.height, self.width, self.seed, self.mix, self.limit = height, width, seed, mix, limit
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, str]]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
-        synth = LineSynthesizer(self.height, self.width, seed=self.seed * 1009 + worker, mix=self.mix)
+        synth = LineSynthesizer(
+            self.height, self.width, seed=self.seed * 1009 + worker, mix=self.mix
+        )
         count = 0
         while self.limit is None or count < self.limit:
             s = synth.sample()

@@ -10,18 +10,16 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from pipeline.line_image import LINE_SHAPED_MIN_ASPECT, letterbox
+from pipeline.training.data import FolderLines, batches, input_size, pixels
 from pipeline.training.evaluate import cer, load_pairs, read_gray
-from pipeline.training.synth import LineSynthesizer, SyntheticLineDataset, to_pixels
+from pipeline.training.synth import LineSynthesizer
 
 CHECKPOINT = "checkpoint"
 VAL_SEED = 987_654  # held-out synthetic lines come from a seed the training stream never uses
@@ -32,7 +30,9 @@ class TrainConfig:
     """Everything that defines a run; stored in the checkpoint so a resume continues the same run."""
 
     out_dir: str
-    model: str = "new"  # "new" builds LineModelConfig(); else a path or hub name of a VisionEncoderDecoder
+    model: str = (
+        "new"  # "new" builds LineModelConfig(); else a path or hub name of a VisionEncoderDecoder
+    )
     data: str = "synthetic"  # "synthetic" or a folder of *.png + *.gt.txt
     steps: int = 60_000  # total optimizer steps; with --epochs on a folder it is derived
     epochs: int | None = None
@@ -57,105 +57,6 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------- data
-
-
-def input_size(processor: Any) -> tuple[int, int]:
-    size = processor.image_processor.size
-    get = size.get if isinstance(size, dict) else lambda k: getattr(size, k, None)
-    return int(get("height") or get("shortest_edge") or 384), int(get("width") or get("shortest_edge") or 384)
-
-
-def line_shaped(processor: Any) -> bool:
-    h, w = input_size(processor)
-    return w >= LINE_SHAPED_MIN_ASPECT * h
-
-
-def pixels(processor: Any, images: list[np.ndarray], channels: int) -> torch.Tensor:
-    """Gray crops -> pixel_values exactly as recognition prepares them."""
-    if line_shaped(processor):
-        h, w = input_size(processor)
-        out = to_pixels([letterbox(im, h, w) for im in images])
-        return out.expand(-1, channels, -1, -1).contiguous() if channels != 1 else out
-    from PIL import Image
-
-    mode = "RGB" if channels == 3 else "L"
-    pil = [Image.fromarray(im).convert(mode) for im in images]
-    return processor(images=pil, return_tensors="pt").pixel_values
-
-
-class FolderLines(Dataset):  # type: ignore[type-arg]
-    """Line images with ground truth from an ocropy/tesstrain-style folder."""
-
-    def __init__(self, directory: str) -> None:
-        self.pairs = load_pairs(directory)
-        if not self.pairs:
-            raise FileNotFoundError(f"{directory}: no *.png with *.gt.txt next to it")
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
-        path, text = self.pairs[i]
-        return read_gray(path), text
-
-
-class Collator:
-    """Batches (image, text) into pixel_values and labels (-100 on padding, EOS appended)."""
-
-    def __init__(self, processor: Any, channels: int, max_length: int) -> None:
-        self.processor, self.channels, self.max_length = processor, channels, max_length
-        tok = processor.tokenizer
-        self.eos, self.bos = tok.eos_token_id, tok.bos_token_id
-
-    def __call__(self, batch: list[tuple[np.ndarray, str]]) -> dict[str, Any]:
-        images, texts = zip(*batch)
-        tok = self.processor.tokenizer
-        ids = tok(list(texts), add_special_tokens=False).input_ids
-        seqs = [seq[: self.max_length - 2] + [self.eos] for seq in ids]
-        # Checkpoints whose tokenizer adds <s> (e.g. RoBERTa in microsoft/trocr-*) expect it first in labels.
-        if getattr(tok, "add_bos_token", False):
-            seqs = [[self.bos] + s for s in seqs]
-        longest = max(len(s) for s in seqs)
-        labels = torch.full((len(seqs), longest), -100, dtype=torch.long)
-        for i, s in enumerate(seqs):
-            labels[i, : len(s)] = torch.tensor(s)
-        return {"pixel_values": pixels(self.processor, list(images), self.channels), "labels": labels,
-                "texts": list(texts)}
-
-
-def _worker_init(_: int) -> None:
-    # Data generation must not compete with the training step for the two cores.
-    torch.set_num_threads(1)
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:
-        pass
-
-
-def _loader(cfg: TrainConfig, processor: Any, channels: int, max_length: int, step: int) -> Iterator[dict[str, Any]]:
-    collate = Collator(processor, channels, max_length)
-    kwargs: dict[str, Any] = {"batch_size": cfg.batch_size, "collate_fn": collate, "num_workers": cfg.num_workers}
-    if cfg.num_workers > 0:
-        # spawn, not fork: a forked child of a process that already ran OpenMP torch ops can deadlock.
-        kwargs.update(worker_init_fn=_worker_init, prefetch_factor=4, persistent_workers=True,
-                      multiprocessing_context="spawn")
-    if cfg.data == "synthetic":
-        h, w = input_size(processor)
-        # A new seed per resume so a resumed run sees fresh lines, not a replay of the first ones.
-        ds: IterableDataset | Dataset = SyntheticLineDataset(h, w, seed=cfg.seed * 1_000_003 + step)  # type: ignore[type-arg]
-        yield from DataLoader(ds, **kwargs)
-        return
-    folder = FolderLines(cfg.data)
-    epoch = 0
-    while True:
-        gen = torch.Generator().manual_seed(cfg.seed + epoch + step)
-        yield from DataLoader(folder, shuffle=True, generator=gen, drop_last=len(folder) > cfg.batch_size, **kwargs)
-        epoch += 1
-
-
 # ---------------------------------------------------------------- model and state
 
 
@@ -169,7 +70,9 @@ def load_or_build(cfg: TrainConfig) -> tuple[Any, Any]:
         return VisionEncoderDecoderModel.from_pretrained(out), AutoProcessor.from_pretrained(out)
     if cfg.model == "new":
         return build_line_model(LineModelConfig(**cfg.model_overrides))
-    return VisionEncoderDecoderModel.from_pretrained(cfg.model), AutoProcessor.from_pretrained(cfg.model)
+    return VisionEncoderDecoderModel.from_pretrained(cfg.model), AutoProcessor.from_pretrained(
+        cfg.model
+    )
 
 
 def lr_lambda(cfg: TrainConfig) -> Any:
@@ -186,13 +89,23 @@ def _compact(state: dict[str, Any]) -> dict[str, Any]:
     # Adam moments in bf16 halve the checkpoint (kept < 50 MB); load_state_dict casts them back.
     out = {"param_groups": state["param_groups"], "state": {}}
     for k, v in state["state"].items():
-        out["state"][k] = {n: (t.to(torch.bfloat16) if t.is_floating_point() and t.dim() > 0 else t)
-                           for n, t in v.items()}
+        out["state"][k] = {
+            n: (t.to(torch.bfloat16) if t.is_floating_point() and t.dim() > 0 else t)
+            for n, t in v.items()
+        }
     return out
 
 
-def save(model: Any, processor: Any, opt: Any, sched: Any, step: int, lines: int, cfg: TrainConfig,
-         history: list[dict[str, Any]]) -> None:
+def save(
+    model: Any,
+    processor: Any,
+    opt: Any,
+    sched: Any,
+    step: int,
+    lines: int,
+    cfg: TrainConfig,
+    history: list[dict[str, Any]],
+) -> None:
     """Write the HF model to out_dir and the resume state to out_dir/checkpoint, each atomically."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,10 +115,20 @@ def save(model: Any, processor: Any, opt: Any, sched: Any, step: int, lines: int
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     torch.save(_compact(opt.state_dict()), tmp / CHECKPOINT / "optimizer.pt")
-    torch.save({
-        "step": step, "lines_seen": lines, "scheduler": sched.state_dict(), "train_config": asdict(cfg),
-        "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()},
-    }, tmp / CHECKPOINT / "state.pt")
+    torch.save(
+        {
+            "step": step,
+            "lines_seen": lines,
+            "scheduler": sched.state_dict(),
+            "train_config": asdict(cfg),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+            },
+        },
+        tmp / CHECKPOINT / "state.pt",
+    )
     (tmp / CHECKPOINT / "history.json").write_text(json.dumps(history, indent=1))
     for f in tmp.rglob("*"):
         if f.is_file():
@@ -232,8 +155,15 @@ def restore(out_dir: str, opt: Any, sched: Any) -> tuple[int, int, list[dict[str
 
 
 @torch.inference_mode()
-def recognize_batch(model: Any, processor: Any, images: list[np.ndarray], channels: int, device: str,
-                    max_new_tokens: int = 128, batch_size: int = 32) -> list[str]:
+def recognize_batch(
+    model: Any,
+    processor: Any,
+    images: list[np.ndarray],
+    channels: int,
+    device: str,
+    max_new_tokens: int = 128,
+    batch_size: int = 32,
+) -> list[str]:
     """Greedy decode gray crops; used for validation during training."""
     was_training = model.training
     model.eval()
@@ -249,8 +179,13 @@ def recognize_batch(model: Any, processor: Any, images: list[np.ndarray], channe
     return texts
 
 
-def validate(model: Any, processor: Any, sets: dict[str, tuple[list[np.ndarray], list[str]]], channels: int,
-             device: str) -> dict[str, float]:
+def validate(
+    model: Any,
+    processor: Any,
+    sets: dict[str, tuple[list[np.ndarray], list[str]]],
+    channels: int,
+    device: str,
+) -> dict[str, float]:
     scores: dict[str, float] = {}
     for name, (images, refs) in sets.items():
         hyps = recognize_batch(model, processor, images, channels, device)
@@ -258,13 +193,18 @@ def validate(model: Any, processor: Any, sets: dict[str, tuple[list[np.ndarray],
     return scores
 
 
-def validation_sets(cfg: TrainConfig, processor: Any) -> dict[str, tuple[list[np.ndarray], list[str]]]:
+def validation_sets(
+    cfg: TrainConfig, processor: Any
+) -> dict[str, tuple[list[np.ndarray], list[str]]]:
     h, w = input_size(processor)
     synth = LineSynthesizer(h, w, seed=VAL_SEED)
     samples = [synth.sample() for _ in range(cfg.val_lines)]
     sets = {"synthetic": ([s.image for s in samples], [s.text for s in samples])}
     if cfg.val_dir:
-        for sub in [Path(cfg.val_dir), *sorted(p for p in Path(cfg.val_dir).iterdir() if p.is_dir())]:
+        for sub in [
+            Path(cfg.val_dir),
+            *sorted(p for p in Path(cfg.val_dir).iterdir() if p.is_dir()),
+        ]:
             pairs = load_pairs(sub)
             if pairs:
                 sets[sub.name] = ([read_gray(p) for p, _ in pairs], [t for _, t in pairs])
@@ -280,7 +220,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    device = (
+        ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+    )
     model, processor = load_or_build(cfg)
     model.to(device)
     channels = int(getattr(model.config.encoder, "num_channels", 3))
@@ -295,25 +237,50 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    step, lines, history = 0, 0, []
+    step, lines = 0, 0
+    history: list[dict[str, Any]] = []
     if cfg.resume and (Path(cfg.out_dir) / CHECKPOINT / "state.pt").exists():
         step, lines, history = restore(cfg.out_dir, opt, sched)
         print(f"resumed from {cfg.out_dir} at step {step} ({lines} lines seen)", flush=True)
     val_sets = validation_sets(cfg, processor)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
-    from tqdm import tqdm
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device == "cuda"
+        else torch.autocast("cpu", enabled=False)
+    )
+    from tqdm import tqdm  # type: ignore[import-untyped]
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress, mininterval=1 if sys.stderr.isatty() else 60,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not cfg.progress,
+        mininterval=1 if sys.stderr.isatty() else 60,
+        dynamic_ncols=True,
+    )
     model.train()
     last_save = time.monotonic()
     t0, lines0 = time.monotonic(), lines
     smooth: float | None = None
     scores: dict[str, float] = {}
-    data = _loader(cfg, processor, channels, max_length, step)
+    # A new seed per resume so a resumed run sees fresh lines, not a replay of the first ones.
+    data = batches(
+        cfg.data,
+        processor,
+        channels,
+        max_length,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        seed=cfg.seed * 1_000_003 + step,
+    )
     while step < cfg.steps:
         batch = next(data)
         pv, labels = batch["pixel_values"].to(device), batch["labels"].to(device)
@@ -329,15 +296,38 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
         rate = (lines - lines0) / max(1e-9, time.monotonic() - t0)
         bar.update(1)
-        bar.set_postfix(loss=f"{smooth:.3f}", lr=f"{sched.get_last_lr()[0]:.2e}", lps=f"{rate:.1f}", refresh=False)
+        bar.set_postfix(
+            loss=f"{smooth:.3f}",
+            lr=f"{sched.get_last_lr()[0]:.2e}",
+            lps=f"{rate:.1f}",
+            refresh=False,
+        )
         if cfg.log_every and step % cfg.log_every == 0:
-            print(json.dumps({"step": step, "lines_seen": lines, "loss": round(smooth, 4),
-                              "lr": float(f"{sched.get_last_lr()[0]:.3g}"), "lines_per_s": round(rate, 2),
-                              "time": time.strftime("%H:%M:%S")}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "step": step,
+                        "lines_seen": lines,
+                        "loss": round(smooth, 4),
+                        "lr": float(f"{sched.get_last_lr()[0]:.3g}"),
+                        "lines_per_s": round(rate, 2),
+                        "time": time.strftime("%H:%M:%S"),
+                    }
+                ),
+                flush=True,
+            )
         if step % cfg.val_every == 0 or step == cfg.steps:
             scores = validate(model, processor, val_sets, channels, device)
-            history.append({"step": step, "lines_seen": lines, "loss": round(smooth, 4), "lines_per_s": round(rate, 2),
-                            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **scores})
+            history.append(
+                {
+                    "step": step,
+                    "lines_seen": lines,
+                    "loss": round(smooth, 4),
+                    "lines_per_s": round(rate, 2),
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    **scores,
+                }
+            )
             print(json.dumps(history[-1]), flush=True)
         if time.monotonic() - last_save > cfg.save_every_s or step == cfg.steps:
             save(model, processor, opt, sched, step, lines, cfg, history)
@@ -352,10 +342,23 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--out", required=True, dest="out_dir")
     p.add_argument("--model", default="new")
     p.add_argument("--data", default="synthetic")
-    for name, typ in (("steps", int), ("epochs", int), ("batch-size", int), ("lr", float), ("warmup", int),
-                      ("val-every", int), ("log-every", int), ("val-lines", int), ("save-every-s", float), ("num-workers", int),
-                      ("threads", int), ("seed", int)):
-        p.add_argument(f"--{name}", type=typ, default=getattr(TrainConfig, name.replace("-", "_"), None))
+    for name, typ in (
+        ("steps", int),
+        ("epochs", int),
+        ("batch-size", int),
+        ("lr", float),
+        ("warmup", int),
+        ("val-every", int),
+        ("log-every", int),
+        ("val-lines", int),
+        ("save-every-s", float),
+        ("num-workers", int),
+        ("threads", int),
+        ("seed", int),
+    ):
+        p.add_argument(
+            f"--{name}", type=typ, default=getattr(TrainConfig, name.replace("-", "_"), None)
+        )
     p.add_argument("--val-dir", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--freeze-encoder", action="store_true")

@@ -155,8 +155,9 @@ def test_evaluate_dir(tmp_path: Path) -> None:
 
 
 def test_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
+    from pipeline.training.data import Collator
     from pipeline.training.synth import LineSynthesizer
-    from pipeline.training.train import Collator, TrainConfig, train
+    from pipeline.training.train import TrainConfig, train
 
     torch.manual_seed(0)
     random.seed(0)

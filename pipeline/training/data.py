@@ -1,0 +1,133 @@
+"""Training data plumbing: line images to pixel_values exactly as recognition does, labels, batch streams."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pipeline.line_image import LINE_SHAPED_MIN_ASPECT, letterbox
+from pipeline.training.evaluate import load_pairs, read_gray
+from pipeline.training.synth import SyntheticLineDataset, to_pixels
+
+
+def input_size(processor: Any) -> tuple[int, int]:
+    size = processor.image_processor.size
+    get = size.get if isinstance(size, dict) else lambda k: getattr(size, k, None)
+    return int(get("height") or get("shortest_edge") or 384), int(
+        get("width") or get("shortest_edge") or 384
+    )
+
+
+def line_shaped(processor: Any) -> bool:
+    h, w = input_size(processor)
+    return w >= LINE_SHAPED_MIN_ASPECT * h
+
+
+def pixels(processor: Any, images: list[np.ndarray], channels: int) -> torch.Tensor:
+    """Gray crops -> pixel_values exactly as recognition prepares them."""
+    if line_shaped(processor):
+        h, w = input_size(processor)
+        out = to_pixels([letterbox(im, h, w) for im in images])
+        return out.expand(-1, channels, -1, -1).contiguous() if channels != 1 else out
+    from PIL import Image
+
+    mode = "RGB" if channels == 3 else "L"
+    pil = [Image.fromarray(im).convert(mode) for im in images]
+    return processor(images=pil, return_tensors="pt").pixel_values
+
+
+class FolderLines(Dataset):  # type: ignore[type-arg]
+    """Line images with ground truth from an ocropy/tesstrain-style folder."""
+
+    def __init__(self, directory: str) -> None:
+        self.pairs = load_pairs(directory)
+        if not self.pairs:
+            raise FileNotFoundError(f"{directory}: no *.png with *.gt.txt next to it")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
+        path, text = self.pairs[i]
+        return read_gray(path), text
+
+
+class Collator:
+    """Batches (image, text) into pixel_values and labels (-100 on padding, EOS appended)."""
+
+    def __init__(self, processor: Any, channels: int, max_length: int) -> None:
+        self.processor, self.channels, self.max_length = processor, channels, max_length
+        tok = processor.tokenizer
+        self.eos, self.bos = tok.eos_token_id, tok.bos_token_id
+
+    def __call__(self, batch: list[tuple[np.ndarray, str]]) -> dict[str, Any]:
+        images, texts = zip(*batch)
+        tok = self.processor.tokenizer
+        ids = tok(list(texts), add_special_tokens=False).input_ids
+        seqs = [seq[: self.max_length - 2] + [self.eos] for seq in ids]
+        # Checkpoints whose tokenizer adds <s> (e.g. RoBERTa in microsoft/trocr-*) expect it first in labels.
+        if getattr(tok, "add_bos_token", False):
+            seqs = [[self.bos] + s for s in seqs]
+        longest = max(len(s) for s in seqs)
+        labels = torch.full((len(seqs), longest), -100, dtype=torch.long)
+        for i, s in enumerate(seqs):
+            labels[i, : len(s)] = torch.tensor(s)
+        return {
+            "pixel_values": pixels(self.processor, list(images), self.channels),
+            "labels": labels,
+            "texts": list(texts),
+        }
+
+
+def _worker_init(_: int) -> None:
+    # Data generation must not compete with the training step for the two cores.
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
+def batches(
+    data: str,
+    processor: Any,
+    channels: int,
+    max_length: int,
+    *,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+) -> Iterator[dict[str, Any]]:
+    """Endless training batches from synthetic lines (`data="synthetic"`) or a line folder."""
+    collate = Collator(processor, channels, max_length)
+    kwargs: dict[str, Any] = {
+        "batch_size": batch_size,
+        "collate_fn": collate,
+        "num_workers": num_workers,
+    }
+    if num_workers > 0:
+        # spawn, not fork: a forked child of a process that already ran OpenMP torch ops can deadlock.
+        kwargs.update(
+            worker_init_fn=_worker_init,
+            prefetch_factor=4,
+            persistent_workers=True,
+            multiprocessing_context="spawn",
+        )
+    if data == "synthetic":
+        h, w = input_size(processor)
+        yield from DataLoader(SyntheticLineDataset(h, w, seed=seed), **kwargs)
+        return
+    folder = FolderLines(data)
+    epoch = 0
+    while True:
+        gen = torch.Generator().manual_seed(seed + epoch)
+        yield from DataLoader(
+            folder, shuffle=True, generator=gen, drop_last=len(folder) > batch_size, **kwargs
+        )
+        epoch += 1
