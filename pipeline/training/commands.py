@@ -47,6 +47,9 @@ def train_command(
         bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    curriculum_lines: Annotated[
+        int, typer.Option(help="Synthetic lines grow from short to full length over this many lines (0: off).")
+    ] = 0,
 ) -> None:
     """Train or fine-tune a line recognition model; resumes from OUT/checkpoint when present."""
     from pipeline.training.train import TrainConfig, train
@@ -70,6 +73,7 @@ def train_command(
             device=device,
             resume=resume,
             seed=seed,
+            curriculum_lines=curriculum_lines,
         )
     )
     typer.echo(json.dumps(result))

@@ -244,4 +244,7 @@ def text_line(rng: random.Random, kind: str = "printed", max_chars: int = 90) ->
         else:
             text = sentence(rng, rng.randint(1, 9 if short else 15))
     text = " ".join(text.split())
-    return text[:max_chars].rstrip() or "a"
+    if len(text) > max_chars:  # cut at a word boundary where there is one: lines end with whole words
+        cut = text[:max_chars]
+        text = cut.rsplit(" ", 1)[0] if " " in cut and text[max_chars] != " " else cut
+    return text.rstrip() or "a"

@@ -103,6 +103,8 @@ def batches(
     batch_size: int,
     num_workers: int,
     seed: int,
+    start_lines: int = 0,
+    curriculum_lines: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """Endless training batches from synthetic lines (`data="synthetic"`) or a line folder."""
     collate = Collator(processor, channels, max_length)
@@ -121,7 +123,10 @@ def batches(
         )
     if data == "synthetic":
         h, w = input_size(processor)
-        yield from DataLoader(SyntheticLineDataset(h, w, seed=seed), **kwargs)
+        dataset = SyntheticLineDataset(
+            h, w, seed=seed, start_lines=start_lines, curriculum_lines=curriculum_lines
+        )
+        yield from DataLoader(dataset, **kwargs)
         return
     folder = FolderLines(data)
     epoch = 0

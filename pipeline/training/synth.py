@@ -88,11 +88,11 @@ class LineSynthesizer:
         names = [n for n, _ in weighted]
         return self.rng.choices(names, weights=[w for _, w in weighted])[0]
 
-    def sample(self) -> LineSample:
+    def sample(self, max_chars: int | None = None) -> LineSample:
         """One degraded, letterboxed line (uint8 height x width) with its text."""
         rng = self.rng
         kind = self._choice(list(self.mix.items()))
-        text = text_line(rng, kind, self.max_chars)
+        text = text_line(rng, kind, max_chars or self.max_chars)
         font = pick_font(rng, self._choice(FONT_KINDS[kind]), text)
         # Characters the font cannot draw would be rendered as boxes but labelled as letters.
         if font.caps_only:
@@ -112,10 +112,10 @@ class LineSynthesizer:
             ).strip() or text[0]
             img = render_text(text, font, size, rng, jitter=jitter, spacing=spacing)
         if int((img < 128).sum()) < 4:
-            return self.sample()  # the font drew nothing visible for this text
+            return self.sample(max_chars)  # the font drew nothing visible for this text
         img = degrade(img, self.np_rng, kind)
         if int((img < 200).sum()) < 4:
-            return self.sample()
+            return self.sample(max_chars)
         return LineSample(letterbox(img, self.height, self.width), text, kind)
 
 
@@ -139,9 +139,12 @@ class SyntheticLineDataset(IterableDataset):  # type: ignore[type-arg]
         seed: int = 0,
         mix: dict[str, float] | None = None,
         limit: int | None = None,
+        start_lines: int = 0,
+        curriculum_lines: int = 0,
     ) -> None:
         super().__init__()
         self.height, self.width, self.seed, self.mix, self.limit = height, width, seed, mix, limit
+        self.start_lines, self.curriculum_lines = start_lines, curriculum_lines
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, str]]:
         info = get_worker_info()
@@ -149,8 +152,21 @@ class SyntheticLineDataset(IterableDataset):  # type: ignore[type-arg]
         synth = LineSynthesizer(
             self.height, self.width, seed=self.seed * 1009 + worker, mix=self.mix
         )
+        workers = info.num_workers if info is not None else 1
         count = 0
         while self.limit is None or count < self.limit:
-            s = synth.sample()
+            seen = self.start_lines + count * workers
+            s = synth.sample(curriculum_max_chars(seen, self.curriculum_lines, synth.max_chars))
             count += 1
             yield s.image, s.text
+
+
+# A model from scratch learns where to look far sooner on short lines; longer ones come later.
+CURRICULUM_START_CHARS = 12
+
+
+def curriculum_max_chars(lines_seen: int, curriculum_lines: int, full: int) -> int | None:
+    """Longest text allowed after `lines_seen` training lines: grows linearly to `full`."""
+    if curriculum_lines <= 0 or lines_seen >= curriculum_lines:
+        return None
+    return int(CURRICULUM_START_CHARS + (full - CURRICULUM_START_CHARS) * lines_seen / curriculum_lines)

@@ -8,7 +8,9 @@ import math
 import os
 import random
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +46,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     freeze_encoder: bool = False
     val_every: int = 500
+    curriculum_lines: int = 0  # synthetic text grows from short to full length over this many lines
     log_every: int = 50  # a plain log line (the tqdm bar is throttled when not on a terminal)
     val_lines: int = 200
     val_dir: str | None = None
@@ -267,6 +270,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         dynamic_ncols=True,
     )
     model.train()
+    stop = _stop_on_signals()
     last_save = time.monotonic()
     t0, lines0 = time.monotonic(), lines
     smooth: float | None = None
@@ -280,6 +284,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
         seed=cfg.seed * 1_000_003 + step,
+        start_lines=lines,
+        curriculum_lines=cfg.curriculum_lines,
     )
     while step < cfg.steps:
         batch = next(data)
@@ -329,12 +335,24 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 }
             )
             print(json.dumps(history[-1]), flush=True)
-        if time.monotonic() - last_save > cfg.save_every_s or step == cfg.steps:
+        stopping = stop.is_set()
+        if time.monotonic() - last_save > cfg.save_every_s or step == cfg.steps or stopping:
             save(model, processor, opt, sched, step, lines, cfg, history)
             last_save = time.monotonic()
             print(f"saved step {step} to {cfg.out_dir}", flush=True)
+        if stopping:
+            break
     bar.close()
     return {"step": step, "lines_seen": lines, "loss": smooth, **scores}
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM/SIGINT end the run after the current step, with a checkpoint, so nothing is lost."""
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -355,6 +373,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         ("num-workers", int),
         ("threads", int),
         ("seed", int),
+        ("curriculum-lines", int),
     ):
         p.add_argument(
             f"--{name}", type=typ, default=getattr(TrainConfig, name.replace("-", "_"), None)

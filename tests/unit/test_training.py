@@ -233,3 +233,13 @@ def test_eval_command_writes_json(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["lines"] == 1 and report["fold"] is True and 0 <= report["cer"]
     assert "CER" in result.output
+
+
+def test_length_curriculum_grows_to_full_lines():
+    from pipeline.training.synth import LineSynthesizer, curriculum_max_chars
+
+    assert curriculum_max_chars(0, 1000, 120) == 12
+    assert curriculum_max_chars(500, 1000, 120) == 66
+    assert curriculum_max_chars(1000, 1000, 120) is None and curriculum_max_chars(5, 0, 120) is None
+    synth = LineSynthesizer(32, 512, seed=3)
+    assert all(len(synth.sample(max_chars=12).text) <= 12 for _ in range(20))
