@@ -10,7 +10,7 @@ VAL_ARGS=()
 nohup setsid nice -n 10 .venv/bin/python -m pipeline.training.train \
   --out models/quire-line-v1 --model new --data synthetic \
   --steps 60000 --batch-size 32 --lr 5e-4 --warmup 300 \
-  --val-every 500 --log-every 25 --val-lines 200 "${VAL_ARGS[@]}" \
+  --val-every 500 --log-every 25 --val-lines 200 --curriculum-lines 150000 "${VAL_ARGS[@]}" \
   --save-every-s 600 --num-workers 1 --threads 2 --seed 0 \
   >> runs/train.log 2>&1 < /dev/null &
 echo "training pid $! (log: runs/train.log)"
