@@ -1,7 +1,10 @@
 # The README's commands. `make demo` and `make test` work on a fresh Debian/Ubuntu machine.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := poppler-utils redis-server postgresql fonts-dejavu-core fonts-liberation chromium chromium-driver
+# Debian packages: the pipeline needs poppler (PDF rendering) and a font; the tests also start
+# redis, PostgreSQL and Chromium, encrypt a PDF with qpdf and parse the compose file.
+RUN_PACKAGES := poppler-utils fonts-dejavu-core
+TEST_PACKAGES := $(RUN_PACKAGES) fonts-liberation redis-server postgresql qpdf chromium chromium-driver docker-compose
 # torch first, pinned to the CPU wheel: an unpinned torch would pull gigabytes of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
 
@@ -14,11 +17,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-install: system-deps $(VENV)/.installed
+install: $(VENV)/.installed
 
-# Debian packages the pipeline and its tests run: poppler (PDF rendering), redis, postgresql.
+# Installs the missing ones among PACKAGES with apt-get (sudo when not root).
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  echo "installing:$$missing"; \
@@ -26,10 +29,12 @@ system-deps:
 	fi
 
 demo: install
+	@$(MAKE) --no-print-directory system-deps PACKAGES="$(RUN_PACKAGES)"
 	$(VENV)/bin/quire run samples/ --out demo-out
 	@echo; echo "--- demo-out/sample-letter.txt ---"; cat demo-out/sample-letter.txt
 
 test: install
+	@$(MAKE) --no-print-directory system-deps PACKAGES="$(TEST_PACKAGES)"
 	$(PY) -m pytest -q
 
 lint: install
@@ -39,6 +44,7 @@ lint: install
 bench: install
 	$(PY) bench/bench_render_memory.py
 	$(PY) bench/bench_segment.py
+	$(PY) bench/bench_vs_tesseract.py
 
 clean:
 	rm -rf $(VENV) demo-out quire-data
