@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +30,9 @@ from pipeline.process import (
 from pipeline.render import DOCUMENT_SUFFIXES, count_pages
 
 log = logging.getLogger(__name__)
+
+# Pages ingested ahead of recognition: enough to keep the model fed, few enough to bound memory.
+INGEST_AHEAD_PAGES = 4
 
 
 @dataclass
@@ -153,25 +158,81 @@ class LocalRunner:
         return self._recognizer
 
     def run(self, paths: Sequence[Path], progress=None) -> RunSummary:
-        """Process `paths` (files); `progress` is a tqdm-like bar over pages, or None."""
+        """Process `paths` (files); `progress` is a tqdm-like bar over pages, or None.
+
+        Ingest (render, segment, save) runs on a thread ahead of recognition, so the pages of the
+        next documents are prepared while the model reads the current lines (on a GPU the two
+        overlap fully). The queue between them is small, so memory stays bounded.
+        """
         started = time.perf_counter()
         settings_dict = {"model": self.settings.model, "dpi": self.settings.render.dpi,
                          "beam": self.settings.recognize.beam,
                          "formats": [e.name for e in self.exporters]}
         with session_scope(self.engine) as s:
             job_id = repo.create_job(s, settings=settings_dict).id
-        names = output_names(paths)
-        outcomes: list[DocumentOutcome] = []
-        for position, path in enumerate(paths):
-            outcome = DocumentOutcome(path)
-            outcomes.append(outcome)
-            self._process(job_id, position, path, names[path], outcome, progress)
-        self._flush(progress)
+        outcomes = [DocumentOutcome(path) for path in paths]
+        events: queue.Queue = queue.Queue(maxsize=INGEST_AHEAD_PAGES)
+        producer = threading.Thread(
+            target=self._ingest_all, args=(job_id, outcomes, events), name="quire-ingest", daemon=True
+        )
+        producer.start()
+        self._consume(events, progress)
+        producer.join()
         with session_scope(self.engine) as s:
             repo.update_job_counts(s, job_id)
         return RunSummary(outcomes, time.perf_counter() - started, job_id)
 
-    def _process(self, job_id, position, path, name, outcome, progress) -> None:
+    def _consume(self, events: queue.Queue, progress) -> None:
+        """Recognition side: take ingested pages, batch their lines, finish documents."""
+        min_batch = self.settings.recognize.batch_size
+        while True:
+            try:
+                event = events.get_nowait()
+            except queue.Empty:
+                # Nothing ingested yet: read what is buffered rather than wait idle.
+                if len(self._buffer) >= min_batch:
+                    self._flush(progress)
+                event = events.get()
+            kind = event[0]
+            if kind == "page":
+                _, pending, page = event
+                pending.outcome.pages += 1
+                pending.outcome.lines += len(page.line_ids)
+                pending.lines_left += len(page.line_ids)
+                self._buffer.extend((pending, lid, crop) for lid, crop in zip(page.line_ids, page.crops))
+                if progress is not None:
+                    progress.update(1)
+                if len(self._buffer) >= self.flush_lines:
+                    self._flush(progress)
+            elif kind == "ingested":
+                pending = event[1]
+                pending.ingested = True
+                if pending.lines_left == 0:
+                    self._finish(pending)
+            elif kind == "skipped":
+                if progress is not None:
+                    progress.total = max(0, (progress.total or 0) - event[1].pages)
+                    progress.refresh()
+            elif kind == "failed":
+                _, pending, outcome, path, exc = event
+                self._fail(pending, outcome, path, exc)
+            elif kind == "crash":
+                raise event[1]
+            else:  # "end"
+                self._flush(progress)
+                return
+
+    def _ingest_all(self, job_id: str, outcomes: list[DocumentOutcome], events: queue.Queue) -> None:
+        names = output_names([o.path for o in outcomes])
+        try:
+            for position, outcome in enumerate(outcomes):
+                self._ingest(job_id, position, outcome, names[outcome.path], events)
+            events.put(("end",))
+        except BaseException as exc:  # a bug, not bad input: stop the run and show it
+            events.put(("crash", exc))
+
+    def _ingest(self, job_id, position, outcome: DocumentOutcome, name: str, events: queue.Queue) -> None:
+        path = outcome.path
         pending: _Pending | None = None
         try:
             sha = file_sha256(path)
@@ -185,9 +246,7 @@ class LocalRunner:
                 if done:
                     outcome.status, outcome.pages = "skipped", doc.page_count or 0
                     self._write_outputs(outcome, name, write_exports(s, self.store, ref, self.exporters))
-                    if progress is not None:
-                        progress.total = max(0, (progress.total or 0) - outcome.pages)
-                        progress.refresh()
+                    events.put(("skipped", outcome))
                     return
                 repo.start_document(s, doc.id)
             pending = _Pending(ref, outcome, name)
@@ -195,21 +254,12 @@ class LocalRunner:
             if not self.store.exists(key):
                 self.store.put_file(key, path)
             for page in ingest_pages(self.engine, self.store, ref, path, self.settings.render, store_crops=False):
-                outcome.pages += 1
-                outcome.lines += len(page.line_ids)
-                pending.lines_left += len(page.line_ids)
-                self._buffer.extend((pending, lid, crop) for lid, crop in zip(page.line_ids, page.crops))
-                if progress is not None:
-                    progress.update(1)
-                if len(self._buffer) >= self.flush_lines:
-                    self._flush(progress)
-            pending.ingested = True
-            if pending.lines_left == 0:
-                self._finish(pending)
+                events.put(("page", pending, page))
+            events.put(("ingested", pending))
         except QuireError as exc:
-            self._fail(pending, outcome, path, exc)
+            events.put(("failed", pending, outcome, path, exc))
         except OSError as exc:  # unreadable file, full disk: this document fails, the run goes on
-            self._fail(pending, outcome, path, BadInputError(str(exc), source=str(path)))
+            events.put(("failed", pending, outcome, path, BadInputError(str(exc), source=str(path))))
 
     def _fail(self, pending: _Pending | None, outcome: DocumentOutcome, path: Path, exc: QuireError) -> None:
         log.warning("%s", exc)

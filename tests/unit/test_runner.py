@@ -1,0 +1,67 @@
+"""The local runner's driving logic: batching across documents, bugs surface instead of hanging."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from pipeline.config import Settings
+from pipeline.exporters import parse_formats
+from pipeline.runner import LocalRunner, collect_inputs, output_names
+from pipeline.types import LineText
+from tests.model_fixtures import LETTER_LINES, make_letter_page
+from tests.pagegen import make_pdf
+
+pytestmark = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils missing")
+DPI = 150
+
+
+class CountingRecognizer:
+    """Stands in for the model (this tests the driver, not recognition): records each batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def recognize(self, crops):
+        self.batches.append(len(crops))
+        return [LineText(f"line {i}", 0.5) for i in range(len(crops))]
+
+
+def runner(tmp_path, recognizer=None) -> LocalRunner:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'q.sqlite'}",
+                        storage_url=(tmp_path / "store").as_uri(), render={"dpi": DPI})
+    return LocalRunner(settings, exporters=parse_formats("txt"), out_dir=tmp_path / "out",
+                       recognizer_factory=lambda: recognizer or CountingRecognizer())
+
+
+def test_lines_of_several_documents_share_one_recognition_batch(tmp_path):
+    page = make_letter_page(DPI)
+    pdfs = [make_pdf([page] * n, tmp_path / f"doc{n}.pdf", dpi=DPI) for n in (1, 2, 3)]
+    counting = CountingRecognizer()
+    summary = runner(tmp_path, counting).run(pdfs)
+    assert summary.count("done") == 3 and summary.pages == 6
+    assert sum(counting.batches) == 6 * len(LETTER_LINES)
+    assert len(counting.batches) == 1  # 24 lines < one batch: read together, across documents
+    assert (tmp_path / "out" / "doc3.txt").read_text().count("\f") == 2
+
+
+def test_a_bug_in_ingest_stops_the_run_with_its_error(tmp_path, monkeypatch):
+    pdf = make_pdf([make_letter_page(DPI)], tmp_path / "a.pdf", dpi=DPI)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("segmenter bug")
+
+    monkeypatch.setattr("pipeline.process.segment_page", broken)
+    with pytest.raises(RuntimeError, match="segmenter bug"):
+        runner(tmp_path).run([pdf])
+
+
+def test_inputs_and_output_names(tmp_path):
+    (tmp_path / "a" / ".hidden").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    for rel in ("a/x.pdf", "a/.hidden/y.pdf", "a/notes.txt", "b/x.PDF", "b/z.tif"):
+        (tmp_path / rel).write_bytes(b"%PDF")
+    found = collect_inputs([tmp_path / "a", tmp_path / "b"])
+    assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/x.pdf", "b/x.PDF", "b/z.tif"]
+    assert list(output_names(found).values()) == ["x", "x-2", "z"]
