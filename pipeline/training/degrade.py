@@ -123,8 +123,8 @@ def crop(img: np.ndarray, rng: Rng, loose: float = 0.25) -> np.ndarray:
     bottom = int(rng.uniform(0, loose) * ih)
     left = int(rng.uniform(0, loose * 2) * ih)
     right = int(rng.uniform(0, loose * 2) * ih)
-    if rng.random() < 0.15:
-        # Segmenters sometimes shave a pixel or two off ascenders/descenders.
+    if rng.random() < 0.15 and ih > 8:
+        # Segmenters sometimes shave a pixel or two off ascenders/descenders (not off a dash).
         top, bottom = -int(rng.integers(0, 2)), -int(rng.integers(0, 2))
     out = np.full((ih + top + bottom, (x1 - x0) + left + right), 255, dtype=np.uint8)
     sy0, sy1 = max(0, y0 - top), min(h, y1 + bottom)

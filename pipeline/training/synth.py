@@ -6,6 +6,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -113,8 +114,13 @@ class LineSynthesizer:
             img = render_text(text, font, size, rng, jitter=jitter, spacing=spacing)
         if int((img < 128).sum()) < 4:
             return self.sample(max_chars)  # the font drew nothing visible for this text
-        img = degrade(img, self.np_rng, kind)
-        if int((img < 200).sum()) < 4:
+        try:
+            img = degrade(img, self.np_rng, kind)
+        except (cv2.error, ValueError):
+            # A rare random chain can shrink a tiny glyph to nothing; one bad draw must never
+            # stop a run of hours, so draw another line instead.
+            return self.sample(max_chars)
+        if img.size == 0 or int((img < 200).sum()) < 4:
             return self.sample(max_chars)
         return LineSample(letterbox(img, self.height, self.width), text, kind)
 

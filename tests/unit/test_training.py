@@ -243,3 +243,15 @@ def test_length_curriculum_grows_to_full_lines():
     assert curriculum_max_chars(1000, 1000, 120) is None and curriculum_max_chars(5, 0, 120) is None
     synth = LineSynthesizer(32, 512, seed=3)
     assert all(len(synth.sample(max_chars=12).text) <= 12 for _ in range(20))
+
+
+def test_degrade_never_empties_a_tiny_glyph():
+    import numpy as np
+
+    from pipeline.training.degrade import degrade
+
+    dash = np.full((3, 12), 255, np.uint8)
+    dash[1, 2:10] = 0  # a one-pixel-high rule, the case that once crashed a long run
+    for seed in range(300):
+        out = degrade(dash, np.random.default_rng(seed), ["printed", "receipt", "handwritten"][seed % 3])
+        assert out.ndim == 2 and out.size > 0
