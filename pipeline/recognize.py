@@ -78,6 +78,8 @@ class Recognizer:
                 "VisionEncoderDecoder checkpoint, or a hub name on a machine with internet access"
             ) from exc
         self.model.eval()
+        if not self.device.startswith("cuda"):
+            self.model.float()  # weights may be stored in bf16; CPU kernels are fastest in fp32
         if quantize:
             if self.device != "cpu":
                 raise ModelLoadError("--quantize (int8) is for CPU inference; drop it on GPU")
@@ -89,6 +91,7 @@ class Recognizer:
         self.model.to(self.device)
         if self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
             self.model.to(torch.bfloat16)
+
         self.input = _input_shape(self.processor, self.model)
         # Past the decoder's position table generation fails; small line models have short ones.
         positions = getattr(self.model.config.decoder, "max_position_embeddings", None)

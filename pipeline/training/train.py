@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -64,18 +65,20 @@ class TrainConfig:
 
 
 def load_or_build(cfg: TrainConfig) -> tuple[Any, Any]:
+    """The model to train, in float32 (a checkpoint may store bf16 weights to stay small)."""
     from transformers import AutoProcessor, VisionEncoderDecoderModel
 
     from pipeline.training.model import LineModelConfig, build_line_model
 
     out = Path(cfg.out_dir)
     if cfg.resume and (out / CHECKPOINT / "state.pt").exists():
-        return VisionEncoderDecoderModel.from_pretrained(out), AutoProcessor.from_pretrained(out)
-    if cfg.model == "new":
+        source = str(out)
+    elif cfg.model == "new":
         return build_line_model(LineModelConfig(**cfg.model_overrides))
-    return VisionEncoderDecoderModel.from_pretrained(cfg.model), AutoProcessor.from_pretrained(
-        cfg.model
-    )
+    else:
+        source = cfg.model
+    model = VisionEncoderDecoderModel.from_pretrained(source).float()
+    return model, AutoProcessor.from_pretrained(source)
 
 
 def lr_lambda(cfg: TrainConfig) -> Any:
@@ -89,14 +92,27 @@ def lr_lambda(cfg: TrainConfig) -> Any:
 
 
 def _compact(state: dict[str, Any]) -> dict[str, Any]:
-    # Adam moments in bf16 halve the checkpoint (kept < 50 MB); load_state_dict casts them back.
+    """Adam state small enough to commit: second moments in bf16, first moments dropped.
+
+    The first moment (momentum, beta1 0.9) rebuilds itself within a few dozen steps of a resume;
+    the second moment scales each weight's step and would take thousands, so it is kept.
+    """
     out = {"param_groups": state["param_groups"], "state": {}}
     for k, v in state["state"].items():
         out["state"][k] = {
             n: (t.to(torch.bfloat16) if t.is_floating_point() and t.dim() > 0 else t)
             for n, t in v.items()
+            if n != "exp_avg"
         }
     return out
+
+
+def _expand(state: dict[str, Any]) -> dict[str, Any]:
+    """Undo _compact: a zero first moment where it was dropped (load_state_dict casts the rest)."""
+    for v in state["state"].values():
+        if "exp_avg_sq" in v and "exp_avg" not in v:
+            v["exp_avg"] = torch.zeros_like(v["exp_avg_sq"], dtype=torch.float32)
+    return state
 
 
 def save(
@@ -115,7 +131,8 @@ def save(
     tmp = out / ".saving"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / CHECKPOINT).mkdir(parents=True)
-    model.save_pretrained(tmp)
+    # Shipped weights in bf16: half the size, and inference and training upcast them on load.
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(tmp)
     processor.save_pretrained(tmp)
     torch.save(_compact(opt.state_dict()), tmp / CHECKPOINT / "optimizer.pt")
     torch.save(
@@ -144,7 +161,7 @@ def save(
 def restore(out_dir: str, opt: Any, sched: Any) -> tuple[int, int, list[dict[str, Any]]]:
     ck = Path(out_dir) / CHECKPOINT
     state = torch.load(ck / "state.pt", weights_only=False)
-    opt.load_state_dict(torch.load(ck / "optimizer.pt", weights_only=False))
+    opt.load_state_dict(_expand(torch.load(ck / "optimizer.pt", weights_only=False)))
     sched.load_state_dict(state["scheduler"])
     random.setstate(state["rng"]["python"])
     np.random.set_state(state["rng"]["numpy"])
