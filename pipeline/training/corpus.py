@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 import random
 import re
 import string
@@ -51,10 +52,16 @@ RECEIPT_ITEMS = _words(
 CURRENCIES = ("$", "£", "€", "RM", "USD ", "EUR ", "")
 
 
+def _asset_paths(relative: str) -> tuple[str, ...]:
+    """The packed copy under $QUIRE_TRAIN_ASSETS (a GPU host has no Debian word lists or docs)."""
+    root = os.environ.get("QUIRE_TRAIN_ASSETS")
+    return (str(Path(root) / relative),) if root else ()
+
+
 @lru_cache(maxsize=1)
 def dictionary_words() -> tuple[str, ...]:
     """English words from the installed word list (wamerican), fallback to a built-in list."""
-    for path in DICT_PATHS:
+    for path in _asset_paths("words") + DICT_PATHS:
         p = Path(path)
         if p.exists():
             words = [w.strip() for w in p.read_text(encoding="utf-8", errors="ignore").splitlines()]
@@ -69,7 +76,7 @@ def prose_lines(max_files: int = 400, max_lines: int = 60000) -> tuple[str, ...]
     """Lines of real English prose from licence and copyright files installed on the machine."""
     out: list[str] = []
     files: list[str] = []
-    for pattern in PROSE_GLOBS:
+    for pattern in _asset_paths("prose/*.txt") + PROSE_GLOBS:
         files.extend(sorted(glob.glob(pattern)))
     for f in files[:max_files]:
         try:

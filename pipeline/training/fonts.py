@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from PIL import ImageFont
 
@@ -103,11 +105,17 @@ def classify(family: str, style: str) -> str:
     return "serif"
 
 
-@lru_cache(maxsize=1)
-def discover_fonts() -> tuple[FontInfo, ...]:
-    """All usable fonts on this machine that draw at least ASCII letters and digits."""
+FONT_LIST = "fonts.tsv"  # in a packed asset folder: file|family|style|charset per line
+
+
+def _font_list() -> str:
+    """fc-list's answer, or the packed list under $QUIRE_TRAIN_ASSETS (hosts without the fonts)."""
+    root = os.environ.get("QUIRE_TRAIN_ASSETS")
+    if root:
+        lines = (Path(root) / FONT_LIST).read_text(encoding="utf-8").splitlines()
+        return "\n".join(str(Path(root) / line) for line in lines if line)
     try:
-        out = subprocess.run(
+        return subprocess.run(
             ["fc-list", "--format", "%{file}|%{family[0]}|%{style[0]}|%{charset}\n"],
             capture_output=True,
             text=True,
@@ -116,6 +124,27 @@ def discover_fonts() -> tuple[FontInfo, ...]:
         ).stdout
     except (OSError, subprocess.SubprocessError) as exc:
         raise RuntimeError(f"fc-list failed; install fontconfig and fonts: {exc}") from exc
+
+
+def charset_spec(points: frozenset[int]) -> str:
+    """The inverse of _parse_charset: code points as fc-list style hex ranges."""
+    ranges: list[str] = []
+    ordered = sorted(points)
+    start = prev = ordered[0] if ordered else 0
+    for p in ordered[1:] + [None]:  # type: ignore[list-item]
+        if p is not None and p == prev + 1:
+            prev = p
+            continue
+        ranges.append(f"{start:x}" if start == prev else f"{start:x}-{prev:x}")
+        if p is not None:
+            start = prev = p
+    return " ".join(ranges) if ordered else ""
+
+
+@lru_cache(maxsize=1)
+def discover_fonts() -> tuple[FontInfo, ...]:
+    """All usable fonts on this machine that draw at least ASCII letters and digits."""
+    out = _font_list()
     fonts: dict[str, FontInfo] = {}
     needed = {ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"}
     for line in out.splitlines():

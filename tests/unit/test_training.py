@@ -255,3 +255,28 @@ def test_degrade_never_empties_a_tiny_glyph():
     for seed in range(300):
         out = degrade(dash, np.random.default_rng(seed), ["printed", "receipt", "handwritten"][seed % 3])
         assert out.ndim == 2 and out.size > 0
+
+
+def test_packed_training_assets_replace_the_installed_fonts_and_words(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from pipeline.training import corpus, fonts
+
+    assert fonts._parse_charset(fonts.charset_spec(frozenset({32, 33, 34, 65, 97, 98}))) == {32, 33, 34, 65, 97, 98}
+    out = tmp_path / "assets"
+    monkeypatch.delenv("QUIRE_TRAIN_ASSETS", raising=False)
+    script = Path(__file__).resolve().parents[2] / "bench" / "pack_training_assets.py"
+    subprocess.run([sys.executable, str(script), "--out", str(out), "--font-mb", "1"],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("QUIRE_TRAIN_ASSETS", str(out))
+    for cached in (fonts.discover_fonts, corpus.dictionary_words, corpus.prose_lines):
+        cached.cache_clear()
+    try:
+        packed = fonts.discover_fonts()
+        assert packed and all(f.path.startswith(str(out)) for f in packed)
+        assert any(f.kind == "handwriting" for f in packed)
+        assert len(corpus.dictionary_words()) > 1000 and corpus.prose_lines()
+    finally:
+        for cached in (fonts.discover_fonts, corpus.dictionary_words, corpus.prose_lines):
+            cached.cache_clear()

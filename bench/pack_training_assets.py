@@ -1,0 +1,50 @@
+"""Pack what synthetic-line training reads from Debian packages (fonts, word list, prose) into one
+folder, so training can run on a host without them (e.g. a GPU machine reached by copying files).
+
+Usage: python bench/pack_training_assets.py [--out .train-assets] [--font-mb 20]
+Then on the other host: QUIRE_TRAIN_ASSETS=.train-assets python -m pipeline.training.train ...
+Handwriting fonts are always kept; the others are taken smallest first up to --font-mb.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+from pipeline.training.corpus import dictionary_words, prose_lines
+from pipeline.training.fonts import FONT_LIST, charset_spec, discover_fonts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=".train-assets")
+    parser.add_argument("--font-mb", type=float, default=20.0)
+    args = parser.parse_args()
+    if os.environ.get("QUIRE_TRAIN_ASSETS"):
+        raise SystemExit("unset QUIRE_TRAIN_ASSETS: packing reads the installed fonts")
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "fonts").mkdir(parents=True)
+    (out / "prose").mkdir()
+    fonts = sorted(discover_fonts(), key=lambda f: (f.kind != "handwriting", os.path.getsize(f.path)))
+    budget, used, rows, kinds = args.font_mb * 1e6, 0, [], {}
+    for font in fonts:
+        size = os.path.getsize(font.path)
+        if font.kind != "handwriting" and used + size > budget:
+            continue
+        name = f"{len(rows):03d}-{Path(font.path).name}"
+        shutil.copy(font.path, out / "fonts" / name)
+        rows.append(f"fonts/{name}|{font.family}|{font.style}|{charset_spec(font.charset)}")
+        used += size
+        kinds[font.kind] = kinds.get(font.kind, 0) + 1
+    (out / FONT_LIST).write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (out / "words").write_text("\n".join(dictionary_words()) + "\n", encoding="utf-8")
+    (out / "prose" / "prose.txt").write_text("\n".join(prose_lines()) + "\n", encoding="utf-8")
+    total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"{out}: {len(rows)} fonts {kinds}, {total / 1e6:.1f} MB in all")
+
+
+if __name__ == "__main__":
+    main()
