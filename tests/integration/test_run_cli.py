@@ -141,3 +141,10 @@ def test_db_upgrade_creates_the_schema(tmp_path, env):
     assert result.exit_code == 0 and "up to date" in result.output
     tables = {r[0] for r in sqlite3.connect(tmp_path / "server.sqlite").execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"jobs", "documents", "job_documents", "pages", "lines"} <= tables
+
+
+def test_progress_bar_counts_pages_and_lines(tmp_path, letter, env):
+    result = quire("run", str(letter[0]), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "OCR" in result.output and "1/1" in result.output and "page" in result.output
+    assert f"lines={len(LETTER_LINES)}" in result.output
