@@ -5,15 +5,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from pipeline import storage
-from pipeline.config import RenderOptions
+from pipeline.config import RenderOptions, Settings
 from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.exporters import Exporter
@@ -37,6 +38,31 @@ def profile_key(*, model: str, dpi: int, beam: int) -> str:
     """A short hash of everything that changes the result; the same file under it is not redone."""
     spec = json.dumps({"model": model, "dpi": dpi, "beam": beam, "seg": SEGMENTER_VERSION}, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What a job asks for: these decide the document profile (model, dpi, beam) and exports."""
+
+    model: str
+    dpi: int
+    beam: int
+    formats: tuple[str, ...] = ("text", "json")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, model: str | None = None,
+                      dpi: int | None = None, beam: int | None = None,
+                      formats: Iterable[str] | None = None) -> JobOptions:
+        return cls(model or settings.model, dpi or settings.render.dpi,
+                   beam or settings.recognize.beam, tuple(formats or ("text", "json")))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "dpi": self.dpi, "beam": self.beam,
+                "formats": list(self.formats)}
+
+    @property
+    def profile(self) -> str:
+        return profile_key(model=self.model, dpi=self.dpi, beam=self.beam)
 
 
 @dataclass(frozen=True)

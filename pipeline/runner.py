@@ -20,10 +20,10 @@ from pipeline.errors import BadInputError, QuireError
 from pipeline.exporters import Exporter
 from pipeline.process import (
     DocumentRef,
+    JobOptions,
     file_sha256,
     finish_document,
     ingest_pages,
-    profile_key,
     save_texts,
     write_exports,
 )
@@ -136,9 +136,8 @@ class LocalRunner:
         upgrade(url)  # the embedded default migrates itself
         self.engine = make_engine(url)
         self.store = storage.open_store(settings.resolved_storage_url(), settings.s3_endpoint_url)
-        self.profile = profile_key(
-            model=settings.model, dpi=settings.render.dpi, beam=settings.recognize.beam
-        )
+        self.options = JobOptions.from_settings(settings, formats=[e.name for e in exporters])
+        self.profile = self.options.profile
         self._buffer: list[tuple[_Pending, int, np.ndarray]] = []
         self.lines_done = 0
 
@@ -165,11 +164,8 @@ class LocalRunner:
         overlap fully). The queue between them is small, so memory stays bounded.
         """
         started = time.perf_counter()
-        settings_dict = {"model": self.settings.model, "dpi": self.settings.render.dpi,
-                         "beam": self.settings.recognize.beam,
-                         "formats": [e.name for e in self.exporters]}
         with session_scope(self.engine) as s:
-            job_id = repo.create_job(s, settings=settings_dict).id
+            job_id = repo.create_job(s, settings=self.options.as_dict()).id
         outcomes = [DocumentOutcome(path) for path in paths]
         events: queue.Queue = queue.Queue(maxsize=INGEST_AHEAD_PAGES)
         producer = threading.Thread(
@@ -228,7 +224,7 @@ class LocalRunner:
             for position, outcome in enumerate(outcomes):
                 self._ingest(job_id, position, outcome, names[outcome.path], events)
             events.put(("end",))
-        except BaseException as exc:  # a bug, not bad input: stop the run and show it
+        except BaseException as exc:  # noqa: BLE001 - a bug, not bad input: re-raised by the consumer
             events.put(("crash", exc))
 
     def _ingest(self, job_id, position, outcome: DocumentOutcome, name: str, events: queue.Queue) -> None:
@@ -264,26 +260,10 @@ class LocalRunner:
     def _fail(self, pending: _Pending | None, outcome: DocumentOutcome, path: Path, exc: QuireError) -> None:
         log.warning("%s", exc)
         outcome.status, outcome.error = "failed", exc.reason
-        if pending is not None:
+        if pending is not None:  # else the file failed before it had a row (unreadable)
             self._buffer = [item for item in self._buffer if item[0] is not pending]
             with session_scope(self.engine) as s:
                 repo.fail_document(s, pending.ref.id, exc.reason)
-        else:
-            self._record_unregistered_failure(path, exc)
-
-    def _record_unregistered_failure(self, path: Path, exc: QuireError) -> None:
-        """A file that failed before it had a document row (unreadable) still gets one, failed."""
-        try:
-            sha = file_sha256(path)
-            size = path.stat().st_size
-        except OSError:
-            return
-        with session_scope(self.engine) as s:
-            doc, _ = repo.upsert_document(
-                s, sha256=sha, profile=self.profile, name=path.name,
-                source_uri=path.resolve().as_uri(), size_bytes=size,
-            )
-            repo.fail_document(s, doc.id, exc.reason)
 
     def _flush(self, progress) -> None:
         """Recognize every buffered line (sorted by width inside the Recognizer) and save the text."""

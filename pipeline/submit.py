@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from urllib.parse import urlparse
 
 from sqlalchemy import Engine
@@ -25,36 +25,11 @@ from pipeline.db import repo
 from pipeline.db.models import DocumentStatus
 from pipeline.db.session import session_scope
 from pipeline.errors import BadInputError
-from pipeline.process import file_sha256, profile_key
+from pipeline.process import JobOptions, file_sha256
 from pipeline.queue import INGEST, send
 from pipeline.render import DOCUMENT_SUFFIXES
 
 Enqueue = Callable[..., None]
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """What a job asks for: these decide the document profile (model, dpi, beam) and exports."""
-
-    model: str
-    dpi: int
-    beam: int
-    formats: tuple[str, ...] = ("text", "json")
-
-    @classmethod
-    def from_settings(cls, settings: Settings, *, model: str | None = None,
-                      dpi: int | None = None, beam: int | None = None,
-                      formats: Iterable[str] | None = None) -> JobOptions:
-        return cls(model or settings.model, dpi or settings.render.dpi,
-                   beam or settings.recognize.beam, tuple(formats or ("text", "json")))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "dpi": self.dpi, "beam": self.beam,
-                "formats": list(self.formats)}
-
-    @property
-    def profile(self) -> str:
-        return profile_key(model=self.model, dpi=self.dpi, beam=self.beam)
 
 
 @dataclass(frozen=True)
