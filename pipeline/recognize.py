@@ -60,6 +60,8 @@ class Recognizer:
         import transformers
         from transformers import AutoProcessor, VisionEncoderDecoderModel
 
+        import pipeline.line_encoder  # noqa: F401  registers Quire's encoder with transformers' Auto*
+
         # Quire reports its own progress; the library's load bars and notices are noise here.
         transformers.logging.set_verbosity_error()
         transformers.logging.disable_progress_bar()
@@ -86,7 +88,7 @@ class Recognizer:
             with warnings.catch_warnings():  # deprecated in favour of torchao, still the CPU path
                 warnings.simplefilter("ignore")
                 self.model = torch.ao.quantization.quantize_dynamic(
-                    self.model, {torch.nn.Linear}, dtype=torch.qint8
+                    self.model, _quantizable_linears(self.model), dtype=torch.qint8
                 )
         self.model.to(self.device)
         if self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
@@ -130,17 +132,56 @@ class Recognizer:
 
         pixels = self._pixel_values(crops).to(self.device, dtype=next(self.model.parameters()).dtype)
         with torch.inference_mode():
+            encoded = self.model.encoder(pixel_values=pixels)
+            hidden = encoded.last_hidden_state  # generate expands `encoded` in place for beams
             out = self.model.generate(
                 pixel_values=pixels,
+                encoder_outputs=encoded,
                 max_new_tokens=self.max_new_tokens,
                 num_beams=self.beam,
                 do_sample=False,
                 output_scores=True,
                 return_dict_in_generate=True,
             )
+            confidences = self._confidences(out)
+            agreement = self._ctc_agreement(hidden, out.sequences)
+        if agreement is not None:
+            # Both readings must agree for a high score: the decoder alone can be confidently
+            # wrong (a fluent guess), the encoder's CTC reading has no language model to guess with.
+            confidences = [math.sqrt(c * a) for c, a in zip(confidences, agreement)]
         texts = self.processor.batch_decode(out.sequences, skip_special_tokens=True)
-        confidences = self._confidences(out)
         return [LineText(t.strip(), c) for t, c in zip(texts, confidences)]
+
+    def _ctc_agreement(self, hidden, sequences) -> list[float] | None:
+        """How likely the encoder's CTC head finds the decoder's text: exp(-NLL per character).
+
+        None for models without a CTC head (e.g. microsoft/trocr-*).
+        """
+        import torch
+
+        encoder = self.model.encoder
+        if getattr(encoder, "ctc_head", None) is None:
+            return None
+        config = self.model.generation_config
+        special = {config.pad_token_id, config.eos_token_id, config.decoder_start_token_id,
+                   config.bos_token_id}
+        targets = [[t for t in row if t not in special] for row in sequences.tolist()]
+        log_probs = encoder.ctc_log_probs(hidden)  # B, T, V
+        lengths = torch.tensor([len(t) for t in targets])
+        padded = torch.zeros(len(targets), max(1, int(lengths.max())), dtype=torch.long)
+        for i, t in enumerate(targets):
+            padded[i, : len(t)] = torch.tensor(t, dtype=torch.long)
+        nll = torch.nn.functional.ctc_loss(
+            log_probs.transpose(0, 1),
+            padded.to(log_probs.device),
+            torch.full((len(targets),), log_probs.shape[1], dtype=torch.long),
+            lengths,
+            blank=encoder.config.ctc_blank_id,
+            reduction="none",
+            zero_infinity=False,  # text longer than the encoder's columns is impossible: score 0
+        ).cpu()
+        per_char = nll / (lengths + 1).float()
+        return [float(math.exp(-x)) if math.isfinite(x) else 0.0 for x in per_char.tolist()]
 
     def _confidences(self, out) -> list[float]:
         """Geometric mean of the chosen tokens' probabilities (EOS included), per line."""
@@ -164,6 +205,27 @@ class Recognizer:
             finite = [s for s in kept if math.isfinite(s)]
             confidences.append(float(math.exp(sum(finite) / len(finite))) if finite else 0.0)
         return confidences
+
+
+def _quantizable_linears(model) -> set[str]:
+    """Names of the Linear layers int8 dynamic quantization can replace.
+
+    Layers inside torch's TransformerEncoderLayer stay fp32: its fused inference path reads
+    `linear.weight` as a tensor, which a quantized Linear no longer has.
+    """
+    import torch
+
+    inside = {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.TransformerEncoderLayer)
+    }
+    return {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+        and not any(name.startswith(prefix + ".") for prefix in inside)
+    }
 
 
 def _aspect(crop: np.ndarray) -> float:

@@ -46,6 +46,7 @@ def build_memorising_model(
     import torch
 
     from pipeline.training.model import LineModelConfig, build_line_model
+    from pipeline.training.train import training_loss
 
     torch.manual_seed(0)
     cfg = LineModelConfig.tiny()
@@ -59,12 +60,15 @@ def build_memorising_model(
     labels = torch.tensor([i + [-100] * (width - len(i)) for i in ids])
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
+    specials = {tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id}
     for _ in range(steps):
-        loss = model(pixel_values=pixels, labels=labels).loss
+        # The same loss as `quire train`: decoder cross-entropy plus the encoder's CTC reading,
+        # which the recognizer's confidence relies on.
+        loss, parts = training_loss(model, pixels, labels, 0.5, specials)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if loss.item() < 0.01:
+        if parts["ce"] < 0.01 and parts["ctc"] < 0.05:
             break
     model.eval()
     model.save_pretrained(path)

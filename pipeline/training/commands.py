@@ -50,6 +50,10 @@ def train_command(
     curriculum_lines: Annotated[
         int, typer.Option(help="Synthetic lines grow from short to full length over this many lines (0: off).")
     ] = 0,
+    ctc_weight: Annotated[
+        float,
+        typer.Option(help="Weight of the encoder's CTC loss (Quire's line models; 0: off)."),
+    ] = 0.5,
 ) -> None:
     """Train or fine-tune a line recognition model; resumes from OUT/checkpoint when present."""
     from pipeline.training.train import TrainConfig, train
@@ -74,6 +78,7 @@ def train_command(
             resume=resume,
             seed=seed,
             curriculum_lines=curriculum_lines,
+            ctc_weight=ctc_weight,
         )
     )
     typer.echo(json.dumps(result))
@@ -84,7 +89,7 @@ def _recognizer_fn(model: str, device: str, beam: int, quantize: bool, batch_siz
     from pipeline.recognize import Recognizer
 
     rec = Recognizer(model, device=device, beam=beam, quantize=quantize, batch_size=batch_size)
-    return lambda crops: [line.text for line in rec.recognize(crops)]
+    return lambda crops: [(line.text, line.confidence) for line in rec.recognize(crops)]
 
 
 def eval_command(
@@ -127,8 +132,14 @@ def eval_command(
         f"{report.directory}: {report.lines} lines  CER {report.cer:.2%}  WER {report.wer:.2%}"
         f"{'  (folded)' if fold else ''}  {report.lines_per_second:.1f} lines/s"
     )
+    if report.cer_by_confidence:
+        kept = "  ".join(f"top {k} {v:.2%}" for k, v in report.cer_by_confidence.items())
+        typer.echo(f"  CER of the most confident lines: {kept}")
     for line in report.worst:
-        typer.echo(f"  {line.cer:6.1%}  {line.name}: {line.reference!r} -> {line.hypothesis!r}")
+        conf = f"  conf {line.confidence:.2f}" if line.confidence is not None else ""
+        typer.echo(
+            f"  {line.cer:6.1%}{conf}  {line.name}: {line.reference!r} -> {line.hypothesis!r}"
+        )
     if json_out:
         json_out.write_text(
             json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8"

@@ -87,6 +87,7 @@ class LineResult:
     reference: str
     hypothesis: str
     cer: float
+    confidence: float | None = None
 
 
 @dataclass
@@ -101,6 +102,8 @@ class EvalReport:
     seconds: float
     lines_per_second: float
     worst: list[LineResult] = field(default_factory=list)
+    # CER of the most confident lines, e.g. {"90%": 0.01}: how well confidence flags bad lines.
+    cer_by_confidence: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,29 +132,51 @@ def read_gray(path: Path) -> np.ndarray:
         return np.asarray(im.convert("L"))
 
 
+COVERAGES = (0.5, 0.8, 0.9)
+
+
+def cer_by_confidence(
+    refs: Sequence[str], hyps: Sequence[str], confidences: Sequence[float], fold: bool = False
+) -> dict[str, float]:
+    """CER over the top 50/80/90% of lines ranked by confidence (a useful score lowers it)."""
+    ranked = sorted(range(len(refs)), key=lambda i: -confidences[i])
+    out: dict[str, float] = {}
+    for coverage in COVERAGES:
+        keep = ranked[: max(1, round(coverage * len(ranked)))]
+        out[f"{coverage:.0%}"] = cer([refs[i] for i in keep], [hyps[i] for i in keep], fold)
+    return out
+
+
 def evaluate_dir(
     directory: str | Path,
-    recognizer_fn: Callable[[list[np.ndarray]], list[str]],
+    recognizer_fn: Callable[[list[np.ndarray]], Sequence[str | tuple[str, float]]],
     *,
     fold: bool = False,
     batch_size: int = 32,
     n_worst: int = 10,
 ) -> EvalReport:
-    """Run `recognizer_fn` (gray crops -> texts) over a folder of line images and score it."""
+    """Run `recognizer_fn` over a folder of line images and score it.
+
+    The function turns gray crops into texts, or into (text, confidence) pairs; with
+    confidences the report also says how the CER falls when only confident lines are kept.
+    """
     pairs = load_pairs(directory)
     if not pairs:
         raise FileNotFoundError(f"{directory}: no line images with .gt.txt ground truth")
     images = [read_gray(p) for p, _ in pairs]
     refs = [t for _, t in pairs]
-    hyps: list[str] = []
+    outputs: list[str | tuple[str, float]] = []
     start = time.perf_counter()
     for i in range(0, len(images), batch_size):
-        hyps.extend(recognizer_fn(images[i : i + batch_size]))
+        outputs.extend(recognizer_fn(images[i : i + batch_size]))
     seconds = time.perf_counter() - start
+    hyps = [o if isinstance(o, str) else o[0] for o in outputs]
+    confidences = [None if isinstance(o, str) else float(o[1]) for o in outputs]
     per_line = [
-        LineResult(p.name, r, h, cer([r], [h], fold))
-        for (p, _), r, h in zip(pairs, refs, hyps, strict=True)
+        LineResult(p.name, r, h, cer([r], [h], fold), c)
+        for (p, _), r, h, c in zip(pairs, refs, hyps, confidences, strict=True)
     ]
+    known = [c for c in confidences if c is not None]
     worst = sorted(per_line, key=lambda x: x.cer, reverse=True)[:n_worst]
     return EvalReport(
         directory=str(directory),
@@ -162,4 +187,7 @@ def evaluate_dir(
         seconds=seconds,
         lines_per_second=len(pairs) / max(seconds, 1e-9),
         worst=worst,
+        cer_by_confidence=cer_by_confidence(refs, hyps, known, fold)
+        if len(known) == len(hyps)
+        else {},
     )

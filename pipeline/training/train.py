@@ -45,6 +45,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    ctc_weight: float = 0.5  # weight of the encoder's CTC loss, for models with a CTC head
     freeze_encoder: bool = False
     val_every: int = 500
     curriculum_lines: int = 0  # synthetic text grows from short to full length over this many lines
@@ -79,6 +80,41 @@ def load_or_build(cfg: TrainConfig) -> tuple[Any, Any]:
         source = cfg.model
     model = VisionEncoderDecoderModel.from_pretrained(source).float()
     return model, AutoProcessor.from_pretrained(source)
+
+
+def ctc_loss(encoder: Any, hidden: torch.Tensor, labels: torch.Tensor, skip: set[int]) -> torch.Tensor:
+    """CTC loss of the encoder's own reading against the label characters (specials dropped)."""
+    log_probs = encoder.ctc_log_probs(hidden)  # B, T, V
+    keep = labels >= 0
+    for token in skip:
+        keep &= labels != token
+    targets = labels[keep]
+    target_lengths = keep.sum(1)
+    input_lengths = torch.full(
+        (labels.shape[0],), log_probs.shape[1], dtype=torch.long, device=labels.device
+    )
+    return torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1),
+        targets,
+        input_lengths,
+        target_lengths,
+        blank=encoder.config.ctc_blank_id,
+        zero_infinity=True,  # a line longer than the encoder's columns adds nothing, not inf
+    )
+
+
+def training_loss(
+    model: Any, pv: torch.Tensor, labels: torch.Tensor, ctc_weight: float, skip: set[int]
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Decoder cross-entropy, plus the weighted CTC loss where the encoder has a CTC head."""
+    encoder = model.encoder
+    if not ctc_weight or getattr(encoder, "ctc_head", None) is None:
+        loss = model(pixel_values=pv, labels=labels).loss
+        return loss, {"ce": loss.item()}
+    encoded = encoder(pixel_values=pv)
+    ce = model(encoder_outputs=encoded, labels=labels).loss
+    ctc = ctc_loss(encoder, encoded.last_hidden_state, labels, skip)
+    return ce + ctc_weight * ctc, {"ce": ce.item(), "ctc": ctc.item()}
 
 
 def lr_lambda(cfg: TrainConfig) -> Any:
@@ -254,6 +290,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.freeze_encoder:
         for p in model.encoder.parameters():
             p.requires_grad_(False)
+        cfg.ctc_weight = 0.0  # a frozen encoder has nothing to learn from CTC
+    tok = processor.tokenizer
+    specials = {t for t in (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) if t is not None}
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
@@ -290,7 +329,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     stop = _stop_on_signals()
     last_save = time.monotonic()
     t0, lines0 = time.monotonic(), lines
-    smooth: float | None = None
+    smooth: float | None = None  # the decoder's loss, comparable across models with and without CTC
+    smooth_ctc: float | None = None
     scores: dict[str, float] = {}
     # A new seed per resume so a resumed run sees fresh lines, not a replay of the first ones.
     data = batches(
@@ -308,7 +348,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         batch = next(data)
         pv, labels = batch["pixel_values"].to(device), batch["labels"].to(device)
         with autocast:
-            loss = model(pixel_values=pv, labels=labels).loss
+            loss, parts = training_loss(model, pv, labels, cfg.ctc_weight, specials)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -316,7 +356,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         sched.step()
         step += 1
         lines += len(batch["texts"])
-        smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
+        smooth = parts["ce"] if smooth is None else 0.98 * smooth + 0.02 * parts["ce"]
+        if "ctc" in parts:
+            smooth_ctc = parts["ctc"] if smooth_ctc is None else 0.98 * smooth_ctc + 0.02 * parts["ctc"]
         rate = (lines - lines0) / max(1e-9, time.monotonic() - t0)
         bar.update(1)
         bar.set_postfix(
@@ -332,6 +374,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                         "step": step,
                         "lines_seen": lines,
                         "loss": round(smooth, 4),
+                        **({"ctc_loss": round(smooth_ctc, 4)} if smooth_ctc is not None else {}),
                         "lr": float(f"{sched.get_last_lr()[0]:.3g}"),
                         "lines_per_s": round(rate, 2),
                         "time": time.strftime("%H:%M:%S"),
@@ -346,6 +389,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                     "step": step,
                     "lines_seen": lines,
                     "loss": round(smooth, 4),
+                    **({"ctc_loss": round(smooth_ctc, 4)} if smooth_ctc is not None else {}),
                     "lines_per_s": round(rate, 2),
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                     **scores,
@@ -391,6 +435,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         ("threads", int),
         ("seed", int),
         ("curriculum-lines", int),
+        ("ctc-weight", float),
     ):
         p.add_argument(
             f"--{name}", type=typ, default=getattr(TrainConfig, name.replace("-", "_"), None)

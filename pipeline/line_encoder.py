@@ -1,0 +1,150 @@
+"""Quire's line encoder: a small convolutional stem, then a few transformer layers, with a CTC head.
+
+Why not a plain ViT: trained from scratch on a CPU budget, a ViT must learn locality from data
+and barely starts reading after 100,000 lines. Convolutions bring that prior for free, and the
+CTC head gives the encoder a per-column character signal while training, so the decoder's
+cross-attention has something sensible to attend to early. At inference the CTC head also
+provides an independent reading used to score the decoder's text (see pipeline.recognize).
+
+The classes register themselves with transformers' Auto* factories on import, so a
+VisionEncoderDecoderModel with this encoder saves and loads through the usual
+`from_pretrained` once `pipeline.line_encoder` is imported.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput
+
+MODEL_TYPE = "quire_line_encoder"
+
+
+class LineEncoderConfig(PretrainedConfig):
+    model_type = MODEL_TYPE
+
+    def __init__(
+        self,
+        num_channels: int = 1,
+        image_height: int = 32,
+        stem_channels: tuple[int, ...] = (16, 32, 64, 128, 256),
+        # Pooling after each stem stage as (height, width): 32 px tall lines end 1 px tall,
+        # one token per 8 px column, so a 1024 px line gives 128 tokens.
+        stem_pools: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 2), (2, 1), (2, 1)),
+        hidden_size: int = 256,
+        num_hidden_layers: int = 2,
+        num_attention_heads: int = 4,
+        intermediate_size: int = 1024,
+        max_tokens: int = 512,
+        dropout: float = 0.1,
+        ctc_vocab_size: int = 0,  # 0: no CTC head; else the tokenizer's size, blank = pad id
+        ctc_blank_id: int = 0,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_channels = num_channels
+        self.image_height = image_height
+        self.stem_channels = list(stem_channels)
+        self.stem_pools = [list(p) for p in stem_pools]
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.max_tokens = max_tokens
+        self.dropout = dropout
+        self.ctc_vocab_size = ctc_vocab_size
+        self.ctc_blank_id = ctc_blank_id
+
+
+class LineEncoder(PreTrainedModel):
+    config_class = LineEncoderConfig
+    base_model_prefix = "line_encoder"
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: LineEncoderConfig) -> None:
+        super().__init__(config)
+        layers: list[nn.Module] = []
+        channels = config.num_channels
+        for out, (ph, pw) in zip(config.stem_channels, config.stem_pools):
+            layers += [
+                nn.Conv2d(channels, out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(out),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d((ph, pw)),
+            ]
+            channels = out
+        self.stem = nn.Sequential(*layers)
+        self.proj = nn.Linear(channels, config.hidden_size)
+        self.positions = nn.Embedding(config.max_tokens, config.hidden_size)
+        self.dropout = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(
+            nn.TransformerEncoderLayer(
+                config.hidden_size,
+                config.num_attention_heads,
+                config.intermediate_size,
+                dropout=config.dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(config.num_hidden_layers)
+        )
+        self.norm = nn.LayerNorm(config.hidden_size)
+        self.ctc_head = (
+            nn.Linear(config.hidden_size, config.ctc_vocab_size) if config.ctc_vocab_size else None
+        )
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.Linear):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.trunc_normal_(module.weight, std=0.02)
+        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm2d)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutput | tuple[torch.Tensor, ...]:
+        features = self.stem(pixel_values)  # B, C, H', W'
+        tokens = features.mean(dim=2).transpose(1, 2)  # any height left is averaged: B, W', C
+        if tokens.shape[1] > self.config.max_tokens:
+            raise ValueError(
+                f"line is {tokens.shape[1]} tokens wide; this encoder takes at most "
+                f"{self.config.max_tokens}"
+            )
+        x = self.proj(tokens) + self.positions.weight[: tokens.shape[1]]
+        x = self.dropout(x)
+        hidden_states = [x] if output_hidden_states else None
+        for layer in self.layers:
+            x = layer(x)
+            if hidden_states is not None:
+                hidden_states.append(x)
+        x = self.norm(x)
+        if return_dict is False:
+            return (x,) if hidden_states is None else (x, tuple(hidden_states))
+        return BaseModelOutput(
+            last_hidden_state=x,
+            hidden_states=tuple(hidden_states) if hidden_states is not None else None,
+        )
+
+    def ctc_log_probs(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """Per-token log-probabilities over the vocabulary (blank = ctc_blank_id): B, T, V."""
+        if self.ctc_head is None:
+            raise ValueError("this encoder was built without a CTC head")
+        return self.ctc_head(last_hidden_state).float().log_softmax(-1)
+
+
+AutoConfig.register(MODEL_TYPE, LineEncoderConfig, exist_ok=True)
+AutoModel.register(LineEncoderConfig, LineEncoder, exist_ok=True)
