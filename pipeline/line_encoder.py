@@ -146,5 +146,30 @@ class LineEncoder(PreTrainedModel):
         return self.ctc_head(last_hidden_state).float().log_softmax(-1)
 
 
+def ctc_greedy(log_probs: torch.Tensor, blank: int) -> list[tuple[list[int], float]]:
+    """Best-path CTC decoding: per line, the token ids and a confidence in [0, 1].
+
+    The confidence is the geometric mean of each emitted character's peak probability, so one
+    doubtful character in a short line pulls it down as much as it should.
+    """
+    best_lp, best = log_probs.max(-1)  # B, T
+    out: list[tuple[list[int], float]] = []
+    for ids, lps in zip(best.tolist(), best_lp.tolist()):
+        tokens: list[int] = []
+        peaks: list[float] = []
+        prev = blank
+        for token, lp in zip(ids, lps):
+            if token != blank and token != prev:
+                tokens.append(token)
+                peaks.append(lp)
+            elif token != blank and token == prev:
+                peaks[-1] = max(peaks[-1], lp)  # the same character held over several columns
+            prev = token
+        # A line read as empty is scored by how sure the model is that it is blank.
+        score = sum(peaks) / len(peaks) if peaks else sum(lps) / max(1, len(lps))
+        out.append((tokens, float(torch.tensor(score).exp())))
+    return out
+
+
 AutoConfig.register(MODEL_TYPE, LineEncoderConfig, exist_ok=True)
 AutoModel.register(LineEncoderConfig, LineEncoder, exist_ok=True)

@@ -55,6 +55,7 @@ class Recognizer:
         batch_size: int = 32,
         max_new_tokens: int = 160,
         quantize: bool = False,
+        decode: str = "auto",
     ) -> None:
         import torch
         import transformers
@@ -94,6 +95,7 @@ class Recognizer:
         if self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
             self.model.to(torch.bfloat16)
 
+        self.decode = _pick_decoding(decode, self.model)
         self.input = _input_shape(self.processor, self.model)
         # Past the decoder's position table generation fails; small line models have short ones.
         positions = getattr(self.model.config.decoder, "max_position_embeddings", None)
@@ -131,6 +133,8 @@ class Recognizer:
         import torch
 
         pixels = self._pixel_values(crops).to(self.device, dtype=next(self.model.parameters()).dtype)
+        if self.decode == "ctc":
+            return self._recognize_ctc(pixels)
         with torch.inference_mode():
             encoded = self.model.encoder(pixel_values=pixels)
             hidden = encoded.last_hidden_state  # generate expands `encoded` in place for beams
@@ -151,6 +155,19 @@ class Recognizer:
             confidences = [math.sqrt(c * a) for c, a in zip(confidences, agreement)]
         texts = self.processor.batch_decode(out.sequences, skip_special_tokens=True)
         return [LineText(t.strip(), c) for t, c in zip(texts, confidences)]
+
+    def _recognize_ctc(self, pixels) -> list[LineText]:
+        """One encoder pass, no autoregressive loop: the encoder's CTC head reads the line."""
+        import torch
+
+        from pipeline.line_encoder import ctc_greedy
+
+        encoder = self.model.encoder
+        with torch.inference_mode():
+            log_probs = encoder.ctc_log_probs(encoder(pixel_values=pixels).last_hidden_state)
+        decoded = ctc_greedy(log_probs, encoder.config.ctc_blank_id)
+        texts = self.processor.batch_decode([ids for ids, _ in decoded], skip_special_tokens=True)
+        return [LineText(t.strip(), c) for t, (_, c) in zip(texts, decoded)]
 
     def _ctc_agreement(self, hidden, sequences) -> list[float] | None:
         """How likely the encoder's CTC head finds the decoder's text: exp(-NLL per character).
@@ -205,6 +222,26 @@ class Recognizer:
             finite = [s for s in kept if math.isfinite(s)]
             confidences.append(float(math.exp(sum(finite) / len(finite))) if finite else 0.0)
         return confidences
+
+
+DECODINGS = ("auto", "attention", "ctc")
+
+
+def _pick_decoding(requested: str, model) -> str:
+    """'attention' (the decoder generates) or 'ctc' (the encoder's CTC head reads).
+
+    'auto' takes what training measured as better on held-out synthetic lines and stored in the
+    model's config (`quire_decoding`); models without that note decode with attention.
+    """
+    if requested not in DECODINGS:
+        raise ModelLoadError(f"decode must be one of {', '.join(DECODINGS)}, not {requested!r}")
+    has_ctc = getattr(model.encoder, "ctc_head", None) is not None
+    if requested == "auto":
+        requested = getattr(model.config, "quire_decoding", None) or "attention"
+        return requested if requested != "ctc" or has_ctc else "attention"
+    if requested == "ctc" and not has_ctc:
+        raise ModelLoadError("this model has no CTC head; decode with 'attention'")
+    return requested
 
 
 def _quantizable_linears(model) -> set[str]:

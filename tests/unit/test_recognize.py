@@ -75,3 +75,18 @@ def test_letterbox_keeps_aspect_and_pads_white():
     assert (boxed[:, :32] < 128).all() and (boxed[:, 33:] == 255).all()
     squeezed = letterbox(np.zeros((10, 1000), np.uint8), 16, 128)
     assert (squeezed < 128).all()  # too wide: squeezed to fit, never cut off
+
+
+def test_ctc_reading_scores_the_right_text_above_a_wrong_one(reader):
+    import torch
+
+    recognizer = Recognizer(str(reader))
+    tok = recognizer.processor.tokenizer
+    pixels = recognizer._pixel_values([render_line(MEMORISED[0])] * 2)
+    with torch.inference_mode():
+        hidden = recognizer.model.encoder(pixel_values=pixels).last_hidden_state
+        right, wrong = (tok(t, add_special_tokens=False).input_ids for t in (MEMORISED[0], "Qxxre 19"))
+        width = max(len(right), len(wrong))
+        seqs = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in (right, wrong)])
+        scores = recognizer._ctc_agreement(hidden, seqs)
+    assert scores[0] > 0.5 > scores[1]

@@ -280,3 +280,46 @@ def test_packed_training_assets_replace_the_installed_fonts_and_words(tmp_path, 
     finally:
         for cached in (fonts.discover_fonts, corpus.dictionary_words, corpus.prose_lines):
             cached.cache_clear()
+
+
+def test_cer_by_confidence_ranks_lines_by_confidence(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for i, text in enumerate(["alpha", "beta", "gamma", "delta"]):
+        Image.fromarray(np.full((20, 80), 255, dtype=np.uint8)).save(tmp_path / f"l{i}.png")
+        (tmp_path / f"l{i}.gt.txt").write_text(text + "\n")
+    # Two right lines with high confidence, two wrong ones with low: the top half is clean.
+    answers = [("alpha", 0.99), ("bxxx", 0.2), ("gamma", 0.95), ("dexxx", 0.3)]
+    report = evaluate_dir(tmp_path, lambda crops: answers[: len(crops)], batch_size=8)
+    assert report.cer_by_confidence["50%"] == 0.0
+    assert report.cer_by_confidence["90%"] > 0 and report.cer > 0
+    assert [w.confidence for w in report.worst][:2] == [0.2, 0.3]
+    assert evaluate_dir(tmp_path, lambda crops: ["x"] * len(crops)).cer_by_confidence == {}
+
+
+def test_ctc_loss_teaches_the_encoder_to_read() -> None:
+    from pipeline.training.data import Collator
+    from pipeline.training.synth import LineSynthesizer
+    from pipeline.training.train import training_loss
+
+    torch.manual_seed(0)
+    model, processor = build_line_model(LineModelConfig.tiny())
+    assert model.encoder.ctc_head is not None
+    synth = LineSynthesizer(16, 128, seed=0)
+    batch = Collator(processor, 1, 48)([(s.image, s.text) for s in (synth.sample(max_chars=12) for _ in range(4))])
+    tok = processor.tokenizer
+    specials = {tok.pad_token_id, tok.bos_token_id, tok.eos_token_id}
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = last = None
+    for _ in range(40):
+        loss, parts = training_loss(model, batch["pixel_values"], batch["labels"], 0.5, specials)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first or parts
+        last = parts
+    assert set(last) == {"ce", "ctc"}
+    assert last["ctc"] < 0.5 * first["ctc"] and last["ce"] < first["ce"]
+    # Without a CTC head (or with weight 0) the loss is the decoder's alone.
+    loss, parts = training_loss(model, batch["pixel_values"], batch["labels"], 0.0, specials)
+    assert set(parts) == {"ce"}
