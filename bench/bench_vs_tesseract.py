@@ -44,15 +44,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats; the best is kept")
     parser.add_argument("--quantize", action="store_true")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--decode", default="auto", choices=["auto", "attention", "ctc"])
     args = parser.parse_args()
 
     from pipeline.recognize import Recognizer
 
-    recognizer = Recognizer(args.model, device="cpu", batch_size=args.batch_size, quantize=args.quantize)
+    recognizer = Recognizer(args.model, device="cpu", batch_size=args.batch_size, quantize=args.quantize,
+                            decode=args.decode)
     have_tesseract = shutil.which("tesseract") is not None
     header = f"{'set':<12} {'lines':>5} {'quire CER':>10} {'top90 CER':>10} {'quire l/s':>10}"
     header += f" {'tess CER':>9} {'tess l/s':>9} {'speed x':>8}" if have_tesseract else ""
-    print(f"model {args.model}{' (int8)' if args.quantize else ''}; tesseract: {'yes' if have_tesseract else 'not installed'}")
+    print(f"model {args.model}{' (int8)' if args.quantize else ''}, decode {recognizer.decode}; tesseract: {'yes' if have_tesseract else 'not installed'}")
     print(header)
     for name in args.sets.split(","):
         pairs = load_pairs(Path(args.data) / name)

@@ -106,6 +106,9 @@ def recognize(
     tsv: Annotated[bool, typer.Option(help="Print path<TAB>text<TAB>confidence per line.")] = False,
     quantize: Annotated[bool, typer.Option(help="int8 dynamic quantization (CPU).")] = False,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    decode: Annotated[str, typer.Option(
+        help="auto (what the model's training measured best), attention (the decoder generates; "
+             "--beam applies) or ctc (the encoder's CTC head reads; Quire's own models).")] = "auto",
 ) -> None:
     """OCR ready-cut line images (no segmentation); one result per image, in the order given."""
     import numpy as np
@@ -127,7 +130,7 @@ def recognize(
             failed += 1
     try:
         recognizer = Recognizer(settings.model, device=settings.device, beam=beam, quantize=quantize,
-                                batch_size=settings.recognize.batch_size,
+                                decode=decode, batch_size=settings.recognize.batch_size,
                                 max_new_tokens=settings.recognize.max_new_tokens)
         results = recognizer.recognize(crops) if crops else []
     except QuireError as exc:

@@ -84,11 +84,15 @@ def train_command(
     typer.echo(json.dumps(result))
 
 
-def _recognizer_fn(model: str, device: str, beam: int, quantize: bool, batch_size: int) -> Any:
+def _recognizer_fn(
+    model: str, device: str, beam: int, quantize: bool, batch_size: int, decode: str
+) -> Any:
     # Imported here so `quire --help` never loads torch.
     from pipeline.recognize import Recognizer
 
-    rec = Recognizer(model, device=device, beam=beam, quantize=quantize, batch_size=batch_size)
+    rec = Recognizer(
+        model, device=device, beam=beam, quantize=quantize, batch_size=batch_size, decode=decode
+    )
     return lambda crops: [(line.text, line.confidence) for line in rec.recognize(crops)]
 
 
@@ -112,15 +116,19 @@ def eval_command(
     beam: Annotated[int, typer.Option(help="Beam width (1 = greedy).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Lines per batch.")] = 32,
     worst: Annotated[int, typer.Option(help="How many worst lines to list.")] = 10,
+    decode: Annotated[
+        str, typer.Option(help="auto, attention (decoder) or ctc (encoder's CTC head).")
+    ] = "auto",
 ) -> None:
     """CER and WER (after NFC, quote and whitespace normalisation), lines/s and the worst lines."""
+    from pipeline.errors import QuireError
     from pipeline.training.evaluate import evaluate_dir
 
     try:
         # Hand the recognizer many lines at once so its width sorting keeps padding small.
         report = evaluate_dir(
             directory,
-            _recognizer_fn(model, device, beam, quantize, batch_size),
+            _recognizer_fn(model, device, beam, quantize, batch_size, decode),
             fold=fold,
             batch_size=batch_size * 8,
             n_worst=worst,
@@ -128,6 +136,9 @@ def eval_command(
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    except QuireError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from exc
     typer.echo(
         f"{report.directory}: {report.lines} lines  CER {report.cer:.2%}  WER {report.wer:.2%}"
         f"{'  (folded)' if fold else ''}  {report.lines_per_second:.1f} lines/s"

@@ -90,3 +90,23 @@ def test_ctc_reading_scores_the_right_text_above_a_wrong_one(reader):
         seqs = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in (right, wrong)])
         scores = recognizer._ctc_agreement(hidden, seqs)
     assert scores[0] > 0.5 > scores[1]
+
+
+def test_ctc_decoding_reads_and_auto_follows_the_model_config(reader, tmp_path):
+    from transformers import VisionEncoderDecoderModel
+
+    crops = [render_line(t) for t in MEMORISED]
+    ctc = Recognizer(str(reader), decode="ctc")
+    results = ctc.recognize(crops)
+    assert [r.text for r in results] == list(MEMORISED)
+    assert all(0.5 < r.confidence <= 1.0 for r in results)
+    assert Recognizer(str(reader)).decode == "attention"  # no measurement stored: the decoder
+    model = VisionEncoderDecoderModel.from_pretrained(reader)
+    model.config.quire_decoding = "ctc"  # what training writes when CTC validated better
+    model.save_pretrained(tmp_path)
+    for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (reader / name).exists():
+            (tmp_path / name).write_bytes((reader / name).read_bytes())
+    assert Recognizer(str(tmp_path)).decode == "ctc"
+    with pytest.raises(ModelLoadError, match="decode must be"):
+        Recognizer(str(reader), decode="fast")

@@ -195,6 +195,13 @@ def test_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "model.safetensors").exists()
     second = train(TrainConfig(steps=5, **common))  # type: ignore[arg-type]
     assert second["step"] == 5 and second["lines_seen"] == 20
+    # Validation measures the decoder and the CTC reading and records the better one.
+    assert {"cer_synthetic", "ctc_cer_synthetic"} <= set(second)
+    import json
+
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    better = "ctc" if second["ctc_cer_synthetic"] < second["cer_synthetic"] else "attention"
+    assert saved["quire_decoding"] == better
 
 
 def test_eval_command_writes_json(tmp_path: Path) -> None:
