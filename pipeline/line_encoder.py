@@ -13,6 +13,8 @@ VisionEncoderDecoderModel with this encoder saves and loads through the usual
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
@@ -145,6 +147,44 @@ class LineEncoder(PreTrainedModel):
             raise ValueError("this encoder was built without a CTC head")
         return self.ctc_head(last_hidden_state).float().log_softmax(-1)
 
+    def ctc_nll(
+        self,
+        last_hidden_state: torch.Tensor,
+        ids: torch.Tensor,
+        skip: set[int],
+        *,
+        reduction: str = "mean",
+        zero_infinity: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """CTC negative log-likelihood of each row of `ids` (B, L) under the CTC head.
+
+        Negative ids (label padding) and those in `skip` (special tokens) are not characters.
+        Returns the loss, reduced as torch's ctc_loss does, and each row's character count.
+        """
+        log_probs = self.ctc_log_probs(last_hidden_state)
+        keep = ids >= 0
+        for token in skip:
+            keep &= ids != token
+        lengths = keep.sum(1)
+        columns = torch.full((ids.shape[0],), log_probs.shape[1], dtype=torch.long, device=ids.device)
+        loss = nn.functional.ctc_loss(
+            log_probs.transpose(0, 1),
+            ids[keep],
+            columns,
+            lengths,
+            blank=self.config.ctc_blank_id,
+            reduction=reduction,
+            zero_infinity=zero_infinity,
+        )
+        return loss, lengths
+
+    def ctc_read(self, pixel_values: torch.Tensor, tokenizer) -> list[tuple[str, float]]:
+        """Read lines with the CTC head alone (best path, one pass): (text, confidence) each."""
+        log_probs = self.ctc_log_probs(self(pixel_values=pixel_values).last_hidden_state)
+        decoded = ctc_greedy(log_probs, self.config.ctc_blank_id)
+        texts = tokenizer.batch_decode([ids for ids, _ in decoded], skip_special_tokens=True)
+        return [(text, confidence) for text, (_, confidence) in zip(texts, decoded)]
+
 
 def ctc_greedy(log_probs: torch.Tensor, blank: int) -> list[tuple[list[int], float]]:
     """Best-path CTC decoding: per line, the token ids and a confidence in [0, 1].
@@ -167,7 +207,7 @@ def ctc_greedy(log_probs: torch.Tensor, blank: int) -> list[tuple[list[int], flo
             prev = token
         # A line read as empty is scored by how sure the model is that it is blank.
         score = sum(peaks) / len(peaks) if peaks else sum(lps) / max(1, len(lps))
-        out.append((tokens, float(torch.tensor(score).exp())))
+        out.append((tokens, math.exp(score)))
     return out
 
 

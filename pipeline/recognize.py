@@ -160,44 +160,29 @@ class Recognizer:
         """One encoder pass, no autoregressive loop: the encoder's CTC head reads the line."""
         import torch
 
-        from pipeline.line_encoder import ctc_greedy
-
-        encoder = self.model.encoder
         with torch.inference_mode():
-            log_probs = encoder.ctc_log_probs(encoder(pixel_values=pixels).last_hidden_state)
-        decoded = ctc_greedy(log_probs, encoder.config.ctc_blank_id)
-        texts = self.processor.batch_decode([ids for ids, _ in decoded], skip_special_tokens=True)
-        return [LineText(t.strip(), c) for t, (_, c) in zip(texts, decoded)]
+            read = self.model.encoder.ctc_read(pixels, self.processor.tokenizer)
+        return [LineText(text.strip(), confidence) for text, confidence in read]
 
     def _ctc_agreement(self, hidden, sequences) -> list[float] | None:
         """How likely the encoder's CTC head finds the decoder's text: exp(-NLL per character).
 
         None for models without a CTC head (e.g. microsoft/trocr-*).
         """
-        import torch
-
         encoder = self.model.encoder
         if getattr(encoder, "ctc_head", None) is None:
             return None
         config = self.model.generation_config
         special = {config.pad_token_id, config.eos_token_id, config.decoder_start_token_id,
                    config.bos_token_id}
-        targets = [[t for t in row if t not in special] for row in sequences.tolist()]
-        log_probs = encoder.ctc_log_probs(hidden)  # B, T, V
-        lengths = torch.tensor([len(t) for t in targets])
-        padded = torch.zeros(len(targets), max(1, int(lengths.max())), dtype=torch.long)
-        for i, t in enumerate(targets):
-            padded[i, : len(t)] = torch.tensor(t, dtype=torch.long)
-        nll = torch.nn.functional.ctc_loss(
-            log_probs.transpose(0, 1),
-            padded.to(log_probs.device),
-            torch.full((len(targets),), log_probs.shape[1], dtype=torch.long),
-            lengths,
-            blank=encoder.config.ctc_blank_id,
+        nll, lengths = encoder.ctc_nll(
+            hidden,
+            sequences,
+            {t for t in special if t is not None},
             reduction="none",
             zero_infinity=False,  # text longer than the encoder's columns is impossible: score 0
-        ).cpu()
-        per_char = nll / (lengths + 1).float()
+        )
+        per_char = nll.cpu() / (lengths.cpu() + 1).float()
         return [float(math.exp(-x)) if math.isfinite(x) else 0.0 for x in per_char.tolist()]
 
     def _confidences(self, out) -> list[float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -195,10 +196,7 @@ def build_line_model(
 
 
 def _width_stride(cfg: LineModelConfig) -> int:
-    stride = 1
-    for _, pw in cfg.stem_pools:
-        stride *= pw
-    return stride
+    return math.prod(pw for _, pw in cfg.stem_pools)
 
 
 def count_parameters(model: Any) -> int:

@@ -82,27 +82,6 @@ def load_or_build(cfg: TrainConfig) -> tuple[Any, Any]:
     return model, AutoProcessor.from_pretrained(source)
 
 
-def ctc_loss(encoder: Any, hidden: torch.Tensor, labels: torch.Tensor, skip: set[int]) -> torch.Tensor:
-    """CTC loss of the encoder's own reading against the label characters (specials dropped)."""
-    log_probs = encoder.ctc_log_probs(hidden)  # B, T, V
-    keep = labels >= 0
-    for token in skip:
-        keep &= labels != token
-    targets = labels[keep]
-    target_lengths = keep.sum(1)
-    input_lengths = torch.full(
-        (labels.shape[0],), log_probs.shape[1], dtype=torch.long, device=labels.device
-    )
-    return torch.nn.functional.ctc_loss(
-        log_probs.transpose(0, 1),
-        targets,
-        input_lengths,
-        target_lengths,
-        blank=encoder.config.ctc_blank_id,
-        zero_infinity=True,  # a line longer than the encoder's columns adds nothing, not inf
-    )
-
-
 def training_loss(
     model: Any, pv: torch.Tensor, labels: torch.Tensor, ctc_weight: float, skip: set[int]
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -113,7 +92,8 @@ def training_loss(
         return loss, {"ce": loss.item()}
     encoded = encoder(pixel_values=pv)
     ce = model(encoder_outputs=encoded, labels=labels).loss
-    ctc = ctc_loss(encoder, encoded.last_hidden_state, labels, skip)
+    # zero_infinity: a line longer than the encoder's columns adds nothing rather than inf.
+    ctc, _ = encoder.ctc_nll(encoded.last_hidden_state, labels, skip, zero_infinity=True)
     return ce + ctc_weight * ctc, {"ce": ce.item(), "ctc": ctc.item()}
 
 
@@ -241,16 +221,12 @@ def ctc_read_batch(
     batch_size: int = 32,
 ) -> list[str]:
     """Read gray crops with the encoder's CTC head alone (best path)."""
-    from pipeline.line_encoder import ctc_greedy
-
     was_training = model.training
     model.eval()
-    encoder, texts = model.encoder, []
+    texts: list[str] = []
     for i in range(0, len(images), batch_size):
         pv = pixels(processor, images[i : i + batch_size], channels).to(device)
-        log_probs = encoder.ctc_log_probs(encoder(pixel_values=pv).last_hidden_state)
-        ids = [t for t, _ in ctc_greedy(log_probs, encoder.config.ctc_blank_id)]
-        texts.extend(processor.tokenizer.batch_decode(ids, skip_special_tokens=True))
+        texts.extend(text for text, _ in model.encoder.ctc_read(pv, processor.tokenizer))
     model.train(was_training)
     return texts
 
