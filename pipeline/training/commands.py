@@ -41,7 +41,13 @@ def train_command(
     num_workers: Annotated[int, typer.Option(help="Data generation worker processes.")] = 1,
     threads: Annotated[int, typer.Option(help="Torch CPU threads for the training step.")] = 2,
     device: Annotated[
-        str, typer.Option(help="auto, cpu or cuda (bf16 autocast on cuda).")
+        str, typer.Option(help="auto, cpu or cuda.")
+    ] = "auto",
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (bf16 autocast on CUDA and on CPUs with native bf16), bf16 or fp32."
+        ),
     ] = "auto",
     resume: Annotated[
         bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.")
@@ -75,6 +81,7 @@ def train_command(
             num_workers=num_workers,
             threads=threads,
             device=device,
+            precision=precision,
             resume=resume,
             seed=seed,
             curriculum_lines=curriculum_lines,
