@@ -42,6 +42,10 @@ class LineEncoderConfig(PretrainedConfig):
         dropout: float = 0.1,
         ctc_vocab_size: int = 0,  # 0: no CTC head; else the tokenizer's size, blank = pad id
         ctc_blank_id: int = 0,
+        # CTC frames per encoder token. CTC needs a blank between two equal characters, so with
+        # one frame per 8 px column a tight "ll" or "tt" collapses to one letter; two frames
+        # per token let a column emit two characters at the cost of a wider output layer only.
+        ctc_frames_per_token: int = 1,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -57,6 +61,7 @@ class LineEncoderConfig(PretrainedConfig):
         self.dropout = dropout
         self.ctc_vocab_size = ctc_vocab_size
         self.ctc_blank_id = ctc_blank_id
+        self.ctc_frames_per_token = ctc_frames_per_token
 
 
 class LineEncoder(PreTrainedModel):
@@ -93,8 +98,11 @@ class LineEncoder(PreTrainedModel):
             for _ in range(config.num_hidden_layers)
         )
         self.norm = nn.LayerNorm(config.hidden_size)
+        frames = getattr(config, "ctc_frames_per_token", 1)
         self.ctc_head = (
-            nn.Linear(config.hidden_size, config.ctc_vocab_size) if config.ctc_vocab_size else None
+            nn.Linear(config.hidden_size, config.ctc_vocab_size * frames)
+            if config.ctc_vocab_size
+            else None
         )
         self.post_init()
 
@@ -142,10 +150,37 @@ class LineEncoder(PreTrainedModel):
         )
 
     def ctc_log_probs(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
-        """Per-token log-probabilities over the vocabulary (blank = ctc_blank_id): B, T, V."""
+        """Per-frame log-probabilities over the vocabulary (blank = ctc_blank_id): B, T x frames, V."""
         if self.ctc_head is None:
             raise ValueError("this encoder was built without a CTC head")
-        return self.ctc_head(last_hidden_state).float().log_softmax(-1)
+        logits = self.ctc_head(last_hidden_state).float()
+        b, t, _ = logits.shape
+        return logits.reshape(b, t * self.ctc_frames, self.config.ctc_vocab_size).log_softmax(-1)
+
+    @property
+    def ctc_frames(self) -> int:
+        return int(getattr(self.config, "ctc_frames_per_token", 1))
+
+    @torch.no_grad()
+    def widen_ctc_head(self, frames: int) -> None:
+        """Give each token `frames` CTC frames, each starting as a copy of the current head.
+
+        Copies read exactly as before (best-path decoding merges equal neighbouring frames), so a
+        trained model keeps its accuracy and fine-tuning only has to learn where to split.
+        """
+        old = self.ctc_head
+        if old is None or frames % self.ctc_frames:
+            raise ValueError(f"cannot widen a CTC head of {self.ctc_frames} frames to {frames}")
+        repeat = frames // self.ctc_frames
+        vocab = self.config.ctc_vocab_size
+        new = nn.Linear(old.in_features, vocab * frames).to(old.weight.device, old.weight.dtype)
+        # Rows are frame-major within a token: [frame 0 vocab | frame 1 vocab | ...].
+        w = old.weight.view(self.ctc_frames, vocab, -1).repeat_interleave(repeat, dim=0)
+        b = old.bias.view(self.ctc_frames, vocab).repeat_interleave(repeat, dim=0)
+        new.weight.copy_(w.reshape(vocab * frames, -1))
+        new.bias.copy_(b.reshape(-1))
+        self.ctc_head = new
+        self.config.ctc_frames_per_token = frames
 
     def ctc_nll(
         self,

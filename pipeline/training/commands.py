@@ -60,6 +60,13 @@ def train_command(
         float,
         typer.Option(help="Weight of the encoder's CTC loss (Quire's line models; 0: off)."),
     ] = 0.5,
+    ctc_frames: Annotated[
+        int | None,
+        typer.Option(
+            help="Widen the loaded model's CTC head to N frames per encoder column "
+            "(2 reads doubled letters in tight print); the new frames start as copies."
+        ),
+    ] = None,
 ) -> None:
     """Train or fine-tune a line recognition model; resumes from OUT/checkpoint when present."""
     from pipeline.training.train import TrainConfig, train
@@ -86,6 +93,7 @@ def train_command(
             seed=seed,
             curriculum_lines=curriculum_lines,
             ctc_weight=ctc_weight,
+            ctc_frames=ctc_frames,
         )
     )
     typer.echo(json.dumps(result))

@@ -76,12 +76,13 @@ class LineModelConfig:
     max_length: int = 160
     dropout: float = 0.1
     ctc: bool = True
+    ctc_frames: int = 2  # CTC frames per encoder token (see LineEncoderConfig.ctc_frames_per_token)
     charset: str = field(default=CHARSET, repr=False)
 
     @classmethod
-    def tiny(cls) -> LineModelConfig:
+    def tiny(cls, **overrides: Any) -> LineModelConfig:
         """A model small enough for unit tests (builds and runs in well under a second)."""
-        return cls(
+        sizes: dict[str, Any] = dict(
             height=16,
             width=128,
             stem_channels=(8, 16, 32, 32),
@@ -96,6 +97,7 @@ class LineModelConfig:
             dec_ffn=64,
             max_length=48,
         )
+        return cls(**{**sizes, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -147,6 +149,7 @@ def build_line_model(
         dropout=cfg.dropout,
         ctc_vocab_size=len(tok) if cfg.ctc else 0,
         ctc_blank_id=tok.pad_token_id,  # <pad> never occurs inside a label, so it can be the blank
+        ctc_frames_per_token=cfg.ctc_frames,
     )
     dec_cfg = TrOCRConfig(
         vocab_size=len(tok),

@@ -46,6 +46,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     ctc_weight: float = 0.5  # weight of the encoder's CTC loss, for models with a CTC head
+    ctc_frames: int | None = None  # widen a loaded model's CTC head to this many frames per token
     freeze_encoder: bool = False
     val_every: int = 500
     curriculum_lines: int = 0  # synthetic text grows from short to full length over this many lines
@@ -80,6 +81,8 @@ def load_or_build(cfg: TrainConfig) -> tuple[Any, Any]:
     else:
         source = cfg.model
     model = VisionEncoderDecoderModel.from_pretrained(source).float()
+    if cfg.ctc_frames and getattr(model.encoder, "ctc_frames", cfg.ctc_frames) != cfg.ctc_frames:
+        model.encoder.widen_ctc_head(cfg.ctc_frames)
     return model, AutoProcessor.from_pretrained(source)
 
 
@@ -194,6 +197,11 @@ def restore(out_dir: str, opt: Any, sched: Any) -> tuple[int, int, list[dict[str
     ck = Path(out_dir) / CHECKPOINT
     state = torch.load(ck / "state.pt", weights_only=False)
     opt.load_state_dict(_expand(torch.load(ck / "optimizer.pt", weights_only=False)))
+    for group in opt.param_groups:
+        for p in group["params"]:
+            # A layer reshaped since the checkpoint (a widened CTC head) starts its Adam state anew.
+            if p in opt.state and opt.state[p]["exp_avg_sq"].shape != p.shape:
+                del opt.state[p]
     sched.load_state_dict(state["scheduler"])
     random.setstate(state["rng"]["python"])
     np.random.set_state(state["rng"]["numpy"])
@@ -461,6 +469,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         ("seed", int),
         ("curriculum-lines", int),
         ("ctc-weight", float),
+        ("ctc-frames", int),
     ):
         p.add_argument(
             f"--{name}", type=typ, default=getattr(TrainConfig, name.replace("-", "_"), None)

@@ -110,3 +110,39 @@ def test_ctc_decoding_reads_and_auto_follows_the_model_config(reader, tmp_path):
     assert Recognizer(str(tmp_path)).decode == "ctc"
     with pytest.raises(ModelLoadError, match="decode must be"):
         Recognizer(str(reader), decode="fast")
+
+
+def test_widened_ctc_head_reads_the_same_and_splits_doubled_letters(reader, tmp_path):
+    import torch
+    from transformers import VisionEncoderDecoderModel
+
+    crops = [render_line(t) for t in MEMORISED]
+    before = [r.text for r in Recognizer(str(reader), decode="ctc").recognize(crops)]
+    model = VisionEncoderDecoderModel.from_pretrained(reader)
+    frames = model.encoder.ctc_frames
+    model.encoder.widen_ctc_head(2 * frames)
+    model.save_pretrained(tmp_path)
+    for name in ("processor_config.json", "tokenizer.json", "tokenizer_config.json"):
+        if (reader / name).exists():
+            (tmp_path / name).write_bytes((reader / name).read_bytes())
+    widened = Recognizer(str(tmp_path), decode="ctc")
+    assert widened.model.encoder.ctc_frames == 2 * frames
+    assert [r.text for r in widened.recognize(crops)] == before == list(MEMORISED)
+
+
+def test_two_ctc_frames_per_column_can_spell_a_doubled_letter():
+    import torch
+
+    from pipeline.training.model import LineModelConfig, build_line_model
+
+    model, processor = build_line_model(LineModelConfig.tiny(ctc_frames=1))
+    encoder, tok = model.encoder, processor.tokenizer
+    # Two columns, "ll": CTC needs l, blank, l (three frames), so one frame per column cannot
+    # say it and reads "l"; two frames per column can.
+    hidden = torch.zeros(1, 2, encoder.config.hidden_size)
+    ids = torch.tensor([tok("ll", add_special_tokens=False).input_ids])
+    narrow, _ = encoder.ctc_nll(hidden, ids, set(), zero_infinity=False)
+    encoder.widen_ctc_head(2)
+    assert encoder.ctc_log_probs(hidden).shape[1] == 4
+    wide, _ = encoder.ctc_nll(hidden, ids, set(), zero_infinity=False)
+    assert torch.isinf(narrow) and torch.isfinite(wide)

@@ -202,6 +202,11 @@ def test_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     better = "ctc" if second["ctc_cer_synthetic"] < second["cer_synthetic"] else "attention"
     assert saved["quire_decoding"] == better
+    # Resuming with a wider CTC head reshapes the model; Adam state of the head starts anew.
+    third = train(TrainConfig(steps=7, ctc_frames=4, **common))  # type: ignore[arg-type]
+    assert third["step"] == 7
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["encoder"]["ctc_frames_per_token"] == 4
 
 
 def test_eval_command_writes_json(tmp_path: Path) -> None:
