@@ -25,6 +25,7 @@ from pipeline.training.evaluate import cer, load_pairs, read_gray
 from pipeline.training.synth import LineSynthesizer
 
 CHECKPOINT = "checkpoint"
+ATTENTION_MARGIN = 0.9  # the decoder's synthetic CER must be below this share of CTC's
 VAL_SEED = 987_654  # held-out synthetic lines come from a seed the training stream never uses
 
 
@@ -277,8 +278,10 @@ def validate(
             ctc_hyps = ctc_read_batch(model, processor, images, channels, device)
             scores[f"ctc_cer_{name}"] = round(cer(refs, ctc_hyps), 4)
     if has_ctc and "cer_synthetic" in scores:
-        better = scores["ctc_cer_synthetic"] < scores["cer_synthetic"]
-        model.config.quire_decoding = "ctc" if better else "attention"
+        # CTC reads several times faster than the decoder, so the decoder must earn its cost:
+        # it is chosen only when clearly better (a tenth lower CER), not on 200-line noise.
+        clearly = scores["cer_synthetic"] < ATTENTION_MARGIN * scores["ctc_cer_synthetic"]
+        model.config.quire_decoding = "attention" if clearly else "ctc"
     return scores
 
 

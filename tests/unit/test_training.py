@@ -157,7 +157,7 @@ def test_evaluate_dir(tmp_path: Path) -> None:
 def test_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
     from pipeline.training.data import Collator
     from pipeline.training.synth import LineSynthesizer
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.training.train import ATTENTION_MARGIN, TrainConfig, train
 
     torch.manual_seed(0)
     random.seed(0)
@@ -200,8 +200,9 @@ def test_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
     import json
 
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    better = "ctc" if second["ctc_cer_synthetic"] < second["cer_synthetic"] else "attention"
-    assert saved["quire_decoding"] == better
+    # The slower decoder is recorded only when it validates clearly better than CTC.
+    clearly = second["cer_synthetic"] < ATTENTION_MARGIN * second["ctc_cer_synthetic"]
+    assert saved["quire_decoding"] == ("attention" if clearly else "ctc")
     # Resuming with a wider CTC head reshapes the model; Adam state of the head starts anew.
     third = train(TrainConfig(steps=7, ctc_frames=4, **common))  # type: ignore[arg-type]
     assert third["step"] == 7
