@@ -98,9 +98,8 @@ class LineEncoder(PreTrainedModel):
             for _ in range(config.num_hidden_layers)
         )
         self.norm = nn.LayerNorm(config.hidden_size)
-        frames = getattr(config, "ctc_frames_per_token", 1)
         self.ctc_head = (
-            nn.Linear(config.hidden_size, config.ctc_vocab_size * frames)
+            nn.Linear(config.hidden_size, config.ctc_vocab_size * config.ctc_frames_per_token)
             if config.ctc_vocab_size
             else None
         )
@@ -159,7 +158,7 @@ class LineEncoder(PreTrainedModel):
 
     @property
     def ctc_frames(self) -> int:
-        return int(getattr(self.config, "ctc_frames_per_token", 1))
+        return int(self.config.ctc_frames_per_token)
 
     @torch.no_grad()
     def widen_ctc_head(self, frames: int) -> None:

@@ -82,21 +82,21 @@ class LineModelConfig:
     @classmethod
     def tiny(cls, **overrides: Any) -> LineModelConfig:
         """A model small enough for unit tests (builds and runs in well under a second)."""
-        sizes: dict[str, Any] = dict(
-            height=16,
-            width=128,
-            stem_channels=(8, 16, 32, 32),
-            stem_pools=((2, 2), (2, 2), (2, 1), (2, 1)),  # 32 columns: room for CTC on 20 chars
-            enc_layers=1,
-            enc_dim=32,
-            enc_heads=2,
-            enc_ffn=64,
-            dec_layers=1,
-            dec_dim=32,
-            dec_heads=2,
-            dec_ffn=64,
-            max_length=48,
-        )
+        sizes: dict[str, Any] = {
+            "height": 16,
+            "width": 128,
+            "stem_channels": (8, 16, 32, 32),
+            "stem_pools": ((2, 2), (2, 2), (2, 1), (2, 1)),  # 32 columns: room for CTC on 20 chars
+            "enc_layers": 1,
+            "enc_dim": 32,
+            "enc_heads": 2,
+            "enc_ffn": 64,
+            "dec_layers": 1,
+            "dec_dim": 32,
+            "dec_heads": 2,
+            "dec_ffn": 64,
+            "max_length": 48,
+        }
         return cls(**{**sizes, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
