@@ -50,6 +50,12 @@ RECEIPT_ITEMS = _words(
     "Battery Cable Tape Glue Paper Mineral Noodles Oil Salt Butter Cheese Yogurt Juice Snack Candy"
 )
 CURRENCIES = ("$", "£", "€", "RM", "USD ", "EUR ", "")
+# Column headers and shop names on real receipts are full of bracketed currencies and slashes.
+RECEIPT_HEADERS = _words(
+    "AMT QTY U/P PRICE DESC DESCRIPTION TOTAL DISC TAX GST AMOUNT ITEM CODE S/B SDN.BHD. ENT. "
+    "TRADING MART RESTAURANT KEDAI HARDWARE STATIONERY BOOKSTORE PETROL KIOSK SUPERMARKET"
+)
+UNITS = ("L", "ML", "G", "KG", "PCS", "PC", "X", "M", "CM", "'S")
 
 
 def _asset_paths(relative: str) -> tuple[str, ...]:
@@ -94,9 +100,22 @@ def prose_lines(max_files: int = 400, max_lines: int = 60000) -> tuple[str, ...]
     return tuple(out) or (" ".join(_FALLBACK_WORDS[:12]),)
 
 
+@lru_cache(maxsize=1)
+def doubled_letter_words() -> tuple[str, ...]:
+    """Dictionary words with a doubled letter ("levelling", "speed"): CTC must learn to split them."""
+    words = tuple(w for w in dictionary_words() if re.search(r"([a-z])\1", w))
+    return words or ("letter", "between", "speed", "all")
+
+
 def _word(rng: random.Random) -> str:
     # Frequent short words make sentences look like running text rather than a word salad.
-    w = rng.choice(_FALLBACK_WORDS) if rng.random() < 0.45 else rng.choice(dictionary_words())
+    r = rng.random()
+    if r < 0.45:
+        w = rng.choice(_FALLBACK_WORDS)
+    elif r < 0.55:
+        w = rng.choice(doubled_letter_words())
+    else:
+        w = rng.choice(dictionary_words())
     r = rng.random()
     if r < 0.08:
         return w.capitalize()
@@ -197,8 +216,31 @@ def sentence(rng: random.Random, n_words: int) -> str:
     return text
 
 
+def quantity(rng: random.Random) -> str:
+    """Pack sizes as printed on items: 6X1.25L, 500G, 2 PCS."""
+    size = rng.choice((str(rng.randint(1, 999)), f"{rng.uniform(0.1, 5):.{rng.choice((1, 2))}f}"))
+    unit = rng.choice(UNITS)
+    pack = f"{rng.randint(2, 24)}X" if rng.random() < 0.3 else ""
+    return f"{pack}{size}{' ' if rng.random() < 0.3 else ''}{unit}"
+
+
+def receipt_header(rng: random.Random) -> str:
+    """Column headers and shop lines: AMT(RM), U/P (RM), 99 SPEED MART S/B (519537-X)."""
+    words = [rng.choice(RECEIPT_HEADERS) for _ in range(rng.randint(1, 3))]
+    if rng.random() < 0.5:
+        cur = rng.choice(("RM", "$", "MYR", "SGD", "USD"))
+        words[-1] += f"{rng.choice(('', ' '))}({cur})"
+    if rng.random() < 0.3:
+        words.insert(0, rng.choice(LAST_NAMES).upper())
+    if rng.random() < 0.3:
+        words.append(f"({rng.randint(1000, 9999999)}-{rng.choice(string.ascii_uppercase)})")
+    return " ".join(words)
+
+
 def receipt_line(rng: random.Random) -> str:
     """Short, often upper-case receipt lines: totals, items with quantities, headers."""
+    if rng.random() < 0.2:
+        return receipt_header(rng)
     r = rng.random()
     if r < 0.3:
         label = " ".join(rng.choice(RECEIPT_WORDS) for _ in range(rng.randint(1, 2)))
@@ -206,6 +248,8 @@ def receipt_line(rng: random.Random) -> str:
         return f"{label}{sep}{price(rng)}"
     if r < 0.5:
         item = " ".join(rng.choice(RECEIPT_ITEMS) for _ in range(rng.randint(1, 3)))
+        if rng.random() < 0.4:
+            item += f" {quantity(rng)}"
         qty = rng.randint(1, 12)
         line = (
             f"{item} {qty}x{rng.uniform(0.2, 50):.2f}"

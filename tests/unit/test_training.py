@@ -336,3 +336,20 @@ def test_ctc_loss_teaches_the_encoder_to_read() -> None:
     # Without a CTC head (or with weight 0) the loss is the decoder's alone.
     loss, parts = training_loss(model, batch["pixel_values"], batch["labels"], 0.0, specials)
     assert set(parts) == {"ce"}
+
+
+def test_corpus_covers_receipt_headers_and_doubled_letters() -> None:
+    """The two error kinds left on the dev sets must be in the training text: AMT(RM)-style
+    headers with pack sizes, and words with doubled letters that CTC has to split."""
+    import random
+    import re
+
+    from pipeline.training.corpus import receipt_line, text_line
+
+    rng = random.Random(3)
+    receipts = [receipt_line(rng) for _ in range(500)]
+    assert any(re.search(r"[A-Z]\s?\((RM|\$|MYR|SGD|USD)\)", r) for r in receipts)
+    assert any(re.search(r"\d(L|ML|G|KG|PCS)\b", r) for r in receipts)
+    printed = " ".join(text_line(rng, "printed") for _ in range(300))
+    doubled = re.findall(r"\b\w*([a-z])\1\w*\b", printed)
+    assert len(doubled) > 50
