@@ -104,3 +104,47 @@ def build_letter_reader(path: Path, pdf: Path, dpi: int = 150) -> Path:
     seg = segment_page(page.image, dpi=page.dpi)
     assert len(seg.crops) == len(LETTER_LINES), f"segmenter found {len(seg.crops)} lines"
     return build_memorising_model(path, list(seg.crops), LETTER_LINES)
+
+
+def build_tiny_trocr(path: Path) -> Path:
+    """A randomly initialised model with TrOCR's architecture (ViT encoder on RGB squares,
+    TrOCR decoder), saved the way microsoft/trocr-* checkpoints are."""
+    from transformers import (
+        TrOCRConfig,
+        TrOCRForCausalLM,
+        TrOCRProcessor,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+        ViTModel,
+    )
+
+    from pipeline.training.model import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    enc_cfg = ViTConfig(
+        image_size=64, patch_size=16, num_channels=3, hidden_size=32, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=64,
+    )
+    dec_cfg = TrOCRConfig(
+        vocab_size=len(tok), d_model=32, decoder_layers=1, decoder_attention_heads=2,
+        decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        decoder_start_token_id=tok.bos_token_id,
+    )
+    dec_cfg.is_decoder = True
+    dec_cfg.add_cross_attention = True
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc_cfg, dec_cfg)
+    config.decoder_start_token_id = tok.bos_token_id
+    config.pad_token_id = tok.pad_token_id
+    config.eos_token_id = tok.eos_token_id
+    model = VisionEncoderDecoderModel(
+        config=config, encoder=ViTModel(enc_cfg, add_pooling_layer=False),
+        decoder=TrOCRForCausalLM(dec_cfg),
+    )
+    model.generation_config.max_length = 40
+    image_processor = ViTImageProcessor(size={"height": 64, "width": 64})
+    model.save_pretrained(path)
+    TrOCRProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(path)
+    return path

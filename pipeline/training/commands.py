@@ -71,31 +71,34 @@ def train_command(
     """Train or fine-tune a line recognition model; resumes from OUT/checkpoint when present."""
     from pipeline.training.train import TrainConfig, train
 
-    result = train(
-        TrainConfig(
-            out_dir=str(out),
-            model=model,
-            data=data,
-            steps=steps,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            warmup=warmup,
-            freeze_encoder=freeze_encoder,
-            val_every=val_every,
-            val_dir=str(val_dir) if val_dir else None,
-            save_every_s=save_every_s,
-            num_workers=num_workers,
-            threads=threads,
-            device=device,
-            precision=precision,
-            resume=resume,
-            seed=seed,
-            curriculum_lines=curriculum_lines,
-            ctc_weight=ctc_weight,
-            ctc_frames=ctc_frames,
-        )
+    config = TrainConfig(
+        out_dir=str(out),
+        model=model,
+        data=data,
+        steps=steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
+        freeze_encoder=freeze_encoder,
+        val_every=val_every,
+        val_dir=str(val_dir) if val_dir else None,
+        save_every_s=save_every_s,
+        num_workers=num_workers,
+        threads=threads,
+        device=device,
+        precision=precision,
+        resume=resume,
+        seed=seed,
+        curriculum_lines=curriculum_lines,
+        ctc_weight=ctc_weight,
+        ctc_frames=ctc_frames,
     )
+    try:
+        result = train(config)
+    except (ValueError, FileNotFoundError) as exc:  # a wrong option or path: say so, no traceback
+        typer.echo(f"quire train: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(json.dumps(result))
 
 

@@ -83,8 +83,14 @@ def load_or_build(cfg: TrainConfig) -> tuple[Any, Any]:
     else:
         source = cfg.model
     model = VisionEncoderDecoderModel.from_pretrained(source).float()
-    if cfg.ctc_frames and getattr(model.encoder, "ctc_frames", cfg.ctc_frames) != cfg.ctc_frames:
-        model.encoder.widen_ctc_head(cfg.ctc_frames)
+    if cfg.ctc_frames:
+        if not hasattr(model.encoder, "widen_ctc_head"):
+            raise ValueError(
+                f"--ctc-frames needs a model with Quire's line encoder; {source} has "
+                f"{type(model.encoder).__name__}, which has no CTC head"
+            )
+        if model.encoder.ctc_frames != cfg.ctc_frames:
+            model.encoder.widen_ctc_head(cfg.ctc_frames)
     return model, AutoProcessor.from_pretrained(source)
 
 

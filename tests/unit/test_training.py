@@ -353,3 +353,46 @@ def test_corpus_covers_receipt_headers_and_doubled_letters() -> None:
     printed = " ".join(text_line(rng, "printed") for _ in range(300))
     doubled = re.findall(r"\b\w*([a-z])\1\w*\b", printed)
     assert len(doubled) > 50
+
+
+def test_quire_train_fine_tunes_a_trocr_architecture_model(tmp_path: Path) -> None:
+    """`quire train --model` takes any VisionEncoderDecoder checkpoint: here one with TrOCR's
+    ViT encoder on square RGB inputs, trained on an ocropy-style folder and read back."""
+    import typer
+    from PIL import Image
+    from transformers import VisionEncoderDecoderModel
+    from typer.testing import CliRunner
+
+    from pipeline.recognize import Recognizer
+    from pipeline.training.commands import train_command
+    from tests.model_fixtures import build_tiny_trocr, render_line
+
+    trocr = build_tiny_trocr(tmp_path / "trocr")
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    for i, text in enumerate(("TOTAL 12.50", "Dear Sir", "No. 7")):
+        Image.fromarray(render_line(text)).save(lines / f"l{i}.png")
+        (lines / f"l{i}.gt.txt").write_text(text + "\n")
+    app = typer.Typer()
+    app.command()(train_command)
+    common = ["--model", str(trocr), "--data", str(lines), "--val-dir", str(lines),
+              "--num-workers", "0", "--threads", "1", "--batch-size", "2", "--warmup", "1"]
+    out = tmp_path / "tuned"
+    result = CliRunner().invoke(app, ["--out", str(out), "--epochs", "2", *common])
+    assert result.exit_code == 0, result.output
+    tuned = VisionEncoderDecoderModel.from_pretrained(out)
+    assert tuned.config.encoder.model_type == "vit"
+    start = VisionEncoderDecoderModel.from_pretrained(trocr)
+    moved = any(
+        not torch.equal(a, b) for a, b in zip(start.parameters(), tuned.parameters())
+    )
+    assert moved, "fine-tuning left every weight where it was"
+    texts = [r.text for r in Recognizer(str(out), device="cpu").recognize([render_line("Dear Sir")])]
+    assert len(texts) == 1 and isinstance(texts[0], str)
+    # --ctc-frames only makes sense for Quire's encoder: a clear error, not a silent no-op.
+    wrong = CliRunner().invoke(
+        app, ["--out", str(tmp_path / "other"), "--steps", "1", "--ctc-frames", "2", *common]
+    )
+    assert wrong.exit_code == 2
+    assert "--ctc-frames needs a model with Quire's line encoder" in wrong.output
+    assert "ViTModel" in wrong.output
