@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline import storage
-from pipeline.config import RenderOptions, Settings
+from pipeline.config import RenderOptions, Settings, resolve_model_path
 from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.exporters import Exporter
@@ -34,9 +35,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@lru_cache(maxsize=32)
+def _weights_digest(weights: Path, size: int, mtime_ns: int) -> str:
+    return file_sha256(weights)[:16]
+
+
+def model_version(model: str) -> str:
+    """The weights' digest for a model on disk (a shipped model retrained under the same name
+    reads differently), else the name itself (a hub name pins nothing more here)."""
+    weights = Path(resolve_model_path(model)) / "model.safetensors"
+    if not weights.is_file():
+        return model
+    stat = weights.stat()
+    return f"{model}@{_weights_digest(weights, stat.st_size, stat.st_mtime_ns)}"
+
+
 def profile_key(*, model: str, dpi: int, beam: int) -> str:
     """A short hash of everything that changes the result; the same file under it is not redone."""
-    spec = json.dumps({"model": model, "dpi": dpi, "beam": beam, "seg": SEGMENTER_VERSION}, sort_keys=True)
+    spec = json.dumps(
+        {"model": model_version(model), "dpi": dpi, "beam": beam, "seg": SEGMENTER_VERSION},
+        sort_keys=True,
+    )
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 

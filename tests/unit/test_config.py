@@ -33,3 +33,22 @@ def test_environment_overrides(monkeypatch):
 def test_model_names_resolve_to_shipped_folders_or_pass_through(tmp_path):
     assert resolve_model_path("microsoft/trocr-base-printed") == "microsoft/trocr-base-printed"
     assert resolve_model_path(str(tmp_path)) == str(tmp_path)
+
+
+def test_retrained_weights_change_the_document_profile(tmp_path):
+    """A model retrained under the same name reads differently, so its documents are redone;
+    the same weights keep the profile, so finished documents are still skipped."""
+    import os
+
+    from pipeline.process import profile_key
+
+    model = tmp_path / "my-model"
+    model.mkdir()
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"weights, first training run")
+    first = profile_key(model=str(model), dpi=300, beam=1)
+    assert profile_key(model=str(model), dpi=300, beam=1) == first
+    weights.write_bytes(b"weights, after more training")
+    os.utime(weights, ns=(1, 1))  # a new mtime even on filesystems with coarse timestamps
+    assert profile_key(model=str(model), dpi=300, beam=1) != first
+    assert profile_key(model="microsoft/trocr-base-printed", dpi=300, beam=1) != first
