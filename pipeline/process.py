@@ -37,6 +37,7 @@ def file_sha256(path: Path) -> str:
 
 @lru_cache(maxsize=32)
 def _weights_digest(weights: Path, size: int, mtime_ns: int) -> str:
+    # size and mtime only key the cache: the file is hashed again once it has been rewritten.
     return file_sha256(weights)[:16]
 
 

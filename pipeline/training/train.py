@@ -79,7 +79,8 @@ def load_or_build(cfg: TrainConfig) -> tuple[Any, Any]:
     if cfg.resume and (out / CHECKPOINT / "state.pt").exists():
         source = str(out)
     elif cfg.model == "new":
-        return build_line_model(LineModelConfig(**cfg.model_overrides))
+        frames = {"ctc_frames": cfg.ctc_frames} if cfg.ctc_frames else {}
+        return build_line_model(LineModelConfig(**{**cfg.model_overrides, **frames}))
     else:
         source = cfg.model
     model = VisionEncoderDecoderModel.from_pretrained(source).float()

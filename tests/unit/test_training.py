@@ -396,3 +396,18 @@ def test_quire_train_fine_tunes_a_trocr_architecture_model(tmp_path: Path) -> No
     assert wrong.exit_code == 2
     assert "--ctc-frames needs a model with Quire's line encoder" in wrong.output
     assert "ViTModel" in wrong.output
+
+
+def test_new_model_is_built_with_the_asked_ctc_frames(tmp_path: Path) -> None:
+    from pipeline.training.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        out_dir=str(tmp_path / "run"), model_overrides=LineModelConfig.tiny().to_dict(),
+        steps=1, batch_size=2, val_every=5, val_lines=2, num_workers=0, threads=1, progress=False,
+        save_every_s=1e9, warmup=1, ctc_frames=3,
+    )
+    train(cfg)
+    import json
+
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["encoder"]["ctc_frames_per_token"] == 3
