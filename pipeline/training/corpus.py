@@ -227,6 +227,9 @@ def quantity(rng: random.Random) -> str:
 def receipt_header(rng: random.Random) -> str:
     """Column headers and shop lines: AMT(RM), U/P (RM), 99 SPEED MART S/B (519537-X)."""
     words = [rng.choice(RECEIPT_HEADERS) for _ in range(rng.randint(1, 3))]
+    if rng.random() < 0.25:
+        # Some printers: "Amt(RM)", "Qty", "Change : RM"; codes such as U/P stay as they are.
+        words = [w.capitalize() if w.isalpha() else w for w in words]
     if rng.random() < 0.5:
         cur = rng.choice(("RM", "$", "MYR", "SGD", "USD"))
         words[-1] += f"{rng.choice(('', ' '))}({cur})"
@@ -244,6 +247,8 @@ def receipt_line(rng: random.Random) -> str:
     r = rng.random()
     if r < 0.3:
         label = " ".join(rng.choice(RECEIPT_WORDS) for _ in range(rng.randint(1, 2)))
+        if rng.random() < 0.3:
+            label = label.capitalize()
         sep = rng.choice((" ", "  ", ": ", " : "))
         return f"{label}{sep}{price(rng)}"
     if r < 0.5:

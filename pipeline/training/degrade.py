@@ -1,4 +1,5 @@
-"""Scan-like degradations of a rendered gray line: blur, noise, JPEG, geometry, ink, paper, light, fading, crops."""
+"""Scan-like degradations of a rendered gray line: blur, noise, JPEG, geometry, ink, paper, light,
+thermal fading, bitmap and dot-matrix print, neighbouring lines, crops."""
 
 from __future__ import annotations
 
@@ -77,7 +78,11 @@ def ink(img: np.ndarray, rng: Rng) -> np.ndarray:
         cv2.MORPH_ELLIPSE, (int(rng.integers(2, 4)), int(rng.integers(2, 4)))
     )
     # Ink is dark, so eroding the image grows the strokes and dilating it thins them.
-    return cv2.erode(img, k) if rng.random() < 0.5 else cv2.dilate(img, k)
+    if rng.random() < 0.5:
+        return cv2.erode(img, k)
+    thinned = cv2.dilate(img, k)
+    # A light font's hairline strokes would vanish: keep such a line as it was.
+    return thinned if (thinned < 128).sum() >= 0.5 * (img < 128).sum() else img
 
 
 def paper(img: np.ndarray, rng: Rng) -> np.ndarray:
@@ -110,11 +115,79 @@ def faded(img: np.ndarray, rng: Rng) -> np.ndarray:
     return _u8(255 - darkness)
 
 
+def _ink_height(img: np.ndarray) -> int:
+    rows = np.where((img < 128).any(axis=1))[0]
+    return int(rows[-1] - rows[0] + 1) if rows.size else img.shape[0]
+
+
+def pixelate(img: np.ndarray, rng: Rng) -> np.ndarray:
+    """Bitmap printer glyphs: the line redrawn on a coarse pixel grid (11-16 px of ink), then scanned."""
+    h, w = img.shape
+    f = rng.uniform(11, 16) / max(_ink_height(img), 1)
+    if f >= 1:
+        return img
+    # Widen the ink by one output pixel first: a thin stroke must survive the coarse grid, or the
+    # label would name a letter that is no longer there.
+    k = max(1, round(1 / f))
+    bold = cv2.erode(img, np.ones((k, k), np.uint8))
+    small = cv2.resize(bold, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    small = np.where(small < rng.uniform(128, 200), 0, 255).astype(np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def dot_matrix(img: np.ndarray, rng: Rng) -> np.ndarray:
+    """Dot-matrix print: every stroke drawn as separate round dots on a grid 8-12 dots high."""
+    cells = rng.uniform(8, 12)
+    cell = 5  # pixels per dot pitch: room for a round dot and a gap
+    scale = cell * cells / max(_ink_height(img), 1)
+    big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    h, w = big.shape
+    gh, gw = max(1, h // cell), max(1, w // cell)
+    # A dot wherever any ink falls in its cell (min pooling), so thin strokes keep their dots.
+    cells_view = big[: gh * cell, : gw * cell].reshape(gh, cell, gw, cell)
+    grid = cells_view.min(axis=(1, 3)) < 128
+    yy, xx = np.mgrid[0:cell, 0:cell]
+    centre = (cell - 1) / 2
+    dot = (yy - centre) ** 2 + (xx - centre) ** 2 <= (cell * rng.uniform(0.29, 0.39)) ** 2
+    out = np.full((h, w), 255, dtype=np.uint8)
+    out[: gh * cell, : gw * cell][np.kron(grid, dot).astype(bool)] = 0
+    return out
+
+
+def neighbour_ink(img: np.ndarray, rng: Rng) -> np.ndarray:
+    """What a tight crop catches from the lines above and below: separator dashes or glyph ends."""
+    h, w = img.shape
+    band = max(2, int(h * rng.uniform(0.08, 0.2)))
+    gap = int(h * rng.uniform(0.0, 0.12))
+    parts = [img]
+    for edge in ("top", "bottom"):
+        if rng.random() < 0.5:
+            continue
+        strip = np.full((band, w), 255, dtype=np.uint8)
+        if rng.random() < 0.5:
+            # A separator rule (-----, =====), solid or dashed, cut by the crop.
+            period = int(rng.integers(4, 16))
+            on = (np.arange(w) + int(rng.integers(0, period))) % period < int(rng.integers(2, period + 1))
+            thick = max(1, int(band * rng.uniform(0.2, 0.6)))
+            rows = slice(band - thick, band) if edge == "top" else slice(0, thick)
+            strip[rows, on] = int(rng.integers(0, 90))
+        else:
+            # Descenders of the line above (or tops of the line below), shifted sideways.
+            src = img[h - band :] if edge == "top" else img[:band]
+            strip = np.roll(src, int(rng.integers(0, w)), axis=1)
+        pad = np.full((gap, w), 255, dtype=np.uint8)
+        parts = [strip, pad, *parts] if edge == "top" else [*parts, pad, strip]
+    return np.vstack(parts)
+
+
 def crop(img: np.ndarray, rng: Rng, loose: float = 0.25) -> np.ndarray:
     """Crop to the ink box with a random margin: tight receipt crops or loose segmenter boxes."""
-    mask = img < 160
-    if not mask.any():
+    # Ink is what is darker than halfway to the paper: a fixed level would keep only the darkest
+    # speck of a faded line and crop the text away.
+    darkest, paper_level = int(img.min()), int(np.median(img))
+    if paper_level - darkest < 30:
         return img
+    mask = img < (darkest + paper_level) / 2
     ys, xs = np.where(mask)
     h, w = img.shape
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
@@ -154,9 +227,18 @@ def degrade(img: np.ndarray, rng: Rng, kind: str = "printed") -> np.ndarray:
         out = perspective(out, rng)
     if rng.random() < 0.3:
         out = ink(out, rng)
-    if kind == "receipt" and rng.random() < 0.5:
-        out = faded(out, rng)
+    if kind == "receipt":
+        # Thermal and dot-matrix printers: bitmap glyphs, separate dots, weak grey ink.
+        style = rng.random()
+        if style < 0.2:
+            out = pixelate(out, rng)
+        elif style < 0.35:
+            out = dot_matrix(out, rng)  # dots are light enough already: never faded on top
+        if not 0.2 <= style < 0.35 and rng.random() < 0.5:
+            out = faded(out, rng)
     out = crop(out, rng, loose=0.1 if kind == "receipt" else 0.3)
+    if rng.random() < (0.3 if kind == "receipt" else 0.08):
+        out = neighbour_ink(out, rng)
     if rng.random() < 0.3:
         out = rescale(out, rng)
     if rng.random() < 0.4:

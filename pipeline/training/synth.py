@@ -123,7 +123,18 @@ class LineSynthesizer:
             return self.sample(max_chars)
         if img.size == 0 or int((img < 200).sum()) < 4:
             return self.sample(max_chars)
-        return LineSample(letterbox(img, self.height, self.width), text, kind)
+        if len(text) > 3 and img.shape[1] < img.shape[0]:
+            return self.sample(max_chars)  # the crop lost the text: a label without its letters
+        line = letterbox(img, self.height, self.width)
+        content = line[:, : max(1, min(self.width, round(img.shape[1] * self.height / img.shape[0])))]
+        if _contrast(content) < 50:
+            return self.sample(max_chars)  # illegible at model size (thin, faint, blurred): a wrong lesson
+        return LineSample(line, text, kind)
+
+
+def _contrast(img: np.ndarray) -> float:
+    """Paper brightness minus the darkest ink: a line under ~50 grey levels cannot be read."""
+    return float(np.percentile(img, 90)) - float(img.min())
 
 
 def to_pixels(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -99,6 +100,7 @@ def test_synthetic_lines_shape_and_text() -> None:
         dg.uneven_light,
         dg.faded,
         dg.rescale,
+        dg.pixelate,
     ],
 )
 def test_degradations_keep_shape_and_dtype(fn) -> None:  # type: ignore[no-untyped-def]
@@ -256,6 +258,49 @@ def test_length_curriculum_grows_to_full_lines():
     assert curriculum_max_chars(1000, 1000, 120) is None and curriculum_max_chars(5, 0, 120) is None
     synth = LineSynthesizer(32, 512, seed=3)
     assert all(len(synth.sample(max_chars=12).text) <= 12 for _ in range(20))
+
+
+def _hershey_line(text: str = "HASHA 519537-X") -> np.ndarray:
+    img = np.full((48, 20 * len(text) + 20), 255, dtype=np.uint8)
+    cv2.putText(img, text, (8, 36), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 0, 2, cv2.LINE_AA)
+    return img
+
+
+def _ink_columns(img: np.ndarray, slack: int = 0) -> np.ndarray:
+    cols = (img < 128).any(axis=0).astype(float)
+    return np.convolve(cols, np.ones(2 * slack + 1), mode="same") > 0
+
+
+@pytest.mark.parametrize("fn", [dg.pixelate, dg.dot_matrix])
+def test_printer_styles_keep_every_glyph(fn) -> None:  # type: ignore[no-untyped-def]
+    img = _hershey_line()
+    for seed in range(5):
+        out = fn(img, np.random.default_rng(seed))
+        # Compare at the output's scale: dots shrunk back would blur to grey.
+        ref = cv2.resize(img, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_NEAREST)
+        before, after = _ink_columns(ref), _ink_columns(out, slack=out.shape[0] // 20)
+        # No glyph is dropped: almost every inked column still has ink after the printer style.
+        assert (before & after).sum() >= 0.9 * before.sum()
+
+
+def test_dot_matrix_draws_separate_dots() -> None:
+    img = _hershey_line()
+    out = dg.dot_matrix(img, np.random.default_rng(1))
+    n_parts, _ = cv2.connectedComponents((out < 128).astype(np.uint8))
+    n_strokes, _ = cv2.connectedComponents((img < 128).astype(np.uint8))
+    assert n_parts > 5 * n_strokes
+
+
+def test_neighbour_ink_adds_rows_and_keeps_the_line() -> None:
+    img = _hershey_line()
+    h = img.shape[0]
+    grew = 0
+    for seed in range(10):
+        out = dg.neighbour_ink(img, np.random.default_rng(seed))
+        assert out.shape[1] == img.shape[1]
+        assert any(np.array_equal(out[k : k + h], img) for k in range(out.shape[0] - h + 1))
+        grew += out.shape[0] > h
+    assert grew >= 3
 
 
 def test_degrade_never_empties_a_tiny_glyph():
