@@ -24,13 +24,19 @@ def to_gray(image: np.ndarray | Image.Image) -> np.ndarray:
     return array.astype(np.uint8, copy=False)
 
 
+def letterbox_width(shape: tuple[int, ...], height: int, width: int) -> int:
+    """Columns a crop of `shape` (h, w) fills after `letterbox`; the rest is white padding."""
+    h, w = shape[:2]
+    return max(1, min(width, round(w * height / h)))
+
+
 def letterbox(image: np.ndarray | Image.Image, height: int, width: int) -> np.ndarray:
     """Scale the crop to `height` keeping its aspect, squeeze only if still too wide, pad right white."""
     gray = to_gray(image)
     h, w = gray.shape
     if h == 0 or w == 0:
         return np.full((height, width), 255, dtype=np.uint8)
-    new_w = max(1, min(width, round(w * height / h)))
+    new_w = letterbox_width(gray.shape, height, width)
     resized = np.asarray(
         Image.fromarray(gray).resize((new_w, height), Image.Resampling.BILINEAR)
     )

@@ -140,9 +140,10 @@ def dot_matrix(img: np.ndarray, rng: Rng) -> np.ndarray:
     cells = rng.uniform(8, 12)
     cell = 5  # pixels per dot pitch: room for a round dot and a gap
     scale = cell * cells / max(_ink_height(img), 1)
-    big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    shrink = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    big = cv2.resize(img, None, fx=scale, fy=scale, interpolation=shrink)
     h, w = big.shape
-    gh, gw = max(1, h // cell), max(1, w // cell)
+    gh, gw = h // cell, w // cell  # whole cells only; the ragged right and bottom edge stays white
     # A dot wherever any ink falls in its cell (min pooling), so thin strokes keep their dots.
     cells_view = big[: gh * cell, : gw * cell].reshape(gh, cell, gw, cell)
     grid = cells_view.min(axis=(1, 3)) < 128
@@ -230,12 +231,13 @@ def degrade(img: np.ndarray, rng: Rng, kind: str = "printed") -> np.ndarray:
     if kind == "receipt":
         # Thermal and dot-matrix printers: bitmap glyphs, separate dots, weak grey ink.
         style = rng.random()
-        if style < 0.2:
-            out = pixelate(out, rng)
-        elif style < 0.35:
+        if 0.2 <= style < 0.35:
             out = dot_matrix(out, rng)  # dots are light enough already: never faded on top
-        if not 0.2 <= style < 0.35 and rng.random() < 0.5:
-            out = faded(out, rng)
+        else:
+            if style < 0.2:
+                out = pixelate(out, rng)
+            if rng.random() < 0.5:
+                out = faded(out, rng)
     out = crop(out, rng, loose=0.1 if kind == "receipt" else 0.3)
     if rng.random() < (0.3 if kind == "receipt" else 0.08):
         out = neighbour_ink(out, rng)

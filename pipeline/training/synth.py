@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.line_image import letterbox
+from pipeline.line_image import letterbox, letterbox_width
 from pipeline.training.corpus import text_line
 from pipeline.training.degrade import degrade
 from pipeline.training.fonts import FontInfo, pick_font
@@ -126,7 +126,7 @@ class LineSynthesizer:
         if len(text) > 3 and img.shape[1] < img.shape[0]:
             return self.sample(max_chars)  # the crop lost the text: a label without its letters
         line = letterbox(img, self.height, self.width)
-        content = line[:, : max(1, min(self.width, round(img.shape[1] * self.height / img.shape[0])))]
+        content = line[:, : letterbox_width(img.shape, self.height, self.width)]
         if _contrast(content) < 50:
             return self.sample(max_chars)  # illegible at model size (thin, faint, blurred): a wrong lesson
         return LineSample(line, text, kind)
