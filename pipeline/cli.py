@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -45,12 +45,12 @@ def _settings(**overrides) -> Settings:
 @app.command()
 def run(
     paths: Annotated[list[Path], typer.Argument(help="PDF or image files, or folders (searched recursively).")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write <name>.<ext> for each document here.")] = None,
-    model: Annotated[Optional[str], typer.Option(help=f"Recognition model: a shipped name ({DEFAULT_MODEL}), a folder, or a hub name.")] = None,
-    beam: Annotated[Optional[int], typer.Option(min=1, max=16, help="Beam width; 1 is greedy (fastest).")] = None,
-    dpi: Annotated[Optional[int], typer.Option(min=50, max=1200, help="Resolution PDFs are rendered at (default 300).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write <name>.<ext> for each document here.")] = None,
+    model: Annotated[str | None, typer.Option(help=f"Recognition model: a shipped name ({DEFAULT_MODEL}), a folder, or a hub name.")] = None,
+    beam: Annotated[int | None, typer.Option(min=1, max=16, help="Beam width; 1 is greedy (fastest).")] = None,
+    dpi: Annotated[int | None, typer.Option(min=50, max=1200, help="Resolution PDFs are rendered at (default 300).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Comma-separated output formats, e.g. txt,json.")] = "txt,json",
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """OCR documents in this process (no servers): text in the database, exports in the store and --out.
@@ -101,11 +101,11 @@ def _print_summary(summary) -> None:
 @app.command()
 def recognize(
     images: Annotated[list[Path], typer.Argument(help="Images of single text lines.")],
-    model: Annotated[Optional[str], typer.Option(help="Recognition model name or folder.")] = None,
+    model: Annotated[str | None, typer.Option(help="Recognition model name or folder.")] = None,
     beam: Annotated[int, typer.Option(min=1, max=16, help="Beam width; 1 is greedy.")] = 1,
     tsv: Annotated[bool, typer.Option(help="Print path<TAB>text<TAB>confidence per line.")] = False,
     quantize: Annotated[bool, typer.Option(help="int8 dynamic quantization (CPU).")] = False,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     decode: Annotated[str, typer.Option(
         help="auto (what the model's training measured best), attention (the decoder generates; "
              "--beam applies) or ctc (the encoder's CTC head reads; Quire's own models).")] = "auto",
@@ -146,7 +146,7 @@ def recognize(
 
 @db_app.command("upgrade")
 def db_upgrade(
-    url: Annotated[Optional[str], typer.Option(help="Database URL (default: QUIRE_DATABASE_URL).")] = None,
+    url: Annotated[str | None, typer.Option(help="Database URL (default: QUIRE_DATABASE_URL).")] = None,
 ) -> None:
     """Apply the Alembic migrations up to the newest schema."""
     from pipeline.db.session import upgrade
@@ -159,9 +159,9 @@ def db_upgrade(
 @app.command()
 def worker(
     queue: Annotated[str, typer.Argument(help="ingest, recognize or finish (or several, comma-separated, for a small node).")],
-    concurrency: Annotated[Optional[int], typer.Option(help="Worker processes (recognize: 1 per GPU).")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Worker processes (recognize: 1 per GPU).")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "info",
-    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus metrics (pages, lines, lines/s) on this port.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics (pages, lines, lines/s) on this port.")] = None,
 ) -> None:
     """Start a Celery worker for one queue with the settings that queue needs.
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -67,7 +67,7 @@ def find_document(s, ref: str):
 def export(
     document: Annotated[str, typer.Argument(help="Document id, source file, or name.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "txt",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write here (default: stdout for text formats, <name>.<ext> for PDF/ZIP).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (default: stdout for text formats, <name>.<ext> for PDF/ZIP).")] = None,
 ) -> None:
     """Export a processed document from its stored rows and page images."""
     from pipeline.db import repo
@@ -130,7 +130,7 @@ def search(
 
 def view(
     document: Annotated[str, typer.Argument(help="Document id, source file, or name.")],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where to write the HTML (default: under QUIRE_HOME/viewer/).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the HTML (default: under QUIRE_HOME/viewer/).")] = None,
     port: Annotated[int, typer.Option(help="Serve on 127.0.0.1:PORT (0: any free port).")] = 0,
     serve: Annotated[bool, typer.Option(help="Serve the page locally until Ctrl-C.")] = True,
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open it in the default browser.")] = True,

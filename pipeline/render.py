@@ -194,7 +194,7 @@ def _image_dpi(image: Image.Image, default: int) -> int:
     """The scan's own resolution when it records a plausible one; else the configured dpi."""
     raw = image.info.get("dpi")
     try:
-        value = int(round(float(raw[0]))) if raw else 0
+        value = round(float(raw[0])) if raw else 0
     except (TypeError, ValueError, IndexError):
         value = 0
     return value if 72 <= value <= 2400 else default

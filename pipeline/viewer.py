@@ -70,7 +70,7 @@ def make_server(html: bytes, port: int = 0) -> ThreadingHTTPServer:
     serve_forever(). Port 0 picks a free one: server.server_address[1]."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:
             if self.path.split("?", 1)[0] not in ("/", "/index.html"):
                 self.send_error(404)
                 return

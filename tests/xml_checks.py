@@ -4,6 +4,7 @@ and hOCR structurally (no PyPI package ships the ALTO v4 XSD, so its rules are c
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -67,7 +68,7 @@ def check_alto(data: bytes) -> etree._Element:
                 kinds = [c.tag for c in line]
                 assert set(kinds) <= {ALTO + "String", ALTO + "SP"}
                 assert not kinds or (kinds[0] == kinds[-1] == ALTO + "String")
-                assert all(a != b or a != ALTO + "SP" for a, b in zip(kinds, kinds[1:]))
+                assert all(a != b or a != ALTO + "SP" for a, b in itertools.pairwise(kinds))
                 for word in line.iter(ALTO + "String"):
                     assert word.get("CONTENT") and not re.search(r"\s", word.get("CONTENT"))
                     assert 0.0 <= float(word.get("WC")) <= 1.0

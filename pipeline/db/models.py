@@ -258,6 +258,17 @@ class WatchCheckpoint(Base):
 
 
 __all__ = [
-    "ApiToken", "Base", "WatchCheckpoint", "Document", "DocumentStatus", "Job", "JobDocument", "JobStatus", "Line",
-    "LineStatus", "Page", "PageStatus", "utcnow",
+    "ApiToken",
+    "Base",
+    "Document",
+    "DocumentStatus",
+    "Job",
+    "JobDocument",
+    "JobStatus",
+    "Line",
+    "LineStatus",
+    "Page",
+    "PageStatus",
+    "WatchCheckpoint",
+    "utcnow",
 ]

@@ -86,7 +86,7 @@ def parse_formats(spec: str) -> list[Exporter]:
 
 
 # Importing the format modules registers them.
-from pipeline.exporters import (  # noqa: E402,F401
+from pipeline.exporters import (  # noqa: F401
     alto_export,
     hocr_export,
     json_export,

@@ -13,10 +13,11 @@ from pipeline.types import BBox, DocumentResult, LineResult, PageResult
 
 SOFTWARE = "Quire"
 try:
+    from importlib.metadata import PackageNotFoundError
     from importlib.metadata import version as _version
 
     SOFTWARE_VERSION = _version("quire")
-except Exception:  # not installed as a distribution (a bare checkout on sys.path)
+except PackageNotFoundError:  # not installed as a distribution (a bare checkout on sys.path)
     SOFTWARE_VERSION = "0"
 
 

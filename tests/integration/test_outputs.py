@@ -112,7 +112,7 @@ def test_search_finds_a_known_phrase_and_not_a_missing_one(env):
     result = quire("search", '"Dear Mr. Holloway"')
     assert result.exit_code == 0, result.output
     [hit] = result.output.strip().splitlines()
-    name, page, line, box, text = hit.split("\t")
+    name, page, line, _box, text = hit.split("\t")
     assert (name, page, line, text) == ("letter.pdf", "page 1", "line 3", "[Dear Mr. Holloway],")
     data = json.loads(quire("search", "county archives", "--json").output)
     assert [(h["page"], h["line"], h["text"]) for h in data] == [(1, 1, "Quire County Archives")]

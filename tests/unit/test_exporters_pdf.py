@@ -89,7 +89,7 @@ def test_page_images_are_carried_over_at_about_their_size(tmp_path, mode, fmt):
     data = get_exporter("pdf").export(make_doc(["one line"]), lambda key: image)
     assert words_of(pdftotext(data, tmp_path)) == ["one", "line"]
     with pikepdf.open(io.BytesIO(data)) as pdf:
-        [(_, xobject)] = pdf.pages[0].images.items()  # noqa
+        [(_, xobject)] = pdf.pages[0].images.items()
         decoded = pikepdf.PdfImage(xobject).as_pil_image()
         assert decoded.size == (1275, 1650)
         assert decoded.convert("L").getpixel((500, 160)) < 60  # black bar where it was drawn
