@@ -108,7 +108,9 @@ def recognize(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     decode: Annotated[str, typer.Option(
         help="auto (what the model's training measured best), attention (the decoder generates; "
-             "--beam applies) or ctc (the encoder's CTC head reads; Quire's own models).")] = "auto",
+             "--beam applies), ctc (the encoder's CTC head reads; Quire's own models) or rescore "
+             "(the CTC head proposes a few readings, the decoder picks one: slower, often more "
+             "accurate).")] = "auto",
 ) -> None:
     """OCR ready-cut line images (no segmentation); one result per image, in the order given."""
     import numpy as np

@@ -11,11 +11,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import resolve_model_path
+from pipeline.ctc_beam import prefix_beam_search
 from pipeline.errors import ModelLoadError
 from pipeline.line_image import LINE_SHAPED_MIN_ASPECT, letterbox, to_gray
 from pipeline.types import LineText
 
 log = logging.getLogger(__name__)
+
+# 'rescore' decoding: how many CTC readings per line the decoder weighs, and how much the
+# decoder's log-likelihood counts against the CTC head's (which reads better on its own).
+RESCORE_CANDIDATES = 8
+RESCORE_DECODER_WEIGHT = 1.0
+# Rivals this many nats below the CTC head's best reading are dropped before the decoder pass,
+# which costs in proportion to the readings it weighs.
+RESCORE_MARGIN = 3.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,8 @@ class Recognizer:
         pixels = self._pixel_values(crops).to(self.device, dtype=next(self.model.parameters()).dtype)
         if self.decode == "ctc":
             return self._recognize_ctc(pixels)
+        if self.decode == "rescore":
+            return self._recognize_rescore(pixels)
         with torch.inference_mode():
             encoded = self.model.encoder(pixel_values=pixels)
             hidden = encoded.last_hidden_state  # generate expands `encoded` in place for beams
@@ -163,6 +174,67 @@ class Recognizer:
         with torch.inference_mode():
             read = self.model.encoder.ctc_read(pixels, self.processor.tokenizer)
         return [LineText(text.strip(), confidence) for text, confidence in read]
+
+    def _recognize_rescore(self, pixels) -> list[LineText]:
+        """The CTC head proposes a few readings per line; the decoder, which has learnt how
+        text goes on ("RM" after "TOTAL", not "RN"), picks among them."""
+        import torch
+
+        encoder = self.model.encoder
+        blank = encoder.config.ctc_blank_id
+        specials = frozenset(self.processor.tokenizer.all_special_ids) - {blank}
+        with torch.inference_mode():
+            hidden = encoder(pixel_values=pixels).last_hidden_state
+            log_probs = encoder.ctc_log_probs(hidden).cpu().tolist()
+        proposals = []
+        for frames in log_probs:
+            readings = prefix_beam_search(frames, blank, beam=RESCORE_CANDIDATES, skip=specials)
+            proposals.append([r for r in readings if r[1] >= readings[0][1] - RESCORE_MARGIN])
+        owners = [i for i, line in enumerate(proposals) for _ in line]
+        texts = [ids for line in proposals for ids, _ in line]
+        decoder_lp = self._decoder_log_likelihoods(hidden, owners, texts)
+        best: dict[int, tuple[float, tuple[int, ...], float, float]] = {}
+        flat_ctc = [lp for line in proposals for _, lp in line]
+        for owner, ids, ctc_lp, dec_lp in zip(owners, texts, flat_ctc, decoder_lp):
+            score = ctc_lp + RESCORE_DECODER_WEIGHT * dec_lp
+            if owner not in best or score > best[owner][0]:
+                best[owner] = (score, ids, ctc_lp, dec_lp)
+        results = []
+        for i in range(len(proposals)):
+            _, ids, ctc_lp, dec_lp = best[i]
+            # Per character (EOS counted), as in the attention path: both readers must be sure.
+            steps = len(ids) + 1
+            confidence = math.exp((ctc_lp + dec_lp) / (2 * steps))
+            text = self.processor.tokenizer.decode(list(ids), skip_special_tokens=True)
+            results.append(LineText(text.strip(), confidence))
+        return results
+
+    def _decoder_log_likelihoods(self, hidden, owners: list[int], texts: list[tuple[int, ...]]):
+        """The decoder's log-probability of each text (EOS included), read off line `owners[i]`;
+        one teacher-forced pass over all of them."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        config = self.model.generation_config
+        start, eos, pad = config.decoder_start_token_id, config.eos_token_id, config.pad_token_id
+        eos = eos[0] if isinstance(eos, list) else eos
+        longest = max(len(t) for t in texts) + 1
+        inputs = torch.full((len(texts), longest), pad, dtype=torch.long)
+        targets = torch.full((len(texts), longest), -100, dtype=torch.long)
+        for row, ids in enumerate(texts):
+            inputs[row, : len(ids) + 1] = torch.tensor([start, *ids])
+            targets[row, : len(ids) + 1] = torch.tensor([*ids, eos])
+        inputs, targets = inputs.to(hidden.device), targets.to(hidden.device)
+        with torch.inference_mode():
+            out = self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=hidden[owners]),
+                decoder_input_ids=inputs,
+                decoder_attention_mask=(targets != -100).long(),
+            )
+            log_probs = out.logits.float().log_softmax(-1)
+            picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            picked = picked.masked_fill(targets == -100, 0.0)
+        return picked.sum(-1).cpu().tolist()
 
     def _ctc_agreement(self, hidden, sequences) -> list[float] | None:
         """How likely the encoder's CTC head finds the decoder's text: exp(-NLL per character).
@@ -209,11 +281,12 @@ class Recognizer:
         return confidences
 
 
-DECODINGS = ("auto", "attention", "ctc")
+DECODINGS = ("auto", "attention", "ctc", "rescore")
 
 
 def _pick_decoding(requested: str, model) -> str:
-    """'attention' (the decoder generates) or 'ctc' (the encoder's CTC head reads).
+    """'attention' (the decoder generates), 'ctc' (the encoder's CTC head reads) or 'rescore'
+    (the CTC head proposes readings, the decoder picks one).
 
     'auto' takes what training measured as better on held-out synthetic lines and stored in the
     model's config (`quire_decoding`); models without that note decode with attention.
@@ -223,9 +296,9 @@ def _pick_decoding(requested: str, model) -> str:
     has_ctc = getattr(model.encoder, "ctc_head", None) is not None
     if requested == "auto":
         requested = getattr(model.config, "quire_decoding", None) or "attention"
-        return requested if requested != "ctc" or has_ctc else "attention"
-    if requested == "ctc" and not has_ctc:
-        raise ModelLoadError("this model has no CTC head; decode with 'attention'")
+        return requested if requested == "attention" or has_ctc else "attention"
+    if requested in ("ctc", "rescore") and not has_ctc:
+        raise ModelLoadError(f"this model has no CTC head for {requested!r}; decode with 'attention'")
     return requested
 
 

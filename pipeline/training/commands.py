@@ -135,7 +135,11 @@ def eval_command(
     batch_size: Annotated[int, typer.Option(help="Lines per batch.")] = 32,
     worst: Annotated[int, typer.Option(help="How many worst lines to list.")] = 10,
     decode: Annotated[
-        str, typer.Option(help="auto, attention (decoder) or ctc (encoder's CTC head).")
+        str,
+        typer.Option(
+            help="auto, attention (decoder), ctc (encoder's CTC head) or rescore (the decoder "
+            "picks among the CTC head's readings)."
+        ),
     ] = "auto",
 ) -> None:
     """CER and WER (after NFC, quote and whitespace normalisation), lines/s and the worst lines."""

@@ -117,6 +117,15 @@ def test_ctc_decoding_reads_and_auto_follows_the_model_config(reader, tmp_path):
         Recognizer(str(reader), decode="fast")
 
 
+def test_rescore_decoding_reads_and_scores_unreadable_lines_low(reader):
+    crops = [render_line(t) for t in MEMORISED]
+    noise = np.random.default_rng(1).integers(0, 255, (40, 300), dtype=np.uint8)
+    results = Recognizer(str(reader), decode="rescore").recognize([*crops, noise])
+    assert [r.text for r in results[:-1]] == list(MEMORISED)
+    assert all(0.5 < r.confidence <= 1.0 for r in results[:-1])
+    assert results[-1].confidence < min(r.confidence for r in results[:-1])
+
+
 def test_widened_ctc_head_reads_the_same(reader, tmp_path):
     from transformers import VisionEncoderDecoderModel
 

@@ -1,0 +1,54 @@
+"""CTC prefix beam search: its scores are the CTC probabilities summed over every alignment."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+
+from pipeline.ctc_beam import prefix_beam_search
+
+BLANK = 0
+
+
+def _ctc_log_prob(log_probs: torch.Tensor, label: tuple[int, ...]) -> float:
+    """Exact log P(label) by torch's CTC loss (the forward algorithm)."""
+    if not label:
+        return float(log_probs[:, BLANK].sum())
+    nll = torch.nn.functional.ctc_loss(
+        log_probs.unsqueeze(1), torch.tensor([label]), torch.tensor([log_probs.shape[0]]),
+        torch.tensor([len(label)]), blank=BLANK, reduction="sum",
+    )
+    return -float(nll)
+
+
+def test_beam_scores_are_exact_and_the_best_label_comes_first():
+    torch.manual_seed(0)
+    frames, vocab = 5, 3  # blank and two characters: every label is enumerable
+    log_probs = torch.randn(frames, vocab).mul(2).log_softmax(-1).double()
+    exact = {
+        label: _ctc_log_prob(log_probs, label)
+        for n in range(frames + 1)
+        for label in itertools.product((1, 2), repeat=n)
+    }
+    exact = {k: v for k, v in exact.items() if v > -math.inf}
+    found = prefix_beam_search(log_probs.tolist(), BLANK, beam=64)
+    assert found[0][0] == max(exact, key=exact.get)
+    for label, score in found[:10]:
+        assert math.isclose(score, exact[label], rel_tol=1e-6, abs_tol=1e-6)
+
+
+def test_a_repeated_character_needs_a_blank_between():
+    p = math.log(0.98)
+    low = math.log(0.01)
+    # Frames read: a, a, blank, a  ->  "aa" (the first two frames merge, the blank splits).
+    frames = [[low, p, low], [low, p, low], [p, low, low], [low, p, low]]
+    best, _ = prefix_beam_search(frames, BLANK, beam=4)[0]
+    assert best == (1, 1)
+
+
+def test_skipped_tokens_are_never_emitted():
+    frames = [[math.log(0.1), math.log(0.1), math.log(0.8)]] * 3
+    readings = prefix_beam_search(frames, BLANK, beam=4, skip=frozenset({2}))
+    assert all(2 not in label for label, _ in readings)
