@@ -209,6 +209,14 @@ def crop(img: np.ndarray, rng: Rng, loose: float = 0.25) -> np.ndarray:
     return out
 
 
+def condense(img: np.ndarray, rng: Rng) -> np.ndarray:
+    """Narrow or wide print: receipts squeeze glyphs to fit 40 columns ('Amt' with an m as
+    narrow as an n, parentheses like tall thin arcs) and widen totals; hands vary in width."""
+    h, w = img.shape
+    f = rng.uniform(0.55, 0.9) if rng.random() < 0.8 else rng.uniform(1.1, 1.4)
+    return cv2.resize(img, (max(1, round(w * f)), h), interpolation=cv2.INTER_AREA)
+
+
 def rescale(img: np.ndarray, rng: Rng) -> np.ndarray:
     """Scan resolution: down- then up-sample so strokes lose detail the way low-dpi scans do."""
     h, w = img.shape
@@ -220,6 +228,8 @@ def rescale(img: np.ndarray, rng: Rng) -> np.ndarray:
 def degrade(img: np.ndarray, rng: Rng, kind: str = "printed") -> np.ndarray:
     """A random chain of degradations suited to `kind` ('printed', 'receipt', 'handwritten')."""
     out = img
+    if rng.random() < {"receipt": 0.35, "handwritten": 0.15}.get(kind, 0.1):
+        out = condense(out, rng)
     if rng.random() < (0.35 if kind == "handwritten" else 0.15):
         out = shear(out, rng, 0.35 if kind == "handwritten" else 0.15)
     if rng.random() < 0.4:

@@ -86,6 +86,15 @@ def test_synthetic_lines_shape_and_text() -> None:
     assert len(chars) > 25
 
 
+def test_condense_changes_only_the_width() -> None:
+    img = np.full((40, 300), 255, dtype=np.uint8)
+    img[10:30, 20:280:7] = 0
+    widths = {dg.condense(img, np.random.default_rng(seed)).shape[1] for seed in range(40)}
+    assert min(widths) < 0.9 * 300 and max(widths) > 1.1 * 300  # narrow and wide print both
+    out = dg.condense(img, np.random.default_rng(0))
+    assert out.shape[0] == 40 and out.dtype == np.uint8 and out.min() < 128
+
+
 @pytest.mark.parametrize(
     "fn",
     [
