@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pipeline.recognize import DECODINGS
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 
 FOLDED = {"receipts"}
@@ -44,7 +45,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats; the best is kept")
     parser.add_argument("--quantize", action="store_true")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--decode", default="auto", choices=["auto", "attention", "ctc"])
+    parser.add_argument("--decode", default="auto", choices=list(DECODINGS))
     args = parser.parse_args()
 
     from pipeline.recognize import Recognizer
