@@ -7,7 +7,7 @@ Best-path decoding keeps one reading per line; rescoring with the decoder needs 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 NEG_INF = -math.inf
 # Frames where blank is this sure carry every prefix over unchanged (a blank can only close a
@@ -34,7 +34,7 @@ def _bump(grown: dict, prefix: tuple[int, ...], which: int, value: float) -> Non
 
 
 def prefix_beam_search(
-    log_probs: Iterable[Iterable[float]],
+    log_probs: Sequence[Sequence[float]],
     blank: int,
     *,
     beam: int = 8,
@@ -48,7 +48,6 @@ def prefix_beam_search(
     # Each prefix keeps two scores: ending in blank, and ending in its last character.
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, NEG_INF)}
     for frame in log_probs:
-        frame = list(frame)
         p_blank = frame[blank]
         if p_blank >= SURE_BLANK:
             beams = {

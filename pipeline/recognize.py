@@ -192,16 +192,11 @@ class Recognizer:
             proposals.append([r for r in readings if r[1] >= readings[0][1] - RESCORE_MARGIN])
         owners = [i for i, line in enumerate(proposals) for _ in line]
         texts = [ids for line in proposals for ids, _ in line]
-        decoder_lp = self._decoder_log_likelihoods(hidden, owners, texts)
-        best: dict[int, tuple[float, tuple[int, ...], float, float]] = {}
-        flat_ctc = [lp for line in proposals for _, lp in line]
-        for owner, ids, ctc_lp, dec_lp in zip(owners, texts, flat_ctc, decoder_lp):
-            score = ctc_lp + RESCORE_DECODER_WEIGHT * dec_lp
-            if owner not in best or score > best[owner][0]:
-                best[owner] = (score, ids, ctc_lp, dec_lp)
+        decoder_lp = iter(self._decoder_log_likelihoods(hidden, owners, texts))
         results = []
-        for i in range(len(proposals)):
-            _, ids, ctc_lp, dec_lp = best[i]
+        for line in proposals:
+            scored = [(ids, ctc_lp, next(decoder_lp)) for ids, ctc_lp in line]
+            ids, ctc_lp, dec_lp = max(scored, key=lambda r: r[1] + RESCORE_DECODER_WEIGHT * r[2])
             # Per character (EOS counted), as in the attention path: both readers must be sure.
             steps = len(ids) + 1
             confidence = math.exp((ctc_lp + dec_lp) / (2 * steps))
@@ -215,21 +210,18 @@ class Recognizer:
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 
-        config = self.model.generation_config
-        start, eos, pad = config.decoder_start_token_id, config.eos_token_id, config.pad_token_id
+        eos = self.model.generation_config.eos_token_id
         eos = eos[0] if isinstance(eos, list) else eos
         longest = max(len(t) for t in texts) + 1
-        inputs = torch.full((len(texts), longest), pad, dtype=torch.long)
         targets = torch.full((len(texts), longest), -100, dtype=torch.long)
         for row, ids in enumerate(texts):
-            inputs[row, : len(ids) + 1] = torch.tensor([start, *ids])
             targets[row, : len(ids) + 1] = torch.tensor([*ids, eos])
-        inputs, targets = inputs.to(hidden.device), targets.to(hidden.device)
+        targets = targets.to(hidden.device)
         with torch.inference_mode():
+            # Given labels, the model builds the decoder's input itself (start token, shifted
+            # right), as in training; the causal mask keeps padding out of the positions read.
             out = self.model(
-                encoder_outputs=BaseModelOutput(last_hidden_state=hidden[owners]),
-                decoder_input_ids=inputs,
-                decoder_attention_mask=(targets != -100).long(),
+                encoder_outputs=BaseModelOutput(last_hidden_state=hidden[owners]), labels=targets
             )
             log_probs = out.logits.float().log_softmax(-1)
             picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
