@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.config import resolve_model_path
-from pipeline.ctc_beam import prefix_beam_search
+from pipeline.ctc_beam import prefix_beam_search, sparse_frames
 from pipeline.errors import ModelLoadError
 from pipeline.line_image import LINE_SHAPED_MIN_ASPECT, letterbox, to_gray
 from pipeline.types import LineText
@@ -185,10 +185,10 @@ class Recognizer:
         specials = frozenset(self.processor.tokenizer.all_special_ids) - {blank}
         with torch.inference_mode():
             hidden = encoder(pixel_values=pixels).last_hidden_state
-            log_probs = encoder.ctc_log_probs(hidden).cpu().tolist()
+            lines = sparse_frames(encoder.ctc_log_probs(hidden).cpu(), blank, specials)
         proposals = []
-        for frames in log_probs:
-            readings = prefix_beam_search(frames, blank, beam=RESCORE_CANDIDATES, skip=specials)
+        for frames in lines:
+            readings = prefix_beam_search(frames, beam=RESCORE_CANDIDATES)
             proposals.append([r for r in readings if r[1] >= readings[0][1] - RESCORE_MARGIN])
         owners = [i for i, line in enumerate(proposals) for _ in line]
         texts = [ids for line in proposals for ids, _ in line]
@@ -205,28 +205,36 @@ class Recognizer:
         return results
 
     def _decoder_log_likelihoods(self, hidden, owners: list[int], texts: list[tuple[int, ...]]):
-        """The decoder's log-probability of each text (EOS included), read off line `owners[i]`;
-        one teacher-forced pass over all of them."""
+        """The decoder's log-probability of each text (EOS included), read off line `owners[i]`.
+
+        Teacher-forced passes over texts of similar length (the padding a pass computes is
+        wasted work: a line's rivals are much alike, but lines in a batch are not).
+        """
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 
         eos = self.model.generation_config.eos_token_id
         eos = eos[0] if isinstance(eos, list) else eos
-        longest = max(len(t) for t in texts) + 1
-        targets = torch.full((len(texts), longest), -100, dtype=torch.long)
-        for row, ids in enumerate(texts):
-            targets[row, : len(ids) + 1] = torch.tensor([*ids, eos])
-        targets = targets.to(hidden.device)
-        with torch.inference_mode():
-            # Given labels, the model builds the decoder's input itself (start token, shifted
-            # right), as in training; the causal mask keeps padding out of the positions read.
-            out = self.model(
-                encoder_outputs=BaseModelOutput(last_hidden_state=hidden[owners]), labels=targets
-            )
-            log_probs = out.logits.float().log_softmax(-1)
-            picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            picked = picked.masked_fill(targets == -100, 0.0)
-        return picked.sum(-1).cpu().tolist()
+        by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        scores = [0.0] * len(texts)
+        for start in range(0, len(by_length), self.batch_size):
+            chunk = by_length[start : start + self.batch_size]
+            longest = len(texts[chunk[-1]]) + 1
+            targets = torch.full((len(chunk), longest), -100, dtype=torch.long)
+            for row, i in enumerate(chunk):
+                targets[row, : len(texts[i]) + 1] = torch.tensor([*texts[i], eos])
+            targets = targets.to(hidden.device)
+            encoded = BaseModelOutput(last_hidden_state=hidden[[owners[i] for i in chunk]])
+            with torch.inference_mode():
+                # Given labels, the model builds the decoder's input itself (start token, shifted
+                # right), as in training; the causal mask keeps padding out of the positions read.
+                out = self.model(encoder_outputs=encoded, labels=targets)
+                log_probs = out.logits.float().log_softmax(-1)
+                picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+                picked = picked.masked_fill(targets == -100, 0.0)
+            for i, score in zip(chunk, picked.sum(-1).cpu().tolist()):
+                scores[i] = score
+        return scores
 
     def _ctc_agreement(self, hidden, sequences) -> list[float] | None:
         """How likely the encoder's CTC head finds the decoder's text: exp(-NLL per character).

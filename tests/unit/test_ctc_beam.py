@@ -7,9 +7,16 @@ import math
 
 import torch
 
-from pipeline.ctc_beam import prefix_beam_search
+from pipeline.ctc_beam import prefix_beam_search, sparse_frames
 
 BLANK = 0
+
+
+def _search(log_probs, **kwargs):
+    """Beam search over one line's (T, V) log-probabilities."""
+    skip = kwargs.pop("skip", ())
+    frames = sparse_frames(torch.as_tensor(log_probs).unsqueeze(0), BLANK, skip)[0]
+    return prefix_beam_search(frames, **kwargs)
 
 
 def _ctc_log_prob(log_probs: torch.Tensor, label: tuple[int, ...]) -> float:
@@ -33,7 +40,7 @@ def test_beam_scores_are_exact_and_the_best_label_comes_first():
         for label in itertools.product((1, 2), repeat=n)
     }
     exact = {k: v for k, v in exact.items() if v > -math.inf}
-    found = prefix_beam_search(log_probs.tolist(), BLANK, beam=64)
+    found = _search(log_probs, beam=64)
     assert found[0][0] == max(exact, key=exact.get)
     for label, score in found[:10]:
         assert math.isclose(score, exact[label], rel_tol=1e-6, abs_tol=1e-6)
@@ -44,11 +51,26 @@ def test_a_repeated_character_needs_a_blank_between():
     low = math.log(0.01)
     # Frames read: a, a, blank, a  ->  "aa" (the first two frames merge, the blank splits).
     frames = [[low, p, low], [low, p, low], [p, low, low], [low, p, low]]
-    best, _ = prefix_beam_search(frames, BLANK, beam=4)[0]
+    best, _ = _search(frames, beam=4)[0]
     assert best == (1, 1)
 
 
 def test_skipped_tokens_are_never_emitted():
     frames = [[math.log(0.1), math.log(0.1), math.log(0.8)]] * 3
-    readings = prefix_beam_search(frames, BLANK, beam=4, skip=frozenset({2}))
+    readings = _search(frames, beam=4, skip={2})
     assert all(2 not in label for label, _ in readings)
+
+
+def test_long_blank_gaps_are_merged_without_changing_the_reading_or_its_score():
+    torch.manual_seed(1)
+    frames, vocab = 120, 6
+    logits = torch.randn(frames, vocab)
+    logits[:, BLANK] += 15.0  # gaps: blank nearly certain, as between a CTC head's characters
+    for t, token in ((20, 3), (21, 3), (60, 5), (61, 0), (90, 3)):
+        logits[t, token] += 25.0
+    log_probs = logits.log_softmax(-1).double()
+    merged = sparse_frames(log_probs.unsqueeze(0), BLANK)[0]
+    assert len(merged) < 20  # the gaps collapse to a handful of frames
+    (label, score), *_ = _search(log_probs, beam=8)
+    assert label == (3, 5, 3)
+    assert math.isclose(score, _ctc_log_prob(log_probs, label), abs_tol=1e-3)
