@@ -288,8 +288,8 @@ def _pick_decoding(requested: str, model) -> str:
     """'attention' (the decoder generates), 'ctc' (the encoder's CTC head reads) or 'rescore'
     (the CTC head proposes readings, the decoder picks one).
 
-    'auto' takes what training measured as better on held-out synthetic lines and stored in the
-    model's config (`quire_decoding`); models without that note decode with attention.
+    'auto' takes what training stored in the model's config (`quire_decoding`: measured on
+    validation lines, or set with `quire train --decoding`); models without it use attention.
     """
     if requested not in DECODINGS:
         raise ModelLoadError(f"decode must be one of {', '.join(DECODINGS)}, not {requested!r}")

@@ -37,6 +37,14 @@ def train_command(
     val_dir: Annotated[
         Path | None, typer.Option(help="Real line folder(s) to measure CER on.")
     ] = None,
+    decoding: Annotated[
+        str,
+        typer.Option(
+            help="What the trained model's --decode auto reads with: 'measure' (at each validation, "
+            "the CTC head or the decoder, whichever reads the --val-dir lines, else the synthetic "
+            "ones, clearly better), or always 'ctc', 'attention' or 'rescore'."
+        ),
+    ] = "measure",
     save_every_s: Annotated[float, typer.Option(help="Seconds between checkpoints.")] = 600.0,
     num_workers: Annotated[int, typer.Option(help="Data generation worker processes.")] = 1,
     threads: Annotated[int, typer.Option(help="Torch CPU threads for the training step.")] = 2,
@@ -83,6 +91,7 @@ def train_command(
         freeze_encoder=freeze_encoder,
         val_every=val_every,
         val_dir=str(val_dir) if val_dir else None,
+        decoding=decoding,
         save_every_s=save_every_s,
         num_workers=num_workers,
         threads=threads,

@@ -215,10 +215,14 @@ def test_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
     clearly = second["cer_synthetic"] < ATTENTION_MARGIN * second["ctc_cer_synthetic"]
     assert saved["quire_decoding"] == ("attention" if clearly else "ctc")
     # Resuming with a wider CTC head reshapes the model; Adam state of the head starts anew.
-    third = train(TrainConfig(steps=7, ctc_frames=4, **common))  # type: ignore[arg-type]
+    # A decoding set by hand (--decoding) is what the model's decode='auto' reads with.
+    third = train(TrainConfig(steps=7, ctc_frames=4, decoding="rescore", **common))  # type: ignore[arg-type]
     assert third["step"] == 7
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["encoder"]["ctc_frames_per_token"] == 4
+    assert saved["quire_decoding"] == "rescore"
+    with pytest.raises(ValueError, match="decoding must be one of"):
+        train(TrainConfig(steps=8, decoding="beam", **common))  # type: ignore[arg-type]
 
 
 def test_eval_command_writes_json(tmp_path: Path) -> None:
