@@ -217,6 +217,23 @@ def condense(img: np.ndarray, rng: Rng) -> np.ndarray:
     return cv2.resize(img, (max(1, round(w * f)), h), interpolation=cv2.INTER_AREA)
 
 
+def elastic(img: np.ndarray, rng: Rng) -> np.ndarray:
+    """Hands are not fonts: a smooth random field moves strokes a little (letters vary in shape
+    and size, the baseline wanders), which no handwriting font does on its own."""
+    h, w = img.shape
+    sigma = h * rng.uniform(0.15, 0.4)  # the field's smoothness: a letter or two moves together
+    amount = h * rng.uniform(0.04, 0.1)  # the largest move, in pixels
+    fields = []
+    for _ in range(2):
+        field = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), sigma)
+        fields.append(field * (amount / max(float(np.abs(field).max()), 1e-6)))
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    return cv2.remap(
+        img, xs + fields[0], ys + fields[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+        borderValue=255,
+    )
+
+
 def rescale(img: np.ndarray, rng: Rng) -> np.ndarray:
     """Scan resolution: down- then up-sample so strokes lose detail the way low-dpi scans do."""
     h, w = img.shape
@@ -230,6 +247,8 @@ def degrade(img: np.ndarray, rng: Rng, kind: str = "printed") -> np.ndarray:
     out = img
     if rng.random() < {"receipt": 0.35, "handwritten": 0.15}.get(kind, 0.1):
         out = condense(out, rng)
+    if kind == "handwritten" and rng.random() < 0.6:
+        out = elastic(out, rng)
     if rng.random() < (0.35 if kind == "handwritten" else 0.15):
         out = shear(out, rng, 0.35 if kind == "handwritten" else 0.15)
     if rng.random() < 0.4:

@@ -95,6 +95,16 @@ def test_condense_changes_only_the_width() -> None:
     assert out.shape[0] == 40 and out.dtype == np.uint8 and out.min() < 128
 
 
+def test_elastic_moves_strokes_a_little_and_keeps_the_ink() -> None:
+    img = np.full((40, 300), 255, dtype=np.uint8)
+    img[12:28, 20:280:6] = 0  # vertical strokes
+    out = dg.elastic(img, np.random.default_rng(0))
+    assert out.shape == img.shape and out.dtype == np.uint8
+    moved = np.abs(out.astype(int) - img.astype(int)).max(axis=0) > 100
+    assert moved.mean() > 0.1  # strokes shifted along the line
+    assert abs(int((out < 128).sum()) - int((img < 128).sum())) < 0.3 * (img < 128).sum()
+
+
 @pytest.mark.parametrize(
     "fn",
     [
