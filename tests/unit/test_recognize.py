@@ -124,6 +124,10 @@ def test_rescore_decoding_reads_and_scores_unreadable_lines_low(reader):
     assert [r.text for r in results[:-1]] == list(MEMORISED)
     assert all(0.5 < r.confidence <= 1.0 for r in results[:-1])
     assert results[-1].confidence < min(r.confidence for r in results[:-1])
+    # The decoder scores readings in chunks of similar length: the batch size changes no result.
+    small = Recognizer(str(reader), decode="rescore", batch_size=2).recognize([*crops, noise])
+    assert [r.text for r in small] == [r.text for r in results]
+    assert all(abs(a.confidence - b.confidence) < 1e-4 for a, b in zip(small, results))
 
 
 def test_widened_ctc_head_reads_the_same(reader, tmp_path):
