@@ -51,6 +51,7 @@ def run(
     dpi: Annotated[int | None, typer.Option(min=50, max=1200, help="Resolution PDFs are rendered at (default 300).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Comma-separated output formats, e.g. txt,json.")] = "txt,json",
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-4x faster), attention or rescore.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """OCR documents in this process (no servers): text in the database, exports in the store and --out.
@@ -67,9 +68,13 @@ def run(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         _fail(f"no such file or folder: {', '.join(missing)}")
+    decodings = ("auto", "attention", "ctc", "rescore")
+    if decode is not None and decode not in decodings:
+        _fail(f"--decode must be one of {', '.join(decodings)}, not {decode!r}")
     try:
         exporters = parse_formats(fmt)
-        settings = _settings(model=model, device=device, render__dpi=dpi, recognize__beam=beam)
+        settings = _settings(model=model, device=device, render__dpi=dpi, recognize__beam=beam,
+                             recognize__decode=decode)
         inputs = collect_inputs(paths)
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
@@ -107,10 +112,10 @@ def recognize(
     quantize: Annotated[bool, typer.Option(help="int8 dynamic quantization (CPU).")] = False,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     decode: Annotated[str, typer.Option(
-        help="auto (what the model's training measured best), attention (the decoder generates; "
-             "--beam applies), ctc (the encoder's CTC head reads; Quire's own models) or rescore "
-             "(the CTC head proposes a few readings, the decoder picks one: slower, often more "
-             "accurate).")] = "auto",
+        help="auto (what the model's config records: rescore for the shipped model), attention "
+             "(the decoder generates; --beam applies), ctc (the encoder's CTC head reads; Quire's "
+             "own models; 2-4x faster) or rescore (the CTC head proposes a few "
+             "readings, the decoder picks one: the most accurate).")] = "auto",
 ) -> None:
     """OCR ready-cut line images (no segmentation); one result per image, in the order given."""
     import numpy as np

@@ -51,10 +51,22 @@ def model_version(model: str) -> str:
     return f"{model}@{_weights_digest(weights, stat.st_size, stat.st_mtime_ns)}"
 
 
-def profile_key(*, model: str, dpi: int, beam: int) -> str:
+def model_decoding(model: str, decode: str) -> str:
+    """The decoding `decode` stands for: 'auto' reads what a model on disk records."""
+    config = Path(resolve_model_path(model)) / "config.json"
+    if decode != "auto" or not config.is_file():
+        return decode
+    try:
+        return json.loads(config.read_text()).get("quire_decoding") or "attention"
+    except (OSError, ValueError):
+        return decode
+
+
+def profile_key(*, model: str, dpi: int, beam: int, decode: str = "auto") -> str:
     """A short hash of everything that changes the result; the same file under it is not redone."""
     spec = json.dumps(
-        {"model": model_version(model), "dpi": dpi, "beam": beam, "seg": SEGMENTER_VERSION},
+        {"model": model_version(model), "dpi": dpi, "beam": beam, "seg": SEGMENTER_VERSION,
+         "decode": model_decoding(model, decode)},
         sort_keys=True,
     )
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
@@ -62,27 +74,30 @@ def profile_key(*, model: str, dpi: int, beam: int) -> str:
 
 @dataclass(frozen=True)
 class JobOptions:
-    """What a job asks for: these decide the document profile (model, dpi, beam) and exports."""
+    """What a job asks for: these decide the document profile (model, dpi, beam, decoding) and
+    exports. The decoding is the deployment's (QUIRE_RECOGNIZE__DECODE or `quire run --decode`)."""
 
     model: str
     dpi: int
     beam: int
     formats: tuple[str, ...] = ("text", "json")
+    decode: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: Settings, *, model: str | None = None,
                       dpi: int | None = None, beam: int | None = None,
                       formats: Iterable[str] | None = None) -> JobOptions:
         return cls(model or settings.model, dpi or settings.render.dpi,
-                   beam or settings.recognize.beam, tuple(formats or ("text", "json")))
+                   beam or settings.recognize.beam, tuple(formats or ("text", "json")),
+                   settings.recognize.decode)
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "dpi": self.dpi, "beam": self.beam,
-                "formats": list(self.formats)}
+                "formats": list(self.formats), "decode": self.decode}
 
     @property
     def profile(self) -> str:
-        return profile_key(model=self.model, dpi=self.dpi, beam=self.beam)
+        return profile_key(model=self.model, dpi=self.dpi, beam=self.beam, decode=self.decode)
 
 
 @dataclass(frozen=True)

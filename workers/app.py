@@ -20,14 +20,15 @@ app.conf.worker_task_log_format = (
 
 
 @lru_cache(maxsize=4)
-def recognizer_for(model: str, beam: int | None = None):
-    """One Recognizer per (model, beam) per process: loading takes seconds, a batch less."""
+def recognizer_for(model: str, beam: int | None = None, decode: str | None = None):
+    """One Recognizer per (model, beam, decode) per process: loading takes seconds, a batch less."""
     from pipeline.recognize import Recognizer
 
     settings = get_settings()
     opts = settings.recognize
     return Recognizer(model, device=settings.device, beam=beam or opts.beam,
-                      batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens)
+                      batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens,
+                      decode=decode or opts.decode)
 
 
 @task_prerun.connect

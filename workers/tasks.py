@@ -82,6 +82,7 @@ def ingest_document(document_id: str, job_id: str) -> None:
     if done:
         return
     model, beam = options.get("model", settings.model), options.get("beam", settings.recognize.beam)
+    decode = options.get("decode", settings.recognize.decode)
     render = RenderOptions(dpi=options.get("dpi", settings.render.dpi))
     batcher = WidthBatcher(settings.queue.batch_lines())
     pages = lines = 0
@@ -98,9 +99,9 @@ def ingest_document(document_id: str, job_id: str) -> None:
                         todo = jobrepo.pending_lines(s, page.line_ids)
                     lines += len(todo)
                     for batch in batcher.add(todo):
-                        send(RECOGNIZE, batch, model, beam)
+                        send(RECOGNIZE, batch, model, beam, decode)
             for batch in batcher.flush():
-                send(RECOGNIZE, batch, model, beam)
+                send(RECOGNIZE, batch, model, beam, decode)
         except BadInputError as exc:
             log.warning("job=%s doc=%s failed: %s", job_id, document_id, exc.reason)
             DOCUMENTS.labels("failed").inc()
@@ -122,7 +123,8 @@ def ingest_document(document_id: str, job_id: str) -> None:
 
 
 @app.task(name=RECOGNIZE, autoretry_for=(StorageError,), retry_backoff=True, max_retries=5)
-def recognize_lines(line_ids: list[int], model: str, beam: int | None = None) -> None:
+def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
+                    decode: str | None = None) -> None:
     """Recognize a batch of stored crops, topped up with other documents' waiting lines."""
     settings = get_settings()
     q = settings.queue
@@ -136,7 +138,7 @@ def recognize_lines(line_ids: list[int], model: str, beam: int | None = None) ->
     with Timer("recognize"):
         if todo:
             crops = [decode_gray(store.get_bytes(key)) for _, key, _ in todo]
-            texts = recognizer_for(model, beam).recognize(crops)
+            texts = recognizer_for(model, beam, decode).recognize(crops)
             save_texts(engine, [lid for lid, _, _ in todo], texts, model)
     elapsed = time.perf_counter() - started
     documents = sorted({doc for _, _, doc in todo})

@@ -183,7 +183,8 @@ def _add(ctx: ApiContext, caller: Caller, job_id: str, uris: list[str],
             raise HTTPException(409, "job is closed; submit a new job")
         settings = dict(job.settings)
     options = JobOptions(settings["model"], settings["dpi"], settings["beam"],
-                         tuple(settings.get("formats") or ("text", "json")))
+                         tuple(settings.get("formats") or ("text", "json")),
+                         settings.get("decode", "auto"))
     submitter = Submitter(ctx.engine, ctx.store, options, owner=caller.owner,
                           enqueue=ctx.enqueue)
     outcomes = [submitter.add(job_id, src) for src in _sources(ctx, uris, uploads)]

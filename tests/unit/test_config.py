@@ -52,3 +52,8 @@ def test_retrained_weights_change_the_document_profile(tmp_path):
     os.utime(weights, ns=(1, 1))  # a new mtime even on filesystems with coarse timestamps
     assert profile_key(model=str(model), dpi=300, beam=1) != first
     assert profile_key(model="microsoft/trocr-base-printed", dpi=300, beam=1) != first
+    # The decoding changes the text: another one redoes documents; 'auto' is the recorded one.
+    (model / "config.json").write_text('{"quire_decoding": "rescore"}')
+    auto = profile_key(model=str(model), dpi=300, beam=1)
+    assert auto == profile_key(model=str(model), dpi=300, beam=1, decode="rescore")
+    assert auto != profile_key(model=str(model), dpi=300, beam=1, decode="ctc")

@@ -48,7 +48,7 @@ class FakeRecognizer:
 
 def test_redelivered_tasks_do_no_work_twice(tasks, tmp_path, monkeypatch):
     module, sent, engine, store = tasks
-    monkeypatch.setattr(module, "recognizer_for", lambda model, beam=None: FakeRecognizer())
+    monkeypatch.setattr(module, "recognizer_for", lambda model, beam=None, decode=None: FakeRecognizer())
     pdf = make_pdf([make_letter_page(150)] * 2, tmp_path / "two.pdf", dpi=150)
     options = JobOptions("m", 150, 1)
     job_a, _ = Submitter(engine, store, options, enqueue=lambda *a: sent.append(a)).open_job()
@@ -61,6 +61,8 @@ def test_redelivered_tasks_do_no_work_twice(tasks, tmp_path, monkeypatch):
     module.ingest_document.run(document_id, job_a)
     batches = [args[1] for args in sent if args[0] == RECOGNIZE]
     assert sorted(len(b) for b in batches) == [2, 3, 3]  # 8 lines, width-grouped by 3
+    # Each batch carries the job's decoding to the recognize worker.
+    assert {args[4] for args in sent if args[0] == RECOGNIZE} == {options.decode}
     module.recognize_lines.run(batches[0], "m", 1)
     with session_scope(engine) as s:
         done_before = {ln for ln, in s.execute(repo.select(repo.Line.id).where(
