@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pipeline.recognize import DECODINGS
+from pipeline.config import DECODINGS
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 
 FOLDED = {"receipts"}

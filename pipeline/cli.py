@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.config import DEFAULT_MODEL, Settings
+from pipeline.config import DECODINGS, DEFAULT_MODEL, Settings
 
 app = typer.Typer(
     name="quire",
@@ -68,9 +68,8 @@ def run(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         _fail(f"no such file or folder: {', '.join(missing)}")
-    decodings = ("auto", "attention", "ctc", "rescore")
-    if decode is not None and decode not in decodings:
-        _fail(f"--decode must be one of {', '.join(decodings)}, not {decode!r}")
+    if decode is not None and decode not in DECODINGS:
+        _fail(f"--decode must be one of {', '.join(DECODINGS)}, not {decode!r}")
     try:
         exporters = parse_formats(fmt)
         settings = _settings(model=model, device=device, render__dpi=dpi, recognize__beam=beam,

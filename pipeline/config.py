@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Models the project ships live beside the packages in a source checkout (models/<name>).
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = "quire-line-v1"
+# How recognition reads a line (pipeline.recognize); 'auto' is what the model's config records.
+DECODINGS = ("auto", "attention", "ctc", "rescore")
 
 
 class RenderOptions(BaseModel):
@@ -27,7 +29,7 @@ class RecognizeOptions(BaseModel):
     beam: int = Field(1, ge=1, le=16)
     batch_size: int = Field(32, ge=1)
     # auto: what the model's config records (rescore for quire-line-v1); ctc is 2-4x faster.
-    decode: str = Field("auto", pattern="^(auto|attention|ctc|rescore)$")
+    decode: str = Field("auto", pattern=f"^({'|'.join(DECODINGS)})$")
     max_new_tokens: int = Field(160, ge=1, le=1024)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.config import resolve_model_path
+from pipeline.config import DECODINGS, resolve_model_path
 from pipeline.ctc_beam import prefix_beam_search, sparse_frames
 from pipeline.errors import ModelLoadError
 from pipeline.line_image import LINE_SHAPED_MIN_ASPECT, letterbox, to_gray
@@ -279,9 +279,6 @@ class Recognizer:
             finite = [s for s in kept if math.isfinite(s)]
             confidences.append(float(math.exp(sum(finite) / len(finite))) if finite else 0.0)
         return confidences
-
-
-DECODINGS = ("auto", "attention", "ctc", "rescore")
 
 
 def _pick_decoding(requested: str, model) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline.config import DECODINGS
 from pipeline.training.data import FolderLines, batches, input_size, pixels
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 from pipeline.training.synth import LineSynthesizer
@@ -28,7 +29,7 @@ CHECKPOINT = "checkpoint"
 PRECISIONS = ("auto", "bf16", "fp32")
 ATTENTION_MARGIN = 0.9  # the decoder's CER must be below this share of CTC's to be chosen
 # What the trained model's decode='auto' means: measured at each validation, or set by hand.
-DECODING_CHOICES = ("measure", "ctc", "attention", "rescore")
+DECODING_CHOICES = ("measure", *(d for d in DECODINGS if d != "auto"))
 VAL_SEED = 987_654  # held-out synthetic lines come from a seed the training stream never uses
 
 
@@ -284,7 +285,8 @@ def validate(
     scores: dict[str, float] = {}
     has_ctc = getattr(model.encoder, "ctc_head", None) is not None
     judged = [name for name in sets if name != "synthetic"] or ["synthetic"]
-    pooled: dict[str, tuple[list[str], list[str]]] = {"attention": ([], []), "ctc": ([], [])}
+    judged_refs: list[str] = []
+    judged_reads: dict[str, list[str]] = {"attention": [], "ctc": []}
     for name, (images, refs) in sets.items():
         hyps = recognize_batch(model, processor, images, channels, device)
         scores[f"cer_{name}"] = round(cer(refs, hyps), 4)
@@ -292,15 +294,16 @@ def validate(
             ctc_hyps = ctc_read_batch(model, processor, images, channels, device)
             scores[f"ctc_cer_{name}"] = round(cer(refs, ctc_hyps), 4)
             if name in judged:
-                for mode, read in (("attention", hyps), ("ctc", ctc_hyps)):
-                    pooled[mode][0].extend(refs)
-                    pooled[mode][1].extend(read)
+                judged_refs.extend(refs)
+                judged_reads["attention"].extend(hyps)
+                judged_reads["ctc"].extend(ctc_hyps)
     if has_ctc and decoding != "measure":
         model.config.quire_decoding = decoding
-    elif has_ctc and pooled["ctc"][0]:
+    elif has_ctc and judged_refs:
         # CTC reads 2-3.5x faster than the decoder (dev sets), so the decoder must earn its cost:
         # it is chosen only when clearly better (a tenth lower CER), not on a few lines' noise.
-        clearly = cer(*pooled["attention"]) < ATTENTION_MARGIN * cer(*pooled["ctc"])
+        attention_cer, ctc_cer = (cer(judged_refs, judged_reads[m]) for m in ("attention", "ctc"))
+        clearly = attention_cer < ATTENTION_MARGIN * ctc_cer
         model.config.quire_decoding = "attention" if clearly else "ctc"
     return scores
 
