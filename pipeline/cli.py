@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.config import DECODINGS, DEFAULT_MODEL, Settings
+from pipeline.config import DECODINGS, DEFAULT_MODEL, Settings, SettingsError, load_settings
 
 app = typer.Typer(
     name="quire",
@@ -29,7 +29,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _settings(**overrides) -> Settings:
-    base = Settings()
+    base = load_settings()
     data = base.model_dump()
     for key, value in overrides.items():
         if value is None:
@@ -39,7 +39,7 @@ def _settings(**overrides) -> Settings:
             data[section][field] = value
         else:
             data[section] = value
-    return Settings(**data)
+    return load_settings(**data)
 
 
 @app.command()
@@ -157,7 +157,7 @@ def db_upgrade(
     """Apply the Alembic migrations up to the newest schema."""
     from pipeline.db.session import upgrade
 
-    target = url or Settings().resolved_database_url()
+    target = url or load_settings().resolved_database_url()
     upgrade(target)
     typer.echo(f"database at {target.split('@')[-1]} is up to date")
 
@@ -207,7 +207,11 @@ for _module in ("pipeline.cli_outputs", "pipeline.cli_distributed"):
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="quire: %(message)s")
-    app()
+    try:
+        app()
+    except SettingsError as e:  # a bad QUIRE_* value: say which, not a traceback
+        typer.echo(f"quire: {e}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

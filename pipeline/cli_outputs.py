@@ -21,10 +21,10 @@ def _fail(message: str, code: int = 2) -> None:
 def _open():
     """(settings, engine, store) of the configured database and object store."""
     from pipeline import storage
-    from pipeline.config import Settings
+    from pipeline.config import load_settings
     from pipeline.db.session import make_engine, upgrade
 
-    settings = Settings()
+    settings = load_settings()
     url = settings.resolved_database_url()
     if url.startswith("sqlite:"):
         upgrade(url)  # the embedded default migrates itself, as `quire run` does

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Models the project ships live beside the packages in a source checkout (models/<name>).
@@ -29,7 +30,7 @@ class RecognizeOptions(BaseModel):
     beam: int = Field(1, ge=1, le=16)
     batch_size: int = Field(32, ge=1)
     # auto: what the model's config records (rescore for quire-line-v1); ctc is up to 3.5x faster.
-    decode: str = Field("auto", pattern=f"^({'|'.join(DECODINGS)})$")
+    decode: Literal[DECODINGS] = "auto"  # type: ignore[valid-type]  # one of DECODINGS
     max_new_tokens: int = Field(160, ge=1, le=1024)
 
 
@@ -40,7 +41,7 @@ class QueueOptions(BaseModel):
     # longest task, or a slow task runs twice (harmless, but wasted). Tests set it short.
     visibility_timeout: int = Field(6 * 3600, ge=1)
     task_time_limit: int = Field(3 * 3600, ge=10, description="hard limit per task, seconds")
-    recognize_on: str = Field("cpu", pattern="^(cpu|gpu)$", description="sizes default batches")
+    recognize_on: Literal["cpu", "gpu"] = Field("cpu", description="sizes default batches")
     recognize_batch: int | None = Field(None, ge=1, description="line crops per recognize task")
     lease_seconds: int = Field(600, ge=1, description="how long a worker owns lines it took")
     topup: bool = Field(True, description="fill small batches with other documents' lines")
@@ -82,10 +83,28 @@ class Settings(BaseSettings):
         return self.storage_url or (self.home / "store").resolve().as_uri()
 
 
+class SettingsError(ValueError):
+    """A QUIRE_* value (or an option standing in for one) that does not fit its setting."""
+
+
+def load_settings(**values) -> Settings:
+    """Settings from the environment plus `values`, with a bad value named in one plain line
+    per problem (the variable, what it holds, what it should be) instead of pydantic's dump."""
+    try:
+        return Settings(**values)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            path = [str(part) for part in err["loc"]]
+            variable = "QUIRE_" + "__".join(path).upper()
+            problems.append(f"{variable}={err.get('input')!r}: {err['msg']}")
+        raise SettingsError("bad setting " + "; ".join(problems)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings read once per process; tests build Settings(...) directly instead."""
-    return Settings()
+    return load_settings()
 
 
 def resolve_model_path(name: str) -> str:

@@ -115,6 +115,20 @@ def test_missing_path_is_named(tmp_path, env):
     assert result.exit_code == 2 and "no such file or folder" in result.output
 
 
+def test_bad_environment_value_is_named_without_a_traceback(letter, env, monkeypatch, capsys):
+    """A typo in a QUIRE_* variable names the variable, its value and what it should be."""
+    from pipeline.cli import main
+
+    monkeypatch.setenv("QUIRE_RECOGNIZE__DECODE", "fast")
+    monkeypatch.setattr("sys.argv", ["quire", "run", str(letter[0]), "--no-progress"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert "QUIRE_RECOGNIZE__DECODE='fast'" in err and "'ctc'" in err
+    assert "Traceback" not in err and "pydantic" not in err
+
+
 def test_recognize_prints_tsv_per_image(tmp_path, letter, env):
     from PIL import Image
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from pipeline.config import DEFAULT_MODEL, Settings, resolve_model_path
+import pytest
+
+from pipeline.config import (
+    DEFAULT_MODEL,
+    Settings,
+    SettingsError,
+    load_settings,
+    resolve_model_path,
+)
 
 
 def test_embedded_defaults_live_under_home(tmp_path, monkeypatch):
@@ -28,6 +36,16 @@ def test_environment_overrides(monkeypatch):
     assert s.resolved_storage_url() == "s3://bucket/prefix"
     assert (s.s3_endpoint_url, s.broker_url, s.device) == ("http://minio:9000", "redis://redis:6379/1", "cuda:1")
     assert (s.render.dpi, s.recognize.batch_size) == (200, 128)
+
+
+def test_bad_values_name_each_variable_and_the_reason(monkeypatch):
+    monkeypatch.setenv("QUIRE_RENDER__DPI", "high")
+    monkeypatch.setenv("QUIRE_QUEUE__RECOGNIZE_ON", "tpu")
+    with pytest.raises(SettingsError) as bad:
+        load_settings()
+    message = str(bad.value)
+    assert "QUIRE_RENDER__DPI='high': Input should be a valid integer" in message
+    assert "QUIRE_QUEUE__RECOGNIZE_ON='tpu': Input should be 'cpu' or 'gpu'" in message
 
 
 def test_model_names_resolve_to_shipped_folders_or_pass_through(tmp_path):
