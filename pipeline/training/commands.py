@@ -68,6 +68,13 @@ def train_command(
         float,
         typer.Option(help="Weight of the encoder's CTC loss (Quire's line models; 0: off)."),
     ] = 0.5,
+    ema_decay: Annotated[
+        float,
+        typer.Option(
+            help="Save a running average of the weights over about 1/(1-D) steps, steadier than "
+            "the last step's (the checkpoint keeps the training weights); 0: save the last step's."
+        ),
+    ] = 0.999,
     ctc_frames: Annotated[
         int | None,
         typer.Option(
@@ -102,6 +109,7 @@ def train_command(
         curriculum_lines=curriculum_lines,
         ctc_weight=ctc_weight,
         ctc_frames=ctc_frames,
+        ema_decay=ema_decay,
     )
     try:
         result = train(config)

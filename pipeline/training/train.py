@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -21,11 +22,15 @@ import numpy as np
 import torch
 
 from pipeline.config import DECODINGS
+from pipeline.training.averaging import WeightAverage, snapshot
 from pipeline.training.data import FolderLines, batches, input_size, pixels
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 from pipeline.training.synth import LineSynthesizer
 
 CHECKPOINT = "checkpoint"
+# With a weight average the shipped model.safetensors holds the average; the weights training
+# goes on from are kept here, in the checkpoint.
+TRAINING_WEIGHTS = "training_weights.safetensors"
 PRECISIONS = ("auto", "bf16", "fp32")
 ATTENTION_MARGIN = 0.9  # the decoder's CER must be below this share of CTC's to be chosen
 # What the trained model's decode='auto' means: measured at each validation, or set by hand.
@@ -50,6 +55,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    ema_decay: float = 0.999  # the saved model is this running average of the weights; 0: the last step's
     ctc_weight: float = 0.5  # weight of the encoder's CTC loss, for models with a CTC head
     ctc_frames: int | None = None  # widen a loaded model's CTC head to this many frames per token
     freeze_encoder: bool = False
@@ -73,8 +79,10 @@ class TrainConfig:
 # ---------------------------------------------------------------- model and state
 
 
-def load_or_build(cfg: TrainConfig) -> tuple[Any, Any]:
-    """The model to train, in float32 (a checkpoint may store bf16 weights to stay small)."""
+def load_or_build(cfg: TrainConfig) -> tuple[Any, Any, dict[str, torch.Tensor] | None]:
+    """The model to train, in float32 (a checkpoint may store bf16 weights to stay small), its
+    processor, and on a resume the saved weight average (None where the run kept none)."""
+    from safetensors.torch import load_model
     from transformers import AutoProcessor, VisionEncoderDecoderModel
 
     from pipeline.training.model import LineModelConfig, build_line_model
@@ -84,10 +92,15 @@ def load_or_build(cfg: TrainConfig) -> tuple[Any, Any]:
         source = str(out)
     elif cfg.model == "new":
         frames = {"ctc_frames": cfg.ctc_frames} if cfg.ctc_frames else {}
-        return build_line_model(LineModelConfig(**{**cfg.model_overrides, **frames}))
+        return (*build_line_model(LineModelConfig(**{**cfg.model_overrides, **frames})), None)
     else:
         source = cfg.model
     model = VisionEncoderDecoderModel.from_pretrained(source).float()
+    average = None
+    training_weights = out / CHECKPOINT / TRAINING_WEIGHTS
+    if source == str(out) and training_weights.exists():
+        average = snapshot(model)  # model.safetensors held the average
+        load_model(model, training_weights, strict=True)
     if cfg.ctc_frames:
         if not hasattr(model.encoder, "widen_ctc_head"):
             raise ValueError(
@@ -96,7 +109,7 @@ def load_or_build(cfg: TrainConfig) -> tuple[Any, Any]:
             )
         if model.encoder.ctc_frames != cfg.ctc_frames:
             model.encoder.widen_ctc_head(cfg.ctc_frames)
-    return model, AutoProcessor.from_pretrained(source)
+    return model, AutoProcessor.from_pretrained(source), average
 
 
 def training_loss(
@@ -172,21 +185,36 @@ def save(
     lines: int,
     cfg: TrainConfig,
     history: list[dict[str, Any]],
+    average: WeightAverage | None = None,
 ) -> None:
-    """Write the HF model to out_dir and the resume state to out_dir/checkpoint, each atomically."""
+    """Write the HF model to out_dir and the resume state to out_dir/checkpoint, each atomically.
+
+    With a weight average, the HF model is the average and the checkpoint keeps the training weights.
+    """
+    from safetensors.torch import save_model
+
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / ".saving"
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / CHECKPOINT).mkdir(parents=True)
-    # Shipped weights in bf16: half the size, and inference and training upcast them on load.
-    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(tmp)
+    # Weights in bf16: half the size, and inference and training upcast them on load.
+    training = copy.deepcopy(model).to(torch.bfloat16)
+    if average is None:
+        training.save_pretrained(tmp)
+        (out / CHECKPOINT / TRAINING_WEIGHTS).unlink(missing_ok=True)  # a stale one would win on resume
+    else:
+        shipped = copy.deepcopy(model)
+        average.copy_to(shipped)
+        shipped.to(torch.bfloat16).save_pretrained(tmp)
+        save_model(training, str(tmp / CHECKPOINT / TRAINING_WEIGHTS))
     processor.save_pretrained(tmp)
     torch.save(_compact(opt.state_dict()), tmp / CHECKPOINT / "optimizer.pt")
     torch.save(
         {
             "step": step,
             "lines_seen": lines,
+            "average_updates": average.updates if average is not None else 0,
             "scheduler": sched.state_dict(),
             "train_config": asdict(cfg),
             "rng": {
@@ -206,7 +234,9 @@ def save(
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def restore(out_dir: str, opt: Any, sched: Any) -> tuple[int, int, list[dict[str, Any]]]:
+def restore(out_dir: str, opt: Any, sched: Any) -> tuple[int, int, int, list[dict[str, Any]]]:
+    """Optimizer, scheduler and random state; returns the step, lines seen, the weight average's
+    update count and the validation history."""
     ck = Path(out_dir) / CHECKPOINT
     state = torch.load(ck / "state.pt", weights_only=False)
     opt.load_state_dict(_expand(torch.load(ck / "optimizer.pt", weights_only=False)))
@@ -221,7 +251,8 @@ def restore(out_dir: str, opt: Any, sched: Any) -> tuple[int, int, list[dict[str
     torch.set_rng_state(state["rng"]["torch"])
     hist_file = ck / "history.json"
     history = json.loads(hist_file.read_text()) if hist_file.exists() else []
-    return int(state["step"]), int(state.get("lines_seen", 0)), history
+    updates = int(state.get("average_updates", 0))
+    return int(state["step"]), int(state.get("lines_seen", 0)), updates, history
 
 
 # ---------------------------------------------------------------- validation
@@ -340,7 +371,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     device = (
         ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     )
-    model, processor = load_or_build(cfg)
+    model, processor, saved_average = load_or_build(cfg)
     model.to(device)
     channels = int(getattr(model.config.encoder, "num_channels", 3))
     max_length = int(getattr(model.generation_config, "max_length", None) or 128)
@@ -366,11 +397,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         betas=(0.9, 0.98),
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
-    step, lines = 0, 0
+    step, lines, updates = 0, 0, 0
     history: list[dict[str, Any]] = []
     if cfg.resume and (Path(cfg.out_dir) / CHECKPOINT / "state.pt").exists():
-        step, lines, history = restore(cfg.out_dir, opt, sched)
+        step, lines, updates, history = restore(cfg.out_dir, opt, sched)
         print(f"resumed from {cfg.out_dir} at step {step} ({lines} lines seen)", flush=True)
+    # A run resumed without a saved average starts one from its weights, with the warm-up.
+    average = (
+        WeightAverage(model, cfg.ema_decay, updates if saved_average else 0, saved_average)
+        if cfg.ema_decay
+        else None
+    )
     val_sets = validation_sets(cfg, processor)
     autocast = torch.autocast(
         "cuda" if device == "cuda" else "cpu",
@@ -415,6 +452,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
+        if average is not None:
+            average.update(model)
         step += 1
         lines += len(batch["texts"])
         smooth = parts["ce"] if smooth is None else 0.98 * smooth + 0.02 * parts["ce"]
@@ -444,7 +483,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 flush=True,
             )
         if step % cfg.val_every == 0 or step == cfg.steps:
-            scores = validate(model, processor, val_sets, channels, device, cfg.decoding)
+            # Validation measures what is saved and shipped: the average where there is one.
+            with average.applied(model) if average is not None else contextlib.nullcontext():
+                scores = validate(model, processor, val_sets, channels, device, cfg.decoding)
             history.append(
                 {
                     "step": step,
@@ -459,7 +500,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             print(json.dumps(history[-1]), flush=True)
         stopping = stop.is_set()
         if time.monotonic() - last_save > cfg.save_every_s or step == cfg.steps or stopping:
-            save(model, processor, opt, sched, step, lines, cfg, history)
+            save(model, processor, opt, sched, step, lines, cfg, history, average)
             last_save = time.monotonic()
             print(f"saved step {step} to {cfg.out_dir}", flush=True)
         if stopping:
@@ -497,6 +538,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         ("seed", int),
         ("curriculum-lines", int),
         ("ctc-weight", float),
+        ("ema-decay", float),
         ("ctc-frames", int),
     ):
         p.add_argument(

@@ -479,3 +479,66 @@ def test_new_model_is_built_with_the_asked_ctc_frames(tmp_path: Path) -> None:
 
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["encoder"]["ctc_frames_per_token"] == 3
+
+
+def test_weight_average_warms_up_then_follows_the_weights() -> None:
+    from pipeline.training.averaging import WeightAverage
+
+    layer = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+        layer.bias.fill_(0.0)
+    average = WeightAverage(layer, decay=0.5)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    average.update(layer)  # warm-up: decay 2/11, so the average moves most of the way
+    assert average.shadow["weight"][0, 0].item() == pytest.approx(9 / 11)
+    average.update(layer)  # decay 3/12 = 0.25 (still under the 0.5 asked)
+    expected = 0.25 * 9 / 11 + 0.75
+    assert average.shadow["weight"][0, 0].item() == pytest.approx(expected)
+    for _ in range(20):
+        average.update(layer)
+    assert average.current_decay() == 0.5
+    with average.applied(layer):
+        assert layer.weight[0, 0].item() == pytest.approx(average.shadow["weight"][0, 0].item())
+    assert layer.weight[0, 0].item() == 1.0  # the training weights are back
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        WeightAverage(layer, decay=1.0)
+
+
+def test_saved_model_is_the_weight_average_and_a_resume_trains_on(tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import load_file
+    from transformers import VisionEncoderDecoderModel
+
+    from pipeline.training.train import TRAINING_WEIGHTS, TrainConfig, load_or_build, train
+
+    run = tmp_path / "run"
+    common = {
+        "out_dir": str(run), "model_overrides": LineModelConfig.tiny().to_dict(), "batch_size": 2,
+        "val_every": 100, "val_lines": 2, "num_workers": 0, "threads": 1, "progress": False,
+        "save_every_s": 1e9, "warmup": 1, "lr": 3e-3, "ema_decay": 0.9,
+    }
+    train(TrainConfig(steps=4, **common))  # type: ignore[arg-type]
+    shipped = VisionEncoderDecoderModel.from_pretrained(run).state_dict()
+    training = load_file(run / "checkpoint" / TRAINING_WEIGHTS)
+    name = next(n for n, t in training.items() if t.dim() == 2 and n in shipped)
+    # Four steps at a high rate move the weights; the shipped average lags behind them.
+    assert not torch.equal(shipped[name].float(), training[name].float())
+
+    model, _, average = load_or_build(TrainConfig(steps=6, **common))  # type: ignore[arg-type]
+    assert average is not None
+    assert torch.equal(model.state_dict()[name], training[name].float())
+    assert torch.equal(average[name], shipped[name].float())
+
+    train(TrainConfig(steps=6, **common))  # type: ignore[arg-type]
+    state = torch.load(run / "checkpoint" / "state.pt", weights_only=False)
+    assert state["step"] == 6 and state["average_updates"] == 6
+    assert json.loads((run / "config.json").read_text())["architectures"]
+
+    # Without an average the saved model is the training weights and no stale copy is left.
+    train(TrainConfig(steps=7, **{**common, "ema_decay": 0.0}))  # type: ignore[arg-type]
+    assert not (run / "checkpoint" / TRAINING_WEIGHTS).exists()
+    model, _, average = load_or_build(TrainConfig(steps=8, **common))  # type: ignore[arg-type]
+    assert average is None
