@@ -17,10 +17,14 @@ from pathlib import Path
 import torch
 
 import pipeline.line_encoder  # noqa: F401  (registers the model type with transformers)
-from pipeline.training.data import input_size
-from pipeline.training.evaluate import load_pairs, read_gray
-from pipeline.training.synth import LineSynthesizer
-from pipeline.training.train import CHECKPOINT, TRAINING_WEIGHTS, VAL_SEED, validate
+from pipeline.training.train import (
+    CHECKPOINT,
+    TRAINING_WEIGHTS,
+    VAL_SEED,
+    TrainConfig,
+    validate,
+    validation_sets,
+)
 
 BENCH_SEED = VAL_SEED + 1
 
@@ -45,15 +49,12 @@ def main() -> None:
     load_model(training, str(training_file), strict=True)
     channels = int(getattr(averaged.config.encoder, "num_channels", 3))
 
-    h, w = input_size(processor)
-    synth = LineSynthesizer(h, w, seed=BENCH_SEED)
-    samples = [synth.sample() for _ in range(args.synthetic)]
-    sets = {"synthetic": ([s.image for s in samples], [s.text for s in samples])}
-    if args.dev.is_dir():
-        for sub in sorted(d for d in args.dev.iterdir() if d.is_dir()):
-            pairs = load_pairs(sub)
-            if pairs:
-                sets[sub.name] = ([read_gray(f) for f, _ in pairs], [t for _, t in pairs])
+    lines = TrainConfig(
+        out_dir=str(args.model),
+        val_lines=args.synthetic,
+        val_dir=str(args.dev) if args.dev.is_dir() else None,
+    )
+    sets = validation_sets(lines, processor, seed=BENCH_SEED)
     rows = {}
     for name, model in (("training weights", training), ("average", averaged)):
         rows[name] = validate(model, processor, sets, channels, "cpu", decoding="ctc")

@@ -60,7 +60,7 @@ class WeightAverage:
     @contextmanager
     def applied(self, model: torch.nn.Module) -> Iterator[None]:
         """The averaged weights in `model` for the block (validation, saving); the training ones after."""
-        training = {n: t.detach().clone() for n, t in model.state_dict().items() if n in self.shadow}
+        training = snapshot(model)
         self.copy_to(model)
         try:
             yield

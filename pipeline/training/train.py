@@ -340,10 +340,11 @@ def validate(
 
 
 def validation_sets(
-    cfg: TrainConfig, processor: Any
+    cfg: TrainConfig, processor: Any, seed: int = VAL_SEED
 ) -> dict[str, tuple[list[np.ndarray], list[str]]]:
+    """cfg.val_lines synthetic lines from `seed`, and the line pairs of cfg.val_dir and each folder in it."""
     h, w = input_size(processor)
-    synth = LineSynthesizer(h, w, seed=VAL_SEED)
+    synth = LineSynthesizer(h, w, seed=seed)
     samples = [synth.sample() for _ in range(cfg.val_lines)]
     sets = {"synthetic": ([s.image for s in samples], [s.text for s in samples])}
     if cfg.val_dir:
