@@ -1,10 +1,11 @@
 """Quire's recognizer against Tesseract on the same real line images, measured side by side in one run.
 
 Usage: python bench/bench_vs_tesseract.py [--data ../shared/data/dev] [--model quire-line-v1]
-       [--sets printed,receipts,handwritten] [--repeat 3] [--quantize]
+       [--sets printed,receipts,handwritten] [--repeat 3] [--quantize] [--decode rescore,ctc]
 Tesseract runs with --psm 7 (one line), two processes in parallel (one per core); Quire runs
 batched on the same cores. Prints CER (receipts folded: case- and space-insensitive), lines per
-second for both, the speed ratio, and the CER of the 90% most confident lines.
+second for both, the speed ratio, and the CER of the 90% most confident lines. Several
+decodings (--decode rescore,ctc) are timed in the same run, so their ratio is side by side too.
 """
 
 from __future__ import annotations
@@ -45,39 +46,46 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats; the best is kept")
     parser.add_argument("--quantize", action="store_true")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--decode", default="auto", choices=list(DECODINGS))
+    parser.add_argument("--decode", default="auto",
+                        help=f"one of {', '.join(DECODINGS)}, or several comma-separated (a row each)")
     args = parser.parse_args()
+    decodings = args.decode.split(",")
+    if unknown := [d for d in decodings if d not in DECODINGS]:
+        parser.error(f"--decode: unknown {', '.join(unknown)}; choose from {', '.join(DECODINGS)}")
 
     from pipeline.recognize import Recognizer
 
-    recognizer = Recognizer(args.model, device="cpu", batch_size=args.batch_size, quantize=args.quantize,
-                            decode=args.decode)
+    recognizers = [Recognizer(args.model, device="cpu", batch_size=args.batch_size, quantize=args.quantize,
+                              decode=d) for d in decodings]
     have_tesseract = shutil.which("tesseract") is not None
-    header = f"{'set':<12} {'lines':>5} {'quire CER':>10} {'top90 CER':>10} {'quire l/s':>10}"
+    header = f"{'set':<12} {'decode':<9} {'lines':>5} {'quire CER':>10} {'top90 CER':>10} {'quire l/s':>10}"
     header += f" {'tess CER':>9} {'tess l/s':>9} {'speed x':>8}" if have_tesseract else ""
-    print(f"model {args.model}{' (int8)' if args.quantize else ''}, decode {recognizer.decode}; tesseract: {'yes' if have_tesseract else 'not installed'}")
+    print(f"model {args.model}{' (int8)' if args.quantize else ''}; tesseract: {'yes' if have_tesseract else 'not installed'}")
     print(header)
     for name in args.sets.split(","):
         pairs = load_pairs(Path(args.data) / name)
         fold = name in FOLDED
         refs = [t for _, t in pairs]
         images = [read_gray(p) for p, _ in pairs]
-        best_quire = float("inf")
-        for _ in range(args.repeat):
-            started = time.perf_counter()
-            results = recognizer.recognize(images)
-            best_quire = min(best_quire, time.perf_counter() - started)
-        hyps = [r.text for r in results]
-        ranked = sorted(range(len(pairs)), key=lambda i: -results[i].confidence)[: max(1, int(0.9 * len(pairs)))]
-        top90 = cer([refs[i] for i in ranked], [hyps[i] for i in ranked], fold)
-        row = f"{name:<12} {len(pairs):>5} {cer(refs, hyps, fold):>10.2%} {top90:>10.2%} {len(pairs) / best_quire:>10.1f}"
         if have_tesseract:
             best_tess, tess = float("inf"), []
             for _ in range(args.repeat):
                 tess, seconds = run_tesseract([p for p, _ in pairs], workers=2)
                 best_tess = min(best_tess, seconds)
-            row += f" {cer(refs, tess, fold):>9.2%} {len(pairs) / best_tess:>9.1f} {best_tess / best_quire:>8.2f}"
-        print(row)
+        for recognizer in recognizers:
+            best_quire = float("inf")
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                results = recognizer.recognize(images)
+                best_quire = min(best_quire, time.perf_counter() - started)
+            hyps = [r.text for r in results]
+            ranked = sorted(range(len(pairs)), key=lambda i: -results[i].confidence)[: max(1, int(0.9 * len(pairs)))]
+            top90 = cer([refs[i] for i in ranked], [hyps[i] for i in ranked], fold)
+            row = (f"{name:<12} {recognizer.decode:<9} {len(pairs):>5} {cer(refs, hyps, fold):>10.2%} {top90:>10.2%}"
+                   f" {len(pairs) / best_quire:>10.1f}")
+            if have_tesseract:
+                row += f" {cer(refs, tess, fold):>9.2%} {len(pairs) / best_tess:>9.1f} {best_tess / best_quire:>8.2f}"
+            print(row)
 
 
 if __name__ == "__main__":
