@@ -68,6 +68,9 @@ class LineEncoder(PreTrainedModel):
     config_class = LineEncoderConfig
     base_model_prefix = "line_encoder"
     main_input_name = "pixel_values"
+    # Convolutions and learnt positions up to max_tokens: a line may be any width up to the
+    # processor's, so recognition and training cut off the white padding (see line_image.trim_padding).
+    reads_any_width = True
 
     def __init__(self, config: LineEncoderConfig) -> None:
         super().__init__(config)

@@ -43,3 +43,38 @@ def letterbox(image: np.ndarray | Image.Image, height: int, width: int) -> np.nd
     out = np.full((height, width), 255, dtype=np.uint8)
     out[:, :new_w] = resized
     return out
+
+
+# Encoders that read any width (Quire's LineEncoder) get each batch cut to its widest line plus
+# a line-height of white, rounded up to two line-heights: a short line (a receipt total, a header,
+# a page number) then costs a fraction of a full-width one. Training cuts its batches the same
+# way, so the model knows lines both with and without a long white tail.
+TRIM_MARGIN_HEIGHTS = 1
+TRIM_MULTIPLE_HEIGHTS = 2
+
+
+def inked_width(image: np.ndarray) -> int:
+    """Columns up to the last one that is not pure white (the padding `letterbox` adds); any shape
+    (..., H, W), so a whole batch at once."""
+    inked = np.flatnonzero((image != 255).reshape(-1, image.shape[-1]).any(axis=0))
+    return int(inked[-1]) + 1 if inked.size else 0
+
+
+def trimmed_width(batch: np.ndarray) -> int:
+    """How many columns of a letterboxed (N, H, W) uint8 batch an any-width encoder needs to read."""
+    height = batch.shape[-2]
+    # A multiple of 8 as well: the width any stem's downsampling divides.
+    step = max(8, TRIM_MULTIPLE_HEIGHTS * height // 8 * 8)
+    wanted = inked_width(batch) + TRIM_MARGIN_HEIGHTS * height
+    return min(batch.shape[-1], -(-wanted // step) * step)
+
+
+def trim_padding(batch: np.ndarray) -> np.ndarray:
+    """The batch without the white columns past `trimmed_width` (a view, no copy)."""
+    return batch[..., : trimmed_width(batch)]
+
+
+def width_order(images: list[np.ndarray]) -> list[int]:
+    """Indices from the narrowest line to the widest (inked width over height, so lines already
+    letterboxed sort too): batches taken in this order are alike in width, little of each padding."""
+    return sorted(range(len(images)), key=lambda i: inked_width(images[i]) / max(1, images[i].shape[0]))

@@ -13,7 +13,13 @@ import numpy as np
 from pipeline.config import DECODINGS, resolve_model_path
 from pipeline.ctc_beam import prefix_beam_search, sparse_frames
 from pipeline.errors import ModelLoadError
-from pipeline.line_image import LINE_SHAPED_MIN_ASPECT, letterbox, to_gray
+from pipeline.line_image import (
+    LINE_SHAPED_MIN_ASPECT,
+    letterbox,
+    to_gray,
+    trim_padding,
+    width_order,
+)
 from pipeline.types import LineText
 
 log = logging.getLogger(__name__)
@@ -106,6 +112,8 @@ class Recognizer:
 
         self.decode = _pick_decoding(decode, self.model)
         self.input = _input_shape(self.processor, self.model)
+        # Encoders that read any width (LineEncoder) skip the white padding past a batch's widest line.
+        self.trim = getattr(self.model.encoder, "reads_any_width", False)
         # Past the decoder's position table generation fails; small line models have short ones.
         positions = getattr(self.model.config.decoder, "max_position_embeddings", None)
         if positions:
@@ -113,7 +121,7 @@ class Recognizer:
 
     def recognize(self, crops: Sequence[np.ndarray]) -> list[LineText]:
         """Recognize line crops; batches are formed by width so padding is small."""
-        order = sorted(range(len(crops)), key=lambda i: _aspect(crops[i]))
+        order = width_order(list(crops))
         results: list[LineText | None] = [None] * len(crops)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
@@ -130,7 +138,10 @@ class Recognizer:
 
             images = [Image.fromarray(to_gray(c)).convert("RGB") for c in crops]
             return self.processor(images=images, return_tensors="pt").pixel_values
-        batch = np.stack([letterbox(c, shape.height, shape.width) for c in crops]).astype(np.float32)
+        batch = np.stack([letterbox(c, shape.height, shape.width) for c in crops])
+        if self.trim:
+            batch = trim_padding(batch)
+        batch = batch.astype(np.float32)
         tensor = torch.from_numpy(batch / 255.0).unsqueeze(1)  # B,1,H,W
         if shape.channels == 3:
             tensor = tensor.expand(-1, 3, -1, -1)
@@ -318,10 +329,6 @@ def _quantizable_linears(model) -> set[str]:
         if isinstance(module, torch.nn.Linear)
         and not any(name.startswith(prefix + ".") for prefix in inside)
     }
-
-
-def _aspect(crop: np.ndarray) -> float:
-    return crop.shape[1] / max(1, crop.shape[0])
 
 
 def _input_shape(processor, model) -> InputShape:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.line_image import LINE_SHAPED_MIN_ASPECT, letterbox
+from pipeline.line_image import LINE_SHAPED_MIN_ASPECT, letterbox, trim_padding
 from pipeline.training.evaluate import load_pairs, read_gray
 from pipeline.training.synth import SyntheticLineDataset, to_pixels
 
@@ -27,11 +27,13 @@ def line_shaped(processor: Any) -> bool:
     return w >= LINE_SHAPED_MIN_ASPECT * h
 
 
-def pixels(processor: Any, images: list[np.ndarray], channels: int) -> torch.Tensor:
-    """Gray crops -> pixel_values exactly as recognition prepares them."""
+def pixels(processor: Any, images: list[np.ndarray], channels: int, trim: bool = False) -> torch.Tensor:
+    """Gray crops -> pixel_values exactly as recognition prepares them; `trim` for encoders that
+    read any width (their `reads_any_width`): the batch is cut to its widest line."""
     if line_shaped(processor):
         h, w = input_size(processor)
-        out = to_pixels([letterbox(im, h, w) for im in images])
+        boxed = np.stack([letterbox(im, h, w) for im in images])
+        out = to_pixels(trim_padding(boxed) if trim else boxed)
         return out.expand(-1, channels, -1, -1).contiguous() if channels != 1 else out
     from PIL import Image
 
@@ -59,8 +61,9 @@ class FolderLines(Dataset):  # type: ignore[type-arg]
 class Collator:
     """Batches (image, text) into pixel_values and labels (-100 on padding, EOS appended)."""
 
-    def __init__(self, processor: Any, channels: int, max_length: int) -> None:
+    def __init__(self, processor: Any, channels: int, max_length: int, trim: bool = False) -> None:
         self.processor, self.channels, self.max_length = processor, channels, max_length
+        self.trim = trim
         tok = processor.tokenizer
         self.eos, self.bos = tok.eos_token_id, tok.bos_token_id
 
@@ -77,7 +80,7 @@ class Collator:
         for i, s in enumerate(seqs):
             labels[i, : len(s)] = torch.tensor(s)
         return {
-            "pixel_values": pixels(self.processor, list(images), self.channels),
+            "pixel_values": pixels(self.processor, list(images), self.channels, self.trim),
             "labels": labels,
             "texts": list(texts),
         }
@@ -105,9 +108,14 @@ def batches(
     seed: int,
     start_lines: int = 0,
     curriculum_lines: int = 0,
+    trim: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Endless training batches from synthetic lines (`data="synthetic"`) or a line folder."""
-    collate = Collator(processor, channels, max_length)
+    """Endless training batches from synthetic lines (`data="synthetic"`) or a line folder.
+
+    `trim` (for encoders that read any width) cuts each batch to its widest line; synthetic
+    batches are then also made of lines of like width.
+    """
+    collate = Collator(processor, channels, max_length, trim)
     kwargs: dict[str, Any] = {
         "batch_size": batch_size,
         "collate_fn": collate,
@@ -124,8 +132,11 @@ def batches(
     if data == "synthetic":
         h, w = input_size(processor)
         dataset = SyntheticLineDataset(
-            h, w, seed=seed, start_lines=start_lines, curriculum_lines=curriculum_lines
+            h, w, seed=seed, start_lines=start_lines, curriculum_lines=curriculum_lines,
+            batch_size=batch_size if trim else None,
         )
+        if trim:
+            kwargs["batch_size"] = None  # the dataset hands over whole batches
         yield from DataLoader(dataset, **kwargs)
         return
     folder = FolderLines(data)

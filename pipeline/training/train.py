@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from pipeline.config import DECODINGS
+from pipeline.line_image import width_order
 from pipeline.training.averaging import WeightAverage, snapshot
 from pipeline.training.data import FolderLines, batches, input_size, pixels
 from pipeline.training.evaluate import cer, load_pairs, read_gray
@@ -275,12 +277,11 @@ def recognize_batch(
     # Never ask for more tokens than the decoder has positions for.
     limit = int(getattr(model.generation_config, "max_length", None) or max_new_tokens + 1)
     max_length = min(max_new_tokens + 1, limit)
-    for i in range(0, len(images), batch_size):
-        pv = pixels(processor, images[i : i + batch_size], channels).to(device)
-        ids = model.generate(pixel_values=pv, max_length=max_length, num_beams=1, do_sample=False)
+    for batch in _recognition_batches(model, processor, images, channels, device, batch_size):
+        ids = model.generate(pixel_values=batch, max_length=max_length, num_beams=1, do_sample=False)
         texts.extend(processor.tokenizer.batch_decode(ids, skip_special_tokens=True))
     model.train(was_training)
-    return texts
+    return _in_given_order(texts, images)
 
 
 @torch.inference_mode()
@@ -292,11 +293,29 @@ def ctc_read_batch(
     was_training = model.training
     model.eval()
     texts: list[str] = []
-    for i in range(0, len(images), batch_size):
-        pv = pixels(processor, images[i : i + batch_size], channels).to(device)
-        texts.extend(text for text, _ in model.encoder.ctc_read(pv, processor.tokenizer))
+    for batch in _recognition_batches(model, processor, images, channels, device, batch_size):
+        texts.extend(text for text, _ in model.encoder.ctc_read(batch, processor.tokenizer))
     model.train(was_training)
-    return texts
+    return _in_given_order(texts, images)
+
+
+def _recognition_batches(
+    model: Any, processor: Any, images: list[np.ndarray], channels: int, device: str, batch_size: int
+) -> Iterator[torch.Tensor]:
+    """pixel_values batches as recognition forms them: narrowest lines first, cut to their width."""
+    order = width_order(images)
+    trim = getattr(model.encoder, "reads_any_width", False)
+    for i in range(0, len(order), batch_size):
+        chunk = [images[j] for j in order[i : i + batch_size]]
+        yield pixels(processor, chunk, channels, trim).to(device)
+
+
+def _in_given_order(texts: list[str], images: list[np.ndarray]) -> list[str]:
+    """Texts read in `width_order(images)` put back in the order of `images`."""
+    out = [""] * len(texts)
+    for text, j in zip(texts, width_order(images)):
+        out[j] = text
+    return out
 
 
 def validate(
@@ -442,6 +461,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         seed=cfg.seed * 1_000_003 + step,
         start_lines=lines,
         curriculum_lines=cfg.curriculum_lines,
+        trim=getattr(model.encoder, "reads_any_width", False),
     )
     while step < cfg.steps:
         batch = next(data)

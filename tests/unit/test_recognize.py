@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ModelLoadError
-from pipeline.line_image import letterbox
+from pipeline.line_image import letterbox, trim_padding, trimmed_width, width_order
 from pipeline.recognize import Recognizer
 from tests.model_fixtures import MEMORISED, build_memorising_model, build_random_model, render_line
 
@@ -160,3 +160,28 @@ def test_two_ctc_frames_per_column_can_spell_a_doubled_letter():
     assert encoder.ctc_log_probs(hidden).shape[1] == 4
     wide, _ = encoder.ctc_nll(hidden, ids, set(), zero_infinity=False)
     assert torch.isinf(narrow) and torch.isfinite(wide)
+
+
+def test_a_short_line_is_read_without_the_white_padding_past_it(reader):
+    recognizer = Recognizer(str(reader))
+    short = render_line("ARCHIVE")
+    assert recognizer._pixel_values([short]).shape[-1] < recognizer.input.width
+    assert recognizer.recognize([short])[0].text == "ARCHIVE"
+
+
+def test_trimmed_width_keeps_the_ink_and_a_margin():
+    batch = np.full((2, 32, 1024), 255, np.uint8)
+    batch[0, :, :100] = 0
+    batch[1, 3:9, :300] = 40
+    width = trimmed_width(batch)  # a line-height (32) of margin, rounded up to 64 columns
+    assert width == 384
+    assert (trim_padding(batch)[..., :300] == batch[..., :300]).all()
+    batch[1, 0, 1023] = 254  # ink in the last column: nothing may be cut
+    assert trim_padding(batch).shape == batch.shape
+
+
+def test_width_order_sorts_raw_and_letterboxed_lines_by_their_inked_width():
+    raw_long, raw_short = render_line("a much longer line"), render_line("short")
+    boxed_long, boxed_short = (letterbox(c, 32, 1024) for c in (raw_long, raw_short))
+    assert width_order([raw_long, raw_short]) == [1, 0]
+    assert width_order([boxed_long, boxed_short]) == [1, 0]  # same shapes: only the ink differs

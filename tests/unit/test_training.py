@@ -542,3 +542,24 @@ def test_saved_model_is_the_weight_average_and_a_resume_trains_on(tmp_path: Path
     assert not (run / "checkpoint" / TRAINING_WEIGHTS).exists()
     model, _, average = load_or_build(TrainConfig(steps=8, **common))  # type: ignore[arg-type]
     assert average is None
+
+
+def test_synthetic_batches_hold_lines_of_like_width_cut_to_the_widest() -> None:
+    from pipeline.line_image import inked_width
+    from pipeline.training.data import batches
+    from pipeline.training.synth import WIDTH_BUCKETS
+
+    _, processor = build_line_model(LineModelConfig.tiny())
+    stream = batches("synthetic", processor, 1, 48, batch_size=6, num_workers=0, seed=3, trim=True)
+    widths = []
+    for _ in range(8):
+        batch = next(stream)
+        pixels = batch["pixel_values"]
+        assert pixels.shape[0] == 6 == len(batch["texts"])
+        inked = [inked_width(np.where(p[0].numpy() >= 1.0, 255, 0)) for p in pixels]
+        full = processor.image_processor.size["width"]
+        quarters = {min(WIDTH_BUCKETS - 1, w * WIDTH_BUCKETS // full) for w in inked}
+        assert len(quarters) == 1, f"a batch mixes widths {inked}"
+        assert max(inked) <= pixels.shape[-1]
+        widths.append(pixels.shape[-1])
+    assert min(widths) < max(widths), "every batch came out the same width"
