@@ -51,7 +51,7 @@ def run(
     dpi: Annotated[int | None, typer.Option(min=50, max=1200, help="Resolution PDFs are rendered at (default 300).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Comma-separated output formats, e.g. txt,json.")] = "txt,json",
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-5x faster), attention or rescore.")] = None,
+    decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-6x faster), attention or rescore.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """OCR documents in this process (no servers): text in the database, exports in the store and --out.
@@ -113,7 +113,7 @@ def recognize(
     decode: Annotated[str, typer.Option(
         help="auto (what the model's config records: rescore for the shipped model), attention "
              "(the decoder generates; --beam applies), ctc (the encoder's CTC head reads; Quire's "
-             "own models; 2-5x faster) or rescore (the CTC head proposes a few "
+             "own models; 2-6x faster) or rescore (the CTC head proposes a few "
              "readings, the decoder picks one: the most accurate).")] = "auto",
 ) -> None:
     """OCR ready-cut line images (no segmentation); one result per image, in the order given."""

@@ -29,7 +29,7 @@ class RecognizeOptions(BaseModel):
 
     beam: int = Field(1, ge=1, le=16)
     batch_size: int = Field(32, ge=1)
-    # auto: what the model's config records (rescore for quire-line-v1); ctc is 2-5x faster.
+    # auto: what the model's config records (rescore for quire-line-v1); ctc is 2-6x faster.
     decode: Literal[DECODINGS] = "auto"  # type: ignore[valid-type]  # one of DECODINGS
     max_new_tokens: int = Field(160, ge=1, le=1024)
 

@@ -18,6 +18,7 @@ from pipeline.line_image import (
     letterbox,
     to_gray,
     trim_padding,
+    trimmed_width,
     width_order,
 )
 from pipeline.types import LineText
@@ -121,13 +122,30 @@ class Recognizer:
 
     def recognize(self, crops: Sequence[np.ndarray]) -> list[LineText]:
         """Recognize line crops; batches are formed by width so padding is small."""
-        order = width_order(list(crops))
         results: list[LineText | None] = [None] * len(crops)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        for chunk in self._batches(crops):
             for index, line in zip(chunk, self._recognize_batch([crops[i] for i in chunk])):
                 results[index] = line
         return [r for r in results if r is not None]
+
+    def _batches(self, crops: Sequence[np.ndarray]) -> list[list[int]]:
+        """Indices of `crops` in batches of up to batch_size, narrowest lines first.
+
+        Where batches are cut to their widest line, a batch only holds lines that cut to the same
+        width, so a line reads the same whatever else it is recognized with.
+        """
+        if not (self.trim and self.input.line_shaped):
+            order = width_order(list(crops))
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        shape = self.input
+        widths = [trimmed_width(letterbox(c, shape.height, shape.width)[None]) for c in crops]
+        chunks: list[list[int]] = []
+        for i in sorted(range(len(crops)), key=lambda i: widths[i]):
+            if chunks and len(chunks[-1]) < self.batch_size and widths[chunks[-1][-1]] == widths[i]:
+                chunks[-1].append(i)
+            else:
+                chunks.append([i])
+        return chunks
 
     def _pixel_values(self, crops: Sequence[np.ndarray]):
         import torch
