@@ -78,3 +78,25 @@ def width_order(images: list[np.ndarray]) -> list[int]:
     """Indices from the narrowest line to the widest (inked width over height, so lines already
     letterboxed sort too): batches taken in this order are alike in width, little of each padding."""
     return sorted(range(len(images)), key=lambda i: inked_width(images[i]) / max(1, images[i].shape[0]))
+
+
+def line_batches(
+    images: list[np.ndarray], batch_size: int, cut: tuple[int, int] | None = None
+) -> list[list[int]]:
+    """Indices of `images` in batches of up to `batch_size`, narrowest lines first.
+
+    With `cut` (the model's input height and width, for encoders that read any width, whose
+    batches `trim_padding` cuts), a batch only holds lines that cut to the same width, so a line
+    reads the same whatever else it is recognized with.
+    """
+    if cut is None:
+        order = width_order(images)
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    widths = [trimmed_width(letterbox(image, *cut)[None]) for image in images]
+    chunks: list[list[int]] = []
+    for i in sorted(range(len(images)), key=lambda i: widths[i]):
+        if chunks and len(chunks[-1]) < batch_size and widths[chunks[-1][-1]] == widths[i]:
+            chunks[-1].append(i)
+        else:
+            chunks.append([i])
+    return chunks

@@ -16,10 +16,9 @@ from pipeline.errors import ModelLoadError
 from pipeline.line_image import (
     LINE_SHAPED_MIN_ASPECT,
     letterbox,
+    line_batches,
     to_gray,
     trim_padding,
-    trimmed_width,
-    width_order,
 )
 from pipeline.types import LineText
 
@@ -121,31 +120,14 @@ class Recognizer:
             self.max_new_tokens = min(self.max_new_tokens, int(positions) - 1)
 
     def recognize(self, crops: Sequence[np.ndarray]) -> list[LineText]:
-        """Recognize line crops; batches are formed by width so padding is small."""
+        """Recognize line crops; batches are formed by width (`line_batches`) so padding is small."""
+        shape = self.input
+        cut = (shape.height, shape.width) if self.trim and shape.line_shaped else None
         results: list[LineText | None] = [None] * len(crops)
-        for chunk in self._batches(crops):
+        for chunk in line_batches(list(crops), self.batch_size, cut):
             for index, line in zip(chunk, self._recognize_batch([crops[i] for i in chunk])):
                 results[index] = line
         return [r for r in results if r is not None]
-
-    def _batches(self, crops: Sequence[np.ndarray]) -> list[list[int]]:
-        """Indices of `crops` in batches of up to batch_size, narrowest lines first.
-
-        Where batches are cut to their widest line, a batch only holds lines that cut to the same
-        width, so a line reads the same whatever else it is recognized with.
-        """
-        if not (self.trim and self.input.line_shaped):
-            order = width_order(list(crops))
-            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        shape = self.input
-        widths = [trimmed_width(letterbox(c, shape.height, shape.width)[None]) for c in crops]
-        chunks: list[list[int]] = []
-        for i in sorted(range(len(crops)), key=lambda i: widths[i]):
-            if chunks and len(chunks[-1]) < self.batch_size and widths[chunks[-1][-1]] == widths[i]:
-                chunks[-1].append(i)
-            else:
-                chunks.append([i])
-        return chunks
 
     def _pixel_values(self, crops: Sequence[np.ndarray]):
         import torch

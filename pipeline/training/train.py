@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from pipeline.config import DECODINGS
-from pipeline.line_image import width_order
+from pipeline.line_image import line_batches
 from pipeline.training.averaging import WeightAverage, snapshot
-from pipeline.training.data import FolderLines, batches, input_size, pixels
+from pipeline.training.data import FolderLines, batches, input_size, line_shaped, pixels
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 from pipeline.training.synth import LineSynthesizer
 
@@ -273,15 +273,16 @@ def recognize_batch(
     """Greedy decode gray crops; used for validation during training."""
     was_training = model.training
     model.eval()
-    texts: list[str] = []
+    texts = [""] * len(images)
     # Never ask for more tokens than the decoder has positions for.
     limit = int(getattr(model.generation_config, "max_length", None) or max_new_tokens + 1)
     max_length = min(max_new_tokens + 1, limit)
-    for batch in _recognition_batches(model, processor, images, channels, device, batch_size):
+    for chunk, batch in _recognition_batches(model, processor, images, channels, device, batch_size):
         ids = model.generate(pixel_values=batch, max_length=max_length, num_beams=1, do_sample=False)
-        texts.extend(processor.tokenizer.batch_decode(ids, skip_special_tokens=True))
+        for j, text in zip(chunk, processor.tokenizer.batch_decode(ids, skip_special_tokens=True)):
+            texts[j] = text
     model.train(was_training)
-    return _in_given_order(texts, images)
+    return texts
 
 
 @torch.inference_mode()
@@ -292,30 +293,22 @@ def ctc_read_batch(
     """Read gray crops with the encoder's CTC head alone (best path)."""
     was_training = model.training
     model.eval()
-    texts: list[str] = []
-    for batch in _recognition_batches(model, processor, images, channels, device, batch_size):
-        texts.extend(text for text, _ in model.encoder.ctc_read(batch, processor.tokenizer))
+    texts = [""] * len(images)
+    for chunk, batch in _recognition_batches(model, processor, images, channels, device, batch_size):
+        for j, (text, _) in zip(chunk, model.encoder.ctc_read(batch, processor.tokenizer)):
+            texts[j] = text
     model.train(was_training)
-    return _in_given_order(texts, images)
+    return texts
 
 
 def _recognition_batches(
     model: Any, processor: Any, images: list[np.ndarray], channels: int, device: str, batch_size: int
-) -> Iterator[torch.Tensor]:
-    """pixel_values batches as recognition forms them: narrowest lines first, cut to their width."""
-    order = width_order(images)
+) -> Iterator[tuple[list[int], torch.Tensor]]:
+    """(indices into `images`, pixel_values) batches, formed and cut as recognition forms them."""
     trim = getattr(model.encoder, "reads_any_width", False)
-    for i in range(0, len(order), batch_size):
-        chunk = [images[j] for j in order[i : i + batch_size]]
-        yield pixels(processor, chunk, channels, trim).to(device)
-
-
-def _in_given_order(texts: list[str], images: list[np.ndarray]) -> list[str]:
-    """Texts read in `width_order(images)` put back in the order of `images`."""
-    out = [""] * len(texts)
-    for text, j in zip(texts, width_order(images)):
-        out[j] = text
-    return out
+    cut = input_size(processor) if trim and line_shaped(processor) else None
+    for chunk in line_batches(images, batch_size, cut):
+        yield chunk, pixels(processor, [images[j] for j in chunk], channels, trim).to(device)
 
 
 def validate(
