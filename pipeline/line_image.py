@@ -36,6 +36,8 @@ def letterbox(image: np.ndarray | Image.Image, height: int, width: int) -> np.nd
     h, w = gray.shape
     if h == 0 or w == 0:
         return np.full((height, width), 255, dtype=np.uint8)
+    if (h, w) == (height, width):  # already fitted (recognition fits each line once)
+        return gray
     new_w = letterbox_width(gray.shape, height, width)
     resized = np.asarray(
         Image.fromarray(gray).resize((new_w, height), Image.Resampling.BILINEAR)
@@ -80,19 +82,17 @@ def width_order(images: list[np.ndarray]) -> list[int]:
     return sorted(range(len(images)), key=lambda i: inked_width(images[i]) / max(1, images[i].shape[0]))
 
 
-def line_batches(
-    images: list[np.ndarray], batch_size: int, cut: tuple[int, int] | None = None
-) -> list[list[int]]:
+def line_batches(images: list[np.ndarray], batch_size: int, cut: bool = False) -> list[list[int]]:
     """Indices of `images` in batches of up to `batch_size`, narrowest lines first.
 
-    With `cut` (the model's input height and width, for encoders that read any width, whose
-    batches `trim_padding` cuts), a batch only holds lines that cut to the same width, so a line
-    reads the same whatever else it is recognized with.
+    With `cut` (letterboxed lines for an encoder that reads any width, whose batches
+    `trim_padding` cuts), a batch only holds lines that cut to the same width, so a line reads
+    the same whatever else it is recognized with.
     """
-    if cut is None:
+    if not cut:
         order = width_order(images)
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    widths = [trimmed_width(letterbox(image, *cut)[None]) for image in images]
+    widths = [trimmed_width(image[None]) for image in images]
     chunks: list[list[int]] = []
     for i in sorted(range(len(images)), key=lambda i: widths[i]):
         if chunks and len(chunks[-1]) < batch_size and widths[chunks[-1][-1]] == widths[i]:

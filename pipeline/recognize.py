@@ -6,20 +6,13 @@ import logging
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from pipeline.config import DECODINGS, resolve_model_path
 from pipeline.ctc_beam import prefix_beam_search, sparse_frames
 from pipeline.errors import ModelLoadError
-from pipeline.line_image import (
-    LINE_SHAPED_MIN_ASPECT,
-    letterbox,
-    line_batches,
-    to_gray,
-    trim_padding,
-)
+from pipeline.model_input import fit_lines, input_shape, model_batches, pixel_values
 from pipeline.types import LineText
 
 log = logging.getLogger(__name__)
@@ -31,21 +24,6 @@ RESCORE_DECODER_WEIGHT = 1.0
 # Rivals this many nats below the CTC head's best reading are dropped before the decoder pass,
 # which costs in proportion to the readings it weighs.
 RESCORE_MARGIN = 3.0
-
-
-@dataclass(frozen=True)
-class InputShape:
-    """What the checkpoint's image processor expects: size, channels and normalisation."""
-
-    height: int
-    width: int
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @property
-    def line_shaped(self) -> bool:
-        return self.width / self.height >= LINE_SHAPED_MIN_ASPECT
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -111,7 +89,7 @@ class Recognizer:
             self.model.to(torch.bfloat16)
 
         self.decode = _pick_decoding(decode, self.model)
-        self.input = _input_shape(self.processor, self.model)
+        self.input = input_shape(self.processor, int(getattr(self.model.config.encoder, "num_channels", 3)))
         # Encoders that read any width (LineEncoder) skip the white padding past a batch's widest line.
         self.trim = getattr(self.model.encoder, "reads_any_width", False)
         # Past the decoder's position table generation fails; small line models have short ones.
@@ -120,34 +98,16 @@ class Recognizer:
             self.max_new_tokens = min(self.max_new_tokens, int(positions) - 1)
 
     def recognize(self, crops: Sequence[np.ndarray]) -> list[LineText]:
-        """Recognize line crops; batches are formed by width (`line_batches`) so padding is small."""
-        shape = self.input
-        cut = (shape.height, shape.width) if self.trim and shape.line_shaped else None
-        results: list[LineText | None] = [None] * len(crops)
-        for chunk in line_batches(list(crops), self.batch_size, cut):
-            for index, line in zip(chunk, self._recognize_batch([crops[i] for i in chunk])):
+        """Recognize line crops; batches are formed by width (`model_batches`) so padding is small."""
+        lines = fit_lines(crops, self.input)
+        results: list[LineText | None] = [None] * len(lines)
+        for chunk, batch in model_batches(lines, self.input, self.batch_size, self.trim):
+            for index, line in zip(chunk, self._recognize_batch(batch)):
                 results[index] = line
         return [r for r in results if r is not None]
 
-    def _pixel_values(self, crops: Sequence[np.ndarray]):
-        import torch
-
-        shape = self.input
-        if not shape.line_shaped:  # square-input checkpoints (TrOCR): their processor resizes
-            from PIL import Image
-
-            images = [Image.fromarray(to_gray(c)).convert("RGB") for c in crops]
-            return self.processor(images=images, return_tensors="pt").pixel_values
-        batch = np.stack([letterbox(c, shape.height, shape.width) for c in crops])
-        if self.trim:
-            batch = trim_padding(batch)
-        batch = batch.astype(np.float32)
-        tensor = torch.from_numpy(batch / 255.0).unsqueeze(1)  # B,1,H,W
-        if shape.channels == 3:
-            tensor = tensor.expand(-1, 3, -1, -1)
-        mean = torch.tensor(shape.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(shape.std, dtype=torch.float32).view(1, -1, 1, 1)
-        return (tensor - mean) / std
+    def _pixel_values(self, lines: Sequence[np.ndarray]):
+        return pixel_values(lines, self.input, self.processor, self.trim)
 
     def _recognize_batch(self, crops: Sequence[np.ndarray]) -> list[LineText]:
         import torch
@@ -329,27 +289,3 @@ def _quantizable_linears(model) -> set[str]:
         if isinstance(module, torch.nn.Linear)
         and not any(name.startswith(prefix + ".") for prefix in inside)
     }
-
-
-def _input_shape(processor, model) -> InputShape:
-    image_processor = getattr(processor, "image_processor", processor)
-    size = getattr(image_processor, "size", None) or {}
-    if isinstance(size, dict):
-        height = int(size.get("height") or size.get("shortest_edge") or 384)
-        width = int(size.get("width") or size.get("shortest_edge") or height)
-    else:  # newer processors keep a SizeDict object
-        height = int(getattr(size, "height", None) or 384)
-        width = int(getattr(size, "width", None) or height)
-    channels = int(getattr(model.config.encoder, "num_channels", 3))
-    mean = _per_channel(getattr(image_processor, "image_mean", None), channels)
-    std = _per_channel(getattr(image_processor, "image_std", None), channels)
-    return InputShape(height, width, channels, mean, std)
-
-
-def _per_channel(values, channels: int) -> tuple[float, ...]:
-    if values is None:
-        return (0.5,) * channels
-    values = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
-    if len(values) == channels:
-        return tuple(values)
-    return (sum(values) / len(values),) * channels

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.line_image import letterbox
+from pipeline.model_input import input_shape, pixel_values
 
 # Lines the memorising model learns to read; tests check these come out verbatim.
 MEMORISED = ("Quire 1931", "ARCHIVE", "St. Anne's, p. 12")
@@ -52,8 +52,8 @@ def build_memorising_model(
     cfg = LineModelConfig.tiny()
     model, processor = build_line_model(cfg)
     crops = crops if crops is not None else [render_line(t) for t in texts]
-    images = np.stack([letterbox(c, cfg.height, cfg.width) for c in crops])
-    pixels = (torch.from_numpy(images).float().unsqueeze(1) / 255.0 - 0.5) / 0.5
+    shape = input_shape(processor, model.config.encoder.num_channels)
+    pixels = pixel_values(crops, shape, processor)  # full width, as recognition without cutting
     tokenizer = processor.tokenizer
     ids = [tokenizer(t).input_ids + [tokenizer.eos_token_id] for t in texts]
     width = max(len(i) for i in ids)

@@ -1,4 +1,4 @@
-"""Training data plumbing: line images to pixel_values exactly as recognition does, labels, batch streams."""
+"""Training data plumbing: labels, and batch streams whose pixel_values are made as recognition makes them."""
 
 from __future__ import annotations
 
@@ -9,37 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.line_image import LINE_SHAPED_MIN_ASPECT, letterbox, trim_padding
+from pipeline.model_input import input_shape, pixel_values
 from pipeline.training.evaluate import load_pairs, read_gray
-from pipeline.training.synth import SyntheticLineDataset, to_pixels
-
-
-def input_size(processor: Any) -> tuple[int, int]:
-    size = processor.image_processor.size
-    get = size.get if isinstance(size, dict) else lambda k: getattr(size, k, None)
-    return int(get("height") or get("shortest_edge") or 384), int(
-        get("width") or get("shortest_edge") or 384
-    )
-
-
-def line_shaped(processor: Any) -> bool:
-    h, w = input_size(processor)
-    return w >= LINE_SHAPED_MIN_ASPECT * h
-
-
-def pixels(processor: Any, images: list[np.ndarray], channels: int, trim: bool = False) -> torch.Tensor:
-    """Gray crops -> pixel_values exactly as recognition prepares them; `trim` for encoders that
-    read any width (their `reads_any_width`): the batch is cut to its widest line."""
-    if line_shaped(processor):
-        h, w = input_size(processor)
-        boxed = np.stack([letterbox(im, h, w) for im in images])
-        out = to_pixels(trim_padding(boxed) if trim else boxed)
-        return out.expand(-1, channels, -1, -1).contiguous() if channels != 1 else out
-    from PIL import Image
-
-    mode = "RGB" if channels == 3 else "L"
-    pil = [Image.fromarray(im).convert(mode) for im in images]
-    return processor(images=pil, return_tensors="pt").pixel_values
+from pipeline.training.synth import SyntheticLineDataset
 
 
 class FolderLines(Dataset):  # type: ignore[type-arg]
@@ -62,8 +34,8 @@ class Collator:
     """Batches (image, text) into pixel_values and labels (-100 on padding, EOS appended)."""
 
     def __init__(self, processor: Any, channels: int, max_length: int, trim: bool = False) -> None:
-        self.processor, self.channels, self.max_length = processor, channels, max_length
-        self.trim = trim
+        self.processor, self.max_length, self.trim = processor, max_length, trim
+        self.shape = input_shape(processor, channels)
         tok = processor.tokenizer
         self.eos, self.bos = tok.eos_token_id, tok.bos_token_id
 
@@ -80,7 +52,7 @@ class Collator:
         for i, s in enumerate(seqs):
             labels[i, : len(s)] = torch.tensor(s)
         return {
-            "pixel_values": pixels(self.processor, list(images), self.channels, self.trim),
+            "pixel_values": pixel_values(images, self.shape, self.processor, self.trim),
             "labels": labels,
             "texts": list(texts),
         }
@@ -130,9 +102,9 @@ def batches(
             multiprocessing_context="spawn",
         )
     if data == "synthetic":
-        h, w = input_size(processor)
+        shape = input_shape(processor, channels)
         dataset = SyntheticLineDataset(
-            h, w, seed=seed, start_lines=start_lines, curriculum_lines=curriculum_lines,
+            shape.height, shape.width, seed=seed, start_lines=start_lines, curriculum_lines=curriculum_lines,
             batch_size=batch_size if trim else None,
         )
         if trim:

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -135,16 +134,6 @@ class LineSynthesizer:
 def _contrast(img: np.ndarray) -> float:
     """Paper brightness minus the darkest ink: a line under ~50 grey levels cannot be read."""
     return float(np.percentile(img, 90)) - float(img.min())
-
-
-def to_pixels(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
-    """uint8 line images -> float tensor (N, 1, H, W) in [-1, 1], like the saved image processor."""
-    arr = (
-        np.stack(images).astype(np.float32)
-        if isinstance(images, list)
-        else images.astype(np.float32)
-    )
-    return torch.from_numpy(arr / 127.5 - 1.0).unsqueeze(1)
 
 
 class SyntheticLineDataset(IterableDataset):  # type: ignore[type-arg]

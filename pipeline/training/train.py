@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from pipeline.config import DECODINGS
-from pipeline.line_image import line_batches
+from pipeline.model_input import fit_lines, input_shape, model_batches, pixel_values
 from pipeline.training.averaging import WeightAverage, snapshot
-from pipeline.training.data import FolderLines, batches, input_size, line_shaped, pixels
+from pipeline.training.data import FolderLines, batches
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 from pipeline.training.synth import LineSynthesizer
 
@@ -306,9 +306,10 @@ def _recognition_batches(
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """(indices into `images`, pixel_values) batches, formed and cut as recognition forms them."""
     trim = getattr(model.encoder, "reads_any_width", False)
-    cut = input_size(processor) if trim and line_shaped(processor) else None
-    for chunk in line_batches(images, batch_size, cut):
-        yield chunk, pixels(processor, [images[j] for j in chunk], channels, trim).to(device)
+    shape = input_shape(processor, channels)
+    lines = fit_lines(images, shape)
+    for chunk, batch in model_batches(lines, shape, batch_size, trim):
+        yield chunk, pixel_values(batch, shape, processor, trim).to(device)
 
 
 def validate(
@@ -355,8 +356,8 @@ def validation_sets(
     cfg: TrainConfig, processor: Any, seed: int = VAL_SEED
 ) -> dict[str, tuple[list[np.ndarray], list[str]]]:
     """cfg.val_lines synthetic lines from `seed`, and the line pairs of cfg.val_dir and each folder in it."""
-    h, w = input_size(processor)
-    synth = LineSynthesizer(h, w, seed=seed)
+    shape = input_shape(processor, 1)  # the size only
+    synth = LineSynthesizer(shape.height, shape.width, seed=seed)
     samples = [synth.sample() for _ in range(cfg.val_lines)]
     sets = {"synthetic": ([s.image for s in samples], [s.text for s in samples])}
     if cfg.val_dir:

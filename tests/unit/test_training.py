@@ -563,3 +563,26 @@ def test_synthetic_batches_hold_lines_of_like_width_cut_to_the_widest() -> None:
         assert max(inked) <= pixels.shape[-1]
         widths.append(pixels.shape[-1])
     assert min(widths) < max(widths), "every batch came out the same width"
+
+
+def test_training_feeds_a_line_to_the_model_as_recognition_does(tmp_path: Path) -> None:
+    """The same crop must reach the model as the same numbers in `quire train` and in recognition,
+    including a checkpoint whose processor normalises with its own mean and std."""
+    from pipeline.recognize import Recognizer
+    from pipeline.training.data import Collator
+    from pipeline.training.synth import LineSynthesizer
+
+    model, processor = build_line_model(LineModelConfig.tiny())
+    processor.image_processor.image_mean, processor.image_processor.image_std = [0.3], [0.2]
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    recognizer = Recognizer(str(tmp_path))
+    size = processor.image_processor.size
+    crops = [LineSynthesizer(size["height"], size["width"], seed=5).sample().image for _ in range(3)]
+    crops[1] = crops[1][:, : crops[1].shape[1] // 3]  # a short line: the batch is cut to its ink
+    trained_on = Collator(processor, 1, 48, trim=True)([(c, "x") for c in crops])["pixel_values"]
+    read = recognizer._pixel_values(crops)
+    assert trained_on.shape == read.shape
+    assert torch.allclose(trained_on, read, atol=1e-6)
+    white = (1.0 - 0.3) / 0.2
+    assert torch.isclose(read.max(), torch.tensor(white)), "the processor's mean and std are used"

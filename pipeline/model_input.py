@@ -1,0 +1,98 @@
+"""What a checkpoint's encoder takes (input size, channels, normalisation), and line crops made into it.
+
+Recognition, training and validation all go through here, so a line reaches the model the same
+way in each: fitted into the input once, batched with lines of its width, cut and normalised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.line_image import (
+    LINE_SHAPED_MIN_ASPECT,
+    letterbox,
+    line_batches,
+    to_gray,
+    trim_padding,
+)
+
+
+@dataclass(frozen=True)
+class InputShape:
+    """What the checkpoint's image processor expects: size, channels and normalisation."""
+
+    height: int
+    width: int
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def line_shaped(self) -> bool:
+        return self.width / self.height >= LINE_SHAPED_MIN_ASPECT
+
+
+def input_shape(processor: Any, channels: int) -> InputShape:
+    """The input of a checkpoint whose encoder has `channels` (its config's num_channels)."""
+    image_processor = getattr(processor, "image_processor", processor)
+    size = getattr(image_processor, "size", None) or {}
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)  # SizeDict
+    height = int(get("height") or get("shortest_edge") or 384)
+    width = int(get("width") or get("shortest_edge") or height)
+    mean = _per_channel(getattr(image_processor, "image_mean", None), channels)
+    std = _per_channel(getattr(image_processor, "image_std", None), channels)
+    return InputShape(height, width, channels, mean, std)
+
+
+def _per_channel(values: Any, channels: int) -> tuple[float, ...]:
+    if values is None:
+        return (0.5,) * channels
+    values = [float(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+    if len(values) == channels:
+        return tuple(values)
+    return (sum(values) / len(values),) * channels
+
+
+def fit_lines(crops: Sequence[Any], shape: InputShape) -> list[np.ndarray]:
+    """Gray crops, letterboxed into a line-shaped input; square-input checkpoints (TrOCR) get them
+    as they are, for their processor resizes (and stretches) them itself."""
+    if shape.line_shaped:
+        return [letterbox(c, shape.height, shape.width) for c in crops]
+    return [to_gray(c) for c in crops]
+
+
+def model_batches(
+    lines: list[np.ndarray], shape: InputShape, batch_size: int, trim: bool
+) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    """(indices into `lines`, those lines) in recognition's batches: narrow lines first, and with
+    `trim` (encoders that read any width) only lines that cut to the same width together.
+    `lines` come from `fit_lines`."""
+    cut = trim and shape.line_shaped
+    for chunk in line_batches(lines, batch_size, cut):
+        yield chunk, [lines[i] for i in chunk]
+
+
+def pixel_values(lines: Sequence[np.ndarray], shape: InputShape, processor: Any, trim: bool = False):
+    """A float tensor (N, C, H, W) of gray lines (fitted or not), cut past the widest line's ink
+    when `trim`, normalised with the processor's mean and std."""
+    import torch
+
+    if not shape.line_shaped:
+        from PIL import Image
+
+        mode = "RGB" if shape.channels == 3 else "L"
+        images = [Image.fromarray(to_gray(c)).convert(mode) for c in lines]
+        return processor(images=images, return_tensors="pt").pixel_values
+    batch = np.stack([letterbox(c, shape.height, shape.width) for c in lines])
+    if trim:
+        batch = trim_padding(batch)
+    tensor = torch.from_numpy(batch.astype(np.float32) / 255.0).unsqueeze(1)  # N,1,H,W
+    if shape.channels != 1:
+        tensor = tensor.expand(-1, shape.channels, -1, -1)
+    mean = torch.tensor(shape.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(shape.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (tensor - mean) / std
