@@ -24,6 +24,7 @@ from pipeline.types import PageImage
 
 # Extensions picked up when a folder is walked; a file named explicitly is always tried.
 DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
+IMAGE_SUFFIXES = DOCUMENT_SUFFIXES - {".pdf"}
 
 _MAGIC = {
     b"%PDF": "pdf",

@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,14 +71,14 @@ class RunSummary:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
-def collect_inputs(paths: Iterable[Path]) -> list[Path]:
-    """Files as given, folders walked recursively for document files (hidden ones skipped)."""
+def collect_inputs(paths: Iterable[Path], suffixes: Collection[str] = DOCUMENT_SUFFIXES) -> list[Path]:
+    """Files as given, folders walked recursively for files with `suffixes` (hidden ones skipped)."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             found.extend(
                 p for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix.lower() in DOCUMENT_SUFFIXES
+                if p.is_file() and p.suffix.lower() in suffixes
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
         else:

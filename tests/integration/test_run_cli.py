@@ -143,10 +143,39 @@ def test_recognize_prints_tsv_per_image(tmp_path, letter, env):
         Image.fromarray(crop).save(paths[-1])
     result = quire("recognize", *map(str, paths), "--tsv")
     assert result.exit_code == 0, result.output
-    rows = [line.split("\t") for line in result.output.strip().splitlines()]
+    rows = [line.split("\t") for line in result.stdout.strip().splitlines()]
     assert [r[0] for r in rows] == list(map(str, paths))
     assert [r[1] for r in rows] == list(LETTER_LINES)
     assert all(0.9 < float(r[2]) <= 1.0 for r in rows)
+
+
+def test_recognize_reads_a_folder_in_chunks_and_names_a_bad_image(tmp_path, letter, env, monkeypatch):
+    """A tesstrain-style folder (line images beside .gt.txt files), read a few images at a time:
+    every line comes out in path order, and a corrupt image fails alone, by name."""
+    from PIL import Image
+
+    from pipeline import cli
+    from pipeline.config import RenderOptions
+    from pipeline.render import render_pages
+    from pipeline.segment import segment_page
+
+    monkeypatch.setattr(cli, "RECOGNIZE_CHUNK", 2)
+    folder = tmp_path / "gt" / "letter"
+    folder.mkdir(parents=True)
+    [page] = list(render_pages(letter[0], RenderOptions(dpi=DPI)))
+    for i, (crop, text) in enumerate(zip(segment_page(page.image, dpi=DPI).crops, LETTER_LINES)):
+        Image.fromarray(crop).save(folder / f"line{i:02d}.png")
+        (folder / f"line{i:02d}.gt.txt").write_text(text)
+    (folder / "line01b.png").write_bytes(b"\x89PNG not really")
+    result = quire("recognize", str(tmp_path / "gt"), "--tsv")
+    assert result.exit_code == 1
+    rows = [line.split("\t") for line in result.stdout.strip().splitlines()]
+    assert [Path(r[0]).name for r in rows] == [f"line{i:02d}.png" for i in range(len(LETTER_LINES))]
+    assert [r[1] for r in rows] == list(LETTER_LINES)
+    assert f"{folder / 'line01b.png'}: not a readable image" in result.stderr
+    (tmp_path / "empty").mkdir()
+    empty = quire("recognize", str(tmp_path / "empty"))
+    assert empty.exit_code == 2 and "no line images found" in empty.stderr
 
 
 def test_db_upgrade_creates_the_schema(tmp_path, env):
