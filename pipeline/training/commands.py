@@ -160,24 +160,29 @@ def eval_command(
     ] = "auto",
 ) -> None:
     """CER and WER (after NFC, quote and whitespace normalisation), lines/s and the worst lines."""
+    from tqdm import tqdm
+
     from pipeline.errors import QuireError
-    from pipeline.training.evaluate import evaluate_dir
+    from pipeline.training.evaluate import evaluate_dir, load_pairs
 
     try:
-        # Hand the recognizer many lines at once so its width sorting keeps padding small.
-        report = evaluate_dir(
-            directory,
-            _recognizer_fn(model, device, beam, quantize, batch_size, decode),
-            fold=fold,
-            batch_size=batch_size * 8,
-            n_worst=worst,
-        )
+        total = len(load_pairs(directory))  # a wrong folder fails before the model loads
+        recognizer_fn = _recognizer_fn(model, device, beam, quantize, batch_size, decode)
+        # A bar only on a terminal (disable=None): piped reports stay clean.
+        with tqdm(total=total, unit="line", desc="eval", disable=None) as bar:
+            # Hand the recognizer many lines at once so its width sorting keeps padding small.
+            report = evaluate_dir(
+                directory, recognizer_fn, fold=fold, batch_size=batch_size * 8, n_worst=worst,
+                progress=bar,
+            )
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     except QuireError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from exc
+    for problem in report.unreadable:
+        typer.echo(f"skipped {problem}", err=True)
     typer.echo(
         f"{report.directory}: {report.lines} lines  CER {report.cer:.2%}  WER {report.wer:.2%}"
         f"{'  (folded)' if fold else ''}  {report.lines_per_second:.1f} lines/s"

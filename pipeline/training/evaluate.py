@@ -104,6 +104,8 @@ class EvalReport:
     worst: list[LineResult] = field(default_factory=list)
     # CER of the most confident lines, e.g. {"90%": 0.01}: how well confidence flags bad lines.
     cer_by_confidence: dict[str, float] = field(default_factory=dict)
+    # "name: reason" for each image that could not be read; those lines are not scored.
+    unreadable: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,40 +156,57 @@ def evaluate_dir(
     fold: bool = False,
     batch_size: int = 32,
     n_worst: int = 10,
+    progress: Any = None,
 ) -> EvalReport:
     """Run `recognizer_fn` over a folder of line images and score it.
 
     The function turns gray crops into texts, or into (text, confidence) pairs; with
     confidences the report also says how the CER falls when only confident lines are kept.
+    Images are read `batch_size` at a time (memory stays flat on big folders) and the time
+    counted is the recognizer's alone; `progress` is a tqdm-like bar over lines, or None.
     """
     pairs = load_pairs(directory)
     if not pairs:
         raise FileNotFoundError(f"{directory}: no line images with .gt.txt ground truth")
-    images = [read_gray(p) for p, _ in pairs]
-    refs = [t for _, t in pairs]
+    scored: list[tuple[Path, str]] = []
+    unreadable: list[str] = []
     outputs: list[str | tuple[str, float]] = []
-    start = time.perf_counter()
-    for i in range(0, len(images), batch_size):
-        outputs.extend(recognizer_fn(images[i : i + batch_size]))
-    seconds = time.perf_counter() - start
+    seconds = 0.0
+    for i in range(0, len(pairs), batch_size):
+        images = []
+        for path, ref in pairs[i : i + batch_size]:
+            try:
+                images.append(read_gray(path))
+                scored.append((path, ref))
+            except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
+                unreadable.append(f"{path.name}: not a readable image ({exc.__class__.__name__})")
+        start = time.perf_counter()
+        outputs.extend(recognizer_fn(images) if images else [])
+        seconds += time.perf_counter() - start
+        if progress is not None:
+            progress.update(len(pairs[i : i + batch_size]))
+    if not scored:
+        raise FileNotFoundError(f"{directory}: none of its {len(pairs)} line images could be read")
+    refs = [t for _, t in scored]
     hyps = [o if isinstance(o, str) else o[0] for o in outputs]
     confidences = [None if isinstance(o, str) else float(o[1]) for o in outputs]
     per_line = [
         LineResult(p.name, r, h, cer([r], [h], fold), c)
-        for (p, _), r, h, c in zip(pairs, refs, hyps, confidences, strict=True)
+        for (p, _), r, h, c in zip(scored, refs, hyps, confidences, strict=True)
     ]
     known = [c for c in confidences if c is not None]
     worst = sorted(per_line, key=lambda x: x.cer, reverse=True)[:n_worst]
     return EvalReport(
         directory=str(directory),
-        lines=len(pairs),
+        lines=len(scored),
         cer=cer(refs, hyps, fold),
         wer=wer(refs, hyps, fold),
         fold=fold,
         seconds=seconds,
-        lines_per_second=len(pairs) / max(seconds, 1e-9),
+        lines_per_second=len(scored) / max(seconds, 1e-9),
         worst=worst,
         cer_by_confidence=cer_by_confidence(refs, hyps, known, fold)
         if len(known) == len(hyps)
         else {},
+        unreadable=unreadable,
     )

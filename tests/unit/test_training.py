@@ -175,6 +175,26 @@ def test_evaluate_dir(tmp_path: Path) -> None:
     assert report.lines_per_second > 0
 
 
+def test_evaluate_dir_reads_in_batches_and_skips_an_unreadable_image_by_name(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for i, text in enumerate(["one", "two", "three"]):
+        Image.fromarray(np.full((20, 40 * (i + 1)), 255, dtype=np.uint8)).save(tmp_path / f"l{i}.png")
+        (tmp_path / f"l{i}.gt.txt").write_text(text)
+    (tmp_path / "l1b.png").write_bytes(b"not an image")
+    (tmp_path / "l1b.gt.txt").write_text("lost")
+    seen: list[int] = []
+
+    def read_by_width(crops: list[np.ndarray]) -> list[str]:
+        seen.append(len(crops))
+        return [{40: "one", 80: "two", 120: "three"}[c.shape[1]] for c in crops]
+
+    report = evaluate_dir(tmp_path, read_by_width, batch_size=2)
+    assert seen == [2, 1]  # (l0, l1) then (l1b unreadable, l2)
+    assert report.lines == 3 and report.cer == 0.0
+    assert report.unreadable == ["l1b.png: not a readable image (UnidentifiedImageError)"]
+
+
 def test_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
     from pipeline.training.data import Collator
     from pipeline.training.synth import LineSynthesizer
