@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 import pipeline.line_encoder  # noqa: F401  (registers the model type with transformers)
+from pipeline.model_input import encoder_channels
 from pipeline.training.train import (
     CHECKPOINT,
     TRAINING_WEIGHTS,
@@ -47,7 +48,7 @@ def main() -> None:
     averaged = VisionEncoderDecoderModel.from_pretrained(args.model).float().eval()
     training = VisionEncoderDecoderModel.from_pretrained(args.model).float().eval()
     load_model(training, str(training_file), strict=True)
-    channels = int(getattr(averaged.config.encoder, "num_channels", 3))
+    channels = encoder_channels(averaged)
 
     lines = TrainConfig(
         out_dir=str(args.model),

@@ -133,6 +133,7 @@ def recognize(
     from pipeline.recognize import Recognizer
     from pipeline.render import IMAGE_SUFFIXES
     from pipeline.runner import collect_inputs
+    from pipeline.training.evaluate import read_line_images
 
     settings = _settings(model=model, device=device)
     paths = collect_inputs(images, IMAGE_SUFFIXES)
@@ -149,13 +150,15 @@ def recognize(
     with tqdm(total=len(paths), unit="line", desc="recognize", disable=None if progress else True) as bar:
         for start in range(0, len(paths), RECOGNIZE_CHUNK):
             chunk = paths[start : start + RECOGNIZE_CHUNK]
-            kept, crops = _read_line_images(chunk)
-            failed += len(chunk) - len(kept)
+            kept, crops, unreadable = read_line_images(chunk)
+            for path, reason in unreadable:
+                typer.echo(f"quire: {path}: {reason}", err=True)
+            failed += len(unreadable)
             try:
                 results = recognizer.recognize(crops) if crops else []
             except QuireError as exc:
                 _fail(str(exc), exc.exit_code)
-            for path, line in zip(kept, results):
+            for path, line in zip((chunk[k] for k in kept), results):
                 if tsv:
                     text = line.text.replace("\t", " ")
                     bar.write(f"{path}\t{text}\t{line.confidence:.4f}", file=sys.stdout)
@@ -163,24 +166,6 @@ def recognize(
                     bar.write(f"{path}: {line.text}  ({line.confidence:.0%})", file=sys.stdout)
             bar.update(len(chunk))
     raise typer.Exit(1 if failed else 0)
-
-
-def _read_line_images(paths: list[Path]) -> tuple[list[Path], list]:
-    """The readable images of `paths` as gray arrays; each unreadable one is named on stderr."""
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
-
-    kept, crops = [], []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                crops.append(np.asarray(image.convert("L")))
-                kept.append(path)
-        except FileNotFoundError:
-            typer.echo(f"quire: {path}: no such file", err=True)
-        except (OSError, UnidentifiedImageError) as exc:
-            typer.echo(f"quire: {path}: not a readable image ({exc.__class__.__name__})", err=True)
-    return kept, crops
 
 
 @db_app.command("upgrade")

@@ -36,6 +36,17 @@ class InputShape:
         return self.width / self.height >= LINE_SHAPED_MIN_ASPECT
 
 
+def encoder_channels(model: Any) -> int:
+    """Channels a VisionEncoderDecoder's encoder reads (3 where its config does not say)."""
+    return int(getattr(model.config.encoder, "num_channels", 3))
+
+
+def cuts_padding(model: Any) -> bool:
+    """Whether the encoder reads any width (Quire's LineEncoder): its batches are then cut past
+    their widest line's ink (`trim` below); other encoders (TrOCR's ViT) get the full input."""
+    return bool(getattr(model.encoder, "reads_any_width", False))
+
+
 def input_shape(processor: Any, channels: int) -> InputShape:
     """The input of a checkpoint whose encoder has `channels` (its config's num_channels)."""
     image_processor = getattr(processor, "image_processor", processor)

@@ -12,7 +12,14 @@ import numpy as np
 from pipeline.config import DECODINGS, resolve_model_path
 from pipeline.ctc_beam import prefix_beam_search, sparse_frames
 from pipeline.errors import ModelLoadError
-from pipeline.model_input import fit_lines, input_shape, model_batches, pixel_values
+from pipeline.model_input import (
+    cuts_padding,
+    encoder_channels,
+    fit_lines,
+    input_shape,
+    model_batches,
+    pixel_values,
+)
 from pipeline.types import LineText
 
 log = logging.getLogger(__name__)
@@ -89,9 +96,8 @@ class Recognizer:
             self.model.to(torch.bfloat16)
 
         self.decode = _pick_decoding(decode, self.model)
-        self.input = input_shape(self.processor, int(getattr(self.model.config.encoder, "num_channels", 3)))
-        # Encoders that read any width (LineEncoder) skip the white padding past a batch's widest line.
-        self.trim = getattr(self.model.encoder, "reads_any_width", False)
+        self.input = input_shape(self.processor, encoder_channels(self.model))
+        self.trim = cuts_padding(self.model)
         # Past the decoder's position table generation fails; small line models have short ones.
         positions = getattr(self.model.config.decoder, "max_position_embeddings", None)
         if positions:

@@ -134,6 +134,22 @@ def read_gray(path: Path) -> np.ndarray:
         return np.asarray(im.convert("L"))
 
 
+def read_line_images(paths: Sequence[Path]) -> tuple[list[int], list[np.ndarray], list[tuple[Path, str]]]:
+    """(indices of the readable `paths`, their gray images, (path, reason) for each that is not)."""
+    kept: list[int] = []
+    images: list[np.ndarray] = []
+    failed: list[tuple[Path, str]] = []
+    for i, path in enumerate(paths):
+        try:
+            images.append(read_gray(path))
+            kept.append(i)
+        except FileNotFoundError:
+            failed.append((path, "no such file"))
+        except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
+            failed.append((path, f"not a readable image ({exc.__class__.__name__})"))
+    return kept, images, failed
+
+
 COVERAGES = (0.5, 0.8, 0.9)
 
 
@@ -173,18 +189,15 @@ def evaluate_dir(
     outputs: list[str | tuple[str, float]] = []
     seconds = 0.0
     for i in range(0, len(pairs), batch_size):
-        images = []
-        for path, ref in pairs[i : i + batch_size]:
-            try:
-                images.append(read_gray(path))
-                scored.append((path, ref))
-            except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
-                unreadable.append(f"{path.name}: not a readable image ({exc.__class__.__name__})")
+        chunk = pairs[i : i + batch_size]
+        kept, images, failed = read_line_images([path for path, _ in chunk])
+        scored.extend(chunk[k] for k in kept)
+        unreadable.extend(f"{path.name}: {reason}" for path, reason in failed)
         start = time.perf_counter()
         outputs.extend(recognizer_fn(images) if images else [])
         seconds += time.perf_counter() - start
         if progress is not None:
-            progress.update(len(pairs[i : i + batch_size]))
+            progress.update(len(chunk))
     if not scored:
         raise FileNotFoundError(f"{directory}: none of its {len(pairs)} line images could be read")
     refs = [t for _, t in scored]

@@ -23,7 +23,14 @@ import numpy as np
 import torch
 
 from pipeline.config import DECODINGS
-from pipeline.model_input import fit_lines, input_shape, model_batches, pixel_values
+from pipeline.model_input import (
+    cuts_padding,
+    encoder_channels,
+    fit_lines,
+    input_shape,
+    model_batches,
+    pixel_values,
+)
 from pipeline.training.averaging import WeightAverage, snapshot
 from pipeline.training.data import FolderLines, batches
 from pipeline.training.evaluate import cer, load_pairs, read_gray
@@ -305,7 +312,7 @@ def _recognition_batches(
     model: Any, processor: Any, images: list[np.ndarray], channels: int, device: str, batch_size: int
 ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """(indices into `images`, pixel_values) batches, formed and cut as recognition forms them."""
-    trim = getattr(model.encoder, "reads_any_width", False)
+    trim = cuts_padding(model)
     shape = input_shape(processor, channels)
     lines = fit_lines(images, shape)
     for chunk, batch in model_batches(lines, shape, batch_size, trim):
@@ -387,7 +394,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     model, processor, saved_average = load_or_build(cfg)
     model.to(device)
-    channels = int(getattr(model.config.encoder, "num_channels", 3))
+    channels = encoder_channels(model)
     max_length = int(getattr(model.generation_config, "max_length", None) or 128)
     if cfg.data != "synthetic" and cfg.epochs:
         per_epoch = math.ceil(len(FolderLines(cfg.data)) / cfg.batch_size)
@@ -455,7 +462,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         seed=cfg.seed * 1_000_003 + step,
         start_lines=lines,
         curriculum_lines=cfg.curriculum_lines,
-        trim=getattr(model.encoder, "reads_any_width", False),
+        trim=cuts_padding(model),
     )
     while step < cfg.steps:
         batch = next(data)
