@@ -9,11 +9,11 @@ from typing import Literal
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.decodings import DECODINGS
+
 # Models the project ships live beside the packages in a source checkout (models/<name>).
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = "quire-line-v1"
-# How recognition reads a line (pipeline.recognize); 'auto' is what the model's config records.
-DECODINGS = ("auto", "attention", "ctc", "rescore")
 
 
 class RenderOptions(BaseModel):

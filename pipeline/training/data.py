@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,6 +60,11 @@ class Collator:
 
 
 def _worker_init(_: int) -> None:
+    # Ctrl-C, or a stop sent to the whole process group (timeout, systemd), must reach only the
+    # trainer, which then saves a checkpoint: a worker killed first would crash the run unsaved.
+    # Workers still end with the trainer (the DataLoader shuts them down, or they see it gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Data generation must not compete with the training step for the two cores.
     torch.set_num_threads(1)
     try:

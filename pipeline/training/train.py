@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.config import DECODINGS
+from pipeline.decodings import DECODINGS
 from pipeline.model_input import (
     cuts_padding,
     encoder_channels,

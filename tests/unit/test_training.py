@@ -606,3 +606,38 @@ def test_training_feeds_a_line_to_the_model_as_recognition_does(tmp_path: Path) 
     assert torch.allclose(trained_on, read, atol=1e-6)
     white = (1.0 - 0.3) / 0.2
     assert torch.isclose(read.max(), torch.tensor(white)), "the processor's mean and std are used"
+
+
+def test_ctrl_c_to_the_whole_process_group_saves_a_checkpoint(tmp_path: Path) -> None:
+    """Ctrl-C (or timeout/systemd stopping the group) reaches the data workers too: the run must
+    still end with its checkpoint saved, not with a dead worker's traceback."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pipeline.training.train", "--out", str(out), "--model", "new",
+           "--data", "synthetic", "--steps", "100000", "--batch-size", "2", "--num-workers", "1",
+           "--threads", "1", "--val-every", "100000", "--val-lines", "2", "--log-every", "1",
+           "--save-every-s", "1e9", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    seen = []
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            seen.append(line)
+            if line.startswith('{"step": 3,'):
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = "".join(seen) + rest
+    assert proc.returncode == 0, output[-3000:]
+    assert "saved step" in output
+    saved = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
+    assert saved["step"] >= 3
+    assert json.loads(output.strip().splitlines()[-1])["step"] == saved["step"]
