@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Go on training Quire's default model on a lent GPU (the `device` tool), then pack it to come back.
+#
+# Runs ON the GPU machine, in the repository root, for at most MINUTES of training (a device call
+# may last 10 minutes: give it 8). Training stops on SIGTERM at the end of a step and saves its
+# checkpoint; the model folder is then packed into $OUT as model.tar.partNN (15 MiB each, under
+# the tool's 16 MiB per file), with train.log beside it.
+#
+#   here, once:          .venv/bin/python bench/pack_training_assets.py    # fonts, words: 24 MB
+#   each device call:    bash bench/device_train.sh 8                   (carry: [".train-assets"])
+#   here, after each:    bash bench/device_unpack.sh FILES_AT           (the reply's files_at)
+#
+# The next call sends the unpacked model with the working tree, so it resumes where this one
+# stopped, on a warm machine or a fresh one. Arguments after MINUTES go to pipeline.training.train
+# and override the defaults below. Also runs on a CPU for a dry run: PYTHON=.venv/bin/python.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MINUTES="${1:?usage: bench/device_train.sh MINUTES [train arguments]}"
+shift
+PY="${PYTHON:-python3}"  # on the GPU machine, the python3 that holds CUDA torch and transformers
+OUT="${OUT:-runs/device-out}"
+MODEL_DIR="${QUIRE_DEVICE_MODEL:-models/quire-line-v1}"
+export QUIRE_TRAIN_ASSETS="${QUIRE_TRAIN_ASSETS:-.train-assets}" PYTHONUNBUFFERED=1
+if [ ! -d "$QUIRE_TRAIN_ASSETS/fonts" ]; then
+  echo "no $QUIRE_TRAIN_ASSETS/fonts: run bench/pack_training_assets.py here and carry .train-assets" >&2
+  exit 2
+fi
+mkdir -p "$OUT"
+# What the run relies on, first: a missing piece then costs seconds of the lease, not minutes.
+"$PY" -c "import torch, transformers, tokenizers, cv2, PIL, tqdm
+gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'
+print(f'torch {torch.__version__} (GPU: {gpu}), transformers {transformers.__version__}, '
+      f'tokenizers {tokenizers.__version__}, opencv {cv2.__version__}, pillow {PIL.__version__}')"
+# Each data worker renders ~290 lines/s on one core; the GPU step is far faster, so every core
+# but the trainer's goes to making lines.
+WORKERS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
+# The same run as bench/train_default_model.sh (the schedule and head shape must match to resume),
+# with GPU batches: 8x the lines per step, a cosine stretched to 61,000 steps.
+status=0
+timeout -s TERM -k 120 "${MINUTES}m" "$PY" -m pipeline.training.train \
+  --out "$MODEL_DIR" --model new --data synthetic \
+  --steps 61000 --batch-size 256 --lr 7e-4 --warmup 300 \
+  --val-every 250 --log-every 25 --val-lines 200 --curriculum-lines 50000 --ctc-frames 2 \
+  --decoding rescore --ema-decay 0.999 --save-every-s 180 --num-workers "$WORKERS" --threads 2 \
+  --seed 1 --no-progress "$@" > "$OUT/train.log" 2>&1 || status=$?
+# 124: stopped by the timeout, as planned (the checkpoint is saved on SIGTERM).
+[ "$status" = 0 ] || [ "$status" = 124 ] || echo "training exited with status $status" >&2
+tail -n 5 "$OUT/train.log"
+tar -C "$(dirname "$MODEL_DIR")" -cf - "$(basename "$MODEL_DIR")" | split -b 15m -d - "$OUT/model.tar.part"
+ls -l "$OUT"
