@@ -31,7 +31,7 @@ mkdir -p "$OUT"
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'
 print(f'torch {torch.__version__} (GPU: {gpu}), transformers {transformers.__version__}, '
       f'tokenizers {tokenizers.__version__}, opencv {cv2.__version__}, pillow {PIL.__version__}')"
-# Each data worker renders ~290 lines/s on one core; the GPU step is far faster, so every core
+# Each data worker renders ~435 lines/s on one core; the GPU step is far faster, so every core
 # but the trainer's goes to making lines.
 WORKERS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
 # The same run as bench/train_default_model.sh (the schedule and head shape must match to resume),

@@ -189,9 +189,9 @@ def crop(img: np.ndarray, rng: Rng, loose: float = 0.25) -> np.ndarray:
     if paper_level - darkest < 30:
         return img
     mask = img < (darkest + paper_level) / 2
-    ys, xs = np.where(mask)
+    ys, xs = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     h, w = img.shape
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
     ih = y1 - y0
     top = int(rng.uniform(0, loose) * ih)
     bottom = int(rng.uniform(0, loose) * ih)
@@ -223,9 +223,16 @@ def elastic(img: np.ndarray, rng: Rng) -> np.ndarray:
     h, w = img.shape
     sigma = h * rng.uniform(0.15, 0.4)  # the field's smoothness: a letter or two moves together
     amount = h * rng.uniform(0.04, 0.1)  # the largest move, in pixels
+    # The field is smooth over `sigma` pixels, so it is drawn on a grid `step` times coarser and
+    # scaled up: the same kind of field for a fraction of the blur (4x faster on a 48 px line).
+    step = max(1, int(sigma / 3))
+    gh, gw = -(-h // step) + 1, -(-w // step) + 1
     fields = []
     for _ in range(2):
-        field = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), sigma)
+        coarse = cv2.GaussianBlur(
+            rng.standard_normal((gh, gw)).astype(np.float32), (0, 0), sigma / step
+        )
+        field = cv2.resize(coarse, (gw * step, gh * step), interpolation=cv2.INTER_LINEAR)[:h, :w]
         fields.append(field * (amount / max(float(np.abs(field).max()), 1e-6)))
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     return cv2.remap(
