@@ -83,7 +83,10 @@ def train_command(
         ),
     ] = None,
 ) -> None:
-    """Train or fine-tune a line recognition model; resumes from OUT/checkpoint when present."""
+    """Train or fine-tune a line recognition model; resumes from OUT/checkpoint when present.
+
+    Ctrl-C (or SIGTERM) stops after the current step with the checkpoint saved; run the same command again to go on.
+    """
     from pipeline.training.train import TrainConfig, train
 
     config = TrainConfig(
