@@ -2,6 +2,7 @@
 
 Usage: python bench/bench_vs_tesseract.py [--data ../shared/data/dev] [--model quire-line-v1]
        [--sets printed,receipts,handwritten] [--repeat 3] [--quantize] [--decode rescore,ctc]
+       [--retry-below 0.95,0]
 Tesseract runs with --psm 7 (one line), two processes in parallel (one per core); Quire runs
 batched on the same cores. Prints CER (receipts folded: case- and space-insensitive), lines per
 second for both, the speed ratio, and the CER of the 90% most confident lines. Several
@@ -17,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pipeline.config import DECODINGS
+from pipeline.config import DECODINGS, RETRY_BELOW
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 
 FOLDED = {"receipts"}
@@ -48,17 +49,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--decode", default="auto",
                         help=f"one of {', '.join(DECODINGS)}, or several comma-separated (a row each)")
+    parser.add_argument("--retry-below", default=str(RETRY_BELOW),
+                        help="re-read lines under this confidence stretched (0: off); several "
+                             "comma-separated give a row each, e.g. 0.95,0")
     args = parser.parse_args()
     decodings = args.decode.split(",")
+    retries = [float(r) for r in args.retry_below.split(",")]
     if unknown := [d for d in decodings if d not in DECODINGS]:
         parser.error(f"--decode: unknown {', '.join(unknown)}; choose from {', '.join(DECODINGS)}")
 
     from pipeline.recognize import Recognizer
 
     recognizers = [Recognizer(args.model, device="cpu", batch_size=args.batch_size, quantize=args.quantize,
-                              decode=d) for d in decodings]
+                              decode=d, retry_below=r) for d in decodings for r in retries]
     have_tesseract = shutil.which("tesseract") is not None
-    header = f"{'set':<12} {'decode':<9} {'lines':>5} {'quire CER':>10} {'top90 CER':>10} {'quire l/s':>10}"
+    header = f"{'set':<12} {'decode':<9} {'retry':>5} {'lines':>5} {'quire CER':>10} {'top90 CER':>10} {'quire l/s':>10}"
     header += f" {'tess CER':>9} {'tess l/s':>9} {'speed x':>8}" if have_tesseract else ""
     print(f"model {args.model}{' (int8)' if args.quantize else ''}; tesseract: {'yes' if have_tesseract else 'not installed'}")
     print(header)
@@ -81,7 +86,7 @@ def main() -> None:
             hyps = [r.text for r in results]
             ranked = sorted(range(len(pairs)), key=lambda i: -results[i].confidence)[: max(1, int(0.9 * len(pairs)))]
             top90 = cer([refs[i] for i in ranked], [hyps[i] for i in ranked], fold)
-            row = (f"{name:<12} {recognizer.decode:<9} {len(pairs):>5} {cer(refs, hyps, fold):>10.2%} {top90:>10.2%}"
+            row = (f"{name:<12} {recognizer.decode:<9} {recognizer.retry_below:>5.2f} {len(pairs):>5} {cer(refs, hyps, fold):>10.2%} {top90:>10.2%}"
                    f" {len(pairs) / best_quire:>10.1f}")
             if have_tesseract:
                 row += f" {cer(refs, tess, fold):>9.2%} {len(pairs) / best_tess:>9.1f} {best_tess / best_quire:>8.2f}"

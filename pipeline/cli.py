@@ -142,7 +142,8 @@ def recognize(
     try:
         recognizer = Recognizer(settings.model, device=settings.device, beam=beam, quantize=quantize,
                                 decode=decode, batch_size=settings.recognize.batch_size,
-                                max_new_tokens=settings.recognize.max_new_tokens)
+                                max_new_tokens=settings.recognize.max_new_tokens,
+                                retry_below=settings.recognize.retry_below)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
     failed = 0

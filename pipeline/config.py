@@ -14,6 +14,8 @@ from pipeline.decodings import DECODINGS
 # Models the project ships live beside the packages in a source checkout (models/<name>).
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = "quire-line-v1"
+# Lines under this confidence are read a second time, stretched (pipeline.recognize).
+RETRY_BELOW = 0.95
 
 
 class RenderOptions(BaseModel):
@@ -32,6 +34,9 @@ class RecognizeOptions(BaseModel):
     # auto: what the model's config records (rescore for quire-line-v1); ctc is 2-6x faster.
     decode: Literal[DECODINGS] = "auto"  # type: ignore[valid-type]  # one of DECODINGS
     max_new_tokens: int = Field(160, ge=1, le=1024)
+    # Lines read with less confidence are read again stretched wider, keeping the surer reading
+    # (Quire's line models only; 0 turns it off). See pipeline.recognize.RETRY_STRETCHES.
+    retry_below: float = Field(RETRY_BELOW, ge=0.0, le=1.0)
 
 
 class QueueOptions(BaseModel):

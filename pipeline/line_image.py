@@ -24,6 +24,15 @@ def to_gray(image: np.ndarray | Image.Image) -> np.ndarray:
     return array.astype(np.uint8, copy=False)
 
 
+def stretch_width(image: np.ndarray | Image.Image, factor: float) -> np.ndarray:
+    """The gray crop `factor` times as wide, same height (cubic: thin strokes stay sharp)."""
+    import cv2
+
+    gray = to_gray(image)
+    h, w = gray.shape
+    return cv2.resize(gray, (max(1, round(w * factor)), h), interpolation=cv2.INTER_CUBIC)
+
+
 def letterbox_width(shape: tuple[int, ...], height: int, width: int) -> int:
     """Columns a crop of `shape` (h, w) fills after `letterbox`; the rest is white padding."""
     h, w = shape[:2]

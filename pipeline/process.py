@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline import storage
-from pipeline.config import RenderOptions, Settings, resolve_model_path
+from pipeline.config import RETRY_BELOW, RenderOptions, Settings, resolve_model_path
 from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.exporters import Exporter
@@ -62,11 +62,12 @@ def model_decoding(model: str, decode: str) -> str:
         return decode
 
 
-def profile_key(*, model: str, dpi: int, beam: int, decode: str = "auto") -> str:
+def profile_key(*, model: str, dpi: int, beam: int, decode: str = "auto",
+                retry_below: float = RETRY_BELOW) -> str:
     """A short hash of everything that changes the result; the same file under it is not redone."""
     spec = json.dumps(
         {"model": model_version(model), "dpi": dpi, "beam": beam, "seg": SEGMENTER_VERSION,
-         "decode": model_decoding(model, decode)},
+         "decode": model_decoding(model, decode), "retry_below": retry_below},
         sort_keys=True,
     )
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
@@ -74,14 +75,16 @@ def profile_key(*, model: str, dpi: int, beam: int, decode: str = "auto") -> str
 
 @dataclass(frozen=True)
 class JobOptions:
-    """What a job asks for: these decide the document profile (model, dpi, beam, decoding) and
-    exports. The decoding is the deployment's (QUIRE_RECOGNIZE__DECODE or `quire run --decode`)."""
+    """What a job asks for: these decide the document profile (model, dpi, beam, decoding, retry)
+    and exports. The decoding and retry are the deployment's (QUIRE_RECOGNIZE__DECODE or
+    `quire run --decode`, QUIRE_RECOGNIZE__RETRY_BELOW)."""
 
     model: str
     dpi: int
     beam: int
     formats: tuple[str, ...] = ("text", "json")
     decode: str = "auto"
+    retry_below: float = RETRY_BELOW
 
     @classmethod
     def from_settings(cls, settings: Settings, *, model: str | None = None,
@@ -89,15 +92,17 @@ class JobOptions:
                       formats: Iterable[str] | None = None) -> JobOptions:
         return cls(model or settings.model, dpi or settings.render.dpi,
                    beam or settings.recognize.beam, tuple(formats or ("text", "json")),
-                   settings.recognize.decode)
+                   settings.recognize.decode, settings.recognize.retry_below)
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "dpi": self.dpi, "beam": self.beam,
-                "formats": list(self.formats), "decode": self.decode}
+                "formats": list(self.formats), "decode": self.decode,
+                "retry_below": self.retry_below}
 
     @property
     def profile(self) -> str:
-        return profile_key(model=self.model, dpi=self.dpi, beam=self.beam, decode=self.decode)
+        return profile_key(model=self.model, dpi=self.dpi, beam=self.beam, decode=self.decode,
+                           retry_below=self.retry_below)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import numpy as np
 from pipeline.config import DECODINGS, resolve_model_path
 from pipeline.ctc_beam import prefix_beam_search, sparse_frames
 from pipeline.errors import ModelLoadError
+from pipeline.line_image import letterbox, stretch_width
 from pipeline.model_input import (
     cuts_padding,
     encoder_channels,
@@ -31,6 +32,10 @@ RESCORE_DECODER_WEIGHT = 1.0
 # Rivals this many nats below the CTC head's best reading are dropped before the decoder pass,
 # which costs in proportion to the readings it weighs.
 RESCORE_MARGIN = 3.0
+# A line read with less than `retry_below` confidence is read again at these widths (narrow
+# print crowds several letters into one 8 px encoder column; stretched, they get a column each)
+# and the most confident reading is kept. Chosen on held-out synthetic lines (docs/BENCHMARKS.md).
+RETRY_STRETCHES = (1.25, 1.5)
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -56,6 +61,7 @@ class Recognizer:
         max_new_tokens: int = 160,
         quantize: bool = False,
         decode: str = "auto",
+        retry_below: float = 0.0,
     ) -> None:
         import torch
         import transformers
@@ -98,14 +104,35 @@ class Recognizer:
         self.decode = _pick_decoding(decode, self.model)
         self.input = input_shape(self.processor, encoder_channels(self.model))
         self.trim = cuts_padding(self.model)
+        # Square-input checkpoints (TrOCR) resize every crop themselves: stretching means nothing there.
+        self.retry_below = retry_below if self.trim and self.input.line_shaped else 0.0
         # Past the decoder's position table generation fails; small line models have short ones.
         positions = getattr(self.model.config.decoder, "max_position_embeddings", None)
         if positions:
             self.max_new_tokens = min(self.max_new_tokens, int(positions) - 1)
 
     def recognize(self, crops: Sequence[np.ndarray]) -> list[LineText]:
-        """Recognize line crops; batches are formed by width (`model_batches`) so padding is small."""
-        lines = fit_lines(crops, self.input)
+        """Recognize line crops; batches are formed by width (`model_batches`) so padding is small.
+
+        Lines under `retry_below` confidence are read again stretched (RETRY_STRETCHES), and the
+        most confident reading is kept."""
+        results = self._read(fit_lines(crops, self.input))
+        doubtful = [i for i, r in enumerate(results) if r.confidence < self.retry_below]
+        for factor in RETRY_STRETCHES if doubtful else ():
+            # A line that already fills the input width would only be squeezed back.
+            room = [i for i in doubtful if self._fills(crops[i], factor)]
+            again = self._read([letterbox(stretch_width(crops[i], factor), self.input.height,
+                                          self.input.width) for i in room])
+            for i, line in zip(room, again):
+                if line.confidence > results[i].confidence:
+                    results[i] = line
+        return results
+
+    def _fills(self, crop: np.ndarray, factor: float) -> bool:
+        h, w = np.asarray(crop).shape[:2]
+        return h > 0 and w * factor * self.input.height / h <= self.input.width
+
+    def _read(self, lines: list[np.ndarray]) -> list[LineText]:
         results: list[LineText | None] = [None] * len(lines)
         for chunk, batch in model_batches(lines, self.input, self.batch_size, self.trim):
             for index, line in zip(chunk, self._recognize_batch(batch)):

@@ -25,6 +25,7 @@ from pipeline.api.deps import (
 )
 from pipeline.api.schemas import DocumentsAdd, JobCreate, JobOptionsIn
 from pipeline.api.views import job_view
+from pipeline.config import RETRY_BELOW
 from pipeline.db import repo
 from pipeline.db.models import Job
 from pipeline.db.session import session_scope
@@ -184,7 +185,8 @@ def _add(ctx: ApiContext, caller: Caller, job_id: str, uris: list[str],
         settings = dict(job.settings)
     options = JobOptions(settings["model"], settings["dpi"], settings["beam"],
                          tuple(settings.get("formats") or ("text", "json")),
-                         settings.get("decode", "auto"))
+                         settings.get("decode", "auto"),
+                         settings.get("retry_below", RETRY_BELOW))
     submitter = Submitter(ctx.engine, ctx.store, options, owner=caller.owner,
                           enqueue=ctx.enqueue)
     outcomes = [submitter.add(job_id, src) for src in _sources(ctx, uris, uploads)]

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.config import RETRY_BELOW
+
 
 def train_command(
     out: Annotated[
@@ -123,13 +125,15 @@ def train_command(
 
 
 def _recognizer_fn(
-    model: str, device: str, beam: int, quantize: bool, batch_size: int, decode: str
+    model: str, device: str, beam: int, quantize: bool, batch_size: int, decode: str,
+    retry_below: float,
 ) -> Any:
     # Imported here so `quire --help` never loads torch.
     from pipeline.recognize import Recognizer
 
     rec = Recognizer(
-        model, device=device, beam=beam, quantize=quantize, batch_size=batch_size, decode=decode
+        model, device=device, beam=beam, quantize=quantize, batch_size=batch_size, decode=decode,
+        retry_below=retry_below,
     )
     return lambda crops: [(line.text, line.confidence) for line in rec.recognize(crops)]
 
@@ -161,6 +165,14 @@ def eval_command(
             "picks among the CTC head's readings)."
         ),
     ] = "auto",
+    retry_below: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0,
+            help="Read lines under this confidence again, stretched wider, and keep the surer "
+            "reading (Quire's line models; 0: off). The default is quire run's.",
+        ),
+    ] = RETRY_BELOW,
 ) -> None:
     """CER and WER (after NFC, quote and whitespace normalisation), lines/s and the worst lines."""
     from tqdm import tqdm
@@ -170,7 +182,7 @@ def eval_command(
 
     try:
         total = len(load_pairs(directory))  # a wrong folder fails before the model loads
-        recognizer_fn = _recognizer_fn(model, device, beam, quantize, batch_size, decode)
+        recognizer_fn = _recognizer_fn(model, device, beam, quantize, batch_size, decode, retry_below)
         # A bar only on a terminal (disable=None): piped reports stay clean.
         with tqdm(total=total, unit="line", desc="eval", disable=None) as bar:
             # Hand the recognizer many lines at once so its width sorting keeps padding small.

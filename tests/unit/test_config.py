@@ -75,3 +75,14 @@ def test_retrained_weights_change_the_document_profile(tmp_path):
     auto = profile_key(model=str(model), dpi=300, beam=1)
     assert auto == profile_key(model=str(model), dpi=300, beam=1, decode="rescore")
     assert auto != profile_key(model=str(model), dpi=300, beam=1, decode="ctc")
+
+
+def test_the_retry_setting_is_part_of_the_document_profile(tmp_path) -> None:
+    from pipeline.process import profile_key
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"w")
+    on = profile_key(model=str(model), dpi=300, beam=1, retry_below=0.95)
+    assert on != profile_key(model=str(model), dpi=300, beam=1, retry_below=0.0)
+    assert on == profile_key(model=str(model), dpi=300, beam=1)  # 0.95 is the default

@@ -185,3 +185,28 @@ def test_width_order_sorts_raw_and_letterboxed_lines_by_their_inked_width():
     boxed_long, boxed_short = (letterbox(c, 32, 1024) for c in (raw_long, raw_short))
     assert width_order([raw_long, raw_short]) == [1, 0]
     assert width_order([boxed_long, boxed_short]) == [1, 0]  # same shapes: only the ink differs
+
+
+def test_doubtful_lines_are_read_again_stretched_and_the_surer_reading_kept(reader):
+    """Narrow print (here the memorised lines squeezed to 60 % width) reads wrong and unsure; a
+    second reading stretched wider gets it right, and that is the one returned."""
+    import cv2
+
+    squeezed = [cv2.resize(c, (round(c.shape[1] * 0.6), c.shape[0]), interpolation=cv2.INTER_AREA)
+                for c in (render_line(t) for t in MEMORISED)]
+    once = Recognizer(str(reader), retry_below=0).recognize(squeezed)
+    again = Recognizer(str(reader), retry_below=0.95).recognize(squeezed)
+    assert [r.text for r in again] == list(MEMORISED)
+    assert [r.text for r in once] != list(MEMORISED)
+    assert all(a.confidence >= o.confidence for a, o in zip(again, once))
+    # A sure reading is not re-read: the clean lines come back as they were.
+    clean = [render_line(t) for t in MEMORISED]
+    assert Recognizer(str(reader), retry_below=0.95).recognize(clean) == Recognizer(
+        str(reader), retry_below=0).recognize(clean)
+
+
+def test_square_input_models_are_never_re_read_stretched(tmp_path):
+    from tests.model_fixtures import build_tiny_trocr
+
+    trocr = Recognizer(str(build_tiny_trocr(tmp_path / "trocr")), retry_below=0.95)
+    assert trocr.retry_below == 0.0  # TrOCR resizes every crop to a square itself
