@@ -15,9 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.line_image import inked_width
+from bench.bench_trim import synthetic_lines
 from pipeline.training.evaluate import cer
-from pipeline.training.synth import LineSynthesizer
 from pipeline.training.train import VAL_SEED
 
 RETRY_SEED = VAL_SEED + 3  # bench_trim and bench_weight_average draw VAL_SEED + 2
@@ -32,10 +31,7 @@ def main() -> None:
     args = p.parse_args()
     from pipeline.recognize import Recognizer
 
-    synth = LineSynthesizer(32, 1024, seed=RETRY_SEED)
-    samples = [synth.sample() for _ in range(args.lines)]
-    crops = [s.image[:, : max(1, inked_width(s.image))] for s in samples]
-    refs = [s.text for s in samples]
+    crops, refs = synthetic_lines(args.lines, 32, 1024, seed=RETRY_SEED)
     print(f"{args.lines} held-out synthetic lines (seed {RETRY_SEED}), model {args.model}")
     print(f"{'decode':<8} {'retry_below':>11} {'CER':>7} {'lines/s':>8}")
     for decode in args.decode.split(","):

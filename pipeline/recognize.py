@@ -12,7 +12,7 @@ import numpy as np
 from pipeline.config import DECODINGS, resolve_model_path
 from pipeline.ctc_beam import prefix_beam_search, sparse_frames
 from pipeline.errors import ModelLoadError
-from pipeline.line_image import letterbox, stretch_width
+from pipeline.line_image import stretch_width
 from pipeline.model_input import (
     cuts_padding,
     encoder_channels,
@@ -120,15 +120,15 @@ class Recognizer:
         doubtful = [i for i, r in enumerate(results) if r.confidence < self.retry_below]
         for factor in RETRY_STRETCHES if doubtful else ():
             # A line that already fills the input width would only be squeezed back.
-            room = [i for i in doubtful if self._fills(crops[i], factor)]
-            again = self._read([letterbox(stretch_width(crops[i], factor), self.input.height,
-                                          self.input.width) for i in room])
+            room = [i for i in doubtful if self._has_room(crops[i], factor)]
+            again = self._read(fit_lines([stretch_width(crops[i], factor) for i in room], self.input))
             for i, line in zip(room, again):
                 if line.confidence > results[i].confidence:
                     results[i] = line
         return results
 
-    def _fills(self, crop: np.ndarray, factor: float) -> bool:
+    def _has_room(self, crop: np.ndarray, factor: float) -> bool:
+        """Whether the crop, stretched by `factor`, still fits the input width unsqueezed."""
         h, w = np.asarray(crop).shape[:2]
         return h > 0 and w * factor * self.input.height / h <= self.input.width
 
