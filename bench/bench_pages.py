@@ -1,7 +1,7 @@
 """Whole pages: `quire run` against Tesseract on the same real scanned PDFs, side by side in one run.
 
 Usage: python bench/bench_pages.py [--data ../shared/data/dev] [--model quire-line-v1]
-       [--decode rescore,ctc] [--repeat 3] [--dpi 300]
+       [--decode rescore,ctc] [--retry-below 0.95,0] [--repeat 3] [--dpi 300]
 
 Both sides start from the PDF and end with page text, so both are timed from rendering on:
 Quire runs its whole in-process pipeline (render, deskew, segment, recognize, store rows and
@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.config import DECODINGS, Settings
+from pipeline.config import DECODINGS, RETRY_BELOW, Settings
 from pipeline.exporters import parse_formats
 from pipeline.runner import LocalRunner
 
@@ -47,11 +47,11 @@ def bag_of_words(truth: str, read: str) -> tuple[float, float, float]:
     return precision, recall, 2 * precision * recall / max(1e-9, precision + recall)
 
 
-def quire_pages(pdf: Path, recognizer, decode: str, dpi: int) -> tuple[str, float, int]:
+def quire_pages(pdf: Path, recognizer, dpi: int) -> tuple[str, float, int]:
     """Text, seconds and page count of one fresh `quire run` of `pdf` (nothing reused)."""
     with tempfile.TemporaryDirectory() as home:
-        settings = Settings(home=Path(home), device="cpu",
-                            render={"dpi": dpi}, recognize={"decode": decode})
+        settings = Settings(home=Path(home), device="cpu", render={"dpi": dpi},
+                            recognize={"decode": recognizer.decode, "retry_below": recognizer.retry_below})
         out = Path(home) / "out"
         runner = LocalRunner(settings, exporters=parse_formats("txt"), out_dir=out,
                              recognizer_factory=lambda: recognizer)
@@ -85,6 +85,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"))
     parser.add_argument("--model", default="quire-line-v1")
     parser.add_argument("--decode", default="rescore,ctc", help="comma-separated decodings, a row each")
+    parser.add_argument("--retry-below", default=str(RETRY_BELOW),
+                        help="re-read lines under this confidence stretched (0: off); several "
+                             "comma-separated give a row each")
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats; the best is kept")
     parser.add_argument("--dpi", type=int, default=300)
     args = parser.parse_args()
@@ -97,9 +100,11 @@ def main() -> None:
 
     from pipeline.recognize import Recognizer
 
-    recognizers = {d: Recognizer(args.model, device="cpu", decode=d) for d in decodings}
+    # The runner is handed these readers, so they must carry the settings being measured.
+    recognizers = [Recognizer(args.model, device="cpu", decode=d, retry_below=float(r))
+                   for d in decodings for r in args.retry_below.split(",")]
     print(f"model {args.model}, {args.dpi} dpi, best of {args.repeat}; seconds from the PDF to page text")
-    print(f"{'document':<34} {'pages':>5} {'reader':<16} {'seconds':>8} {'s/page':>7} "
+    print(f"{'document':<34} {'pages':>5} {'reader':<18} {'seconds':>8} {'s/page':>7} "
           f"{'speed x':>8} {'P':>6} {'R':>6} {'F1':>6}")
     for pdf in pdfs:
         truth_path = pdf.with_suffix(".gt.txt")
@@ -109,16 +114,16 @@ def main() -> None:
             tess_text, seconds = tesseract_pages(pdf, args.dpi)
             tess_s = min(tess_s, seconds)
         rows = []
-        for decode, recognizer in recognizers.items():
+        for recognizer in recognizers:
             text, best, pages = "", float("inf"), 0
             for _ in range(args.repeat):
-                text, seconds, pages = quire_pages(pdf, recognizer, decode, args.dpi)
+                text, seconds, pages = quire_pages(pdf, recognizer, args.dpi)
                 best = min(best, seconds)
-            rows.append((f"quire {decode}", text, best))
+            rows.append((f"quire {recognizer.decode} r{recognizer.retry_below:g}", text, best))
         rows.append(("tesseract psm 3", tess_text, tess_s))
         for reader, text, seconds in rows:
             score = "".join(f" {v:>6.1%}" for v in bag_of_words(truth, text)) if truth else "      -" * 3
-            print(f"{pdf.name:<34} {pages:>5} {reader:<16} {seconds:>8.2f} {seconds / pages:>7.2f} "
+            print(f"{pdf.name:<34} {pages:>5} {reader:<18} {seconds:>8.2f} {seconds / pages:>7.2f} "
                   f"{tess_s / seconds:>7.2f}x{score}")
 
 
