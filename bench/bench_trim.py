@@ -50,7 +50,7 @@ def main() -> None:
     print(f"model {args.model}; lines/s best of {args.repeat}; CER folded on {', '.join(FOLDED)}")
     print(f"{'set':<12} {'decode':<8} {'lines':>5} {'CER cut':>8} {'CER full':>9} {'l/s cut':>8} {'l/s full':>9} {'speed x':>8}")
     for decode in args.decode.split(","):
-        recognizer = Recognizer(args.model, device="cpu", decode=decode)
+        recognizer = Recognizer(args.model, device="cpu", decode=decode, retry_below=0.0)  # trim alone
         if args.synthetic and "synthetic" not in data:
             data["synthetic"] = synthetic_lines(args.synthetic, recognizer.input.height, recognizer.input.width)
         for name, (images, refs) in data.items():

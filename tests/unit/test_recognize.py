@@ -205,6 +205,35 @@ def test_doubtful_lines_are_read_again_stretched_and_the_surer_reading_kept(read
         str(reader), retry_below=0).recognize(clean)
 
 
+def test_a_wider_stretch_is_only_tried_on_lines_the_narrower_one_left_doubtful(reader):
+    """Each stretch costs a full reading, so a line made sure at 1.25x is not read again at 1.5x."""
+    import cv2
+
+    recognizer = Recognizer(str(reader), retry_below=0.95)
+    passes: list[list] = []
+    real_read = recognizer._read
+
+    def spying_read(lines):
+        results = real_read(lines)
+        passes.append(list(results))  # a copy: recognize() updates its results in place
+        return results
+
+    recognizer._read = spying_read
+    lines = [render_line(t) for t in MEMORISED]
+    squeezed = [cv2.resize(c, (round(c.shape[1] * f), c.shape[0]), interpolation=cv2.INTER_AREA)
+                for c, f in zip(lines, (0.8, 0.6, 1.0))]
+    final = recognizer.recognize(squeezed)
+    first = passes[0]
+    doubtful = [i for i, r in enumerate(first) if r.confidence < 0.95]
+    assert doubtful and len(passes[1]) == len(doubtful)  # 1.25x: every doubtful line
+    still = [i for i, r in zip(doubtful, passes[1]) if max(r.confidence, first[i].confidence) < 0.95]
+    assert len(passes) == (3 if still else 2)  # 1.5x: only what 1.25x left doubtful
+    if still:
+        assert len(passes[2]) == len(still)
+    assert len(still) < len(doubtful)  # the 0.8x line is sure at 1.25x and skips 1.5x
+    assert [r.text for r in final] == list(MEMORISED)
+
+
 def test_square_input_models_are_never_re_read_stretched(tmp_path):
     from tests.model_fixtures import build_tiny_trocr
 
