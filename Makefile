@@ -4,11 +4,18 @@ PY := $(VENV)/bin/python
 # Debian packages: the pipeline needs poppler (PDF rendering) and a font; the tests also start
 # redis, PostgreSQL and Chromium, encrypt a PDF with qpdf and parse the compose file.
 RUN_PACKAGES := poppler-utils fonts-dejavu-core
-TEST_PACKAGES := $(RUN_PACKAGES) fonts-liberation redis-server postgresql qpdf chromium chromium-driver docker-compose
+TEST_PACKAGES := $(RUN_PACKAGES) fonts-liberation hershey-fonts-data redis-server postgresql qpdf chromium chromium-driver docker-compose
+# What the synthetic-line generator draws from to train the default model (`make train-deps`):
+# the word list, the printed font families and every handwriting font the recipe names.
+TRAIN_PACKAGES := wamerican hershey-fonts-data fonts-dejavu fonts-liberation fonts-freefont-ttf \
+  fonts-noto-core fonts-urw-base35 fonts-texgyre fonts-crosextra-carlito fonts-crosextra-caladea \
+  fonts-linuxlibertine fonts-dkg-handwriting fonts-bwht fonts-breip fonts-femkeklaver \
+  fonts-dancingscript fonts-humor-sans fonts-ecolier-court fonts-klee fonts-kristi fonts-rufscript \
+  fonts-sjfonts fonts-kaushanscript fonts-comic-neue fonts-yusei-magic
 # torch first, pinned to the CPU wheel: an unpinned torch would pull gigabytes of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test install system-deps lint bench clean
+.PHONY: demo test install system-deps train-deps lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -36,6 +43,9 @@ demo: install
 test: install
 	@$(MAKE) --no-print-directory system-deps PACKAGES="$(TEST_PACKAGES)"
 	$(PY) -m pytest -q
+
+train-deps:
+	@$(MAKE) --no-print-directory system-deps PACKAGES="$(TRAIN_PACKAGES)"
 
 lint: install
 	$(PY) -m pip install -q ruff

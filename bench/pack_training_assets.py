@@ -3,7 +3,9 @@ folder, so training can run on a host without them (e.g. a GPU machine reached b
 
 Usage: python bench/pack_training_assets.py [--out .train-assets] [--font-mb 20]
 Then on the other host: QUIRE_TRAIN_ASSETS=.train-assets python -m pipeline.training.train ...
-Handwriting fonts are always kept; the others are taken smallest first up to --font-mb.
+Handwriting fonts are always kept; the others are taken smallest first up to --font-mb. Fonts
+over a megabyte (CJK fonts with a Latin hand, e.g. Klee One at 21 MB) are cut down to the code
+points the generator uses, with fontTools (`pip install fonttools`, the `train` extra).
 """
 
 from __future__ import annotations
@@ -14,7 +16,28 @@ import shutil
 from pathlib import Path
 
 from pipeline.training.corpus import dictionary_words, prose_lines
-from pipeline.training.fonts import FONT_LIST, charset_spec, discover_fonts
+from pipeline.training.fonts import FONT_LIST, FontInfo, charset_spec, discover_fonts
+from pipeline.training.strokes import ASSET_FOLDER, HERSHEY_DIRS, SCRIPT_FONTS
+
+SUBSET_OVER = 1_000_000  # bytes
+
+
+def copy_font(font: FontInfo, dest: Path) -> None:
+    """Copy a font file; a large one keeps only the glyphs of the code points in its charset."""
+    if os.path.getsize(font.path) <= SUBSET_OVER:
+        shutil.copy(font.path, dest)
+        return
+    try:
+        from fontTools import subset
+    except ImportError as exc:
+        raise SystemExit(f"{font.path} is large: pip install fonttools to cut it down") from exc
+    options = subset.Options()
+    options.layout_features = ["*"]  # keep kerning and joins: the hand should look the same
+    loaded = subset.load_font(font.path, options)
+    cutter = subset.Subsetter(options)
+    cutter.populate(unicodes=sorted(font.charset))
+    cutter.subset(loaded)
+    subset.save_font(loaded, str(dest), options)
 
 
 def main() -> None:
@@ -35,10 +58,17 @@ def main() -> None:
         if font.kind != "handwriting" and used + size > budget:
             continue
         name = f"{len(rows):03d}-{Path(font.path).name}"
-        shutil.copy(font.path, out / "fonts" / name)
+        copy_font(font, out / "fonts" / name)
+        size = (out / "fonts" / name).stat().st_size
         rows.append(f"fonts/{name}|{font.family}|{font.style}|{charset_spec(font.charset)}")
         used += size
         kinds[font.kind] = kinds.get(font.kind, 0) + 1
+    (out / ASSET_FOLDER).mkdir()
+    scripts = [Path(d) / f"{name}.jhf" for d in HERSHEY_DIRS for name in SCRIPT_FONTS]
+    for path in scripts:
+        if path.is_file():
+            shutil.copy(path, out / ASSET_FOLDER / path.name)
+    kinds["script (hershey)"] = len(list((out / ASSET_FOLDER).iterdir()))
     (out / FONT_LIST).write_text("\n".join(rows) + "\n", encoding="utf-8")
     (out / "words").write_text("\n".join(dictionary_words()) + "\n", encoding="utf-8")
     (out / "prose" / "prose.txt").write_text("\n".join(prose_lines()) + "\n", encoding="utf-8")

@@ -24,6 +24,16 @@ HANDWRITING_FAMILIES = (
     "ecolier",
     "z003",
     "tex gyre chorus",
+    # Added in session 14 (fonts-klee, -kristi, -rufscript, -sjfonts, -kaushanscript,
+    # -comic-neue, -yusei-magic): pen, pencil, felt-tip and marker hands.
+    "klee one",
+    "kristi",
+    "rufscript",
+    "steve",
+    "delphine",
+    "kaushan",
+    "comic neue",
+    "yusei magic",
 )
 MONO_FAMILIES = ("mono", "cursor", "courier", "typewriter")
 SANS_FAMILIES = (

@@ -15,15 +15,20 @@ from pipeline.line_image import inked_width, letterbox, letterbox_width
 from pipeline.training.corpus import text_line
 from pipeline.training.degrade import degrade
 from pipeline.training.fonts import FontInfo, pick_font
+from pipeline.training.strokes import StrokeGlyph, drawable, pick_stroke_font, render_strokes
 
 # Share of each line style. Receipts got more from step 8,000 on: they were the furthest from
-# target of the sets the CPU-trained model can still close (handwriting had stalled).
-DEFAULT_MIX = {"printed": 0.5, "receipt": 0.3, "handwritten": 0.2}
+# target of the sets the CPU-trained model can still close (handwriting had stalled). Session 14
+# moved a tenth from printed (far inside its target) to hands, for the new joined-up script.
+DEFAULT_MIX = {"printed": 0.4, "receipt": 0.3, "handwritten": 0.3}
 FONT_KINDS = {
     "printed": (("serif", 0.4), ("sans", 0.3), ("mono", 0.3)),
     "receipt": (("sans", 0.45), ("mono", 0.45), ("serif", 0.1)),
     "handwritten": (("handwriting", 1.0),),
 }
+# Share of hand lines drawn with a pen along the Hershey script fonts' strokes (joined-up
+# cursive, each letter varied) rather than from an outline handwriting font; session 14.
+STROKE_SHARE = 0.4
 # Real journal lines squeeze to about 1.4x at the model's width; do not train on much worse.
 MAX_SQUEEZE = 1.5
 
@@ -89,21 +94,28 @@ class LineSynthesizer:
         names = [n for n, _ in weighted]
         return self.rng.choices(names, weights=[w for _, w in weighted])[0]
 
+    def _pen(
+        self, rng: random.Random, kind: str, text: str, size: int
+    ) -> _OutlinePen | _StrokePen:
+        """How this line gets drawn: a script font's pen paths for some hands, else a font."""
+        if kind == "handwritten" and rng.random() < STROKE_SHARE:
+            glyphs = pick_stroke_font(rng)
+            if glyphs is not None:
+                return _StrokePen(glyphs, size, rng)
+        font = pick_font(rng, self._choice(FONT_KINDS[kind]), text)
+        jitter = rng.uniform(0.01, 0.05) if kind == "handwritten" else 0.0
+        spacing = rng.uniform(0.02, 0.25) if kind == "receipt" and rng.random() < 0.3 else 0.0
+        return _OutlinePen(font, size, rng, jitter, spacing)
+
     def sample(self, max_chars: int | None = None) -> LineSample:
         """One degraded, letterboxed line (uint8 height x width) with its text."""
         rng = self.rng
         kind = self._choice(list(self.mix.items()))
         text = text_line(rng, kind, max_chars or self.max_chars)
-        font = pick_font(rng, self._choice(FONT_KINDS[kind]), text)
-        # Characters the font cannot draw would be rendered as boxes but labelled as letters.
-        if font.caps_only:
-            text = text.upper()  # the label must match what the font actually draws
-        text = "".join(c for c in text if ord(c) in font.charset).strip() or "a"
-        text = " ".join(text.split())
         size = rng.randint(22, 48)
-        jitter = rng.uniform(0.01, 0.05) if kind == "handwritten" else 0.0
-        spacing = rng.uniform(0.02, 0.25) if kind == "receipt" and rng.random() < 0.3 else 0.0
-        img = render_text(text, font, size, rng, jitter=jitter, spacing=spacing)
+        draw = self._pen(rng, kind, text, size)
+        text = " ".join(draw.fit(text).split()) or "a"
+        img = draw(text)
         # Cut over-long lines at a word boundary so the model never sees them squeezed illegibly.
         limit = MAX_SQUEEZE * self.width * img.shape[0] / self.height
         if img.shape[1] > limit and len(text) > 1:
@@ -111,7 +123,7 @@ class LineSynthesizer:
             text = (
                 text[:keep].rsplit(" ", 1)[0] if " " in text[:keep] else text[:keep]
             ).strip() or text[0]
-            img = render_text(text, font, size, rng, jitter=jitter, spacing=spacing)
+            img = draw(text)
         if int((img < 128).sum()) < 4:
             return self.sample(max_chars)  # the font drew nothing visible for this text
         try:
@@ -129,6 +141,37 @@ class LineSynthesizer:
         if _contrast(content) < 50:
             return self.sample(max_chars)  # illegible at model size (thin, faint, blurred): a wrong lesson
         return LineSample(line, text, kind)
+
+
+class _OutlinePen:
+    """Draws with an outline (TrueType/OpenType) font; hands get per-letter jitter, receipts spacing."""
+
+    def __init__(self, font: FontInfo, size: int, rng: random.Random, jitter: float, spacing: float):
+        self.font, self.size, self.rng, self.jitter, self.spacing = font, size, rng, jitter, spacing
+
+    def fit(self, text: str) -> str:
+        """The label for what this font draws: capitals in all-caps fonts, no missing glyphs."""
+        if self.font.caps_only:
+            text = text.upper()
+        return "".join(c for c in text if ord(c) in self.font.charset).strip()
+
+    def __call__(self, text: str) -> np.ndarray:
+        return render_text(
+            text, self.font, self.size, self.rng, jitter=self.jitter, spacing=self.spacing
+        )
+
+
+class _StrokePen:
+    """Draws joined-up script along Hershey pen paths (strokes.py)."""
+
+    def __init__(self, glyphs: dict[str, StrokeGlyph], size: int, rng: random.Random):
+        self.glyphs, self.size, self.rng = glyphs, size, rng
+
+    def fit(self, text: str) -> str:
+        return drawable(text, self.glyphs)
+
+    def __call__(self, text: str) -> np.ndarray:
+        return render_strokes(text, self.glyphs, self.size, self.rng)
 
 
 def _contrast(img: np.ndarray) -> float:

@@ -570,7 +570,11 @@ def test_synthetic_batches_hold_lines_of_like_width_cut_to_the_widest() -> None:
     from pipeline.training.synth import WIDTH_BUCKETS
 
     _, processor = build_line_model(LineModelConfig.tiny())
-    stream = batches("synthetic", processor, 1, 48, batch_size=6, num_workers=0, seed=3, trim=True)
+    # Early in the length curriculum (lines of at most 12 characters), so widths vary at 16x128.
+    stream = batches(
+        "synthetic", processor, 1, 48, batch_size=6, num_workers=0, seed=3, trim=True,
+        curriculum_lines=10**6,
+    )
     widths = []
     for _ in range(8):
         batch = next(stream)
@@ -641,3 +645,53 @@ def test_ctrl_c_to_the_whole_process_group_saves_a_checkpoint(tmp_path: Path) ->
     saved = torch.load(out / "checkpoint" / "state.pt", weights_only=False)
     assert saved["step"] >= 3
     assert json.loads(output.strip().splitlines()[-1])["step"] == saved["step"]
+
+
+# Two glyphs in the .jhf layout: a space, and an "!" of two pen paths (a stroke and a dot) whose
+# record runs on to a second line, as long records do in the Debian files.
+TINY_JHF = "12345  1JZ\n12346  9MWRFRT RRYQZR[SZRY\n"
+
+
+def test_hershey_records_parse_into_bearings_and_pen_paths() -> None:
+    from pipeline.training.strokes import parse_jhf
+
+    continued = TINY_JHF.replace("RRYQZ", "RRY\nQZ")
+    for text in (TINY_JHF, continued):
+        glyphs = parse_jhf(text)
+        assert sorted(glyphs) == [" ", "!"]
+        assert (glyphs[" "].left, glyphs[" "].right, glyphs[" "].paths) == (-8, 8, ())
+        bang = glyphs["!"]
+        assert (bang.left, bang.right) == (-5, 5)
+        assert [p.tolist() for p in bang.paths] == [
+            [[0, -12], [0, 2]],
+            [[0, 7], [-1, 8], [0, 9], [1, 8], [0, 7]],
+        ]
+
+
+def _components(img: np.ndarray) -> int:
+    return cv2.connectedComponents((img < 160).astype(np.uint8))[0] - 1
+
+
+def test_script_hand_is_joined_up_within_words_and_varies_each_time() -> None:
+    from pipeline.training.strokes import render_strokes, stroke_fonts
+
+    glyphs = stroke_fonts().get("scripts")
+    assert glyphs is not None, "install hershey-fonts-data (Debian) for the script hands"
+    word = [render_strokes("minnum", glyphs, 40, random.Random(s)) for s in range(10)]
+    words = [render_strokes("mum nun", glyphs, 40, random.Random(s)) for s in range(10)]
+    # One pen trace per word, however each letter's size and place were varied (i-dot aside).
+    assert sum(_components(w) <= 2 for w in word) >= 8
+    assert sum(_components(w) == 2 for w in words) >= 8
+    assert len({w.shape for w in word}) > 5  # no two writings alike
+    assert all(w.min() < 100 and w.shape[0] > 40 for w in word)
+
+
+def test_hand_lines_drawn_with_script_pens_keep_labels_the_ink_matches(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.training import synth as synth_module
+
+    monkeypatch.setattr(synth_module, "STROKE_SHARE", 1.0)
+    synth = synth_module.LineSynthesizer(32, 512, seed=2, mix={"handwritten": 1.0})
+    samples = [synth.sample() for _ in range(12)]
+    # The Hershey fonts draw ASCII only: accented letters or currency signs must leave the label.
+    assert all(s.text and all(32 <= ord(c) < 127 for c in s.text) for s in samples)
+    assert all(s.image.min() < 160 for s in samples)
