@@ -11,7 +11,7 @@ VAL_ARGS=""
 [ -d "$VAL_DIR" ] && VAL_ARGS="--val-dir $VAL_DIR"
 CMD=".venv/bin/python -m pipeline.training.train \
   --out models/quire-line-v1 --model new --data synthetic \
-  --steps 41000 --batch-size 32 --lr 7e-4 --warmup 300 \
+  --steps 52000 --batch-size 32 --lr 7e-4 --warmup 300 \
   --val-every 500 --log-every 25 --val-lines 200 --curriculum-lines 50000 --ctc-frames 2 --decoding rescore --ema-decay 0.999 $VAL_ARGS \
   --save-every-s 600 --num-workers 1 --threads 2 --seed 0"
 nohup setsid nice -n 10 bash -c "for try in \$(seq 20); do $CMD && break; echo \"training exited (\$?); restarting from the checkpoint\"; sleep 10; done" \
