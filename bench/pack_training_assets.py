@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pipeline.training.corpus import dictionary_words, prose_lines
 from pipeline.training.fonts import FONT_LIST, FontInfo, charset_spec, discover_fonts
-from pipeline.training.strokes import ASSET_FOLDER, HERSHEY_DIRS, SCRIPT_FONTS
+from pipeline.training.strokes import ASSET_FOLDER, script_font_files
 
 SUBSET_OVER = 1_000_000  # bytes
 
@@ -64,11 +64,10 @@ def main() -> None:
         used += size
         kinds[font.kind] = kinds.get(font.kind, 0) + 1
     (out / ASSET_FOLDER).mkdir()
-    scripts = [Path(d) / f"{name}.jhf" for d in HERSHEY_DIRS for name in SCRIPT_FONTS]
-    for path in scripts:
-        if path.is_file():
-            shutil.copy(path, out / ASSET_FOLDER / path.name)
-    kinds["script (hershey)"] = len(list((out / ASSET_FOLDER).iterdir()))
+    scripts = script_font_files()
+    for path in scripts.values():
+        shutil.copy(path, out / ASSET_FOLDER / path.name)
+    kinds["script (hershey)"] = len(scripts)
     (out / FONT_LIST).write_text("\n".join(rows) + "\n", encoding="utf-8")
     (out / "words").write_text("\n".join(dictionary_words()) + "\n", encoding="utf-8")
     (out / "prose" / "prose.txt").write_text("\n".join(prose_lines()) + "\n", encoding="utf-8")

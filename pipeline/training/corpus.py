@@ -58,7 +58,7 @@ RECEIPT_HEADERS = _words(
 UNITS = ("L", "ML", "G", "KG", "PCS", "PC", "X", "M", "CM", "'S")
 
 
-def _asset_paths(relative: str) -> tuple[str, ...]:
+def asset_paths(relative: str) -> tuple[str, ...]:
     """The packed copy under $QUIRE_TRAIN_ASSETS (a GPU host has no Debian word lists or docs)."""
     root = os.environ.get("QUIRE_TRAIN_ASSETS")
     return (str(Path(root) / relative),) if root else ()
@@ -67,7 +67,7 @@ def _asset_paths(relative: str) -> tuple[str, ...]:
 @lru_cache(maxsize=1)
 def dictionary_words() -> tuple[str, ...]:
     """English words from the installed word list (wamerican), fallback to a built-in list."""
-    for path in _asset_paths("words") + DICT_PATHS:
+    for path in asset_paths("words") + DICT_PATHS:
         p = Path(path)
         if p.exists():
             words = [w.strip() for w in p.read_text(encoding="utf-8", errors="ignore").splitlines()]
@@ -82,7 +82,7 @@ def prose_lines(max_files: int = 400, max_lines: int = 60000) -> tuple[str, ...]
     """Lines of real English prose from licence and copyright files installed on the machine."""
     out: list[str] = []
     files: list[str] = []
-    for pattern in _asset_paths("prose/*.txt") + PROSE_GLOBS:
+    for pattern in asset_paths("prose/*.txt") + PROSE_GLOBS:
         files.extend(sorted(glob.glob(pattern)))
     for f in files[:max_files]:
         try:

@@ -9,7 +9,6 @@ small random affine map, the baseline and spacing wandering from letter to lette
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from pipeline.training.corpus import asset_paths
 
 HERSHEY_DIRS = ("/usr/share/hershey-fonts",)
 # Joined scripts: scriptc (complex, two-line pen), scripts (simplex), cursive (looped).
@@ -45,7 +46,6 @@ def parse_jhf(text: str) -> dict[str, StrokeGlyph]:
     """
     records: list[str] = []
     for line in text.splitlines():
-        line = line.rstrip("\n\r")
         if not line:
             continue
         if records and len(records[-1]) < 8 + 2 * int(records[-1][5:8]):
@@ -53,7 +53,7 @@ def parse_jhf(text: str) -> dict[str, StrokeGlyph]:
         else:
             records.append(line)
     glyphs: dict[str, StrokeGlyph] = {}
-    for code, record in enumerate(records, start=32):
+    for code, record in zip(range(32, 127), records):
         body = record[8 : 8 + 2 * int(record[5:8])]
         left, right = ord(body[0]) - 82, ord(body[1]) - 82
         paths, current = [], []
@@ -67,29 +67,28 @@ def parse_jhf(text: str) -> dict[str, StrokeGlyph]:
                 current.append((ord(pair[0]) - 82, ord(pair[1]) - 82))
         if len(current) > 1:
             paths.append(np.array(current, np.float32))
-        if code > 126:
-            break
         glyphs[chr(code)] = StrokeGlyph(left, right, tuple(paths))
     return glyphs
 
 
-def _hershey_dirs() -> list[Path]:
-    root = os.environ.get("QUIRE_TRAIN_ASSETS")
-    dirs = [Path(root) / ASSET_FOLDER] if root else []
-    return dirs + [Path(d) for d in HERSHEY_DIRS]
+def script_font_files() -> dict[str, Path]:
+    """Each script font's .jhf file: the packed copy under $QUIRE_TRAIN_ASSETS, else Debian's."""
+    folders = asset_paths(ASSET_FOLDER) + HERSHEY_DIRS
+    files: dict[str, Path] = {}
+    for name in SCRIPT_FONTS:
+        path = next((p for p in (Path(f) / f"{name}.jhf" for f in folders) if p.is_file()), None)
+        if path is not None:
+            files[name] = path
+    return files
 
 
 @lru_cache(maxsize=1)
 def stroke_fonts() -> dict[str, dict[str, StrokeGlyph]]:
     """The script fonts found on this host (empty when hershey-fonts-data is not installed)."""
-    fonts: dict[str, dict[str, StrokeGlyph]] = {}
-    for name in SCRIPT_FONTS:
-        for folder in _hershey_dirs():
-            path = folder / f"{name}.jhf"
-            if path.is_file():
-                fonts[name] = parse_jhf(path.read_text(encoding="ascii", errors="replace"))
-                break
-    return fonts
+    return {
+        name: parse_jhf(path.read_text(encoding="ascii", errors="replace"))
+        for name, path in script_font_files().items()
+    }
 
 
 def drawable(text: str, glyphs: dict[str, StrokeGlyph]) -> str:
@@ -124,7 +123,7 @@ def render_strokes(
                       (p[:, 1] - BASELINE) * sy + baseline_shift], axis=1)
             for p in glyph.paths
         ]
-        if paths and exit_point is not None and placed:
+        if paths and exit_point is not None:
             # The font joins this letter to the last where the pen would not lift: keep the join
             # when the letters' sizes and places vary, else the hand falls apart into letters.
             entry = glyph.paths[0][0]
