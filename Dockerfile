@@ -1,6 +1,6 @@
 # One image for every Quire role (workers, API, watcher); the command picks the role.
 FROM python:3.11-slim
-RUN apt-get update && apt-get install -y --no-install-recommends poppler-utils fonts-dejavu-core \
+RUN apt-get update && apt-get install -y --no-install-recommends poppler-utils jbig2dec fonts-dejavu-core \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 # CPU torch by default; build with --build-arg TORCH_SPEC=torch for the CUDA wheels on GPU nodes.

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # Debian packages: the pipeline needs poppler (PDF rendering) and a font; the tests also start
 # redis, PostgreSQL and Chromium, encrypt a PDF with qpdf and parse the compose file.
-RUN_PACKAGES := poppler-utils fonts-dejavu-core
+RUN_PACKAGES := poppler-utils jbig2dec fonts-dejavu-core
 TEST_PACKAGES := $(RUN_PACKAGES) fonts-liberation hershey-fonts-data redis-server postgresql qpdf chromium chromium-driver docker-compose
 # What the synthetic-line generator draws from to train the default model (`make train-deps`):
 # the word list, the printed font families and every handwriting font the recipe names.

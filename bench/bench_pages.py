@@ -2,6 +2,7 @@
 
 Usage: python bench/bench_pages.py [--data ../shared/data/dev] [--model quire-line-v1]
        [--decode rescore,ctc] [--retry-below 0.95,0] [--repeat 3] [--dpi 300]
+       [--pages-from embedded,poppler]
 
 Both sides start from the PDF and end with page text, so both are timed from rendering on:
 Quire runs its whole in-process pipeline (render, deskew, segment, recognize, store rows and
@@ -47,10 +48,11 @@ def bag_of_words(truth: str, read: str) -> tuple[float, float, float]:
     return precision, recall, 2 * precision * recall / max(1e-9, precision + recall)
 
 
-def quire_pages(pdf: Path, recognizer, dpi: int) -> tuple[str, float, int]:
-    """Text, seconds and page count of one fresh `quire run` of `pdf` (nothing reused)."""
+def quire_pages(pdf: Path, recognizer, dpi: int, embedded: bool = True) -> tuple[str, float, int]:
+    """Text, seconds and page count of one fresh `quire run` of `pdf` (nothing reused); with
+    `embedded` False every page is rendered by poppler, even one that is a single scan."""
     with tempfile.TemporaryDirectory() as home:
-        settings = Settings(home=Path(home), device="cpu", render={"dpi": dpi},
+        settings = Settings(home=Path(home), device="cpu", render={"dpi": dpi, "embedded_scans": embedded},
                             recognize={"decode": recognizer.decode, "retry_below": recognizer.retry_below})
         out = Path(home) / "out"
         runner = LocalRunner(settings, exporters=parse_formats("txt"), out_dir=out,
@@ -90,7 +92,13 @@ def main() -> None:
                              "comma-separated give a row each")
     parser.add_argument("--repeat", type=int, default=3, help="timing repeats; the best is kept")
     parser.add_argument("--dpi", type=int, default=300)
+    parser.add_argument("--pages-from", default="embedded",
+                        help="embedded (a page that is one scan is taken from the file, the "
+                             "default), poppler (every page rendered), or both, comma-separated")
     args = parser.parse_args()
+    sources = args.pages_from.split(",")
+    if unknown := [s for s in sources if s not in ("embedded", "poppler")]:
+        parser.error(f"--pages-from: unknown {', '.join(unknown)}; choose embedded or poppler")
     decodings = args.decode.split(",")
     if unknown := [d for d in decodings if d not in DECODINGS]:
         parser.error(f"--decode: unknown {', '.join(unknown)}; choose from {', '.join(DECODINGS)}")
@@ -104,7 +112,7 @@ def main() -> None:
     recognizers = [Recognizer(args.model, device="cpu", decode=d, retry_below=float(r))
                    for d in decodings for r in args.retry_below.split(",")]
     print(f"model {args.model}, {args.dpi} dpi, best of {args.repeat}; seconds from the PDF to page text")
-    print(f"{'document':<34} {'pages':>5} {'reader':<18} {'seconds':>8} {'s/page':>7} "
+    print(f"{'document':<34} {'pages':>5} {'reader':<26} {'seconds':>8} {'s/page':>7} "
           f"{'speed x':>8} {'P':>6} {'R':>6} {'F1':>6}")
     for pdf in pdfs:
         truth_path = pdf.with_suffix(".gt.txt")
@@ -115,15 +123,17 @@ def main() -> None:
             tess_s = min(tess_s, seconds)
         rows = []
         for recognizer in recognizers:
-            text, best, pages = "", float("inf"), 0
-            for _ in range(args.repeat):
-                text, seconds, pages = quire_pages(pdf, recognizer, args.dpi)
-                best = min(best, seconds)
-            rows.append((f"quire {recognizer.decode} r{recognizer.retry_below:g}", text, best))
+            for source in sources:
+                text, best, pages = "", float("inf"), 0
+                for _ in range(args.repeat):
+                    text, seconds, pages = quire_pages(pdf, recognizer, args.dpi, source == "embedded")
+                    best = min(best, seconds)
+                label = f"quire {recognizer.decode} r{recognizer.retry_below:g}"
+                rows.append((label + (" poppler" if source == "poppler" else ""), text, best))
         rows.append(("tesseract psm 3", tess_text, tess_s))
         for reader, text, seconds in rows:
             score = "".join(f" {v:>6.1%}" for v in bag_of_words(truth, text)) if truth else "      -" * 3
-            print(f"{pdf.name:<34} {pages:>5} {reader:<18} {seconds:>8.2f} {seconds / pages:>7.2f} "
+            print(f"{pdf.name:<34} {pages:>5} {reader:<26} {seconds:>8.2f} {seconds / pages:>7.2f} "
                   f"{tess_s / seconds:>7.2f}x{score}")
 
 

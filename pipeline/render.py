@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -125,34 +126,56 @@ def _largest_page_pixels(info: dict, dpi: int) -> int:
 
 
 def _render_pdf(path: Path, options: RenderOptions) -> Iterator[PageImage]:
+    from pipeline.pdf_scans import ScanPages
+
+    name = str(path)
+    total = int(_pdf_info(path)["Pages"])
+    with ScanPages(path) if options.embedded_scans else nullcontext() as scans:
+        for first in range(1, total + 1, options.chunk_pages):
+            last = min(total, first + options.chunk_pages - 1)
+            pixels = _largest_page_pixels(_pdf_info(path, first, last), options.dpi)
+            if pixels > options.max_pixels:
+                raise ImageTooLargeError(
+                    f"a page in {first}-{last} would be {pixels:,} pixels at {options.dpi} dpi "
+                    f"(limit {options.max_pixels:,}); use a lower --dpi",
+                    source=name,
+                )
+            pages = {n: scans.image(n, options.dpi) if scans else None for n in range(first, last + 1)}
+            for start, end in _runs([n for n, image in pages.items() if image is None]):
+                for offset, image in enumerate(_poppler_pages(path, start, end, options.dpi)):
+                    pages[start + offset] = page_array(image)
+            for number, array in pages.items():
+                yield PageImage(number, array, options.dpi)
+            del pages  # keep only one chunk alive
+
+
+def _runs(numbers: list[int]) -> list[tuple[int, int]]:
+    """Ascending page numbers as (first, last) runs of consecutive pages: one pdftoppm call each."""
+    runs: list[tuple[int, int]] = []
+    for n in numbers:
+        if runs and runs[-1][1] == n - 1:
+            runs[-1] = (runs[-1][0], n)
+        else:
+            runs.append((n, n))
+    return runs
+
+
+def _poppler_pages(path: Path, first: int, last: int, dpi: int) -> list[Image.Image]:
+    """Pages first..last rendered by pdftoppm."""
     from pdf2image import convert_from_path
     from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
 
     name = str(path)
-    total = int(_pdf_info(path)["Pages"])
-    for first in range(1, total + 1, options.chunk_pages):
-        last = min(total, first + options.chunk_pages - 1)
-        pixels = _largest_page_pixels(_pdf_info(path, first, last), options.dpi)
-        if pixels > options.max_pixels:
-            raise ImageTooLargeError(
-                f"a page in {first}-{last} would be {pixels:,} pixels at {options.dpi} dpi "
-                f"(limit {options.max_pixels:,}); use a lower --dpi",
-                source=name,
-            )
-        try:
-            images = convert_from_path(
-                str(path), dpi=options.dpi, first_page=first, last_page=last, timeout=600
-            )
-        except (PDFPageCountError, PDFSyntaxError) as exc:
-            raise CorruptDocumentError(f"PDF pages {first}-{last} cannot be rendered", source=name) from exc
-        if len(images) != last - first + 1:
-            raise CorruptDocumentError(
-                f"PDF pages {first}-{last}: poppler rendered {len(images)} of {last - first + 1}",
-                source=name,
-            )
-        for offset, image in enumerate(images):
-            yield PageImage(first + offset, _to_array(image), options.dpi)
-        del images  # keep only one chunk alive
+    try:
+        images = convert_from_path(str(path), dpi=dpi, first_page=first, last_page=last, timeout=600)
+    except (PDFPageCountError, PDFSyntaxError) as exc:
+        raise CorruptDocumentError(f"PDF pages {first}-{last} cannot be rendered", source=name) from exc
+    if len(images) != last - first + 1:
+        raise CorruptDocumentError(
+            f"PDF pages {first}-{last}: poppler rendered {len(images)} of {last - first + 1}",
+            source=name,
+        )
+    return images
 
 
 def _open_image(path: Path, max_pixels: int | None) -> Image.Image:
@@ -185,7 +208,7 @@ def _render_image(path: Path, options: RenderOptions) -> Iterator[PageImage]:
             if frame.width * frame.height > options.max_pixels:
                 raise ImageTooLargeError(f"page {number} exceeds the pixel limit", source=name)
             try:
-                array = _to_array(frame)
+                array = page_array(frame)
             except OSError as exc:  # truncated data surfaces when pixels are decoded
                 raise CorruptDocumentError(f"page {number} is truncated or damaged ({exc})", source=name) from exc
             yield PageImage(number, array, dpi)
@@ -201,7 +224,7 @@ def _image_dpi(image: Image.Image, default: int) -> int:
     return value if 72 <= value <= 2400 else default
 
 
-def _to_array(image: Image.Image) -> np.ndarray:
+def page_array(image: Image.Image) -> np.ndarray:
     """RGB pages stay RGB, everything else (1-bit fax, gray, palette) becomes 8-bit gray."""
     if image.mode in ("RGB", "RGBA", "CMYK", "P", "YCbCr", "LAB", "HSV"):
         rgb = image.convert("RGB")

@@ -1,0 +1,184 @@
+"""A scanned PDF page's own image, taken out of the file instead of rendered.
+
+Most archive PDFs hold one scan per page. Poppler renders such a page by decoding the scan,
+scaling it and drawing it into a fresh RGB raster: for a 300 dpi fax page that is most of ingest's
+time and 26 MB of pixels. When a page shows nothing but one opaque, upright image covering all of
+it (at most with invisible text from an earlier OCR pass on top), that image is the page: decode
+it, and resample it only where its resolution is not the one asked for. Anything else on the page
+(visible text, drawings, annotations, clips, masks, a turned or partial image, an unusual colour
+space or decode) makes `ScanPages.image` answer None, and the page is rendered as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+
+from pipeline.render import page_array
+
+log = logging.getLogger(__name__)
+
+# Operators that cannot change what a page with one image on it looks like: state saving,
+# colour and line settings (nothing is painted with them), marked content, and text objects,
+# whose text is checked separately to be invisible (render mode 3, as OCR text layers are).
+# Not `gs`: an ExtGState can make the image translucent or mask it.
+_HARMLESS = frozenset([
+    "q", "Q", "cm", "ri", "i", "w", "J", "j", "M", "d",
+    "g", "G", "rg", "RG", "k", "K", "cs", "CS", "sc", "SC", "scn", "SCN",
+    "BMC", "BDC", "EMC", "MP", "DP",
+    "BT", "ET", "Tf", "Tz", "Tc", "Tw", "TL", "Ts", "Td", "TD", "Tm", "T*",
+])
+_SHOW_TEXT = frozenset(["Tj", "TJ", "'", '"'])
+_INVISIBLE_TEXT = 3
+_COLOUR_SPACES = {"/DeviceGray": 1, "/DeviceRGB": 3, "/CalGray": 1, "/CalRGB": 3}
+# How far (in points, or this share of the page) the image may sit from the page's edges.
+_PLACEMENT_SLACK = 0.005
+# A scan within this share of the asked-for pixel size is used as it is, not resampled.
+_SIZE_SLACK = 0.01
+
+
+class ScanPages:
+    """One PDF opened for its scans; `image(number, dpi)` per page, None where it must be rendered."""
+
+    def __init__(self, path: Path) -> None:
+        self._pdf = None
+        try:
+            import pikepdf
+
+            self._pdf = pikepdf.open(path)
+        except Exception as exc:  # noqa: BLE001 - poppler may still read what pikepdf cannot
+            log.debug("%s: not opened for its scans (%s); pages are rendered", path, exc)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._pdf is not None:
+            self._pdf.close()
+
+    def image(self, number: int, dpi: int) -> np.ndarray | None:
+        """Page `number` (1-based) as a gray or RGB array at `dpi`, or None if it is not one scan."""
+        if self._pdf is None:
+            return None
+        try:
+            page = self._pdf.pages[number - 1]
+            scan = _lone_scan(page)
+            if scan is None:
+                return None
+            from pikepdf import PdfImage
+
+            pil = PdfImage(scan).as_pil_image()
+        except Exception as exc:  # noqa: BLE001 - an odd filter, a missing jbig2dec: render instead
+            log.debug("page %d: scan not taken (%s); rendering it", number, exc)
+            return None
+        return _at_dpi(page_array(pil), _page_box(page), dpi)
+
+
+def _inherited(page_obj, key: str):
+    """A page attribute that may sit on a parent Pages node (MediaBox, Rotate, Resources)."""
+    node, seen = page_obj, 0
+    while node is not None and seen < 64:
+        if key in node:
+            return node[key]
+        node, seen = node.get("/Parent"), seen + 1
+    return None
+
+
+def _page_box(page) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in _inherited(page.obj, "/MediaBox"))
+    return min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0)
+
+
+def _lone_scan(page):
+    """The page's one image XObject if the page is that image and nothing visible besides."""
+    import pikepdf
+
+    obj = page.obj
+    if int(_inherited(obj, "/Rotate") or 0) % 360 or obj.get("/Annots") or float(obj.get("/UserUnit", 1)) != 1:
+        return None
+    resources = _inherited(obj, "/Resources")
+    xobjects = resources.get("/XObject") if resources is not None else None
+    if xobjects is None:
+        return None
+    x, y, width, height = _page_box(page)
+    found = None
+    ctm, text_mode, saved = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0), 0, []
+    for operands, operator in pikepdf.parse_content_stream(page):
+        op = str(operator)
+        if op == "q":
+            saved.append((ctm, text_mode))
+        elif op == "Q":
+            if saved:
+                ctm, text_mode = saved.pop()
+        elif op == "cm":
+            ctm = _concat(tuple(float(v) for v in operands), ctm)
+        elif op == "Tr":
+            text_mode = int(operands[0])
+        elif op in _SHOW_TEXT:
+            if text_mode != _INVISIBLE_TEXT:
+                return None
+        elif op == "Do":
+            image = xobjects.get(str(operands[0]))
+            if found is not None or image is None or image.get("/Subtype") != "/Image":
+                return None  # a second image, or a form XObject that may draw anything
+            if not _covers(ctm, x, y, width, height) or not _plain_image(image):
+                return None
+            found = image
+        elif op not in _HARMLESS:
+            return None  # paths, clips, shadings, inline images: render the page
+    return found
+
+
+def _concat(m: tuple[float, ...], ctm: tuple[float, ...]) -> tuple[float, ...]:
+    """m x ctm for PDF's row-vector matrices [a b c d e f]."""
+    a, b, c, d, e, f = m
+    A, B, C, D, E, F = ctm
+    return (a * A + b * C, a * B + b * D, c * A + d * C, c * B + d * D, e * A + f * C + E, e * B + f * D + F)
+
+
+def _covers(ctm: tuple[float, ...], x: float, y: float, width: float, height: float) -> bool:
+    """Whether the image's unit square lands upright on the whole page box."""
+    a, b, c, d, e, f = ctm
+    slack = max(1.0, _PLACEMENT_SLACK * max(width, height))
+    return (
+        abs(b) < 1e-6 and abs(c) < 1e-6 and a > 0 and d > 0
+        and abs(a - width) <= slack and abs(d - height) <= slack
+        and abs(e - x) <= slack and abs(f - y) <= slack
+    )
+
+
+def _plain_image(image) -> bool:
+    """Opaque gray or RGB samples read as stored: no masks, no Decode flip, 1 or 8 bits."""
+    import pikepdf
+
+    if image.get("/ImageMask") or "/SMask" in image or "/Mask" in image:
+        return False
+    if int(image.get("/BitsPerComponent", 0)) not in (1, 8):
+        return False
+    space = image.get("/ColorSpace")
+    if isinstance(space, pikepdf.Array):
+        if len(space) != 2 or str(space[0]) != "/ICCBased":
+            return False  # Indexed, Separation, Lab...: poppler knows them best
+        channels = int(space[1].get("/N", 0))
+    else:
+        channels = _COLOUR_SPACES.get(str(space), 0)
+    if channels not in (1, 3):
+        return False
+    decode = image.get("/Decode")
+    return decode is None or [float(v) for v in decode] == [0.0, 1.0] * channels
+
+
+def _at_dpi(array: np.ndarray, box: tuple[float, float, float, float], dpi: int) -> np.ndarray:
+    """The scan at the page size `dpi` gives; one already within 1 % of it is left as it is."""
+    import cv2
+
+    _, _, width, height = box
+    want_w, want_h = max(1, round(width * dpi / 72)), max(1, round(height * dpi / 72))
+    h, w = array.shape[:2]
+    if abs(w - want_w) <= _SIZE_SLACK * want_w and abs(h - want_h) <= _SIZE_SLACK * want_h:
+        return array
+    shrink = want_w * want_h < w * h
+    return cv2.resize(array, (want_w, want_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
