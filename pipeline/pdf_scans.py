@@ -33,7 +33,7 @@ _HARMLESS = frozenset([
 ])
 _SHOW_TEXT = frozenset(["Tj", "TJ", "'", '"'])
 _INVISIBLE_TEXT = 3
-_COLOUR_SPACES = {"/DeviceGray": 1, "/DeviceRGB": 3, "/CalGray": 1, "/CalRGB": 3}
+_COLOUR_SPACES = {"/DeviceGray": 1, "/DeviceRGB": 3}  # named spaces; ICCBased is an array
 # How far (in points, or this share of the page) the image may sit from the page's edges.
 _PLACEMENT_SLACK = 0.005
 # A scan within this share of the asked-for pixel size is used as it is, not resampled.
@@ -65,7 +65,8 @@ class ScanPages:
             return None
         try:
             page = self._pdf.pages[number - 1]
-            scan = _lone_scan(page)
+            box = _page_box(page)
+            scan = _lone_scan(page, box)
             if scan is None:
                 return None
             from pikepdf import PdfImage
@@ -74,7 +75,7 @@ class ScanPages:
         except Exception as exc:  # noqa: BLE001 - an odd filter, a missing jbig2dec: render instead
             log.debug("page %d: scan not taken (%s); rendering it", number, exc)
             return None
-        return _at_dpi(page_array(pil), _page_box(page), dpi)
+        return _at_dpi(page_array(pil), box, dpi)
 
 
 def _inherited(page_obj, key: str):
@@ -92,8 +93,9 @@ def _page_box(page) -> tuple[float, float, float, float]:
     return min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0)
 
 
-def _lone_scan(page):
-    """The page's one image XObject if the page is that image and nothing visible besides."""
+def _lone_scan(page, box: tuple[float, float, float, float]):
+    """The page's one image XObject if the page is that image (covering `box`, its MediaBox) and
+    nothing visible besides."""
     import pikepdf
 
     obj = page.obj
@@ -101,9 +103,9 @@ def _lone_scan(page):
         return None
     resources = _inherited(obj, "/Resources")
     xobjects = resources.get("/XObject") if resources is not None else None
-    if xobjects is None:
-        return None
-    x, y, width, height = _page_box(page)
+    if xobjects is None or not any(o.get("/Subtype") == "/Image" for o in xobjects.values()):
+        return None  # no scan to take: spare parsing a born-digital page's content
+    x, y, width, height = box
     found = None
     ctm, text_mode, saved = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0), 0, []
     for operands, operator in pikepdf.parse_content_stream(page):
