@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 RUN_PACKAGES := poppler-utils jbig2dec fonts-dejavu-core
 TEST_PACKAGES := $(RUN_PACKAGES) fonts-liberation hershey-fonts-data redis-server postgresql qpdf chromium chromium-driver docker-compose
 # What the synthetic-line generator draws from to train the default model (`make train-deps`):
-# the word list, the printed font families and every handwriting font the recipe names.
-TRAIN_PACKAGES := wamerican hershey-fonts-data fonts-dejavu fonts-liberation fonts-freefont-ttf \
+# the word list, book passages (fortunes), the printed font families and every handwriting font
+# the recipe names.
+TRAIN_PACKAGES := wamerican fortunes hershey-fonts-data fonts-dejavu fonts-liberation fonts-freefont-ttf \
   fonts-noto-core fonts-urw-base35 fonts-texgyre fonts-crosextra-carlito fonts-crosextra-caladea \
   fonts-linuxlibertine fonts-dkg-handwriting fonts-bwht fonts-breip fonts-femkeklaver \
   fonts-dancingscript fonts-humor-sans fonts-ecolier-court fonts-klee fonts-kristi fonts-rufscript \

@@ -1,5 +1,5 @@
 """Pack what synthetic-line training reads from Debian packages (fonts, word list, prose) into one
-folder, so training can run on a host without them (e.g. a GPU machine reached by copying files).
+folder (fortunes' book passages too), so training can run on a host without them (e.g. a GPU machine reached by copying files).
 
 Usage: python bench/pack_training_assets.py [--out .train-assets] [--font-mb 20]
 Then on the other host: QUIRE_TRAIN_ASSETS=.train-assets python -m pipeline.training.train ...
@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from pipeline.training.corpus import dictionary_words, prose_lines
+from pipeline.training.corpus import book_passages, dictionary_words, prose_lines
 from pipeline.training.fonts import FONT_LIST, FontInfo, charset_spec, discover_fonts
 from pipeline.training.strokes import ASSET_FOLDER, script_font_files
 
@@ -71,6 +71,8 @@ def main() -> None:
     (out / FONT_LIST).write_text("\n".join(rows) + "\n", encoding="utf-8")
     (out / "words").write_text("\n".join(dictionary_words()) + "\n", encoding="utf-8")
     (out / "prose" / "prose.txt").write_text("\n".join(prose_lines()) + "\n", encoding="utf-8")
+    (out / "books").mkdir()
+    (out / "books" / "books.txt").write_text("\n%\n".join(book_passages()) + "\n", encoding="ascii")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"{out}: {len(rows)} fonts {kinds}, {total / 1e6:.1f} MB in all")
 

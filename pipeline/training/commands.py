@@ -63,6 +63,13 @@ def train_command(
         bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    mix: Annotated[
+        str | None,
+        typer.Option(
+            help="Shares of synthetic line kinds, e.g. 'handwritten=0.6,printed=0.25,receipt=0.15' "
+            "to fine-tune for handwriting (default printed 0.4, receipt 0.3, handwritten 0.3)."
+        ),
+    ] = None,
     curriculum_lines: Annotated[
         int, typer.Option(help="Synthetic lines grow from short to full length over this many lines (0: off).")
     ] = 0,
@@ -112,6 +119,7 @@ def train_command(
         resume=resume,
         seed=seed,
         curriculum_lines=curriculum_lines,
+        mix=mix,
         ctc_weight=ctc_weight,
         ctc_frames=ctc_frames,
         ema_decay=ema_decay,

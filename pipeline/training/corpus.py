@@ -14,6 +14,9 @@ from pathlib import Path
 DICT_PATHS = ("/usr/share/dict/words", "/usr/share/dict/american-english")
 # Plain-text prose that Debian installs: licence texts and package descriptions read like documents.
 PROSE_GLOBS = ("/usr/share/doc/*/copyright", "/usr/share/common-licenses/*")
+# Debian's fortunes: quotations, verse and anecdotes, the sentence-case English of letters and
+# diaries (licence text is legal capitals, names and years). Data files have no extension.
+BOOK_GLOBS = ("/usr/share/games/fortunes/[a-z]*",)
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -98,6 +101,46 @@ def prose_lines(max_files: int = 400, max_lines: int = 60000) -> tuple[str, ...]
             if len(out) >= max_lines:
                 return tuple(out)
     return tuple(out) or (" ".join(_FALLBACK_WORDS[:12]),)
+
+
+@lru_cache(maxsize=1)
+def book_passages(max_passages: int = 20000) -> tuple[str, ...]:
+    """Passages of sentence-case English (one fortune each, whitespace joined) from BOOK_GLOBS."""
+    files: list[str] = []
+    for pattern in asset_paths("books/*.txt") + BOOK_GLOBS:
+        files.extend(f for f in sorted(glob.glob(pattern)) if "." not in Path(f).name or f.endswith(".txt"))
+    out: list[str] = []
+    for f in files:
+        try:
+            text = Path(f).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError):
+            continue  # the generator draws from the vocabulary's characters; skip other encodings
+        for passage in re.split(r"^%$", text, flags=re.MULTILINE):
+            passage = " ".join(passage.split())
+            letters = sum(c.isalpha() or c == " " for c in passage)
+            # Skip ASCII art and tables: running text is nearly all letters and spaces.
+            if len(passage) >= 20 and letters >= 0.85 * len(passage) and passage.isprintable():
+                out.append(passage)
+                if len(out) >= max_passages:
+                    return tuple(out)
+    return tuple(out)
+
+
+def book_text(rng: random.Random, max_chars: int) -> str:
+    """A run of words from a book passage, starting at a sentence or anywhere, whole words only;
+    licence prose where no passages are installed."""
+    passages = book_passages()
+    if not passages:
+        return prose(rng, max_chars)
+    words = rng.choice(passages).split()
+    starts = [i for i, w in enumerate(words) if i == 0 or words[i - 1][-1] in ".!?"]
+    start = rng.choice(starts) if rng.random() < 0.5 else rng.randrange(len(words))
+    out = ""
+    for w in words[start:]:
+        if len(out) + len(w) + 1 > max_chars:
+            break
+        out = f"{out} {w}" if out else w
+    return out or words[start][:max_chars]
 
 
 @lru_cache(maxsize=1)
@@ -290,11 +333,15 @@ def text_line(rng: random.Random, kind: str = "printed", max_chars: int = 90) ->
     else:
         r = rng.random()
         short = kind == "handwritten"
+        # Hands write letters, diaries and notes: mostly running sentence-case text.
+        books = 0.45 if short else 0.15
         if r < 0.08:
             text = _word(rng)  # single words exist on pages: headings, captions, fragments
-        elif r < 0.4:
+        elif r < 0.08 + books:
+            text = book_text(rng, rng.randint(10, 60 if short else max_chars))
+        elif r < 0.4 + books / 2:
             text = prose(rng, rng.randint(10, 50 if short else max_chars))
-        elif r < 0.5:
+        elif r < 0.5 + books / 2:
             fields: Sequence[Callable[[random.Random], str]] = (name, date, code, number, price)
             text = " ".join(rng.choice(fields)(rng) for _ in range(rng.randint(1, 4)))
         else:

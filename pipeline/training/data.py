@@ -87,6 +87,7 @@ def batches(
     start_lines: int = 0,
     curriculum_lines: int = 0,
     trim: bool = False,
+    mix: dict[str, float] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Endless training batches from synthetic lines (`data="synthetic"`) or a line folder.
 
@@ -111,7 +112,7 @@ def batches(
         shape = input_shape(processor, channels)
         dataset = SyntheticLineDataset(
             shape.height, shape.width, seed=seed, start_lines=start_lines, curriculum_lines=curriculum_lines,
-            batch_size=batch_size if trim else None,
+            batch_size=batch_size if trim else None, mix=mix,
         )
         if trim:
             kwargs["batch_size"] = None  # the dataset hands over whole batches

@@ -9,6 +9,7 @@ small random affine map, the baseline and spacing wandering from letter to lette
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from functools import lru_cache
@@ -26,6 +27,8 @@ ASSET_FOLDER = "hershey"  # under $QUIRE_TRAIN_ASSETS on hosts without the Debia
 # A Hershey capital spans about 21 units (-12 to +9 around the baseline at y = 9).
 UNITS_PER_EM = 32.0
 BASELINE = 9.0
+# Share of lines written with a broad nib instead of a round pen (ballpoint, pencil).
+NIB_SHARE = 0.45
 
 
 @dataclass(frozen=True)
@@ -143,11 +146,32 @@ def render_strokes(
     x1, y1 = points.max(axis=0) + margin
     canvas = np.full((int(y1 - y0) + 1, int(x1 - x0) + 1), 255, np.uint8)
     ink = rng.randint(0, 90)
+    nib = _nib(size, rng) if rng.random() < NIB_SHARE else None
     shift = 3  # cv2 draws with 1/8 px precision: smooth curves at small sizes
     for path in placed:
-        pts = np.round((path - [x0, y0]) * (1 << shift)).astype(np.int32)
+        path = path - [x0, y0]
+        if nib is not None:
+            _sweep_nib(canvas, path, nib, ink, shift)
+            pen = max(1, round(size * 0.015))  # the hairline a broad nib leaves along its edge
+        pts = np.round(path * (1 << shift)).astype(np.int32)
         cv2.polylines(canvas, [pts], False, ink, pen, cv2.LINE_AA, shift)
     return canvas
+
+
+def _nib(size: int, rng: random.Random) -> np.ndarray:
+    """Half the edge of a broad nib (quill, italic pen) held at one angle for the whole line."""
+    width = size * rng.uniform(0.04, 0.10)
+    angle = np.deg2rad(rng.uniform(15, 65))
+    return 0.5 * width * np.array([np.cos(angle), -np.sin(angle)])
+
+
+def _sweep_nib(canvas: np.ndarray, path: np.ndarray, nib: np.ndarray, ink: int, shift: int) -> None:
+    """Ink the area a broad nib sweeps along `path`: strokes across the nib's edge come out
+    broad, strokes along it hairline thin, the shading of quill and fountain-pen hands."""
+    scale = 1 << shift
+    for a, b in itertools.pairwise(path):
+        quad = np.array([a - nib, a + nib, b + nib, b - nib])
+        cv2.fillConvexPoly(canvas, np.round(quad * scale).astype(np.int32), ink, cv2.LINE_AA, shift)
 
 
 def pick_stroke_font(rng: random.Random) -> dict[str, StrokeGlyph] | None:

@@ -21,6 +21,29 @@ from pipeline.training.strokes import StrokeGlyph, drawable, pick_stroke_font, r
 # target of the sets the CPU-trained model can still close (handwriting had stalled). Session 14
 # moved a tenth from printed (far inside its target) to hands, for the new joined-up script.
 DEFAULT_MIX = {"printed": 0.4, "receipt": 0.3, "handwritten": 0.3}
+
+
+def parse_mix(spec: str | None) -> dict[str, float] | None:
+    """'handwritten=0.6,printed=0.25,receipt=0.15' as shares of each kind; None for the default.
+
+    Kinds left out get no lines; the shares need not sum to 1."""
+    if not spec:
+        return None
+    mix: dict[str, float] = {}
+    for part in spec.split(","):
+        kind, _, share = part.partition("=")
+        kind = kind.strip()
+        if kind not in DEFAULT_MIX:
+            raise ValueError(f"--mix: unknown kind {kind!r}; use {', '.join(DEFAULT_MIX)}")
+        try:
+            mix[kind] = float(share)
+        except ValueError:
+            raise ValueError(f"--mix: {part.strip()!r} needs a number, as in {kind}=0.5") from None
+        if mix[kind] < 0:
+            raise ValueError(f"--mix: the share of {kind} cannot be negative")
+    if sum(mix.values()) <= 0:
+        raise ValueError("--mix: at least one kind needs a share above 0")
+    return mix
 FONT_KINDS = {
     "printed": (("serif", 0.4), ("sans", 0.3), ("mono", 0.3)),
     "receipt": (("sans", 0.45), ("mono", 0.45), ("serif", 0.1)),

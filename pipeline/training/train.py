@@ -34,7 +34,7 @@ from pipeline.model_input import (
 from pipeline.training.averaging import WeightAverage, snapshot
 from pipeline.training.data import FolderLines, batches
 from pipeline.training.evaluate import cer, load_pairs, read_gray
-from pipeline.training.synth import LineSynthesizer
+from pipeline.training.synth import LineSynthesizer, parse_mix
 
 CHECKPOINT = "checkpoint"
 # With a weight average the shipped model.safetensors holds the average; the weights training
@@ -70,6 +70,7 @@ class TrainConfig:
     freeze_encoder: bool = False
     val_every: int = 500
     curriculum_lines: int = 0  # synthetic text grows from short to full length over this many lines
+    mix: str | None = None  # shares of synthetic kinds, "handwritten=0.6,printed=0.25,receipt=0.15"
     log_every: int = 50  # a plain log line (the tqdm bar is throttled when not on a terminal)
     val_lines: int = 200
     val_dir: str | None = None
@@ -385,6 +386,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training; returns the last step, lines seen and validation scores."""
     if cfg.decoding not in DECODING_CHOICES:
         raise ValueError(f"decoding must be one of {', '.join(DECODING_CHOICES)}, not {cfg.decoding!r}")
+    mix = parse_mix(cfg.mix)
     torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -463,6 +465,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         start_lines=lines,
         curriculum_lines=cfg.curriculum_lines,
         trim=cuts_padding(model),
+        mix=mix,
     )
     while step < cfg.steps:
         batch = next(data)
@@ -567,6 +570,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
             f"--{name}", type=typ, default=getattr(TrainConfig, name.replace("-", "_"), None)
         )
     p.add_argument("--val-dir", default=None)
+    p.add_argument("--mix", default=None)
     p.add_argument("--decoding", default="measure", choices=DECODING_CHOICES)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)

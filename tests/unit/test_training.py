@@ -371,7 +371,7 @@ def test_packed_training_assets_replace_the_installed_fonts_and_words(tmp_path, 
     subprocess.run([sys.executable, str(script), "--out", str(out), "--font-mb", "1"],
                    check=True, capture_output=True)
     monkeypatch.setenv("QUIRE_TRAIN_ASSETS", str(out))
-    for cached in (fonts.discover_fonts, corpus.dictionary_words, corpus.prose_lines):
+    for cached in (fonts.discover_fonts, corpus.dictionary_words, corpus.prose_lines, corpus.book_passages):
         cached.cache_clear()
     try:
         packed = fonts.discover_fonts()
@@ -379,7 +379,7 @@ def test_packed_training_assets_replace_the_installed_fonts_and_words(tmp_path, 
         assert any(f.kind == "handwriting" for f in packed)
         assert len(corpus.dictionary_words()) > 1000 and corpus.prose_lines()
     finally:
-        for cached in (fonts.discover_fonts, corpus.dictionary_words, corpus.prose_lines):
+        for cached in (fonts.discover_fonts, corpus.dictionary_words, corpus.prose_lines, corpus.book_passages):
             cached.cache_clear()
 
 
@@ -695,3 +695,61 @@ def test_hand_lines_drawn_with_script_pens_keep_labels_the_ink_matches(monkeypat
     # The Hershey fonts draw ASCII only: accented letters or currency signs must leave the label.
     assert all(s.text and all(32 <= ord(c) < 127 for c in s.text) for s in samples)
     assert all(s.image.min() < 160 for s in samples)
+
+
+def test_broad_nib_draws_strokes_across_its_edge_broad_and_along_it_thin() -> None:
+    from pipeline.training.strokes import _sweep_nib
+
+    nib = 0.5 * 12 * np.array([np.cos(np.pi / 4), -np.sin(np.pi / 4)])  # 12 px edge at 45 degrees
+    across = np.full((100, 100), 255, np.uint8)
+    along = across.copy()
+    _sweep_nib(across, np.array([[20.0, 20.0], [80.0, 80.0]]), nib, 0, 3)  # down-right: across the edge
+    _sweep_nib(along, np.array([[20.0, 80.0], [80.0, 20.0]]), nib, 0, 3)  # up-right: along it
+    ink_across, ink_along = int((across < 128).sum()), int((along < 128).sum())
+    # Same stroke length (85 px): about 12 px broad across the edge, a hairline along it.
+    assert ink_across > 5 * ink_along
+    assert 800 < ink_across < 1300
+
+
+def test_book_passages_keep_running_text_and_lines_end_on_whole_words(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.training import corpus
+
+    (tmp_path / "books").mkdir()
+    (tmp_path / "books" / "b.txt").write_text(
+        "It was the best of times,\n  it was the worst of times.\n\t\t-- Dickens\n%\n"
+        "  /\\_/\\  ( o.o ) > ^ < |__|__|\n%\nShort.\n%\n"
+        "All happy families are alike; each unhappy family is unhappy in its own way.\n",
+        encoding="ascii",
+    )
+    monkeypatch.setenv("QUIRE_TRAIN_ASSETS", str(tmp_path))
+    monkeypatch.setattr(corpus, "BOOK_GLOBS", ())
+    corpus.book_passages.cache_clear()
+    try:
+        passages = corpus.book_passages()
+        # Lines joined, ASCII art and fragments under 20 characters left out.
+        assert passages == (
+            "It was the best of times, it was the worst of times. -- Dickens",
+            "All happy families are alike; each unhappy family is unhappy in its own way.",
+        )
+        rng = random.Random(0)
+        words = set(" ".join(passages).split())
+        for _ in range(50):
+            line = corpus.book_text(rng, 30)
+            assert 0 < len(line) <= 30 and set(line.split()) <= words
+    finally:
+        corpus.book_passages.cache_clear()
+
+
+def test_mix_sets_the_share_of_each_kind_of_synthetic_line() -> None:
+    from pipeline.training.synth import LineSynthesizer, parse_mix
+
+    assert parse_mix(None) is None
+    mix = parse_mix("handwritten=3, receipt=1")
+    assert mix == {"handwritten": 3.0, "receipt": 1.0}
+    synth = LineSynthesizer(32, 512, seed=1, mix=mix)
+    kinds = [synth.sample(20).kind for _ in range(40)]
+    assert set(kinds) == {"handwritten", "receipt"} and kinds.count("handwritten") > kinds.count("receipt")
+    for bad, reason in (("hand=1", "unknown kind 'hand'"), ("printed=x", "needs a number"),
+                        ("printed=-1", "cannot be negative"), ("printed=0", "above 0")):
+        with pytest.raises(ValueError, match=reason):
+            parse_mix(bad)
