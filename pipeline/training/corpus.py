@@ -133,8 +133,10 @@ def book_text(rng: random.Random, max_chars: int) -> str:
     if not passages:
         return prose(rng, max_chars)
     words = rng.choice(passages).split()
-    starts = [i for i, w in enumerate(words) if i == 0 or words[i - 1][-1] in ".!?"]
-    start = rng.choice(starts) if rng.random() < 0.5 else rng.randrange(len(words))
+    if rng.random() < 0.5:
+        start = rng.choice([i for i in range(len(words)) if i == 0 or words[i - 1][-1] in ".!?"])
+    else:
+        start = rng.randrange(len(words))
     out = ""
     for w in words[start:]:
         if len(out) + len(w) + 1 > max_chars:

@@ -147,12 +147,13 @@ def render_strokes(
     canvas = np.full((int(y1 - y0) + 1, int(x1 - x0) + 1), 255, np.uint8)
     ink = rng.randint(0, 90)
     nib = _nib(size, rng) if rng.random() < NIB_SHARE else None
+    if nib is not None:
+        pen = max(1, round(size * 0.015))  # the hairline a broad nib leaves along its edge
     shift = 3  # cv2 draws with 1/8 px precision: smooth curves at small sizes
     for path in placed:
         path = path - [x0, y0]
         if nib is not None:
             _sweep_nib(canvas, path, nib, ink, shift)
-            pen = max(1, round(size * 0.015))  # the hairline a broad nib leaves along its edge
         pts = np.round(path * (1 << shift)).astype(np.int32)
         cv2.polylines(canvas, [pts], False, ink, pen, cv2.LINE_AA, shift)
     return canvas

@@ -44,6 +44,8 @@ def parse_mix(spec: str | None) -> dict[str, float] | None:
     if sum(mix.values()) <= 0:
         raise ValueError("--mix: at least one kind needs a share above 0")
     return mix
+
+
 FONT_KINDS = {
     "printed": (("serif", 0.4), ("sans", 0.3), ("mono", 0.3)),
     "receipt": (("sans", 0.45), ("mono", 0.45), ("serif", 0.1)),
