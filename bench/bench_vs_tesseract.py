@@ -2,11 +2,12 @@
 
 Usage: python bench/bench_vs_tesseract.py [--data ../shared/data/dev] [--model quire-line-v1]
        [--sets printed,receipts,handwritten] [--repeat 3] [--quantize] [--decode rescore,ctc]
-       [--retry-below 0.95,0]
+       [--retry-below 0.95,0] [--precision auto,fp32]
 Tesseract runs with --psm 7 (one line), two processes in parallel (one per core); Quire runs
 batched on the same cores. Prints CER (receipts folded: case- and space-insensitive), lines per
 second for both, the speed ratio, and the CER of the 90% most confident lines. Several
-decodings (--decode rescore,ctc) are timed in the same run, so their ratio is side by side too.
+decodings (--decode rescore,ctc) or precisions (--precision bf16,fp32) are timed in the same run, so
+their ratio is side by side too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pipeline.config import DECODINGS, RETRY_BELOW
+from pipeline.precision import PRECISIONS
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 
 FOLDED = {"receipts"}
@@ -52,18 +54,24 @@ def main() -> None:
     parser.add_argument("--retry-below", default=str(RETRY_BELOW),
                         help="re-read lines under this confidence stretched (0: off); several "
                              "comma-separated give a row each, e.g. 0.95,0")
+    parser.add_argument("--precision", default="auto",
+                        help=f"one of {', '.join(PRECISIONS)}, or several comma-separated (a row each)")
     args = parser.parse_args()
     decodings = args.decode.split(",")
     retries = [float(r) for r in args.retry_below.split(",")]
     if unknown := [d for d in decodings if d not in DECODINGS]:
         parser.error(f"--decode: unknown {', '.join(unknown)}; choose from {', '.join(DECODINGS)}")
+    precisions = args.precision.split(",")
+    if unknown := [p for p in precisions if p not in PRECISIONS]:
+        parser.error(f"--precision: unknown {', '.join(unknown)}; choose from {', '.join(PRECISIONS)}")
 
     from pipeline.recognize import Recognizer
 
     recognizers = [Recognizer(args.model, device="cpu", batch_size=args.batch_size, quantize=args.quantize,
-                              decode=d, retry_below=r) for d in decodings for r in retries]
+                              decode=d, retry_below=r, precision=p)
+                   for d in decodings for r in retries for p in precisions]
     have_tesseract = shutil.which("tesseract") is not None
-    header = f"{'set':<12} {'decode':<9} {'retry':>5} {'lines':>5} {'quire CER':>10} {'top90 CER':>10} {'quire l/s':>10}"
+    header = f"{'set':<12} {'decode':<9} {'retry':>5} {'prec':>4} {'lines':>5} {'quire CER':>10} {'top90 CER':>10} {'quire l/s':>10}"
     header += f" {'tess CER':>9} {'tess l/s':>9} {'speed x':>8}" if have_tesseract else ""
     print(f"model {args.model}{' (int8)' if args.quantize else ''}; tesseract: {'yes' if have_tesseract else 'not installed'}")
     print(header)
@@ -86,7 +94,7 @@ def main() -> None:
             hyps = [r.text for r in results]
             ranked = sorted(range(len(pairs)), key=lambda i: -results[i].confidence)[: max(1, int(0.9 * len(pairs)))]
             top90 = cer([refs[i] for i in ranked], [hyps[i] for i in ranked], fold)
-            row = (f"{name:<12} {recognizer.decode:<9} {recognizer.retry_below:>5.2f} {len(pairs):>5} {cer(refs, hyps, fold):>10.2%} {top90:>10.2%}"
+            row = (f"{name:<12} {recognizer.decode:<9} {recognizer.retry_below:>5.2f} {'bf16' if recognizer.bf16 else 'fp32':>4} {len(pairs):>5} {cer(refs, hyps, fold):>10.2%} {top90:>10.2%}"
                    f" {len(pairs) / best_quire:>10.1f}")
             if have_tesseract:
                 row += f" {cer(refs, tess, fold):>9.2%} {len(pairs) / best_tess:>9.1f} {best_tess / best_quire:>8.2f}"

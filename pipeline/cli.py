@@ -114,6 +114,9 @@ def recognize(
     beam: Annotated[int, typer.Option(min=1, max=16, help="Beam width; 1 is greedy.")] = 1,
     tsv: Annotated[bool, typer.Option(help="Print path<TAB>text<TAB>confidence per line.")] = False,
     quantize: Annotated[bool, typer.Option(help="int8 dynamic quantization (CPU).")] = False,
+    precision: Annotated[str | None, typer.Option(
+        help="auto (bf16 autocast on GPUs and on CPUs with native bf16, such as AVX512-BF16: "
+             "about 1.4x faster, same text), bf16 or fp32. Default: QUIRE_RECOGNIZE__PRECISION or auto.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     decode: Annotated[str, typer.Option(
         help="auto (what the model's config records: rescore for the shipped model), attention "
@@ -143,7 +146,8 @@ def recognize(
         recognizer = Recognizer(settings.model, device=settings.device, beam=beam, quantize=quantize,
                                 decode=decode, batch_size=settings.recognize.batch_size,
                                 max_new_tokens=settings.recognize.max_new_tokens,
-                                retry_below=settings.recognize.retry_below)
+                                retry_below=settings.recognize.retry_below,
+                                precision=precision or settings.recognize.precision)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
     failed = 0

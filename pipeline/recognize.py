@@ -11,6 +11,7 @@ import numpy as np
 
 from pipeline.config import DECODINGS, RETRY_BELOW, resolve_model_path
 from pipeline.ctc_beam import prefix_beam_search, sparse_frames
+from pipeline.decoder_scores import decoder_log_likelihoods
 from pipeline.errors import ModelLoadError
 from pipeline.line_image import stretch_width
 from pipeline.model_input import (
@@ -21,6 +22,7 @@ from pipeline.model_input import (
     model_batches,
     pixel_values,
 )
+from pipeline.precision import PRECISIONS, use_bf16
 from pipeline.types import LineText
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class Recognizer:
         quantize: bool = False,
         decode: str = "auto",
         retry_below: float = RETRY_BELOW,
+        precision: str = "auto",
     ) -> None:
         import torch
         import transformers
@@ -79,6 +82,10 @@ class Recognizer:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.device = pick_device(device)
+        if precision not in PRECISIONS:
+            raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        # int8 layers have no bf16 kernels: quantized models run their other layers in fp32.
+        self.bf16 = use_bf16(precision, self.device) and not quantize
         path = resolve_model_path(model)
         try:
             self.processor = AutoProcessor.from_pretrained(path)
@@ -100,8 +107,8 @@ class Recognizer:
                     self.model, _quantizable_linears(self.model), dtype=torch.qint8
                 )
         self.model.to(self.device)
-        if self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
-            self.model.to(torch.bfloat16)
+        if self.bf16 and self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            self.model.to(torch.bfloat16)  # a GPU keeps the weights in bf16 too: half the memory
 
         self.decode = _pick_decoding(decode, self.model)
         self.input = input_shape(self.processor, encoder_channels(self.model))
@@ -137,23 +144,35 @@ class Recognizer:
         return h > 0 and w * factor * self.input.height / h <= self.input.width
 
     def _read(self, lines: list[np.ndarray]) -> list[LineText]:
+        import torch
+
         results: list[LineText | None] = [None] * len(lines)
-        for chunk, batch in model_batches(lines, self.input, self.batch_size, self.trim):
-            for index, line in zip(chunk, self._recognize_batch(batch)):
-                results[index] = line
+        batches = model_batches(lines, self.input, self.batch_size, self.trim)
+        # On a CPU the weights stay fp32 and autocast runs the matrix products in bf16.
+        with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16):
+            if self.decode == "rescore":
+                indices, proposed = [], []
+                for chunk, batch in batches:
+                    indices += chunk
+                    proposed += self._propose(self._pixel_values(batch))
+                # One decoder pass over all batches' readings: fewer, fuller passes.
+                for index, line in zip(indices, self._pick(proposed)):
+                    results[index] = line
+            else:
+                for chunk, batch in batches:
+                    for index, line in zip(chunk, self._recognize_batch(self._pixel_values(batch))):
+                        results[index] = line
         return [r for r in results if r is not None]
 
     def _pixel_values(self, lines: Sequence[np.ndarray]):
-        return pixel_values(lines, self.input, self.processor, self.trim)
+        values = pixel_values(lines, self.input, self.processor, self.trim)
+        return values.to(self.device, dtype=next(self.model.parameters()).dtype)
 
-    def _recognize_batch(self, crops: Sequence[np.ndarray]) -> list[LineText]:
+    def _recognize_batch(self, pixels) -> list[LineText]:
         import torch
 
-        pixels = self._pixel_values(crops).to(self.device, dtype=next(self.model.parameters()).dtype)
         if self.decode == "ctc":
             return self._recognize_ctc(pixels)
-        if self.decode == "rescore":
-            return self._recognize_rescore(pixels)
         with torch.inference_mode():
             encoded = self.model.encoder(pixel_values=pixels)
             hidden = encoded.last_hidden_state  # generate expands `encoded` in place for beams
@@ -183,9 +202,9 @@ class Recognizer:
             read = self.model.encoder.ctc_read(pixels, self.processor.tokenizer)
         return [LineText(text.strip(), confidence) for text, confidence in read]
 
-    def _recognize_rescore(self, pixels) -> list[LineText]:
-        """The CTC head proposes a few readings per line; the decoder, which has learnt how
-        text goes on ("RM" after "TOTAL", not "RN"), picks among them."""
+    def _propose(self, pixels) -> list[tuple[object, list[tuple[tuple[int, ...], float]]]]:
+        """'rescore', first half: per line, its encoder states and the CTC head's likeliest
+        readings (token ids, log-probability), those within RESCORE_MARGIN of the best."""
         import torch
 
         encoder = self.model.encoder
@@ -194,15 +213,21 @@ class Recognizer:
         with torch.inference_mode():
             hidden = encoder(pixel_values=pixels).last_hidden_state
             lines = sparse_frames(encoder.ctc_log_probs(hidden).cpu(), blank, specials)
-        proposals = []
-        for frames in lines:
+        proposed = []
+        for states, frames in zip(hidden, lines):
             readings = prefix_beam_search(frames, beam=RESCORE_CANDIDATES)
-            proposals.append([r for r in readings if r[1] >= readings[0][1] - RESCORE_MARGIN])
-        owners = [i for i, line in enumerate(proposals) for _ in line]
-        texts = [ids for line in proposals for ids, _ in line]
-        decoder_lp = iter(self._decoder_log_likelihoods(hidden, owners, texts))
+            proposed.append((states, [r for r in readings if r[1] >= readings[0][1] - RESCORE_MARGIN]))
+        return proposed
+
+    def _pick(self, proposed) -> list[LineText]:
+        """'rescore', second half: the decoder, which has learnt how text goes on ("RM" after
+        "TOTAL", not "RN"), weighs each line's readings, and the best of both scores is kept."""
+        owners = [i for i, (_, readings) in enumerate(proposed) for _ in readings]
+        texts = [ids for _, readings in proposed for ids, _ in readings]
+        states = [line_states for line_states, _ in proposed]
+        decoder_lp = iter(decoder_log_likelihoods(self.model, states, owners, texts, self.batch_size))
         results = []
-        for line in proposals:
+        for _, line in proposed:
             scored = [(ids, ctc_lp, next(decoder_lp)) for ids, ctc_lp in line]
             ids, ctc_lp, dec_lp = max(scored, key=lambda r: r[1] + RESCORE_DECODER_WEIGHT * r[2])
             # Per character (EOS counted), as in the attention path: both readers must be sure.
@@ -211,38 +236,6 @@ class Recognizer:
             text = self.processor.tokenizer.decode(list(ids), skip_special_tokens=True)
             results.append(LineText(text.strip(), confidence))
         return results
-
-    def _decoder_log_likelihoods(self, hidden, owners: list[int], texts: list[tuple[int, ...]]):
-        """The decoder's log-probability of each text (EOS included), read off line `owners[i]`.
-
-        Teacher-forced passes over texts of similar length (the padding a pass computes is
-        wasted work: a line's rivals are much alike, but lines in a batch are not).
-        """
-        import torch
-        from transformers.modeling_outputs import BaseModelOutput
-
-        eos = self.model.generation_config.eos_token_id
-        eos = eos[0] if isinstance(eos, list) else eos
-        by_length = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        scores = [0.0] * len(texts)
-        for start in range(0, len(by_length), self.batch_size):
-            chunk = by_length[start : start + self.batch_size]
-            longest = len(texts[chunk[-1]]) + 1
-            targets = torch.full((len(chunk), longest), -100, dtype=torch.long)
-            for row, i in enumerate(chunk):
-                targets[row, : len(texts[i]) + 1] = torch.tensor([*texts[i], eos])
-            targets = targets.to(hidden.device)
-            encoded = BaseModelOutput(last_hidden_state=hidden[[owners[i] for i in chunk]])
-            with torch.inference_mode():
-                # Given labels, the model builds the decoder's input itself (start token, shifted
-                # right), as in training; the causal mask keeps padding out of the positions read.
-                out = self.model(encoder_outputs=encoded, labels=targets)
-                log_probs = out.logits.float().log_softmax(-1)
-                picked = log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-                picked = picked.masked_fill(targets == -100, 0.0)
-            for i, score in zip(chunk, picked.sum(-1).cpu().tolist()):
-                scores[i] = score
-        return scores
 
     def _ctc_agreement(self, hidden, sequences) -> list[float] | None:
         """How likely the encoder's CTC head finds the decoder's text: exp(-NLL per character).

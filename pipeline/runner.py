@@ -148,7 +148,7 @@ class LocalRunner:
         return Recognizer(
             self.settings.model, device=self.settings.device, beam=opts.beam,
             batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens,
-            decode=self.options.decode, retry_below=opts.retry_below,
+            decode=self.options.decode, retry_below=opts.retry_below, precision=opts.precision,
         )
 
     @property

@@ -28,7 +28,8 @@ def recognizer_for(model: str, beam: int | None = None, decode: str | None = Non
     opts = settings.recognize
     return Recognizer(model, device=settings.device, beam=beam or opts.beam,
                       batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens,
-                      decode=decode or opts.decode, retry_below=opts.retry_below)
+                      decode=decode or opts.decode, retry_below=opts.retry_below,
+                      precision=opts.precision)
 
 
 @task_prerun.connect

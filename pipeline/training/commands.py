@@ -134,14 +134,14 @@ def train_command(
 
 def _recognizer_fn(
     model: str, device: str, beam: int, quantize: bool, batch_size: int, decode: str,
-    retry_below: float,
+    retry_below: float, precision: str,
 ) -> Any:
     # Imported here so `quire --help` never loads torch.
     from pipeline.recognize import Recognizer
 
     rec = Recognizer(
         model, device=device, beam=beam, quantize=quantize, batch_size=batch_size, decode=decode,
-        retry_below=retry_below,
+        retry_below=retry_below, precision=precision,
     )
     return lambda crops: [(line.text, line.confidence) for line in rec.recognize(crops)]
 
@@ -181,6 +181,12 @@ def eval_command(
             "reading (Quire's line models; 0: off). The default is quire run's.",
         ),
     ] = RETRY_BELOW,
+    precision: Annotated[
+        str,
+        typer.Option(
+            help="auto (bf16 autocast on GPUs and on CPUs with native bf16), bf16 or fp32."
+        ),
+    ] = "auto",
 ) -> None:
     """CER and WER (after NFC, quote and whitespace normalisation), lines/s and the worst lines."""
     from tqdm import tqdm
@@ -190,7 +196,9 @@ def eval_command(
 
     try:
         total = len(load_pairs(directory))  # a wrong folder fails before the model loads
-        recognizer_fn = _recognizer_fn(model, device, beam, quantize, batch_size, decode, retry_below)
+        recognizer_fn = _recognizer_fn(
+            model, device, beam, quantize, batch_size, decode, retry_below, precision
+        )
         # A bar only on a terminal (disable=None): piped reports stay clean.
         with tqdm(total=total, unit="line", desc="eval", disable=None) as bar:
             # Hand the recognizer many lines at once so its width sorting keeps padding small.

@@ -31,6 +31,7 @@ from pipeline.model_input import (
     model_batches,
     pixel_values,
 )
+from pipeline.precision import PRECISIONS, use_bf16
 from pipeline.training.averaging import WeightAverage, snapshot
 from pipeline.training.data import FolderLines, batches
 from pipeline.training.evaluate import cer, load_pairs, read_gray
@@ -40,7 +41,6 @@ CHECKPOINT = "checkpoint"
 # With a weight average the shipped model.safetensors holds the average; the weights training
 # goes on from are kept here, in the checkpoint.
 TRAINING_WEIGHTS = "training_weights.safetensors"
-PRECISIONS = ("auto", "bf16", "fp32")
 ATTENTION_MARGIN = 0.9  # the decoder's CER must be below this share of CTC's to be chosen
 # What the trained model's decode='auto' means: measured at each validation, or set by hand.
 DECODING_CHOICES = ("measure", *(d for d in DECODINGS if d != "auto"))
@@ -135,21 +135,6 @@ def training_loss(
     # zero_infinity: a line longer than the encoder's columns adds nothing rather than inf.
     ctc, _ = encoder.ctc_nll(encoded.last_hidden_state, labels, skip, zero_infinity=True)
     return ce + ctc_weight * ctc, {"ce": ce.item(), "ctc": ctc.item()}
-
-
-def use_bf16(precision: str, device: str) -> bool:
-    """Whether to train under bf16 autocast.
-
-    auto picks it on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), where it measured
-    twice fp32's lines per second with the same losses; on other CPUs bf16 is emulated and slower.
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision != "auto":
-        return precision == "bf16"
-    if device == "cuda":
-        return True
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def lr_lambda(cfg: TrainConfig) -> Any:

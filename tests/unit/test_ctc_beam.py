@@ -75,3 +75,41 @@ def test_long_blank_gaps_are_merged_without_changing_the_reading_or_its_score():
     (label, score), *_ = _search(log_probs, beam=8)
     assert label == (3, 5, 3)
     assert math.isclose(score, _ctc_log_prob(log_probs, label), abs_tol=1e-3)
+
+
+def _log_space_search(frames, beam):
+    """The same prefix beam search done in log space (slow, but it cannot underflow): a reference."""
+    def add(a, b):
+        if a == -math.inf:
+            return b
+        high, low = max(a, b), min(a, b)
+        return high + math.log1p(math.exp(low - high))
+
+    beams = {(): (0.0, -math.inf)}
+    for p_blank, chars in frames:
+        grown = {}
+        for prefix, (b, nb) in beams.items():
+            total, last = add(b, nb), (prefix[-1] if prefix else None)
+            nb_same = nb + chars[last] if last in chars else -math.inf
+            old_b, old_nb = grown.get(prefix, (-math.inf, -math.inf))
+            grown[prefix] = (add(old_b, total + p_blank), add(old_nb, nb_same))
+            for token, lp in chars.items():
+                longer = prefix + (token,)
+                old_b, old_nb = grown.get(longer, (-math.inf, -math.inf))
+                grown[longer] = (old_b, add(old_nb, (b if token == last else total) + lp))
+        beams = dict(sorted(grown.items(), key=lambda kv: add(*kv[1]), reverse=True)[:beam])
+    return sorted(((k, add(*v)) for k, v in beams.items()), key=lambda kv: kv[1], reverse=True)
+
+
+def test_a_long_line_scores_as_in_log_space_far_below_what_a_float_can_hold():
+    # 6,000 frames of uncertain characters: the readings' probabilities are far under a double's
+    # smallest value (about e^-745), which the search must carry by rescaling, not lose to underflow.
+    torch.manual_seed(1)
+    log_probs = (torch.rand(6000, 3, dtype=torch.double) + 0.05).log().log_softmax(-1)
+    frames = sparse_frames(log_probs.unsqueeze(0), BLANK)[0]
+    found = prefix_beam_search(frames, beam=8)
+    reference = _log_space_search(frames, beam=8)
+    assert found[0][1] < -745
+    assert [label for label, _ in found] == [label for label, _ in reference]
+    for (_, score), (_, expected) in zip(found, reference):
+        assert math.isclose(score, expected, rel_tol=1e-9)

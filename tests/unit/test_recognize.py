@@ -130,6 +130,31 @@ def test_rescore_decoding_reads_and_scores_unreadable_lines_low(reader):
     assert all(abs(a.confidence - b.confidence) < 1e-4 for a, b in zip(small, results))
 
 
+def test_a_line_reads_the_same_alone_and_beside_wider_lines(reader):
+    # Readings of lines from different encoder batches share decoder passes; each attends only to
+    # its own line's frames, so company changes nothing.
+    crops = [render_line(t) for t in MEMORISED]
+    short = min(range(len(crops)), key=lambda i: crops[i].shape[1])
+    recognizer = Recognizer(str(reader), decode="rescore", precision="fp32", retry_below=0.0)
+    alone = recognizer.recognize([crops[short]])[0]
+    together = recognizer.recognize(crops)[short]
+    assert alone.text == together.text == MEMORISED[short]
+    assert abs(alone.confidence - together.confidence) < 1e-4
+
+
+def test_bf16_reads_the_same_text_as_fp32(reader):
+    crops = [render_line(t) for t in MEMORISED]
+    fp32 = Recognizer(str(reader), decode="rescore", precision="fp32").recognize(crops)
+    bf16_reader = Recognizer(str(reader), decode="rescore", precision="bf16")
+    assert bf16_reader.bf16
+    bf16 = bf16_reader.recognize(crops)
+    assert [r.text for r in bf16] == [r.text for r in fp32] == list(MEMORISED)
+    assert all(abs(a.confidence - b.confidence) < 0.02 for a, b in zip(bf16, fp32))
+    assert not Recognizer(str(reader), precision="bf16", quantize=True).bf16  # int8 has no bf16 path
+    with pytest.raises(ModelLoadError, match="precision must be"):
+        Recognizer(str(reader), precision="fp16")
+
+
 def test_widened_ctc_head_reads_the_same(reader, tmp_path):
     from transformers import VisionEncoderDecoderModel
 
@@ -239,3 +264,18 @@ def test_square_input_models_are_never_re_read_stretched(tmp_path):
 
     trocr = Recognizer(str(build_tiny_trocr(tmp_path / "trocr")), retry_below=0.95)
     assert trocr.retry_below == 0.0  # TrOCR resizes every crop to a square itself
+
+
+def test_decoder_passes_group_readings_of_like_length():
+    from pipeline.decoder_scores import PAD_BUDGET, length_chunks
+
+    lengths = [5, 57, 6, 21, 5, 44, 20, 6, 58, 22] * 4
+    chunks = length_chunks(lengths, batch_size=8)
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(lengths)))
+    for chunk in chunks:
+        assert len(chunk) <= 8
+        sizes = [lengths[i] for i in chunk]
+        assert sizes == sorted(sizes)
+        assert max(sizes) * len(sizes) - sum(sizes) <= PAD_BUDGET
+    # The shortest readings are never padded out to the longest.
+    assert not any(min(lengths[i] for i in c) < 10 and max(lengths[i] for i in c) > 40 for c in chunks)
