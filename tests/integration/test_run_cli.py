@@ -147,6 +147,11 @@ def test_recognize_prints_tsv_per_image(tmp_path, letter, env):
     assert [r[0] for r in rows] == list(map(str, paths))
     assert [r[1] for r in rows] == list(LETTER_LINES)
     assert all(0.9 < float(r[2]) <= 1.0 for r in rows)
+    for precision in ("fp32", "bf16"):  # bf16 autocast reads the same text
+        again = quire("recognize", *map(str, paths), "--tsv", "--precision", precision)
+        assert [r.split("\t")[1] for r in again.stdout.strip().splitlines()] == list(LETTER_LINES)
+    wrong = quire("recognize", *map(str, paths), "--precision", "fp16")
+    assert wrong.exit_code == 2 and "--precision must be one of auto, bf16, fp32" in wrong.output
 
 
 def test_recognize_reads_a_folder_in_chunks_and_names_a_bad_image(tmp_path, letter, env, monkeypatch):
