@@ -34,6 +34,9 @@ RESCORE_DECODER_WEIGHT = 1.0
 # Rivals this many nats below the CTC head's best reading are dropped before the decoder pass,
 # which costs in proportion to the readings it weighs.
 RESCORE_MARGIN = 3.0
+# Lines whose readings the decoder weighs in one go (their encoder states, up to 256 KB a line in
+# fp32, are held until then).
+RESCORE_GROUP_LINES = 256
 # A line read with less than `retry_below` confidence is read again at these widths (narrow
 # print crowds several letters into one 8 px encoder column; stretched, they get a column each)
 # and the most confident reading is kept. A width is only tried on lines still doubtful after the
@@ -151,11 +154,17 @@ class Recognizer:
         # On a CPU the weights stay fp32 and autocast runs the matrix products in bf16.
         with torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16, enabled=self.bf16):
             if self.decode == "rescore":
-                indices, proposed = [], []
+                # The decoder weighs the readings of several batches together: fewer, fuller
+                # passes. Their encoder states wait in memory, so only so many lines at a time.
+                indices: list[int] = []
+                proposed: list = []
                 for chunk, batch in batches:
                     indices += chunk
                     proposed += self._propose(self._pixel_values(batch))
-                # One decoder pass over all batches' readings: fewer, fuller passes.
+                    if len(proposed) >= RESCORE_GROUP_LINES:
+                        for index, line in zip(indices, self._pick(proposed)):
+                            results[index] = line
+                        indices, proposed = [], []
                 for index, line in zip(indices, self._pick(proposed)):
                     results[index] = line
             else:

@@ -142,6 +142,18 @@ def test_a_line_reads_the_same_alone_and_beside_wider_lines(reader):
     assert abs(alone.confidence - together.confidence) < 1e-4
 
 
+def test_rescore_weighs_a_long_input_group_by_group_with_the_same_result(reader, monkeypatch):
+    import pipeline.recognize
+
+    crops = [render_line(t) for t in MEMORISED] * 2
+    recognizer = Recognizer(str(reader), decode="rescore", precision="fp32", batch_size=1)
+    whole = recognizer.recognize(crops)
+    monkeypatch.setattr(pipeline.recognize, "RESCORE_GROUP_LINES", 2)
+    grouped = recognizer.recognize(crops)
+    assert [r.text for r in grouped] == [r.text for r in whole] == list(MEMORISED) * 2
+    assert all(abs(a.confidence - b.confidence) < 1e-4 for a, b in zip(grouped, whole))
+
+
 def test_bf16_reads_the_same_text_as_fp32(reader):
     crops = [render_line(t) for t in MEMORISED]
     fp32 = Recognizer(str(reader), decode="rescore", precision="fp32").recognize(crops)
