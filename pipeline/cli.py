@@ -30,7 +30,7 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 PRECISION_HELP = ("auto (bf16 autocast on GPUs and on CPUs with native bf16, e.g. AVX512-BF16 or AMX: "
-                  "1.5x faster on CPU, same text), bf16 or fp32. Default: QUIRE_RECOGNIZE__PRECISION, else auto.")
+                  "1.2-1.5x faster on CPU, same accuracy), bf16 or fp32. Default: QUIRE_RECOGNIZE__PRECISION, else auto.")
 
 
 def _check_precision(precision: str | None) -> None:

@@ -41,7 +41,7 @@ class RecognizeOptions(BaseModel):
     # Lines read with less confidence are read again stretched wider, keeping the surer reading
     # (Quire's line models only; 0 turns it off). See pipeline.recognize.RETRY_STRETCHES.
     retry_below: float = Field(RETRY_BELOW, ge=0.0, le=1.0)
-    # auto: bf16 autocast on CUDA and on CPUs with native bf16 (1.4-1.5x on CPU, same text), else fp32.
+    # auto: bf16 autocast on CUDA and on CPUs with native bf16 (1.2-1.5x on CPU, same CER), else fp32.
     precision: Literal[PRECISIONS] = "auto"  # type: ignore[valid-type]  # one of PRECISIONS
 
 

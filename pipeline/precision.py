@@ -9,8 +9,8 @@ def use_bf16(precision: str, device: str) -> bool:
     """Whether to run training or recognition under bf16 autocast.
 
     auto picks it on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX). There it measured twice
-    fp32's training lines per second with the same losses, and 1.4-1.5x fp32's recognition speed
-    with the same text read (docs/BENCHMARKS.md); on other CPUs bf16 is emulated and slower.
+    fp32's training lines per second with the same losses, and 1.2-1.5x fp32's recognition speed
+    at the same CER (docs/BENCHMARKS.md); on other CPUs bf16 is emulated and slower.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
