@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from pipeline.config import DECODINGS, DEFAULT_MODEL, Settings, SettingsError, load_settings
-from pipeline.precision import PRECISIONS
+from pipeline.precision import PRECISION_HELP, PRECISIONS
 
 app = typer.Typer(
     name="quire",
@@ -29,8 +29,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-PRECISION_HELP = ("auto (bf16 autocast on GPUs and on CPUs with native bf16, e.g. AVX512-BF16 or AMX: "
-                  "1.2-1.5x faster on CPU, same accuracy), bf16 or fp32. Default: QUIRE_RECOGNIZE__PRECISION, else auto.")
+PRECISION_OPTION_HELP = PRECISION_HELP + " Default: QUIRE_RECOGNIZE__PRECISION, else auto."
 
 
 def _check_precision(precision: str | None) -> None:
@@ -62,7 +61,7 @@ def run(
     fmt: Annotated[str, typer.Option("--format", "-f", help="Comma-separated output formats, e.g. txt,json.")] = "txt,json",
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-6x faster), attention or rescore.")] = None,
-    precision: Annotated[str | None, typer.Option(help=PRECISION_HELP)] = None,
+    precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """OCR documents in this process (no servers): text in the database, exports in the store and --out.
@@ -126,7 +125,7 @@ def recognize(
     beam: Annotated[int, typer.Option(min=1, max=16, help="Beam width; 1 is greedy.")] = 1,
     tsv: Annotated[bool, typer.Option(help="Print path<TAB>text<TAB>confidence per line.")] = False,
     quantize: Annotated[bool, typer.Option(help="int8 dynamic quantization (CPU).")] = False,
-    precision: Annotated[str | None, typer.Option(help=PRECISION_HELP)] = None,
+    precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     decode: Annotated[str, typer.Option(
         help="auto (what the model's config records: rescore for the shipped model), attention "

@@ -22,7 +22,7 @@ from pipeline.model_input import (
     model_batches,
     pixel_values,
 )
-from pipeline.precision import PRECISIONS, use_bf16
+from pipeline.precision import use_bf16
 from pipeline.types import LineText
 
 log = logging.getLogger(__name__)
@@ -85,10 +85,11 @@ class Recognizer:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.device = pick_device(device)
-        if precision not in PRECISIONS:
-            raise ModelLoadError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-        # int8 layers have no bf16 kernels: quantized models run their other layers in fp32.
-        self.bf16 = use_bf16(precision, self.device) and not quantize
+        try:
+            # int8 layers have no bf16 kernels: quantized models run their other layers in fp32.
+            self.bf16 = use_bf16(precision, self.device) and not quantize
+        except ValueError as exc:  # an unknown precision
+            raise ModelLoadError(str(exc)) from None
         path = resolve_model_path(model)
         try:
             self.processor = AutoProcessor.from_pretrained(path)

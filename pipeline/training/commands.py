@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.config import RETRY_BELOW
+from pipeline.precision import PRECISION_HELP
 
 
 def train_command(
@@ -181,12 +182,7 @@ def eval_command(
             "reading (Quire's line models; 0: off). The default is quire run's.",
         ),
     ] = RETRY_BELOW,
-    precision: Annotated[
-        str,
-        typer.Option(
-            help="auto (bf16 autocast on GPUs and on CPUs with native bf16), bf16 or fp32."
-        ),
-    ] = "auto",
+    precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "auto",
 ) -> None:
     """CER and WER (after NFC, quote and whitespace normalisation), lines/s and the worst lines."""
     from tqdm import tqdm
