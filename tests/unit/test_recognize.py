@@ -276,18 +276,3 @@ def test_square_input_models_are_never_re_read_stretched(tmp_path):
 
     trocr = Recognizer(str(build_tiny_trocr(tmp_path / "trocr")), retry_below=0.95)
     assert trocr.retry_below == 0.0  # TrOCR resizes every crop to a square itself
-
-
-def test_decoder_passes_group_readings_of_like_length():
-    from pipeline.decoder_scores import PAD_BUDGET, length_chunks
-
-    lengths = [5, 57, 6, 21, 5, 44, 20, 6, 58, 22] * 4
-    chunks = length_chunks(lengths, batch_size=8)
-    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(lengths)))
-    for chunk in chunks:
-        assert len(chunk) <= 8
-        sizes = [lengths[i] for i in chunk]
-        assert sizes == sorted(sizes)
-        assert max(sizes) * len(sizes) - sum(sizes) <= PAD_BUDGET
-    # The shortest readings are never padded out to the longest.
-    assert not any(min(lengths[i] for i in c) < 10 and max(lengths[i] for i in c) > 40 for c in chunks)
