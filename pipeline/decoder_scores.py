@@ -167,10 +167,11 @@ def decoder_log_likelihoods(
                 encoder_attention_mask=frames_mask,
                 use_cache=False,
             )
-            log_probs = out.logits.float().log_softmax(-1).cpu()
+            log_probs = out.logits.float().log_softmax(-1)
         steps = torch.tensor([(r, node, target, index) for r, tree in enumerate(rows)
                               for index, node, target in tree.steps])
-        picked = log_probs[steps[:, 0], steps[:, 1], steps[:, 2]].double()
+        at = steps[:, :3].to(device)
+        picked = log_probs[at[:, 0], at[:, 1], at[:, 2]].cpu().double()
         totals = torch.zeros(len(texts), dtype=torch.float64).index_add_(0, steps[:, 3], picked)
         for index in set(steps[:, 3].tolist()):
             scores[index] = float(totals[index])

@@ -113,8 +113,8 @@ class Recognizer:
         self.model.to(self.device)
         stem = getattr(self.model.encoder, "stem", None)  # Quire's convolutional stem
         if stem is not None and self.device == "cpu":
-            # CPU pooling and convolution kernels run 1.4-1.8x faster over channels-last tensors
-            # (max pooling alone 8x); the weights' layout decides the activations'.
+            # The stem runs 1.4-1.8x faster over channels-last tensors on a CPU (max pooling 8-10x,
+            # docs/BENCHMARKS.md); its activations follow the weights' layout.
             stem.to(memory_format=torch.channels_last)
         if self.bf16 and self.device.startswith("cuda") and torch.cuda.is_bf16_supported():
             self.model.to(torch.bfloat16)  # a GPU keeps the weights in bf16 too: half the memory
