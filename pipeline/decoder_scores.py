@@ -124,18 +124,18 @@ def decoder_log_likelihoods(
     the encoder's last hidden state (frames, width) of one line; -inf for a text longer than the
     decoder's positions.
 
-    Lines of different widths share a pass: each row attends only to its own line's frames.
+    Lines of different widths share a pass: each row attends only to its own line's frames. The
+    decoder must take a 4D mask added to its attention scores, as TrOCR's (every Quire model's) does.
     """
     import torch
 
     config = model.config
     eos = model.generation_config.eos_token_id
     eos = eos[0] if isinstance(eos, list) else eos
-    decoder = model.decoder.get_decoder()
     # A node's position is its depth, which the decoder cannot be told: it adds position i to the
     # i-th input. So the inputs go in as embeddings with that swapped for the depth's (learned
     # tables only). Other decoders get a row per reading, where position and depth agree.
-    table = getattr(decoder, "embed_positions", None)
+    table = getattr(model.decoder.get_decoder(), "embed_positions", None)
     if not (getattr(model.decoder.config, "use_learned_position_embeddings", False)
             and hasattr(table, "offset")):
         table = None
@@ -153,7 +153,7 @@ def decoder_log_likelihoods(
         with torch.inference_mode():
             if project:
                 encoded = model.enc_to_dec_proj(encoded)
-            embedded = decoder.embed_tokens(ids)
+            embedded = model.decoder.get_input_embeddings()(ids)
             if table is not None:
                 where = torch.arange(ids.shape[1], device=device)
                 shift = table.weight[depths + table.offset] - table.weight[where + table.offset]
