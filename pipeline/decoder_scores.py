@@ -54,13 +54,18 @@ class ReadingTree:
     owner: int  # the line whose encoder states the row attends to
     tokens: list[int]
     depths: list[int] = field(default_factory=lambda: [0])
-    # (reading's index, node, the token that node should predict)
-    steps: list[tuple[int, int, int]] = field(default_factory=list)
-    paths: list[list[int]] = field(default_factory=list)  # each reading's nodes, start token first
+    # Per reading: its index, its nodes (start first) and the token each node should predict.
+    readings: list[tuple[int, list[int], list[int]]] = field(default_factory=list)
     children: dict[tuple[int, int], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    @property
+    def steps(self) -> list[tuple[int, int, int]]:
+        """(reading's index, node, the token that node should predict) for every reading."""
+        return [(index, node, target) for index, path, targets in self.readings
+                for node, target in zip(path, targets)]
 
     def new_nodes(self, text: Sequence[int]) -> int:
         """How many nodes adding `text` would add."""
@@ -72,27 +77,23 @@ class ReadingTree:
         return 0
 
     def add(self, index: int, text: Sequence[int], eos: int) -> None:
-        node = 0
-        path = [node]
+        path = [0]
         for token in text:
-            self.steps.append((index, node, token))
-            child = self.children.get((node, token))
+            child = self.children.get((path[-1], token))
             if child is None:
-                child = self.children[(node, token)] = len(self.tokens)
+                child = self.children[(path[-1], token)] = len(self.tokens)
                 self.tokens.append(token)
-                self.depths.append(self.depths[node] + 1)
-            node = child
-            path.append(node)
-        self.steps.append((index, node, eos))
-        self.paths.append(path)
+                self.depths.append(self.depths[path[-1]] + 1)
+            path.append(child)
+        self.readings.append((index, path, [*text, eos]))
 
     def visible(self) -> np.ndarray:
         """(nodes, nodes) booleans: which nodes each node attends to (its ancestors and itself)."""
         seen = np.zeros((len(self.tokens),) * 2, dtype=bool)
-        longest = max(len(path) for path in self.paths)
+        longest = max(len(path) for _, path, _ in self.readings)
         below = np.tri(longest, dtype=bool)
         # Along a reading's path each node's ancestors are the nodes before it.
-        for path in self.paths:
+        for _, path, _ in self.readings:
             seen[np.ix_(path, path)] |= below[: len(path), : len(path)]
         return seen
 
