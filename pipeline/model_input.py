@@ -16,6 +16,7 @@ from pipeline.line_image import (
     LINE_SHAPED_MIN_ASPECT,
     letterbox,
     line_batches,
+    normalize_ink,
     to_gray,
     trim_padding,
 )
@@ -69,11 +70,18 @@ def _per_channel(values: Any, channels: int) -> tuple[float, ...]:
 
 
 def fit_lines(crops: Sequence[Any], shape: InputShape) -> list[np.ndarray]:
-    """Gray crops, letterboxed into a line-shaped input; square-input checkpoints (TrOCR) get them
-    as they are, for their processor resizes (and stretches) them itself."""
-    if shape.line_shaped:
-        return [letterbox(c, shape.height, shape.width) for c in crops]
-    return [to_gray(c) for c in crops]
+    """Gray crops fitted into a line-shaped input: paper whitened and cut to the ink
+    (`normalize_ink`), then letterboxed. A line already the input's size (a synthetic training
+    line, drawn letterboxed) is taken as it is. Square-input checkpoints (TrOCR) get the crops as
+    they come, as they were trained: their processor resizes (and stretches) them itself."""
+    if not shape.line_shaped:
+        return [to_gray(c) for c in crops]
+    fitted = []
+    for crop in map(to_gray, crops):
+        if crop.shape != (shape.height, shape.width):
+            crop = letterbox(normalize_ink(crop), shape.height, shape.width)
+        fitted.append(crop)
+    return fitted
 
 
 def model_batches(

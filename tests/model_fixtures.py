@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.model_input import encoder_channels, input_shape, pixel_values
+from pipeline.model_input import encoder_channels, fit_lines, input_shape, pixel_values
 
 # Lines the memorising model learns to read; tests check these come out verbatim.
 MEMORISED = ("Quire 1931", "ARCHIVE", "St. Anne's, p. 12")
@@ -53,7 +53,7 @@ def build_memorising_model(
     model, processor = build_line_model(cfg)
     crops = crops if crops is not None else [render_line(t) for t in texts]
     shape = input_shape(processor, encoder_channels(model))
-    pixels = pixel_values(crops, shape, processor)  # full width, as recognition without cutting
+    pixels = pixel_values(fit_lines(crops, shape), shape, processor)  # full width, as recognition without cutting
     tokenizer = processor.tokenizer
     ids = [tokenizer(t).input_ids + [tokenizer.eos_token_id] for t in texts]
     width = max(len(i) for i in ids)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pipeline.model_input import input_shape, pixel_values
+from pipeline.model_input import fit_lines, input_shape, pixel_values
 from pipeline.training.evaluate import load_pairs, read_gray
 from pipeline.training.synth import SyntheticLineDataset
 
@@ -53,7 +53,8 @@ class Collator:
         for i, s in enumerate(seqs):
             labels[i, : len(s)] = torch.tensor(s)
         return {
-            "pixel_values": pixel_values(images, self.shape, self.processor, self.trim),
+            # Folder lines are fitted as recognition fits them; synthetic ones come fitted.
+            "pixel_values": pixel_values(fit_lines(images, self.shape), self.shape, self.processor, self.trim),
             "labels": labels,
             "texts": list(texts),
         }

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ModelLoadError
-from pipeline.line_image import letterbox, trim_padding, trimmed_width, width_order
+from pipeline.line_image import letterbox, normalize_ink, trim_padding, trimmed_width, width_order
+from pipeline.model_input import fit_lines
 from pipeline.recognize import Recognizer
 from tests.model_fixtures import MEMORISED, build_memorising_model, build_random_model, render_line
 
@@ -82,7 +83,7 @@ def test_ctc_reading_scores_the_right_text_above_a_wrong_one(reader):
 
     recognizer = Recognizer(str(reader))
     tok = recognizer.processor.tokenizer
-    pixels = recognizer._pixel_values([render_line(MEMORISED[0])] * 2)
+    pixels = recognizer._pixel_values(fit_lines([render_line(MEMORISED[0])] * 2, recognizer.input))
     with torch.inference_mode():
         hidden = recognizer.model.encoder(pixel_values=pixels).last_hidden_state
         right, wrong = (tok(t, add_special_tokens=False).input_ids for t in (MEMORISED[0], "Qxxre 19"))
@@ -201,9 +202,46 @@ def test_two_ctc_frames_per_column_can_spell_a_doubled_letter():
 
 def test_a_short_line_is_read_without_the_white_padding_past_it(reader):
     recognizer = Recognizer(str(reader))
-    short = render_line("ARCHIVE")
-    assert recognizer._pixel_values([short]).shape[-1] < recognizer.input.width
-    assert recognizer.recognize([short])[0].text == "ARCHIVE"
+    # The tiny model's input is 8:1; "ARCHIVE" cut to its ink nearly fills it, a page number not.
+    page_number = fit_lines([render_line("12")], recognizer.input)
+    assert recognizer._pixel_values(page_number).shape[-1] < recognizer.input.width
+    assert recognizer.recognize([render_line("ARCHIVE")])[0].text == "ARCHIVE"
+
+
+def _on_grey_paper(line: np.ndarray, height: int, paper: int = 200, ink: int = 70) -> np.ndarray:
+    """`line` (black on white) redrawn in grey ink on grey paper, centred in a crop `height` tall."""
+    grey = (paper - (255 - line.astype(np.int32)) * (paper - ink) // 255).astype(np.uint8)
+    crop = np.full((height, line.shape[1] + 40), paper, np.uint8)
+    top = (height - line.shape[0]) // 2
+    crop[top : top + line.shape[0], 20 : 20 + line.shape[1]] = grey
+    return crop
+
+
+def test_normalize_ink_whitens_the_paper_and_cuts_the_crop_to_its_ink():
+    line = render_line("Quire 1931")
+    rows = np.flatnonzero((line < 128).any(axis=1))
+    ink_height = rows[-1] - rows[0] + 1
+    out = normalize_ink(_on_grey_paper(line, 120))
+    assert ink_height <= out.shape[0] <= ink_height * 1.1 + 4  # the tall grey margin is gone
+    assert np.median(out) == 255 and out.min() < 20  # paper white, ink black
+    assert (out < 128).sum() >= 0.9 * (line < 128).sum()  # no letter lost
+
+
+def test_normalize_ink_leaves_blank_crops_and_does_not_blow_up_dashes():
+    blank = np.full((40, 200), 230, np.uint8)
+    blank[20, 50] = 200  # a speck: too little contrast to call ink
+    assert (normalize_ink(blank) == blank).all()
+    dashes = np.full((40, 200), 255, np.uint8)
+    dashes[19:22, 10:190] = 0  # a rule of dashes, 3 px thick
+    assert normalize_ink(dashes).shape[0] == 40  # not blown up into bars in the model's input
+
+
+def test_a_line_in_a_tall_grey_crop_reads_as_the_clean_line(reader):
+    """Crops from elsewhere than Quire's segmenter (a folder of scanned lines, a photo) often have
+    tall margins and grey paper; cut to the ink, they read as a tight crop does."""
+    recognizer = Recognizer(str(reader))
+    crops = [_on_grey_paper(render_line(t), 110) for t in MEMORISED]
+    assert [r.text for r in recognizer.recognize(crops)] == list(MEMORISED)
 
 
 def test_trimmed_width_keeps_the_ink_and_a_margin():
@@ -225,17 +263,18 @@ def test_width_order_sorts_raw_and_letterboxed_lines_by_their_inked_width():
 
 
 def test_doubtful_lines_are_read_again_stretched_and_the_surer_reading_kept(reader):
-    """Narrow print (here the memorised lines squeezed to 60 % width) reads wrong and unsure; a
-    second reading stretched wider gets it right, and that is the one returned."""
+    """Narrow print (here the memorised lines squeezed to 2/3 of their width) reads unsure; a second
+    reading stretched wider (1.5x gives back the width the model learnt) is sure, and that is the
+    one returned."""
     import cv2
 
-    squeezed = [cv2.resize(c, (round(c.shape[1] * 0.6), c.shape[0]), interpolation=cv2.INTER_AREA)
+    squeezed = [cv2.resize(c, (round(c.shape[1] * 2 / 3), c.shape[0]), interpolation=cv2.INTER_AREA)
                 for c in (render_line(t) for t in MEMORISED)]
     once = Recognizer(str(reader), retry_below=0).recognize(squeezed)
     again = Recognizer(str(reader), retry_below=0.95).recognize(squeezed)
+    assert all(r.confidence < 0.95 for r in once)
     assert [r.text for r in again] == list(MEMORISED)
-    assert [r.text for r in once] != list(MEMORISED)
-    assert all(a.confidence >= o.confidence for a, o in zip(again, once))
+    assert all(a.confidence > 0.95 for a in again)
     # A sure reading is not re-read: the clean lines come back as they were.
     clean = [render_line(t) for t in MEMORISED]
     assert Recognizer(str(reader), retry_below=0.95).recognize(clean) == Recognizer(

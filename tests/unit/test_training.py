@@ -592,6 +592,7 @@ def test_synthetic_batches_hold_lines_of_like_width_cut_to_the_widest() -> None:
 def test_training_feeds_a_line_to_the_model_as_recognition_does(tmp_path: Path) -> None:
     """The same crop must reach the model as the same numbers in `quire train` and in recognition,
     including a checkpoint whose processor normalises with its own mean and std."""
+    from pipeline.model_input import fit_lines
     from pipeline.recognize import Recognizer
     from pipeline.training.data import Collator
     from pipeline.training.synth import LineSynthesizer
@@ -605,7 +606,7 @@ def test_training_feeds_a_line_to_the_model_as_recognition_does(tmp_path: Path) 
     crops = [LineSynthesizer(size["height"], size["width"], seed=5).sample().image for _ in range(3)]
     crops[1] = crops[1][:, : crops[1].shape[1] // 3]  # a short line: the batch is cut to its ink
     trained_on = Collator(processor, 1, 48, trim=True)([(c, "x") for c in crops])["pixel_values"]
-    read = recognizer._pixel_values(crops)
+    read = recognizer._pixel_values(fit_lines(crops, recognizer.input))  # as `recognize` reads them
     assert trained_on.shape == read.shape
     assert torch.allclose(trained_on, read, atol=1e-6)
     white = (1.0 - 0.3) / 0.2
