@@ -11,26 +11,33 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.line_image import inked_width
 from pipeline.training.evaluate import cer, load_pairs, read_gray
-from pipeline.training.synth import LineSynthesizer
+from pipeline.training.synth import LineSample, LineSynthesizer
 from pipeline.training.train import VAL_SEED
 
 FOLDED = {"receipts"}
 BENCH_SEED = VAL_SEED + 2  # neither training nor its validation draws these lines
 
 
+def synthetic_samples(count: int, height: int, width: int, seed: int = BENCH_SEED) -> list[LineSample]:
+    """Held-out synthetic lines, each cut past its ink (as a segmenter would hand it over)."""
+    synth = LineSynthesizer(height, width, seed=seed)
+    samples = [synth.sample() for _ in range(count)]
+    return [replace(s, image=s.image[:, : max(1, inked_width(s.image))]) for s in samples]
+
+
 def synthetic_lines(
     count: int, height: int, width: int, seed: int = BENCH_SEED
 ) -> tuple[list[np.ndarray], list[str]]:
     """Held-out synthetic lines as crops (their white tail cut, as a segmenter would hand them)."""
-    synth = LineSynthesizer(height, width, seed=seed)
-    samples = [synth.sample() for _ in range(count)]
-    return [s.image[:, : max(1, inked_width(s.image))] for s in samples], [s.text for s in samples]
+    samples = synthetic_samples(count, height, width, seed)
+    return [s.image for s in samples], [s.text for s in samples]
 
 
 def main() -> None:
