@@ -148,7 +148,12 @@ class Recognizer:
         return results
 
     def _has_room(self, crop: np.ndarray, factor: float) -> bool:
-        """Whether the crop, stretched by `factor`, still fits the input width unsqueezed."""
+        """Whether the crop, stretched by `factor`, still fits the input width unsqueezed.
+
+        Judged on the crop as given, not as `normalize_ink` cuts it: the cut crop is often wider
+        for its height, so some lines pass that the model then reads a little squeezed, yet that
+        re-read still helps them (judging the cut crop read held-out hands worse,
+        docs/BENCHMARKS.md, session 19)."""
         h, w = np.asarray(crop).shape[:2]
         return h > 0 and w * factor * self.input.height / h <= self.input.width
 
