@@ -71,6 +71,13 @@ def train_command(
             "to fine-tune for handwriting (default printed 0.4, receipt 0.3, handwritten 0.3)."
         ),
     ] = None,
+    ink_cut: Annotated[
+        float,
+        typer.Option(
+            help="Share (0-1) of synthetic lines whitened and cut to their ink before letterboxing, "
+            "as recognition prepares every crop."
+        ),
+    ] = 0.0,
     curriculum_lines: Annotated[
         int, typer.Option(help="Synthetic lines grow from short to full length over this many lines (0: off).")
     ] = 0,
@@ -121,6 +128,7 @@ def train_command(
         seed=seed,
         curriculum_lines=curriculum_lines,
         mix=mix,
+        ink_cut=ink_cut,
         ctc_weight=ctc_weight,
         ctc_frames=ctc_frames,
         ema_decay=ema_decay,

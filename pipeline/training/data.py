@@ -89,6 +89,7 @@ def batches(
     curriculum_lines: int = 0,
     trim: bool = False,
     mix: dict[str, float] | None = None,
+    ink_cut: float = 0.0,
 ) -> Iterator[dict[str, Any]]:
     """Endless training batches from synthetic lines (`data="synthetic"`) or a line folder.
 
@@ -113,7 +114,7 @@ def batches(
         shape = input_shape(processor, channels)
         dataset = SyntheticLineDataset(
             shape.height, shape.width, seed=seed, start_lines=start_lines, curriculum_lines=curriculum_lines,
-            batch_size=batch_size if trim else None, mix=mix,
+            batch_size=batch_size if trim else None, mix=mix, ink_cut=ink_cut,
         )
         if trim:
             kwargs["batch_size"] = None  # the dataset hands over whole batches

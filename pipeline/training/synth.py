@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.line_image import inked_width, letterbox, letterbox_width
+from pipeline.line_image import inked_width, letterbox, letterbox_width, normalize_ink
 from pipeline.training.corpus import text_line
 from pipeline.training.degrade import degrade
 from pipeline.training.fonts import FontInfo, pick_font
@@ -109,9 +109,11 @@ class LineSynthesizer:
         seed: int = 0,
         mix: dict[str, float] | None = None,
         max_chars: int = 120,
+        ink_cut: float = 0.0,
     ) -> None:
         self.height, self.width, self.max_chars = height, width, max_chars
         self.mix = mix or DEFAULT_MIX
+        self.ink_cut = ink_cut
         self.rng = random.Random(seed)
         self.np_rng = np.random.default_rng(seed)
 
@@ -161,6 +163,10 @@ class LineSynthesizer:
             return self.sample(max_chars)
         if len(text) > 3 and img.shape[1] < img.shape[0]:
             return self.sample(max_chars)  # the crop lost the text: a label without its letters
+        # Recognition whitens and cuts every crop to its ink before letterboxing; this share of
+        # lines is drawn so too (no random draw at 0, so older runs' streams stay as they were).
+        if self.ink_cut > 0 and rng.random() < self.ink_cut:
+            img = normalize_ink(img)
         line = letterbox(img, self.height, self.width)
         content = line[:, : letterbox_width(img.shape, self.height, self.width)]
         if _contrast(content) < 50:
@@ -217,9 +223,11 @@ class SyntheticLineDataset(IterableDataset):  # type: ignore[type-arg]
         start_lines: int = 0,
         curriculum_lines: int = 0,
         batch_size: int | None = None,
+        ink_cut: float = 0.0,
     ) -> None:
         super().__init__()
         self.height, self.width, self.seed, self.mix, self.limit = height, width, seed, mix, limit
+        self.ink_cut = ink_cut
         self.start_lines, self.curriculum_lines = start_lines, curriculum_lines
         self.batch_size = batch_size
 
@@ -227,7 +235,8 @@ class SyntheticLineDataset(IterableDataset):  # type: ignore[type-arg]
         info = get_worker_info()
         worker = info.id if info is not None else 0
         synth = LineSynthesizer(
-            self.height, self.width, seed=self.seed * 1009 + worker, mix=self.mix
+            self.height, self.width, seed=self.seed * 1009 + worker, mix=self.mix,
+            ink_cut=self.ink_cut,
         )
         workers = info.num_workers if info is not None else 1
 

@@ -71,6 +71,7 @@ class TrainConfig:
     val_every: int = 500
     curriculum_lines: int = 0  # synthetic text grows from short to full length over this many lines
     mix: str | None = None  # shares of synthetic kinds, "handwritten=0.6,printed=0.25,receipt=0.15"
+    ink_cut: float = 0.0  # share of synthetic lines whitened and cut to their ink as recognition cuts crops
     log_every: int = 50  # a plain log line (the tqdm bar is throttled when not on a terminal)
     val_lines: int = 200
     val_dir: str | None = None
@@ -372,6 +373,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.decoding not in DECODING_CHOICES:
         raise ValueError(f"decoding must be one of {', '.join(DECODING_CHOICES)}, not {cfg.decoding!r}")
     mix = parse_mix(cfg.mix)
+    if not 0.0 <= cfg.ink_cut <= 1.0:
+        raise ValueError(f"ink cut is a share of lines, from 0 to 1, not {cfg.ink_cut}")
     torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -451,6 +454,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         curriculum_lines=cfg.curriculum_lines,
         trim=cuts_padding(model),
         mix=mix,
+        ink_cut=cfg.ink_cut,
     )
     while step < cfg.steps:
         batch = next(data)
@@ -550,6 +554,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         ("ctc-weight", float),
         ("ema-decay", float),
         ("ctc-frames", int),
+        ("ink-cut", float),
     ):
         p.add_argument(
             f"--{name}", type=typ, default=getattr(TrainConfig, name.replace("-", "_"), None)

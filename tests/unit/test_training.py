@@ -754,3 +754,27 @@ def test_mix_sets_the_share_of_each_kind_of_synthetic_line() -> None:
                         ("printed=-1", "cannot be negative"), ("printed=0", "above 0")):
         with pytest.raises(ValueError, match=reason):
             parse_mix(bad)
+
+
+def test_ink_cut_draws_synthetic_lines_cut_to_their_ink_as_recognition_cuts_crops() -> None:
+    import cv2
+
+    from pipeline.training.synth import LineSynthesizer
+    from pipeline.training.train import TrainConfig, train
+
+    def ink_fills_the_height(line: np.ndarray) -> bool:
+        _, ink = cv2.threshold(line, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+        per_row = ink.sum(axis=1)
+        rows = np.flatnonzero(per_row >= max(1, 0.02 * per_row.max()))
+        return rows[-1] - rows[0] + 1 >= 0.85 * line.shape[0]
+
+    def share_filled(ink_cut: float) -> float:
+        synth = LineSynthesizer(32, 512, seed=4, ink_cut=ink_cut)
+        lines = [synth.sample(40).image for _ in range(40)]
+        return sum(ink_fills_the_height(line) for line in lines) / len(lines)
+
+    # Drawn as they come, loose crops and margins leave many lines' ink short of the input's height.
+    assert share_filled(0.0) < 0.6
+    assert share_filled(1.0) == 1.0
+    with pytest.raises(ValueError, match="share of lines"):
+        train(TrainConfig(out_dir="unused", ink_cut=1.5))
