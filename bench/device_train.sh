@@ -38,7 +38,7 @@ WORKERS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
 # with GPU batches: 8x the lines per step, a cosine stretched to 61,000 steps.
 status=0
 timeout -s TERM -k 120 "${MINUTES}m" "$PY" -m pipeline.training.train \
-  --out "$MODEL_DIR" --model new --data synthetic \
+  --out "$MODEL_DIR" --model new --data synthetic --ink-cut 1.0 \
   --steps 61000 --batch-size 256 --lr 7e-4 --warmup 300 \
   --val-every 250 --log-every 25 --val-lines 200 --curriculum-lines 50000 --ctc-frames 2 \
   --decoding rescore --ema-decay 0.999 --save-every-s 180 --num-workers "$WORKERS" --threads 2 \
