@@ -20,6 +20,7 @@ from pipeline.line_image import (
     to_gray,
     trim_padding,
 )
+from pipeline.slant import deslant
 
 
 @dataclass(frozen=True)
@@ -71,17 +72,26 @@ def _per_channel(values: Any, channels: int) -> tuple[float, ...]:
 
 def fit_lines(crops: Sequence[Any], shape: InputShape) -> list[np.ndarray]:
     """Gray crops fitted into a line-shaped input: paper whitened and cut to the ink
-    (`normalize_ink`), then letterboxed. A line already the input's size (a synthetic training
-    line, drawn letterboxed) is taken as it is. Square-input checkpoints (TrOCR) get the crops as
+    (`normalize_ink`), sheared upright if the writing leans (`deslant`), then letterboxed. A line
+    already the input's size (a synthetic training line, drawn letterboxed) is taken as it is. Square-input checkpoints (TrOCR) get the crops as
     they come, as they were trained: their processor resizes (and stretches) them itself."""
     if not shape.line_shaped:
         return [to_gray(c) for c in crops]
     fitted = []
     for crop in map(to_gray, crops):
         if crop.shape != (shape.height, shape.width):
-            crop = letterbox(normalize_ink(crop), shape.height, shape.width)
+            crop = letterbox(prepare_crop(crop), shape.height, shape.width)
         fitted.append(crop)
     return fitted
+
+
+def prepare_crop(gray: np.ndarray) -> np.ndarray:
+    """A gray crop as a line-shaped model reads it before letterboxing: paper whitened, cut to the
+    ink, sheared upright and cut again (shearing widens it with white). Training draws its
+    synthetic lines through this too (`quire train --ink-cut`)."""
+    cut = normalize_ink(gray)
+    upright = deslant(cut)
+    return cut if upright is cut else normalize_ink(upright)
 
 
 def model_batches(

@@ -74,8 +74,8 @@ def train_command(
     ink_cut: Annotated[
         float,
         typer.Option(
-            help="Share (0-1) of synthetic lines whitened and cut to their ink before letterboxing, "
-            "as recognition prepares every crop."
+            help="Share (0-1) of synthetic lines prepared as recognition prepares every crop before "
+            "letterboxing: whitened, cut to their ink, sheared upright."
         ),
     ] = 0.0,
     curriculum_lines: Annotated[

@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.line_image import inked_width, letterbox, letterbox_width, normalize_ink
+from pipeline.line_image import inked_width, letterbox, letterbox_width
+from pipeline.model_input import prepare_crop
 from pipeline.training.corpus import text_line
 from pipeline.training.degrade import degrade
 from pipeline.training.fonts import FontInfo, pick_font
@@ -163,10 +164,11 @@ class LineSynthesizer:
             return self.sample(max_chars)
         if len(text) > 3 and img.shape[1] < img.shape[0]:
             return self.sample(max_chars)  # the crop lost the text: a label without its letters
-        # Recognition whitens and cuts every crop to its ink before letterboxing; this share of
-        # lines is drawn so too (no random draw at 0, so older runs' streams stay as they were).
+        # Recognition whitens every crop, cuts it to its ink and shears it upright before
+        # letterboxing; this share of lines is drawn so too (no random draw at 0, so older runs'
+        # streams stay as they were).
         if self.ink_cut > 0 and rng.random() < self.ink_cut:
-            img = normalize_ink(img)
+            img = prepare_crop(img)
         line = letterbox(img, self.height, self.width)
         content = line[:, : letterbox_width(img.shape, self.height, self.width)]
         if _contrast(content) < 50:

@@ -71,7 +71,7 @@ class TrainConfig:
     val_every: int = 500
     curriculum_lines: int = 0  # synthetic text grows from short to full length over this many lines
     mix: str | None = None  # shares of synthetic kinds, "handwritten=0.6,printed=0.25,receipt=0.15"
-    ink_cut: float = 0.0  # share of synthetic lines whitened and cut to their ink as recognition cuts crops
+    ink_cut: float = 0.0  # share of synthetic lines prepared (cut to their ink, upright) as recognition prepares crops
     log_every: int = 50  # a plain log line (the tqdm bar is throttled when not on a terminal)
     val_lines: int = 200
     val_dir: str | None = None
