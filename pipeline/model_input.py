@@ -22,6 +22,10 @@ from pipeline.line_image import (
 )
 from pipeline.slant import deslant
 
+# Bump when `prepare_crop` changes what the model sees (2: crops sheared upright, session 21), so
+# documents read before are read again rather than reused (`process.profile_key`).
+PREPARATION_VERSION = "2"
+
 
 @dataclass(frozen=True)
 class InputShape:

@@ -19,6 +19,7 @@ from pipeline.config import RETRY_BELOW, RenderOptions, Settings, resolve_model_
 from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.exporters import Exporter
+from pipeline.model_input import PREPARATION_VERSION
 from pipeline.render import render_pages
 from pipeline.segment import segment_page
 from pipeline.types import LineText
@@ -67,7 +68,7 @@ def profile_key(*, model: str, dpi: int, beam: int, decode: str = "auto",
     """A short hash of everything that changes the result; the same file under it is not redone."""
     spec = json.dumps(
         {"model": model_version(model), "dpi": dpi, "beam": beam, "seg": SEGMENTER_VERSION,
-         "decode": model_decoding(model, decode), "retry_below": retry_below},
+         "prep": PREPARATION_VERSION, "decode": model_decoding(model, decode), "retry_below": retry_below},
         sort_keys=True,
     )
     return hashlib.sha256(spec.encode()).hexdigest()[:12]

@@ -77,6 +77,16 @@ def test_retrained_weights_change_the_document_profile(tmp_path):
     assert auto != profile_key(model=str(model), dpi=300, beam=1, decode="ctc")
 
 
+def test_a_new_line_preparation_redoes_documents(tmp_path, monkeypatch) -> None:
+    """Crops prepared differently (sheared upright since session 21) read differently: documents
+    read before are redone, not reused."""
+    from pipeline import process
+
+    before = process.profile_key(model=str(tmp_path), dpi=300, beam=1)
+    monkeypatch.setattr(process, "PREPARATION_VERSION", "next")
+    assert process.profile_key(model=str(tmp_path), dpi=300, beam=1) != before
+
+
 def test_the_retry_setting_is_part_of_the_document_profile(tmp_path) -> None:
     from pipeline.process import profile_key
 
