@@ -77,8 +77,9 @@ def _per_channel(values: Any, channels: int) -> tuple[float, ...]:
 def fit_lines(crops: Sequence[Any], shape: InputShape) -> list[np.ndarray]:
     """Gray crops fitted into a line-shaped input: paper whitened and cut to the ink
     (`normalize_ink`), sheared upright if the writing leans (`deslant`), then letterboxed. A line
-    already the input's size (a synthetic training line, drawn letterboxed) is taken as it is. Square-input checkpoints (TrOCR) get the crops as
-    they come, as they were trained: their processor resizes (and stretches) them itself."""
+    already the input's size (a synthetic training line, drawn letterboxed) is taken as it is.
+    Square-input checkpoints (TrOCR) get the crops as they come, as they were trained: their
+    processor resizes (and stretches) them itself."""
     if not shape.line_shaped:
         return [to_gray(c) for c in crops]
     fitted = []
