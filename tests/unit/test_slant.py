@@ -32,7 +32,8 @@ def test_deslant_leaves_upright_print_alone_and_stands_leaning_lines_up():
         assert deslant(upright) is upright
     stood_up = deslant(leaning(line, 0.5))
     assert abs(estimate_slant(stood_up)) < MIN_SLANT
-    # Sheared back, the letters sit where the upright ones were: the same columns are inked.
+    # Sheared back and cut again, the line is about as wide as the upright one, not widened by
+    # the lean's white corners.
     cut_upright, cut_stood = prepare_crop(line), prepare_crop(stood_up)
     assert abs(cut_stood.shape[1] - cut_upright.shape[1]) <= 0.15 * cut_upright.shape[1]
 
