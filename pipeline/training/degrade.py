@@ -6,7 +6,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipeline import slant
+
 Rng = np.random.Generator
+
+# Share of hand lines drawn with taller ascenders and descenders (`long_loops`).
+LONG_LOOPS_SHARE = 0.5
 
 
 def _u8(a: np.ndarray) -> np.ndarray:
@@ -54,12 +59,9 @@ def rotate(img: np.ndarray, rng: Rng, max_deg: float = 1.5) -> np.ndarray:
 
 
 def shear(img: np.ndarray, rng: Rng, max_shear: float = 0.3) -> np.ndarray:
-    """Horizontal shear (slanted writing or italic-ish print), canvas widened to keep the ink."""
-    h, w = img.shape
-    s = rng.uniform(-max_shear, max_shear)
-    pad = int(abs(s) * h) + 1
-    m = np.array([[1, s, pad if s < 0 else 0], [0, 1, 0]], dtype=np.float32)
-    return cv2.warpAffine(img, m, (w + pad, h), flags=cv2.INTER_LINEAR, borderValue=255)
+    """Horizontal shear (slanted writing or italic-ish print), canvas widened to keep the ink:
+    the same shear recognition uses to set writing upright (`slant.shear`), by a random amount."""
+    return slant.shear(img, rng.uniform(-max_shear, max_shear))
 
 
 def perspective(img: np.ndarray, rng: Rng, amount: float = 0.06) -> np.ndarray:
@@ -241,6 +243,38 @@ def elastic(img: np.ndarray, rng: Rng) -> np.ndarray:
     )
 
 
+def core_rows(img: np.ndarray) -> tuple[int, int]:
+    """The rows of a line's core (its x-height band): the run around the inkiest row where each
+    row holds at least half that row's ink. Ascenders and descenders lie above and below it."""
+    per_row = np.convolve((img < 128).sum(axis=1).astype(np.float32), np.ones(3) / 3, mode="same")
+    peak = int(per_row.argmax())
+    dense = per_row >= 0.5 * per_row[peak]
+    top, bottom = peak, peak + 1
+    while top > 0 and dense[top - 1]:
+        top -= 1
+    while bottom < len(dense) and dense[bottom]:
+        bottom += 1
+    return top, bottom
+
+
+def long_loops(img: np.ndarray, rng: Rng) -> np.ndarray:
+    """Cursive written small between long loops: ascenders and descenders drawn taller.
+
+    Fonts keep their letters' core near half the line's height; in real cursive (IAM, Bentham)
+    it is a sixth to a third, so the model, reading every line 32 px high, sees it half as tall
+    as in fonts. Held-out synthetic hands with these zones 1.5x and 2x as tall read 1.5x and 2.7x
+    worse before the model had seen any (docs/BENCHMARKS.md, session 22)."""
+    h, w = img.shape
+    top, bottom = core_rows(img)
+    f = rng.uniform(1.3, 2.6)
+    parts = [img[top:bottom]]
+    if top:
+        parts.insert(0, cv2.resize(img[:top], (w, round(top * f)), interpolation=cv2.INTER_LINEAR))
+    if bottom < h:
+        parts.append(cv2.resize(img[bottom:], (w, round((h - bottom) * f)), interpolation=cv2.INTER_LINEAR))
+    return np.vstack(parts)
+
+
 def rescale(img: np.ndarray, rng: Rng) -> np.ndarray:
     """Scan resolution: down- then up-sample so strokes lose detail the way low-dpi scans do."""
     h, w = img.shape
@@ -252,6 +286,8 @@ def rescale(img: np.ndarray, rng: Rng) -> np.ndarray:
 def degrade(img: np.ndarray, rng: Rng, kind: str = "printed") -> np.ndarray:
     """A random chain of degradations suited to `kind` ('printed', 'receipt', 'handwritten')."""
     out = img
+    if kind == "handwritten" and rng.random() < LONG_LOOPS_SHARE:
+        out = long_loops(out, rng)
     if rng.random() < {"receipt": 0.35, "handwritten": 0.15}.get(kind, 0.1):
         out = condense(out, rng)
     if kind == "handwritten" and rng.random() < 0.6:

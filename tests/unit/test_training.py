@@ -105,6 +105,23 @@ def test_elastic_moves_strokes_a_little_and_keeps_the_ink() -> None:
     assert abs(int((out < 128).sum()) - int((img < 128).sum())) < 0.3 * (img < 128).sum()
 
 
+def test_long_loops_draws_ascenders_and_descenders_taller_and_keeps_the_core() -> None:
+    img = np.full((60, 300), 255, dtype=np.uint8)
+    img[25:35, 20:280] = 0  # the core: a band of x-height letters
+    img[10:25, 50:53] = 0  # an ascender (an l) 15 rows tall
+    img[35:45, 150:153] = 0  # a descender (a p) 10 rows tall
+    assert dg.core_rows(img) == (25, 35)
+    out = dg.long_loops(img, np.random.default_rng(0))
+    top, bottom = dg.core_rows(out)
+    assert bottom - top == 10 and (out[top:bottom] == img[25:35]).all()
+    ascender = int((out[:top, 51] < 128).sum())
+    descender = int((out[bottom:, 151] < 128).sum())
+    # Both grew by the same factor, within the 1.3-2.6 drawn; the core's share of the height fell.
+    factor = ascender / 15
+    assert 1.25 <= factor <= 2.65 and abs(descender / 10 - factor) < 0.15
+    assert out.shape[1] == 300 and out.shape[0] > 60
+
+
 @pytest.mark.parametrize(
     "fn",
     [
