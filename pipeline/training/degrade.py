@@ -263,15 +263,19 @@ def long_loops(img: np.ndarray, rng: Rng) -> np.ndarray:
     Fonts keep their letters' core near half the line's height; in real cursive (IAM, Bentham)
     it is a sixth to a third, so the model, reading every line 32 px high, sees it half as tall
     as in fonts. Held-out synthetic hands with these zones 1.5x and 2x as tall read 1.5x and 2.7x
-    worse before the model had seen any (docs/BENCHMARKS.md, session 22)."""
+    worse before the model had seen any (`bench/bench_long_loops.py`, docs/BENCHMARKS.md)."""
+    return taller_loops(img, rng.uniform(1.3, 2.6))
+
+
+def taller_loops(img: np.ndarray, factor: float) -> np.ndarray:
+    """The line with the rows above and below its core (`core_rows`) stretched `factor` times."""
     h, w = img.shape
     top, bottom = core_rows(img)
-    f = rng.uniform(1.3, 2.6)
     parts = [img[top:bottom]]
     if top:
-        parts.insert(0, cv2.resize(img[:top], (w, round(top * f)), interpolation=cv2.INTER_LINEAR))
+        parts.insert(0, cv2.resize(img[:top], (w, round(top * factor)), interpolation=cv2.INTER_LINEAR))
     if bottom < h:
-        parts.append(cv2.resize(img[bottom:], (w, round((h - bottom) * f)), interpolation=cv2.INTER_LINEAR))
+        parts.append(cv2.resize(img[bottom:], (w, round((h - bottom) * factor)), interpolation=cv2.INTER_LINEAR))
     return np.vstack(parts)
 
 
