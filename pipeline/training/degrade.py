@@ -262,7 +262,7 @@ def long_loops(img: np.ndarray, rng: Rng) -> np.ndarray:
 
     Fonts keep their letters' core near half the line's height; in real cursive (IAM, Bentham)
     it is a sixth to a third, so the model, reading every line 32 px high, sees it half as tall
-    as in fonts. Held-out synthetic hands with these zones 1.5x and 2x as tall read 1.5x and 2.7x
+    as in fonts. Held-out synthetic hands with these zones 1.5x and 2x as tall read 1.6x and 3x
     worse before the model had seen any (`bench/bench_long_loops.py`, docs/BENCHMARKS.md)."""
     return taller_loops(img, rng.uniform(1.3, 2.6))
 
