@@ -792,8 +792,9 @@ def test_ink_cut_draws_synthetic_lines_cut_to_their_ink_as_recognition_cuts_crop
         lines = [synth.sample(40).image for _ in range(40)]
         return sum(ink_fills_the_height(line) for line in lines) / len(lines)
 
-    # Drawn as they come, loose crops and margins leave many lines' ink short of the input's height.
-    assert share_filled(0.0) < 0.6
+    # Drawn as they come, loose crops and margins leave many lines' ink short of the input's height
+    # (at least a third; hands drawn with taller loops fill more of theirs).
+    assert share_filled(0.0) <= 2 / 3
     assert share_filled(1.0) >= 0.95
 
     def leans(ink_cut: float) -> list[float]:
