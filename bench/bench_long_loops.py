@@ -16,10 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.line_image import inked_width
+from bench.bench_trim import synthetic_samples
 from pipeline.training import degrade
 from pipeline.training.evaluate import cer
-from pipeline.training.synth import LineSynthesizer
 from pipeline.training.train import VAL_SEED
 
 # bench_trim and bench_weight_average draw VAL_SEED + 2, bench_retry + 3 (and + 5 for a second sample).
@@ -31,11 +30,10 @@ def font_hands(count: int, seed: int) -> tuple[list, list[str]]:
     share = degrade.LONG_LOOPS_SHARE
     degrade.LONG_LOOPS_SHARE = 0.0
     try:
-        synth = LineSynthesizer(32, 1024, seed=seed, mix={"handwritten": 1.0})
-        samples = [synth.sample() for _ in range(count)]
+        samples = synthetic_samples(count, 32, 1024, seed=seed, mix={"handwritten": 1.0})
     finally:
         degrade.LONG_LOOPS_SHARE = share
-    return [s.image[:, : max(1, inked_width(s.image))] for s in samples], [s.text for s in samples]
+    return [s.image for s in samples], [s.text for s in samples]
 
 
 def main() -> None:

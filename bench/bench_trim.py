@@ -25,9 +25,12 @@ FOLDED = {"receipts"}
 BENCH_SEED = VAL_SEED + 2  # neither training nor its validation draws these lines
 
 
-def synthetic_samples(count: int, height: int, width: int, seed: int = BENCH_SEED) -> list[LineSample]:
-    """Held-out synthetic lines, each cut past its ink (as a segmenter would hand it over)."""
-    synth = LineSynthesizer(height, width, seed=seed)
+def synthetic_samples(
+    count: int, height: int, width: int, seed: int = BENCH_SEED, mix: dict[str, float] | None = None
+) -> list[LineSample]:
+    """Held-out synthetic lines (of the kinds in `mix`, default the training mix), each cut past
+    its ink (as a segmenter would hand it over)."""
+    synth = LineSynthesizer(height, width, seed=seed, mix=mix)
     samples = [synth.sample() for _ in range(count)]
     return [replace(s, image=s.image[:, : max(1, inked_width(s.image))]) for s in samples]
 
