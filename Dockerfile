@@ -13,6 +13,8 @@ COPY workers workers
 COPY migrations migrations
 COPY models models
 RUN pip install --no-cache-dir -e ".[postgres]"
+# Compile the CTC beam search (numba) into the image, so no worker pays it at its first batch.
+RUN python -c "import torch; from pipeline.ctc_beam import ctc_readings; ctc_readings(torch.zeros(1, 2, 3), 0)"
 ENV QUIRE_HOME=/data PYTHONUNBUFFERED=1
 # The API's port and the workers' Prometheus port (`quire worker --metrics-port 9100`).
 EXPOSE 8000 9100

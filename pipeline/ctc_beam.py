@@ -2,128 +2,213 @@
 
 Best-path decoding keeps one reading per line; rescoring with the decoder needs a few rivals
 ("RM" against "RN"), and their CTC scores summed over every alignment, not just the best one.
+
+The search is compiled with numba: in pure Python it was a third of the time of reading a
+handwritten line (many frames in doubt, each grown and ranked prefix by prefix); compiled, it
+costs a few milliseconds per batch (docs/BENCHMARKS.md, session 23). numba caches the machine
+code beside this file, so only the first run on a machine pays the compile (a few seconds).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
+
+import numpy as np
+from numba import njit
 
 if TYPE_CHECKING:
     import torch
 
 # Characters under this log-probability in a frame cannot lift a prefix into the beam, so they
-# are left out of the frames the search reads (a CTC head's frames are nearly all blank: a line
-# of 256 frames keeps a few hundred of its 51,200 scores). A reading that needs such a character
-# scores about 7 nats under one without it, past the 3 nats within which the rescore weighs rivals
-# at all; 1e-3 rather than 1e-4 left every best reading the same on 894 real and synthetic lines
-# and made the search 1.45x faster (docs/BENCHMARKS.md).
+# are left out of the frames the search reads (a CTC head's frames are nearly all blank). A
+# reading that needs such a character scores about 7 nats under one without it, past the 3 nats
+# within which the rescore weighs rivals at all; 1e-3 rather than 1e-4 left every best reading the
+# same on 894 real and synthetic lines and made the search 1.45x faster (docs/BENCHMARKS.md).
 PRUNE = math.log(1e-3)
 # Frames where blank is this sure carry every prefix over unchanged (a blank can only close a
-# prefix); most frames of a line are such gaps, and skipping their inner loop is most of the speed.
+# prefix): most frames of a line are such gaps, and no prefix is grown or ranked in them.
 SURE_BLANK = math.log(0.999)
 
-# One frame: blank's log-probability and each plausible character's.
-Frame = tuple[float, Mapping[int, float]]
+# A reading: token ids, and the log-probability of the text summed over its alignments.
+Reading = tuple[tuple[int, ...], float]
 
 
-def sparse_frames(log_probs: torch.Tensor, blank: int, skip: Iterable[int] = ()) -> list[list[Frame]]:
-    """Per line of a (B, T, V) tensor, its frames with characters above PRUNE only.
+def ctc_readings(
+    log_probs: torch.Tensor, blank: int, skip: Iterable[int] = (), *, beam: int = 8
+) -> list[list[Reading]]:
+    """Per line of a (B, T, V) tensor of log-probabilities, up to `beam` readings, best first.
 
-    Runs of frames where no character reaches PRUNE are merged into one frame (their blank
-    log-probabilities summed): the search can only close prefixes there. Tokens in `skip`
-    (special tokens other than blank) are dropped.
+    Tokens in `skip` (special tokens other than blank) are never emitted.
     """
+    log_probs = log_probs.detach().cpu()
     plausible = log_probs >= PRUNE
     plausible[..., blank] = False
     for token in skip:
         plausible[..., token] = False
+    n_lines, n_frames = log_probs.shape[:2]
+    # Each (line, frame)'s plausible characters, packed: frame f of line l owns
+    # tokens[starts[l * T + f] : starts[l * T + f + 1]] (nonzero walks lines, frames, tokens in order).
     lines, frames, tokens = plausible.nonzero(as_tuple=True)
-    chars: list[list[dict[int, float]]] = [[{} for _ in range(log_probs.shape[1])] for _ in range(log_probs.shape[0])]
-    for line, frame, token, lp in zip(
-        lines.tolist(), frames.tolist(), tokens.tolist(), log_probs[plausible].tolist()
-    ):
-        chars[line][frame][token] = lp
-    out: list[list[Frame]] = []
-    for blanks, line_chars in zip(log_probs[..., blank].tolist(), chars):
-        merged: list[Frame] = []
-        for p_blank, frame_chars in zip(blanks, line_chars):
-            if not frame_chars and merged and not merged[-1][1]:
-                merged[-1] = (merged[-1][0] + p_blank, frame_chars)
-            else:
-                merged.append((p_blank, frame_chars))
-        out.append(merged)
-    return out
+    starts = np.zeros(n_lines * n_frames + 1, dtype=np.int64)
+    np.cumsum(plausible.sum(-1).ravel().numpy(), out=starts[1:])
+    found_tokens, lengths, scores, found = _search_lines(
+        log_probs[..., blank].double().numpy(), starts, tokens.numpy(),
+        log_probs[lines, frames, tokens].double().numpy(), beam,
+    )
+    return [
+        [(tuple(found_tokens[line, k, : lengths[line, k]].tolist()), float(scores[line, k]))
+         for k in range(found[line])]
+        for line in range(n_lines)
+    ]
 
 
-def prefix_beam_search(
-    frames: Sequence[Frame], *, beam: int = 8
-) -> list[tuple[tuple[int, ...], float]]:
-    """Decode one line's frames (from `sparse_frames`).
+@njit(cache=True)
+def _search_lines(blank_lp, starts, tokens, char_lp, beam):
+    """Every line's search; readings come back padded: (lines, beam, frames) token ids, their
+    lengths and log-probabilities, and how many readings each line has."""
+    n_lines, n_frames = blank_lp.shape
+    found_tokens = np.zeros((n_lines, beam, max(n_frames, 1)), dtype=np.int64)
+    lengths = np.zeros((n_lines, beam), dtype=np.int64)
+    scores = np.full((n_lines, beam), -np.inf)
+    found = np.zeros(n_lines, dtype=np.int64)
+    for line in range(n_lines):
+        first = line * n_frames
+        found[line] = _search_line(
+            blank_lp[line], starts[first : first + n_frames + 1], tokens, char_lp, beam,
+            found_tokens[line], lengths[line], scores[line],
+        )
+    return found_tokens, lengths, scores, found
 
-    Returns up to `beam` (token ids, log-probability) pairs, best first.
 
-    Prefixes are nodes of a trie (an int each, found from parent and character), not tuples that
-    would be copied and hashed whole at every character. Probabilities are added, not
-    log-probabilities: after each frame they are divided by the best prefix's (its log kept in
-    `scale`), so they cannot underflow. Together 1.25x faster than tuples in log space, with the
-    same readings (694 lines, docs/BENCHMARKS.md).
+@njit(cache=True)
+def _search_line(blank_lp, starts, tokens, char_lp, beam, out_tokens, out_lengths, out_scores):
+    """One line's prefix beam search; writes its readings into the out_* rows, returns how many.
+
+    Prefixes are nodes of a trie (parent node and last token per node). Each prefix in the beam
+    keeps two probabilities, ending in blank (`pb`) and ending in its last character (`pnb`).
+    Probabilities are added, not log-probabilities: after each frame they are divided by the best
+    prefix's (its log kept in `scale`), so they cannot underflow over thousands of frames.
     """
-    parent, token_of = [-1], [-1]  # the trie: node 0 is the empty prefix
-    child: dict[tuple[int, int], int] = {}
-    # Each prefix keeps two probabilities: ending in blank, and ending in its last character.
-    beams: dict[int, list[float]] = {0: [1.0, 0.0]}
+    n_frames = blank_lp.shape[0]
+    parent = np.empty(1 + n_frames * beam, dtype=np.int64)  # each frame adds at most `beam` nodes
+    token_of = np.empty(1 + n_frames * beam, dtype=np.int64)
+    # A node's children, as a list threaded through the nodes: one node per prefix, however often
+    # the prefix leaves the beam and comes back, so equal prefixes are always merged.
+    first_child = np.full(1 + n_frames * beam, -1, dtype=np.int64)
+    next_sibling = np.full(1 + n_frames * beam, -1, dtype=np.int64)
+    parent[0] = -1  # node 0: the empty prefix
+    token_of[0] = -1
+    n_nodes = 1
+    node = np.zeros(beam, dtype=np.int64)
+    pb = np.zeros(beam)
+    pnb = np.zeros(beam)
+    pb[0] = 1.0
+    n_beams = 1
+    widest = 0
+    for t in range(n_frames):
+        widest = max(widest, starts[t + 1] - starts[t])
+    # Candidates of one frame: every prefix held over, then each grown by each character.
+    cand_node = np.empty(beam * (1 + widest), dtype=np.int64)
+    cand_parent = np.empty_like(cand_node)
+    cand_token = np.empty_like(cand_node)
+    cand_b = np.empty(beam * (1 + widest))
+    cand_nb = np.empty_like(cand_b)
     scale = 0.0
-    for lp_blank, lp_chars in frames:
-        p_blank = math.exp(lp_blank)
-        chars = {token: math.exp(lp) for token, lp in lp_chars.items()}
-        if lp_blank >= SURE_BLANK or not chars:
+    for t in range(n_frames):
+        lo, hi = starts[t], starts[t + 1]
+        p_blank = math.exp(blank_lp[t])
+        if blank_lp[t] >= SURE_BLANK or hi == lo:
             # A blank can only close a prefix; its last character may be held over, no other added.
-            beams = {
-                node: [(b + nb) * p_blank, nb * chars.get(token_of[node], 0.0)]
-                for node, (b, nb) in beams.items()
-            }
+            for i in range(n_beams):
+                held = pnb[i] * _char_prob(token_of[node[i]], tokens, char_lp, lo, hi)
+                pb[i] = (pb[i] + pnb[i]) * p_blank
+                pnb[i] = held
         else:
-            grown: dict[int, list[float]] = {}
-            for node, (b, nb) in beams.items():
-                total = b + nb
-                last = token_of[node]
-                slot = grown.get(node)
-                if slot is None:
-                    slot = grown[node] = [0.0, 0.0]
-                slot[0] += total * p_blank
-                if last in chars:
-                    slot[1] += nb * chars[last]  # the last character held over another frame
-                for token, p in chars.items():
-                    longer = child.get((node, token))
-                    if longer is None:
-                        longer = child[node, token] = len(parent)
-                        parent.append(node)
-                        token_of.append(token)
-                    slot = grown.get(longer)
-                    if slot is None:
-                        slot = grown[longer] = [0.0, 0.0]
-                    # A repeated character needs a blank between the two, so only `b` can extend.
-                    slot[1] += (b if token == last else total) * p
-            ranked = sorted(grown.items(), key=lambda item: item[1][0] + item[1][1], reverse=True)
-            beams = dict(ranked[:beam])
-        best = max(b + nb for b, nb in beams.values())
+            n = 0
+            for i in range(n_beams):
+                cand_node[n] = node[i]
+                cand_b[n] = (pb[i] + pnb[i]) * p_blank
+                cand_nb[n] = pnb[i] * _char_prob(token_of[node[i]], tokens, char_lp, lo, hi)
+                n += 1
+            for i in range(n_beams):
+                last = token_of[node[i]]
+                total = pb[i] + pnb[i]
+                for c in range(lo, hi):
+                    token = tokens[c]
+                    # A repeated character needs a blank between the two, so only `pb` can extend.
+                    grown = (pb[i] if token == last else total) * math.exp(char_lp[c])
+                    # The longer prefix may be in the beam already ("ab" beside "a" + "b").
+                    longer = _child(node[i], token, first_child, next_sibling, token_of)
+                    held = -1
+                    if longer >= 0:
+                        for s in range(n_beams):
+                            if node[s] == longer:
+                                held = s
+                                break
+                    if held >= 0:
+                        cand_nb[held] += grown
+                    else:
+                        cand_node[n] = longer  # -1: a prefix not in the trie yet
+                        cand_parent[n] = node[i]
+                        cand_token[n] = token
+                        cand_b[n] = 0.0
+                        cand_nb[n] = grown
+                        n += 1
+            order = np.argsort(-(cand_b[:n] + cand_nb[:n]), kind="mergesort")
+            n_beams = min(beam, n)
+            for k in range(n_beams):
+                c = order[k]
+                if cand_node[c] < 0:
+                    parent[n_nodes] = cand_parent[c]
+                    token_of[n_nodes] = cand_token[c]
+                    next_sibling[n_nodes] = first_child[cand_parent[c]]
+                    first_child[cand_parent[c]] = n_nodes
+                    cand_node[c] = n_nodes
+                    n_nodes += 1
+                node[k] = cand_node[c]
+                pb[k] = cand_b[c]
+                pnb[k] = cand_nb[c]
+        best = 0.0
+        for i in range(n_beams):
+            best = max(best, pb[i] + pnb[i])
         if best > 0.0:  # 0: every prefix has become impossible, and stays so
             scale += math.log(best)
-            for slot in beams.values():
-                slot[0] /= best
-                slot[1] /= best
-    scored = [(_spell(node, parent, token_of), math.log(b + nb) + scale if b + nb > 0.0 else -math.inf)
-              for node, (b, nb) in beams.items()]
-    scored.sort(key=lambda item: item[1], reverse=True)
-    return scored
+            for i in range(n_beams):
+                pb[i] /= best
+                pnb[i] /= best
+    order = np.argsort(-(pb[:n_beams] + pnb[:n_beams]), kind="mergesort")
+    for k in range(n_beams):
+        i = order[k]
+        total = pb[i] + pnb[i]
+        out_scores[k] = math.log(total) + scale if total > 0.0 else -np.inf
+        length = 0
+        walk = node[i]
+        while walk > 0:
+            length += 1
+            walk = parent[walk]
+        out_lengths[k] = length
+        walk = node[i]
+        for position in range(length - 1, -1, -1):
+            out_tokens[k, position] = token_of[walk]
+            walk = parent[walk]
+    return n_beams
 
 
-def _spell(node: int, parent: list[int], token_of: list[int]) -> tuple[int, ...]:
-    """A trie node's token ids, first to last."""
-    tokens = []
-    while node > 0:
-        tokens.append(token_of[node])
-        node = parent[node]
-    return tuple(reversed(tokens))
+@njit(cache=True)
+def _char_prob(token, tokens, char_lp, lo, hi):
+    """The probability of `token` in the frame whose characters are tokens[lo:hi]; 0 if pruned."""
+    for c in range(lo, hi):
+        if tokens[c] == token:
+            return math.exp(char_lp[c])
+    return 0.0
+
+
+@njit(cache=True)
+def _child(node, token, first_child, next_sibling, token_of):
+    """The trie node of `node`'s prefix grown by `token`; -1 if there is none yet."""
+    child = first_child[node]
+    while child >= 0 and token_of[child] != token:
+        child = next_sibling[child]
+    return child

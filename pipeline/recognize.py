@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.config import DECODINGS, RETRY_BELOW, resolve_model_path
-from pipeline.ctc_beam import prefix_beam_search, sparse_frames
+from pipeline.ctc_beam import ctc_readings
 from pipeline.decoder_scores import decoder_log_likelihoods
 from pipeline.errors import ModelLoadError
 from pipeline.line_image import stretch_width
@@ -232,12 +232,11 @@ class Recognizer:
         specials = frozenset(self.processor.tokenizer.all_special_ids) - {blank}
         with torch.inference_mode():
             hidden = encoder(pixel_values=pixels).last_hidden_state
-            lines = sparse_frames(encoder.ctc_log_probs(hidden).cpu(), blank, specials)
-        proposed = []
-        for states, frames in zip(hidden, lines):
-            readings = prefix_beam_search(frames, beam=RESCORE_CANDIDATES)
-            proposed.append((states, [r for r in readings if r[1] >= readings[0][1] - RESCORE_MARGIN]))
-        return proposed
+            lines = ctc_readings(encoder.ctc_log_probs(hidden), blank, specials, beam=RESCORE_CANDIDATES)
+        return [
+            (states, [r for r in readings if r[1] >= readings[0][1] - RESCORE_MARGIN])
+            for states, readings in zip(hidden, lines)
+        ]
 
     def _pick(self, proposed) -> list[LineText]:
         """'rescore', second half: the decoder, which has learnt how text goes on ("RM" after

@@ -7,16 +7,14 @@ import math
 
 import torch
 
-from pipeline.ctc_beam import PRUNE, prefix_beam_search, sparse_frames
+from pipeline.ctc_beam import PRUNE, SURE_BLANK, ctc_readings
 
 BLANK = 0
 
 
 def _search(log_probs, **kwargs):
     """Beam search over one line's (T, V) log-probabilities."""
-    skip = kwargs.pop("skip", ())
-    frames = sparse_frames(torch.as_tensor(log_probs).unsqueeze(0), BLANK, skip)[0]
-    return prefix_beam_search(frames, **kwargs)
+    return ctc_readings(torch.as_tensor(log_probs).unsqueeze(0), BLANK, **kwargs)[0]
 
 
 def _ctc_log_prob(log_probs: torch.Tensor, label: tuple[int, ...]) -> float:
@@ -62,7 +60,7 @@ def test_skipped_tokens_are_never_emitted():
     assert all(2 not in label for label, _ in readings)
 
 
-def test_long_blank_gaps_are_merged_without_changing_the_reading_or_its_score():
+def test_long_blank_gaps_leave_the_reading_and_its_score_exact():
     torch.manual_seed(1)
     frames, vocab = 120, 6
     logits = torch.randn(frames, vocab)
@@ -70,15 +68,28 @@ def test_long_blank_gaps_are_merged_without_changing_the_reading_or_its_score():
     for t, token in ((20, 3), (21, 3), (60, 5), (61, 0), (90, 3)):
         logits[t, token] += 25.0
     log_probs = logits.log_softmax(-1).double()
-    merged = sparse_frames(log_probs.unsqueeze(0), BLANK)[0]
-    assert len(merged) < 20  # the gaps collapse to a handful of frames
     (label, score), *_ = _search(log_probs, beam=8)
     assert label == (3, 5, 3)
     assert math.isclose(score, _ctc_log_prob(log_probs, label), abs_tol=1e-3)
 
 
+def test_lines_of_a_batch_are_searched_apart():
+    torch.manual_seed(2)
+    log_probs = torch.randn(3, 40, 5).mul(2).log_softmax(-1).double()
+    together = ctc_readings(log_probs, BLANK, beam=8)
+    assert together == [_search(line, beam=8) for line in log_probs]
+    assert len({readings[0][0] for readings in together}) == 3  # three different lines read
+
+
+def _sparse(log_probs):
+    """Per frame: blank's log-probability and each character's above PRUNE (what the search reads)."""
+    return [(float(row[BLANK]), {t: float(lp) for t, lp in enumerate(row) if t != BLANK and lp >= PRUNE})
+            for row in log_probs]
+
+
 def _log_space_search(frames, beam):
-    """The same prefix beam search done in log space (slow, but it cannot underflow): a reference."""
+    """The same prefix beam search done in pure Python in log space (slow, but it cannot
+    underflow): a reference. Like the search, it grows no prefix in a frame whose blank is sure."""
     def add(a, b):
         if a == -math.inf:
             return b
@@ -93,7 +104,7 @@ def _log_space_search(frames, beam):
             nb_same = nb + chars[last] if last in chars else -math.inf
             old_b, old_nb = grown.get(prefix, (-math.inf, -math.inf))
             grown[prefix] = (add(old_b, total + p_blank), add(old_nb, nb_same))
-            for token, lp in chars.items():
+            for token, lp in (chars.items() if p_blank < SURE_BLANK else ()):
                 longer = prefix + (token,)
                 old_b, old_nb = grown.get(longer, (-math.inf, -math.inf))
                 grown[longer] = (old_b, add(old_nb, (b if token == last else total) + lp))
@@ -106,10 +117,26 @@ def test_a_long_line_scores_as_in_log_space_far_below_what_a_float_can_hold():
     # smallest value (about e^-745), which the search must carry by rescaling, not lose to underflow.
     torch.manual_seed(1)
     log_probs = (torch.rand(6000, 3, dtype=torch.double) + 0.05).log().log_softmax(-1)
-    frames = sparse_frames(log_probs.unsqueeze(0), BLANK)[0]
-    found = prefix_beam_search(frames, beam=8)
-    reference = _log_space_search(frames, beam=8)
+    found = _search(log_probs, beam=8)
+    reference = _log_space_search(_sparse(log_probs), beam=8)
     assert found[0][1] < -745
     assert [label for label, _ in found] == [label for label, _ in reference]
     for (_, score), (_, expected) in zip(found, reference):
         assert math.isclose(score, expected, rel_tol=1e-9)
+
+
+def test_prefixes_that_leave_the_beam_and_come_back_are_still_merged():
+    # A narrow beam over uncertain frames: prefixes drop out and are grown again later, where a
+    # search that forgot them would hold the same text twice with its probability split.
+    torch.manual_seed(3)
+    for _ in range(40):
+        frames, vocab = int(torch.randint(20, 90, ())), int(torch.randint(3, 7, ()))
+        logits = torch.randn(frames, vocab) * 2.5
+        logits[:, BLANK] += float(torch.rand(())) * 4
+        log_probs = logits.log_softmax(-1).double()
+        found = _search(log_probs, beam=4)
+        reference = _log_space_search(_sparse(log_probs), beam=4)
+        assert len({label for label, _ in found}) == len(found)
+        assert [label for label, _ in found] == [label for label, _ in reference]
+        for (_, score), (_, expected) in zip(found, reference):
+            assert math.isclose(score, expected, rel_tol=1e-9)
