@@ -35,6 +35,16 @@ SURE_BLANK = math.log(0.999)
 Reading = tuple[tuple[int, ...], float]
 
 
+def _compiled(function):
+    """numba-compiled, the machine code kept on disk where numba finds a writable place (beside
+    this file, else the user's cache folder); where it finds none (a read-only install run by a
+    user without a home), compiled afresh in each process rather than failing to import."""
+    try:
+        return njit(cache=True)(function)
+    except RuntimeError:
+        return njit(function)
+
+
 def ctc_readings(
     log_probs: torch.Tensor, blank: int, skip: Iterable[int] = (), *, beam: int = 8
 ) -> list[list[Reading]]:
@@ -64,7 +74,7 @@ def ctc_readings(
     ]
 
 
-@njit(cache=True)
+@_compiled
 def _search_lines(blank_lp, starts, tokens, char_lp, beam):
     """Every line's search; readings come back padded: (lines, beam, frames) token ids, their
     lengths and log-probabilities, and how many readings each line has."""
@@ -82,7 +92,7 @@ def _search_lines(blank_lp, starts, tokens, char_lp, beam):
     return found_tokens, lengths, scores, found
 
 
-@njit(cache=True)
+@_compiled
 def _search_line(blank_lp, starts, tokens, char_lp, beam, out_tokens, out_lengths, out_scores):
     """One line's prefix beam search; writes its readings into the out_* rows, returns how many.
 
@@ -196,7 +206,7 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, out_tokens, out_length
     return n_beams
 
 
-@njit(cache=True)
+@_compiled
 def _char_prob(token, tokens, char_lp, lo, hi):
     """The probability of `token` in the frame whose characters are tokens[lo:hi]; 0 if pruned."""
     for c in range(lo, hi):
@@ -205,7 +215,7 @@ def _char_prob(token, tokens, char_lp, lo, hi):
     return 0.0
 
 
-@njit(cache=True)
+@_compiled
 def _child(node, token, first_child, next_sibling, token_of):
     """The trie node of `node`'s prefix grown by `token`; -1 if there is none yet."""
     child = first_child[node]

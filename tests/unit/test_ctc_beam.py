@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import subprocess
+import sys
 
 import torch
 
@@ -140,3 +143,17 @@ def test_prefixes_that_leave_the_beam_and_come_back_are_still_merged():
         assert [label for label, _ in found] == [label for label, _ in reference]
         for (_, score), (_, expected) in zip(found, reference):
             assert math.isclose(score, expected, rel_tol=1e-9)
+
+
+def test_the_search_runs_where_numba_has_nowhere_to_keep_its_machine_code():
+    # As in a read-only install run by a user without a home: numba finds no cache folder (here
+    # told to look only inside zip files), so the search compiles in the process instead of failing.
+    code = ("import torch; from pipeline.ctc_beam import ctc_readings, _search_lines; "
+            "print(type(_search_lines._cache).__name__); "
+            "print(ctc_readings(torch.tensor([[[-0.01, -5.0, -9.0], [-5.0, -0.01, -9.0]]]), 0, beam=2))")
+    env = {**os.environ, "NUMBA_CACHE_LOCATOR_CLASSES": "ZipCacheLocator"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    cache, readings = out.stdout.splitlines()
+    assert cache == "NullCache"  # nothing cached: the fallback was taken
+    expected = _search(torch.tensor([[-0.01, -5.0, -9.0], [-5.0, -0.01, -9.0]]), beam=2)
+    assert readings == str([expected])
