@@ -5,8 +5,8 @@ Best-path decoding keeps one reading per line; rescoring with the decoder needs 
 
 The search is compiled with numba: in pure Python it was a third of the time of reading a
 handwritten line (many frames in doubt, each grown and ranked prefix by prefix); compiled, it
-costs a few milliseconds per batch (docs/BENCHMARKS.md, session 23). numba caches the machine
-code beside this file, so only the first run on a machine pays the compile (a few seconds).
+costs a few milliseconds per batch (docs/BENCHMARKS.md, session 23). Only the first run on a
+machine pays the compile (about 5 s): see `_compiled`.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ def ctc_readings(
     starts = np.zeros(n_lines * n_frames + 1, dtype=np.int64)
     np.cumsum(plausible.sum(-1).ravel().numpy(), out=starts[1:])
     found_tokens, lengths, scores, found = _search_lines(
-        log_probs[..., blank].double().numpy(), starts, tokens.numpy(),
+        np.ascontiguousarray(log_probs[..., blank].double().numpy()), starts, tokens.numpy(),
         log_probs[lines, frames, tokens].double().numpy(), beam,
     )
     return [
