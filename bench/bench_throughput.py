@@ -1,7 +1,7 @@
 """Recognition throughput by device, precision, batch size and decoding, on held-out synthetic lines.
 
-Usage: python bench/bench_throughput.py [--device cuda] [--lines 4096] [--batch-sizes 32,128,256]
-       [--decode rescore,ctc,attention] [--precision auto,fp32] [--model quire-line-v1] [--repeat 2]
+Usage: python bench/bench_throughput.py [--device auto] [--lines 2048] [--batch-sizes 32,128]
+       [--decode rescore,ctc] [--precision auto] [--model quire-line-v1] [--repeat 2]
 
 Made for a GPU host (how fast the default `rescore` reads there, bf16 against fp32, and which
 batch size fills the card); on a CPU it prints the same table. Each row reads the lines once to
