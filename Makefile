@@ -12,7 +12,17 @@ TRAIN_PACKAGES := wamerican fortunes hershey-fonts-data fonts-dejavu fonts-liber
   fonts-noto-core fonts-urw-base35 fonts-texgyre fonts-crosextra-carlito fonts-crosextra-caladea \
   fonts-linuxlibertine fonts-dkg-handwriting fonts-bwht fonts-breip fonts-femkeklaver \
   fonts-dancingscript fonts-humor-sans fonts-ecolier-court fonts-klee fonts-kristi fonts-rufscript \
-  fonts-sjfonts fonts-kaushanscript fonts-comic-neue fonts-yusei-magic
+  fonts-sjfonts fonts-kaushanscript fonts-comic-neue fonts-yusei-magic fonts-havana fonts-lobster \
+  fonts-leckerli-one
+# Hands from texlive-fonts-extra (510 MB, 1.4 GB installed): train-deps downloads the package and
+# copies only these into HAND_FONT_DIR, where fontconfig finds them.
+TEXLIVE_FONTS := /usr/share/texlive/texmf-dist/fonts
+TEXLIVE_HANDS := opentype/public/miama/miama.otf opentype/public/qualitype/QTHandwriting.otf \
+  opentype/public/qualitype/QTMerryScript.otf opentype/public/qualitype/QTBrushStroke.otf \
+  type1/public/frcursive/frcr10.pfb type1/public/frcursive/frcsl10.pfb \
+  type1/public/frcursive/frcbx10.pfb type1/public/calligra-type1/callig15.pfb \
+  type1/public/brushscr/BrushScriptX-Italic.pfa type1/public/augie/augie___.pfb
+HAND_FONT_DIR := /usr/local/share/fonts/quire-texlive
 # torch first, pinned to the CPU wheel: an unpinned torch would pull gigabytes of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
 
@@ -47,6 +57,14 @@ test: install
 
 train-deps:
 	@$(MAKE) --no-print-directory system-deps PACKAGES="$(TRAIN_PACKAGES)"
+	@if [ ! -f $(HAND_FONT_DIR)/augie___.pfb ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  tmp=$$(mktemp -d) && chmod 755 $$tmp && echo "copying hands from texlive-fonts-extra" && \
+	  (cd $$tmp && apt-get download -qq texlive-fonts-extra 2>/dev/null && dpkg-deb -x texlive-fonts-extra_*.deb x) && \
+	  $$SUDO install -d $(HAND_FONT_DIR) && \
+	  for f in $(TEXLIVE_HANDS); do $$SUDO install -m 644 $$tmp/x$(TEXLIVE_FONTS)/$$f $(HAND_FONT_DIR)/ || exit 1; done; \
+	  rm -rf $$tmp; $$SUDO fc-cache -f $(HAND_FONT_DIR); \
+	fi
 
 lint: install
 	$(PY) -m pip install -q ruff

@@ -34,6 +34,23 @@ HANDWRITING_FAMILIES = (
     "kaushan",
     "comic neue",
     "yusei magic",
+    # Added in session 24: Debian's fonts-havana, -lobster, -leckerli-one (casual and brush
+    # scripts) and, from texlive-fonts-extra (`make train-deps` copies just these), pointed-pen
+    # and school cursives nearer the old hands in archives: Miama, Calligra, frcursive, Brush
+    # Script, Augie and three QualiType hands.
+    "havana",
+    "lobster",
+    "leckerli",
+    "miama",
+    "callig",
+    "frcr",
+    "frcsl",
+    "frcbx",
+    "brushscriptx",
+    "augie",
+    "qthandwriting",
+    "qtmerryscript",
+    "qtbrushstroke",
 )
 MONO_FAMILIES = ("mono", "cursor", "courier", "typewriter")
 SANS_FAMILIES = (
@@ -51,7 +68,7 @@ EXCLUDE = re.compile(
     r"d050000l|symbol|math|keyboard|initials|display|dingbat|emoji|noto (?!sans$|serif$|sans mono$)",
     re.IGNORECASE,
 )
-FONT_EXTENSIONS = (".ttf", ".otf", ".ttc")
+FONT_EXTENSIONS = (".ttf", ".otf", ".ttc", ".pfb", ".pfa")  # Type 1: TeX's cursives
 
 
 @dataclass(frozen=True)
@@ -79,8 +96,9 @@ class FontInfo:
 @lru_cache(maxsize=512)
 def _caps_only(path: str) -> bool:
     font = _load(path, 40)
-    low, up = font.getbbox("acemnorsuvwxz"), font.getbbox("ACEMNORSUVWXZ")
-    # x-height letters are ~0.7 of the cap height in normal fonts, ~1.0 in all-caps fonts.
+    # x-height letters are ~0.7 of the cap height in normal fonts, ~1.0 in all-caps fonts. No
+    # 'z': cursives (Miama, frcursive, Rufscript) give it a descender and read as all-caps.
+    low, up = font.getbbox("acemnorsuvwx"), font.getbbox("ACEMNORSUVWX")
     return (low[3] - low[1]) >= 0.9 * max(1, up[3] - up[1])
 
 

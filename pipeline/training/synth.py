@@ -78,7 +78,8 @@ def render_text(
         ImageDraw.Draw(canvas).text((margin - left, margin - top), text, font=pil_font, fill=0)
         return np.asarray(canvas)
     ascent, descent = pil_font.getmetrics()
-    advance = [pil_font.getlength(c) + spacing * size for c in text]
+    gap = pil_font.getlength(" ") if 32 in font.charset else 0.3 * size
+    advance = [(gap if c == " " else pil_font.getlength(c)) + spacing * size for c in text]
     w = int(sum(advance) + 2 * margin + size)
     h = ascent + descent + 2 * margin
     canvas = Image.new("L", (w, h), 255)
@@ -86,7 +87,8 @@ def render_text(
     x = float(margin)
     for c, adv in zip(text, advance):
         dy = rng.gauss(0, jitter * size)
-        draw.text((x, margin + dy), c, font=pil_font, fill=0)
+        if c != " ":  # nothing to draw, and a font without a space glyph would draw a box
+            draw.text((x, margin + dy), c, font=pil_font, fill=0)
         x += adv * (1 + rng.gauss(0, jitter))
     return np.asarray(canvas)
 
@@ -186,7 +188,9 @@ class _OutlinePen:
         """The label for what this font draws: capitals in all-caps fonts, no missing glyphs."""
         if self.font.caps_only:
             text = text.upper()
-        return "".join(c for c in text if ord(c) in self.font.charset).strip()
+        # Spaces stay even where the font has no space glyph (TeX's Type 1 cursives):
+        # render_text leaves the gap itself.
+        return "".join(c for c in text if c == " " or ord(c) in self.font.charset).strip()
 
     def __call__(self, text: str) -> np.ndarray:
         return render_text(
