@@ -809,3 +809,35 @@ def test_ink_cut_draws_synthetic_lines_cut_to_their_ink_as_recognition_cuts_crop
     assert sum(lean >= 0.15 for lean in after) <= 4 and max(after) < 0.25
     with pytest.raises(ValueError, match="share of lines"):
         train(TrainConfig(out_dir="unused", ink_cut=1.5))
+
+
+def test_a_hand_font_without_a_space_glyph_still_leaves_gaps_between_words() -> None:
+    from dataclasses import replace
+
+    from pipeline.training.fonts import discover_fonts
+    from pipeline.training.synth import _OutlinePen
+
+    font = next(f for f in discover_fonts() if f.covers("abc xyz") and not f.caps_only)
+    # TeX's Type 1 cursives (frcursive, Calligra) have no space glyph; the label keeps the space
+    # and the drawing keeps the gap, so the model learns words, not one run of letters.
+    spaceless = replace(font, charset=font.charset - {32})
+    pen = _OutlinePen(spaceless, 32, random.Random(0), jitter=0.02, spacing=0.0)
+    assert pen.fit("abc xyz") == "abc xyz"
+    img = pen("abc xyz")
+    ink_columns = np.flatnonzero((img < 128).any(axis=0))
+    widest_gap = int(np.diff(ink_columns).max())
+    assert widest_gap >= 0.25 * 32  # a word space; gaps between letters are a few pixels
+
+
+def test_cursives_whose_z_reaches_below_the_line_are_not_taken_for_all_caps_fonts() -> None:
+    from pipeline.training import fonts
+
+    # With 'z' in the sample, Miama, Rufscript and frcursive (whose z has a descender) measured
+    # as all-caps fonts and their lines were drawn in capitals. Needs `make train-deps`' fonts.
+    found = {f.family: f.caps_only for f in fonts.discover_fonts()}
+    cursives = {name: caps for name, caps in found.items() if name in ("Miama Nueva", "Rufscript", "frcr10")}
+    if not cursives:
+        pytest.skip("no cursive training fonts installed (make train-deps)")
+    assert not any(cursives.values()), cursives
+    if "Humor Sans" in found:  # a hand that really is all capitals stays so
+        assert found["Humor Sans"]
