@@ -19,6 +19,13 @@ def train_command(
     model: Annotated[
         str, typer.Option(help="'new' for Quire's line model, or a VisionEncoderDecoder name/path.")
     ] = "new",
+    size: Annotated[
+        str,
+        typer.Option(
+            help="With --model new: 'small' (the shipped model's sizes, fast on CPUs) or 'base' "
+            "(lines read 48 px tall, deeper encoder and decoder, 2.3x the parameters: for a GPU)."
+        ),
+    ] = "small",
     data: Annotated[
         str, typer.Option(help="'synthetic' or a folder of *.png + *.gt.txt pairs.")
     ] = "synthetic",
@@ -109,6 +116,7 @@ def train_command(
     config = TrainConfig(
         out_dir=str(out),
         model=model,
+        size=size,
         data=data,
         steps=steps,
         epochs=epochs,

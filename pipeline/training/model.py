@@ -80,6 +80,13 @@ class LineModelConfig:
     charset: str = field(default=CHARSET, repr=False)
 
     @classmethod
+    def preset(cls, size: str = "small", **overrides: Any) -> LineModelConfig:
+        """The sizes `quire train --model new --size` builds (see MODEL_SIZES)."""
+        if size not in MODEL_SIZES:
+            raise ValueError(f"--size: {size!r} is not one of {', '.join(MODEL_SIZES)}")
+        return cls(**{**MODEL_SIZES[size], **overrides})
+
+    @classmethod
     def tiny(cls, **overrides: Any) -> LineModelConfig:
         """A model small enough for unit tests (builds and runs in well under a second)."""
         sizes: dict[str, Any] = {
@@ -103,6 +110,28 @@ class LineModelConfig:
         d = asdict(self)
         d.pop("charset")
         return d
+
+
+# small: the shipped model's sizes, chosen to train and read fast on a few CPU cores.
+# base: for a GPU run: lines read 48 px tall (cursive's small letters get half again as many
+# pixels), twice the encoder layers, a wider stem and a deeper decoder: 2.3x the parameters
+# (12.8M, 26 MB saved in bf16), slower on a CPU (measured in docs/BENCHMARKS.md, "Model sizes").
+MODEL_SIZES: dict[str, dict[str, Any]] = {
+    "small": {},
+    "base": {
+        "height": 48,
+        "stem_channels": (32, 64, 128, 192, 320),
+        "stem_pools": ((2, 2), (2, 2), (2, 2), (2, 1), (3, 1)),
+        "enc_layers": 4,
+        "enc_dim": 320,
+        "enc_heads": 5,
+        "enc_ffn": 1280,
+        "dec_layers": 4,
+        "dec_dim": 320,
+        "dec_heads": 5,
+        "dec_ffn": 1280,
+    },
+}
 
 
 def build_processor(

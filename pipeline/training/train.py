@@ -84,6 +84,7 @@ class TrainConfig:
     precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with native bf16, else fp32
     resume: bool = True
     progress: bool = True
+    size: str = "small"  # the LineModelConfig preset --model new builds (MODEL_SIZES)
     model_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,7 +104,10 @@ def load_or_build(cfg: TrainConfig) -> tuple[Any, Any, dict[str, torch.Tensor] |
         source = str(out)
     elif cfg.model == "new":
         frames = {"ctc_frames": cfg.ctc_frames} if cfg.ctc_frames else {}
-        return (*build_line_model(LineModelConfig(**{**cfg.model_overrides, **frames})), None)
+        sizes = LineModelConfig.preset(cfg.size, **{**cfg.model_overrides, **frames})
+        return (*build_line_model(sizes), None)
+    elif cfg.size != "small":
+        raise ValueError(f"--size builds a new model; {cfg.model} keeps its own sizes (drop --size)")
     else:
         source = cfg.model
     model = VisionEncoderDecoderModel.from_pretrained(source).float()
@@ -533,10 +537,13 @@ def _stop_on_signals() -> threading.Event:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    from pipeline.training.model import MODEL_SIZES
+
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", required=True, dest="out_dir")
     p.add_argument("--model", default="new")
     p.add_argument("--data", default="synthetic")
+    p.add_argument("--size", default="small", choices=tuple(MODEL_SIZES))
     for name, typ in (
         ("steps", int),
         ("epochs", int),

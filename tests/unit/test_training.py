@@ -841,3 +841,36 @@ def test_cursives_whose_z_reaches_below_the_line_are_not_taken_for_all_caps_font
     assert not any(cursives.values()), cursives
     if "Humor Sans" in found:  # a hand that really is all capitals stays so
         assert found["Humor Sans"]
+
+
+def test_size_base_builds_a_taller_deeper_model_that_recognition_reads(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.recognize import Recognizer
+    from pipeline.training.train import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(
+        out_dir=str(run), size="base", steps=1, batch_size=2, val_every=5, val_lines=2,
+        num_workers=0, threads=1, progress=False, save_every_s=1e9, warmup=1, decoding="ctc",
+    ))
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["encoder"]["image_height"] == 48 and saved["encoder"]["num_hidden_layers"] == 4
+    assert saved["decoder"]["decoder_layers"] == 4
+    processor = json.loads((run / "processor_config.json").read_text())
+    assert processor["image_processor"]["size"]["height"] == 48
+    # One step of training reads nothing yet, but recognition must take the 48 px model as it is.
+    line = np.full((40, 300), 255, np.uint8)
+    cv2.putText(line, "base", (5, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 0, 2)
+    read = Recognizer(str(run), device="cpu").recognize([line])
+    assert len(read) == 1 and 0.0 <= read[0].confidence <= 1.0
+
+    wrong = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "x"), "--size", "huge"])
+    assert wrong.exit_code == 2 and "'huge' is not one of small, base" in wrong.output
+    fine_tune = CliRunner().invoke(
+        app, ["train", "--out", str(tmp_path / "y"), "--model", str(run), "--size", "base"]
+    )
+    assert fine_tune.exit_code == 2 and "keeps its own sizes" in fine_tune.output
