@@ -13,6 +13,11 @@
 # The next call sends the unpacked model with the working tree, so it resumes where this one
 # stopped, on a warm machine or a fresh one. Arguments after MINUTES go to pipeline.training.train
 # and override the defaults below. Also runs on a CPU for a dry run: PYTHON=.venv/bin/python.
+#
+# A new, larger model from scratch instead (`--size base`: 48 px lines, 12.8M parameters; see
+# bench/bench_model_sizes.py) in its own folder, so the shipped one is left alone:
+#   QUIRE_DEVICE_MODEL=models/quire-line-base bash bench/device_train.sh 8 --size base --steps 20000
+# device_unpack.sh puts it back under the same name in models/, where the next call resumes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES="${1:?usage: bench/device_train.sh MINUTES [train arguments]}"
