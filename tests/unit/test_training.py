@@ -803,7 +803,7 @@ def test_ink_cut_draws_synthetic_lines_cut_to_their_ink_as_recognition_cuts_crop
         return [abs(estimate_slant(line[:, : inked_width(line)])) for line in lines]
 
     # Hands lean; recognition shears them upright, and so are the lines drawn for it (measured
-    # again at 32 px, some lean of up to 0.25 is left: the estimate reads rounded strokes, and short lines, loosely).
+    # again at 32 px, a little lean is left: the estimate reads rounded strokes, and short lines, loosely).
     assert sum(lean >= 0.15 for lean in leans(0.0)) >= 10  # a third; many hand fonts stand upright
     after = leans(1.0)
     assert sum(lean >= 0.15 for lean in after) <= 4 and max(after) < 0.3  # short lines measure loosely
