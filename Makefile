@@ -57,13 +57,15 @@ test: install
 
 train-deps:
 	@$(MAKE) --no-print-directory system-deps PACKAGES="$(TRAIN_PACKAGES)"
-	@if [ ! -f $(HAND_FONT_DIR)/augie___.pfb ]; then \
+	@set -e; if [ ! -f $(HAND_FONT_DIR)/augie___.pfb ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
-	  tmp=$$(mktemp -d) && chmod 755 $$tmp && echo "copying hands from texlive-fonts-extra" && \
-	  (cd $$tmp && apt-get download -qq texlive-fonts-extra 2>/dev/null && dpkg-deb -x texlive-fonts-extra_*.deb x) && \
-	  $$SUDO install -d $(HAND_FONT_DIR) && \
-	  for f in $(TEXLIVE_HANDS); do $$SUDO install -m 644 $$tmp/x$(TEXLIVE_FONTS)/$$f $(HAND_FONT_DIR)/ || exit 1; done; \
-	  rm -rf $$tmp; $$SUDO fc-cache -f $(HAND_FONT_DIR); \
+	  echo "copying the hands of texlive-fonts-extra into $(HAND_FONT_DIR)"; \
+	  tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; chmod 755 $$tmp; \
+	  $$SUDO apt-get update -qq; \
+	  (cd $$tmp && apt-get download -qq texlive-fonts-extra 2>/dev/null && dpkg-deb -x texlive-fonts-extra_*.deb x); \
+	  $$SUDO install -d $(HAND_FONT_DIR); \
+	  for f in $(TEXLIVE_HANDS); do $$SUDO install -m 644 $$tmp/x$(TEXLIVE_FONTS)/$$f $(HAND_FONT_DIR)/; done; \
+	  $$SUDO fc-cache -f $(HAND_FONT_DIR); \
 	fi
 
 lint: install

@@ -143,17 +143,22 @@ class LineSynthesizer:
         kind = self._choice(list(self.mix.items()))
         text = text_line(rng, kind, max_chars or self.max_chars)
         size = rng.randint(22, 48)
-        draw = self._pen(rng, kind, text, size)
-        text = " ".join(draw.fit(text).split()) or "a"
-        img = draw(text)
-        # Cut over-long lines at a word boundary so the model never sees them squeezed illegibly.
-        limit = MAX_SQUEEZE * self.width * img.shape[0] / self.height
-        if img.shape[1] > limit and len(text) > 1:
-            keep = max(1, int(len(text) * limit / img.shape[1] * 0.95))
-            text = (
-                text[:keep].rsplit(" ", 1)[0] if " " in text[:keep] else text[:keep]
-            ).strip() or text[0]
+        try:
+            draw = self._pen(rng, kind, text, size)
+            text = " ".join(draw.fit(text).split()) or "a"
             img = draw(text)
+            # Cut over-long lines at a word boundary so the model never sees them squeezed illegibly.
+            limit = MAX_SQUEEZE * self.width * img.shape[0] / self.height
+            if img.shape[1] > limit and len(text) > 1:
+                keep = max(1, int(len(text) * limit / img.shape[1] * 0.95))
+                text = (
+                    text[:keep].rsplit(" ", 1)[0] if " " in text[:keep] else text[:keep]
+                ).strip() or text[0]
+                img = draw(text)
+        except OSError:
+            # A font file that cannot be opened (removed or reinstalled while a run goes on): a
+            # run of hours draws with another font rather than stopping.
+            return self.sample(max_chars)
         if int((img < 128).sum()) < 4:
             return self.sample(max_chars)  # the font drew nothing visible for this text
         try:

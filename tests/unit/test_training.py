@@ -874,3 +874,23 @@ def test_size_base_builds_a_taller_deeper_model_that_recognition_reads(tmp_path:
         app, ["train", "--out", str(tmp_path / "y"), "--model", str(run), "--size", "base"]
     )
     assert fine_tune.exit_code == 2 and "keeps its own sizes" in fine_tune.output
+
+
+def test_a_font_file_that_cannot_be_opened_costs_a_line_not_the_run(monkeypatch, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from pipeline.training import synth
+
+    real_pick = synth.pick_font
+    gone: list[str] = []
+
+    def pick_removed_first(rng, kind, text=""):
+        font = real_pick(rng, kind, text)
+        if len(gone) < 3:  # the first three picks point at a file removed since the run started
+            gone.append(font.path)
+            return replace(font, path=str(tmp_path / "removed.ttf"))
+        return font
+
+    monkeypatch.setattr(synth, "pick_font", pick_removed_first)
+    sample = synth.LineSynthesizer(32, 512, seed=1, mix={"printed": 1.0}).sample()
+    assert len(gone) == 3 and sample.text and sample.image.shape == (32, 512)
