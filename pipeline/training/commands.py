@@ -23,7 +23,8 @@ def train_command(
         str,
         typer.Option(
             help="With --model new: 'small' (the shipped model's sizes, fast on CPUs) or 'base' "
-            "(lines read 48 px tall, deeper encoder and decoder, 2.3x the parameters: for a GPU)."
+            "(lines read 48 px tall, deeper encoder and decoder, 2.3x the parameters: for a GPU). "
+            "A resume keeps the checkpoint's sizes."
         ),
     ] = "small",
     data: Annotated[

@@ -71,7 +71,7 @@ def render_text(
     """Draw `text` black on white with margins; per-char jitter/spacing imitate hands and receipt printers."""
     pil_font = font.load(size)
     margin = size // 2
-    if jitter == 0.0 and spacing == 0.0:
+    if jitter == 0.0 and spacing == 0.0 and 32 in font.charset:  # else letter by letter, gaps drawn
         left, top, right, bottom = pil_font.getbbox(text)
         w, h = right - left + 2 * margin, bottom - top + 2 * margin
         canvas = Image.new("L", (max(1, int(w)), max(1, int(h))), 255)

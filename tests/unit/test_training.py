@@ -827,6 +827,8 @@ def test_a_hand_font_without_a_space_glyph_still_leaves_gaps_between_words() -> 
     ink_columns = np.flatnonzero((img < 128).any(axis=0))
     widest_gap = int(np.diff(ink_columns).max())
     assert widest_gap >= 0.25 * 32  # a word space; gaps between letters are a few pixels
+    plain = _OutlinePen(spaceless, 32, random.Random(0), jitter=0.0, spacing=0.0)("abc xyz")
+    assert int(np.diff(np.flatnonzero((plain < 128).any(axis=0))).max()) >= 0.25 * 32
 
 
 def test_cursives_whose_z_reaches_below_the_line_are_not_taken_for_all_caps_fonts() -> None:
