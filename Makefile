@@ -23,6 +23,8 @@ TEXLIVE_HANDS := opentype/public/miama/miama.otf opentype/public/qualitype/QTHan
   type1/public/frcursive/frcbx10.pfb type1/public/calligra-type1/callig15.pfb \
   type1/public/brushscr/BrushScriptX-Italic.pfa type1/public/augie/augie___.pfb
 HAND_FONT_DIR := /usr/local/share/fonts/quire-texlive
+# apt-get and installing into /usr need root: sudo when not root.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # torch first, pinned to the CPU wheel: an unpinned torch would pull gigabytes of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
 
@@ -41,9 +43,8 @@ install: $(VENV)/.installed
 system-deps:
 	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  echo "installing:$$missing"; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
 demo: install
@@ -58,14 +59,13 @@ test: install
 train-deps:
 	@$(MAKE) --no-print-directory system-deps PACKAGES="$(TRAIN_PACKAGES)"
 	@set -e; if [ ! -f $(HAND_FONT_DIR)/augie___.pfb ]; then \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  echo "copying the hands of texlive-fonts-extra into $(HAND_FONT_DIR)"; \
 	  tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; chmod 755 $$tmp; \
-	  $$SUDO apt-get update -qq; \
+	  $(SUDO) apt-get update -qq; \
 	  (cd $$tmp && apt-get download -qq texlive-fonts-extra 2>/dev/null && dpkg-deb -x texlive-fonts-extra_*.deb x); \
-	  $$SUDO install -d $(HAND_FONT_DIR); \
-	  for f in $(TEXLIVE_HANDS); do $$SUDO install -m 644 $$tmp/x$(TEXLIVE_FONTS)/$$f $(HAND_FONT_DIR)/; done; \
-	  $$SUDO fc-cache -f $(HAND_FONT_DIR); \
+	  $(SUDO) install -d $(HAND_FONT_DIR); \
+	  for f in $(TEXLIVE_HANDS); do $(SUDO) install -m 644 $$tmp/x$(TEXLIVE_FONTS)/$$f $(HAND_FONT_DIR)/; done; \
+	  $(SUDO) fc-cache -f $(HAND_FONT_DIR); \
 	fi
 
 lint: install

@@ -61,13 +61,14 @@ def main() -> None:
     import torch
 
     from pipeline.precision import use_bf16
+    from pipeline.recognize import pick_device
 
     torch.set_num_threads(args.threads)
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
-    device = "cpu" if device == "auto" else device
+    device = pick_device(args.device)
     bf16 = use_bf16(args.precision, device)
     autocast = (
-        (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+        (lambda: torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16))
+        if bf16 else contextlib.nullcontext
     )
     crops, texts = dev_lines()
     n = min(args.batch_size, len(crops))
@@ -88,7 +89,7 @@ def measure(size: str, crops: list, texts: list[str], device: str, autocast, rep
     from pipeline.model_input import fit_lines, input_shape, pixel_values
     from pipeline.training.model import LineModelConfig, build_line_model, count_parameters
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     model, processor = build_line_model(LineModelConfig.preset(size))
     model.to(device)
     shape = input_shape(processor.image_processor, 1)
