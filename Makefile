@@ -41,7 +41,10 @@ install: $(VENV)/.installed
 
 # Installs the missing ones among PACKAGES with apt-get (sudo when not root).
 system-deps:
-	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@# dpkg -s also answers 0 for a package removed but not purged: ask for its status instead.
+	@missing=""; for p in $(PACKAGES); do \
+	  [ "$$(dpkg-query -W -f='$${Status}' $$p 2>/dev/null)" = "install ok installed" ] || missing="$$missing $$p"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
