@@ -20,10 +20,11 @@ import argparse
 import contextlib
 import itertools
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.timing import fastest
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"
 
@@ -35,18 +36,6 @@ def dev_lines() -> tuple[list, list[str]]:
     # Taken in turn from each kind, so a batch smaller than the 47 lines still holds hands.
     pairs = [pair for group in itertools.zip_longest(*kinds) for pair in group if pair]
     return [read_gray(image) for image, _ in pairs], [text for _, text in pairs]
-
-
-def fastest(fn, repeat: int, sync) -> float:
-    fn()
-    sync()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -102,8 +91,8 @@ def measure(size: str, crops: list, texts: list[str], device: str, autocast, rep
     model.eval()
     with torch.inference_mode(), autocast():
         encoded = model.encoder(pixel_values=pv)
-        encode_s = fastest(lambda: model.encoder(pixel_values=pv), repeat, sync)
-        decode_s = fastest(lambda: model(encoder_outputs=encoded, labels=labels), repeat, sync)
+        encode_s, _ = fastest(lambda: model.encoder(pixel_values=pv), repeat, sync)
+        decode_s, _ = fastest(lambda: model(encoder_outputs=encoded, labels=labels), repeat, sync)
 
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -115,7 +104,7 @@ def measure(size: str, crops: list, texts: list[str], device: str, autocast, rep
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    train_s = fastest(step, repeat, sync)
+    train_s, _ = fastest(step, repeat, sync)
     return count_parameters(model), shape.height, shape.width, encode_s, decode_s, train_s
 
 if __name__ == "__main__":

@@ -10,12 +10,16 @@ synthetic lines, printing CER and lines per second side by side.
 from __future__ import annotations
 
 import argparse
-import time
+import sys
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.timing import fastest
 from pipeline.line_image import inked_width
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 from pipeline.training.synth import LineSample, LineSynthesizer
@@ -67,11 +71,7 @@ def main() -> None:
             row = {}
             for trim in (True, False):
                 recognizer.trim = trim
-                best = float("inf")
-                for _ in range(args.repeat):
-                    started = time.perf_counter()
-                    results = recognizer.recognize(images)
-                    best = min(best, time.perf_counter() - started)
+                best, results = fastest(partial(recognizer.recognize, images), args.repeat, warm_up=False)
                 row[trim] = (cer(refs, [r.text for r in results], name in FOLDED), len(images) / best)
             print(f"{name:<12} {decode:<8} {len(images):>5} {row[True][0]:>8.2%} {row[False][0]:>9.2%}"
                   f" {row[True][1]:>8.1f} {row[False][1]:>9.1f} {row[True][1] / row[False][1]:>8.2f}")
