@@ -13,11 +13,9 @@ their ink as a segmenter hands them over.
 
 On the GPU machine (the `device` tool): rendering the lines needs the training fonts, and reading
 needs pydantic-settings, which its image lacks. Here, once: `.venv/bin/python
-bench/pack_training_assets.py` and `bash bench/device_wheels.sh`. Then `run` with carry
-[".train-assets", ".whl"] and the command
-  python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export
-  PYTHONPATH=/tmp/site QUIRE_TRAIN_ASSETS=.train-assets && python3 bench/bench_throughput.py
-  --device cuda --lines 4096 --batch-sizes 64,256 --decode rescore,ctc --precision auto,fp32
+bench/pack_training_assets.py` and `bash bench/device_wheels.sh`; there, `bash
+bench/device_checks.sh` runs this bench with the GPU tests and bench_stages.py (carry
+[".train-assets", ".whl"]).
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@
 # checkpoint; the model folder is then packed into $OUT as model.tar.partNN (15 MiB each, under
 # the tool's 16 MiB per file), with train.log beside it.
 #
-#   here, once:          .venv/bin/python bench/pack_training_assets.py    # fonts, words: 24 MB
+#   here, once:          .venv/bin/python bench/pack_training_assets.py    # fonts, words: 26 MB
 #   each device call:    bash bench/device_train.sh 8                   (carry: [".train-assets"])
+#   a session's first:   bash bench/device_checks.sh && bash bench/device_train.sh 5   (and ".whl")
 #   here, after each:    bash bench/device_unpack.sh FILES_AT           (the reply's files_at)
 #
 # The next call sends the unpacked model with the working tree, so it resumes where this one
@@ -36,8 +37,9 @@ mkdir -p "$OUT"
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'
 print(f'torch {torch.__version__} (GPU: {gpu}), transformers {transformers.__version__}, '
       f'tokenizers {tokenizers.__version__}, opencv {cv2.__version__}, pillow {PIL.__version__}')"
-# Each data worker renders ~435 lines/s on one core; the GPU step is far faster, so every core
-# but the trainer's goes to making lines.
+# The lines are the bottleneck: one data worker renders about 280 lines/s on a dev-2c core
+# (session 25's recipe), and 14 workers on the H100 machine gave 1,600-2,000 lines/s at batch 256
+# (session 25), far below what the GPU step takes. So every core but the trainer's makes lines.
 WORKERS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
 # The same run as bench/train_default_model.sh (the schedule and head shape must match to resume),
 # with GPU batches: 8x the lines per step, a cosine stretched to 61,000 steps.
