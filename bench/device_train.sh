@@ -37,9 +37,10 @@ mkdir -p "$OUT"
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'
 print(f'torch {torch.__version__} (GPU: {gpu}), transformers {transformers.__version__}, '
       f'tokenizers {tokenizers.__version__}, opencv {cv2.__version__}, pillow {PIL.__version__}')"
-# The lines are the bottleneck: one data worker renders about 280 lines/s on a dev-2c core
-# (session 25's recipe), and 14 workers on the H100 machine gave 1,600-2,000 lines/s at batch 256
-# (session 25), far below what the GPU step takes. So every core but the trainer's makes lines.
+# Making lines, not the GPU step, most likely sets the pace: one data worker renders about 280
+# lines/s on a dev-2c core (session 25's recipe), and 14 workers on the H100 machine gave
+# 1,600-2,000 lines/s at batch 256 (session 25; not yet confirmed by varying the workers). So
+# every core but the trainer's makes lines.
 WORKERS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
 # The same run as bench/train_default_model.sh (the schedule and head shape must match to resume),
 # with GPU batches: 8x the lines per step, a cosine stretched to 61,000 steps.
