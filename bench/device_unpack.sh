@@ -16,6 +16,13 @@ name="$(ls runs/unpack)"
 rm -rf "runs/previous-$name"
 [ -d "models/$name" ] && mv "models/$name" "runs/previous-$name"
 mv "runs/unpack/$name" "models/$name"
+# The GPU machine's transformers writes the configs with its own default fields; write them back as
+# this machine's does, so git shows only what training changed.
+"${PYTHON:-.venv/bin/python}" -c "
+import sys, pipeline.line_encoder
+from transformers import GenerationConfig, VisionEncoderDecoderConfig
+for kind in (VisionEncoderDecoderConfig, GenerationConfig):
+    kind.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[1])" "models/$name"
 [ -f "$FROM/train.log" ] && cat "$FROM/train.log" >> runs/device-train.log
 grep -h '"cer' "$FROM/train.log" 2>/dev/null | tail -n 3 || true
 echo "models/$name is now the model trained on the device (the one it replaced: runs/previous-$name)"
