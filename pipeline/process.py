@@ -150,10 +150,11 @@ def ingest_pages(
         store.put_bytes(image_key, encode_png(page.image), content_type="image/png")
         crop_keys: list[str | None] = [None] * len(seg.lines)
         if store_crops:
-            for i, (line, crop) in enumerate(zip(seg.lines, seg.crops)):
-                key = storage.line_key(doc.sha256, doc.profile, page.number, line.order)
-                store.put_bytes(key, encode_png(crop), content_type="image/png")
-                crop_keys[i] = key
+            keys = [storage.line_key(doc.sha256, doc.profile, page.number, line.order)
+                    for line in seg.lines]
+            storage.put_many(store, [(key, encode_png(crop)) for key, crop in zip(keys, seg.crops)],
+                             content_type="image/png")
+            crop_keys[:] = keys
         with session_scope(engine) as s:
             row = repo.save_page(
                 s, doc.id, number=page.number, image_key=image_key, width=page.width,

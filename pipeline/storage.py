@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +111,34 @@ class ObjectStore(Protocol):
     def delete(self, key: str) -> None: ...
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]: ...
     def url(self, key: str) -> str: ...
+
+
+# Line crops are many small objects, one request each: against a remote S3 each request's round
+# trip, not its few kilobytes, sets the pace, so a batch's crops go this many at a time
+# (bench/bench_fetch.py). S3Store keeps as many connections open.
+TRANSFER_THREADS = 16
+
+
+def get_many(store: ObjectStore, keys: Sequence[str], threads: int = TRANSFER_THREADS) -> list[bytes]:
+    """Each key's bytes, in the order given, `threads` requests at a time; the first failure
+    (in key order) is raised once all requests have ended."""
+    if threads <= 1 or len(keys) <= 1:
+        return [store.get_bytes(key) for key in keys]
+    with ThreadPoolExecutor(min(threads, len(keys))) as pool:
+        return list(pool.map(store.get_bytes, keys))
+
+
+def put_many(store: ObjectStore, items: Sequence[tuple[str, bytes]], content_type: str | None = None,
+             threads: int = TRANSFER_THREADS) -> None:
+    """Store each (key, bytes) pair, `threads` requests at a time; the first failure (in the
+    order given) is raised once all requests have ended."""
+    if threads <= 1 or len(items) <= 1:
+        for key, data in items:
+            store.put_bytes(key, data, content_type)
+        return
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        for _ in pool.map(lambda item: store.put_bytes(item[0], item[1], content_type), items):
+            pass
 
 
 _TMP_PREFIX = ".quire-tmp-"
@@ -256,6 +285,7 @@ class S3Store:
             s3={"addressing_style": "path"} if endpoint_url else {},
             connect_timeout=10,
             read_timeout=60,
+            max_pool_connections=TRANSFER_THREADS,  # one per thread of get_many and put_many
         )
         self.client = client or boto3.session.Session().client(
             "s3", endpoint_url=endpoint_url, config=config

@@ -137,7 +137,7 @@ def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
     started = time.perf_counter()
     with Timer("recognize"):
         if todo:
-            crops = [decode_gray(store.get_bytes(key)) for _, key, _ in todo]
+            crops = [decode_gray(data) for data in storage.get_many(store, [key for _, key, _ in todo])]
             texts = recognizer_for(model, beam, decode).recognize(crops)
             save_texts(engine, [lid for lid, _, _ in todo], texts, model)
     elapsed = time.perf_counter() - started

@@ -16,9 +16,11 @@ from pipeline.storage import (
     ObjectStore,
     S3Store,
     export_key,
+    get_many,
     line_key,
     open_store,
     page_key,
+    put_many,
     source_key,
 )
 
@@ -49,6 +51,25 @@ def test_put_get_exists_delete(store: ObjectStore) -> None:
     store.delete(key)
     assert not store.exists(key)
     store.delete(key)  # deleting twice is fine: tasks are retried
+
+
+def test_many_crops_put_and_got_in_order(store: ObjectStore) -> None:
+    keys = [line_key(SHA, "default", 1, i) for i in range(40)]
+    put_many(store, [(k, f"crop {i}".encode() * (i + 1)) for i, k in enumerate(keys)],
+             content_type="image/png", threads=8)
+    # Read back out of key order, many at a time: each answer lands at its own key's place.
+    wanted = keys[::-1] + keys[:3]
+    assert get_many(store, wanted, threads=8) == [store.get_bytes(k) for k in wanted]
+    assert get_many(store, keys[:1]) == [b"crop 0"]
+    assert get_many(store, []) == []
+
+
+def test_many_with_one_missing_key_fails_naming_it(store: ObjectStore) -> None:
+    keys = [line_key(SHA, "default", 2, i) for i in range(10)]
+    put_many(store, [(k, b"x") for k in keys], threads=4)
+    missing = line_key(SHA, "default", 2, 99)
+    with pytest.raises(ObjectNotFoundError, match="99"):
+        get_many(store, keys[:5] + [missing] + keys[5:], threads=4)
 
 
 def test_missing_key_raises_not_found(store: ObjectStore, tmp_path: Path) -> None:
