@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.timing import fastest
+from bench.timing import device_sync, fastest
 
 DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"
 
@@ -78,7 +78,7 @@ def measure(size: str, crops: list, texts: list[str], device: str, autocast, rep
     from pipeline.model_input import fit_lines, input_shape, pixel_values
     from pipeline.training.model import LineModelConfig, build_line_model, count_parameters
 
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync = device_sync(device)
     model, processor = build_line_model(LineModelConfig.preset(size))
     model.to(device)
     shape = input_shape(processor.image_processor, 1)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_throughput import THROUGHPUT_SEED
 from bench.bench_trim import synthetic_samples
-from bench.timing import fastest
+from bench.timing import device_sync, fastest
 from pipeline.model_input import fit_lines, model_batches
 
 
@@ -40,7 +40,7 @@ def main() -> None:
 
     crops = [s.image for s in synthetic_samples(args.lines, 32, 1024, seed=THROUGHPUT_SEED)]
     reader = Recognizer(args.model, device=args.device, decode="rescore", batch_size=args.batch_size)
-    sync = torch.cuda.synchronize if reader.device.startswith("cuda") else (lambda: None)
+    sync = device_sync(reader.device)
     shape = reader.input
     print(f"{args.lines} held-out synthetic lines, model {args.model}, {reader.device}, "
           f"{'bf16' if reader.bf16 else 'fp32'}, batch {args.batch_size}, best of {args.repeat}")

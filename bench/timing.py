@@ -24,3 +24,12 @@ def fastest(fn: Callable[[], T], repeat: int, sync: Callable[[], None] = lambda:
         sync()
         best = min(best, time.perf_counter() - started)
     return best, result
+
+
+def device_sync(device: str) -> Callable[[], None]:
+    """What `fastest` should call to wait for `device`: CUDA runs asynchronously, a CPU does not."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.synchronize
+    return lambda: None

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
@@ -117,28 +117,28 @@ class ObjectStore(Protocol):
 # trip, not its few kilobytes, sets the pace, so a batch's crops go this many at a time
 # (bench/bench_fetch.py). S3Store keeps as many connections open.
 TRANSFER_THREADS = 16
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _in_threads(call: Callable[[T], R], items: Sequence[T], threads: int) -> list[R]:
+    """`call` on each item, `threads` at a time, results in the order given; the first failure
+    (in that order) is raised once all calls have ended."""
+    if threads <= 1 or len(items) <= 1:
+        return [call(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(call, items))
 
 
 def get_many(store: ObjectStore, keys: Sequence[str], threads: int = TRANSFER_THREADS) -> list[bytes]:
-    """Each key's bytes, in the order given, `threads` requests at a time; the first failure
-    (in key order) is raised once all requests have ended."""
-    if threads <= 1 or len(keys) <= 1:
-        return [store.get_bytes(key) for key in keys]
-    with ThreadPoolExecutor(min(threads, len(keys))) as pool:
-        return list(pool.map(store.get_bytes, keys))
+    """Each key's bytes, in the order given, `threads` requests at a time."""
+    return _in_threads(store.get_bytes, keys, threads)
 
 
 def put_many(store: ObjectStore, items: Sequence[tuple[str, bytes]], content_type: str | None = None,
              threads: int = TRANSFER_THREADS) -> None:
-    """Store each (key, bytes) pair, `threads` requests at a time; the first failure (in the
-    order given) is raised once all requests have ended."""
-    if threads <= 1 or len(items) <= 1:
-        for key, data in items:
-            store.put_bytes(key, data, content_type)
-        return
-    with ThreadPoolExecutor(min(threads, len(items))) as pool:
-        for _ in pool.map(lambda item: store.put_bytes(item[0], item[1], content_type), items):
-            pass
+    """Store each (key, bytes) pair, `threads` requests at a time."""
+    _in_threads(lambda item: store.put_bytes(item[0], item[1], content_type), items, threads)
 
 
 _TMP_PREFIX = ".quire-tmp-"
