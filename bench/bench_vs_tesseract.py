@@ -2,7 +2,7 @@
 
 Usage: python bench/bench_vs_tesseract.py [--data ../shared/data/dev] [--model quire-line-v1]
        [--sets printed,receipts,handwritten] [--repeat 3] [--quantize] [--decode rescore,ctc]
-       [--retry-below 0.95,0] [--precision auto,fp32]
+       [--retry-below 0.95,0] [--precision auto,fp32] [--language-model on,off]
 Tesseract runs with --psm 7 (one line), two processes in parallel (one per core); Quire runs
 batched on the same cores. Prints CER (receipts folded: case- and space-insensitive), lines per
 second for both, the speed ratio, and the CER of the 90% most confident lines. Several
@@ -57,6 +57,8 @@ def main() -> None:
                              "comma-separated give a row each, e.g. 0.95,0")
     parser.add_argument("--precision", default="auto",
                         help=f"one of {', '.join(PRECISIONS)}, or several comma-separated (a row each)")
+    parser.add_argument("--language-model", default="on",
+                        help="on (the model's char_lm.npz, if it has one) or off; on,off gives a row each")
     args = parser.parse_args()
     decodings = args.decode.split(",")
     retries = [float(r) for r in args.retry_below.split(",")]
@@ -66,13 +68,17 @@ def main() -> None:
     if unknown := [p for p in precisions if p not in PRECISIONS]:
         parser.error(f"--precision: unknown {', '.join(unknown)}; choose from {', '.join(PRECISIONS)}")
 
+    language_models = args.language_model.split(",")
+    if unknown := [m for m in language_models if m not in ("on", "off")]:
+        parser.error(f"--language-model: unknown {', '.join(unknown)}; choose on or off")
+
     from pipeline.recognize import Recognizer
 
     recognizers = [Recognizer(args.model, device="cpu", batch_size=args.batch_size, quantize=args.quantize,
-                              decode=d, retry_below=r, precision=p)
-                   for d in decodings for r in retries for p in precisions]
+                              decode=d, retry_below=r, precision=p, language_model=m == "on")
+                   for d in decodings for r in retries for p in precisions for m in language_models]
     have_tesseract = shutil.which("tesseract") is not None
-    header = f"{'set':<12} {'decode':<9} {'retry':>5} {'prec':>4} {'lines':>5} {'quire CER':>10} {'top90 CER':>10} {'quire l/s':>10}"
+    header = f"{'set':<12} {'decode':<9} {'retry':>5} {'prec':>4} {'lm':>3} {'lines':>5} {'quire CER':>10} {'top90 CER':>10} {'quire l/s':>10}"
     header += f" {'tess CER':>9} {'tess l/s':>9} {'speed x':>8}" if have_tesseract else ""
     print(f"model {args.model}{' (int8)' if args.quantize else ''}; tesseract: {'yes' if have_tesseract else 'not installed'}")
     print(header)
@@ -98,7 +104,7 @@ def main() -> None:
             hyps = [r.text for r in read]
             ranked = sorted(range(len(pairs)), key=lambda i: -read[i].confidence)[: max(1, int(0.9 * len(pairs)))]
             top90 = cer([refs[i] for i in ranked], [hyps[i] for i in ranked], fold)
-            row = (f"{name:<12} {recognizer.decode:<9} {recognizer.retry_below:>5.2f} {'bf16' if recognizer.bf16 else 'fp32':>4} {len(pairs):>5} {cer(refs, hyps, fold):>10.2%} {top90:>10.2%}"
+            row = (f"{name:<12} {recognizer.decode:<9} {recognizer.retry_below:>5.2f} {'bf16' if recognizer.bf16 else 'fp32':>4} {'on' if recognizer.fusion else 'off':>3} {len(pairs):>5} {cer(refs, hyps, fold):>10.2%} {top90:>10.2%}"
                    f" {len(pairs) / best:>10.1f}")
             if have_tesseract:
                 row += f" {cer(refs, tess, fold):>9.2%} {len(pairs) / best_tess:>9.1f} {best_tess / best:>8.2f}"

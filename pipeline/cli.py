@@ -30,6 +30,11 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 PRECISION_OPTION_HELP = PRECISION_HELP + " Default: QUIRE_RECOGNIZE__PRECISION, else auto."
+LANGUAGE_MODEL_HELP = (
+    "Weigh in the model's character language model (char_lm.npz in its folder; the shipped model "
+    "has one) when reading with rescore: unclear writing comes out as the likelier text. "
+    "Default: QUIRE_RECOGNIZE__LANGUAGE_MODEL, else on."
+)
 
 
 def _check_precision(precision: str | None) -> None:
@@ -62,6 +67,7 @@ def run(
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-6x faster), attention or rescore.")] = None,
     precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,
+    language_model: Annotated[bool | None, typer.Option(help=LANGUAGE_MODEL_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """OCR documents in this process (no servers): text in the database, exports in the store and --out.
@@ -84,7 +90,8 @@ def run(
     try:
         exporters = parse_formats(fmt)
         settings = _settings(model=model, device=device, render__dpi=dpi, recognize__beam=beam,
-                             recognize__decode=decode, recognize__precision=precision)
+                             recognize__decode=decode, recognize__precision=precision,
+                             recognize__language_model=language_model)
         inputs = collect_inputs(paths)
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
@@ -132,6 +139,7 @@ def recognize(
              "(the decoder generates; --beam applies), ctc (the encoder's CTC head reads; Quire's "
              "own models; 2-6x faster) or rescore (the CTC head proposes a few "
              "readings, the decoder picks one: the most accurate).")] = "auto",
+    language_model: Annotated[bool | None, typer.Option(help=LANGUAGE_MODEL_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr (when it is a terminal).")] = True,
 ) -> None:
     """OCR ready-cut line images (no segmentation); one result per image, in the order given.
@@ -148,7 +156,8 @@ def recognize(
     from pipeline.training.evaluate import read_line_images
 
     _check_precision(precision)
-    settings = _settings(model=model, device=device, recognize__precision=precision)
+    settings = _settings(model=model, device=device, recognize__precision=precision,
+                         recognize__language_model=language_model)
     paths = collect_inputs(images, IMAGE_SUFFIXES)
     if not paths:
         _fail("no line images found in " + ", ".join(map(str, images)))
@@ -157,7 +166,8 @@ def recognize(
                                 decode=decode, batch_size=settings.recognize.batch_size,
                                 max_new_tokens=settings.recognize.max_new_tokens,
                                 retry_below=settings.recognize.retry_below,
-                                precision=settings.recognize.precision)
+                                precision=settings.recognize.precision,
+                                language_model=settings.recognize.language_model)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
     failed = 0
@@ -219,11 +229,12 @@ def worker(
 
 def _register_training_commands() -> None:
     try:
-        from pipeline.training.commands import eval_command, train_command
+        from pipeline.training.commands import build_lm_command, eval_command, train_command
     except ImportError:  # training extras missing in a slim API image: the rest still works
         return
     app.command("train")(train_command)
     app.command("eval")(eval_command)
+    app.command("build-lm")(build_lm_command)
 
 
 _register_training_commands()

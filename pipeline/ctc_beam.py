@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit
+
+from pipeline import char_lm
 
 if TYPE_CHECKING:
     import torch
@@ -31,8 +34,9 @@ PRUNE = math.log(1e-3)
 # prefix): most frames of a line are such gaps, and no prefix is grown or ranked in them.
 SURE_BLANK = math.log(0.999)
 
-# A reading: token ids, and the log-probability of the text summed over its alignments.
-Reading = tuple[tuple[int, ...], float]
+# A reading: token ids, the log-probability of the text summed over its alignments, and the
+# language model's log-probability of the text (0 when the search weighs in none).
+Reading = tuple[tuple[int, ...], float, float]
 
 
 def _compiled(function):
@@ -45,13 +49,33 @@ def _compiled(function):
         return njit(function)
 
 
-def ctc_readings(
-    log_probs: torch.Tensor, blank: int, skip: Iterable[int] = (), *, beam: int = 8
-) -> list[list[Reading]]:
-    """Per line of a (B, T, V) tensor of log-probabilities, up to `beam` readings, best first.
+@dataclass(frozen=True)
+class Fusion:
+    """A language model weighed into the search (shallow fusion): each character a prefix grows
+    by multiplies its probability by P_lm(character | the ones before)^weight * e^bonus. The
+    bonus offsets the language model's cost per character, which would else favour dropping them."""
 
-    Tokens in `skip` (special tokens other than blank) are never emitted.
+    lm: char_lm.CharLM
+    symbols: np.ndarray  # the LM symbol of each token id (CharLM.symbol_of_tokens)
+    weight: float
+    bonus: float
+
+
+def ctc_readings(
+    log_probs: torch.Tensor, blank: int, skip: Iterable[int] = (), *, beam: int = 8,
+    fusion: Fusion | None = None,
+) -> list[list[Reading]]:
+    """Per line of a (B, T, V) tensor of log-probabilities, up to `beam` readings, best first:
+    (token ids, CTC log-probability, language-model log-probability).
+
+    Tokens in `skip` (special tokens other than blank) are never emitted. With a `fusion` the
+    readings are ranked by CTC + weight * LM + bonus * characters; without, by CTC alone, and
+    their language-model log-probability is 0.
     """
+    return _search(log_probs, blank, skip, beam, fusion)
+
+
+def _search(log_probs, blank, skip, beam, fusion: Fusion | None) -> list[list[Reading]]:
     log_probs = log_probs.detach().cpu()
     plausible = log_probs >= PRUNE
     plausible[..., blank] = False
@@ -63,47 +87,79 @@ def ctc_readings(
     lines, frames, tokens = plausible.nonzero(as_tuple=True)
     starts = np.zeros(n_lines * n_frames + 1, dtype=np.int64)
     np.cumsum(plausible.sum(-1).ravel().numpy(), out=starts[1:])
-    found_tokens, lengths, scores, found = _search_lines(
+    if fusion is None:
+        lm = (np.zeros(log_probs.shape[-1], dtype=np.int64), np.zeros(0, dtype=np.int64),
+              np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32),
+              0.0, 1, 0.0, 0.0, False)
+    else:
+        model = fusion.lm
+        lm = (fusion.symbols, model.ngram_keys, model.ngram_logp, model.context_keys,
+              model.context_backoff, model.uniform_logp, model.order, fusion.weight, fusion.bonus, True)
+    found_tokens, lengths, scores, lm_scores, found = _search_lines(
         np.ascontiguousarray(log_probs[..., blank].double().numpy()), starts, tokens.numpy(),
-        log_probs[lines, frames, tokens].double().numpy(), beam,
+        log_probs[lines, frames, tokens].double().numpy(), beam, *lm,
     )
-    return [
-        [(tuple(found_tokens[line, k, : lengths[line, k]].tolist()), float(scores[line, k]))
-         for k in range(found[line])]
-        for line in range(n_lines)
-    ]
+    weight, bonus = (fusion.weight, fusion.bonus) if fusion else (0.0, 0.0)
+    readings = []
+    for line in range(n_lines):
+        readings.append([])
+        for k in range(found[line]):
+            n = int(lengths[line, k])
+            lm_lp = float(lm_scores[line, k])
+            # The search ranks by the fused score; the CTC part is what is left without the LM's.
+            ctc = float(scores[line, k]) - weight * lm_lp - bonus * n
+            readings[-1].append((tuple(found_tokens[line, k, :n].tolist()), ctc, lm_lp))
+    return readings
+
+
+_lm_lookup = _compiled(char_lm.lookup)
 
 
 @_compiled
-def _search_lines(blank_lp, starts, tokens, char_lp, beam):
+def _search_lines(blank_lp, starts, tokens, char_lp, beam, symbols, lm_keys, lm_logp, context_keys,
+                  context_backoff, uniform_logp, order, weight, bonus, use_lm):
     """Every line's search; readings come back padded: (lines, beam, frames) token ids, their
-    lengths and log-probabilities, and how many readings each line has."""
+    lengths, fused log-probabilities and language-model log-probabilities, and how many
+    readings each line has."""
     n_lines, n_frames = blank_lp.shape
     found_tokens = np.zeros((n_lines, beam, max(n_frames, 1)), dtype=np.int64)
     lengths = np.zeros((n_lines, beam), dtype=np.int64)
     scores = np.full((n_lines, beam), -np.inf)
+    lm_scores = np.zeros((n_lines, beam))
     found = np.zeros(n_lines, dtype=np.int64)
     for line in range(n_lines):
         first = line * n_frames
         found[line] = _search_line(
             blank_lp[line], starts[first : first + n_frames + 1], tokens, char_lp, beam,
-            found_tokens[line], lengths[line], scores[line],
+            symbols, lm_keys, lm_logp, context_keys, context_backoff, uniform_logp, order, weight,
+            bonus, use_lm, found_tokens[line], lengths[line], scores[line], lm_scores[line],
         )
-    return found_tokens, lengths, scores, found
+    return found_tokens, lengths, scores, lm_scores, found
 
 
 @_compiled
-def _search_line(blank_lp, starts, tokens, char_lp, beam, out_tokens, out_lengths, out_scores):
+def _search_line(blank_lp, starts, tokens, char_lp, beam, symbols, lm_keys, lm_logp, context_keys,
+                 context_backoff, uniform_logp, order, weight, bonus, use_lm, out_tokens,
+                 out_lengths, out_scores, out_lm):
     """One line's prefix beam search; writes its readings into the out_* rows, returns how many.
 
     Prefixes are nodes of a trie (parent node and last token per node). Each prefix in the beam
     keeps two probabilities, ending in blank (`pb`) and ending in its last character (`pnb`).
     Probabilities are added, not log-probabilities: after each frame they are divided by the best
     prefix's (its log kept in `scale`), so they cannot underflow over thousands of frames.
+    With `use_lm`, each node also keeps its language-model context (the last order - 1 symbols,
+    packed as char_lm.pack does, line start first) and its text's language-model log-probability.
     """
     n_frames = blank_lp.shape[0]
     parent = np.empty(1 + n_frames * beam, dtype=np.int64)  # each frame adds at most `beam` nodes
     token_of = np.empty(1 + n_frames * beam, dtype=np.int64)
+    context = np.empty(1 + n_frames * beam, dtype=np.int64)
+    context_len = np.empty(1 + n_frames * beam, dtype=np.int64)
+    node_lm = np.empty(1 + n_frames * beam)
+    keep = order - 1  # context symbols kept
+    context[0] = 256 if keep > 0 else 1  # the line start, or no context for a unigram model
+    context_len[0] = 1 if keep > 0 else 0
+    node_lm[0] = 0.0
     # A node's children, as a list threaded through the nodes: one node per prefix, however often
     # the prefix leaves the beam and comes back, so equal prefixes are always merged.
     first_child = np.full(1 + n_frames * beam, -1, dtype=np.int64)
@@ -125,6 +181,7 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, out_tokens, out_length
     cand_token = np.empty_like(cand_node)
     cand_b = np.empty(beam * (1 + widest))
     cand_nb = np.empty_like(cand_b)
+    cand_lm = np.empty_like(cand_b)  # a new prefix's last character's language-model log-prob
     scale = 0.0
     for t in range(n_frames):
         lo, hi = starts[t], starts[t + 1]
@@ -147,8 +204,13 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, out_tokens, out_length
                 total = pb[i] + pnb[i]
                 for c in range(lo, hi):
                     token = tokens[c]
+                    lm = 0.0
+                    if use_lm:
+                        lm = _lm_lookup(context[node[i]], context_len[node[i]], symbols[token],
+                                        lm_keys, lm_logp, context_keys, context_backoff, uniform_logp)
                     # A repeated character needs a blank between the two, so only `pb` can extend.
-                    grown = (pb[i] if token == last else total) * math.exp(char_lp[c])
+                    grown = (pb[i] if token == last else total) * math.exp(
+                        char_lp[c] + weight * lm + bonus)
                     # The longer prefix may be in the beam already ("ab" beside "a" + "b").
                     longer = _child(node[i], token, first_child, next_sibling, token_of)
                     held = -1
@@ -165,14 +227,28 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, out_tokens, out_length
                         cand_token[n] = token
                         cand_b[n] = 0.0
                         cand_nb[n] = grown
+                        cand_lm[n] = lm
                         n += 1
             order = np.argsort(-(cand_b[:n] + cand_nb[:n]), kind="mergesort")
             n_beams = min(beam, n)
             for k in range(n_beams):
                 c = order[k]
                 if cand_node[c] < 0:
-                    parent[n_nodes] = cand_parent[c]
+                    up = cand_parent[c]
+                    parent[n_nodes] = up
                     token_of[n_nodes] = cand_token[c]
+                    node_lm[n_nodes] = node_lm[up] + cand_lm[c]
+                    symbol = symbols[cand_token[c]]
+                    if keep == 0:
+                        context[n_nodes] = 1
+                        context_len[n_nodes] = 0
+                    elif context_len[up] < keep:
+                        context[n_nodes] = context[up] * 256 + symbol
+                        context_len[n_nodes] = context_len[up] + 1
+                    else:  # the oldest symbol drops out
+                        context[n_nodes] = (256 ** keep + (context[up] % 256 ** (keep - 1)) * 256
+                                            + symbol)
+                        context_len[n_nodes] = keep
                     next_sibling[n_nodes] = first_child[cand_parent[c]]
                     first_child[cand_parent[c]] = n_nodes
                     cand_node[c] = n_nodes
@@ -193,6 +269,7 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, out_tokens, out_length
         i = order[k]
         total = pb[i] + pnb[i]
         out_scores[k] = math.log(total) + scale if total > 0.0 else -np.inf
+        out_lm[k] = node_lm[node[i]]
         length = 0
         walk = node[i]
         while walk > 0:

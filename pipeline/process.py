@@ -52,6 +52,17 @@ def model_version(model: str) -> str:
     return f"{model}@{_weights_digest(weights, stat.st_size, stat.st_mtime_ns)}"
 
 
+def language_model_version(model: str) -> str:
+    """The digest of the model's character language model, or 'none' where it has none."""
+    from pipeline.char_lm import FILE_NAME
+
+    lm = Path(resolve_model_path(model)) / FILE_NAME
+    if not lm.is_file():
+        return "none"
+    stat = lm.stat()
+    return _weights_digest(lm, stat.st_size, stat.st_mtime_ns)
+
+
 def model_decoding(model: str, decode: str) -> str:
     """The decoding `decode` stands for: 'auto' reads what a model on disk records."""
     config = Path(resolve_model_path(model)) / "config.json"
@@ -64,11 +75,12 @@ def model_decoding(model: str, decode: str) -> str:
 
 
 def profile_key(*, model: str, dpi: int, beam: int, decode: str = "auto",
-                retry_below: float = RETRY_BELOW) -> str:
+                retry_below: float = RETRY_BELOW, language_model: bool = True) -> str:
     """A short hash of everything that changes the result; the same file under it is not redone."""
     spec = json.dumps(
         {"model": model_version(model), "dpi": dpi, "beam": beam, "seg": SEGMENTER_VERSION,
-         "prep": PREPARATION_VERSION, "decode": model_decoding(model, decode), "retry_below": retry_below},
+         "prep": PREPARATION_VERSION, "decode": model_decoding(model, decode), "retry_below": retry_below,
+         "lm": language_model_version(model) if language_model else "off"},
         sort_keys=True,
     )
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
@@ -76,9 +88,10 @@ def profile_key(*, model: str, dpi: int, beam: int, decode: str = "auto",
 
 @dataclass(frozen=True)
 class JobOptions:
-    """What a job asks for: these decide the document profile (model, dpi, beam, decoding, retry)
-    and exports. The decoding and retry are the deployment's (QUIRE_RECOGNIZE__DECODE or
-    `quire run --decode`, QUIRE_RECOGNIZE__RETRY_BELOW)."""
+    """What a job asks for: these decide the document profile (model, dpi, beam, decoding, retry,
+    language model) and exports. The decoding, retry and language model are the deployment's
+    (QUIRE_RECOGNIZE__DECODE or `quire run --decode`, QUIRE_RECOGNIZE__RETRY_BELOW,
+    QUIRE_RECOGNIZE__LANGUAGE_MODEL)."""
 
     model: str
     dpi: int
@@ -86,6 +99,7 @@ class JobOptions:
     formats: tuple[str, ...] = ("text", "json")
     decode: str = "auto"
     retry_below: float = RETRY_BELOW
+    language_model: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, *, model: str | None = None,
@@ -93,17 +107,18 @@ class JobOptions:
                       formats: Iterable[str] | None = None) -> JobOptions:
         return cls(model or settings.model, dpi or settings.render.dpi,
                    beam or settings.recognize.beam, tuple(formats or ("text", "json")),
-                   settings.recognize.decode, settings.recognize.retry_below)
+                   settings.recognize.decode, settings.recognize.retry_below,
+                   settings.recognize.language_model)
 
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "dpi": self.dpi, "beam": self.beam,
                 "formats": list(self.formats), "decode": self.decode,
-                "retry_below": self.retry_below}
+                "retry_below": self.retry_below, "language_model": self.language_model}
 
     @property
     def profile(self) -> str:
         return profile_key(model=self.model, dpi=self.dpi, beam=self.beam, decode=self.decode,
-                           retry_below=self.retry_below)
+                           retry_below=self.retry_below, language_model=self.language_model)
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@ import logging
 import math
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from pipeline import char_lm
 from pipeline.config import DECODINGS, RETRY_BELOW, resolve_model_path
-from pipeline.ctc_beam import ctc_readings
+from pipeline.ctc_beam import Fusion, Reading, ctc_readings
 from pipeline.decoder_scores import decoder_log_likelihoods
 from pipeline.errors import ModelLoadError
 from pipeline.line_image import stretch_width
@@ -43,6 +45,14 @@ RESCORE_GROUP_LINES = 256
 # one before it: the same CER as trying both on every doubtful line, for less time. Chosen on
 # held-out synthetic lines (docs/BENCHMARKS.md).
 RETRY_STRETCHES = (1.25, 1.5)
+# 'rescore' with the model's character language model (char_lm.FILE_NAME in its folder): how much
+# its log-probability counts in the search and the pick, and the bonus per character that offsets
+# its cost per character. Chosen on the dev lines with session 26's model (docs/BENCHMARKS.md).
+LM_WEIGHT = 0.3
+LM_CHAR_BONUS = 0.6
+# The language model reorders the CTC head's readings, so the right one may come from deeper in
+# its list: the search keeps more of them.
+LM_CANDIDATES = 16
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -70,6 +80,7 @@ class Recognizer:
         decode: str = "auto",
         retry_below: float = RETRY_BELOW,
         precision: str = "auto",
+        language_model: bool = True,
     ) -> None:
         import torch
         import transformers
@@ -120,6 +131,8 @@ class Recognizer:
             self.model.to(torch.bfloat16)  # a GPU keeps the weights in bf16 too: half the memory
 
         self.decode = _pick_decoding(decode, self.model)
+        self.fusion = _language_model(path, self.processor.tokenizer, self.model) if (
+            language_model and self.decode == "rescore") else None
         self.input = input_shape(self.processor, encoder_channels(self.model))
         self.trim = cuts_padding(self.model)
         # Square-input checkpoints (TrOCR) resize every crop themselves: stretching means nothing there.
@@ -222,33 +235,40 @@ class Recognizer:
             read = self.model.encoder.ctc_read(pixels, self.processor.tokenizer)
         return [LineText(text.strip(), confidence) for text, confidence in read]
 
-    def _propose(self, pixels) -> list[tuple[object, list[tuple[tuple[int, ...], float]]]]:
+    def _propose(self, pixels) -> list[tuple[object, list[Reading]]]:
         """'rescore', first half: per line, its encoder states and the CTC head's likeliest
-        readings (token ids, log-probability), those within RESCORE_MARGIN of the best."""
+        readings (token ids, CTC and language-model log-probability), those within
+        RESCORE_MARGIN of the best (the language model weighed in, if there is one)."""
         import torch
 
         encoder = self.model.encoder
         blank = encoder.config.ctc_blank_id
         specials = frozenset(self.processor.tokenizer.all_special_ids) - {blank}
+        fusion = self.fusion
         with torch.inference_mode():
             hidden = encoder(pixel_values=pixels).last_hidden_state
-            lines = ctc_readings(encoder.ctc_log_probs(hidden), blank, specials, beam=RESCORE_CANDIDATES)
+            lines = ctc_readings(encoder.ctc_log_probs(hidden), blank, specials, fusion=fusion,
+                                 beam=LM_CANDIDATES if fusion else RESCORE_CANDIDATES)
         return [
-            (states, [r for r in readings if r[1] >= readings[0][1] - RESCORE_MARGIN])
+            (states, [r for r in readings if _fused(r, fusion) >= _fused(readings[0], fusion) - RESCORE_MARGIN])
             for states, readings in zip(hidden, lines)
         ]
 
     def _pick(self, proposed) -> list[LineText]:
         """'rescore', second half: the decoder, which has learnt how text goes on ("RM" after
-        "TOTAL", not "RN"), weighs each line's readings, and the best of both scores is kept."""
+        "TOTAL", not "RN"), weighs each line's readings, and the best of all scores is kept.
+        The confidence leaves the language model out: it says how sure the model is of what it
+        saw, not how likely the text is."""
         owners = [i for i, (_, readings) in enumerate(proposed) for _ in readings]
-        texts = [ids for _, readings in proposed for ids, _ in readings]
+        texts = [reading[0] for _, readings in proposed for reading in readings]
         states = [line_states for line_states, _ in proposed]
         decoder_lp = iter(decoder_log_likelihoods(self.model, states, owners, texts, self.batch_size))
+        fusion = self.fusion
         results = []
         for _, line in proposed:
-            scored = [(ids, ctc_lp, next(decoder_lp)) for ids, ctc_lp in line]
-            ids, ctc_lp, dec_lp = max(scored, key=lambda r: r[1] + RESCORE_DECODER_WEIGHT * r[2])
+            scored = [(reading, next(decoder_lp)) for reading in line]
+            (ids, ctc_lp, _), dec_lp = max(
+                scored, key=lambda r: _fused(r[0], fusion) + RESCORE_DECODER_WEIGHT * r[1])
             # Per character (EOS counted), as in the attention path: both readers must be sure.
             steps = len(ids) + 1
             confidence = math.exp((ctc_lp + dec_lp) / (2 * steps))
@@ -299,6 +319,26 @@ class Recognizer:
             finite = [s for s in kept if math.isfinite(s)]
             confidences.append(float(math.exp(sum(finite) / len(finite))) if finite else 0.0)
         return confidences
+
+
+def _fused(reading: Reading, fusion: Fusion | None) -> float:
+    """A reading's CTC log-probability with the language model's weighed in, if there is one."""
+    ids, ctc_lp, lm_lp = reading
+    return ctc_lp + (fusion.weight * lm_lp + fusion.bonus * len(ids) if fusion else 0.0)
+
+
+def _language_model(path: str, tokenizer, model) -> Fusion | None:
+    """The character language model kept in the model's folder, if it has one and the model
+    reads characters (a CTC head, one character per token)."""
+    lm_path = Path(path) / char_lm.FILE_NAME
+    if not lm_path.is_file() or getattr(model.encoder, "ctc_head", None) is None:
+        return None
+    try:
+        lm = char_lm.load(lm_path)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from None
+    symbols = lm.symbol_of_tokens(tokenizer.get_vocab(), int(model.encoder.config.ctc_vocab_size))
+    return Fusion(lm, symbols, LM_WEIGHT, LM_CHAR_BONUS)
 
 
 def _pick_decoding(requested: str, model) -> str:

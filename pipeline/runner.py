@@ -149,6 +149,7 @@ class LocalRunner:
             self.settings.model, device=self.settings.device, beam=opts.beam,
             batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens,
             decode=self.options.decode, retry_below=opts.retry_below, precision=opts.precision,
+            language_model=self.options.language_model,
         )
 
     @property

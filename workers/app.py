@@ -29,7 +29,7 @@ def recognizer_for(model: str, beam: int | None = None, decode: str | None = Non
     return Recognizer(model, device=settings.device, beam=beam or opts.beam,
                       batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens,
                       decode=decode or opts.decode, retry_below=opts.retry_below,
-                      precision=opts.precision)
+                      precision=opts.precision, language_model=opts.language_model)
 
 
 @task_prerun.connect

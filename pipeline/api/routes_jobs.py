@@ -186,7 +186,8 @@ def _add(ctx: ApiContext, caller: Caller, job_id: str, uris: list[str],
     options = JobOptions(settings["model"], settings["dpi"], settings["beam"],
                          tuple(settings.get("formats") or ("text", "json")),
                          settings.get("decode", "auto"),
-                         settings.get("retry_below", RETRY_BELOW))
+                         settings.get("retry_below", RETRY_BELOW),
+                         settings.get("language_model", True))
     submitter = Submitter(ctx.engine, ctx.store, options, owner=caller.owner,
                           enqueue=ctx.enqueue)
     outcomes = [submitter.add(job_id, src) for src in _sources(ctx, uris, uploads)]

@@ -152,14 +152,14 @@ def train_command(
 
 def _recognizer_fn(
     model: str, device: str, beam: int, quantize: bool, batch_size: int, decode: str,
-    retry_below: float, precision: str,
+    retry_below: float, precision: str, language_model: bool = True,
 ) -> Any:
     # Imported here so `quire --help` never loads torch.
     from pipeline.recognize import Recognizer
 
     rec = Recognizer(
         model, device=device, beam=beam, quantize=quantize, batch_size=batch_size, decode=decode,
-        retry_below=retry_below, precision=precision,
+        retry_below=retry_below, precision=precision, language_model=language_model,
     )
     return lambda crops: [(line.text, line.confidence) for line in rec.recognize(crops)]
 
@@ -200,6 +200,11 @@ def eval_command(
         ),
     ] = RETRY_BELOW,
     precision: Annotated[str, typer.Option(help=PRECISION_HELP)] = "auto",
+    language_model: Annotated[
+        bool,
+        typer.Option(help="Weigh in the model's character language model (char_lm.npz in its "
+                     "folder) when reading with rescore, as quire run does."),
+    ] = True,
 ) -> None:
     """CER and WER (after NFC, quote and whitespace normalisation), lines/s and the worst lines."""
     from tqdm import tqdm
@@ -210,7 +215,8 @@ def eval_command(
     try:
         total = len(load_pairs(directory))  # a wrong folder fails before the model loads
         recognizer_fn = _recognizer_fn(
-            model, device, beam, quantize, batch_size, decode, retry_below, precision
+            model, device, beam, quantize, batch_size, decode, retry_below, precision,
+            language_model,
         )
         # A bar only on a terminal (disable=None): piped reports stay clean.
         with tqdm(total=total, unit="line", desc="eval", disable=None) as bar:
@@ -243,3 +249,86 @@ def eval_command(
         json_out.write_text(
             json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8"
         )
+
+
+def build_lm_command(
+    out: Annotated[
+        Path,
+        typer.Argument(help="A model folder (the language model becomes <folder>/char_lm.npz, "
+                       "which recognition then weighs in) or a .npz file to write."),
+    ],
+    text: Annotated[
+        list[Path] | None,
+        typer.Option("--text", "-t", help="UTF-8 text files, one line of writing per line: "
+                     "transcriptions or other text like the material you will read. Repeatable. "
+                     "Default: the text the synthetic training lines are drawn from."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Know only the characters this model's tokenizer has. Default: the "
+                     "folder given as OUT if it holds a model, else the text's own characters."),
+    ] = None,
+    order: Annotated[
+        int, typer.Option(min=1, max=7, help="Characters per n-gram: the last order - 1 are the context.")
+    ] = 6,
+    generated: Annotated[
+        int, typer.Option(min=0, help="Without --text: synthetic lines of each kind (printed, "
+                          "receipt, handwritten) added to the book and prose text.")
+    ] = 60_000,
+) -> None:
+    """Build a character language model for 'rescore' reading (pipeline.char_lm).
+
+    Recognition uses <model folder>/char_lm.npz when it is there: the n-gram model weighs how
+    likely each reading is as text, so unclear writing is read as the likelier words. Give
+    --text with transcriptions of your own collection (another language, another period) to
+    fit it to your material.
+    """
+    from tqdm import tqdm
+
+    from pipeline import char_lm
+
+    target = out / char_lm.FILE_NAME if out.is_dir() else out
+    if target.suffix != ".npz":
+        typer.echo(f"error: {out}: give a model folder or a .npz file", err=True)
+        raise typer.Exit(2)
+    lines: list[str] = []
+    if text:
+        for path in text:
+            try:
+                lines += [" ".join(line.split()) for line in path.read_text(encoding="utf-8").splitlines()]
+            except (OSError, UnicodeDecodeError) as exc:
+                typer.echo(f"error: {path}: cannot read it as UTF-8 text ({exc})", err=True)
+                raise typer.Exit(2) from exc
+    else:
+        from pipeline.training.corpus import language_model_lines
+
+        lines = language_model_lines(generated)
+    source = model or (str(out) if (out / "tokenizer.json").is_file() else None)
+    alphabet = _model_alphabet(source) if source else None
+    try:
+        with tqdm(total=len(lines), unit="line", desc="count", disable=None) as bar:
+            lm = char_lm.build(lines, order, alphabet=alphabet, progress=bar.update)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    lm.save(target)
+    typer.echo(f"{target}: order {order}, {len(lm.alphabet)} characters, {len(lm.ngram_keys):,} "
+               f"n-grams from {len(lines):,} lines ({target.stat().st_size / 1e6:.1f} MB)")
+
+
+def _model_alphabet(model: str) -> str:
+    """The single-character tokens of a model's tokenizer, in id order."""
+    import transformers
+    from transformers import AutoTokenizer
+
+    from pipeline.config import resolve_model_path
+
+    transformers.logging.set_verbosity_error()  # its notices about the model's config are noise here
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: cannot load the tokenizer of {model!r}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    specials = set(tokenizer.all_special_tokens)
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    return "".join(t for t, _ in vocab if len(t) == 1 and t not in specials)

@@ -353,3 +353,22 @@ def text_line(rng: random.Random, kind: str = "printed", max_chars: int = 90) ->
         cut = text[:max_chars]
         text = cut.rsplit(" ", 1)[0] if " " in cut and text[max_chars] != " " else cut
     return text.rstrip() or "a"
+
+
+def language_model_lines(generated: int = 60_000, seed: int = 0) -> list[str]:
+    """Text for the default character language model (pipeline.char_lm): every book passage and
+    prose line, cut into line-length runs as a page would break them, and `generated` lines of
+    each kind the synthetic lines draw (receipts, names, dates, codes), so the model knows the
+    same kinds of text the recognition model was trained to read."""
+    rng = random.Random(seed)
+    lines: list[str] = []
+    for passage in book_passages():
+        words = passage.split()
+        start = 0
+        while start < len(words):
+            n = rng.randint(3, 12)
+            lines.append(" ".join(words[start:start + n]))
+            start += n
+    lines += prose_lines()
+    lines += [text_line(rng, kind) for kind in ("printed", "receipt", "handwritten") for _ in range(generated)]
+    return lines
