@@ -162,48 +162,53 @@ def build(lines: Iterable[str], order: int = DEFAULT_ORDER, *, alphabet: str | N
         for (context, _), n in counts[k].items():
             totals[k][context] += n
             kinds[k][context] += 1
-    # Probabilities shortest context first: each order interpolates with the one below it.
-    uniform = 1.0 / (len(alphabet) + 1)
-    probability: list[dict] = [{} for _ in range(order)]
-    ngram_keys, ngram_logp, context_keys, context_backoff = [], [], [], []
+    # Shortest context first: each order interpolates with the finished order below it.
+    uniform = -math.log(len(alphabet) + 1)
+    logp: list[dict] = [{} for _ in range(order)]  # (context, symbol) -> log P, the n-grams kept
+    backoff: list[dict] = [{} for _ in range(order)]  # context -> log weight left to the shorter
     for k in range(order):
-        for context, n in totals[k].items():
-            weight = n / (n + kinds[k][context])
-            context_keys.append(pack(context))
-            context_backoff.append(math.log1p(-weight))
+        probability, lower = {}, {}
         for (context, symbol), n in counts[k].items():
-            lower = probability[k - 1].get((context[1:], symbol)) if k else uniform
-            if lower is None:  # pruned below: the shorter context's own backoff chain
-                lower = math.exp(lm_logp_from(probability, totals, kinds, context[1:], symbol, uniform))
-            weight = totals[k][context] / (totals[k][context] + kinds[k][context])
-            p = weight * n / totals[k][context] + (1 - weight) * lower
-            probability[k][(context, symbol)] = p
-        if k + 1 >= PRUNE_FROM_ORDER:
-            kept = {g: p for g, p in probability[k].items() if counts[k][g] >= min_count}
-        else:
-            kept = probability[k]
-        for (context, symbol), p in kept.items():
-            ngram_keys.append(pack((*context, symbol)))
-            ngram_logp.append(math.log(p))
-        probability[k] = kept
-    n_order, c_order = np.argsort(ngram_keys), np.argsort(context_keys)
+            lower[context, symbol] = math.exp(_logp(logp, backoff, context[1:], symbol, uniform)) if k else math.exp(uniform)
+            seen = totals[k][context]
+            weight = seen / (seen + kinds[k][context])
+            probability[context, symbol] = weight * n / seen + (1 - weight) * lower[context, symbol]
+        prune = k + 1 >= PRUNE_FROM_ORDER and min_count > 1
+        kept = {g for g in probability if not prune or counts[k][g] >= min_count}
+        # A context's backoff weight gives the shorter context's share to the characters whose
+        # n-gram is not kept, so the context's probabilities still add up to 1 (ARPA pruning).
+        mass, lower_mass, kept_kinds = Counter(), Counter(), Counter()
+        for context, symbol in kept:
+            mass[context] += probability[context, symbol]
+            lower_mass[context] += lower[context, symbol]
+            kept_kinds[context] += 1
+        for context, seen in totals[k].items():
+            left, lower_left = 1.0 - mass[context], 1.0 - lower_mass[context]
+            if kept_kinds[context] == kinds[k][context]:  # nothing pruned: Witten-Bell's own weight
+                weight = math.log1p(-seen / (seen + kinds[k][context]))
+            elif lower_left > 1e-9 and left > 1e-12:
+                weight = math.log(left / lower_left)
+            else:
+                weight = 0.0
+            if weight != 0.0:
+                backoff[k][context] = weight
+        logp[k] = {g: math.log(probability[g]) for g in kept}
+    ngrams = sorted((pack((*context, symbol)), p) for k in range(order) for (context, symbol), p in logp[k].items())
+    contexts = sorted((pack(context), w) for k in range(order) for context, w in backoff[k].items())
     return CharLM(
         alphabet, order,
-        np.asarray(ngram_keys, dtype=np.int64)[n_order], np.asarray(ngram_logp, dtype=np.float32)[n_order],
-        np.asarray(context_keys, dtype=np.int64)[c_order],
-        np.asarray(context_backoff, dtype=np.float32)[c_order],
+        np.array([key for key, _ in ngrams], dtype=np.int64), np.array([p for _, p in ngrams], dtype=np.float32),
+        np.array([key for key, _ in contexts], dtype=np.int64), np.array([w for _, w in contexts], dtype=np.float32),
     )
 
 
-def lm_logp_from(probability, totals, kinds, context, symbol, uniform) -> float:
-    """log P(symbol | context) while building, from the probabilities kept so far."""
-    backoff = 0.0
+def _logp(logp: list[dict], backoff: list[dict], context: tuple[int, ...], symbol: int, uniform: float) -> float:
+    """log P(symbol | context) from the orders built so far, as `lookup` reads the finished tables."""
+    total = 0.0
     for start in range(len(context) + 1):
         shorter = context[start:]
-        p = probability[len(shorter)].get((shorter, symbol))
+        p = logp[len(shorter)].get((shorter, symbol))
         if p is not None:
-            return backoff + math.log(p)
-        n = totals[len(shorter)].get(shorter)
-        if n:
-            backoff += math.log1p(-n / (n + kinds[len(shorter)][shorter]))
-    return backoff + math.log(uniform)
+            return total + p
+        total += backoff[len(shorter)].get(shorter, 0.0)
+    return total + uniform

@@ -96,3 +96,19 @@ def test_the_retry_setting_is_part_of_the_document_profile(tmp_path) -> None:
     on = profile_key(model=str(model), dpi=300, beam=1, retry_below=0.95)
     assert on != profile_key(model=str(model), dpi=300, beam=1, retry_below=0.0)
     assert on == profile_key(model=str(model), dpi=300, beam=1)  # 0.95 is the default
+
+
+def test_the_language_model_and_its_file_are_part_of_the_document_profile(tmp_path) -> None:
+    from pipeline import char_lm
+    from pipeline.process import profile_key
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"w")
+    without_file = profile_key(model=str(model), dpi=300, beam=1)
+    char_lm.build(["some text"], order=2).save(model / char_lm.FILE_NAME)
+    with_file = profile_key(model=str(model), dpi=300, beam=1)
+    assert with_file != without_file
+    assert profile_key(model=str(model), dpi=300, beam=1, language_model=False) not in (with_file, without_file)
+    char_lm.build(["other text"], order=2).save(model / char_lm.FILE_NAME)
+    assert profile_key(model=str(model), dpi=300, beam=1) != with_file  # a rebuilt file redoes documents

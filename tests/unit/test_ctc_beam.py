@@ -157,3 +157,52 @@ def test_the_search_runs_where_numba_has_nowhere_to_keep_its_machine_code():
     assert cache == "NullCache"  # nothing cached: the fallback was taken
     expected = _search(torch.tensor([[-0.01, -5.0, -9.0], [-5.0, -0.01, -9.0]]), beam=2)
     assert readings == str([[(ids, ctc, 0.0) for ids, ctc in expected]])
+
+
+def _fusion(lines, weight, bonus, order=3):
+    """A language model over the characters 'a', 'b' (token ids 1 and 2 beside blank 0)."""
+    import numpy as np
+
+    from pipeline import char_lm
+    from pipeline.ctc_beam import Fusion
+
+    lm = char_lm.build(lines, order=order, alphabet="ab", min_count=1)
+    return Fusion(lm, np.array([lm.unknown, 1, 2]), weight, bonus)
+
+
+def test_fused_readings_carry_their_exact_ctc_and_language_model_scores():
+    torch.manual_seed(4)
+    frames = 5
+    log_probs = torch.randn(frames, 3).mul(1.5).log_softmax(-1).double()
+    fusion = _fusion(["abab", "abba", "ab"], weight=0.7, bonus=0.4)
+    found = ctc_readings(log_probs.unsqueeze(0), BLANK, beam=64, fusion=fusion)[0]
+    text = {1: "a", 2: "b"}
+    fused = {}
+    for label, ctc, lm_lp in found:
+        assert math.isclose(ctc, _ctc_log_prob(log_probs, label), rel_tol=1e-6, abs_tol=1e-6)
+        assert math.isclose(lm_lp, fusion.lm.text_logp("".join(text[t] for t in label)), rel_tol=1e-5, abs_tol=1e-5)
+        fused[label] = ctc + fusion.weight * lm_lp + fusion.bonus * len(label)
+    # Ranked by the fused score, and the best of every possible label comes first.
+    assert [label for label, *_ in found] == sorted(fused, key=fused.get, reverse=True)
+    best = max(
+        (label for n in range(frames + 1) for label in itertools.product((1, 2), repeat=n)
+         if _ctc_log_prob(log_probs, label) > -math.inf),
+        key=lambda label: _ctc_log_prob(log_probs, label) + fusion.weight * fusion.lm.text_logp(
+            "".join(text[t] for t in label)) + fusion.bonus * len(label),
+    )
+    assert found[0][0] == best
+
+
+def test_the_language_model_turns_a_close_call_its_way():
+    # The last character is a little more likely 'b' to the eye; the text always ends "aa".
+    sure, likely, unlikely = math.log(0.97), math.log(0.55), math.log(0.44)
+    low = math.log(0.015)
+    frames = [[low, sure, low], [sure, low, low], [low, sure, low], [sure, low, low],
+              [low, unlikely, likely]]
+    plain = ctc_readings(torch.tensor([frames], dtype=torch.double), BLANK, beam=8)[0]
+    assert plain[0][0] == (1, 1, 2)
+    fusion = _fusion(["aaa", "aaa", "aaa", "aab"], weight=1.0, bonus=0.0)
+    fused = ctc_readings(torch.tensor([frames], dtype=torch.double), BLANK, beam=8, fusion=fusion)[0]
+    assert fused[0][0] == (1, 1, 1)
+    # Its CTC score is still the eye's: lower than the plain best.
+    assert fused[0][1] < plain[0][1]

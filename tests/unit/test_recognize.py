@@ -315,3 +315,34 @@ def test_square_input_models_are_never_re_read_stretched(tmp_path):
 
     trocr = Recognizer(str(build_tiny_trocr(tmp_path / "trocr")), retry_below=0.95)
     assert trocr.retry_below == 0.0  # TrOCR resizes every crop to a square itself
+
+
+def test_a_language_model_in_the_model_folder_is_weighed_in_and_leaves_confidence_alone(reader, tmp_path):
+    import shutil
+
+    from pipeline import char_lm
+
+    with_lm = shutil.copytree(reader, tmp_path / "with_lm")
+    char_lm.build([*MEMORISED, "other words here"], order=4).save(with_lm / char_lm.FILE_NAME)
+    crops = [render_line(t) for t in MEMORISED]
+    fused = Recognizer(str(with_lm), decode="rescore", precision="fp32")
+    plain = Recognizer(str(reader), decode="rescore", precision="fp32")
+    assert fused.fusion is not None and plain.fusion is None
+    read, plain_read = fused.recognize(crops), plain.recognize(crops)
+    assert [r.text for r in read] == list(MEMORISED)
+    # The confidence is how sure the eye is, not how likely the text: the same with or without
+    # (to the few alignments more that the fused search's wider beam sums; 0.99720 -> 0.99722).
+    assert all(abs(a.confidence - b.confidence) < 1e-3 for a, b in zip(read, plain_read))
+    assert Recognizer(str(with_lm), decode="rescore", language_model=False).fusion is None
+    assert Recognizer(str(with_lm), decode="ctc").fusion is None  # the greedy CTC path weighs none
+
+
+def test_a_broken_language_model_file_fails_loading_with_its_name(reader, tmp_path):
+    import shutil
+
+    from pipeline import char_lm
+
+    broken = shutil.copytree(reader, tmp_path / "broken")
+    (broken / char_lm.FILE_NAME).write_bytes(b"\x00" * 10)
+    with pytest.raises(ModelLoadError, match="char_lm.npz: not a Quire character language model"):
+        Recognizer(str(broken), decode="rescore")

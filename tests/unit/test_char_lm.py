@@ -1,0 +1,106 @@
+"""The character language model: Witten-Bell probabilities, its file, and `quire build-lm`."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from pipeline import char_lm
+
+TEXT = ["the mental state", "a metal gate", "mental and corporeal", "the men", "total 12.50"]
+
+
+def test_probabilities_are_witten_bell_as_worked_by_hand():
+    # a, b, c are symbols 1-3, the unknown character 4; order 2 (one character of context).
+    lm = char_lm.build(["ab", "ab", "ac"], order=2, alphabet="abc", min_count=1)
+    # Unigrams: a 3, b 2, c 1 times; 3 kinds in 6, so 6/9 of the mass is theirs, 3/9 uniform (1/4).
+    p_a, p_b = 2 / 3 * 3 / 6 + 1 / 3 / 4, 2 / 3 * 2 / 6 + 1 / 3 / 4
+    # After the line start: a, 3 times, 1 kind -> 3/4 own counts, 1/4 the unigram.
+    assert math.isclose(lm.logp([0], 1), math.log(3 / 4 + 1 / 4 * p_a), rel_tol=1e-6)
+    # After a: b twice, c once -> 3/5 own counts; a never came after a: only the unigram's share.
+    assert math.isclose(lm.logp([0, 1], 2), math.log(3 / 5 * 2 / 3 + 2 / 5 * p_b), rel_tol=1e-6)
+    assert math.isclose(lm.logp([0, 1], 1), math.log(2 / 5 * p_a), rel_tol=1e-6)
+    assert math.isclose(lm.text_logp("ab"), lm.logp([0], 1) + lm.logp([0, 1], 2), rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("context", ["", "the ", "menta", "meta", "zzzz", "tal 1"])
+def test_every_context_spreads_exactly_one_over_the_characters(context):
+    lm = char_lm.build(TEXT, order=4, min_count=1)
+    symbols = [0, *lm.symbols(context)]
+    total = sum(math.exp(lm.logp(symbols, s)) for s in range(1, lm.unknown + 1))
+    assert math.isclose(total, 1.0, rel_tol=1e-5)
+
+
+def test_pruned_n_grams_leave_the_rest_of_the_model_a_distribution_below_one():
+    full = char_lm.build(TEXT * 3 + ["a one-off line"], order=5, min_count=1)
+    pruned = char_lm.build(TEXT * 3 + ["a one-off line"], order=5, min_count=2)
+    assert len(pruned.ngram_keys) < len(full.ngram_keys)
+    symbols = [0, *pruned.symbols("a one")]
+    total = sum(math.exp(pruned.logp(symbols, s)) for s in range(1, pruned.unknown + 1))
+    assert 0.5 < total <= 1.0 + 1e-6
+    # What was seen often is kept exactly.
+    assert math.isclose(pruned.text_logp("the men"), full.text_logp("the men"), rel_tol=1e-5)
+
+
+def test_text_like_the_training_text_scores_higher_than_a_misreading():
+    lm = char_lm.build(TEXT * 5, order=6)
+    assert lm.text_logp("the mental") > lm.text_logp("the mentat")
+    assert lm.text_logp("mental") > lm.text_logp("rnental")
+
+
+def test_the_file_round_trips_and_a_bad_file_is_named(tmp_path):
+    lm = char_lm.build(TEXT, order=3)
+    lm.save(tmp_path / "lm.npz")
+    again = char_lm.load(tmp_path / "lm.npz")
+    assert again.alphabet == lm.alphabet and again.order == 3
+    assert again.text_logp("the metal") == lm.text_logp("the metal")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="bad.npz: not a Quire character language model"):
+        char_lm.load(tmp_path / "bad.npz")
+
+
+def test_characters_outside_the_alphabet_share_the_unknown_symbol():
+    lm = char_lm.build(TEXT, order=3, alphabet="abcdefghijklmnopqrstuvwxyz ")
+    assert lm.symbols("a€") == [1, lm.unknown]
+    table = lm.symbol_of_tokens({"<s>": 0, "a": 1, "€": 2, "b": 3}, 5)
+    assert table.tolist() == [lm.unknown, 1, lm.unknown, 2, lm.unknown]
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="order"):
+        char_lm.build(TEXT, order=8)
+    with pytest.raises(ValueError, match="no text"):
+        char_lm.build(["", ""], order=3)
+
+
+def test_build_lm_writes_the_model_folder_file_with_the_models_characters(tmp_path):
+    from pipeline.cli import app
+    from tests.model_fixtures import build_random_model
+
+    model = build_random_model(tmp_path / "model")
+    text = tmp_path / "letters.txt"
+    text.write_text("\n".join(TEXT) + "\n", encoding="utf-8")
+    out = CliRunner().invoke(app, ["build-lm", str(model), "--text", str(text), "--order", "4"])
+    assert out.exit_code == 0, out.output
+    lm = char_lm.load(model / char_lm.FILE_NAME)
+    assert lm.order == 4 and "a" in lm.alphabet and "€" in lm.alphabet  # the tokenizer's, not the text's
+    assert lm.text_logp("the mental") > lm.text_logp("the mentat")
+
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    bad = CliRunner().invoke(app, ["build-lm", str(tmp_path / "x.npz"), "--text", str(tmp_path / "latin1.txt")])
+    assert bad.exit_code == 2 and "latin1.txt: cannot read it as UTF-8 text" in bad.output
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_lookup_runs_compiled_as_the_search_calls_it():
+    from pipeline.ctc_beam import _lm_lookup
+
+    lm = char_lm.build(TEXT, order=4)
+    context = [0, *lm.symbols("the")]
+    key = char_lm.pack(context[-3:])
+    compiled = _lm_lookup(key, 3, lm.symbols(" ")[0], lm.ngram_keys, lm.ngram_logp,
+                          lm.context_keys, lm.context_backoff, lm.uniform_logp)
+    assert np.isclose(compiled, lm.logp(context, lm.symbols(" ")[0]))
