@@ -2,7 +2,7 @@
 
 Usage: python bench/bench_pages.py [--data ../shared/data/dev] [--model quire-line-v1]
        [--decode rescore,ctc] [--retry-below 0.95,0] [--repeat 3] [--dpi 300]
-       [--pages-from embedded,poppler]
+       [--pages-from embedded,poppler] [--language-model on,off]
 
 Both sides start from the PDF and end with page text, so both are timed from rendering on:
 Quire runs its whole in-process pipeline (render, deskew, segment, recognize, store rows and
@@ -95,8 +95,13 @@ def main() -> None:
     parser.add_argument("--pages-from", default="embedded",
                         help="embedded (a page that is one scan is taken from the file, the "
                              "default), poppler (every page rendered), or both, comma-separated")
+    parser.add_argument("--language-model", default="on",
+                        help="on (the model's char_lm.npz, if it has one) or off; on,off gives a row each")
     args = parser.parse_args()
     sources = args.pages_from.split(",")
+    language_models = args.language_model.split(",")
+    if unknown := [m for m in language_models if m not in ("on", "off")]:
+        parser.error(f"--language-model: unknown {', '.join(unknown)}; choose on or off")
     if unknown := [s for s in sources if s not in ("embedded", "poppler")]:
         parser.error(f"--pages-from: unknown {', '.join(unknown)}; choose embedded or poppler")
     decodings = args.decode.split(",")
@@ -109,8 +114,9 @@ def main() -> None:
     from pipeline.recognize import Recognizer
 
     # The runner is handed these readers, so they must carry the settings being measured.
-    recognizers = [Recognizer(args.model, device="cpu", decode=d, retry_below=float(r))
-                   for d in decodings for r in args.retry_below.split(",")]
+    recognizers = [Recognizer(args.model, device="cpu", decode=d, retry_below=float(r),
+                              language_model=m == "on")
+                   for d in decodings for r in args.retry_below.split(",") for m in language_models]
     print(f"model {args.model}, {args.dpi} dpi, best of {args.repeat}; seconds from the PDF to page text")
     print(f"{'document':<34} {'pages':>5} {'reader':<26} {'seconds':>8} {'s/page':>7} "
           f"{'speed x':>8} {'P':>6} {'R':>6} {'F1':>6}")
@@ -129,6 +135,7 @@ def main() -> None:
                     text, seconds, pages = quire_pages(pdf, recognizer, args.dpi, source == "embedded")
                     best = min(best, seconds)
                 label = f"quire {recognizer.decode} r{recognizer.retry_below:g}"
+                label += " lm" if recognizer.fusion else ""
                 rows.append((label + (" poppler" if source == "poppler" else ""), text, best))
         rows.append(("tesseract psm 3", tess_text, tess_s))
         for reader, text, seconds in rows:

@@ -113,6 +113,22 @@ def _search(log_probs, blank, skip, beam, fusion: Fusion | None) -> list[list[Re
 
 
 _lm_lookup = _compiled(char_lm.lookup)
+# Language-model lookups remembered per line: the same prefixes meet the same characters frame
+# after frame, and a lookup walks several binary searches over tables of megabytes.
+LM_CACHE_SLOTS = 4096  # a power of two
+
+
+@_compiled
+def _cached_lm(cache_keys, cache_values, context_key, context_len, symbol, lm_keys, lm_logp,
+               context_keys, context_backoff, uniform_logp):
+    """`_lm_lookup` through a direct-mapped cache (a slot holds the last key that hashed to it)."""
+    key = context_key * 256 + symbol
+    slot = (key * 0x9E3779B1) & (LM_CACHE_SLOTS - 1)
+    if cache_keys[slot] != key:
+        cache_keys[slot] = key
+        cache_values[slot] = _lm_lookup(context_key, context_len, symbol, lm_keys, lm_logp,
+                                        context_keys, context_backoff, uniform_logp)
+    return cache_values[slot]
 
 
 @_compiled
@@ -160,6 +176,8 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, symbols, lm_keys, lm_l
     context[0] = 256 if keep > 0 else 1  # the line start, or no context for a unigram model
     context_len[0] = 1 if keep > 0 else 0
     node_lm[0] = 0.0
+    cache_keys = np.full(LM_CACHE_SLOTS if use_lm else 1, -1, dtype=np.int64)
+    cache_values = np.zeros(LM_CACHE_SLOTS if use_lm else 1)
     # A node's children, as a list threaded through the nodes: one node per prefix, however often
     # the prefix leaves the beam and comes back, so equal prefixes are always merged.
     first_child = np.full(1 + n_frames * beam, -1, dtype=np.int64)
@@ -206,8 +224,9 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, symbols, lm_keys, lm_l
                     token = tokens[c]
                     lm = 0.0
                     if use_lm:
-                        lm = _lm_lookup(context[node[i]], context_len[node[i]], symbols[token],
-                                        lm_keys, lm_logp, context_keys, context_backoff, uniform_logp)
+                        lm = _cached_lm(cache_keys, cache_values, context[node[i]], context_len[node[i]],
+                                        symbols[token], lm_keys, lm_logp, context_keys,
+                                        context_backoff, uniform_logp)
                     # A repeated character needs a blank between the two, so only `pb` can extend.
                     grown = (pb[i] if token == last else total) * math.exp(
                         char_lp[c] + weight * lm + bonus)

@@ -47,9 +47,10 @@ RESCORE_GROUP_LINES = 256
 RETRY_STRETCHES = (1.25, 1.5)
 # 'rescore' with the model's character language model (char_lm.FILE_NAME in its folder): how much
 # its log-probability counts in the search and the pick, and the bonus per character that offsets
-# its cost per character. Chosen on the dev lines with session 26's model (docs/BENCHMARKS.md).
-LM_WEIGHT = 0.3
-LM_CHAR_BONUS = 0.6
+# its cost per character. Chosen on synthetic lines of text the language model never read
+# (bench/bench_language_model.py; 0.4-0.6 with a bonus of 0.75-1.0 read alike, docs/BENCHMARKS.md).
+LM_WEIGHT = 0.5
+LM_CHAR_BONUS = 0.75
 # The language model reorders the CTC head's readings, so the right one may come from deeper in
 # its list: the search keeps more of them.
 LM_CANDIDATES = 16
