@@ -1,7 +1,8 @@
 """Choose the language model's weight and bonus on text it has never seen, then check the dev lines.
 
 Usage: python bench/bench_language_model.py [--lines 600] [--model quire-line-v1]
-       [--weights 0:0,0.3:0.6,0.5:0.5] [--order 6] [--seed N] [--dev ../shared/data/dev]
+       [--weights 0:0,0.3:0.6,0.5:0.5] [--order 6] [--seed N] [--decode rescore|ctc]
+       [--dev ../shared/data/dev]
 
 The shipped char_lm.npz has read every book passage and prose line that synthetic lines are drawn
 from, so synthetic lines would flatter it. Here every tenth passage and prose line is held out: a
@@ -60,6 +61,7 @@ def main() -> None:
     p.add_argument("--lines", type=int, default=600)
     p.add_argument("--weights", default="0:0,0.3:0.6,0.5:0.5", help="weight:bonus pairs, a row each")
     p.add_argument("--order", type=int, default=char_lm.DEFAULT_ORDER)
+    p.add_argument("--decode", default="rescore", choices=("rescore", "ctc"))
     p.add_argument("--seed", type=int, default=LM_BENCH_SEED, help="a second sample: another seed no bench draws")
     p.add_argument("--dev", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "dev")
     args = p.parse_args()
@@ -86,11 +88,11 @@ def main() -> None:
             _, images, _ = read_line_images([path for path, _ in found])
             dev[name] = ([text for _, text in found], images)
 
-    recognizer = Recognizer(args.model, device="cpu", decode="rescore")
+    recognizer = Recognizer(args.model, device="cpu", decode=args.decode)
     symbols = lm.symbol_of_tokens(recognizer.processor.tokenizer.get_vocab(),
                                   int(recognizer.model.encoder.config.ctc_vocab_size))
     print(f"{len(samples)} synthetic lines of held-out text (seed {args.seed}: "
-          + ", ".join(f"{len(v)} {k}" for k, v in kinds.items()) + f"), model {args.model}")
+          + ", ".join(f"{len(v)} {k}" for k, v in kinds.items()) + f"), model {args.model}, decode {args.decode}")
     print(f"{'weight':>6} {'bonus':>5} {'CER':>7}" + "".join(f" {k:>11}" for k in KINDS)
           + f" {'lines/s':>8}" + "".join(f" {'dev ' + k:>16}" for k in dev))
     for weight, bonus in pairs:

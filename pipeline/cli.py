@@ -32,7 +32,7 @@ def _fail(message: str, code: int = 2) -> None:
 PRECISION_OPTION_HELP = PRECISION_HELP + " Default: QUIRE_RECOGNIZE__PRECISION, else auto."
 LANGUAGE_MODEL_HELP = (
     "Weigh in the model's character language model (char_lm.npz in its folder; the shipped model "
-    "has one) when reading with rescore: unclear writing comes out as the likelier text. "
+    "has one) when reading with rescore or ctc: unclear writing comes out as the likelier text. "
     "Default: QUIRE_RECOGNIZE__LANGUAGE_MODEL, else on."
 )
 

@@ -41,8 +41,8 @@ class RecognizeOptions(BaseModel):
     # Lines read with less confidence are read again stretched wider, keeping the surer reading
     # (Quire's line models only; 0 turns it off). See pipeline.recognize.RETRY_STRETCHES.
     retry_below: float = Field(RETRY_BELOW, ge=0.0, le=1.0)
-    # 'rescore' weighs in the model's character language model (char_lm.npz in its folder) where
-    # it has one: unclear writing is read as the likelier text ("mental", not "mentat").
+    # 'rescore' and 'ctc' weigh in the model's character language model (char_lm.npz in its
+    # folder) where it has one: unclear writing is read as the likelier text ("mental", not "mentat").
     language_model: bool = True
     # auto: bf16 autocast on CUDA and on CPUs with native bf16 (1.2-1.5x on CPU, same CER), else fp32.
     precision: Literal[PRECISIONS] = "auto"  # type: ignore[valid-type]  # one of PRECISIONS

@@ -133,7 +133,7 @@ class Recognizer:
 
         self.decode = _pick_decoding(decode, self.model)
         self.fusion = _language_model(path, self.processor.tokenizer, self.model) if (
-            language_model and self.decode == "rescore") else None
+            language_model and self.decode in ("rescore", "ctc")) else None
         self.input = input_shape(self.processor, encoder_channels(self.model))
         self.trim = cuts_padding(self.model)
         # Square-input checkpoints (TrOCR) resize every crop themselves: stretching means nothing there.
@@ -229,12 +229,22 @@ class Recognizer:
         return [LineText(t.strip(), c) for t, c in zip(texts, confidences)]
 
     def _recognize_ctc(self, pixels) -> list[LineText]:
-        """One encoder pass, no autoregressive loop: the encoder's CTC head reads the line."""
+        """One encoder pass, no autoregressive loop: the encoder's CTC head reads the line, by
+        its best path, or with a language model by the search's best fused reading."""
         import torch
 
-        with torch.inference_mode():
-            read = self.model.encoder.ctc_read(pixels, self.processor.tokenizer)
-        return [LineText(text.strip(), confidence) for text, confidence in read]
+        if self.fusion is None:
+            with torch.inference_mode():
+                read = self.model.encoder.ctc_read(pixels, self.processor.tokenizer)
+            return [LineText(text.strip(), confidence) for text, confidence in read]
+        results = []
+        for _, readings in self._propose(pixels):
+            ids, ctc_lp, _ = readings[0]
+            # Per character (an end counted), as rescore's: how sure the eye is, LM left out.
+            confidence = math.exp(ctc_lp / (len(ids) + 1))
+            results.append(LineText(self.processor.tokenizer.decode(list(ids), skip_special_tokens=True).strip(),
+                                    confidence))
+        return results
 
     def _propose(self, pixels) -> list[tuple[object, list[Reading]]]:
         """'rescore', first half: per line, its encoder states and the CTC head's likeliest

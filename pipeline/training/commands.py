@@ -203,7 +203,7 @@ def eval_command(
     language_model: Annotated[
         bool,
         typer.Option(help="Weigh in the model's character language model (char_lm.npz in its "
-                     "folder) when reading with rescore, as quire run does."),
+                     "folder) when reading with rescore or ctc, as quire run does."),
     ] = True,
 ) -> None:
     """CER and WER (after NFC, quote and whitespace normalisation), lines/s and the worst lines."""
@@ -276,7 +276,7 @@ def build_lm_command(
                           "receipt, handwritten) added to the book and prose text.")
     ] = 60_000,
 ) -> None:
-    """Build a character language model for 'rescore' reading (pipeline.char_lm).
+    """Build a character language model for 'rescore' and 'ctc' reading (pipeline.char_lm).
 
     Recognition uses <model folder>/char_lm.npz when it is there: the n-gram model weighs how
     likely each reading is as text, so unclear writing is read as the likelier words. Give

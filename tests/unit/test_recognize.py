@@ -334,7 +334,12 @@ def test_a_language_model_in_the_model_folder_is_weighed_in_and_leaves_confidenc
     # (to the few alignments more that the fused search's wider beam sums; 0.99720 -> 0.99722).
     assert all(abs(a.confidence - b.confidence) < 1e-3 for a, b in zip(read, plain_read))
     assert Recognizer(str(with_lm), decode="rescore", language_model=False).fusion is None
-    assert Recognizer(str(with_lm), decode="ctc").fusion is None  # the greedy CTC path weighs none
+    # The CTC path searches with it too, instead of taking the best path.
+    ctc = Recognizer(str(with_lm), decode="ctc", precision="fp32")
+    assert ctc.fusion is not None
+    assert [r.text for r in ctc.recognize(crops)] == list(MEMORISED)
+    assert all(0.9 < r.confidence <= 1.0 for r in ctc.recognize(crops))
+    assert Recognizer(str(with_lm), decode="attention").fusion is None  # the decoder generates alone
 
 
 def test_a_broken_language_model_file_fails_loading_with_its_name(reader, tmp_path):
