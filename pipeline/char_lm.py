@@ -7,10 +7,11 @@ text usually goes picks the likelier one, as n-gram models do in handwriting rec
 are trusted in proportion to how often it was seen, the rest of the probability comes from the
 shorter context.
 
-It is kept as sorted integer keys so the compiled CTC search (pipeline.ctc_beam) can look a
-character up with a binary search. An n-gram's key writes its symbols as base-256 digits
-behind a leading 1, so different lengths never collide. Symbol 0 is the start of a line, the
-last symbol stands for every character the model never saw.
+The file keeps n-grams and contexts as sorted integer keys; loaded, they go into open-addressing
+hash tables that the compiled CTC search (pipeline.ctc_beam) probes once per order: a binary
+search over the megabytes of keys cost the search 4-5x its time on hand lines. An n-gram's key
+writes its symbols as base-256 digits behind a leading 1, so different lengths never collide.
+Symbol 0 is the start of a line, the last symbol stands for every character the model never saw.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.compiled import compiled
 
 FILE_NAME = "char_lm.npz"  # where recognition looks for a model's language model
 DEFAULT_ORDER = 6  # five characters of context: 6 and 8 read the dev hands alike, 8 is 4x bigger
@@ -43,6 +46,13 @@ class CharLM:
     ngram_logp: np.ndarray  # float32: log P(last symbol | the ones before it)
     context_keys: np.ndarray  # int64, sorted
     context_backoff: np.ndarray  # float32: log of the weight left to the shorter context
+    # The same, as hash tables: (slot keys, -1 where empty; slot values). Built on creation.
+    ngram_table: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
+    context_table: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ngram_table", hash_table(self.ngram_keys, self.ngram_logp))
+        object.__setattr__(self, "context_table", hash_table(self.context_keys, self.context_backoff))
 
     @property
     def unknown(self) -> int:
@@ -70,9 +80,8 @@ class CharLM:
     def logp(self, context: Sequence[int], symbol: int) -> float:
         """log P(symbol | context), context as symbols (0 = line start), oldest first."""
         return float(lookup(pack(context[-(self.order - 1):] if self.order > 1 else ()),
-                            min(len(context), self.order - 1), symbol, self.ngram_keys,
-                            self.ngram_logp, self.context_keys, self.context_backoff,
-                            self.uniform_logp))
+                            min(len(context), self.order - 1), symbol, *self.ngram_table,
+                            *self.context_table, self.uniform_logp))
 
     def text_logp(self, text: str) -> float:
         """log P(text) as a line, from its start; no end-of-line term."""
@@ -107,23 +116,54 @@ def pack(symbols: Sequence[int]) -> int:
     return key
 
 
-def lookup(context_key, context_len, symbol, ngram_keys, ngram_logp, context_keys,
-           context_backoff, uniform_logp):
+# Multiplier of the hash (odd, 63 bits); a slot is read from bits 40 and up of the product, which
+# depend on every bit of a key (keys are under 2^57).
+_HASH = 0x7F4A7C159E3779B1
+
+
+def hash_table(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Open addressing with linear probing, at most 2/3 full."""
+    size = 1 << max(4, math.ceil(math.log2(max(1, len(keys)) * 1.5)))
+    slots = np.full(size, -1, dtype=np.int64)
+    slot_values = np.zeros(size, dtype=np.float32)
+    _fill(np.asarray(keys, dtype=np.int64), np.asarray(values, dtype=np.float32), slots, slot_values)
+    return slots, slot_values
+
+
+@compiled
+def _slot(slots, key):
+    """Where `key` is in the table, or the empty slot where it would go."""
+    mask = slots.shape[0] - 1
+    i = ((key * _HASH) >> 40) & mask
+    while slots[i] != -1 and slots[i] != key:
+        i = (i + 1) & mask
+    return i
+
+
+@compiled
+def _fill(keys, values, slots, slot_values):
+    for k in range(keys.shape[0]):
+        i = _slot(slots, keys[k])
+        slots[i] = keys[k]
+        slot_values[i] = values[k]
+
+
+@compiled
+def lookup(context_key, context_len, symbol, ngram_slots, ngram_values, context_slots,
+           context_values, uniform_logp):
     """log P(symbol | context): the longest stored n-gram ending in it, plus the backoff weights
-    of the longer contexts that were seen but never followed by it. Plain arithmetic on arrays,
-    so numba compiles it unchanged for the search (pipeline.ctc_beam)."""
+    of the longer contexts that were seen but never followed by it."""
     backoff = 0.0
     for used in range(context_len, -1, -1):
         # The context's last `used` symbols, keeping the leading 1.
-        divisor = 256 ** used
-        digits = context_key % divisor
-        key = (divisor + digits) * 256 + symbol
-        i = np.searchsorted(ngram_keys, key)
-        if i < ngram_keys.shape[0] and ngram_keys[i] == key:
-            return backoff + ngram_logp[i]
-        j = np.searchsorted(context_keys, divisor + digits)
-        if j < context_keys.shape[0] and context_keys[j] == divisor + digits:
-            backoff += context_backoff[j]
+        top = 1 << (8 * used)
+        context = top + (context_key & (top - 1))
+        i = _slot(ngram_slots, context * 256 + symbol)
+        if ngram_slots[i] != -1:
+            return backoff + ngram_values[i]
+        j = _slot(context_slots, context)
+        if context_slots[j] != -1:
+            backoff += context_values[j]
     return backoff + uniform_logp
 
 

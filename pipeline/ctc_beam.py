@@ -6,7 +6,7 @@ Best-path decoding keeps one reading per line; rescoring with the decoder needs 
 The search is compiled with numba: in pure Python it was a third of the time of reading a
 handwritten line (many frames in doubt, each grown and ranked prefix by prefix); compiled, it
 costs a few milliseconds per batch (docs/BENCHMARKS.md, session 23). Only the first run on a
-machine pays the compile (about 5 s): see `_compiled`.
+machine pays the compile (about 5 s): see `pipeline.compiled`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numba import njit
 
 from pipeline import char_lm
+from pipeline.compiled import compiled
 
 if TYPE_CHECKING:
     import torch
@@ -39,14 +39,6 @@ SURE_BLANK = math.log(0.999)
 Reading = tuple[tuple[int, ...], float, float]
 
 
-def _compiled(function):
-    """numba-compiled, the machine code kept on disk where numba finds a writable place (beside
-    this file, else the user's cache folder); where it finds none (a read-only install run by a
-    user without a home), compiled afresh in each process rather than failing to import."""
-    try:
-        return njit(cache=True)(function)
-    except RuntimeError:
-        return njit(function)
 
 
 @dataclass(frozen=True)
@@ -88,13 +80,13 @@ def _search(log_probs, blank, skip, beam, fusion: Fusion | None) -> list[list[Re
     starts = np.zeros(n_lines * n_frames + 1, dtype=np.int64)
     np.cumsum(plausible.sum(-1).ravel().numpy(), out=starts[1:])
     if fusion is None:
-        lm = (np.zeros(log_probs.shape[-1], dtype=np.int64), np.zeros(0, dtype=np.int64),
-              np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32),
+        lm = (np.zeros(log_probs.shape[-1], dtype=np.int64), np.full(1, -1, dtype=np.int64),
+              np.zeros(1, dtype=np.float32), np.full(1, -1, dtype=np.int64), np.zeros(1, dtype=np.float32),
               0.0, 1, 0.0, 0.0, False)
     else:
         model = fusion.lm
-        lm = (fusion.symbols, model.ngram_keys, model.ngram_logp, model.context_keys,
-              model.context_backoff, model.uniform_logp, model.order, fusion.weight, fusion.bonus, True)
+        lm = (fusion.symbols, *model.ngram_table, *model.context_table, model.uniform_logp,
+              model.order, fusion.weight, fusion.bonus, True)
     found_tokens, lengths, scores, lm_scores, found = _search_lines(
         np.ascontiguousarray(log_probs[..., blank].double().numpy()), starts, tokens.numpy(),
         log_probs[lines, frames, tokens].double().numpy(), beam, *lm,
@@ -112,28 +104,10 @@ def _search(log_probs, blank, skip, beam, fusion: Fusion | None) -> list[list[Re
     return readings
 
 
-_lm_lookup = _compiled(char_lm.lookup)
-# Language-model lookups remembered per line: the same prefixes meet the same characters frame
-# after frame, and a lookup walks several binary searches over tables of megabytes.
-LM_CACHE_SLOTS = 4096  # a power of two
-
-
-@_compiled
-def _cached_lm(cache_keys, cache_values, context_key, context_len, symbol, lm_keys, lm_logp,
-               context_keys, context_backoff, uniform_logp):
-    """`_lm_lookup` through a direct-mapped cache (a slot holds the last key that hashed to it)."""
-    key = context_key * 256 + symbol
-    slot = (key * 0x9E3779B1) & (LM_CACHE_SLOTS - 1)
-    if cache_keys[slot] != key:
-        cache_keys[slot] = key
-        cache_values[slot] = _lm_lookup(context_key, context_len, symbol, lm_keys, lm_logp,
-                                        context_keys, context_backoff, uniform_logp)
-    return cache_values[slot]
-
-
-@_compiled
-def _search_lines(blank_lp, starts, tokens, char_lp, beam, symbols, lm_keys, lm_logp, context_keys,
-                  context_backoff, uniform_logp, order, weight, bonus, use_lm):
+_lm_lookup = char_lm.lookup
+@compiled
+def _search_lines(blank_lp, starts, tokens, char_lp, beam, symbols, ngram_slots, ngram_values, context_slots,
+                  context_values, uniform_logp, order, weight, bonus, use_lm):
     """Every line's search; readings come back padded: (lines, beam, frames) token ids, their
     lengths, fused log-probabilities and language-model log-probabilities, and how many
     readings each line has."""
@@ -147,15 +121,15 @@ def _search_lines(blank_lp, starts, tokens, char_lp, beam, symbols, lm_keys, lm_
         first = line * n_frames
         found[line] = _search_line(
             blank_lp[line], starts[first : first + n_frames + 1], tokens, char_lp, beam,
-            symbols, lm_keys, lm_logp, context_keys, context_backoff, uniform_logp, order, weight,
+            symbols, ngram_slots, ngram_values, context_slots, context_values, uniform_logp, order, weight,
             bonus, use_lm, found_tokens[line], lengths[line], scores[line], lm_scores[line],
         )
     return found_tokens, lengths, scores, lm_scores, found
 
 
-@_compiled
-def _search_line(blank_lp, starts, tokens, char_lp, beam, symbols, lm_keys, lm_logp, context_keys,
-                 context_backoff, uniform_logp, order, weight, bonus, use_lm, out_tokens,
+@compiled
+def _search_line(blank_lp, starts, tokens, char_lp, beam, symbols, ngram_slots, ngram_values, context_slots,
+                 context_values, uniform_logp, order, weight, bonus, use_lm, out_tokens,
                  out_lengths, out_scores, out_lm):
     """One line's prefix beam search; writes its readings into the out_* rows, returns how many.
 
@@ -176,8 +150,6 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, symbols, lm_keys, lm_l
     context[0] = 256 if keep > 0 else 1  # the line start, or no context for a unigram model
     context_len[0] = 1 if keep > 0 else 0
     node_lm[0] = 0.0
-    cache_keys = np.full(LM_CACHE_SLOTS if use_lm else 1, -1, dtype=np.int64)
-    cache_values = np.zeros(LM_CACHE_SLOTS if use_lm else 1)
     # A node's children, as a list threaded through the nodes: one node per prefix, however often
     # the prefix leaves the beam and comes back, so equal prefixes are always merged.
     first_child = np.full(1 + n_frames * beam, -1, dtype=np.int64)
@@ -224,9 +196,9 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, symbols, lm_keys, lm_l
                     token = tokens[c]
                     lm = 0.0
                     if use_lm:
-                        lm = _cached_lm(cache_keys, cache_values, context[node[i]], context_len[node[i]],
-                                        symbols[token], lm_keys, lm_logp, context_keys,
-                                        context_backoff, uniform_logp)
+                        lm = _lm_lookup(context[node[i]], context_len[node[i]], symbols[token],
+                                        ngram_slots, ngram_values, context_slots, context_values,
+                                        uniform_logp)
                     # A repeated character needs a blank between the two, so only `pb` can extend.
                     grown = (pb[i] if token == last else total) * math.exp(
                         char_lp[c] + weight * lm + bonus)
@@ -265,8 +237,8 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, symbols, lm_keys, lm_l
                         context[n_nodes] = context[up] * 256 + symbol
                         context_len[n_nodes] = context_len[up] + 1
                     else:  # the oldest symbol drops out
-                        context[n_nodes] = (256 ** keep + (context[up] % 256 ** (keep - 1)) * 256
-                                            + symbol)
+                        kept = 1 << (8 * (keep - 1))  # the newer keep - 1 symbols stay
+                        context[n_nodes] = ((kept + (context[up] & (kept - 1))) << 8) + symbol
                         context_len[n_nodes] = keep
                     next_sibling[n_nodes] = first_child[cand_parent[c]]
                     first_child[cand_parent[c]] = n_nodes
@@ -302,7 +274,7 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, symbols, lm_keys, lm_l
     return n_beams
 
 
-@_compiled
+@compiled
 def _char_prob(token, tokens, char_lp, lo, hi):
     """The probability of `token` in the frame whose characters are tokens[lo:hi]; 0 if pruned."""
     for c in range(lo, hi):
@@ -311,7 +283,7 @@ def _char_prob(token, tokens, char_lp, lo, hi):
     return 0.0
 
 
-@_compiled
+@compiled
 def _child(node, token, first_child, next_sibling, token_of):
     """The trie node of `node`'s prefix grown by `token`; -1 if there is none yet."""
     child = first_child[node]

@@ -95,12 +95,17 @@ def test_build_lm_writes_the_model_folder_file_with_the_models_characters(tmp_pa
     assert not (tmp_path / "x.npz").exists()
 
 
-def test_lookup_runs_compiled_as_the_search_calls_it():
-    from pipeline.ctc_beam import _lm_lookup
+def test_the_hash_tables_find_every_key_and_no_other():
+    from pipeline.char_lm import _slot, hash_table
 
-    lm = char_lm.build(TEXT, order=4)
-    context = [0, *lm.symbols("the")]
-    key = char_lm.pack(context[-3:])
-    compiled = _lm_lookup(key, 3, lm.symbols(" ")[0], lm.ngram_keys, lm.ngram_logp,
-                          lm.context_keys, lm.context_backoff, lm.uniform_logp)
-    assert np.isclose(compiled, lm.logp(context, lm.symbols(" ")[0]))
+    rng = np.random.default_rng(0)
+    # Keys as the model writes them: up to 7 base-256 digits behind a leading 1, many alike.
+    keys = np.unique(rng.integers(256, 1 << 56, 5000, dtype=np.int64))
+    keys = np.concatenate([keys, np.arange(256, 2256, dtype=np.int64)])
+    values = rng.random(len(keys)).astype(np.float32)
+    slots, slot_values = hash_table(keys, values)
+    assert (slots == -1).sum() >= len(slots) // 3  # room left: a probe always ends
+    found = np.array([_slot(slots, k) for k in keys])
+    assert (slots[found] == keys).all() and (slot_values[found] == values).all()
+    for absent in (1, 255, 2256, int(keys.max()) + 1):
+        assert slots[_slot(slots, absent)] == -1
