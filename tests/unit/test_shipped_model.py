@@ -1,0 +1,34 @@
+"""The model the project ships (models/quire-line-v1) and its language model, as a user gets them."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline import char_lm
+from pipeline.config import DEFAULT_MODEL, resolve_model_path
+from pipeline.recognize import Recognizer
+from pipeline.training.evaluate import cer
+from tests.model_fixtures import render_line
+
+LINES = ("The County Archives hold 1,284 letters.", "Received 12 March 1931, with thanks",
+         "TOTAL RM 45.60", "mental and corporeal")
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return Recognizer(DEFAULT_MODEL, device="cpu")
+
+
+def test_the_shipped_language_model_knows_every_character_the_model_reads(shipped):
+    lm = char_lm.load(resolve_model_path(DEFAULT_MODEL) + "/" + char_lm.FILE_NAME)
+    vocab = shipped.processor.tokenizer.get_vocab()
+    characters = [t for t, i in vocab.items() if len(t) == 1 and i not in shipped.processor.tokenizer.all_special_ids]
+    assert len(characters) > 150
+    assert lm.symbols("".join(characters)).count(lm.unknown) == 0
+    assert shipped.fusion is not None and shipped.decode == "rescore"
+
+
+def test_the_shipped_model_reads_printed_lines(shipped):
+    read = shipped.recognize([render_line(t) for t in LINES])
+    assert cer(LINES, [r.text for r in read]) <= 0.02, [r.text for r in read]
+    assert all(r.confidence > 0.5 for r in read)
