@@ -28,7 +28,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # torch first, pinned to the CPU wheel: an unpinned torch would pull gigabytes of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test install system-deps train-deps lint bench clean
+.PHONY: demo test install system-deps train-deps language-model lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -70,6 +70,10 @@ train-deps:
 	  for f in $(TEXLIVE_HANDS); do $(SUDO) install -m 644 $$tmp/x$(TEXLIVE_FONTS)/$$f $(HAND_FONT_DIR)/; done; \
 	  $(SUDO) fc-cache -f $(HAND_FONT_DIR); \
 	fi
+
+# Rebuild the shipped model's character language model from the synthetic corpus's text.
+language-model: install train-deps
+	$(VENV)/bin/quire build-lm models/quire-line-v1
 
 lint: install
 	$(PY) -m pip install -q ruff
