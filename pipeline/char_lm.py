@@ -183,11 +183,23 @@ def build(lines: Iterable[str], order: int = DEFAULT_ORDER, *, alphabet: str | N
         alphabet = "".join(c for c, _ in frequency.most_common(MAX_SYMBOLS - 2))
     if len(alphabet) > MAX_SYMBOLS - 2:
         raise ValueError(f"at most {MAX_SYMBOLS - 2} characters, not {len(alphabet)}")
-    lm = CharLM(alphabet, order, *(np.zeros(0) for _ in range(4)))
-    # counts[k][(context, symbol)] for contexts of k symbols
+    index = {c: i + 1 for i, c in enumerate(alphabet)}
+    counts = _count(([index.get(c, len(alphabet) + 1) for c in line] for line in lines), order, progress)
+    logp, backoff = _witten_bell(counts, -math.log(len(alphabet) + 1), min_count)
+    ngrams = sorted((pack((*context, symbol)), p) for table in logp for (context, symbol), p in table.items())
+    contexts = sorted((pack(context), w) for table in backoff for context, w in table.items())
+    return CharLM(
+        alphabet, order,
+        np.array([key for key, _ in ngrams], dtype=np.int64), np.array([p for _, p in ngrams], dtype=np.float32),
+        np.array([key for key, _ in contexts], dtype=np.int64), np.array([w for _, w in contexts], dtype=np.float32),
+    )
+
+
+def _count(lines: Iterable[list[int]], order: int, progress) -> list[Counter]:
+    """counts[k][(context, symbol)]: how often `symbol` followed each context of k symbols."""
     counts: list[Counter] = [Counter() for _ in range(order)]
     for line in lines:
-        symbols = [0] * (order - 1) + lm.symbols(line)
+        symbols = [0] * (order - 1) + line
         for i in range(order - 1, len(symbols)):
             for k in range(order):
                 # A context may not reach back over more than one line start.
@@ -196,6 +208,12 @@ def build(lines: Iterable[str], order: int = DEFAULT_ORDER, *, alphabet: str | N
                 counts[k][(tuple(symbols[i - k:i]), symbols[i])] += 1
         if progress is not None:
             progress(1)
+    return counts
+
+
+def _witten_bell(counts: list[Counter], uniform: float, min_count: int) -> tuple[list[dict], list[dict]]:
+    """Per order, the kept n-grams' log-probabilities and the contexts' backoff weights (logs)."""
+    order = len(counts)
     totals: list[Counter] = [Counter() for _ in range(order)]  # context -> n (all followers)
     kinds: list[Counter] = [Counter() for _ in range(order)]  # context -> distinct followers
     for k in range(order):
@@ -203,13 +221,12 @@ def build(lines: Iterable[str], order: int = DEFAULT_ORDER, *, alphabet: str | N
             totals[k][context] += n
             kinds[k][context] += 1
     # Shortest context first: each order interpolates with the finished order below it.
-    uniform = -math.log(len(alphabet) + 1)
     logp: list[dict] = [{} for _ in range(order)]  # (context, symbol) -> log P, the n-grams kept
     backoff: list[dict] = [{} for _ in range(order)]  # context -> log weight left to the shorter
     for k in range(order):
         probability, lower = {}, {}
         for (context, symbol), n in counts[k].items():
-            lower[context, symbol] = math.exp(_logp(logp, backoff, context[1:], symbol, uniform)) if k else math.exp(uniform)
+            lower[context, symbol] = math.exp(_logp(logp, backoff, context[1:], symbol, uniform) if k else uniform)
             seen = totals[k][context]
             weight = seen / (seen + kinds[k][context])
             probability[context, symbol] = weight * n / seen + (1 - weight) * lower[context, symbol]
@@ -228,18 +245,12 @@ def build(lines: Iterable[str], order: int = DEFAULT_ORDER, *, alphabet: str | N
                 weight = math.log1p(-seen / (seen + kinds[k][context]))
             elif lower_left > 1e-9 and left > 1e-12:
                 weight = math.log(left / lower_left)
-            else:
+            else:  # no mass left on one side (rounding): the shorter context as it is
                 weight = 0.0
             if weight != 0.0:
                 backoff[k][context] = weight
         logp[k] = {g: math.log(probability[g]) for g in kept}
-    ngrams = sorted((pack((*context, symbol)), p) for k in range(order) for (context, symbol), p in logp[k].items())
-    contexts = sorted((pack(context), w) for k in range(order) for context, w in backoff[k].items())
-    return CharLM(
-        alphabet, order,
-        np.array([key for key, _ in ngrams], dtype=np.int64), np.array([p for _, p in ngrams], dtype=np.float32),
-        np.array([key for key, _ in contexts], dtype=np.int64), np.array([w for _, w in contexts], dtype=np.float32),
-    )
+    return logp, backoff
 
 
 def _logp(logp: list[dict], backoff: list[dict], context: tuple[int, ...], symbol: int, uniform: float) -> float:
