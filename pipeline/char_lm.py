@@ -64,13 +64,13 @@ class CharLM:
         return -math.log(len(self.alphabet) + 1)
 
     def symbols(self, text: str) -> list[int]:
-        index = {c: i + 1 for i, c in enumerate(self.alphabet)}
+        index = _symbol_index(self.alphabet)
         return [index.get(c, self.unknown) for c in text]
 
     def symbol_of_tokens(self, tokens: dict[str, int], size: int) -> np.ndarray:
         """For a tokenizer's vocabulary ({text: id}, ids below `size`), each id's symbol: the
         unknown symbol for tokens that are not one known character (specials, merged pieces)."""
-        index = {c: i + 1 for i, c in enumerate(self.alphabet)}
+        index = _symbol_index(self.alphabet)
         table = np.full(size, self.unknown, dtype=np.int64)
         for text, token in tokens.items():
             if len(text) == 1 and text in index and 0 <= token < size:
@@ -107,6 +107,11 @@ def load(path: str | Path) -> CharLM:
                           f["context_keys"], f["context_backoff"])
     except (OSError, KeyError, ValueError) as exc:
         raise ValueError(f"{path}: not a Quire character language model ({exc})") from None
+
+
+def _symbol_index(alphabet: str) -> dict[str, int]:
+    """Each character's symbol: its place in the alphabet, from 1 (0 is the line start)."""
+    return {c: i + 1 for i, c in enumerate(alphabet)}
 
 
 def pack(symbols: Sequence[int]) -> int:
@@ -183,7 +188,7 @@ def build(lines: Iterable[str], order: int = DEFAULT_ORDER, *, alphabet: str | N
         alphabet = "".join(c for c, _ in frequency.most_common(MAX_SYMBOLS - 2))
     if len(alphabet) > MAX_SYMBOLS - 2:
         raise ValueError(f"at most {MAX_SYMBOLS - 2} characters, not {len(alphabet)}")
-    index = {c: i + 1 for i, c in enumerate(alphabet)}
+    index = _symbol_index(alphabet)
     counts = _count(([index.get(c, len(alphabet) + 1) for c in line] for line in lines), order, progress)
     logp, backoff = _witten_bell(counts, -math.log(len(alphabet) + 1), min_count)
     ngrams = sorted((pack((*context, symbol)), p) for table in logp for (context, symbol), p in table.items())

@@ -39,8 +39,6 @@ SURE_BLANK = math.log(0.999)
 Reading = tuple[tuple[int, ...], float, float]
 
 
-
-
 @dataclass(frozen=True)
 class Fusion:
     """A language model weighed into the search (shallow fusion): each character a prefix grows
@@ -64,10 +62,6 @@ def ctc_readings(
     readings are ranked by CTC + weight * LM + bonus * characters; without, by CTC alone, and
     their language-model log-probability is 0.
     """
-    return _search(log_probs, blank, skip, beam, fusion)
-
-
-def _search(log_probs, blank, skip, beam, fusion: Fusion | None) -> list[list[Reading]]:
     log_probs = log_probs.detach().cpu()
     plausible = log_probs >= PRUNE
     plausible[..., blank] = False
@@ -104,7 +98,6 @@ def _search(log_probs, blank, skip, beam, fusion: Fusion | None) -> list[list[Re
     return readings
 
 
-_lm_lookup = char_lm.lookup
 @compiled
 def _search_lines(blank_lp, starts, tokens, char_lp, beam, symbols, ngram_slots, ngram_values, context_slots,
                   context_values, uniform_logp, order, weight, bonus, use_lm):
@@ -196,9 +189,9 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, symbols, ngram_slots, 
                     token = tokens[c]
                     lm = 0.0
                     if use_lm:
-                        lm = _lm_lookup(context[node[i]], context_len[node[i]], symbols[token],
-                                        ngram_slots, ngram_values, context_slots, context_values,
-                                        uniform_logp)
+                        lm = char_lm.lookup(context[node[i]], context_len[node[i]], symbols[token],
+                                            ngram_slots, ngram_values, context_slots, context_values,
+                                            uniform_logp)
                     # A repeated character needs a blank between the two, so only `pb` can extend.
                     grown = (pb[i] if token == last else total) * math.exp(
                         char_lp[c] + weight * lm + bonus)
@@ -240,8 +233,8 @@ def _search_line(blank_lp, starts, tokens, char_lp, beam, symbols, ngram_slots, 
                         kept = 1 << (8 * (keep - 1))  # the newer keep - 1 symbols stay
                         context[n_nodes] = ((kept + (context[up] & (kept - 1))) << 8) + symbol
                         context_len[n_nodes] = keep
-                    next_sibling[n_nodes] = first_child[cand_parent[c]]
-                    first_child[cand_parent[c]] = n_nodes
+                    next_sibling[n_nodes] = first_child[up]
+                    first_child[up] = n_nodes
                     cand_node[c] = n_nodes
                     n_nodes += 1
                 node[k] = cand_node[c]

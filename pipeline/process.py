@@ -37,9 +37,15 @@ def file_sha256(path: Path) -> str:
 
 
 @lru_cache(maxsize=32)
-def _weights_digest(weights: Path, size: int, mtime_ns: int) -> str:
+def _cached_digest(path: Path, size: int, mtime_ns: int) -> str:
     # size and mtime only key the cache: the file is hashed again once it has been rewritten.
-    return file_sha256(weights)[:16]
+    return file_sha256(path)[:16]
+
+
+def _file_digest(path: Path) -> str:
+    """A model file's digest (weights, language model), hashed once per version of the file."""
+    stat = path.stat()
+    return _cached_digest(path, stat.st_size, stat.st_mtime_ns)
 
 
 def model_version(model: str) -> str:
@@ -48,8 +54,7 @@ def model_version(model: str) -> str:
     weights = Path(resolve_model_path(model)) / "model.safetensors"
     if not weights.is_file():
         return model
-    stat = weights.stat()
-    return f"{model}@{_weights_digest(weights, stat.st_size, stat.st_mtime_ns)}"
+    return f"{model}@{_file_digest(weights)}"
 
 
 def language_model_version(model: str) -> str:
@@ -57,10 +62,7 @@ def language_model_version(model: str) -> str:
     from pipeline.char_lm import FILE_NAME
 
     lm = Path(resolve_model_path(model)) / FILE_NAME
-    if not lm.is_file():
-        return "none"
-    stat = lm.stat()
-    return _weights_digest(lm, stat.st_size, stat.st_mtime_ns)
+    return _file_digest(lm) if lm.is_file() else "none"
 
 
 def model_decoding(model: str, decode: str) -> str:
