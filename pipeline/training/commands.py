@@ -17,7 +17,8 @@ def train_command(
         Path, typer.Option("--out", "-o", help="Where the HF model and checkpoint/ are written.")
     ],
     model: Annotated[
-        str, typer.Option(help="'new' for Quire's line model, or a VisionEncoderDecoder name/path.")
+        str, typer.Option(help="'new' for a new Quire line model, or one to fine-tune: a shipped "
+                          "model's name (quire-line-v1), a VisionEncoderDecoder folder or hub name.")
     ] = "new",
     size: Annotated[
         str,
@@ -48,12 +49,24 @@ def train_command(
     val_dir: Annotated[
         Path | None, typer.Option(help="Real line folder(s) to measure CER on.")
     ] = None,
+    hold_out: Annotated[
+        float,
+        typer.Option(min=0.0, max=0.49, help="With --data FOLDER and no --val-dir: the share of the "
+                     "folder's lines (every Nth by name) kept out of training to measure CER on."),
+    ] = 0.1,
+    augment: Annotated[
+        bool,
+        typer.Option("--augment/--no-augment", help="With --data FOLDER: vary each line a little "
+                     "every epoch (letter shapes, size, lean, stroke weight, sharpness), so a few "
+                     "hundred lines teach the hand rather than being learnt by heart."),
+    ] = True,
     decoding: Annotated[
         str,
         typer.Option(
             help="What the trained model's --decode auto reads with: 'measure' (at each validation, "
             "the CTC head or the decoder, whichever reads the --val-dir lines, else the synthetic "
-            "ones, clearly better), or always 'ctc', 'attention' or 'rescore'."
+            "ones, clearly better; a model set to 'rescore', as the shipped one, keeps it), or "
+            "always 'ctc', 'attention' or 'rescore'."
         ),
     ] = "measure",
     save_every_s: Annotated[float, typer.Option(help="Seconds between checkpoints.")] = 600.0,
@@ -110,6 +123,11 @@ def train_command(
 ) -> None:
     """Train or fine-tune a line recognition model; resumes from OUT/checkpoint when present.
 
+    To adapt the shipped model to your own material, transcribe a few hundred lines into a folder
+    (line.png + line.gt.txt) and run: quire train --model quire-line-v1 --data FOLDER --epochs 10
+    --out MODEL. A tenth of the lines is held out to measure CER each epoch, the model's character
+    language model goes with it, and `quire recognize --model MODEL` reads with the result.
+
     Ctrl-C (or SIGTERM) stops after the current step with the checkpoint saved; run the same command again to go on.
     """
     from pipeline.training.train import TrainConfig, train
@@ -127,6 +145,8 @@ def train_command(
         freeze_encoder=freeze_encoder,
         val_every=val_every,
         val_dir=str(val_dir) if val_dir else None,
+        held_out=hold_out,
+        augment=augment,
         decoding=decoding,
         save_every_s=save_every_s,
         num_workers=num_workers,
@@ -272,16 +292,23 @@ def build_lm_command(
         int, typer.Option(min=1, max=7, help="Characters per n-gram: the last order - 1 are the context.")
     ] = 6,
     generated: Annotated[
-        int, typer.Option(min=0, help="Without --text: synthetic lines of each kind (printed, "
+        int, typer.Option(min=0, help="With the default text: synthetic lines of each kind (printed, "
                           "receipt, handwritten) added to the book and prose text.")
     ] = 60_000,
+    default_text: Annotated[
+        bool | None,
+        typer.Option("--default-text/--no-default-text", help="Count the default text (the book, "
+                     "prose and generated lines the shipped model's is built from) as well as --text: "
+                     "a few hundred transcribed lines alone make a thin model. Default: only "
+                     "without --text."),
+    ] = None,
 ) -> None:
     """Build a character language model for 'rescore' and 'ctc' reading (pipeline.char_lm).
 
     Recognition uses <model folder>/char_lm.npz when it is there: the n-gram model weighs how
     likely each reading is as text, so unclear writing is read as the likelier words. Give
     --text with transcriptions of your own collection (another language, another period) to
-    fit it to your material.
+    fit it to your material; add --default-text to count them with the default text.
     """
     from tqdm import tqdm
 
@@ -292,17 +319,16 @@ def build_lm_command(
         typer.echo(f"error: {out}: give a model folder or a .npz file", err=True)
         raise typer.Exit(2)
     lines: list[str] = []
-    if text:
-        for path in text:
-            try:
-                lines += [" ".join(line.split()) for line in path.read_text(encoding="utf-8").splitlines()]
-            except (OSError, UnicodeDecodeError) as exc:
-                typer.echo(f"error: {path}: cannot read it as UTF-8 text ({exc})", err=True)
-                raise typer.Exit(2) from exc
-    else:
+    for path in text or ():
+        try:
+            lines += [" ".join(line.split()) for line in path.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            typer.echo(f"error: {path}: cannot read it as UTF-8 text ({exc})", err=True)
+            raise typer.Exit(2) from exc
+    if default_text or (default_text is None and not text):
         from pipeline.training.corpus import language_model_lines
 
-        lines = language_model_lines(generated)
+        lines += language_model_lines(generated)
     source = model or (str(out) if (out / "tokenizer.json").is_file() else None)
     alphabet = _model_alphabet(source) if source else None
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,24 +12,54 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from pipeline.model_input import fit_lines, input_shape, pixel_values
+from pipeline.training.degrade import vary_scan
 from pipeline.training.evaluate import load_pairs, read_gray
 from pipeline.training.synth import SyntheticLineDataset
 
 
-class FolderLines(Dataset):  # type: ignore[type-arg]
-    """Line images with ground truth from an ocropy/tesstrain-style folder."""
+def folder_pairs(directory: str, held_out: float = 0.0) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """A line folder's (image, text) pairs split into (lines to train on, lines held out).
 
-    def __init__(self, directory: str) -> None:
-        self.pairs = load_pairs(directory)
-        if not self.pairs:
-            raise FileNotFoundError(f"{directory}: no *.png with *.gt.txt next to it")
+    Every n-th line by name is held out (n = 1 / held_out, rounded), so the split stays the same
+    from run to run and a resumed run never trains on what it measures."""
+    pairs = load_pairs(directory)
+    if not pairs:
+        raise FileNotFoundError(f"{directory}: no *.png with *.gt.txt next to it")
+    if held_out <= 0:
+        return pairs, []
+    if held_out >= 0.5:
+        raise ValueError(f"--hold-out is the share of lines kept for measuring, below 0.5, not {held_out}")
+    every = max(2, round(1 / held_out))
+    if len(pairs) < every:
+        return pairs, []  # too few lines to spare one
+    return ([p for i, p in enumerate(pairs, 1) if i % every],
+            [p for i, p in enumerate(pairs, 1) if not i % every])
+
+
+class FolderLines(Dataset):  # type: ignore[type-arg]
+    """Line images with ground truth from an ocropy/tesstrain-style folder.
+
+    With `vary_seed`, each line is varied (degrade.vary_scan) afresh every epoch, the same way for
+    the same seed, epoch and line."""
+
+    def __init__(self, pairs: list[tuple[Path, str]], vary_seed: int | None = None) -> None:
+        self.pairs = pairs
+        self.vary_seed = vary_seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
         path, text = self.pairs[i]
-        return read_gray(path), text
+        try:
+            image = read_gray(path)
+        except (OSError, ValueError) as exc:
+            # One broken file must not end hours of training without saying which it is.
+            raise OSError(f"{path}: cannot read this training line image ({exc})") from None
+        if self.vary_seed is not None:
+            image = vary_scan(image, np.random.default_rng((self.vary_seed, self.epoch, i)))
+        return image, text
 
 
 class Collator:
@@ -90,8 +121,11 @@ def batches(
     trim: bool = False,
     mix: dict[str, float] | None = None,
     ink_cut: float = 0.0,
+    held_out: float = 0.0,
+    augment: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Endless training batches from synthetic lines (`data="synthetic"`) or a line folder.
+    """Endless training batches from synthetic lines (`data="synthetic"`) or a line folder, less
+    its `held_out` share (`folder_pairs`), each line varied every epoch with `augment`.
 
     `trim` (for encoders that read any width) cuts each batch to its widest line; synthetic
     batches are then also made of lines of like width.
@@ -120,9 +154,10 @@ def batches(
             kwargs["batch_size"] = None  # the dataset hands over whole batches
         yield from DataLoader(dataset, **kwargs)
         return
-    folder = FolderLines(data)
+    folder = FolderLines(folder_pairs(data, held_out)[0], seed if augment else None)
     epoch = 0
     while True:
+        folder.epoch = epoch  # each worker gets its own copy of the dataset, with this epoch's variations
         gen = torch.Generator().manual_seed(seed + epoch)
         yield from DataLoader(
             folder, shuffle=True, generator=gen, drop_last=len(folder) > batch_size, **kwargs

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipeline import char_lm
+from pipeline.config import resolve_model_path
 from pipeline.decodings import DECODINGS
 from pipeline.model_input import (
     cuts_padding,
@@ -33,7 +35,7 @@ from pipeline.model_input import (
 )
 from pipeline.precision import PRECISIONS, use_bf16
 from pipeline.training.averaging import WeightAverage, snapshot
-from pipeline.training.data import FolderLines, batches
+from pipeline.training.data import batches, folder_pairs
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 from pipeline.training.synth import LineSynthesizer, parse_mix
 
@@ -75,6 +77,8 @@ class TrainConfig:
     log_every: int = 50  # a plain log line (the tqdm bar is throttled when not on a terminal)
     val_lines: int = 200
     val_dir: str | None = None
+    held_out: float = 0.1  # share of a folder's lines measured, not trained on, when there is no val_dir
+    augment: bool = True  # vary a folder's lines every epoch (degrade.vary_scan)
     decoding: str = "measure"  # one of DECODING_CHOICES
     save_every_s: float = 600.0
     num_workers: int = 1
@@ -109,7 +113,7 @@ def load_or_build(cfg: TrainConfig) -> tuple[Any, Any, dict[str, torch.Tensor] |
     elif cfg.size != "small":
         raise ValueError(f"--size builds a new model; {cfg.model} keeps its own sizes (drop --size)")
     else:
-        source = cfg.model
+        source = resolve_model_path(cfg.model)
     model = VisionEncoderDecoderModel.from_pretrained(source).float()
     average = None
     training_weights = out / CHECKPOINT / TRAINING_WEIGHTS
@@ -143,10 +147,13 @@ def training_loss(
 
 
 def lr_lambda(cfg: TrainConfig) -> Any:
+    # A short fine-tune (a few epochs over a small folder) would still be warming up at its end.
+    warmup = max(1, min(cfg.warmup, cfg.steps // 10))
+
     def f(step: int) -> float:
-        if step < cfg.warmup:
-            return (step + 1) / cfg.warmup
-        progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, cfg.steps - warmup))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
@@ -226,12 +233,30 @@ def save(
         tmp / CHECKPOINT / "state.pt",
     )
     (tmp / CHECKPOINT / "history.json").write_text(json.dumps(history, indent=1))
+    language_model = source_language_model(cfg)
+    if language_model is not None and not (out / char_lm.FILE_NAME).exists():
+        shutil.copyfile(language_model, tmp / char_lm.FILE_NAME)
     for f in tmp.rglob("*"):
         if f.is_file():
             dest = out / f.relative_to(tmp)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f, dest)  # atomic per file: a kill mid-save never leaves a torn file
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def source_language_model(cfg: TrainConfig) -> Path | None:
+    """The character language model of the checkpoint being fine-tuned, if it has one: it goes
+    with the tuned model (which keeps the tokenizer), unless the output has its own already."""
+    if cfg.model == "new":
+        return None
+    path = Path(resolve_model_path(cfg.model)) / char_lm.FILE_NAME
+    return path if path.is_file() else None
+
+
+def held_out_share(cfg: TrainConfig) -> float:
+    """The share of a line folder kept out of training to measure on: none for synthetic data,
+    nor where --val-dir gives lines to measure on."""
+    return cfg.held_out if cfg.data != "synthetic" and not cfg.val_dir else 0.0
 
 
 def restore(out_dir: str, opt: Any, sched: Any) -> tuple[int, int, int, list[dict[str, Any]]]:
@@ -341,7 +366,8 @@ def validate(
                 judged_reads["ctc"].extend(ctc_hyps)
     if has_ctc and decoding != "measure":
         model.config.quire_decoding = decoding
-    elif has_ctc and judged_refs:
+    elif has_ctc and judged_refs and getattr(model.config, "quire_decoding", None) != "rescore":
+        # A model set to 'rescore' (the shipped one) reads with both heads and keeps doing so.
         # CTC reads 2-3.5x faster than the decoder (dev sets), so the decoder must earn its cost:
         # it is chosen only when clearly better (a tenth lower CER), not on a few lines' noise.
         attention_cer, ctc_cer = (cer(judged_refs, judged_reads[m]) for m in ("attention", "ctc"))
@@ -353,7 +379,8 @@ def validate(
 def validation_sets(
     cfg: TrainConfig, processor: Any, seed: int = VAL_SEED
 ) -> dict[str, tuple[list[np.ndarray], list[str]]]:
-    """cfg.val_lines synthetic lines from `seed`, and the line pairs of cfg.val_dir and each folder in it."""
+    """cfg.val_lines synthetic lines from `seed`, the line pairs of cfg.val_dir and each folder in
+    it, and the lines held out of a training folder (`held_out_share`)."""
     shape = input_shape(processor, 1)  # the size only
     synth = LineSynthesizer(shape.height, shape.width, seed=seed)
     samples = [synth.sample() for _ in range(cfg.val_lines)]
@@ -366,6 +393,9 @@ def validation_sets(
             pairs = load_pairs(sub)
             if pairs:
                 sets[sub.name] = ([read_gray(p) for p, _ in pairs], [t for _, t in pairs])
+    held = folder_pairs(cfg.data, held_out_share(cfg))[1] if held_out_share(cfg) else []
+    if held:
+        sets["held_out"] = ([read_gray(p) for p, _ in held], [t for _, t in held])
     return sets
 
 
@@ -391,7 +421,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     channels = encoder_channels(model)
     max_length = int(getattr(model.generation_config, "max_length", None) or 128)
     if cfg.data != "synthetic" and cfg.epochs:
-        per_epoch = math.ceil(len(FolderLines(cfg.data)) / cfg.batch_size)
+        lines_per_epoch = len(folder_pairs(cfg.data, held_out_share(cfg))[0])
+        # Full batches only (a short last batch is dropped), unless the folder fills less than one.
+        per_epoch = max(1, lines_per_epoch // cfg.batch_size)
         cfg.steps = cfg.epochs * per_epoch
         cfg.val_every = per_epoch  # validation once per epoch
     if cfg.freeze_encoder:
@@ -424,6 +456,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         else None
     )
     val_sets = validation_sets(cfg, processor)
+    if "held_out" in val_sets:
+        print(f"{len(val_sets['held_out'][1])} of {cfg.data}'s lines are held out to measure CER on "
+              "(--hold-out); they are not trained on", flush=True)
+    language_model = source_language_model(cfg)
+    if language_model is not None:
+        print(f"{language_model} goes with the tuned model; `quire build-lm {cfg.out_dir} --text FILE` "
+              "builds one from your own transcriptions instead", flush=True)
     autocast = torch.autocast(
         "cuda" if device == "cuda" else "cpu",
         dtype=torch.bfloat16,
@@ -459,6 +498,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         trim=cuts_padding(model),
         mix=mix,
         ink_cut=cfg.ink_cut,
+        held_out=held_out_share(cfg),
+        augment=cfg.augment,
     )
     while step < cfg.steps:
         batch = next(data)
@@ -572,6 +613,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--freeze-encoder", action="store_true")
+    p.add_argument("--hold-out", dest="held_out", type=float, default=TrainConfig.held_out)
+    p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--no-resume", dest="resume", action="store_false")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return TrainConfig(**vars(p.parse_args(argv)))

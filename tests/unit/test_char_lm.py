@@ -95,6 +95,28 @@ def test_build_lm_writes_the_model_folder_file_with_the_models_characters(tmp_pa
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_build_lm_counts_the_default_text_with_transcriptions_when_asked(tmp_path, monkeypatch):
+    from pipeline.cli import app
+    from pipeline.training import corpus
+
+    # The default text is a million lines of books and prose: a stand-in keeps the test quick.
+    monkeypatch.setattr(corpus, "language_model_lines", lambda generated: ["quartermaster general"] * 3)
+    text = tmp_path / "transcribed.txt"
+    text.write_text("\n".join(TEXT) + "\n", encoding="utf-8")
+
+    def built(*flags: str) -> char_lm.CharLM:
+        out = CliRunner().invoke(app, ["build-lm", str(tmp_path / "lm.npz"), "--order", "4", *flags])
+        assert out.exit_code == 0, out.output
+        return char_lm.load(tmp_path / "lm.npz")
+
+    both = built("--text", str(text), "--default-text")
+    alone = built("--text", str(text))
+    default = built()
+    assert both.text_logp("quarter") > alone.text_logp("quarter")  # only the default text has it
+    assert both.text_logp("corporeal") > default.text_logp("corporeal")  # only the transcriptions
+    assert alone.text_logp("corporeal") > default.text_logp("corporeal")
+
+
 def test_the_hash_tables_find_every_key_and_no_other():
     from pipeline.char_lm import _slot, hash_table
 

@@ -1,0 +1,139 @@
+"""Fine-tuning on a user's own line folder: held-out lines, varied lines, what the tuned model keeps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline import char_lm
+from pipeline.training.data import FolderLines, folder_pairs
+from tests.model_fixtures import build_random_model, render_line
+
+WORDS = ("Dear Sir", "TOTAL 12.50", "No. 7", "the fake friend", "Anno 1847", "received",
+         "with thanks", "Bentham", "12 March", "London", "yours truly", "p. 31")
+
+
+def _line_folder(folder: Path, texts: tuple[str, ...] = WORDS) -> Path:
+    folder.mkdir(parents=True)
+    for i, text in enumerate(texts):
+        Image.fromarray(render_line(text)).save(folder / f"line{i:02d}.png")
+        (folder / f"line{i:02d}.gt.txt").write_text(text + "\n", encoding="utf-8")
+    return folder
+
+
+def test_every_nth_line_is_held_out_the_same_way_each_run(tmp_path: Path) -> None:
+    folder = _line_folder(tmp_path / "lines")
+    train, held = folder_pairs(str(folder), 0.25)
+    assert [p.name for p, _ in held] == ["line03.png", "line07.png", "line11.png"]
+    assert len(train) == 9 and not {p for p, _ in train} & {p for p, _ in held}
+    assert folder_pairs(str(folder), 0.25) == (train, held)
+    assert folder_pairs(str(folder), 0.0) == (folder_pairs(str(folder))[0], [])
+    # Too few lines to spare one for every tenth: all are trained on.
+    assert folder_pairs(str(folder), 0.05)[1] == []
+    with pytest.raises(ValueError, match="below 0.5"):
+        folder_pairs(str(folder), 0.5)
+    with pytest.raises(FileNotFoundError, match="no \\*.png with \\*.gt.txt"):
+        folder_pairs(str(_line_folder(tmp_path / "empty", ())))
+
+
+def test_folder_lines_vary_each_epoch_and_keep_their_ink(tmp_path: Path) -> None:
+    folder = _line_folder(tmp_path / "lines")
+    pairs = folder_pairs(str(folder))[0]
+    plain = FolderLines(pairs)
+    original, text = plain[1]
+    assert text == "TOTAL 12.50"
+    assert np.array_equal(original, np.asarray(Image.open(pairs[1][0]).convert("L")))
+
+    varied = FolderLines(pairs, vary_seed=3)
+    first = varied[1][0]
+    assert np.array_equal(first, varied[1][0])  # the same seed, epoch and line: the same variation
+    varied.epoch = 1
+    images = [varied[1][0]]
+    for epoch in range(2, 8):
+        varied.epoch = epoch
+        images.append(varied[1][0])
+    changed = [image for image in [first, *images]
+               if image.shape != original.shape or not np.array_equal(image, original)]
+    assert len(changed) >= 5  # most epochs show the line differently
+    ink = int((original < 128).sum())
+    for image in changed:
+        # Varied, never wiped out or smeared over: the ink stays within a factor of two.
+        assert image.dtype == np.uint8 and image.ndim == 2
+        assert 0.5 * ink <= int((image < 128).sum()) <= 2 * ink
+
+
+def test_a_broken_training_image_is_named(tmp_path: Path) -> None:
+    folder = _line_folder(tmp_path / "lines", WORDS[:2])
+    (folder / "line01.png").write_bytes(b"not a png")
+    lines = FolderLines(folder_pairs(str(folder))[0])
+    with pytest.raises(OSError, match="line01.png: cannot read this training line image"):
+        lines[1]
+
+
+def test_a_fine_tuned_model_keeps_its_language_model_and_rescore_and_measures_held_out_lines(
+    tmp_path: Path,
+) -> None:
+    """`quire train --model M --data FOLDER`: the user's tuned model reads as M did (with M's
+    character language model and M's decoding), and CER is measured on lines it never trained on."""
+    import typer
+
+    from pipeline.recognize import Recognizer
+    from pipeline.training.commands import train_command
+
+    base = build_random_model(tmp_path / "base")
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "quire_decoding": "rescore"}))
+    lm = char_lm.build(list(WORDS) * 3, 4)
+    lm.save(base / char_lm.FILE_NAME)
+    folder = _line_folder(tmp_path / "lines")
+    app = typer.Typer()
+    app.command()(train_command)
+    out = tmp_path / "tuned"
+
+    def args(epochs: int) -> list[str]:
+        return ["--out", str(out), "--model", str(base), "--data", str(folder), "--epochs", str(epochs),
+                "--hold-out", "0.25", "--batch-size", "4", "--num-workers", "0", "--threads", "1",
+                "--warmup", "1"]
+
+    result = CliRunner().invoke(app, args(2))
+    assert result.exit_code == 0, result.output
+    assert "3 of" in result.output and "held out to measure CER on" in result.output
+    assert (out / char_lm.FILE_NAME).read_bytes() == (base / char_lm.FILE_NAME).read_bytes()
+    assert json.loads((out / "config.json").read_text())["quire_decoding"] == "rescore"
+    history = json.loads((out / "checkpoint" / "history.json").read_text())
+    assert len(history) == 2 and all("cer_held_out" in h for h in history)
+    # 9 lines to train on at 4 a step (the last short batch dropped): 2 steps an epoch.
+    assert history[-1]["step"] == 4 and history[-1]["lines_seen"] == 16
+
+    reader = Recognizer(str(out), device="cpu")
+    assert reader.decode == "rescore" and reader.fusion is not None
+
+    # A language model the user built for the tuned model is theirs: a resume leaves it be.
+    own = char_lm.build(["Anno Domini"] * 3, 3)
+    own.save(out / char_lm.FILE_NAME)
+    again = CliRunner().invoke(app, args(3))
+    assert again.exit_code == 0, again.output
+    assert char_lm.load(out / char_lm.FILE_NAME).order == 3
+
+
+def test_a_short_fine_tune_warms_up_within_its_first_tenth() -> None:
+    from pipeline.training.train import TrainConfig, lr_lambda
+
+    short = lr_lambda(TrainConfig(out_dir="unused", steps=50, warmup=1000))
+    assert short(0) == pytest.approx(0.2) and short(4) == pytest.approx(1.0)
+    assert short(49) < 0.1  # and decays to the floor by its end
+    long = lr_lambda(TrainConfig(out_dir="unused", steps=60_000, warmup=1000))
+    assert long(499) == pytest.approx(0.5) and long(999) == pytest.approx(1.0)
+
+
+def test_the_shipped_model_is_fine_tuned_by_its_name() -> None:
+    from pipeline.training.train import TrainConfig, load_or_build
+
+    model, processor, average = load_or_build(TrainConfig(out_dir="unused", model="quire-line-v1", resume=False))
+    assert model.config.quire_decoding == "rescore" and average is None
+    assert processor.tokenizer.decode(processor.tokenizer("Quire").input_ids, skip_special_tokens=True) == "Quire"
