@@ -64,7 +64,7 @@ def train_command(
         str,
         typer.Option(
             help="What the trained model's --decode auto reads with: 'measure' (at each validation, "
-            "the CTC head or the decoder, whichever reads the --val-dir lines, else the synthetic "
+            "the CTC head or the decoder, whichever reads the --val-dir or held-out lines, else the synthetic "
             "ones, clearly better; a model set to 'rescore', as the shipped one, keeps it), or "
             "always 'ctc', 'attention' or 'rescore'."
         ),

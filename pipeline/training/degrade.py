@@ -338,27 +338,32 @@ def degrade(img: np.ndarray, rng: Rng, kind: str = "printed") -> np.ndarray:
     return out
 
 
+def _stretch(img: np.ndarray, rng: Rng) -> np.ndarray:
+    """Wider or narrower writing, by up to 15 %."""
+    h, w = img.shape
+    return cv2.resize(img, (max(1, round(w * rng.uniform(0.85, 1.15))), h), interpolation=cv2.INTER_AREA)
+
+
+# (share of lines, variation) in the order vary_scan applies them: mild, so a real line stays itself.
+SCAN_VARIATIONS = (
+    (0.5, elastic),
+    (0.3, lambda img, rng: shear(img, rng, 0.15)),
+    (0.3, lambda img, rng: rotate(img, rng, 1.0)),
+    (0.3, _stretch),
+    (0.25, ink),
+    (0.2, rescale),
+    (0.2, lambda img, rng: blur(img, rng, 0.8)),
+    (0.2, lambda img, rng: noise(img, rng, 8.0)),
+)
+
+
 def vary_scan(img: np.ndarray, rng: Rng) -> np.ndarray:
     """A real scanned line, shown a little differently each epoch of fine-tuning on a small
     folder: the shape of its letters, their size, lean, stroke weight and sharpness vary, but
     never so far that the line reads as other text. Lines from a few hundred transcriptions are
     then a hand to learn rather than images to learn by heart."""
     out = img
-    if rng.random() < 0.5:
-        out = elastic(out, rng)
-    if rng.random() < 0.3:
-        out = shear(out, rng, 0.15)
-    if rng.random() < 0.3:
-        out = rotate(out, rng, 1.0)
-    if rng.random() < 0.3:
-        h, w = out.shape
-        out = cv2.resize(out, (max(1, round(w * rng.uniform(0.85, 1.15))), h), interpolation=cv2.INTER_AREA)
-    if rng.random() < 0.25:
-        out = ink(out, rng)
-    if rng.random() < 0.2:
-        out = rescale(out, rng)
-    if rng.random() < 0.2:
-        out = blur(out, rng, 0.8)
-    if rng.random() < 0.2:
-        out = noise(out, rng, 8.0)
+    for share, variation in SCAN_VARIATIONS:
+        if rng.random() < share:
+            out = variation(out, rng)
     return out
