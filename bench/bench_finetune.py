@@ -31,7 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.training.corpus import text_line
 from pipeline.training.degrade import degrade
-from pipeline.training.strokes import HERSHEY_DIRS, drawable, parse_jhf, render_strokes
+from pipeline.training.strokes import (
+    HERSHEY_DIRS,
+    drawable,
+    hershey_file,
+    parse_jhf,
+    render_strokes,
+)
 from pipeline.training.train import VAL_SEED
 
 TRAIN_SEED = VAL_SEED + 5  # no other bench draws these seeds
@@ -42,7 +48,7 @@ QUIRE = str(Path(sys.executable).with_name("quire"))
 
 def write_collection(folder: Path, lines: int, font: str, seed: int) -> None:
     """`lines` blackletter lines as line.png + line.gt.txt, the layout `quire train` reads."""
-    path = next((Path(d) / f"{font}.jhf" for d in HERSHEY_DIRS if (Path(d) / f"{font}.jhf").is_file()), None)
+    path = hershey_file(font)
     if path is None:
         sys.exit(f"{font}.jhf not found in {', '.join(HERSHEY_DIRS)}: apt-get install hershey-fonts-data")
     glyphs = parse_jhf(path.read_text(encoding="ascii", errors="replace"))

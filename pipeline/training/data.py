@@ -121,11 +121,12 @@ def batches(
     trim: bool = False,
     mix: dict[str, float] | None = None,
     ink_cut: float = 0.0,
-    held_out: float = 0.0,
+    lines: list[tuple[Path, str]] | None = None,
     augment: bool = False,
 ) -> Iterator[dict[str, Any]]:
-    """Endless training batches from synthetic lines (`data="synthetic"`) or a line folder, less
-    its `held_out` share (`folder_pairs`), each line varied every epoch with `augment`.
+    """Endless training batches from synthetic lines (`data="synthetic"`) or a line folder: its
+    `lines` where given (the folder less those held out, `folder_pairs`), else all of them, each
+    varied every epoch with `augment`.
 
     `trim` (for encoders that read any width) cuts each batch to its widest line; synthetic
     batches are then also made of lines of like width.
@@ -154,7 +155,7 @@ def batches(
             kwargs["batch_size"] = None  # the dataset hands over whole batches
         yield from DataLoader(dataset, **kwargs)
         return
-    folder = FolderLines(folder_pairs(data, held_out)[0], seed if augment else None)
+    folder = FolderLines(lines if lines is not None else folder_pairs(data)[0], seed if augment else None)
     epoch = 0
     while True:
         folder.epoch = epoch  # each worker gets its own copy of the dataset, with this epoch's variations

@@ -74,12 +74,17 @@ def parse_jhf(text: str) -> dict[str, StrokeGlyph]:
     return glyphs
 
 
-def script_font_files() -> dict[str, Path]:
-    """Each script font's .jhf file: the packed copy under $QUIRE_TRAIN_ASSETS, else Debian's."""
+def hershey_file(name: str) -> Path | None:
+    """A Hershey font's .jhf file: the packed copy under $QUIRE_TRAIN_ASSETS, else Debian's."""
     folders = asset_paths(ASSET_FOLDER) + HERSHEY_DIRS
+    return next((p for p in (Path(f) / f"{name}.jhf" for f in folders) if p.is_file()), None)
+
+
+def script_font_files() -> dict[str, Path]:
+    """Each script font's .jhf file that is found (`hershey_file`)."""
     files: dict[str, Path] = {}
     for name in SCRIPT_FONTS:
-        path = next((p for p in (Path(f) / f"{name}.jhf" for f in folders) if p.is_file()), None)
+        path = hershey_file(name)
         if path is not None:
             files[name] = path
     return files

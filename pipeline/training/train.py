@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -377,10 +377,10 @@ def validate(
 
 
 def validation_sets(
-    cfg: TrainConfig, processor: Any, seed: int = VAL_SEED
+    cfg: TrainConfig, processor: Any, seed: int = VAL_SEED, held_out: Sequence[tuple[Path, str]] = ()
 ) -> dict[str, tuple[list[np.ndarray], list[str]]]:
     """cfg.val_lines synthetic lines from `seed`, the line pairs of cfg.val_dir and each folder in
-    it, and the lines held out of a training folder (`held_out_share`)."""
+    it, and `held_out`, the lines held out of a training folder (`held_out_share`)."""
     shape = input_shape(processor, 1)  # the size only
     synth = LineSynthesizer(shape.height, shape.width, seed=seed)
     samples = [synth.sample() for _ in range(cfg.val_lines)]
@@ -393,9 +393,8 @@ def validation_sets(
             pairs = load_pairs(sub)
             if pairs:
                 sets[sub.name] = ([read_gray(p) for p, _ in pairs], [t for _, t in pairs])
-    held = folder_pairs(cfg.data, held_out_share(cfg))[1] if held_out_share(cfg) else []
-    if held:
-        sets["held_out"] = ([read_gray(p) for p, _ in held], [t for _, t in held])
+    if held_out:
+        sets["held_out"] = ([read_gray(p) for p, _ in held_out], [t for _, t in held_out])
     return sets
 
 
@@ -420,10 +419,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model.to(device)
     channels = encoder_channels(model)
     max_length = int(getattr(model.generation_config, "max_length", None) or 128)
+    # A line folder is listed once: the lines to train on and those held out to measure on.
+    train_lines, held_lines = folder_pairs(cfg.data, held_out_share(cfg)) if cfg.data != "synthetic" else ([], [])
     if cfg.data != "synthetic" and cfg.epochs:
-        lines_per_epoch = len(folder_pairs(cfg.data, held_out_share(cfg))[0])
         # Full batches only (a short last batch is dropped), unless the folder fills less than one.
-        per_epoch = max(1, lines_per_epoch // cfg.batch_size)
+        per_epoch = max(1, len(train_lines) // cfg.batch_size)
         cfg.steps = cfg.epochs * per_epoch
         cfg.val_every = per_epoch  # validation once per epoch
     if cfg.freeze_encoder:
@@ -455,7 +455,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if cfg.ema_decay
         else None
     )
-    val_sets = validation_sets(cfg, processor)
+    val_sets = validation_sets(cfg, processor, held_out=held_lines)
     if "held_out" in val_sets:
         print(f"{len(val_sets['held_out'][1])} of {cfg.data}'s lines are held out to measure CER on "
               "(--hold-out); they are not trained on", flush=True)
@@ -498,7 +498,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         trim=cuts_padding(model),
         mix=mix,
         ink_cut=cfg.ink_cut,
-        held_out=held_out_share(cfg),
+        lines=train_lines,
         augment=cfg.augment,
     )
     while step < cfg.steps:
