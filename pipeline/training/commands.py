@@ -60,6 +60,12 @@ def train_command(
                      "every epoch (letter shapes, size, lean, stroke weight, sharpness), so a few "
                      "hundred lines teach the hand rather than being learnt by heart."),
     ] = True,
+    rehearse: Annotated[
+        float,
+        typer.Option(min=0.0, max=0.9, help="With --data FOLDER: the share of each epoch drawn from "
+                     "synthetic lines of --mix's kinds (print, receipts, hands), so the tuned model keeps "
+                     "reading what the folder lacks; 0 trains on the folder alone."),
+    ] = 0.0,
     decoding: Annotated[
         str,
         typer.Option(
@@ -147,6 +153,7 @@ def train_command(
         val_dir=str(val_dir) if val_dir else None,
         held_out=hold_out,
         augment=augment,
+        rehearse=rehearse,
         decoding=decoding,
         save_every_s=save_every_s,
         num_workers=num_workers,

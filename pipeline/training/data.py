@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from pipeline.model_input import fit_lines, input_shape, pixel_values
 from pipeline.training.degrade import vary_scan
 from pipeline.training.evaluate import load_pairs, read_gray
-from pipeline.training.synth import SyntheticLineDataset
+from pipeline.training.synth import LineSynthesizer, SyntheticLineDataset
 
 
 def folder_pairs(directory: str, held_out: float = 0.0) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
@@ -36,21 +37,53 @@ def folder_pairs(directory: str, held_out: float = 0.0) -> tuple[list[tuple[Path
             [p for i, p in enumerate(pairs, 1) if not i % every])
 
 
+def rehearsal_count(folder_lines: int, share: float) -> int:
+    """Synthetic lines added to each epoch over `folder_lines` so they make `share` of it."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"--rehearse is the share of synthetic lines in each epoch, from 0 to below 1, not {share}")
+    return round(folder_lines * share / (1.0 - share))
+
+
+@dataclass(frozen=True)
+class Rehearsal:
+    """Synthetic lines of the kinds a base model learnt (print, receipts, hands), mixed into a
+    folder's epochs so that a model tuned on one collection keeps reading the others."""
+
+    lines: int  # per epoch
+    height: int
+    width: int
+    seed: int
+    mix: dict[str, float] | None = None
+
+    def line(self, epoch: int, i: int) -> tuple[np.ndarray, str]:
+        seed = int(np.random.SeedSequence((self.seed, epoch, i)).generate_state(1)[0])
+        # Cut to the ink and sheared upright, as recognition prepares every crop and so every
+        # folder line beside them (the shipped model's last steps were drawn so too, --ink-cut 1).
+        sample = LineSynthesizer(self.height, self.width, seed=seed, mix=self.mix, ink_cut=1.0).sample()
+        return sample.image, sample.text
+
+
 class FolderLines(Dataset):  # type: ignore[type-arg]
     """Line images with ground truth from an ocropy/tesstrain-style folder.
 
     With `vary_seed`, each line is varied (degrade.vary_scan) afresh every epoch, the same way for
-    the same seed, epoch and line."""
+    the same seed, epoch and line. With `rehearsal`, its synthetic lines follow the folder's, new
+    ones every epoch."""
 
-    def __init__(self, pairs: list[tuple[Path, str]], vary_seed: int | None = None) -> None:
+    def __init__(
+        self, pairs: list[tuple[Path, str]], vary_seed: int | None = None, rehearsal: Rehearsal | None = None
+    ) -> None:
         self.pairs = pairs
         self.vary_seed = vary_seed
+        self.rehearsal = rehearsal
         self.epoch = 0
 
     def __len__(self) -> int:
-        return len(self.pairs)
+        return len(self.pairs) + (self.rehearsal.lines if self.rehearsal else 0)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, str]:
+        if i >= len(self.pairs) and self.rehearsal is not None:
+            return self.rehearsal.line(self.epoch, i - len(self.pairs))
         path, text = self.pairs[i]
         try:
             image = read_gray(path)
@@ -123,10 +156,12 @@ def batches(
     ink_cut: float = 0.0,
     lines: list[tuple[Path, str]] | None = None,
     augment: bool = False,
+    rehearse: float = 0.0,
 ) -> Iterator[dict[str, Any]]:
     """Endless training batches from synthetic lines (`data="synthetic"`) or a line folder: its
     `lines` where given (the folder less those held out, `folder_pairs`), else all of them, each
-    varied every epoch with `augment`.
+    varied every epoch with `augment`, and with `rehearse` that share of each epoch synthetic lines
+    (of `mix`'s kinds).
 
     `trim` (for encoders that read any width) cuts each batch to its widest line; synthetic
     batches are then also made of lines of like width.
@@ -155,7 +190,11 @@ def batches(
             kwargs["batch_size"] = None  # the dataset hands over whole batches
         yield from DataLoader(dataset, **kwargs)
         return
-    folder = FolderLines(lines if lines is not None else folder_pairs(data)[0], seed if augment else None)
+    pairs = lines if lines is not None else folder_pairs(data)[0]
+    count = rehearsal_count(len(pairs), rehearse)
+    shape = input_shape(processor, channels)
+    rehearsal = Rehearsal(count, shape.height, shape.width, seed, mix) if count else None
+    folder = FolderLines(pairs, seed if augment else None, rehearsal)
     epoch = 0
     while True:
         folder.epoch = epoch  # each worker gets its own copy of the dataset, with this epoch's variations

@@ -35,7 +35,7 @@ from pipeline.model_input import (
 )
 from pipeline.precision import PRECISIONS, use_bf16
 from pipeline.training.averaging import WeightAverage, snapshot
-from pipeline.training.data import batches, folder_pairs
+from pipeline.training.data import batches, folder_pairs, rehearsal_count
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 from pipeline.training.synth import LineSynthesizer, parse_mix
 
@@ -79,6 +79,7 @@ class TrainConfig:
     val_dir: str | None = None
     held_out: float = 0.1  # share of a folder's lines measured, not trained on, when there is no val_dir
     augment: bool = True  # vary a folder's lines every epoch (degrade.vary_scan)
+    rehearse: float = 0.0  # share of each epoch over a folder drawn from synthetic lines (data.Rehearsal)
     decoding: str = "measure"  # one of DECODING_CHOICES
     save_every_s: float = 600.0
     num_workers: int = 1
@@ -421,9 +422,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     max_length = int(getattr(model.generation_config, "max_length", None) or 128)
     # A line folder is listed once: the lines to train on and those held out to measure on.
     train_lines, held_lines = folder_pairs(cfg.data, held_out_share(cfg)) if cfg.data != "synthetic" else ([], [])
+    rehearsed = rehearsal_count(len(train_lines), cfg.rehearse) if cfg.data != "synthetic" else 0
     if cfg.data != "synthetic" and cfg.epochs:
         # Full batches only (a short last batch is dropped), unless the folder fills less than one.
-        per_epoch = max(1, len(train_lines) // cfg.batch_size)
+        per_epoch = max(1, (len(train_lines) + rehearsed) // cfg.batch_size)
         cfg.steps = cfg.epochs * per_epoch
         cfg.val_every = per_epoch  # validation once per epoch
     if cfg.freeze_encoder:
@@ -459,6 +461,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if "held_out" in val_sets:
         print(f"{len(val_sets['held_out'][1])} of {cfg.data}'s lines are held out to measure CER on "
               "(--hold-out); they are not trained on", flush=True)
+    if rehearsed:
+        print(f"each epoch adds {rehearsed} synthetic lines to {cfg.data}'s {len(train_lines)} (--rehearse "
+              f"{cfg.rehearse:g}), so the tuned model keeps reading what the folder lacks", flush=True)
     language_model = source_language_model(cfg)
     if language_model is not None:
         print(f"{language_model} goes with the tuned model; `quire build-lm {cfg.out_dir} --text FILE` "
@@ -500,6 +505,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ink_cut=cfg.ink_cut,
         lines=train_lines,
         augment=cfg.augment,
+        rehearse=cfg.rehearse if cfg.data != "synthetic" else 0.0,
     )
     while step < cfg.steps:
         batch = next(data)
@@ -615,6 +621,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--freeze-encoder", action="store_true")
     p.add_argument("--hold-out", dest="held_out", type=float, default=TrainConfig.held_out)
     p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--rehearse", type=float, default=TrainConfig.rehearse)
     p.add_argument("--no-resume", dest="resume", action="store_false")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     return TrainConfig(**vars(p.parse_args(argv)))

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from pipeline import char_lm
-from pipeline.training.data import FolderLines, folder_pairs
+from pipeline.training.data import FolderLines, Rehearsal, batches, folder_pairs, rehearsal_count
 from tests.model_fixtures import build_random_model, render_line
 
 WORDS = ("Dear Sir", "TOTAL 12.50", "No. 7", "the fake friend", "Anno 1847", "received",
@@ -67,6 +67,35 @@ def test_folder_lines_vary_each_epoch_and_keep_their_ink(tmp_path: Path) -> None
         assert 0.5 * ink <= int((image < 128).sum()) <= 2 * ink
 
 
+def test_rehearsal_adds_new_synthetic_lines_to_each_epoch(tmp_path: Path) -> None:
+    assert rehearsal_count(9, 0.25) == 3 and rehearsal_count(9, 0.5) == 9 and rehearsal_count(9, 0.0) == 0
+    with pytest.raises(ValueError, match="from 0 to below 1"):
+        rehearsal_count(9, 1.0)
+    pairs = folder_pairs(str(_line_folder(tmp_path / "lines")))[0]
+    lines = FolderLines(pairs, rehearsal=Rehearsal(4, 32, 256, seed=5))
+    assert len(lines) == len(pairs) + 4
+    assert lines[1][1] == "TOTAL 12.50"  # the folder's own lines come first, as they were
+    image, text = lines[len(pairs)]
+    assert image.shape == (32, 256) and image.dtype == np.uint8 and text.strip() and text not in WORDS
+    assert int((image < 128).sum()) > 20  # a drawn line, not a blank
+    assert np.array_equal(lines[len(pairs)][0], image)  # the same epoch: the same line
+    lines.epoch = 1
+    assert lines[len(pairs)][1] != text  # a new epoch: new lines
+
+
+def test_rehearsed_batches_mix_synthetic_lines_into_the_folders(tmp_path: Path) -> None:
+    from pipeline.model_input import encoder_channels
+    from pipeline.training.model import LineModelConfig, build_line_model
+
+    model, processor = build_line_model(LineModelConfig.tiny())
+    pairs = folder_pairs(str(_line_folder(tmp_path / "lines")))[0]
+    stream = batches("unused", processor, encoder_channels(model), 64, batch_size=4, num_workers=0, seed=1,
+                     lines=pairs, rehearse=0.25)
+    epoch = [text for _ in range(4) for text in next(stream)["texts"]]  # 12 + 4 lines: 4 batches
+    assert sorted(t for t in epoch if t in WORDS) == sorted(WORDS)
+    assert len([t for t in epoch if t not in WORDS]) == 4
+
+
 def test_a_broken_training_image_is_named(tmp_path: Path) -> None:
     folder = _line_folder(tmp_path / "lines", WORDS[:2])
     (folder / "line01.png").write_bytes(b"not a png")
@@ -119,6 +148,25 @@ def test_a_fine_tuned_model_keeps_its_language_model_and_rescore_and_measures_he
     again = CliRunner().invoke(app, args(3))
     assert again.exit_code == 0, again.output
     assert char_lm.load(out / char_lm.FILE_NAME).order == 3
+
+
+def test_quire_train_counts_rehearsed_lines_in_its_epochs(tmp_path: Path) -> None:
+    import typer
+
+    from pipeline.training.commands import train_command
+
+    app = typer.Typer()
+    app.command()(train_command)
+    out = tmp_path / "tuned"
+    result = CliRunner().invoke(app, [
+        "--out", str(out), "--model", str(build_random_model(tmp_path / "base")),
+        "--data", str(_line_folder(tmp_path / "lines")), "--epochs", "1", "--hold-out", "0.25",
+        "--rehearse", "0.25", "--batch-size", "4", "--num-workers", "0", "--threads", "1", "--warmup", "1"])
+    assert result.exit_code == 0, result.output
+    assert "each epoch adds 3 synthetic lines" in result.output
+    history = json.loads((out / "checkpoint" / "history.json").read_text())
+    # 9 folder lines to train on and 3 synthetic ones, at 4 a step: 3 steps.
+    assert history[-1]["step"] == 3 and history[-1]["lines_seen"] == 12
 
 
 def test_a_short_fine_tune_warms_up_within_its_first_tenth() -> None:
