@@ -162,12 +162,7 @@ def recognize(
     if not paths:
         _fail("no line images found in " + ", ".join(map(str, images)))
     try:
-        recognizer = Recognizer(settings.model, device=settings.device, beam=beam, quantize=quantize,
-                                decode=decode, batch_size=settings.recognize.batch_size,
-                                max_new_tokens=settings.recognize.max_new_tokens,
-                                retry_below=settings.recognize.retry_below,
-                                precision=settings.recognize.precision,
-                                language_model=settings.recognize.language_model)
+        recognizer = Recognizer.from_settings(settings, beam=beam, quantize=quantize, decode=decode)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
     failed = 0
@@ -240,8 +235,9 @@ def _register_training_commands() -> None:
 _register_training_commands()
 
 # Commands of other areas live in their own modules; each has register(app).
-# (pipeline/cli_outputs.py: export, search, view; pipeline/cli_distributed.py: api, watch, submit, status, token)
-for _module in ("pipeline.cli_outputs", "pipeline.cli_distributed"):
+# (pipeline/cli_outputs.py: export, search, view; pipeline/cli_distributed.py: api, watch, submit, status, token;
+# pipeline/cli_lines.py: lines)
+for _module in ("pipeline.cli_outputs", "pipeline.cli_distributed", "pipeline.cli_lines"):
     try:
         __import__(_module, fromlist=["register"]).register(app)
     except ModuleNotFoundError as _exc:

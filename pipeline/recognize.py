@@ -7,11 +7,12 @@ import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline import char_lm
-from pipeline.config import DECODINGS, RETRY_BELOW, resolve_model_path
+from pipeline.config import DECODINGS, RETRY_BELOW, Settings, resolve_model_path
 from pipeline.ctc_beam import Fusion, Reading, ctc_readings
 from pipeline.decoder_scores import decoder_log_likelihoods
 from pipeline.errors import ModelLoadError
@@ -142,6 +143,20 @@ class Recognizer:
         positions = getattr(self.model.config.decoder, "max_position_embeddings", None)
         if positions:
             self.max_new_tokens = min(self.max_new_tokens, int(positions) - 1)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Recognizer:
+        """A Recognizer as the QUIRE_* settings configure it (model, device, recognize.*);
+        keyword arguments (model= too) take the place of the settings they name."""
+        opts = settings.recognize
+        kwargs: dict[str, Any] = {
+            "model": settings.model, "device": settings.device, "beam": opts.beam,
+            "batch_size": opts.batch_size, "max_new_tokens": opts.max_new_tokens, "decode": opts.decode,
+            "retry_below": opts.retry_below, "precision": opts.precision,
+            "language_model": opts.language_model,
+        }
+        kwargs.update(overrides)
+        return cls(kwargs.pop("model"), **kwargs)
 
     def recognize(self, crops: Sequence[np.ndarray]) -> list[LineText]:
         """Recognize line crops; batches are formed by width (`model_batches`) so padding is small.

@@ -78,6 +78,31 @@ def render_pages(path: Path, options: RenderOptions | None = None) -> Iterator[P
         yield from _render_image(path, options)
 
 
+def render_page(path: Path, number: int, options: RenderOptions | None = None) -> PageImage:
+    """Page `number` (1-based) of a document, as `render_pages` renders it, without the others."""
+    options = options or RenderOptions()
+    name = str(path)
+    if sniff_kind(path) == "pdf":
+        from pipeline.pdf_scans import ScanPages
+
+        total = int(_pdf_info(path)["Pages"])
+        if not 1 <= number <= total:
+            raise NoPagesError(f"has no page {number} (it has {total})", source=name)
+        pixels = _largest_page_pixels(_pdf_info(path, number, number), options.dpi)
+        if pixels > options.max_pixels:
+            raise ImageTooLargeError(f"page {number} would be {pixels:,} pixels at {options.dpi} dpi "
+                                     f"(limit {options.max_pixels:,}); use a lower --dpi", source=name)
+        with ScanPages(path) if options.embedded_scans else nullcontext() as scans:
+            image = scans.image(number, options.dpi) if scans else None
+        if image is None:
+            image = page_array(_poppler_pages(path, number, number, options.dpi)[0])
+        return PageImage(number, image, options.dpi)
+    for page in _render_image(path, options):
+        if page.number == number:
+            return page
+    raise NoPagesError(f"has no page {number}", source=name)
+
+
 def _pdf_info(path: Path, first: int | None = None, last: int | None = None) -> dict:
     from pdf2image import pdfinfo_from_path
     from pdf2image.exceptions import PDFInfoNotInstalledError, PDFPageCountError

@@ -144,13 +144,8 @@ class LocalRunner:
     def _default_recognizer(self):
         from pipeline.recognize import Recognizer
 
-        opts = self.settings.recognize
-        return Recognizer(
-            self.settings.model, device=self.settings.device, beam=opts.beam,
-            batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens,
-            decode=self.options.decode, retry_below=opts.retry_below, precision=opts.precision,
-            language_model=self.options.language_model,
-        )
+        return Recognizer.from_settings(self.settings, decode=self.options.decode,
+                                        language_model=self.options.language_model)
 
     @property
     def recognizer(self):

@@ -25,11 +25,8 @@ def recognizer_for(model: str, beam: int | None = None, decode: str | None = Non
     from pipeline.recognize import Recognizer
 
     settings = get_settings()
-    opts = settings.recognize
-    return Recognizer(model, device=settings.device, beam=beam or opts.beam,
-                      batch_size=opts.batch_size, max_new_tokens=opts.max_new_tokens,
-                      decode=decode or opts.decode, retry_below=opts.retry_below,
-                      precision=opts.precision, language_model=opts.language_model)
+    return Recognizer.from_settings(settings, model=model, beam=beam or settings.recognize.beam,
+                                    decode=decode or settings.recognize.decode)
 
 
 @task_prerun.connect

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.config import RETRY_BELOW
+from pipeline.config import DEFAULT_MODEL, RETRY_BELOW
 from pipeline.precision import PRECISION_HELP
 
 
@@ -196,8 +196,8 @@ def eval_command(
         Path, typer.Argument(help="Folder of line images with *.gt.txt ground truth.")
     ],
     model: Annotated[
-        str, typer.Option("--model", "-m", help="Model name or path.")
-    ] = "models/quire-line-v1",
+        str, typer.Option("--model", "-m", help="A shipped model's name, a folder or a hub name.")
+    ] = DEFAULT_MODEL,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the full report as JSON.")
     ] = None,

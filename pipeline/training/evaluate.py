@@ -112,7 +112,8 @@ class EvalReport:
 
 
 def load_pairs(directory: str | Path) -> list[tuple[Path, str]]:
-    """(image path, ground truth) for every *.png/*.jpg/*.tif with a *.gt.txt next to it."""
+    """(image path, ground truth) for every *.png/*.jpg/*.tif with a *.gt.txt next to it; an
+    empty .gt.txt is a line not transcribed yet (`quire lines --no-draft`), and left out."""
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a directory")
@@ -122,7 +123,9 @@ def load_pairs(directory: str | Path) -> list[tuple[Path, str]]:
             continue
         gt = img.with_name(img.name[: -len(img.suffix)] + ".gt.txt")
         if gt.exists():
-            pairs.append((img, gt.read_text(encoding="utf-8").strip("\n").strip()))
+            text = gt.read_text(encoding="utf-8").strip("\n").strip()
+            if text:
+                pairs.append((img, text))
     return pairs
 
 

@@ -1,0 +1,109 @@
+"""`quire lines`: line pairs (line.png + line.gt.txt) to transcribe, fine-tune and measure on."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def lines(
+    inputs: Annotated[list[Path], typer.Argument(
+        help="PDFs or images to cut into lines, PAGE XML or ALTO files (Transkribus, eScriptorium, "
+             "`quire export --format page|alto`), or folders of either (searched recursively; a folder "
+             "with XML files gives their lines, its images being their pages).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The line folder to write (created if missing).")],
+    draft: Annotated[bool, typer.Option(
+        "--draft/--no-draft", help="Fill each new .gt.txt cut from a document with the model's reading, to "
+        "correct rather than type; --no-draft leaves them empty (empty ones are not trained on).")] = True,
+    sample: Annotated[int | None, typer.Option(
+        min=1, help="Keep only N lines drawn evenly from all inputs (the same N for the same inputs and "
+        "--seed), rather than every line: a few hundred lines to transcribe that show the whole collection.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of --sample's draw.")] = 0,
+    images: Annotated[Path | None, typer.Option(
+        help="Where the page images named in XML files are, if not beside them or one folder up.")] = None,
+    model: Annotated[str | None, typer.Option(help="The model whose readings are the drafts.")] = None,
+    dpi: Annotated[int | None, typer.Option(min=50, max=1200, help="Resolution PDFs are rendered at (default 300).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+) -> None:
+    """Cut documents or PAGE/ALTO transcriptions into line pairs for `quire train` and `quire eval`.
+
+    From a document, each line Quire's segmenter finds (as recognition will see it) becomes
+    NAME.png with NAME.gt.txt holding the model's draft reading: correct the drafts, then
+    `quire train --model quire-line-v1 --data OUT --epochs 10 --out MY-MODEL`. From a PAGE XML or
+    ALTO file, each transcribed line is cut from its page image along the file's polygon, with the
+    file's text. A .gt.txt already in OUT is never overwritten, so running it again is safe.
+    Exit status 1 if any input failed; the others are still written.
+    """
+    from tqdm import tqdm
+
+    from pipeline.cli import _fail, _settings
+    from pipeline.errors import QuireError
+    from pipeline.line_pairs import (
+        Written,
+        document_lines,
+        sample_lines,
+        split_inputs,
+        transcribed_lines,
+        transcribed_pages,
+        write_pairs,
+    )
+    from pipeline.runner import output_names, total_pages
+
+    missing = [str(p) for p in [*inputs, *([images] if images else [])] if not p.exists()]
+    if missing:
+        _fail(f"no such file or folder: {', '.join(missing)}")
+    documents, transcriptions = split_inputs(inputs)
+    if not documents and not transcriptions:
+        _fail("no PDF, image, PAGE XML or ALTO files found in " + ", ".join(map(str, inputs)))
+    settings = _settings(model=model, device=device, render__dpi=dpi)
+    names = output_names([*documents, *transcriptions])
+    written = Written()
+    failed: list[str] = []
+    bar = tqdm(total=total_pages(documents) + sum(map(transcribed_pages, transcriptions)), unit="page", desc="lines", disable=not progress, dynamic_ncols=True,
+               file=sys.stderr)
+
+    def each_line():
+        """Every input's lines in turn; a bad input is reported and skipped, the rest go on."""
+        xml = set(transcriptions)
+        for path in [*documents, *transcriptions]:
+            try:
+                if path in xml:
+                    yield from transcribed_lines(path, names[path], settings.render, images, written,
+                                                 lambda: bar.update(1))
+                else:
+                    yield from document_lines(path, names[path], settings.render, lambda: bar.update(1))
+            except QuireError as exc:
+                failed.append(str(exc))
+            except (OSError, ValueError) as exc:
+                failed.append(f"{path}: {exc}")
+
+    recognizer = None
+
+    def read(crops):
+        nonlocal recognizer
+        if recognizer is None:  # loaded only when a line needs a draft
+            from pipeline.recognize import Recognizer
+
+            recognizer = Recognizer.from_settings(settings)
+        return [line.text for line in recognizer.recognize(crops)]
+
+    try:
+        with bar:
+            chosen = sample_lines(each_line(), sample, seed) if sample else each_line()
+            write_pairs(chosen, out, read if draft else None, written)
+    except QuireError as exc:  # the model failed to load: nothing can be drafted
+        _fail(str(exc), exc.exit_code)
+    typer.echo(f"{out}: {written.new} new line pairs, {written.kept} already there (kept as they are)"
+               + (f", {written.untranscribed} lines without text skipped" if written.untranscribed else "")
+               + (f"; {len(failed)} inputs failed" if failed else ""))
+    for reason in failed:
+        typer.echo(f"  FAILED {reason}")
+    raise typer.Exit(1 if failed else 0)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("lines")(lines)

@@ -1,0 +1,213 @@
+"""Line pairs to fine-tune and measure on: line.png + line.gt.txt, the layout `quire train` and
+`quire eval` read (ocropy, tesstrain), cut from documents or from PAGE XML/ALTO transcriptions.
+
+From documents, the lines are cut by Quire's own segmenter, exactly as recognition will see them,
+and each .gt.txt starts as the model's draft reading for a person to correct. From a
+transcription, each line is cut from its page image along the file's polygon, with the file's text.
+A .gt.txt that already exists is never overwritten: it may hold hours of corrections.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import cv2
+import numpy as np
+
+from pipeline.config import RenderOptions
+from pipeline.errors import BadInputError
+from pipeline.ground_truth import TranscribedPage, read_transcription
+from pipeline.render import DOCUMENT_SUFFIXES, render_page, render_pages
+from pipeline.segment import segment_page, to_gray
+
+TRANSCRIPTION_SUFFIXES = {".xml"}
+# Pixels around a line polygon kept when the rest of its box is whitened: polygons are often drawn
+# tight, and a stroke's anti-aliased edge must not be cut.
+POLYGON_MARGIN = 2
+
+
+@dataclass
+class LinePair:
+    name: str  # file stem in the output folder
+    image: np.ndarray = field(repr=False)  # gray uint8
+    text: str | None  # None: not transcribed, the model's draft goes in
+
+
+@dataclass
+class Written:
+    """What a run wrote: new pairs, pairs already there (kept as they were), lines without text."""
+
+    new: int = 0
+    kept: int = 0
+    untranscribed: int = 0
+
+
+def document_lines(path: Path, stem: str, options: RenderOptions,
+                   page_done: Callable[[], object] = lambda: None) -> Iterator[LinePair]:
+    """Every line Quire's segmenter finds in a document, page by page, in reading order."""
+    for page in render_pages(path, options):
+        seg = segment_page(page.image, dpi=page.dpi)
+        for line, crop in zip(seg.lines, seg.crops):
+            yield LinePair(f"{stem}_p{page.number:04d}_l{line.order + 1:03d}", crop, None)
+        page_done()
+
+
+def transcribed_lines(path: Path, stem: str, options: RenderOptions, images: Path | None = None,
+                      written: Written | None = None,
+                      page_done: Callable[[], object] = lambda: None) -> Iterator[LinePair]:
+    """The transcribed lines of a PAGE XML or ALTO file, cut from the page images it names."""
+    pages = read_transcription(path)
+    for page in pages:
+        rendered = render_page(find_page_image(page, images), page.number, options)
+        gray = to_gray(rendered.image)
+        height, width = gray.shape
+        # Coordinates are in the file's pixels (or ALTO's mm10/inch1200); the image found may
+        # have been rendered or scaled differently, so they are mapped through the sizes the file gives.
+        if page.width and page.height:
+            sx, sy = width / page.width, height / page.height
+        elif page.units_per_inch:
+            sx = sy = rendered.dpi / page.units_per_inch
+        else:
+            sx = sy = 1.0
+        prefix = f"{stem}_p{page.number:04d}" if len(pages) > 1 else stem
+        for line in page.lines:
+            if not line.text:
+                if written is not None:
+                    written.untranscribed += 1
+                continue
+            crop = cut_polygon(gray, [(x * sx, y * sy) for x, y in line.polygon])
+            if crop is not None:
+                yield LinePair(f"{prefix}_{_safe(line.id)}", crop, line.text)
+        page_done()
+
+
+def transcribed_pages(path: Path) -> int:
+    """Pages a transcription describes, for the progress bar; 0 for a bad file (it fails later, named)."""
+    try:
+        return len(read_transcription(path))
+    except BadInputError:
+        return 0
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "line"
+
+
+def find_page_image(page: TranscribedPage, images: Path | None = None) -> Path:
+    """The image file a transcription names. Looked for in `images`, beside the file and one folder
+    up (Transkribus puts its XML in page/ under the images); a file that names none is matched by
+    its stem."""
+    reference = page.image.replace("\\", "/")
+    folders = [f for f in (images, page.source.parent, page.source.parent.parent) if f is not None]
+    candidates: list[Path] = []
+    if reference:
+        if Path(reference).is_absolute():
+            candidates.append(Path(reference))
+        for folder in folders:
+            candidates += [folder / reference, folder / PurePosixPath(reference).name]
+    else:
+        stem = page.source.name.split(".")[0]
+        candidates += [folder / f"{stem}{suffix}" for folder in folders for suffix in sorted(DOCUMENT_SUFFIXES)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    where = ", ".join(dict.fromkeys(str(f) for f in folders))
+    named = f"its page image {reference!r}" if reference else "no page image, and none with its name"
+    raise BadInputError(f"{named} is not found in {where}; give the image folder with --images",
+                        source=str(page.source))
+
+
+def cut_polygon(gray: np.ndarray, polygon: Sequence[tuple[float, float]]) -> np.ndarray | None:
+    """The polygon's bounding box from the page, whitened outside the polygon (plus a margin);
+    None when it holds less than 2x2 pixels of the page."""
+    if len(polygon) < 2:
+        return None
+    points = np.asarray(polygon, dtype=np.float64)
+    height, width = gray.shape
+    x0, y0 = np.floor(points.min(axis=0)).astype(int)
+    x1, y1 = np.ceil(points.max(axis=0)).astype(int)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    crop = gray[y0:y1, x0:x1].copy()
+    if len(polygon) > 2:
+        mask = np.zeros(crop.shape, dtype=np.uint8)
+        cv2.fillPoly(mask, [np.round(points - (x0, y0)).astype(np.int32)], 1)
+        size = 2 * POLYGON_MARGIN + 1
+        mask = cv2.dilate(mask, np.ones((size, size), np.uint8))
+        crop[mask == 0] = 255
+    return crop
+
+
+def sample_lines(lines: Iterable[LinePair], count: int, seed: int) -> list[LinePair]:
+    """`count` lines drawn evenly from the whole stream (reservoir sampling), in stream order: a
+    few hundred lines from a large collection show all its hands, not just its first pages."""
+    rng = random.Random(seed)
+    kept: list[tuple[int, LinePair]] = []
+    for index, line in enumerate(lines):
+        if len(kept) < count:
+            kept.append((index, line))
+        else:
+            slot = rng.randrange(index + 1)
+            if slot < count:
+                kept[slot] = (index, line)
+    return [line for _, line in sorted(kept, key=lambda item: item[0])]
+
+
+def write_pairs(lines: Iterable[LinePair], out: Path, draft: Callable[[list[np.ndarray]], list[str]] | None,
+                written: Written, batch: int = 64) -> None:
+    """Write each line as NAME.png + NAME.gt.txt under `out`. Lines without text get `draft`'s
+    reading (or an empty .gt.txt to fill in, without one). A name whose .gt.txt exists is left as
+    it is, image and text, so a rerun never undoes corrections."""
+    out.mkdir(parents=True, exist_ok=True)
+    waiting: list[LinePair] = []
+
+    def flush() -> None:
+        texts = draft([line.image for line in waiting]) if draft and waiting else [""] * len(waiting)
+        for line, text in zip(waiting, texts):
+            _write(out, line.name, line.image, text)
+        waiting.clear()
+
+    for line in lines:
+        if (out / f"{line.name}.gt.txt").exists():
+            written.kept += 1
+            continue
+        written.new += 1
+        if line.text is not None:
+            _write(out, line.name, line.image, line.text)
+            continue
+        waiting.append(line)
+        if len(waiting) >= batch:
+            flush()
+    flush()
+
+
+def _write(out: Path, name: str, image: np.ndarray, text: str) -> None:
+    if not cv2.imwrite(str(out / f"{name}.png"), image):
+        raise OSError(f"{out / name}.png: cannot be written")
+    # The text last: a pair counts as done only once its .gt.txt is there.
+    (out / f"{name}.gt.txt").write_text(text + "\n", encoding="utf-8")
+
+
+def split_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
+    """(documents, transcriptions). Files count by their suffix; a folder gives its PAGE/ALTO
+    files if it has any (its images are then their page images), else its PDFs and images."""
+    documents: list[Path] = []
+    transcriptions: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            (transcriptions if path.suffix.lower() in TRANSCRIPTION_SUFFIXES else documents).append(path)
+            continue
+        found = [p for p in sorted(path.rglob("*")) if p.is_file()
+                 and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        xml = [p for p in found if p.suffix.lower() in TRANSCRIPTION_SUFFIXES]
+        if xml:
+            transcriptions += xml
+        else:
+            documents += [p for p in found if p.suffix.lower() in DOCUMENT_SUFFIXES]
+    return list(dict.fromkeys(documents)), list(dict.fromkeys(transcriptions))
+
