@@ -8,7 +8,8 @@ A user's collection is stood in for by lines in a script the model never trained
 (Fraktur by default) drawn along the strokes of a Hershey gothic font with a varying pen, lean and
 baseline, then degraded as scans are. Lines to train on and lines to measure on come from
 different seeds. Each arm runs the user's commands: `quire train --model quire-line-v1 --data
-TRAIN --epochs E` (with --augment, --no-augment, or --augment --rehearse R for each R), then
+TRAIN --epochs E` (with --augment --rehearse 0, --no-augment --rehearse 0, or --augment --rehearse R
+for each R), then
 `quire eval` of the result on the collection's own lines and, for what the tuned model forgets, on
 the dev sets and on held-out synthetic lines of each kind the shipped model learnt (seed
 VAL_SEED + 8; the dev sets are small: 21, 20 and 6 lines), all with the default reading (rescore
@@ -87,7 +88,8 @@ def main() -> None:
     ap.add_argument("--test-lines", type=int, default=200)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--arms", default="augment,plain,rehearse",
-                    help="augment (--augment), plain (--no-augment), rehearse (--augment --rehearse R)")
+                    help="augment (--augment --rehearse 0), plain (--no-augment --rehearse 0), "
+                         "rehearse (--augment --rehearse R)")
     ap.add_argument("--rehearse", default="0.25,0.5", help="the rehearse arms' synthetic shares R")
     ap.add_argument("--synthetic-lines", type=int, default=150, help="held-out synthetic lines per kind")
     ap.add_argument("--font", default="gothicger", help="a Hershey font: gothicger, gothiceng, gothicita")
@@ -111,7 +113,7 @@ def main() -> None:
 
     rows = []
     models = {"shipped": "quire-line-v1"}
-    arm_flags = {"augment": ["--augment"], "plain": ["--no-augment"]}
+    arm_flags = {"augment": ["--augment", "--rehearse", "0"], "plain": ["--no-augment", "--rehearse", "0"]}
     arm_flags.update({f"rehearse {share}": ["--augment", "--rehearse", share] for share in args.rehearse.split(",")})
     unknown = set(args.arms.split(",")) - {"augment", "plain", "rehearse"}
     if unknown:

@@ -19,8 +19,9 @@ def lines(
         "--draft/--no-draft", help="Fill each new .gt.txt cut from a document with the model's reading, to "
         "correct rather than type; --no-draft leaves them empty (empty ones are not trained on).")] = True,
     sample: Annotated[int | None, typer.Option(
-        min=1, help="Keep only N lines drawn evenly from all inputs (the same N for the same inputs and "
-        "--seed), rather than every line: a few hundred lines to transcribe that show the whole collection.")] = None,
+        min=1, help="Keep only N lines drawn at random from all inputs, every line as likely (the same N for "
+        "the same inputs and --seed), rather than every line: a few hundred lines to transcribe that show "
+        "the whole collection, not just its first pages.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --sample's draw.")] = 0,
     images: Annotated[Path | None, typer.Option(
         help="Where the page images named in XML files are, if not beside them or one folder up.")] = None,
@@ -56,6 +57,10 @@ def lines(
     missing = [str(p) for p in [*inputs, *([images] if images else [])] if not p.exists()]
     if missing:
         _fail(f"no such file or folder: {', '.join(missing)}")
+    inside = [p for p in inputs if p.is_dir() and out.resolve().is_relative_to(p.resolve())]
+    if inside:
+        _fail(f"--out {out} is inside the input folder {inside[0]}: its line images would be cut "
+              "again as documents on the next run; write them somewhere else")
     documents, transcriptions = split_inputs(inputs)
     if not documents and not transcriptions:
         _fail("no PDF, image, PAGE XML or ALTO files found in " + ", ".join(map(str, inputs)))

@@ -144,8 +144,9 @@ def cut_polygon(gray: np.ndarray, polygon: Sequence[tuple[float, float]]) -> np.
 
 
 def sample_lines(lines: Iterable[LinePair], count: int, seed: int) -> list[LinePair]:
-    """`count` lines drawn evenly from the whole stream (reservoir sampling), in stream order: a
-    few hundred lines from a large collection show all its hands, not just its first pages."""
+    """`count` lines drawn at random from the whole stream, every line as likely (reservoir
+    sampling), in stream order: a few hundred lines from a large collection show all its hands,
+    not just its first pages."""
     rng = random.Random(seed)
     kept: list[tuple[int, LinePair]] = []
     for index, line in enumerate(lines):

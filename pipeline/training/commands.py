@@ -62,10 +62,11 @@ def train_command(
     ] = True,
     rehearse: Annotated[
         float,
-        typer.Option(min=0.0, max=0.9, help="With --data FOLDER: the share of each epoch drawn from "
-                     "synthetic lines of --mix's kinds (print, receipts, hands), so the tuned model keeps "
-                     "reading what the folder lacks; 0 trains on the folder alone."),
-    ] = 0.0,
+        typer.Option(min=0.0, max=0.9, help="With --data FOLDER: the share of each epoch drawn from new "
+                     "synthetic lines of --mix's kinds (print, receipts, hands), on top of the folder's, so "
+                     "the tuned model keeps reading what the folder lacks (0.25 halved what it forgot at "
+                     "the same CER on the folder's kind, docs/BENCHMARKS.md); 0: the folder alone."),
+    ] = 0.25,
     decoding: Annotated[
         str,
         typer.Option(
@@ -131,8 +132,10 @@ def train_command(
 
     To adapt the shipped model to your own material, transcribe a few hundred lines into a folder
     (line.png + line.gt.txt) and run: quire train --model quire-line-v1 --data FOLDER --epochs 10
-    --out MODEL. A tenth of the lines is held out to measure CER each epoch, the model's character
-    language model goes with it, and `quire recognize --model MODEL` reads with the result.
+    --out MODEL (`quire lines` cuts such lines from your scans, with drafts to correct). A tenth of
+    the lines is held out to measure CER each epoch, a quarter of each epoch is synthetic lines
+    (--rehearse), the model's character language model goes with it, and `quire recognize --model
+    MODEL` reads with the result.
 
     Ctrl-C (or SIGTERM) stops after the current step with the checkpoint saved; run the same command again to go on.
     """

@@ -79,7 +79,7 @@ class TrainConfig:
     val_dir: str | None = None
     held_out: float = 0.1  # share of a folder's lines measured, not trained on, when there is no val_dir
     augment: bool = True  # vary a folder's lines every epoch (degrade.vary_scan)
-    rehearse: float = 0.0  # share of each epoch over a folder drawn from synthetic lines (data.Rehearsal)
+    rehearse: float = 0.25  # share of each epoch over a folder drawn from synthetic lines (data.Rehearsal)
     decoding: str = "measure"  # one of DECODING_CHOICES
     save_every_s: float = 600.0
     num_workers: int = 1

@@ -194,6 +194,9 @@ def test_bad_transcriptions_are_named_and_the_good_ones_still_written(env) -> No
     assert "--images" in result.output
     assert sorted(texts(out).values()) == ["Anno 1847", "received with thanks"]
 
+    nested = quire("lines", str(folder), "--out", str(folder / "lines"))
+    assert nested.exit_code == 2 and "is inside the input folder" in nested.output
+
 
 def test_a_polygon_whitens_what_lies_outside_it() -> None:
     from pipeline.line_pairs import cut_polygon

@@ -126,8 +126,8 @@ def test_a_fine_tuned_model_keeps_its_language_model_and_rescore_and_measures_he
 
     def args(epochs: int) -> list[str]:
         return ["--out", str(out), "--model", str(base), "--data", str(folder), "--epochs", str(epochs),
-                "--hold-out", "0.25", "--batch-size", "4", "--num-workers", "0", "--threads", "1",
-                "--warmup", "1"]
+                "--hold-out", "0.25", "--rehearse", "0", "--batch-size", "4", "--num-workers", "0",
+                "--threads", "1", "--warmup", "1"]
 
     result = CliRunner().invoke(app, args(2))
     assert result.exit_code == 0, result.output
@@ -150,7 +150,7 @@ def test_a_fine_tuned_model_keeps_its_language_model_and_rescore_and_measures_he
     assert char_lm.load(out / char_lm.FILE_NAME).order == 3
 
 
-def test_quire_train_counts_rehearsed_lines_in_its_epochs(tmp_path: Path) -> None:
+def test_quire_train_rehearses_a_quarter_by_default_counted_in_its_epochs(tmp_path: Path) -> None:
     import typer
 
     from pipeline.training.commands import train_command
@@ -161,7 +161,7 @@ def test_quire_train_counts_rehearsed_lines_in_its_epochs(tmp_path: Path) -> Non
     result = CliRunner().invoke(app, [
         "--out", str(out), "--model", str(build_random_model(tmp_path / "base")),
         "--data", str(_line_folder(tmp_path / "lines")), "--epochs", "1", "--hold-out", "0.25",
-        "--rehearse", "0.25", "--batch-size", "4", "--num-workers", "0", "--threads", "1", "--warmup", "1"])
+        "--batch-size", "4", "--num-workers", "0", "--threads", "1", "--warmup", "1"])
     assert result.exit_code == 0, result.output
     assert "each epoch adds 3 synthetic lines" in result.output
     history = json.loads((out / "checkpoint" / "history.json").read_text())
