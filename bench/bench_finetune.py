@@ -133,8 +133,8 @@ def main() -> None:
         history = json.loads((out / "checkpoint" / "history.json").read_text())
         per_epoch = [round(100 * h["cer_test"], 2) for h in history]
         synthetic = [round(100 * h["cer_synthetic"], 2) for h in history]
-        print(f"{arm}: trained in {minutes:.1f} min; greedy CER by epoch on the test lines {per_epoch}, "
-              f"on training's synthetic validation lines {synthetic}", flush=True)
+        print(f"{arm}: trained in {minutes:.1f} min; greedy CER before training, then by epoch: on the test "
+              f"lines {per_epoch}, on training's synthetic validation lines {synthetic}", flush=True)
         models[f"{arm}, lr {args.lr:g}"] = str(out)
     for name, model in models.items():
         row = {"model": name}

@@ -68,8 +68,8 @@ def lines(
     names = output_names([*documents, *transcriptions])
     written = Written()
     failed: list[str] = []
-    bar = tqdm(total=total_pages(documents) + sum(map(transcribed_pages, transcriptions)), unit="page", desc="lines", disable=not progress, dynamic_ncols=True,
-               file=sys.stderr)
+    pages = total_pages(documents) + sum(map(transcribed_pages, transcriptions))
+    bar = tqdm(total=pages, unit="page", desc="lines", disable=not progress, dynamic_ncols=True, file=sys.stderr)
 
     def each_line():
         """Every input's lines in turn; a bad input is reported and skipped, the rest go on."""

@@ -507,6 +507,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         augment=cfg.augment,
         rehearse=cfg.rehearse if cfg.data != "synthetic" else 0.0,
     )
+    if step == 0 and cfg.model != "new":
+        # A fine-tune's starting point: how the base model reads the validation lines, so each
+        # epoch's CER has something to be compared with.
+        history.append({"step": 0, "lines_seen": 0, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        **validate(model, processor, val_sets, channels, device, cfg.decoding)})
+        print(json.dumps(history[-1]), flush=True)
+        t0 = time.monotonic()  # lines per second count training only
     while step < cfg.steps:
         batch = next(data)
         pv, labels = batch["pixel_values"].to(device), batch["labels"].to(device)
@@ -571,7 +578,24 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if stopping:
             break
     bar.close()
+    print_progress_summary(history)
     return {"step": step, "lines_seen": lines, "loss": smooth, **scores}
+
+
+def print_progress_summary(history: list[dict[str, Any]]) -> None:
+    """One line per validation set: CER at the first validation against the last (for a
+    fine-tune, the base model's reading against the tuned one's)."""
+    if len(history) < 2:
+        return
+    first, last = history[0], history[-1]
+    for key in last:
+        if key.startswith("cer_") and key in first:
+            name = key.removeprefix("cer_")
+            ctc = f"ctc_cer_{name}"
+            label = name.replace("_", "-")
+            both = f"; CTC head {first[ctc]:.2%} -> {last[ctc]:.2%}" if ctc in first and ctc in last else ""
+            print(f"{label} lines: CER {first[key]:.2%} at step {first['step']} -> {last[key]:.2%} at step "
+                  f"{last['step']} (decoder, greedy{both})", flush=True)
 
 
 def _stop_on_signals() -> threading.Event:

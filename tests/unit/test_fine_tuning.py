@@ -135,7 +135,9 @@ def test_a_fine_tuned_model_keeps_its_language_model_and_rescore_and_measures_he
     assert (out / char_lm.FILE_NAME).read_bytes() == (base / char_lm.FILE_NAME).read_bytes()
     assert json.loads((out / "config.json").read_text())["quire_decoding"] == "rescore"
     history = json.loads((out / "checkpoint" / "history.json").read_text())
-    assert len(history) == 2 and all("cer_held_out" in h for h in history)
+    # The base model's reading first (step 0), then one validation an epoch.
+    assert [h["step"] for h in history] == [0, 2, 4] and all("cer_held_out" in h for h in history)
+    assert "held-out lines: CER" in result.output and "at step 0 ->" in result.output
     # 9 lines to train on at 4 a step (the last short batch dropped): 2 steps an epoch.
     assert history[-1]["step"] == 4 and history[-1]["lines_seen"] == 16
 
