@@ -8,6 +8,7 @@ is read: elements are matched by their local names.
 
 from __future__ import annotations
 
+import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -62,9 +63,12 @@ def _number(value: str | None) -> float | None:
 
 def parse_points(points: str) -> tuple[Point, ...]:
     """'x1,y1 x2,y2 ...' (PAGE) or 'x1 y1 x2 y2 ...' / 'x1,y1,x2,y2' (ALTO) as (x, y) pairs."""
-    values = [float(v) for v in re.split(r"[\s,]+", points.strip()) if v]
-    if len(values) % 2:
-        raise ValueError(f"an odd count of coordinates in {points[:60]!r}")
+    try:
+        values = [float(v) for v in re.split(r"[\s,]+", points.strip()) if v]
+    except ValueError:
+        raise ValueError(f"coordinates that are not numbers: {points[:60]!r}") from None
+    if len(values) % 2 or not all(math.isfinite(v) for v in values):
+        raise ValueError(f"not a list of x,y points: {points[:60]!r}")
     return tuple(zip(values[0::2], values[1::2]))
 
 

@@ -184,10 +184,12 @@ def test_bad_transcriptions_are_named_and_the_good_ones_still_written(env) -> No
     (folder / "broken.xml").write_text("<PcGts><Page", encoding="utf-8")
     (folder / "other.xml").write_text("<html><body/></html>", encoding="utf-8")
     (folder / "lost.xml").write_text(PAGE_2013.replace("folio1.png", "missing.png"), encoding="utf-8")
+    (folder / "nan.xml").write_text(PAGE_2013.replace("5,5 200,5", "5,5 nan,5"), encoding="utf-8")
     out = env / "lines"
     result = quire("lines", str(folder), "--out", str(out))
     assert result.exit_code == 1
-    assert "3 inputs failed" in result.output
+    assert "4 inputs failed" in result.output
+    assert "nan.xml: not a list of x,y points: '5,5 nan,5" in result.output
     assert f"{folder / 'broken.xml'}: not well-formed XML" in result.output
     assert f"{folder / 'other.xml'}: neither PAGE XML nor ALTO (its root element is <html>)" in result.output
     assert "lost.xml: its page image 'C:/scans/missing.png' is not found" in result.output
