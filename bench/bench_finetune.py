@@ -99,7 +99,8 @@ def main() -> None:
     ap.add_argument("--dev", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/dev")
     args = ap.parse_args()
 
-    train_dir, test_dir = args.work / "train", args.work / "test"
+    # Named by their size: a folder of 400 lines must not stand in for a run asking for 100.
+    train_dir, test_dir = args.work / f"train-{args.train_lines}", args.work / f"test-{args.test_lines}"
     if not (train_dir / f"{args.train_lines - 1:05d}.png").exists():
         write_collection(train_dir, args.train_lines, args.font, TRAIN_SEED)
     if not (test_dir / f"{args.test_lines - 1:05d}.png").exists():
