@@ -132,7 +132,7 @@ def main() -> None:
             sys.exit(f"{arm}: quire train failed:\n{done.stderr[-2000:]}")
         minutes = (time.monotonic() - start) / 60
         history = json.loads((out / "checkpoint" / "history.json").read_text())
-        per_epoch = [round(100 * h["cer_test"], 2) for h in history]
+        per_epoch = [round(100 * h[f"cer_{test_dir.name}"], 2) for h in history]  # sets go by folder name
         synthetic = [round(100 * h["cer_synthetic"], 2) for h in history]
         print(f"{arm}: trained in {minutes:.1f} min; greedy CER before training, then by epoch: on the test "
               f"lines {per_epoch}, on training's synthetic validation lines {synthetic}", flush=True)
