@@ -65,7 +65,7 @@ def train_command(
         typer.Option(min=0.0, max=0.9, help="With --data FOLDER: the share of each epoch drawn from new "
                      "synthetic lines of --mix's kinds (print, receipts, hands), on top of the folder's, so "
                      "the tuned model keeps reading what the folder lacks (0.25 halved what it forgot at "
-                     "the same CER on the folder's kind, docs/BENCHMARKS.md); 0: the folder alone."),
+                     "almost the same CER on the folder's kind, docs/BENCHMARKS.md); 0: the folder alone."),
     ] = 0.25,
     decoding: Annotated[
         str,
