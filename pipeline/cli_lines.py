@@ -33,7 +33,8 @@ def lines(
     """Cut documents or PAGE/ALTO transcriptions into line pairs for `quire train` and `quire eval`.
 
     From a document, each line Quire's segmenter finds (as recognition will see it) becomes
-    NAME.png with NAME.gt.txt holding the model's draft reading: correct the drafts, then
+    NAME.png with NAME.gt.txt holding the model's draft reading (OUT/drafts.tsv lists them, least
+    sure first): correct the drafts, then
     `quire train --model quire-line-v1 --data OUT --epochs 10 --out MY-MODEL`. From a PAGE XML or
     ALTO file, each transcribed line is cut from its page image along the file's polygon, with the
     file's text. A .gt.txt already in OUT is never overwritten, so running it again is safe.
@@ -50,6 +51,7 @@ def lines(
         split_inputs,
         transcribed_lines,
         transcribed_pages,
+        write_draft_index,
         write_pairs,
     )
     from pipeline.runner import output_names, total_pages
@@ -94,7 +96,7 @@ def lines(
             from pipeline.recognize import Recognizer
 
             recognizer = Recognizer.from_settings(settings)
-        return [line.text for line in recognizer.recognize(crops)]
+        return recognizer.recognize(crops)
 
     try:
         with bar:
@@ -102,6 +104,11 @@ def lines(
             write_pairs(chosen, out, read if draft else None, written)
     except QuireError as exc:  # the model failed to load: nothing can be drafted
         _fail(str(exc), exc.exit_code)
+    if written.drafts:
+        index = write_draft_index(out, written.drafts)
+        doubtful = sum(confidence < 0.9 for confidence, _ in written.drafts.values())
+        typer.echo(f"{len(written.drafts)} drafts to correct, {doubtful} of them read with less than 90 % "
+                   f"confidence; {index} lists them, least sure first")
     typer.echo(f"{out}: {written.new} new line pairs, {written.kept} already there (kept as they are)"
                + (f", {written.untranscribed} lines without text skipped" if written.untranscribed else "")
                + (f"; {len(failed)} inputs failed" if failed else ""))

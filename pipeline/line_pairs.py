@@ -23,8 +23,10 @@ from pipeline.errors import BadInputError
 from pipeline.ground_truth import TranscribedPage, read_transcription
 from pipeline.render import DOCUMENT_SUFFIXES, render_page, render_pages
 from pipeline.segment import segment_page, to_gray
+from pipeline.types import LineText
 
 TRANSCRIPTION_SUFFIXES = {".xml"}
+DRAFTS_INDEX = "drafts.tsv"  # written beside the pairs: load_pairs reads only images and .gt.txt
 # Pixels around a line polygon kept when the rest of its box is whitened: polygons are often drawn
 # tight, and a stroke's anti-aliased edge must not be cut.
 POLYGON_MARGIN = 2
@@ -44,6 +46,7 @@ class Written:
     new: int = 0
     kept: int = 0
     untranscribed: int = 0
+    drafts: dict[str, tuple[float, str]] = field(default_factory=dict)  # name: (confidence, text)
 
 
 def document_lines(path: Path, stem: str, options: RenderOptions,
@@ -159,18 +162,22 @@ def sample_lines(lines: Iterable[LinePair], count: int, seed: int) -> list[LineP
     return [line for _, line in sorted(kept, key=lambda item: item[0])]
 
 
-def write_pairs(lines: Iterable[LinePair], out: Path, draft: Callable[[list[np.ndarray]], list[str]] | None,
+def write_pairs(lines: Iterable[LinePair], out: Path, draft: Callable[[list[np.ndarray]], list[LineText]] | None,
                 written: Written, batch: int = 64) -> None:
     """Write each line as NAME.png + NAME.gt.txt under `out`. Lines without text get `draft`'s
-    reading (or an empty .gt.txt to fill in, without one). A name whose .gt.txt exists is left as
-    it is, image and text, so a rerun never undoes corrections."""
+    reading (or an empty .gt.txt to fill in, without one), noted in `written.drafts`. A name whose
+    .gt.txt exists is left as it is, image and text, so a rerun never undoes corrections."""
     out.mkdir(parents=True, exist_ok=True)
     waiting: list[LinePair] = []
 
     def flush() -> None:
-        texts = draft([line.image for line in waiting]) if draft and waiting else [""] * len(waiting)
-        for line, text in zip(waiting, texts):
-            _write(out, line.name, line.image, text)
+        if not waiting:
+            return
+        readings = draft([line.image for line in waiting]) if draft else [LineText("", 0.0)] * len(waiting)
+        for line, reading in zip(waiting, readings):
+            _write(out, line.name, line.image, reading.text)
+            if draft:
+                written.drafts[line.name] = (reading.confidence, reading.text)
         waiting.clear()
 
     for line in lines:
@@ -185,6 +192,25 @@ def write_pairs(lines: Iterable[LinePair], out: Path, draft: Callable[[list[np.n
         if len(waiting) >= batch:
             flush()
     flush()
+
+
+def write_draft_index(out: Path, drafts: dict[str, tuple[float, str]]) -> Path:
+    """OUT/DRAFTS_INDEX: every drafted line still in `out` with its confidence, least sure first,
+    so the lines most likely wrong are corrected first. Lines drafted by earlier runs stay listed."""
+    index = out / DRAFTS_INDEX
+    rows: dict[str, tuple[float, str]] = {}
+    if index.exists():
+        for row in index.read_text(encoding="utf-8").splitlines()[1:]:
+            confidence, name, text = (row.split("\t", 2) + ["", ""])[:3]
+            try:
+                rows[name] = (float(confidence), text)
+            except ValueError:
+                continue  # a row the user edited into something else
+    rows.update(drafts)
+    lines = [f"{confidence:.4f}\t{name}\t{text.replace(chr(9), ' ')}" for name, (confidence, text)
+             in sorted(rows.items(), key=lambda item: (item[1][0], item[0])) if (out / f"{name}.png").exists()]
+    index.write_text("\n".join(["confidence\tline\tdraft", *lines]) + "\n", encoding="utf-8")
+    return index
 
 
 def _write(out: Path, name: str, image: np.ndarray, text: str) -> None:

@@ -54,11 +54,19 @@ def test_a_document_becomes_lines_with_drafts_and_corrections_survive_a_rerun(en
                      for page in (1, 2) for line in range(1, 5)}
     image = read_gray(out / "letter_p0001_l002.png")
     assert image.ndim == 2 and (image < 128).sum() > 50
+    # The drafts listed least sure first, to be corrected in that order.
+    assert "8 drafts to correct" in result.output and "drafts.tsv lists them" in result.output
+    header, *rows = (out / "drafts.tsv").read_text(encoding="utf-8").splitlines()
+    assert header == "confidence\tline\tdraft" and len(rows) == 8
+    listed = [row.split("\t") for row in rows]
+    assert [float(c) for c, _, _ in listed] == sorted(float(c) for c, _, _ in listed)
+    assert {f"{name}.png": text for _, name, text in listed} == found
 
     (out / "letter_p0001_l002.gt.txt").write_text("12 March 1931.\n", encoding="utf-8")  # a correction
     again = quire("lines", str(letter), "--out", str(out))
     assert again.exit_code == 0 and "0 new line pairs, 8 already there" in again.output
     assert texts(out)["letter_p0001_l002.png"] == "12 March 1931."
+    assert len((out / "drafts.tsv").read_text().splitlines()) == 9  # the earlier drafts stay listed
 
     # A sample spread over the collection, the same one for the same seed.
     sampled = env / "sample"
