@@ -88,15 +88,8 @@ def render_page(path: Path, number: int, options: RenderOptions | None = None) -
         total = int(_pdf_info(path)["Pages"])
         if not 1 <= number <= total:
             raise NoPagesError(f"has no page {number} (it has {total})", source=name)
-        pixels = _largest_page_pixels(_pdf_info(path, number, number), options.dpi)
-        if pixels > options.max_pixels:
-            raise ImageTooLargeError(f"page {number} would be {pixels:,} pixels at {options.dpi} dpi "
-                                     f"(limit {options.max_pixels:,}); use a lower --dpi", source=name)
         with ScanPages(path) if options.embedded_scans else nullcontext() as scans:
-            image = scans.image(number, options.dpi) if scans else None
-        if image is None:
-            image = page_array(_poppler_pages(path, number, number, options.dpi)[0])
-        return PageImage(number, image, options.dpi)
+            return PageImage(number, _pdf_pages(path, number, number, options, scans)[number], options.dpi)
     for page in _render_image(path, options):
         if page.number == number:
             return page
@@ -153,25 +146,31 @@ def _largest_page_pixels(info: dict, dpi: int) -> int:
 def _render_pdf(path: Path, options: RenderOptions) -> Iterator[PageImage]:
     from pipeline.pdf_scans import ScanPages
 
-    name = str(path)
     total = int(_pdf_info(path)["Pages"])
     with ScanPages(path) if options.embedded_scans else nullcontext() as scans:
         for first in range(1, total + 1, options.chunk_pages):
             last = min(total, first + options.chunk_pages - 1)
-            pixels = _largest_page_pixels(_pdf_info(path, first, last), options.dpi)
-            if pixels > options.max_pixels:
-                raise ImageTooLargeError(
-                    f"a page in {first}-{last} would be {pixels:,} pixels at {options.dpi} dpi "
-                    f"(limit {options.max_pixels:,}); use a lower --dpi",
-                    source=name,
-                )
-            pages = {n: scans.image(n, options.dpi) if scans else None for n in range(first, last + 1)}
-            for start, end in _runs([n for n, image in pages.items() if image is None]):
-                for offset, image in enumerate(_poppler_pages(path, start, end, options.dpi)):
-                    pages[start + offset] = page_array(image)
+            pages = _pdf_pages(path, first, last, options, scans)
             for number, array in pages.items():
                 yield PageImage(number, array, options.dpi)
             del pages  # keep only one chunk alive
+
+
+def _pdf_pages(path: Path, first: int, last: int, options: RenderOptions, scans) -> dict[int, np.ndarray]:
+    """Pages first..last: a page that is one scan taken from the file (`scans`, or None), the
+    others rendered by poppler; refused if one would exceed options.max_pixels."""
+    pixels = _largest_page_pixels(_pdf_info(path, first, last), options.dpi)
+    if pixels > options.max_pixels:
+        raise ImageTooLargeError(
+            f"a page in {first}-{last} would be {pixels:,} pixels at {options.dpi} dpi "
+            f"(limit {options.max_pixels:,}); use a lower --dpi",
+            source=str(path),
+        )
+    pages = {n: scans.image(n, options.dpi) if scans else None for n in range(first, last + 1)}
+    for start, end in _runs([n for n, image in pages.items() if image is None]):
+        for offset, image in enumerate(_poppler_pages(path, start, end, options.dpi)):
+            pages[start + offset] = page_array(image)
+    return pages
 
 
 def _runs(numbers: list[int]) -> list[tuple[int, int]]:
