@@ -44,13 +44,13 @@ def lines(
 
     from pipeline.cli import _fail, _settings
     from pipeline.errors import QuireError
+    from pipeline.ground_truth import read_transcription
     from pipeline.line_pairs import (
         Written,
         document_lines,
         sample_lines,
         split_inputs,
         transcribed_lines,
-        transcribed_pages,
         write_draft_index,
         write_pairs,
     )
@@ -70,16 +70,26 @@ def lines(
     names = output_names([*documents, *transcriptions])
     written = Written()
     failed: list[str] = []
-    pages = total_pages(documents) + sum(map(transcribed_pages, transcriptions))
+    # Each transcription is read once, here: its pages count towards the bar, and a bad file is
+    # kept as its error, reported in its turn.
+    parsed: dict[Path, list | QuireError] = {}
+    for path in transcriptions:
+        try:
+            parsed[path] = read_transcription(path)
+        except QuireError as exc:
+            parsed[path] = exc
+    pages = total_pages(documents) + sum(len(p) for p in parsed.values() if isinstance(p, list))
     bar = tqdm(total=pages, unit="page", desc="lines", disable=not progress, dynamic_ncols=True, file=sys.stderr)
 
     def each_line():
         """Every input's lines in turn; a bad input is reported and skipped, the rest go on."""
-        xml = set(transcriptions)
         for path in [*documents, *transcriptions]:
             try:
-                if path in xml:
-                    yield from transcribed_lines(path, names[path], settings.render, images, written,
+                if path in parsed:
+                    transcribed = parsed[path]
+                    if isinstance(transcribed, QuireError):
+                        raise transcribed
+                    yield from transcribed_lines(transcribed, names[path], settings.render, images, written,
                                                  lambda: bar.update(1))
                 else:
                     yield from document_lines(path, names[path], settings.render, lambda: bar.update(1))

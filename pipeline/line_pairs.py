@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.config import RenderOptions
 from pipeline.errors import BadInputError
-from pipeline.ground_truth import TranscribedPage, read_transcription
+from pipeline.ground_truth import TranscribedPage
 from pipeline.render import DOCUMENT_SUFFIXES, render_page, render_pages
 from pipeline.segment import segment_page, to_gray
 from pipeline.types import LineText
@@ -59,11 +59,11 @@ def document_lines(path: Path, stem: str, options: RenderOptions,
         page_done()
 
 
-def transcribed_lines(path: Path, stem: str, options: RenderOptions, images: Path | None = None,
-                      written: Written | None = None,
+def transcribed_lines(pages: Sequence[TranscribedPage], stem: str, options: RenderOptions,
+                      images: Path | None = None, written: Written | None = None,
                       page_done: Callable[[], object] = lambda: None) -> Iterator[LinePair]:
-    """The transcribed lines of a PAGE XML or ALTO file, cut from the page images it names."""
-    pages = read_transcription(path)
+    """The transcribed lines of a PAGE XML or ALTO file's pages (`read_transcription`), cut from
+    the page images they name."""
     for page in pages:
         rendered = render_page(find_page_image(page, images), page.number, options)
         gray = to_gray(rendered.image)
@@ -86,14 +86,6 @@ def transcribed_lines(path: Path, stem: str, options: RenderOptions, images: Pat
             if crop is not None:
                 yield LinePair(f"{prefix}_{_safe(line.id)}", crop, line.text)
         page_done()
-
-
-def transcribed_pages(path: Path) -> int:
-    """Pages a transcription describes, for the progress bar; 0 for a bad file (it fails later, named)."""
-    try:
-        return len(read_transcription(path))
-    except BadInputError:
-        return 0
 
 
 def _safe(name: str) -> str:
