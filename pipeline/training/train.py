@@ -422,7 +422,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     max_length = int(getattr(model.generation_config, "max_length", None) or 128)
     # A line folder is listed once: the lines to train on and those held out to measure on.
     train_lines, held_lines = folder_pairs(cfg.data, held_out_share(cfg)) if cfg.data != "synthetic" else ([], [])
-    rehearsed = rehearsal_count(len(train_lines), cfg.rehearse) if cfg.data != "synthetic" else 0
+    rehearsed = rehearsal_count(len(train_lines), cfg.rehearse)  # 0 for synthetic data: no folder lines
     if cfg.data != "synthetic" and cfg.epochs:
         # Full batches only (a short last batch is dropped), unless the folder fills less than one.
         per_epoch = max(1, (len(train_lines) + rehearsed) // cfg.batch_size)
@@ -505,7 +505,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         ink_cut=cfg.ink_cut,
         lines=train_lines,
         augment=cfg.augment,
-        rehearse=cfg.rehearse if cfg.data != "synthetic" else 0.0,
+        rehearse=cfg.rehearse,  # synthetic data has no folder to rehearse beside
     )
     if step == 0 and cfg.model != "new":
         # A fine-tune's starting point: how the base model reads the validation lines, so each
