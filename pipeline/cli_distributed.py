@@ -41,8 +41,13 @@ def _backend() -> tuple[Any, Any, Any]:
 
 def _options(model: str | None, dpi: int | None, beam: int | None, fmt: str) -> Any:
     from pipeline.config import get_settings
+    from pipeline.exporters import UnknownFormatError, parse_formats
     from pipeline.submit import JobOptions
 
+    try:
+        parse_formats(fmt)  # an unknown format fails here, as the API refuses it, not at finish
+    except UnknownFormatError as e:
+        _fail(f"--format: {e}")
     names = [f.strip() for f in fmt.split(",") if f.strip()]
     return JobOptions.from_settings(get_settings(), model=model, dpi=dpi, beam=beam,
                                     formats=[{"txt": "text"}.get(n, n) for n in names])
@@ -92,6 +97,11 @@ def submit(
         if not spec.startswith("s3://") and not Path(spec).exists():
             _fail(f"no such file or folder: {spec}")
     options = _options(model, dpi, beam, fmt)
+    from pipeline.render import DOCUMENT_SUFFIXES
+
+    if next(_sources(inputs), None) is None:
+        suffixes = ", ".join(sorted(DOCUMENT_SUFFIXES))
+        _fail(f"nothing to submit: no documents ({suffixes}) in {', '.join(inputs)}", 1)
     key = job_key or _default_key(inputs, options)
     total = _count(inputs) if progress else None
     if api:
@@ -153,8 +163,19 @@ def _follow(job_id: str, api: str | None, token: str | None, progress: bool) -> 
             if view["status"] in ("done", "failed", "partial"):
                 break
             time.sleep(1.0)
-    typer.echo(f"job {job_id}: {view['status']}")
+    _print_view(view)
     return 0 if view["status"] == "done" else 1
+
+
+def _print_view(view: dict[str, Any]) -> None:
+    """One line of counts, then each failed document with its reason."""
+    c = view["documents_count"]
+    typer.echo(f"job {view['id']}: {view['status']}, {view['percent']}% - {c['done']} done, "
+               f"{c['failed']} failed, {c['pending']} pending of {c['total']} documents; "
+               f"{view['lines']['done']}/{view['lines']['total']} lines read")
+    for doc in view.get("documents", []):
+        if doc["status"] == "failed":
+            typer.echo(f"  FAILED {doc['name']}: {doc['error']}")
 
 
 def status(
@@ -173,13 +194,7 @@ def status(
     if as_json:
         typer.echo(json.dumps(view, indent=2))
         return
-    c = view["documents_count"]
-    typer.echo(f"job {view['id']}: {view['status']}, {view['percent']}% - {c['done']} done, "
-               f"{c['failed']} failed, {c['pending']} pending of {c['total']} documents; "
-               f"{view['lines']['done']}/{view['lines']['total']} lines read")
-    for doc in view.get("documents", []):
-        if doc["status"] == "failed":
-            typer.echo(f"  FAILED {doc['name']}: {doc['error']}")
+    _print_view(view)
 
 
 def watch(

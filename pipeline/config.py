@@ -71,6 +71,9 @@ class ApiOptions(BaseModel):
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
     webhook_secret: str = Field("", description="HMAC key for completion webhooks")
     webhook_timeout: float = Field(10.0, gt=0)
+    # Which s3:// URIs tenants may submit, comma-separated prefixes ("s3://archive/,s3://in/a/").
+    # Empty: any object the API's credentials can read, except Quire's own stored documents.
+    uri_prefixes: str = ""
 
 
 class Settings(BaseSettings):

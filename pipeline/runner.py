@@ -234,7 +234,7 @@ class LocalRunner:
                     s, sha256=sha, profile=self.profile, name=path.name,
                     source_uri=path.resolve().as_uri(), size_bytes=path.stat().st_size,
                 )
-                repo.link_job_document(s, job_id, doc.id, position)
+                repo.link_job_document(s, job_id, doc.id, position, path.name)
                 ref = DocumentRef(doc.id, sha, self.profile)
                 if done:
                     outcome.status, outcome.pages = "skipped", doc.page_count or 0

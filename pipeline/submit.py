@@ -25,8 +25,9 @@ from pipeline.db import repo
 from pipeline.db.models import DocumentStatus
 from pipeline.db.session import session_scope
 from pipeline.errors import BadInputError
+from pipeline.exporters import parse_formats
 from pipeline.process import JobOptions, file_sha256
-from pipeline.queue import INGEST, send
+from pipeline.queue import FINISH, INGEST, send
 from pipeline.render import DOCUMENT_SUFFIXES
 
 Enqueue = Callable[..., None]
@@ -140,6 +141,12 @@ class Submitter:
                 jobrepo.set_accepting(s, job.id, True)
             return job.id, created
 
+    def discard_job(self, job_id: str) -> None:
+        """Remove a job whose submission failed part-way, with its links and checkpoints (its
+        documents stay: work already queued for them is reused by the next submission)."""
+        with session_scope(self.engine) as s:
+            jobrepo.discard_job(s, job_id)
+
     def close_job(self, job_id: str) -> str:
         """No more documents: the job may now finish. Returns its status."""
         with session_scope(self.engine) as s:
@@ -168,17 +175,28 @@ class Submitter:
             doc, _ = repo.upsert_document(
                 s, sha256=sha, profile=self.options.profile, name=src.name,
                 source_uri=src.uri, size_bytes=size)
-            repo.link_job_document(s, job_id, doc.id, jobrepo.next_position(s, job_id))
+            repo.link_job_document(s, job_id, doc.id, jobrepo.next_position(s, job_id), src.name)
             jobrepo.add_checkpoint(s, prefix, src.uri, src.version, job_id=job_id,
                                    document_id=doc.id)
-            document_id, status = doc.id, doc.status
+            document_id, status, profile = doc.id, doc.status, doc.profile
         if status in (DocumentStatus.PENDING, DocumentStatus.FAILED):
             self._send_ingest(document_id, job_id)
             outcome = "queued"
         else:
             outcome = "reused" if status == DocumentStatus.DONE else "joined"
+            if status == DocumentStatus.DONE and self._lacks_exports(sha, profile):
+                # Read before for jobs that asked for other formats: finish writes this job's
+                # from the stored rows (no reading again).
+                self.enqueue(FINISH, document_id)
         self._after_link(prefix, src, job_id, document_id)
         return outcome
+
+    def _lacks_exports(self, sha: str, profile: str) -> bool:
+        """Whether a format this job asks for has no export in the store yet."""
+        folder = storage.export_key(sha, profile, "_").rsplit("/", 1)[0] + "/"
+        written = {info.key[len(folder):].split(".", 1)[0] for info in self.store.list(folder)}
+        wanted = parse_formats(",".join(self.options.formats or ("text", "json")))
+        return any(exporter.name not in written for exporter in wanted)
 
     def _send_ingest(self, document_id: str, job_id: str) -> None:
         self.enqueue(INGEST, document_id, job_id)

@@ -41,6 +41,15 @@ class ApiContext:
                                              self.settings.s3_endpoint_url)
         return self.store_
 
+    def may_read(self, uri: str) -> bool:
+        """Whether a tenant may submit this s3:// URI (QUIRE_API__URI_PREFIXES). Quire's own
+        stored sources and pages are never submittable: they are other tenants' files."""
+        prefixes = [p.strip() for p in self.settings.api.uri_prefixes.split(",") if p.strip()]
+        own = self.settings.resolved_storage_url().rstrip("/") + "/documents/"
+        if uri.startswith(own):
+            return False
+        return any(uri.startswith(p) for p in prefixes) if prefixes else True
+
     def bucket(self, name: str) -> storage.S3Store:
         """A client for a bucket named in an s3:// URI or an S3 event."""
         if name not in self.buckets:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -29,7 +30,14 @@ def _visible(s: Any, caller: Caller, document_id: str) -> Document:
 def _result(ctx: ApiContext, caller: Caller, document_id: str) -> DocumentResult:
     with session_scope(ctx.engine) as s:
         _visible(s, caller, document_id)
-        return repo.load_document_result(s, document_id)
+        result = repo.load_document_result(s, document_id)
+        return replace(result, name=_name_for(s, caller, document_id) or result.name)
+
+
+def _name_for(s: Any, caller: Caller, document_id: str) -> str | None:
+    """The name the caller sent the document by: a file another tenant also sent keeps, for
+    each, its own name (documents are shared by content)."""
+    return repo.owner_document_name(s, document_id, caller.owner)
 
 
 @router.get("/v1/documents/{document_id}")
@@ -37,7 +45,12 @@ def get_document(document_id: str, ctx: Ctx,
                  caller: Auth) -> dict[str, Any]:
     """Pages and lines with text, boxes and confidence."""
     with session_scope(ctx.engine) as s:
-        return document_view(s, _visible(s, caller, document_id))
+        doc = _visible(s, caller, document_id)
+        name = _name_for(s, caller, document_id)
+        view = document_view(s, doc, name)
+        if name is not None and name != doc.name:
+            view["source_uri"] = None  # where another tenant's copy came from is theirs
+        return view
 
 
 @router.get("/v1/documents/{document_id}/text")
@@ -90,15 +103,16 @@ def search(ctx: Ctx, caller: Auth, q: str = Query(..., min_length=1, max_length=
     except ImportError as e:
         raise HTTPException(501, "search is not installed in this build") from e
     with session_scope(ctx.engine) as s:
-        hits = search_lines(s, q, limit=limit, owner=caller.owner)
-        return {"query": q, "hits": [_hit(h) for h in hits]}
+        hits = [_hit(h) for h in search_lines(s, q, limit=limit, owner=caller.owner)]
+        names: dict[str, str | None] = {}
+        for hit in hits:
+            doc_id = hit["document_id"]
+            if doc_id not in names:
+                names[doc_id] = _name_for(s, caller, doc_id)
+            hit["document"] = names[doc_id] or hit["document"]
+        return {"query": q, "hits": hits}
 
 
-def _hit(hit: Any) -> Any:
-    if isinstance(hit, dict):
-        return hit
-    if hasattr(hit, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(hit)
-    return hit
+def _hit(hit: Any) -> dict[str, Any]:
+    """A hit as JSON: matches marked with <mark>, not the search's internal control characters."""
+    return hit if isinstance(hit, dict) else hit.to_dict()

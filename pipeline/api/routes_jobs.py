@@ -87,6 +87,9 @@ def _sources(ctx: ApiContext, uris: list[str], uploads: list[_Upload]) -> list[S
     found = [Source(uri=f"upload:{u.name}", name=u.name, size=u.size,
                     version=u.sha256, path=u.path) for u in uploads]
     for uri in uris:
+        if not ctx.may_read(uri):
+            raise HTTPException(403, f"{uri}: outside the locations this API accepts "
+                                     "(QUIRE_API__URI_PREFIXES)")
         bucket, _, key = uri[5:].partition("/")
         store = ctx.bucket(bucket)
         try:
@@ -113,6 +116,16 @@ def _load(ctx: ApiContext, caller: Caller, job_id: str) -> dict[str, Any]:
         if job is None or job.owner != caller.owner:
             raise not_found("job")
         return job_view(s, job)
+
+
+def _replay(ctx: ApiContext, caller: Caller, key: str | None) -> bool:
+    """Whether this Idempotency-Key already names a job of the caller's (its sources are then
+    not read again: the replay answers with the job as it stands)."""
+    if key is None:
+        return False
+    with session_scope(ctx.engine) as s:
+        job = s.scalars(select(Job).where(Job.idempotency_key == key)).first()
+        return job is not None and job.owner == caller.owner
 
 
 def _cleanup(request: Request) -> None:
@@ -145,12 +158,22 @@ def _create(ctx: ApiContext, caller: Caller, body: JobCreate, uploads: list[_Upl
             ) -> JSONResponse:
     submitter = Submitter(ctx.engine, ctx.store, _options(ctx, body), owner=caller.owner,
                           enqueue=ctx.enqueue)
-    job_id, created = submitter.open_job(
-        idempotency_key=scoped_key(caller.owner, body.idempotency_key),
-        webhook_url=body.webhook_url, accepting=True)
+    key = scoped_key(caller.owner, body.idempotency_key)
+    sources: list[Source] = []
+    if not _replay(ctx, caller, key):
+        # A URI that cannot be read is a 422 before any job exists, so the request leaves nothing.
+        sources = _sources(ctx, body.uris, uploads)
+    job_id, created = submitter.open_job(idempotency_key=key, webhook_url=body.webhook_url,
+                                         accepting=True)
     if created:
-        for src in _sources(ctx, body.uris, uploads):
-            submitter.add(job_id, src)
+        try:
+            for src in sources:
+                submitter.add(job_id, src)
+        except Exception:
+            # The store or database failed part-way: the job goes, so a retry with the same
+            # Idempotency-Key makes it afresh instead of finding an empty one that never ends.
+            submitter.discard_job(job_id)
+            raise
     if not body.open:
         submitter.close_job(job_id)
     view = _load(ctx, caller, job_id)

@@ -71,6 +71,8 @@ def _take_events(ctx: ApiContext, caller: Caller, body: Any) -> dict[str, Any]:
         if not bucket or not obj.get("key"):
             continue
         key = unquote_plus(obj["key"])  # event keys are URL-encoded
+        if not ctx.may_read(f"s3://{bucket}/{key}"):
+            continue  # outside QUIRE_API__URI_PREFIXES, or Quire's own stored files
         objects.append((bucket, ObjectInfo(key=key, size=int(obj.get("size", 0)),
                                            etag=obj.get("eTag") or obj.get("etag"))))
     if not objects:

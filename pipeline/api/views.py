@@ -17,7 +17,8 @@ def _iso(value: Any) -> str | None:
 
 def job_view(s: Session, job: Job, *, with_documents: bool = True) -> dict[str, Any]:
     """Status, counts, percent done (documents weighted by their lines read) and per-document errors."""
-    docs = repo.job_documents(s, job.id)
+    named = repo.named_job_documents(s, job.id)
+    docs = [doc for doc, _ in named]
     lines = {doc_id: (int(total), int(done)) for doc_id, total, done in s.execute(
         select(Page.document_id, func.count(Line.id),
                func.count(Line.id).filter(Line.status == LineStatus.DONE.value))
@@ -46,17 +47,20 @@ def job_view(s: Session, job: Job, *, with_documents: bool = True) -> dict[str, 
         "percent": round(100.0 * progress / len(docs), 1) if docs else 0.0,
     }
     if with_documents:
-        view["documents"] = [document_summary(d, lines.get(d.id, (0, 0))) for d in docs]
+        view["documents"] = [document_summary(d, lines.get(d.id, (0, 0)), name)
+                             for d, name in named]
     return view
 
 
-def document_summary(doc: Document, lines: tuple[int, int] = (0, 0)) -> dict[str, Any]:
-    return {"id": doc.id, "name": doc.name, "sha256": doc.sha256, "status": doc.status,
+def document_summary(doc: Document, lines: tuple[int, int] = (0, 0), name: str | None = None
+                     ) -> dict[str, Any]:
+    """`name`: the name the viewer's job sent the file by (default: the first sender's)."""
+    return {"id": doc.id, "name": name or doc.name, "sha256": doc.sha256, "status": doc.status,
             "error": doc.error, "pages": doc.page_count, "pages_done": doc.pages_done,
             "lines": {"total": lines[0], "done": lines[1]}}
 
 
-def document_view(s: Session, doc: Document) -> dict[str, Any]:
+def document_view(s: Session, doc: Document, name: str | None = None) -> dict[str, Any]:
     """Pages and lines with text, boxes and confidence, in reading order."""
     pages = list(s.scalars(select(Page).where(Page.document_id == doc.id).order_by(Page.number)))
     by_page: dict[int, list[dict[str, Any]]] = {p.id: [] for p in pages}
@@ -67,7 +71,7 @@ def document_view(s: Session, doc: Document) -> dict[str, Any]:
             "text": line.text, "confidence": line.confidence, "status": line.status,
         })
     return {
-        **document_summary(doc), "profile": doc.profile, "source_uri": doc.source_uri,
+        **document_summary(doc, name=name), "profile": doc.profile, "source_uri": doc.source_uri,
         "size_bytes": doc.size_bytes, "created_at": _iso(doc.created_at),
         "pages": [{"number": p.number, "width": p.width, "height": p.height, "dpi": p.dpi,
                    "angle": p.angle, "status": p.status, "lines": by_page[p.id]} for p in pages],

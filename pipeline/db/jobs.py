@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, true, update
+from sqlalchemy import and_, delete, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
 from pipeline.db import repo
@@ -96,6 +96,13 @@ def refresh_job(s: Session, job_id: str) -> Job:
         job.status, job.finished_at = JobStatus.RUNNING.value, None
         s.flush()
     return job
+
+
+def discard_job(s: Session, job_id: str) -> None:
+    """Delete a job, its document links and its checkpoints; its key is free again."""
+    s.execute(delete(WatchCheckpoint).where(WatchCheckpoint.job_id == job_id))
+    s.execute(delete(JobDocument).where(JobDocument.job_id == job_id))
+    s.execute(delete(Job).where(Job.id == job_id))
 
 
 def set_accepting(s: Session, job_id: str, accepting: bool) -> Job:

@@ -165,6 +165,8 @@ class JobDocument(Base):
         ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True, index=True
     )
     position: Mapped[int] = mapped_column(Integer)
+    # The file's name as this job sent it (documents are shared by content, names are not).
+    name: Mapped[str | None] = mapped_column(String(1024))
 
     job: Mapped[Job] = relationship(back_populates="links")
     document: Mapped[Document] = relationship()

@@ -112,10 +112,12 @@ def upsert_document(
     return doc, doc.status == DocumentStatus.DONE
 
 
-def link_job_document(s: Session, job_id: str, document_id: str, position: int) -> None:
-    """Add a document to a job; linking it again keeps the first position."""
+def link_job_document(s: Session, job_id: str, document_id: str, position: int,
+                      name: str | None = None) -> None:
+    """Add a document to a job under the name the job sent it by; linking it again keeps the
+    first position and name."""
     s.execute(_insert(s, JobDocument).values(
-        job_id=job_id, document_id=document_id, position=position,
+        job_id=job_id, document_id=document_id, position=position, name=name,
     ).on_conflict_do_nothing(index_elements=["job_id", "document_id"]))
 
 
@@ -260,7 +262,8 @@ def update_job_counts(s: Session, job_id: str) -> Job:
     done = counts.get(DocumentStatus.DONE, 0)
     failed = counts.get(DocumentStatus.FAILED, 0)
     job.documents_total, job.documents_done, job.documents_failed = total, done, failed
-    if total and done + failed == total:
+    if (total and done + failed == total) or (not total and not job.accepting):
+        # A closed job with nothing in it is done, not queued for ever.
         status = (JobStatus.DONE if not failed else JobStatus.FAILED if not done
                   else JobStatus.PARTIAL)
         job.finished_at = job.finished_at or utcnow()
@@ -275,8 +278,21 @@ def update_job_counts(s: Session, job_id: str) -> Job:
 
 def job_documents(s: Session, job_id: str) -> list[Document]:
     """A job's documents in submission order."""
-    return list(s.scalars(select(Document).join(JobDocument)
-                          .where(JobDocument.job_id == job_id).order_by(JobDocument.position)))
+    return [doc for doc, _ in named_job_documents(s, job_id)]
+
+
+def named_job_documents(s: Session, job_id: str) -> list[tuple[Document, str]]:
+    """A job's documents in submission order, each with the name this job sent it by."""
+    rows = s.execute(select(Document, JobDocument.name).join(JobDocument)
+                     .where(JobDocument.job_id == job_id).order_by(JobDocument.position))
+    return [(doc, name or doc.name) for doc, name in rows]
+
+
+def owner_document_name(s: Session, document_id: str, owner: str | None) -> str | None:
+    """The name the owner's first job sent this document by (None: no job of theirs named it)."""
+    return s.scalar(select(JobDocument.name).join(Job).where(
+        JobDocument.document_id == document_id, Job.owner == owner,
+        JobDocument.name.is_not(None)).order_by(Job.created_at).limit(1))
 
 
 def job_ids_for_document(s: Session, document_id: str) -> list[str]:

@@ -7,11 +7,13 @@ import sys
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from pipeline.api.app import create_app
 from pipeline.config import Settings
 from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
+from pipeline.db.models import Job
 from pipeline.db.session import make_engine, session_scope, upgrade
 from pipeline.queue import INGEST, NOTIFY
 from pipeline.types import BBox
@@ -111,9 +113,92 @@ def test_same_file_twice_reuses_the_document(api):
     upload(api, api.alice)
     document_id = api.sent[0][1]
     complete(api.engine, document_id)
-    r = upload(api, api.alice)  # a new job, the same bytes: done already, nothing enqueued
-    assert len(api.sent) == 1
+    r = upload(api, api.alice)  # a new job, the same bytes: done already, not read again
+    # (its exports, which `complete` leaves unwritten, are left to finish: no ingest)
+    assert [task for task, *_ in api.sent] == [INGEST, "quire.finish_document"]
     assert api.get(f"/v1/jobs/{r.json()['id']}", headers=api.alice).json()["status"] == "done"
+
+
+def test_a_failed_request_leaves_no_job_and_its_key_can_be_used_again(api, tmp_path):
+    # The store cannot take the upload (its documents/ folder is a file): the request fails.
+    blocker = tmp_path / "store" / "documents"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"")
+    failed = upload(api, api.alice, idempotency_key="batch-7")
+    assert failed.status_code >= 500 and api.sent == []
+    assert api.get("/v1/jobs", headers=api.alice).json()["jobs"] == []  # no job stuck at queued
+    blocker.unlink()
+    retried = upload(api, api.alice, idempotency_key="batch-7")
+    assert retried.status_code == 202 and retried.json()["created"] is True
+    assert retried.json()["documents"] == 1 and len(api.sent) == 1
+
+
+def test_each_tenant_sees_the_file_by_the_name_it_sent(api):
+    alice_job = upload(api, api.alice, name="minutes-1902.pdf").json()["id"]
+    document_id = api.sent[0][1]
+    bob_job = upload(api, api.bob, name="bob-payroll.pdf").json()["id"]  # the same bytes
+    complete(api.engine, document_id, texts=("Holloway wrote",))
+    for headers, job_id, name in ((api.alice, alice_job, "minutes-1902.pdf"),
+                                  (api.bob, bob_job, "bob-payroll.pdf")):
+        [doc] = api.get(f"/v1/jobs/{job_id}", headers=headers).json()["documents"]
+        assert doc["name"] == name
+        assert api.get(f"/v1/documents/{document_id}", headers=headers).json()["name"] == name
+        [hit] = api.get("/v1/search?q=Holloway", headers=headers).json()["hits"]
+        assert hit["document"] == name and hit["highlight"] == "<mark>Holloway</mark> wrote"
+        export = api.get(f"/v1/documents/{document_id}/export?format=text", headers=headers)
+        assert name.removesuffix(".pdf") in export.headers["content-disposition"]
+    # Where the first sender's copy came from is not shown to the other tenant.
+    assert api.get(f"/v1/documents/{document_id}", headers=api.bob).json()["source_uri"] is None
+
+
+def test_a_document_read_before_gets_the_exports_a_new_job_asks_for(api, tmp_path):
+    from pipeline.queue import FINISH
+
+    upload(api, api.alice, formats="text")
+    document_id = api.sent[0][1]
+    complete(api.engine, document_id)
+    with session_scope(api.engine) as s:
+        doc = repo.get_document(s, document_id)
+        exports = tmp_path / "store" / "documents" / doc.sha256 / doc.profile / "exports"
+    exports.mkdir(parents=True)
+    (exports / "text.txt").write_text("Hello\nworld\n")  # what finish wrote for the first job
+    upload(api, api.alice, formats="txt")  # written already: nothing to do
+    assert len(api.sent) == 1
+    upload(api, api.alice, formats="text,pdf")  # no PDF yet: finish writes it from the rows
+    assert api.sent[1:] == [(FINISH, document_id)]
+
+
+def test_a_closed_job_without_documents_is_done(api):
+    job_id = api.post("/v1/jobs", headers=api.alice, json={"open": True}).json()["id"]
+    closed = api.post(f"/v1/jobs/{job_id}/close", headers=api.alice).json()
+    assert closed["status"] == "done" and closed["documents_count"]["total"] == 0
+
+
+def test_tenants_submit_only_uris_the_api_accepts(tmp_path, sqlite_url):
+    from pipeline.api.deps import ApiContext
+
+    def context(prefixes: str) -> ApiContext:
+        return ApiContext(Settings(database_url=sqlite_url, storage_url="s3://quire/",
+                                   api={"uri_prefixes": prefixes}), enqueue=lambda *a: None)
+
+    anywhere, limited = context(""), context("s3://archive/in/, s3://shared/")
+    # Quire's own stored sources are other tenants' files, whatever the setting.
+    assert not anywhere.may_read("s3://quire/documents/0a1b/source")
+    assert anywhere.may_read("s3://quire/inbox/a.pdf") and anywhere.may_read("s3://other/a.pdf")
+    assert limited.may_read("s3://archive/in/a.pdf") and limited.may_read("s3://shared/b.pdf")
+    assert not limited.may_read("s3://archive/private/a.pdf")
+    assert not limited.may_read("s3://quire/documents/0a1b/source")
+
+    upgrade(sqlite_url)
+    settings = Settings(database_url=sqlite_url, storage_url=(tmp_path / "store").as_uri(),
+                        api={"uri_prefixes": "s3://archive/in/"})
+    client = TestClient(create_app(settings, enqueue=lambda *a: None))
+    with session_scope(make_engine(sqlite_url)) as s:
+        token, _ = jobrepo.create_token(s, name="carol")
+    refused = client.post("/v1/jobs", headers={"Authorization": f"Bearer {token}"},
+                          json={"uris": ["s3://payroll/bob.pdf"]})
+    assert refused.status_code == 403 and "s3://payroll/bob.pdf" in refused.text
+    assert client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"}).json()["jobs"] == []
 
 
 def test_upload_over_the_limit_is_413(api):
@@ -222,5 +307,14 @@ def test_cli_token_create_list_revoke_and_status(tmp_path, sqlite_url, monkeypat
         status = CliRunner().invoke(app, ["status", job_id])
         assert status.exit_code == 0 and "queued" in status.output, status.output
         assert CliRunner().invoke(app, ["status", "nope"]).exit_code == 1
+        # Nothing to submit, or a format no exporter has: an error, and no job is made.
+        (tmp_path / "empty").mkdir()
+        (tmp_path / "empty" / "notes.txt").write_text("not a document")
+        empty = CliRunner().invoke(app, ["submit", str(tmp_path / "empty"), "--no-progress"])
+        assert empty.exit_code == 1 and "nothing to submit" in empty.output, empty.output
+        docx = CliRunner().invoke(app, ["submit", str(tmp_path / "empty" / "notes.txt"), "-f", "docx"])
+        assert docx.exit_code == 2 and "unknown format 'docx'" in docx.output, docx.output
+        with session_scope(engine) as s:
+            assert [j.id for j in s.scalars(select(Job))] == [job_id]
     finally:
         get_settings.cache_clear()
