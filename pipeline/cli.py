@@ -99,7 +99,7 @@ def run(
         bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
                    dynamic_ncols=True, file=sys.stderr)
         with bar:
-            summary = runner.run(inputs, progress=bar)
+            summary = runner.run(inputs, progress=bar, roots=paths)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
     _print_summary(summary)

@@ -53,10 +53,13 @@ def _options(model: str | None, dpi: int | None, beam: int | None, fmt: str) -> 
                                     formats=[{"txt": "text"}.get(n, n) for n in names])
 
 
-def _default_key(specs: list[str], options: Any) -> str:
+def _default_key(specs: list[str], options: Any, owner: str | None = None) -> str:
     """The same command over the same inputs finds its job again: resumable by default."""
     norm = sorted(s if s.startswith("s3://") else str(Path(s).resolve()) for s in specs)
-    spec = json.dumps({"inputs": norm, "options": options.as_dict()}, sort_keys=True)
+    fields: dict[str, Any] = {"inputs": norm, "options": options.as_dict()}
+    if owner:
+        fields["owner"] = owner  # (left out otherwise: jobs begun before --owner keep their key)
+    spec = json.dumps(fields, sort_keys=True)
     return "cli:" + hashlib.sha256(spec.encode()).hexdigest()[:32]
 
 
@@ -91,6 +94,7 @@ def submit(
     webhook: Annotated[str | None, typer.Option(help="URL told (signed) when the job finishes.")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job to the end with a progress bar.")] = False,
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+    owner: Annotated[str | None, typer.Option(help="Tenant the job belongs to (a token's --owner), so that tenant's API tokens see it; with --api the token decides.")] = None,
 ) -> None:
     """Submit documents to the distributed pipeline; streams, and resumes when run again."""
     for spec in inputs:
@@ -102,7 +106,7 @@ def submit(
     if next(_sources(inputs), None) is None:
         suffixes = ", ".join(sorted(DOCUMENT_SUFFIXES))
         _fail(f"nothing to submit: no documents ({suffixes}) in {', '.join(inputs)}", 1)
-    key = job_key or _default_key(inputs, options)
+    key = job_key or _default_key(inputs, options, None if api else owner)
     total = _count(inputs) if progress else None
     if api:
         from pipeline.api.client import ApiClient
@@ -111,18 +115,18 @@ def submit(
         job_id = client.submit_stream(_sources(inputs), options, key, webhook,
                                       _bar(total, "submit", "file", progress))
     else:
-        job_id = _submit_direct(inputs, options, key, webhook, total, progress)
+        job_id = _submit_direct(inputs, options, key, webhook, total, progress, owner)
     typer.echo(job_id)
     if wait:
         raise typer.Exit(_follow(job_id, api, token, progress))
 
 
 def _submit_direct(inputs: list[str], options: Any, key: str, webhook: str | None,
-                   total: int | None, progress: bool) -> str:
+                   total: int | None, progress: bool, owner: str | None = None) -> str:
     from pipeline.submit import Submitter
 
     _, engine, store = _backend()
-    submitter = Submitter(engine, store, options)
+    submitter = Submitter(engine, store, options, owner=owner)
     job_id, created = submitter.open_job(idempotency_key=key, webhook_url=webhook)
     if not created:
         typer.echo(f"resuming job {job_id}", err=True)

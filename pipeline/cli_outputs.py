@@ -38,7 +38,7 @@ def find_document(s, ref: str):
     the most recently finished one when several match. Errors say what was tried."""
     from sqlalchemy import select
 
-    from pipeline.db.models import Document, DocumentStatus
+    from pipeline.db.models import Document, DocumentStatus, JobDocument
     from pipeline.errors import NotFoundError, QuireError
     from pipeline.process import file_sha256
 
@@ -48,7 +48,10 @@ def find_document(s, ref: str):
         if path.is_file():
             where, what = Document.sha256 == file_sha256(path), f"file {ref}"
         else:
-            where, what = Document.name == ref, f"id or name {ref!r}"
+            # The name of any run or job that sent it: the same bytes sent as another file
+            # are one document under several names.
+            named = select(JobDocument.document_id).where(JobDocument.name == ref)
+            where, what = (Document.name == ref) | Document.id.in_(named), f"id or name {ref!r}"
         candidates = list(s.scalars(select(Document).where(where)
                                     .order_by(Document.updated_at.desc())))
         if not candidates:

@@ -62,8 +62,9 @@ def api_metrics(jobs: dict[str, int], totals: dict[str, int], depths: dict[str, 
                     registry=registry)
     for queue, n in depths.items():
         g_depth.labels(queue).set(n)
-    g_req = Gauge("quire_api_requests", "API requests since start", ["route", "status"],
-                  registry=registry)
+    # A counter (quire_api_requests_total): rate() over it survives an API restart's reset.
+    c_req = Counter("quire_api_requests", "API requests since start", ["route", "status"],
+                    registry=registry)
     for (route, status), n in requests.items():
-        g_req.labels(route, str(status)).set(n)
+        c_req.labels(route, str(status)).inc(n)
     return generate_latest(registry), CONTENT_TYPE_LATEST

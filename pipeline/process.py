@@ -6,7 +6,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -201,8 +201,13 @@ def finish_document(
         return write_exports(s, store, doc, exporters)
 
 
-def write_exports(s, store: storage.ObjectStore, doc: DocumentRef, exporters: Sequence[Exporter]) -> dict[str, bytes]:
+def write_exports(s, store: storage.ObjectStore, doc: DocumentRef, exporters: Sequence[Exporter],
+                  name: str | None = None) -> dict[str, bytes]:
+    """Every export to the store; `name` is the file's name in them (default: the name the
+    document was first sent by)."""
     result = repo.load_document_result(s, doc.id)
+    if name is not None:
+        result = replace(result, name=name)
     outputs: dict[str, bytes] = {}
     for exporter in exporters:
         # Derived from the rows; the PDF also reads the stored page images, never re-recognizes.

@@ -86,12 +86,21 @@ def collect_inputs(paths: Iterable[Path], suffixes: Collection[str] = DOCUMENT_S
     return list(dict.fromkeys(found))
 
 
-def output_names(paths: Sequence[Path]) -> dict[Path, str]:
-    """<stem> per input; a stem seen twice gets -2, -3 so no output overwrites another."""
+def output_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path, str]:
+    """Each input's output name: its path, less the suffix, under the folder in `roots` it was
+    found in (`box1/0001` for scans/box1/0001.pdf of `quire run scans/`), so --out mirrors a
+    collection's tree; a file given by itself is its stem. A name seen twice gets -2, -3 so no
+    output overwrites another."""
+    folders = [root.resolve() for root in roots if root.is_dir()]
     names: dict[Path, str] = {}
     taken: set[str] = set()
     for path in paths:
         base, n = path.stem, 1
+        resolved = path.resolve()
+        for folder in folders:
+            if resolved.is_relative_to(folder):
+                base = resolved.relative_to(folder).with_suffix("").as_posix()
+                break
         name = base
         while name in taken:
             n += 1
@@ -153,8 +162,9 @@ class LocalRunner:
             self._recognizer = self._recognizer_factory()
         return self._recognizer
 
-    def run(self, paths: Sequence[Path], progress=None) -> RunSummary:
-        """Process `paths` (files); `progress` is a tqdm-like bar over pages, or None.
+    def run(self, paths: Sequence[Path], progress=None, roots: Sequence[Path] = ()) -> RunSummary:
+        """Process `paths` (files); `progress` is a tqdm-like bar over pages, or None; `roots`
+        are the folders they were collected from, mirrored in the output folder.
 
         Ingest (render, segment, save) runs on a thread ahead of recognition, so the pages of the
         next documents are prepared while the model reads the current lines (on a GPU the two
@@ -166,7 +176,8 @@ class LocalRunner:
         outcomes = [DocumentOutcome(path) for path in paths]
         events: queue.Queue = queue.Queue(maxsize=INGEST_AHEAD_PAGES)
         producer = threading.Thread(
-            target=self._ingest_all, args=(job_id, outcomes, events), name="quire-ingest", daemon=True
+            target=self._ingest_all, args=(job_id, outcomes, events, roots), name="quire-ingest",
+            daemon=True
         )
         producer.start()
         self._consume(events, progress)
@@ -215,8 +226,9 @@ class LocalRunner:
                 self._flush(progress)
                 return
 
-    def _ingest_all(self, job_id: str, outcomes: list[DocumentOutcome], events: queue.Queue) -> None:
-        names = output_names([o.path for o in outcomes])
+    def _ingest_all(self, job_id: str, outcomes: list[DocumentOutcome], events: queue.Queue,
+                    roots: Sequence[Path] = ()) -> None:
+        names = output_names([o.path for o in outcomes], roots)
         try:
             for position, outcome in enumerate(outcomes):
                 self._ingest(job_id, position, outcome, names[outcome.path], events)
@@ -238,7 +250,9 @@ class LocalRunner:
                 ref = DocumentRef(doc.id, sha, self.profile)
                 if done:
                     outcome.status, outcome.pages = "skipped", doc.page_count or 0
-                    self._write_outputs(outcome, name, write_exports(s, self.store, ref, self.exporters))
+                    # Read before, maybe under another file name: the exports carry this one's.
+                    self._write_outputs(outcome, name, write_exports(
+                        s, self.store, ref, self.exporters, name=path.name))
                     events.put(("skipped", outcome))
                     return
                 repo.start_document(s, doc.id)
@@ -292,6 +306,7 @@ class LocalRunner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for extension, data in outputs.items():
             target = self.out_dir / f"{name}.{extension}"
+            target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_suffix(target.suffix + ".part")
             tmp.write_bytes(data)
             tmp.replace(target)

@@ -24,7 +24,8 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/healthz")
 def healthz(ctx: Ctx) -> JSONResponse:
-    """200 when the database answers; the broker's state is reported, not required."""
+    """200 when the database and the object store answer (no upload works without either);
+    the broker's state is reported, not required."""
     checks: dict[str, str] = {}
     try:
         with ctx.engine.connect() as conn:
@@ -32,9 +33,16 @@ def healthz(ctx: Ctx) -> JSONResponse:
         checks["database"] = "ok"
     except Exception as e:  # noqa: BLE001 - any failure means unhealthy
         checks["database"] = f"error: {e.__class__.__name__}"
+    try:
+        # A listing (not a HEAD, whose 404 reads as "no such object") fails on a missing
+        # bucket or bad credentials.
+        next(iter(ctx.store.list("documents/.healthz")), None)
+        checks["storage"] = "ok"
+    except Exception as e:  # noqa: BLE001
+        checks["storage"] = f"error: {str(e)[:200]}"
     depths = queue_depths(ctx.settings.broker_url)
     checks["broker"] = "ok" if min(depths.values()) >= 0 else "unreachable"
-    ok = checks["database"] == "ok"
+    ok = checks["database"] == "ok" and checks["storage"] == "ok"
     return JSONResponse({"status": "ok" if ok else "error", **checks},
                         status_code=200 if ok else 503)
 

@@ -236,15 +236,28 @@ def test_api_upload_poll_text_json_tenants_idempotency_webhook(cluster, letters,
     exported = client.get(f"/v1/documents/{document_id}/export?format=json", headers=auth)
     assert exported.status_code == 200 and json.loads(exported.content)
 
-    # S3 URIs in JSON: the file the watcher saw is done already and is reused, not redone.
+    # S3 URIs in JSON: the file the watcher saw is done already and is reused, not redone;
+    # the ALTO this job asks for (the watcher's job did not) is written from the rows.
     uri = f"s3://{cluster['bucket']}/inbox/{pdfs[0].name}"
-    r2 = client.post("/v1/jobs", headers=auth, json={"uris": [uri]})
+    r2 = client.post("/v1/jobs", headers=auth, json={"uris": [uri], "formats": ["text", "alto"]})
     assert r2.status_code == 202, r2.text
     view2 = wait_for(lambda: job_finished(engine, r2.json()["id"]), 30, "reuse", cluster["workers"])
     assert view2 == "done"
     reused = client.get(f"/v1/jobs/{r2.json()['id']}", headers=auth).json()["documents"][0]
+    assert reused["name"] == pdfs[0].name
     assert client.get(f"/v1/documents/{reused['id']}/text", headers=auth).text == \
         local_texts[pdfs[0].name]
+
+    def alto_in_bucket() -> bool:
+        keys = [o["Key"] for o in cluster["s3"].list_objects_v2(
+            Bucket=cluster["bucket"], Prefix="store/documents/").get("Contents", [])]
+        return any(k.startswith(f"store/documents/{reused['sha256']}/") and
+                   k.endswith("/exports/alto.alto.xml") for k in keys)
+
+    wait_for(alto_in_bucket, 60, "the ALTO export of the reused document", cluster["workers"])
+    # Quire's own stored files are not for tenants to submit.
+    own = f"s3://{cluster['bucket']}/store/documents/{reused['sha256']}/source"
+    assert client.post("/v1/jobs", headers=other, json={"uris": [own]}).status_code == 403
 
     # The completion webhook came once, signed.
     wait_for(lambda: _Hooks.received, 30, "the webhook", cluster["workers"])

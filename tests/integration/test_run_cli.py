@@ -58,8 +58,9 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
     assert result.exit_code == 0, result.output
     assert "1 documents: 1 done" in result.output and "pages/min" in result.output
 
-    assert (out / "letter.txt").read_text() == "\n".join(LETTER_LINES) + "\n"
-    data = json.loads((out / "letter.json").read_text())
+    # --out mirrors the input folder's tree.
+    assert (out / "sub" / "letter.txt").read_text() == "\n".join(LETTER_LINES) + "\n"
+    data = json.loads((out / "sub" / "letter.json").read_text())
     [page] = data["pages"]
     assert [line["text"] for line in page["lines"]] == list(LETTER_LINES)
     assert page["width"] == int(8.5 * DPI) and page["dpi"] == DPI
@@ -74,12 +75,19 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
     assert any(k.endswith("/pages/0001.png") for k in stored)
     assert any(k.endswith("/exports/text.txt") for k in stored)
 
-    (out / "letter.txt").unlink()
+    (out / "sub" / "letter.txt").unlink()
+    # The same bytes under another name in another folder: read once, found by either name.
+    (docs / "box2").mkdir()
+    shutil.copy(pdf, docs / "box2" / "copy.pdf")
     again = quire("run", str(docs), "--out", str(out), "--no-progress")
     assert again.exit_code == 0
-    assert "1 already done (skipped)" in again.output
-    assert (out / "letter.txt").read_text() == "\n".join(LETTER_LINES) + "\n"  # rewritten from SQL
+    assert "2 already done (skipped)" in again.output
+    assert (out / "sub" / "letter.txt").read_text() == "\n".join(LETTER_LINES) + "\n"  # from SQL
+    assert (out / "box2" / "copy.txt").read_text() == "\n".join(LETTER_LINES) + "\n"
+    assert json.loads((out / "box2" / "copy.json").read_text())["document"] == "copy.pdf"
     assert len(db_rows(env, "SELECT id FROM lines")) == len(LETTER_LINES)  # nothing redone
+    exported = quire("export", "copy.pdf")
+    assert exported.exit_code == 0 and exported.stdout.startswith(LETTER_LINES[0]), exported.output
 
 
 def test_bad_files_fail_alone_with_reasons_and_exit_1(tmp_path, letter, env):

@@ -240,6 +240,14 @@ def test_healthz_and_metrics(api):
     assert "quire_queue_depth" in metrics and "quire_api_requests" in metrics
 
 
+def test_healthz_fails_while_the_bucket_is_missing(s3_server, sqlite_url):
+    settings = Settings(database_url=sqlite_url, storage_url="s3://no-such-bucket/",
+                        s3_endpoint_url=s3_server, broker_url="redis://127.0.0.1:1/0")
+    health = TestClient(create_app(settings, enqueue=lambda *a: None)).get("/healthz")
+    assert health.status_code == 503 and health.json()["database"] == "ok"
+    assert "NoSuchBucket" in health.json()["storage"] or "bucket" in health.json()["storage"].lower()
+
+
 def test_finished_job_with_webhook_is_notified_once(api, monkeypatch):
     r = upload(api, api.alice, webhook_url="http://127.0.0.1:9/hook")
     job_id = r.json()["id"]

@@ -65,3 +65,6 @@ def test_inputs_and_output_names(tmp_path):
     found = collect_inputs([tmp_path / "a", tmp_path / "b"])
     assert [p.relative_to(tmp_path).as_posix() for p in found] == ["a/x.pdf", "b/x.PDF", "b/z.tif"]
     assert list(output_names(found).values()) == ["x", "x-2", "z"]
+    # Found in folders given: their trees are mirrored, so nothing needs a -2.
+    assert list(output_names(found, [tmp_path]).values()) == ["a/x", "b/x", "b/z"]
+    assert list(output_names(found, [tmp_path / "a", tmp_path / "b"]).values()) == ["x", "x-2", "z"]
