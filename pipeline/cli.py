@@ -59,21 +59,23 @@ def _settings(**overrides) -> Settings:
 @app.command()
 def run(
     paths: Annotated[list[Path], typer.Argument(help="PDF or image files, or folders (searched recursively).")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write <name>.<ext> for each document here.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write <name>.<ext> for each document here, mirroring the folders given (results are always kept in the database and store under QUIRE_HOME, default ./quire-data).")] = None,
     model: Annotated[str | None, typer.Option(help=f"Recognition model: a shipped name ({DEFAULT_MODEL}), a folder, or a hub name.")] = None,
     beam: Annotated[int | None, typer.Option(min=1, max=16, help="Beam width; 1 is greedy (fastest).")] = None,
     dpi: Annotated[int | None, typer.Option(min=50, max=1200, help="Resolution PDFs are rendered at (default 300).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Comma-separated output formats, e.g. txt,json.")] = "txt,json",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Comma-separated output formats: txt, json, hocr, alto, page, pdf (searchable).")] = "txt,json",
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-6x faster), attention or rescore.")] = None,
     precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,
     language_model: Annotated[bool | None, typer.Option(help=LANGUAGE_MODEL_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    redo: Annotated[bool, typer.Option(help="Read documents again even if done before with the same model and settings.")] = False,
 ) -> None:
     """OCR documents in this process (no servers): text in the database, exports in the store and --out.
 
-    A document already done with the same model and settings (same SHA-256) is not redone.
-    Exit status 1 if any document failed.
+    A document already done with the same model and settings (same SHA-256) is not redone
+    (--redo reads it again). Stopped with Ctrl-C, the same command later goes on where it
+    stopped. Exit status 1 if any document failed.
     """
     from tqdm import tqdm
 
@@ -95,13 +97,16 @@ def run(
         inputs = collect_inputs(paths)
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
-        runner = LocalRunner(settings, exporters=exporters, out_dir=out)
+        runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
         bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
                    dynamic_ncols=True, file=sys.stderr)
         with bar:
             summary = runner.run(inputs, progress=bar, roots=paths)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; documents finished so far are kept, and the same command goes on "
+              "from there", 130)
     _print_summary(summary)
     raise typer.Exit(1 if summary.failures else 0)
 
@@ -273,7 +278,7 @@ def unreachable_server(exc: BaseException) -> str | None:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         if what == "broker":
             return f"cannot reach the broker (QUIRE_BROKER_URL): {reason}"
-        if "no such table" in reason or "does not exist" in reason:
+        if any(m in reason for m in ("no such table", "no such column", "does not exist")):
             reason += "; create the schema with `quire db upgrade`"
         return f"database error (QUIRE_DATABASE_URL): {reason}"
     return None

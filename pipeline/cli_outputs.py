@@ -55,7 +55,9 @@ def find_document(s, ref: str):
         candidates = list(s.scalars(select(Document).where(where)
                                     .order_by(Document.updated_at.desc())))
         if not candidates:
-            raise NotFoundError(f"no document with {what}; run `quire run` on it first")
+            where_db = s.get_bind().url.render_as_string(hide_password=True)
+            raise NotFoundError(f"no document with {what} in {where_db} (QUIRE_HOME or "
+                                "QUIRE_DATABASE_URL); run `quire run` on it first")
         done = [d for d in candidates if d.status == DocumentStatus.DONE]
         doc = done[0] if done else candidates[0]
         if len({d.sha256 for d in done}) > 1:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import char_lm
-from pipeline.config import DECODINGS, RETRY_BELOW, Settings, resolve_model_path
+from pipeline.config import DECODINGS, RETRY_BELOW, Settings, locate_model
 from pipeline.ctc_beam import Fusion, Reading, ctc_readings
 from pipeline.decoder_scores import decoder_log_likelihoods
 from pipeline.errors import ModelLoadError
@@ -103,7 +103,7 @@ class Recognizer:
             self.bf16 = use_bf16(precision, self.device) and not quantize
         except ValueError as exc:  # an unknown precision
             raise ModelLoadError(str(exc)) from None
-        path = resolve_model_path(model)
+        path = locate_model(model)
         try:
             self.processor = AutoProcessor.from_pretrained(path)
             self.model = VisionEncoderDecoderModel.from_pretrained(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -203,11 +204,13 @@ def _poppler_pages(path: Path, first: int, last: int, dpi: int) -> list[Image.Im
 
 
 def _open_image(path: Path, max_pixels: int | None) -> Image.Image:
+    """The image opened (its header read, nothing decoded) and held to `max_pixels`, which
+    stands in for Pillow's own fixed bomb limit so QUIRE_RENDER__MAX_PIXELS can raise it."""
     name = str(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = _open_unbounded(path) if max_pixels is not None else Image.open(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(f"image is too large to decode safely ({exc})", source=name) from exc
     except UnidentifiedImageError as exc:
@@ -217,11 +220,24 @@ def _open_image(path: Path, max_pixels: int | None) -> Image.Image:
     if max_pixels is not None and image.width * image.height > max_pixels:
         image.close()
         raise ImageTooLargeError(
-            f"image is {image.width}x{image.height} = {image.width * image.height:,} pixels "
-            f"(limit {max_pixels:,})",
+            f"image is too large: {image.width}x{image.height} = {image.width * image.height:,} pixels "
+            f"(limit {max_pixels:,}; QUIRE_RENDER__MAX_PIXELS raises it)",
             source=name,
         )
     return image
+
+
+_PIL_LIMIT = threading.Lock()
+
+
+def _open_unbounded(path: Path) -> Image.Image:
+    """Image.open without Pillow's limit (module-wide, hence the lock); the caller checks its own."""
+    with _PIL_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def _render_image(path: Path, options: RenderOptions) -> Iterator[PageImage]:

@@ -132,8 +132,10 @@ class LocalRunner:
         out_dir: Path | None = None,
         recognizer_factory: Callable[[], object] | None = None,
         flush_lines: int = 256,
+        redo: bool = False,
     ) -> None:
         self.settings = settings
+        self.redo = redo  # read documents again even when done before
         self.exporters = exporters
         self.out_dir = out_dir
         self.flush_lines = flush_lines
@@ -248,7 +250,7 @@ class LocalRunner:
                 )
                 repo.link_job_document(s, job_id, doc.id, position, path.name)
                 ref = DocumentRef(doc.id, sha, self.profile)
-                if done:
+                if done and not self.redo:
                     outcome.status, outcome.pages = "skipped", doc.page_count or 0
                     # Read before, maybe under another file name: the exports carry this one's.
                     self._write_outputs(outcome, name, write_exports(

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from pipeline import char_lm
-from pipeline.config import resolve_model_path
+from pipeline.config import locate_model, resolve_model_path
 from pipeline.decodings import DECODINGS
 from pipeline.model_input import (
     cuts_padding,
@@ -114,7 +114,7 @@ def load_or_build(cfg: TrainConfig) -> tuple[Any, Any, dict[str, torch.Tensor] |
     elif cfg.size != "small":
         raise ValueError(f"--size builds a new model; {cfg.model} keeps its own sizes (drop --size)")
     else:
-        source = resolve_model_path(cfg.model)
+        source = locate_model(cfg.model)
     model = VisionEncoderDecoderModel.from_pretrained(source).float()
     average = None
     training_weights = out / CHECKPOINT / TRAINING_WEIGHTS

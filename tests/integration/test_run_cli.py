@@ -88,6 +88,9 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
     assert len(db_rows(env, "SELECT id FROM lines")) == len(LETTER_LINES)  # nothing redone
     exported = quire("export", "copy.pdf")
     assert exported.exit_code == 0 and exported.stdout.startswith(LETTER_LINES[0]), exported.output
+    redone = quire("run", str(docs / "sub" / "letter.pdf"), "--redo", "--no-progress")
+    assert redone.exit_code == 0 and "1 documents: 1 done" in redone.output, redone.output
+    assert len(db_rows(env, "SELECT id FROM lines")) == len(LETTER_LINES)  # read again, not added
 
 
 def test_bad_files_fail_alone_with_reasons_and_exit_1(tmp_path, letter, env):
@@ -135,6 +138,13 @@ def test_bad_environment_value_is_named_without_a_traceback(letter, env, monkeyp
     assert stop.value.code == 2
     assert "QUIRE_RECOGNIZE__DECODE='fast'" in err and "'ctc'" in err
     assert "Traceback" not in err and "pydantic" not in err
+    # A device torch would only refuse after the pages were segmented fails at once too.
+    monkeypatch.setenv("QUIRE_RECOGNIZE__DECODE", "rescore")
+    monkeypatch.setattr("sys.argv", ["quire", "run", str(letter[0]), "--device", "gpu"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "QUIRE_DEVICE='gpu': use auto, cpu, cuda or cuda:N" in err
 
 
 def test_recognize_prints_tsv_per_image(tmp_path, letter, env):

@@ -63,10 +63,25 @@ def test_empty_batch(random_model):
     assert Recognizer(str(random_model)).recognize([]) == []
 
 
-def test_unknown_model_is_a_clear_error(tmp_path):
+def test_unknown_model_is_a_clear_error_at_once(tmp_path, monkeypatch):
+    import time
+
     with pytest.raises(ModelLoadError) as info:
         Recognizer(str(tmp_path / "no-such-model"))
-    assert "cannot load recognition model" in str(info.value)
+    assert "is not a folder here nor a shipped model (quire-line-v1)" in str(info.value)
+    # A hub name that is not there: said in seconds, not after the hub client's retries.
+    started = time.monotonic()
+    with pytest.raises(ModelLoadError) as info:
+        Recognizer("quire-no-such-model-x7")
+    assert time.monotonic() - started < 30
+    assert ("cannot be reached" in str(info.value)  # no internet (CI)
+            or "nor a model on the Hugging Face hub" in str(info.value))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE"):
+        Recognizer("quire-no-such-model-x7")
+    # A folder that is there but holds no checkpoint still gets the loader's reason.
+    with pytest.raises(ModelLoadError, match="cannot load recognition model"):
+        Recognizer(str(tmp_path))
 
 
 def test_letterbox_keeps_aspect_and_pads_white():

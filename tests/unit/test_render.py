@@ -135,6 +135,19 @@ def test_image_over_configured_pixel_limit(tmp_path):
     assert isinstance(err, ImageTooLargeError) and "400,000 pixels" in str(err)
 
 
+def test_the_configured_pixel_limit_stands_in_for_pillows(tmp_path, monkeypatch):
+    # Pillow refuses images over its own fixed limit (179 M pixels); ours (200 M by default,
+    # QUIRE_RENDER__MAX_PIXELS) decides instead. Pillow's limit is lowered here to stand for it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    path = tmp_path / "map.png"
+    Image.fromarray(np.full((500, 800), 255, np.uint8)).save(path)
+    [page] = list(render_pages(path, RenderOptions()))
+    assert page.image.shape[:2] == (500, 800)
+    assert Image.MAX_IMAGE_PIXELS == 1_000  # left as it was
+    err = _error(path, RenderOptions(max_pixels=100_000))
+    assert isinstance(err, ImageTooLargeError) and "QUIRE_RENDER__MAX_PIXELS" in str(err)
+
+
 def test_pdf_page_over_pixel_limit_is_refused_before_rendering(tmp_path):
     pdf = write_pdf(tmp_path / "poster.pdf", 1)
     err = _error(pdf, RenderOptions(dpi=300, max_pixels=1_000_000))
