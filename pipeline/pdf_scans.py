@@ -17,6 +17,7 @@ from typing import Self
 
 import numpy as np
 
+from pipeline.pdf_pages import inherited, page_box
 from pipeline.render import page_array
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class ScanPages:
             return None
         try:
             page = self._pdf.pages[number - 1]
-            box = _page_box(page)
+            box = page_box(page)
             scan = _lone_scan(page, box)
             if scan is None:
                 return None
@@ -78,30 +79,15 @@ class ScanPages:
         return _at_dpi(page_array(pil), box, dpi)
 
 
-def _inherited(page_obj, key: str):
-    """A page attribute that may sit on a parent Pages node (MediaBox, Rotate, Resources)."""
-    node, seen = page_obj, 0
-    while node is not None and seen < 64:
-        if key in node:
-            return node[key]
-        node, seen = node.get("/Parent"), seen + 1
-    return None
-
-
-def _page_box(page) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = (float(v) for v in _inherited(page.obj, "/MediaBox"))
-    return min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0)
-
-
 def _lone_scan(page, box: tuple[float, float, float, float]):
     """The page's one image XObject if the page is that image (covering `box`, its MediaBox) and
     nothing visible besides."""
     import pikepdf
 
     obj = page.obj
-    if int(_inherited(obj, "/Rotate") or 0) % 360 or obj.get("/Annots") or float(obj.get("/UserUnit", 1)) != 1:
+    if int(inherited(obj, "/Rotate") or 0) % 360 or obj.get("/Annots") or float(obj.get("/UserUnit", 1)) != 1:
         return None
-    resources = _inherited(obj, "/Resources")
+    resources = inherited(obj, "/Resources")
     xobjects = resources.get("/XObject") if resources is not None else None
     if xobjects is None or not any(o.get("/Subtype") == "/Image" for o in xobjects.values()):
         return None  # no scan to take: spare parsing a born-digital page's content

@@ -1,5 +1,7 @@
-"""Searchable PDF: each stored page image drawn full page, with the recognized lines as an
-invisible text layer (render mode 3) fitted to their boxes, in reading order (pikepdf)."""
+"""Searchable PDF: the recognized lines as an invisible text layer (render mode 3) fitted to their
+boxes, in reading order (pikepdf). A document that came as a PDF keeps its own pages (images,
+vector text, metadata, rotation) with the layer added, as OCRmyPDF does; images come as each
+stored page image drawn full page."""
 
 from __future__ import annotations
 
@@ -13,11 +15,14 @@ from PIL import Image
 from pipeline.errors import QuireError
 from pipeline.exporters import Exporter, ImageLoader, register
 from pipeline.exporters.markup import SOFTWARE, SOFTWARE_VERSION, clean
+from pipeline.pdf_pages import inherited, page_box
+from pipeline.storage import source_key
 from pipeline.types import DocumentResult, PageResult
 
 GLYPH_WIDTH = 500  # every glyph is half an em wide in 1/1000 text space; Tz fits the line
 DESCENT = 0.2  # share of the box below the baseline
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+LAYER_FONT = "QuireF"  # font names on a source PDF's pages: clear of the page's own
 
 
 class PageImageError(QuireError):
@@ -155,28 +160,62 @@ def _xobject(pdf: pikepdf.Pdf, encoded: bytes, width: int, height: int, mode: st
     return stream
 
 
-def text_layer(page: PageResult, fonts: _Fonts) -> bytes:
-    """BT ... ET drawing each line invisibly over its box, in reading order."""
-    scale = 72.0 / page.dpi
-    height_pt = page.height * scale
+@dataclass(frozen=True)
+class _Frame:
+    """Where a page image lies in PDF user space: it shows the box (x0, y0, x1, y1), in points,
+    turned `rotate` degrees clockwise (the page's /Rotate), `sx` and `sy` points per pixel."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    rotate: int = 0
+    sx: float = 1.0
+    sy: float = 1.0
+
+    @classmethod
+    def covering(cls, page: PageResult, box: tuple[float, float, float, float], rotate: int) -> _Frame:
+        x0, y0, x1, y1 = box
+        shown_w, shown_h = (y1 - y0, x1 - x0) if rotate in (90, 270) else (x1 - x0, y1 - y0)
+        return cls(x0, y0, x1, y1, rotate, shown_w / page.width, shown_h / page.height)
+
+    def text_matrix(self, x: float, y: float) -> str:
+        """The text matrix at (x, y) points from the shown page's top left, text running to
+        the right as shown (worked out per quarter turn: u, v are offsets from the box's origin)."""
+        w, h = self.x1 - self.x0, self.y1 - self.y0
+        u, v, axes = {0: (x, h - y, "1 0 0 1"), 90: (y, x, "0 1 -1 0"),
+                      180: (w - x, y, "-1 0 0 -1"), 270: (w - y, h - x, "0 -1 1 0")}[self.rotate]
+        return f"{axes} {self.x0 + u:.2f} {self.y0 + v:.2f} Tm"
+
+
+def text_layer(page: PageResult, fonts: _Fonts, frame: _Frame | None = None,
+               font_prefix: str = "F") -> bytes:
+    """BT ... ET drawing each line invisibly over its box, in reading order. Without a frame the
+    page is its image at its dpi, from the origin (a page Quire made)."""
+    if frame is None:
+        scale = 72.0 / page.dpi
+        frame = _Frame(0.0, 0.0, page.width * scale, page.height * scale, 0, scale, scale)
     ops = ["BT", "3 Tr"]
     for line in page.lines:
         text = " ".join(clean(line.text).split())
         box = line.bbox
         if not text or box.width <= 0 or box.height <= 0:
             continue
-        size = box.height * scale
+        size = box.height * frame.sy
         natural = len(text) * GLYPH_WIDTH / 1000 * size
-        stretch = 100 * box.width * scale / natural
-        baseline = height_pt - box.y1 * scale + DESCENT * size
-        ops.append(f"{stretch:.2f} Tz 1 0 0 1 {box.x0 * scale:.2f} {baseline:.2f} Tm")
+        stretch = 100 * box.width * frame.sx / natural
+        baseline = box.y1 * frame.sy - DESCENT * size  # points from the shown page's top
+        ops.append(f"{stretch:.2f} Tz {frame.text_matrix(box.x0 * frame.sx, baseline)}")
         for font, codes in fonts.encode(text):
-            ops.append(f"/F{font} {size:.2f} Tf <{codes.hex()}> Tj")
+            ops.append(f"/{font_prefix}{font} {size:.2f} Tf <{codes.hex()}> Tj")
     ops.append("ET")
     return "\n".join(ops).encode()
 
 
 def render_pdf(doc: DocumentResult, load_image: ImageLoader) -> bytes:
+    original = _source_pdf(doc, load_image)
+    if original is not None:
+        return _layer_onto(original, doc)
     pdf = pikepdf.new()
     fonts = _Fonts(pdf)
     pages = []
@@ -201,6 +240,50 @@ def render_pdf(doc: DocumentResult, load_image: ImageLoader) -> bytes:
     # Streams are saved as they are: re-deflating the images would drop the PNG predictor.
     pdf.save(buffer, deterministic_id=True, stream_decode_level=pikepdf.StreamDecodeLevel.none,
              object_stream_mode=pikepdf.ObjectStreamMode.generate)
+    return buffer.getvalue()
+
+
+def _source_pdf(doc: DocumentResult, load: ImageLoader) -> pikepdf.Pdf | None:
+    """The PDF the document was read from, if it was one, opens, and has its pages (else None:
+    the PDF is made from the page images)."""
+    if not doc.sha256:
+        return None
+    try:
+        data = load(source_key(doc.sha256))
+    except Exception:  # noqa: BLE001 - no source kept (or not readable): the images will do
+        return None
+    if b"%PDF-" not in data[:1024]:
+        return None
+    try:
+        pdf = pikepdf.open(io.BytesIO(data))
+    except (pikepdf.PdfError, pikepdf.PasswordError, ValueError):
+        return None
+    return pdf if len(pdf.pages) == len(doc.pages) else None
+
+
+def _layer_onto(pdf: pikepdf.Pdf, doc: DocumentResult) -> bytes:
+    """The source PDF with each page's text layer added over its own content. Pages with fonts
+    of their own (born-digital text, or an earlier OCR layer) keep their text and get none."""
+    fonts = _Fonts(pdf)
+    layered = []
+    for pdf_page, page in zip(pdf.pages, sorted(doc.pages, key=lambda p: p.number)):
+        resources = inherited(pdf_page.obj, "/Resources")
+        if resources is not None and len(resources.get("/Font", {})) > 0:
+            continue
+        x0, y0, width, height = page_box(pdf_page)
+        rotate = int(inherited(pdf_page.obj, "/Rotate") or 0) % 360
+        frame = _Frame.covering(page, (x0, y0, x0 + width, y0 + height), rotate - rotate % 90)
+        # The page's own drawing is wrapped in q ... Q so its graphics state cannot move the layer.
+        pdf_page.contents_add(b"q\n", prepend=True)
+        pdf_page.contents_add(b"\nQ\n" + text_layer(page, fonts, frame, font_prefix=LAYER_FONT))
+        layered.append((pdf_page, resources))
+    font_objects = fonts.objects()
+    for pdf_page, resources in layered:
+        own = pikepdf.Dictionary(resources) if resources is not None else pikepdf.Dictionary()
+        own.Font = pikepdf.Dictionary({f"/{LAYER_FONT}{i}": f for i, f in enumerate(font_objects)})
+        pdf_page.obj.Resources = own  # the page's own copy: inherited resources stay as they were
+    buffer = io.BytesIO()
+    pdf.save(buffer, deterministic_id=True)
     return buffer.getvalue()
 
 

@@ -107,3 +107,62 @@ def test_many_distinct_characters_span_several_fonts(tmp_path):
     assert "".join(words_of(pdftotext(data, tmp_path, "-raw"))) == "".join(lines)
     with pikepdf.open(io.BytesIO(data)) as pdf:
         assert len(pdf.pages[0].Resources.Font) >= 2
+
+
+def source_pdf(rotate: int = 0, with_font: bool = False) -> bytes:
+    """A one-page PDF as a scanner might write it: its own drawing (a marker rectangle), a
+    MediaBox away from the origin, turned `rotate` degrees; with_font: text of its own."""
+    pdf = pikepdf.new()
+    page = pdf.add_blank_page(page_size=(612, 792))
+    page.MediaBox = [10, 20, 622, 812]
+    page.Rotate = rotate
+    page.Contents = pdf.make_stream(b"0.5 g 100 100 50 50 re f % marker\n")
+    if with_font:
+        page.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=pikepdf.Dictionary(
+            Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica)))
+        page.Contents = pdf.make_stream(b"BT /F1 12 Tf 72 700 Td (Typed text) Tj ET\n")
+    buffer = io.BytesIO()
+    pdf.save(buffer)
+    return buffer.getvalue()
+
+
+def shown_doc(rotate: int) -> DocumentResult:
+    """The page as rendered (turned, 150 dpi): two lines at known pixel boxes."""
+    width, height = (1650, 1275) if rotate in (90, 270) else (1275, 1650)
+    lines = (LineResult(0, BBox(150, 150, 600, 181), "alpha beta", 0.9),
+             LineResult(1, BBox(300, 400, 500, 431), "gamma", 0.9))
+    return DocumentResult("letter.pdf", "cd" * 32, "m",
+                          (PageResult(1, width, height, DPI, 0.0, lines, image_key="p1"),))
+
+
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+def test_a_pdf_keeps_its_own_pages_with_the_words_on_their_boxes(tmp_path, rotate):
+    from pipeline.storage import source_key
+
+    doc, source = shown_doc(rotate), source_pdf(rotate)
+    load = {source_key(doc.sha256): source, "p1": page_image()}.__getitem__
+    data = get_exporter("pdf").export(doc, load)
+    with pikepdf.open(io.BytesIO(data)) as pdf:
+        [page] = pdf.pages
+        assert int(page.Rotate) == rotate and [float(v) for v in page.MediaBox] == [10, 20, 622, 812]
+        assert not page.get_images()  # the source's own drawing, no page image added
+        content = b"".join(s.read_bytes() for s in page.obj.Contents) \
+            if isinstance(page.obj.Contents, pikepdf.Array) else page.obj.Contents.read_bytes()
+        assert b"% marker" in content and b"3 Tr" in content
+    # pdftotext reports boxes as the page is shown: each word on its line's box.
+    boxes = re.findall(r'xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(\w+)<',
+                       pdftotext(data, tmp_path, "-bbox"))
+    found = {w: tuple(float(v) * DPI / 72 for v in box) for *box, w in boxes}
+    assert set(found) == {"alpha", "beta", "gamma"}
+    assert found["alpha"][0] == pytest.approx(150, abs=2) and found["beta"][2] == pytest.approx(600, abs=3)
+    assert found["alpha"][1] == pytest.approx(150, abs=4) and found["alpha"][3] == pytest.approx(181, abs=5)
+    assert found["gamma"][0] == pytest.approx(300, abs=2) and found["gamma"][1] == pytest.approx(400, abs=4)
+
+
+def test_a_pdf_page_with_text_of_its_own_keeps_it_alone(tmp_path):
+    from pipeline.storage import source_key
+
+    doc = shown_doc(0)
+    load = {source_key(doc.sha256): source_pdf(with_font=True), "p1": page_image()}.__getitem__
+    data = get_exporter("pdf").export(doc, load)
+    assert words_of(pdftotext(data, tmp_path)) == ["Typed", "text"]
