@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from pipeline.config import DECODINGS, DEFAULT_MODEL, Settings, SettingsError, load_settings
+from pipeline.config import (
+    DECODINGS,
+    DEFAULT_MODEL,
+    Settings,
+    SettingsError,
+    load_settings,
+    unknown_variables,
+)
 from pipeline.precision import PRECISION_HELP, PRECISIONS
 
 app = typer.Typer(
@@ -252,6 +260,8 @@ for _module in ("pipeline.cli_outputs", "pipeline.cli_distributed", "pipeline.cl
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="quire: %(message)s")
+    for note in unknown_variables(dict(os.environ)):
+        typer.echo(f"quire: warning: {note}", err=True)
     try:
         app()
     except SettingsError as e:  # a bad QUIRE_* value: say which, not a traceback

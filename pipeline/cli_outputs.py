@@ -72,7 +72,7 @@ def find_document(s, ref: str):
 def export(
     document: Annotated[str, typer.Argument(help="Document id, source file, or name.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "txt",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (default: stdout for text formats, <name>.<ext> for PDF/ZIP).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (default: stdout; PDF and ZIP to <name>.<ext> when stdout is a terminal).")] = None,
 ) -> None:
     """Export a processed document from its stored rows and page images."""
     from pipeline.db import repo
@@ -94,7 +94,7 @@ def export(
     extension = exporter.extension_for(result)
     binary = not exporter.media_type_for(result).startswith(("text/", "application/json",
                                                               "application/xml"))
-    if out is None and binary:
+    if out is None and binary and sys.stdout.isatty():  # piped or redirected: bytes to stdout
         out = Path(f"{Path(result.name).stem or 'document'}.{extension}")
     if out is None:
         sys.stdout.buffer.write(data)

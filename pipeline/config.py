@@ -128,6 +128,37 @@ def load_settings(**values) -> Settings:
         raise SettingsError("bad setting " + "; ".join(problems)) from None
 
 
+# QUIRE_* variables that are not settings: read by the CLI, the bench scripts and the tests.
+OTHER_VARIABLES = {"QUIRE_TOKEN", "QUIRE_TRAIN_ASSETS", "QUIRE_DEVICE_MODEL", "QUIRE_VAL_DIR",
+                   "QUIRE_VIEWER_SCREENSHOT", "QUIRE_WEBHOOK_SECRET"}
+
+
+def setting_variables() -> set[str]:
+    """Every QUIRE_* variable a setting is read from (nested ones as QUIRE_SECTION__FIELD)."""
+    names = set()
+    for name, field in Settings.model_fields.items():
+        names.add(f"QUIRE_{name.upper()}")
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            names |= {f"QUIRE_{name.upper()}__{sub.upper()}" for sub in field.annotation.model_fields}
+    return names
+
+
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """QUIRE_* variables that no setting reads (a typo is otherwise silently ignored), each
+    with the setting it most likely means."""
+    import difflib
+
+    known = setting_variables()
+    notes = []
+    for name in sorted(k for k in environ if k.upper().startswith("QUIRE_")):
+        if name.upper() in known or name.upper() in OTHER_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name.upper(), sorted(known), n=1, cutoff=0.8)
+        notes.append(f"{name} is not a setting and is ignored" +
+                     (f" (did you mean {close[0]}?)" if close else ""))
+    return notes
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings read once per process; tests build Settings(...) directly instead."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import xml.etree.ElementTree as ET
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,9 +74,11 @@ def parse_points(points: str) -> tuple[Point, ...]:
 
 
 def read_transcription(path: Path) -> list[TranscribedPage]:
-    """The pages a PAGE XML (one) or ALTO file (one or more) describes; a file that is neither
-    raises BadInputError."""
+    """The pages a PAGE XML (one), an ALTO file (one or more) or a zip of PAGE files (Quire's
+    `.page.zip` of a longer document) describes; a file that is none of these raises BadInputError."""
     name = str(path)
+    if path.suffix.lower() == ".zip":
+        return _zipped_pages(path)
     try:
         root = ET.parse(path).getroot()
     except ET.ParseError as exc:
@@ -91,6 +94,33 @@ def read_transcription(path: Path) -> list[TranscribedPage]:
     except ValueError as exc:
         raise BadInputError(str(exc), source=name) from None
     raise BadInputError(f"neither PAGE XML nor ALTO (its root element is <{kind}>)", source=name)
+
+
+def _zipped_pages(path: Path) -> list[TranscribedPage]:
+    """Each PAGE file in the zip, in name order; images are looked for as if it were unpacked
+    beside the zip."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise BadInputError(f"not a readable zip ({exc})", source=str(path)) from None
+    pages = []
+    with archive:
+        for member in sorted(n for n in archive.namelist() if n.lower().endswith(".xml")):
+            where = f"{path}:{member}"
+            try:
+                root = ET.fromstring(archive.read(member))
+            except ET.ParseError as exc:
+                raise BadInputError(f"not well-formed XML ({exc})", source=where) from None
+            if _local(root.tag) != "PcGts":
+                raise BadInputError(f"not PAGE XML (its root element is <{_local(root.tag)}>)",
+                                    source=where)
+            try:
+                pages.append(_page_xml(path.parent / Path(member).name, root))
+            except ValueError as exc:
+                raise BadInputError(str(exc), source=where) from None
+    if not pages:
+        raise BadInputError("the zip holds no PAGE XML files", source=str(path))
+    return pages
 
 
 def _page_xml(path: Path, root: ET.Element) -> TranscribedPage:

@@ -25,7 +25,7 @@ from pipeline.render import DOCUMENT_SUFFIXES, render_page, render_pages
 from pipeline.segment import segment_page, to_gray
 from pipeline.types import LineText
 
-TRANSCRIPTION_SUFFIXES = {".xml"}
+TRANSCRIPTION_SUFFIXES = {".xml", ".zip"}  # .zip: PAGE files, one per page (`--format page`)
 DRAFTS_INDEX = "drafts.tsv"  # written beside the pairs: load_pairs reads only images and .gt.txt
 # Pixels around a line polygon kept when the rest of its box is whitened: polygons are often drawn
 # tight, and a stroke's anti-aliased edge must not be cut.

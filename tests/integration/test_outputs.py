@@ -103,6 +103,8 @@ def test_export_by_id_path_or_name_reproduces_the_run_outputs(processed, env, tm
     assert result.exit_code == 0 and target.read_bytes() == (out / "letter.ocr.pdf").read_bytes()
     text = quire("export", doc_id, "-f", "txt")
     assert text.stdout == "\n".join(LETTER_LINES) + "\n"
+    piped = quire("export", "letter.pdf", "--format", "pdf")  # stdout not a terminal: the bytes
+    assert piped.exit_code == 0 and piped.stdout_bytes == (out / "letter.ocr.pdf").read_bytes()
 
 
 def test_export_errors_name_the_problem(env, tmp_path):

@@ -112,3 +112,12 @@ def test_the_language_model_and_its_file_are_part_of_the_document_profile(tmp_pa
     assert profile_key(model=str(model), dpi=300, beam=1, language_model=False) not in (with_file, without_file)
     char_lm.build(["other text"], order=2).save(model / char_lm.FILE_NAME)
     assert profile_key(model=str(model), dpi=300, beam=1) != with_file  # a rebuilt file redoes documents
+
+
+def test_a_mistyped_variable_is_named_with_the_setting_it_means():
+    from pipeline.config import unknown_variables
+
+    notes = unknown_variables({"QUIRE_RENDER_DPI": "150", "QUIRE_RENDER__DPI": "150",
+                               "QUIRE_TOKEN": "qk_x", "QUIRE_NONSENSE_THING": "1", "HOME": "/root"})
+    assert notes == ["QUIRE_NONSENSE_THING is not a setting and is ignored",
+                     "QUIRE_RENDER_DPI is not a setting and is ignored (did you mean QUIRE_RENDER__DPI?)"]
