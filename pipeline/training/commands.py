@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -172,11 +173,16 @@ def train_command(
         ctc_frames=ctc_frames,
         ema_decay=ema_decay,
     )
+    from pipeline.errors import QuireError
+
     try:
         result = train(config)
     except (ValueError, FileNotFoundError) as exc:  # a wrong option or path: say so, no traceback
         typer.echo(f"quire train: {exc}", err=True)
         raise typer.Exit(2) from None
+    except QuireError as exc:  # a model that cannot be found, a line file that cannot be read
+        typer.echo(f"quire train: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
     typer.echo(json.dumps(result))
 
 
@@ -235,21 +241,30 @@ def eval_command(
         typer.Option(help="Weigh in the model's character language model (char_lm.npz in its "
                      "folder) when reading with rescore or ctc, as quire run does."),
     ] = True,
+    progress: Annotated[
+        bool | None, typer.Option(help="A progress bar on stderr (default: on a terminal).")
+    ] = None,
 ) -> None:
-    """CER and WER (after NFC, quote and whitespace normalisation), lines/s and the worst lines."""
+    """CER and WER (after NFC, quote and whitespace normalisation), lines/s and the worst lines.
+
+    Scores every line image (png, jpg, tif) that has a non-empty .gt.txt beside it and says how
+    many it left out; exit status 1 if an image could not be read."""
     from tqdm import tqdm
 
     from pipeline.errors import QuireError
-    from pipeline.training.evaluate import evaluate_dir, load_pairs
+    from pipeline.training.evaluate import evaluate_dir, left_out, load_pairs
 
     try:
         total = len(load_pairs(directory))  # a wrong folder fails before the model loads
+        for why, count in left_out(directory).items():
+            typer.echo(f"left out {count} line images {why}", err=True)
         recognizer_fn = _recognizer_fn(
             model, device, beam, quantize, batch_size, decode, retry_below, precision,
             language_model,
         )
-        # A bar only on a terminal (disable=None): piped reports stay clean.
-        with tqdm(total=total, unit="line", desc="eval", disable=None) as bar:
+        # A bar only on a terminal (disable=None) unless asked: piped reports stay clean.
+        disable = None if progress is None else not progress
+        with tqdm(total=total, unit="line", desc="eval", disable=disable, file=sys.stderr) as bar:
             # Hand the recognizer many lines at once so its width sorting keeps padding small.
             report = evaluate_dir(
                 directory, recognizer_fn, fold=fold, batch_size=batch_size * 8, n_worst=worst,
@@ -279,6 +294,8 @@ def eval_command(
         json_out.write_text(
             json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8"
         )
+    if report.unreadable:
+        raise typer.Exit(1)  # scored without them: the figures are not the whole folder's
 
 
 def build_lm_command(

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.errors import BadInputError
+
 # Typographic quotes and dashes map to the ASCII a keyboard (and most ground truth) uses.
 # UW3 ground truth writes an opening double quote as two backticks and a closing one as ''.
 _QUOTES = {
@@ -111,22 +113,46 @@ class EvalReport:
         return asdict(self)
 
 
+LINE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
 def load_pairs(directory: str | Path) -> list[tuple[Path, str]]:
     """(image path, ground truth) for every *.png/*.jpg/*.tif with a *.gt.txt next to it; an
-    empty .gt.txt is a line not transcribed yet (`quire lines --no-draft`), and left out."""
+    empty .gt.txt is a line not transcribed yet (`quire lines --no-draft`), and left out, as is
+    an image without one (`left_out` counts both). A .gt.txt that is not UTF-8 is an error
+    naming it."""
+    return [(img, text) for img, text in _line_images(directory) if text]
+
+
+def left_out(directory: str | Path) -> dict[str, int]:
+    """Line images `load_pairs` leaves out: without a .gt.txt, or with an empty one."""
+    counts = {"without a .gt.txt": 0, "with an empty .gt.txt": 0}
+    for _, text in _line_images(directory):
+        if text is None:
+            counts["without a .gt.txt"] += 1
+        elif not text:
+            counts["with an empty .gt.txt"] += 1
+    return {k: v for k, v in counts.items() if v}
+
+
+def _line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a directory")
-    pairs: list[tuple[Path, str]] = []
+    found: list[tuple[Path, str | None]] = []
     for img in sorted(root.iterdir()):
-        if img.suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+        if img.suffix.lower() not in LINE_IMAGE_SUFFIXES:
             continue
         gt = img.with_name(img.name[: -len(img.suffix)] + ".gt.txt")
-        if gt.exists():
-            text = gt.read_text(encoding="utf-8").strip("\n").strip()
-            if text:
-                pairs.append((img, text))
-    return pairs
+        if not gt.exists():
+            found.append((img, None))
+            continue
+        try:
+            found.append((img, gt.read_text(encoding="utf-8").strip("\n").strip()))
+        except UnicodeDecodeError as exc:
+            raise BadInputError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it "
+                                "as UTF-8", source=str(gt)) from None
+    return found
 
 
 def read_gray(path: Path) -> np.ndarray:

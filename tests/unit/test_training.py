@@ -309,6 +309,20 @@ def test_eval_command_writes_json(tmp_path: Path) -> None:
     assert report["lines"] == 1 and report["fold"] is True and 0 <= report["cer"]
     assert "CER" in result.output
 
+    # What it leaves out it says; an image it cannot read makes the exit status 1.
+    Image.fromarray(np.full((20, 120), 255, dtype=np.uint8)).save(lines / "b.png")  # no .gt.txt
+    (lines / "c.png").write_bytes(b"not an image")
+    (lines / "c.gt.txt").write_text("lost")
+    args = [str(lines), "--model", str(tmp_path / "m"), "--device", "cpu", "--no-progress"]
+    partial = CliRunner().invoke(app, args)
+    assert partial.exit_code == 1, partial.output
+    assert "left out 1 line images without a .gt.txt" in partial.output
+    assert "skipped c.png: not a readable image" in partial.output
+    # A .gt.txt in another encoding is named, not a traceback.
+    (lines / "c.gt.txt").write_bytes("Stra\xdfe".encode("latin-1"))
+    latin = CliRunner().invoke(app, args)
+    assert latin.exit_code == 1 and "c.gt.txt: not UTF-8 text" in latin.output, latin.output
+
 
 def test_length_curriculum_grows_to_full_lines():
     from pipeline.training.synth import LineSynthesizer, curriculum_max_chars
