@@ -51,14 +51,22 @@ def search_lines(
     if match is None:
         return []
     owner_clause = OWNER_CLAUSE if owner is not None else ""
+    # The same file read under two settings (another model, --decode) has its lines twice: the
+    # same text at the same place is one hit, the best ranked. Twice the rows allow for that.
     rows = s.execute(text(sql.format(owner=owner_clause)),
-                     {"q": match, "limit": limit, "owner": owner, "a": MARK_START, "b": MARK_END})
-    return [
-        SearchHit(document_id=r.document_id, document_name=r.name, page=r.number,
-                  line=r.position + 1, text=r.text, bbox=BBox(r.x0, r.y0, r.x1, r.y1),
-                  confidence=r.confidence or 0.0, score=float(r.score), marked=r.marked or "")
-        for r in rows
-    ]
+                     {"q": match, "limit": 2 * limit, "owner": owner, "a": MARK_START,
+                      "b": MARK_END})
+    hits, seen = [], set()
+    for r in rows:
+        place = (r.sha256, r.number, r.position, r.text)
+        if place in seen:
+            continue
+        seen.add(place)
+        hits.append(SearchHit(
+            document_id=r.document_id, document_name=r.name, page=r.number, line=r.position + 1,
+            text=r.text, bbox=BBox(r.x0, r.y0, r.x1, r.y1), confidence=r.confidence or 0.0,
+            score=float(r.score), marked=r.marked or ""))
+    return hits[:limit]
 
 
 OWNER_CLAUSE = """
@@ -67,7 +75,7 @@ OWNER_CLAUSE = """
 
 # bm25() is lower-is-better; negated so every backend's score is higher-is-better.
 SQLITE_SEARCH = f"""
-SELECT d.id AS document_id, d.name, p.number, l.position, l.x0, l.y0, l.x1, l.y1, l.text,
+SELECT d.id AS document_id, d.name, d.sha256, p.number, l.position, l.x0, l.y0, l.x1, l.y1, l.text,
        l.confidence, -bm25({FTS_TABLE}) AS score,
        highlight({FTS_TABLE}, 0, :a, :b) AS marked
 FROM {FTS_TABLE}
@@ -81,7 +89,7 @@ LIMIT :limit"""
 # The expression matches the index of 0002_search exactly, so the planner can use it.
 _TSV = "to_tsvector('simple', coalesce(l.text, ''))"
 PG_SEARCH = f"""
-SELECT d.id AS document_id, d.name, p.number, l.position, l.x0, l.y0, l.x1, l.y1, l.text,
+SELECT d.id AS document_id, d.name, d.sha256, p.number, l.position, l.x0, l.y0, l.x1, l.y1, l.text,
        l.confidence, ts_rank({_TSV}, q.query) AS score,
        ts_headline('simple', l.text, q.query,
                    'StartSel=' || :a || ', StopSel=' || :b || ', HighlightAll=true') AS marked

@@ -194,5 +194,16 @@ def test_postgresql_search_ranks_and_quotes(postgres_url):
                 "to_tsvector('simple', coalesce(text, '')) @@ websearch_to_tsquery('simple', 'x')"
             ).fetchall()
             assert "ix_lines_text_tsv" in " ".join(r[0] for r in plan)
+        # The same file read under other settings: its lines are not listed twice.
+        with session_scope(engine) as s:
+            again, _ = repo.upsert_document(s, sha256=hashlib.sha256(b"pg").hexdigest(), profile="q",
+                                            name="a.pdf", source_uri="file:///a.pdf", size_bytes=1)
+            page = repo.save_page(s, again.id, number=1, image_key="k2", width=100, height=100,
+                                  dpi=150, angle=0.0)
+            lines = repo.save_lines(s, page.id, [(i, BBox(0, 10 * i, 50, 10 * i + 8), None)
+                                                 for i in range(3)])
+            repo.set_line_texts(s, [(ln.id, t, 0.9) for ln, t in zip(lines, LETTER_LINES)], model="m")
+        with session_scope(engine) as s:
+            assert len(search_lines(s, '"Mr. Holloway"')) == 1
     finally:
         engine.dispose()
