@@ -32,9 +32,9 @@ def train_command(
     data: Annotated[
         str, typer.Option(help="'synthetic' or a folder of *.png + *.gt.txt pairs.")
     ] = "synthetic",
-    steps: Annotated[int, typer.Option(help="Total optimizer steps (synthetic data).")] = 60_000,
+    steps: Annotated[int | None, typer.Option(help="Total optimizer steps (default: 60000 on synthetic data).")] = None,
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs over a folder (overrides --steps).")
+        int | None, typer.Option(help="Epochs over a folder (overrides --steps; default with --data FOLDER: 10).")
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Lines per step.")] = 32,
     lr: Annotated[
@@ -142,6 +142,9 @@ def train_command(
     """
     from pipeline.training.train import TrainConfig, train
 
+    if data != "synthetic" and epochs is None and steps is None:
+        epochs = 10  # a folder of a few hundred lines: the README's recipe, not 60,000 steps
+    steps = 60_000 if steps is None else steps
     config = TrainConfig(
         out_dir=str(out),
         model=model,
@@ -184,6 +187,8 @@ def train_command(
         typer.echo(f"quire train: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
     typer.echo(json.dumps(result))
+    if not result.get("finished", True):
+        raise typer.Exit(130)  # stopped by Ctrl-C or SIGTERM, saved: the same command goes on
 
 
 def _recognizer_fn(

@@ -25,6 +25,7 @@ import torch
 from pipeline import char_lm
 from pipeline.config import locate_model, resolve_model_path
 from pipeline.decodings import DECODINGS
+from pipeline.errors import BadInputError
 from pipeline.model_input import (
     cuts_padding,
     encoder_channels,
@@ -35,7 +36,7 @@ from pipeline.model_input import (
 )
 from pipeline.precision import PRECISIONS, use_bf16
 from pipeline.training.averaging import WeightAverage, snapshot
-from pipeline.training.data import batches, folder_pairs, rehearsal_count
+from pipeline.training.data import batches, folder_pairs, rehearsal_count, unreadable_lines
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 from pipeline.training.synth import LineSynthesizer, parse_mix
 
@@ -96,6 +97,46 @@ class TrainConfig:
 # ---------------------------------------------------------------- model and state
 
 
+def characters_missing(tokenizer: Any, texts: list[str]) -> list[tuple[str, int]]:
+    """Characters of `texts` the tokenizer can only write as its unknown token, with how many
+    lines hold each, most lines first."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return []
+    lines_with: dict[str, int] = {}
+    for text in texts:
+        for char in set(text) - {" "}:
+            lines_with[char] = lines_with.get(char, 0) + 1
+    missing = [c for c in lines_with if unk in tokenizer(c, add_special_tokens=False).input_ids]
+    return sorted(((c, lines_with[c]) for c in missing), key=lambda x: (-x[1], x[0]))
+
+
+def check_output_folder(cfg: TrainConfig) -> None:
+    """Refuse an --out that would be written over by mistake: a folder of other files, or a run
+    of another model or line folder (resuming it would quietly ignore the new --model/--data)."""
+    out = Path(cfg.out_dir)
+    state = out / CHECKPOINT / "state.pt"
+    if not state.exists():
+        if out.is_dir() and any(out.iterdir()) and not (out / CHECKPOINT).is_dir():
+            raise ValueError(f"--out {out} holds other files and no training run: give a new or "
+                             "empty folder (its config.json and weights would be written over)")
+        return
+    if not cfg.resume:
+        return  # --no-resume: start over in the run's own folder
+    before = torch.load(state, map_location="cpu", weights_only=False).get("train_config", {})
+
+    def same_data(old: str | None) -> bool:
+        if old is None or old == cfg.data:
+            return True
+        return old != "synthetic" and cfg.data != "synthetic" and Path(old).resolve() == Path(cfg.data).resolve()
+
+    if not same_data(before.get("data")) or before.get("model", cfg.model) != cfg.model:
+        raise ValueError(
+            f"--out {out} holds a run of --model {before.get('model')} on --data {before.get('data')}; "
+            f"to train --model {cfg.model} on --data {cfg.data} give a new --out, or --no-resume to "
+            "start over in this folder")
+
+
 def load_or_build(cfg: TrainConfig) -> tuple[Any, Any, dict[str, torch.Tensor] | None]:
     """The model to train, in float32 (a checkpoint may store bf16 weights to stay small), its
     processor, and on a resume the saved weight average (None where the run kept none)."""
@@ -105,6 +146,7 @@ def load_or_build(cfg: TrainConfig) -> tuple[Any, Any, dict[str, torch.Tensor] |
     from pipeline.training.model import LineModelConfig, build_line_model
 
     out = Path(cfg.out_dir)
+    check_output_folder(cfg)
     if cfg.resume and (out / CHECKPOINT / "state.pt").exists():
         source = str(out)
     elif cfg.model == "new":
@@ -422,7 +464,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     max_length = int(getattr(model.generation_config, "max_length", None) or 128)
     # A line folder is listed once: the lines to train on and those held out to measure on.
     train_lines, held_lines = folder_pairs(cfg.data, held_out_share(cfg)) if cfg.data != "synthetic" else ([], [])
+    broken = unreadable_lines(train_lines + held_lines)
+    if broken:
+        more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
+        raise BadInputError(f"{len(broken)} line images cannot be read: {', '.join(broken[:5])}{more}; "
+                            "replace or remove them (with their .gt.txt)")
     rehearsed = rehearsal_count(len(train_lines), cfg.rehearse)  # 0 for synthetic data: no folder lines
+    missing = characters_missing(processor.tokenizer, [t for _, t in train_lines + held_lines])
+    if missing:
+        listed = ", ".join(f"{c!r} ({n} lines)" for c, n in missing[:12])
+        print(f"warning: {len(missing)} characters of {cfg.data} are not in the model's alphabet and "
+              f"are learnt as nothing: {listed}. Write them as characters it has (e.g. ſ as s), or "
+              "train a new model (--model new) whose alphabet holds them", flush=True)
     if cfg.data != "synthetic" and cfg.epochs:
         # Full batches only (a short last batch is dropped), unless the folder fills less than one.
         per_epoch = max(1, (len(train_lines) + rehearsed) // cfg.batch_size)
@@ -451,6 +504,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.resume and (Path(cfg.out_dir) / CHECKPOINT / "state.pt").exists():
         step, lines, updates, history = restore(cfg.out_dir, opt, sched)
         print(f"resumed from {cfg.out_dir} at step {step} ({lines} lines seen)", flush=True)
+        if step >= cfg.steps:
+            print(f"it has run its {cfg.steps} steps already: nothing to train (more --epochs or "
+                  "--steps go on; a new --out starts afresh)", flush=True)
     # A run resumed without a saved average starts one from its weights, with the warm-up.
     average = (
         WeightAverage(model, cfg.ema_decay, updates if saved_average else 0, saved_average)
@@ -507,79 +563,88 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         augment=cfg.augment,
         rehearse=cfg.rehearse,  # synthetic data has no folder to rehearse beside
     )
-    if step == 0 and cfg.model != "new":
-        # A fine-tune's starting point: how the base model reads the validation lines, so each
-        # epoch's CER has something to be compared with.
-        history.append({"step": 0, "lines_seen": 0, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                        **validate(model, processor, val_sets, channels, device, cfg.decoding)})
-        print(json.dumps(history[-1]), flush=True)
-        t0 = time.monotonic()  # lines per second count training only
-    while step < cfg.steps:
-        batch = next(data)
-        pv, labels = batch["pixel_values"].to(device), batch["labels"].to(device)
-        with autocast:
-            loss, parts = training_loss(model, pv, labels, cfg.ctc_weight, specials)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        sched.step()
-        if average is not None:
-            average.update(model)
-        step += 1
-        lines += len(batch["texts"])
-        smooth = parts["ce"] if smooth is None else 0.98 * smooth + 0.02 * parts["ce"]
-        if "ctc" in parts:
-            smooth_ctc = parts["ctc"] if smooth_ctc is None else 0.98 * smooth_ctc + 0.02 * parts["ctc"]
-        rate = (lines - lines0) / max(1e-9, time.monotonic() - t0)
-        bar.update(1)
-        bar.set_postfix(
-            loss=f"{smooth:.3f}",
-            lr=f"{sched.get_last_lr()[0]:.2e}",
-            lps=f"{rate:.1f}",
-            refresh=False,
-        )
-        if cfg.log_every and step % cfg.log_every == 0:
-            print(
-                json.dumps(
+    try:
+        if step == 0 and cfg.model != "new":
+            # A fine-tune's starting point: how the base model reads the validation lines, so each
+            # epoch's CER has something to be compared with.
+            history.append({"step": 0, "lines_seen": 0, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                            **validate(model, processor, val_sets, channels, device, cfg.decoding)})
+            print(json.dumps(history[-1]), flush=True)
+            t0 = time.monotonic()  # lines per second count training only
+        while step < cfg.steps:
+            batch = next(data)
+            pv, labels = batch["pixel_values"].to(device), batch["labels"].to(device)
+            with autocast:
+                loss, parts = training_loss(model, pv, labels, cfg.ctc_weight, specials)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            sched.step()
+            if average is not None:
+                average.update(model)
+            step += 1
+            lines += len(batch["texts"])
+            smooth = parts["ce"] if smooth is None else 0.98 * smooth + 0.02 * parts["ce"]
+            if "ctc" in parts:
+                smooth_ctc = parts["ctc"] if smooth_ctc is None else 0.98 * smooth_ctc + 0.02 * parts["ctc"]
+            rate = (lines - lines0) / max(1e-9, time.monotonic() - t0)
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{smooth:.3f}",
+                lr=f"{sched.get_last_lr()[0]:.2e}",
+                lps=f"{rate:.1f}",
+                refresh=False,
+            )
+            if cfg.log_every and step % cfg.log_every == 0:
+                print(
+                    json.dumps(
+                        {
+                            "step": step,
+                            "lines_seen": lines,
+                            "loss": round(smooth, 4),
+                            **({"ctc_loss": round(smooth_ctc, 4)} if smooth_ctc is not None else {}),
+                            "lr": float(f"{sched.get_last_lr()[0]:.3g}"),
+                            "lines_per_s": round(rate, 2),
+                            "time": time.strftime("%H:%M:%S"),
+                        }
+                    ),
+                    flush=True,
+                )
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                # Validation measures what is saved and shipped: the average where there is one.
+                with average.applied(model) if average is not None else contextlib.nullcontext():
+                    scores = validate(model, processor, val_sets, channels, device, cfg.decoding)
+                history.append(
                     {
                         "step": step,
                         "lines_seen": lines,
                         "loss": round(smooth, 4),
                         **({"ctc_loss": round(smooth_ctc, 4)} if smooth_ctc is not None else {}),
-                        "lr": float(f"{sched.get_last_lr()[0]:.3g}"),
                         "lines_per_s": round(rate, 2),
-                        "time": time.strftime("%H:%M:%S"),
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        **scores,
                     }
-                ),
-                flush=True,
-            )
-        if step % cfg.val_every == 0 or step == cfg.steps:
-            # Validation measures what is saved and shipped: the average where there is one.
-            with average.applied(model) if average is not None else contextlib.nullcontext():
-                scores = validate(model, processor, val_sets, channels, device, cfg.decoding)
-            history.append(
-                {
-                    "step": step,
-                    "lines_seen": lines,
-                    "loss": round(smooth, 4),
-                    **({"ctc_loss": round(smooth_ctc, 4)} if smooth_ctc is not None else {}),
-                    "lines_per_s": round(rate, 2),
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                    **scores,
-                }
-            )
-            print(json.dumps(history[-1]), flush=True)
-        stopping = stop.is_set()
-        if time.monotonic() - last_save > cfg.save_every_s or step == cfg.steps or stopping:
-            save(model, processor, opt, sched, step, lines, cfg, history, average)
-            last_save = time.monotonic()
-            print(f"saved step {step} to {cfg.out_dir}", flush=True)
-        if stopping:
-            break
+                )
+                print(json.dumps(history[-1]), flush=True)
+            stopping = stop.is_set()
+            if time.monotonic() - last_save > cfg.save_every_s or step == cfg.steps or stopping:
+                save(model, processor, opt, sched, step, lines, cfg, history, average)
+                last_save = time.monotonic()
+                print(f"saved step {step} to {cfg.out_dir}", flush=True)
+            if stopping:
+                break
+    finally:
+        # Also when a batch failed: the data workers (which ignore Ctrl-C) are shut down and
+        # Ctrl-C works again, so the process ends instead of waiting on them.
+        data.close()
+        stop.restore()
     bar.close()
     print_progress_summary(history)
-    return {"step": step, "lines_seen": lines, "loss": smooth, **scores}
+    if step < cfg.steps:
+        print(f"stopped at step {step} of {cfg.steps}, saved: the same command goes on from there",
+              flush=True)
+    return {"step": step, "lines_seen": lines, "loss": smooth, "finished": step >= cfg.steps, **scores}
 
 
 def print_progress_summary(history: list[dict[str, Any]]) -> None:
@@ -598,12 +663,23 @@ def print_progress_summary(history: list[dict[str, Any]]) -> None:
                   f"{last['step']} (decoder, greedy{both})", flush=True)
 
 
-def _stop_on_signals() -> threading.Event:
+class _StopFlag(threading.Event):
+    """Set by SIGTERM/SIGINT; `restore` puts the handlers back as they were."""
+
+    previous: dict[int, Any]
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_on_signals() -> _StopFlag:
     """SIGTERM/SIGINT end the run after the current step, with a checkpoint, so nothing is lost."""
-    stop = threading.Event()
+    stop = _StopFlag()
+    stop.previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            stop.previous[sig] = signal.signal(sig, lambda *_: stop.set())
     return stop
 
 

@@ -187,3 +187,43 @@ def test_the_shipped_model_is_fine_tuned_by_its_name() -> None:
     model, processor, average = load_or_build(TrainConfig(out_dir="unused", model="quire-line-v1", resume=False))
     assert model.config.quire_decoding == "rescore" and average is None
     assert processor.tokenizer.decode(processor.tokenizer("Quire").input_ids, skip_special_tokens=True) == "Quire"
+
+
+def test_quire_train_guards_its_output_folder_and_checks_its_lines_first(tmp_path: Path) -> None:
+    import typer
+
+    from pipeline.training.commands import train_command
+
+    app = typer.Typer()
+    app.command()(train_command)
+    base, folder = build_random_model(tmp_path / "base"), _line_folder(tmp_path / "lines")
+    common = ["--model", str(base), "--hold-out", "0.25", "--rehearse", "0", "--batch-size", "4",
+              "--num-workers", "0", "--threads", "1", "--warmup", "1"]
+
+    def train(out: Path, data: Path, *more: str):
+        return CliRunner().invoke(app, ["--out", str(out), "--data", str(data), *more, *common])
+
+    # A folder of other files is not written over.
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "config.json").write_text("{}")
+    refused = train(notes, folder, "--epochs", "1")
+    assert refused.exit_code == 2 and "holds other files" in refused.output, refused.output
+    assert (notes / "config.json").read_text() == "{}"
+    # Without --epochs a folder gets 10 epochs (9 lines at 4 a step: 2 steps each), not 60,000 steps.
+    out = tmp_path / "tuned"
+    tuned = train(out, folder)
+    assert tuned.exit_code == 0, tuned.output
+    assert json.loads((out / "checkpoint" / "history.json").read_text())[-1]["step"] == 20
+    # The same --out with other lines is refused, not resumed as if they were the first ones.
+    more = _line_folder(tmp_path / "more", WORDS[::-1])
+    other = train(out, more, "--epochs", "1")
+    assert other.exit_code == 2 and "holds a run of" in other.output and "new --out" in other.output
+    # Characters the model cannot write are named; a broken image fails before any step.
+    fraktur = _line_folder(tmp_path / "fraktur", ("Waſſer", "Straſſe", "ſo", "Dear Sir"))
+    warned = train(tmp_path / "f", fraktur, "--epochs", "1", "--hold-out", "0")
+    assert warned.exit_code == 0 and "'ſ' (3 lines)" in warned.output, warned.output
+    (folder / "line05.png").write_bytes(b"not a png")
+    broken = train(tmp_path / "b", folder, "--epochs", "1")
+    assert broken.exit_code == 1 and "1 line images cannot be read" in broken.output
+    assert "line05.png" in broken.output and not (tmp_path / "b").exists()
