@@ -46,6 +46,7 @@ def lines(
     from pipeline.errors import QuireError
     from pipeline.ground_truth import read_transcription
     from pipeline.line_pairs import (
+        DRAFTS_INDEX,
         Written,
         document_lines,
         sample_lines,
@@ -114,6 +115,8 @@ def lines(
             write_pairs(chosen, out, read if draft else None, written)
     except QuireError as exc:  # the model failed to load: nothing can be drafted
         _fail(str(exc), exc.exit_code)
+    if not written.drafts and (out / DRAFTS_INDEX).exists():
+        write_draft_index(out, {})  # drop lines corrected since, or deleted
     if written.drafts:
         index = write_draft_index(out, written.drafts)
         doubtful = sum(confidence < 0.9 for confidence, _ in written.drafts.values())

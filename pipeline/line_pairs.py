@@ -187,8 +187,9 @@ def write_pairs(lines: Iterable[LinePair], out: Path, draft: Callable[[list[np.n
 
 
 def write_draft_index(out: Path, drafts: dict[str, tuple[float, str]]) -> Path:
-    """OUT/DRAFTS_INDEX: every drafted line still in `out` with its confidence, least sure first,
-    so the lines most likely wrong are corrected first. Lines drafted by earlier runs stay listed."""
+    """OUT/DRAFTS_INDEX: every drafted line still in `out` and still as drafted (a corrected or
+    emptied .gt.txt is done with) with its confidence, least sure first, so the lines most likely
+    wrong are corrected first. Lines drafted by earlier runs stay listed."""
     index = out / DRAFTS_INDEX
     rows: dict[str, tuple[float, str]] = {}
     if index.exists():
@@ -200,9 +201,19 @@ def write_draft_index(out: Path, drafts: dict[str, tuple[float, str]]) -> Path:
                 continue  # a row the user edited into something else
     rows.update(drafts)
     lines = [f"{confidence:.4f}\t{name}\t{text.replace(chr(9), ' ')}" for name, (confidence, text)
-             in sorted(rows.items(), key=lambda item: (item[1][0], item[0])) if (out / f"{name}.png").exists()]
+             in sorted(rows.items(), key=lambda item: (item[1][0], item[0])) if _as_drafted(out, name, text)]
     index.write_text("\n".join(["confidence\tline\tdraft", *lines]) + "\n", encoding="utf-8")
     return index
+
+
+def _as_drafted(out: Path, name: str, draft: str) -> bool:
+    gt = out / f"{name}.gt.txt"
+    if not (out / f"{name}.png").exists() or not gt.exists():
+        return False
+    try:
+        return gt.read_text(encoding="utf-8").strip() == draft.replace("\t", " ").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _write(out: Path, name: str, image: np.ndarray, text: str) -> None:

@@ -312,8 +312,9 @@ def build_lm_command(
     text: Annotated[
         list[Path] | None,
         typer.Option("--text", "-t", help="UTF-8 text files, one line of writing per line: "
-                     "transcriptions or other text like the material you will read. Repeatable. "
-                     "Default: the text the synthetic training lines are drawn from."),
+                     "transcriptions or other text like the material you will read, or a line "
+                     "folder (its *.gt.txt). Repeatable. Default: the text the synthetic "
+                     "training lines are drawn from."),
     ] = None,
     model: Annotated[
         str | None,
@@ -350,8 +351,16 @@ def build_lm_command(
     if target.suffix != ".npz":
         typer.echo(f"error: {out}: give a model folder or a .npz file", err=True)
         raise typer.Exit(2)
+    if out.is_dir() and not (out / "config.json").is_file():
+        typer.echo(f"error: {out} holds no model (no config.json), so nothing would read a "
+                   f"{char_lm.FILE_NAME} there; give the model folder, or a .npz path", err=True)
+        raise typer.Exit(2)
     lines: list[str] = []
     for path in text or ():
+        if path.is_dir():
+            # A line folder (png + gt.txt): its transcriptions are the text.
+            lines += [" ".join(t.split()) for _, t in _folder_texts(path)]
+            continue
         try:
             lines += [" ".join(line.split()) for line in path.read_text(encoding="utf-8").splitlines()]
         except (OSError, UnicodeDecodeError) as exc:
@@ -369,9 +378,24 @@ def build_lm_command(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if target.exists():
+        previous = target.with_name(target.stem + ".previous.npz")
+        target.replace(previous)  # one step back is kept: a thin model built by mistake is undone
+        typer.echo(f"the language model that was there is now {previous}", err=True)
     lm.save(target)
     typer.echo(f"{target}: order {order}, {len(lm.alphabet)} characters, {len(lm.ngram_keys):,} "
                f"n-grams from {len(lines):,} lines ({target.stat().st_size / 1e6:.1f} MB)")
+
+
+def _folder_texts(folder: Path) -> list[tuple[Path, str]]:
+    from pipeline.errors import QuireError
+    from pipeline.training.evaluate import load_pairs
+
+    try:
+        return load_pairs(folder)
+    except QuireError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _model_alphabet(model: str) -> str:

@@ -66,7 +66,14 @@ def test_a_document_becomes_lines_with_drafts_and_corrections_survive_a_rerun(en
     again = quire("lines", str(letter), "--out", str(out))
     assert again.exit_code == 0 and "0 new line pairs, 8 already there" in again.output
     assert texts(out)["letter_p0001_l002.png"] == "12 March 1931."
-    assert len((out / "drafts.tsv").read_text().splitlines()) == 9  # the earlier drafts stay listed
+    # The other drafts stay listed; the corrected one is done with. An emptied .gt.txt rejects
+    # its line: left out of training and not cut again.
+    listed = (out / "drafts.tsv").read_text().splitlines()
+    assert len(listed) == 8 and not any("letter_p0001_l002" in row for row in listed)
+    (out / "letter_p0001_l003.gt.txt").write_text("", encoding="utf-8")
+    assert quire("lines", str(letter), "--out", str(out)).exit_code == 0
+    assert "letter_p0001_l003.png" not in texts(out)
+    assert (out / "letter_p0001_l003.gt.txt").read_text() == ""
 
     # A sample spread over the collection, the same one for the same seed.
     sampled = env / "sample"

@@ -94,6 +94,22 @@ def test_build_lm_writes_the_model_folder_file_with_the_models_characters(tmp_pa
     assert bad.exit_code == 2 and "latin1.txt: cannot read it as UTF-8 text" in bad.output
     assert not (tmp_path / "x.npz").exists()
 
+    # A line folder's transcriptions are text too; the model it replaces is kept one step back.
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    for i, line in enumerate(TEXT):
+        (lines / f"l{i}.gt.txt").write_text(line + "\n", encoding="utf-8")
+        (lines / f"l{i}.png").write_bytes(b"")  # only the transcriptions are read
+    before = (model / char_lm.FILE_NAME).read_bytes()
+    again = CliRunner().invoke(app, ["build-lm", str(model), "--text", str(lines), "--order", "3"])
+    assert again.exit_code == 0, again.output
+    assert char_lm.load(model / char_lm.FILE_NAME).order == 3
+    assert (model / "char_lm.previous.npz").read_bytes() == before
+    # A folder that holds no model would never be read from: refused.
+    stray = CliRunner().invoke(app, ["build-lm", str(lines), "--text", str(text)])
+    assert stray.exit_code == 2 and "holds no model" in stray.output
+    assert not (lines / char_lm.FILE_NAME).exists()
+
 
 def test_build_lm_counts_the_default_text_with_transcriptions_when_asked(tmp_path, monkeypatch):
     from pipeline.cli import app
