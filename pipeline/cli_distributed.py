@@ -257,6 +257,7 @@ def token_create(
 
 @token_app.command("list")
 def token_list() -> None:
+    """Every token: id, name, owner (tenant), created, and whether it is active or revoked."""
     from pipeline.db import jobs as jobrepo
     from pipeline.db.session import session_scope
 
@@ -269,6 +270,7 @@ def token_list() -> None:
 
 @token_app.command("revoke")
 def token_revoke(token_id: Annotated[str, typer.Argument(help="Token id from `token list`.")]) -> None:
+    """Revoke a token: requests with it get 401 from then on (its tenant's jobs stay)."""
     from pipeline.db import jobs as jobrepo
     from pipeline.db.session import session_scope
 

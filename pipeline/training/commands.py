@@ -40,7 +40,7 @@ def train_command(
     lr: Annotated[
         float, typer.Option(help="Peak learning rate (linear warmup, cosine decay).")
     ] = 5e-4,
-    warmup: Annotated[int, typer.Option(help="Warmup steps.")] = 1000,
+    warmup: Annotated[int, typer.Option(help="Warmup steps (at most a tenth of the run's steps).")] = 1000,
     freeze_encoder: Annotated[
         bool, typer.Option("--freeze-encoder", help="Train the decoder only.")
     ] = False,
@@ -93,6 +93,7 @@ def train_command(
         bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoint.")
     ] = True,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    progress: Annotated[bool, typer.Option(help="A progress bar on stderr.")] = True,
     mix: Annotated[
         str | None,
         typer.Option(
@@ -169,6 +170,7 @@ def train_command(
         precision=precision,
         resume=resume,
         seed=seed,
+        progress=progress,
         curriculum_lines=curriculum_lines,
         mix=mix,
         ink_cut=ink_cut,

@@ -279,8 +279,13 @@ def save(
     language_model = source_language_model(cfg)
     if language_model is not None and not (out / char_lm.FILE_NAME).exists():
         shutil.copyfile(language_model, tmp / char_lm.FILE_NAME)
+    umask = os.umask(0)
+    os.umask(umask)
     for f in tmp.rglob("*"):
         if f.is_file():
+            # The weights come from a private temp file (0600): readable by others as every
+            # other file is, so a worker running as another user can load the model.
+            f.chmod(0o666 & ~umask)
             dest = out / f.relative_to(tmp)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f, dest)  # atomic per file: a kill mid-save never leaves a torn file

@@ -215,6 +215,7 @@ def test_quire_train_guards_its_output_folder_and_checks_its_lines_first(tmp_pat
     tuned = train(out, folder)
     assert tuned.exit_code == 0, tuned.output
     assert json.loads((out / "checkpoint" / "history.json").read_text())[-1]["step"] == 20
+    assert (out / "model.safetensors").stat().st_mode & 0o044 == 0o044  # readable as its config is
     # The same --out with other lines is refused, not resumed as if they were the first ones.
     more = _line_folder(tmp_path / "more", WORDS[::-1])
     other = train(out, more, "--epochs", "1")
