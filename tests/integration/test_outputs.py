@@ -174,15 +174,20 @@ def test_postgresql_search_ranks_and_quotes(postgres_url):
 
     upgrade(postgres_url)
     engine = make_engine(postgres_url)
-    try:
+
+    def read_letter(profile: str) -> None:
+        """The letter's three first lines read under `profile`, as a run would store them."""
         with session_scope(engine) as s:
-            doc, _ = repo.upsert_document(s, sha256=hashlib.sha256(b"pg").hexdigest(), profile="p",
+            doc, _ = repo.upsert_document(s, sha256=hashlib.sha256(b"pg").hexdigest(), profile=profile,
                                           name="a.pdf", source_uri="file:///a.pdf", size_bytes=1)
-            page = repo.save_page(s, doc.id, number=1, image_key="k", width=100, height=100,
-                                  dpi=150, angle=0.0)
+            page = repo.save_page(s, doc.id, number=1, image_key=f"k-{profile}", width=100,
+                                  height=100, dpi=150, angle=0.0)
             lines = repo.save_lines(s, page.id, [(i, BBox(0, 10 * i, 50, 10 * i + 8), None)
                                                  for i in range(3)])
             repo.set_line_texts(s, [(ln.id, t, 0.9) for ln, t in zip(lines, LETTER_LINES)], model="m")
+
+    try:
+        read_letter("p")
         with session_scope(engine) as s:
             [hit] = search_lines(s, '"Mr. Holloway"')
             assert (hit.page, hit.line, hit.bbox.as_list()) == (1, 3, [0, 20, 50, 28])
@@ -194,15 +199,7 @@ def test_postgresql_search_ranks_and_quotes(postgres_url):
                 "to_tsvector('simple', coalesce(text, '')) @@ websearch_to_tsquery('simple', 'x')"
             ).fetchall()
             assert "ix_lines_text_tsv" in " ".join(r[0] for r in plan)
-        # The same file read under other settings: its lines are not listed twice.
-        with session_scope(engine) as s:
-            again, _ = repo.upsert_document(s, sha256=hashlib.sha256(b"pg").hexdigest(), profile="q",
-                                            name="a.pdf", source_uri="file:///a.pdf", size_bytes=1)
-            page = repo.save_page(s, again.id, number=1, image_key="k2", width=100, height=100,
-                                  dpi=150, angle=0.0)
-            lines = repo.save_lines(s, page.id, [(i, BBox(0, 10 * i, 50, 10 * i + 8), None)
-                                                 for i in range(3)])
-            repo.set_line_texts(s, [(ln.id, t, 0.9) for ln, t in zip(lines, LETTER_LINES)], model="m")
+        read_letter("q")  # the same file read under other settings: its lines are listed once
         with session_scope(engine) as s:
             assert len(search_lines(s, '"Mr. Holloway"')) == 1
     finally:
