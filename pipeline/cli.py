@@ -187,6 +187,12 @@ def recognize(
             for path, reason in unreadable:
                 typer.echo(f"quire: {path}: {reason}", err=True)
             failed += len(unreadable)
+            for k, crop in zip(kept, crops):
+                if looks_like_a_page(crop):
+                    height, width = crop.shape[:2]
+                    typer.echo(f"quire: warning: {chunk[k]} ({width}x{height}) looks like a page or "
+                               "a block of lines, read here as one line; `quire run` finds its lines",
+                               err=True)
             try:
                 results = recognizer.recognize(crops) if crops else []
             except QuireError as exc:
@@ -199,6 +205,13 @@ def recognize(
                     bar.write(f"{path}: {line.text}  ({line.confidence:.0%})", file=sys.stdout)
             bar.update(len(chunk))
     raise typer.Exit(1 if failed else 0)
+
+
+def looks_like_a_page(image) -> bool:
+    """Taller than a line could sensibly be for its width: a line, even one word, is wider than
+    tall (the dev sets' narrowest, a handwritten word, is 148x77), a page or a paragraph is not."""
+    height, width = image.shape[:2]
+    return height > 200 and width < 1.5 * height
 
 
 @db_app.command("upgrade")

@@ -165,6 +165,11 @@ def test_recognize_prints_tsv_per_image(tmp_path, letter, env):
     assert [r[0] for r in rows] == list(map(str, paths))
     assert [r[1] for r in rows] == list(LETTER_LINES)
     assert all(0.9 < float(r[2]) <= 1.0 for r in rows)
+    assert "looks like a page" not in result.output
+    whole = tmp_path / "page.png"
+    Image.fromarray(page.image).save(whole)
+    warned = quire("recognize", str(whole))
+    assert warned.exit_code == 0 and f"{whole} (1275x1650) looks like a page" in warned.output
     for precision in ("fp32", "bf16"):  # bf16 autocast reads the same text
         again = quire("recognize", *map(str, paths), "--tsv", "--precision", precision)
         assert [r.split("\t")[1] for r in again.stdout.strip().splitlines()] == list(LETTER_LINES)
