@@ -97,6 +97,20 @@ class TrainConfig:
 # ---------------------------------------------------------------- model and state
 
 
+HELD_OUT_DIR = "held-out"  # in the output folder: the lines a fine-tune measures and never trains on
+
+
+def keep_held_out(pairs: list[tuple[Path, str]], folder: Path) -> Path:
+    """Copies of the held-out line pairs in `folder` (replacing what a run before left there), so
+    they can be measured after training with the reading quire run uses."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for path, text in pairs:
+        shutil.copyfile(path, folder / path.name)
+        (folder / (path.name[: -len(path.suffix)] + ".gt.txt")).write_text(text + "\n", encoding="utf-8")
+    return folder
+
+
 def characters_missing(tokenizer: Any, texts: list[str]) -> list[tuple[str, int]]:
     """Characters of `texts` the tokenizer can only write as its unknown token, with how many
     lines hold each, most lines first."""
@@ -520,8 +534,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     )
     val_sets = validation_sets(cfg, processor, held_out=held_lines)
     if "held_out" in val_sets:
+        kept = keep_held_out(held_lines, Path(cfg.out_dir) / HELD_OUT_DIR)
         print(f"{len(val_sets['held_out'][1])} of {cfg.data}'s lines are held out to measure CER on "
-              "(--hold-out); they are not trained on", flush=True)
+              f"(--hold-out); they are not trained on. Copies are in {kept}: `quire eval {kept} "
+              f"--model {cfg.out_dir}` measures them as quire run reads (the CER printed here is "
+              "the decoder's greedy reading)", flush=True)
     if rehearsed:
         print(f"each epoch adds {rehearsed} synthetic lines to {cfg.data}'s {len(train_lines)} (--rehearse "
               f"{cfg.rehearse:g}), so the tuned model keeps reading what the folder lacks", flush=True)

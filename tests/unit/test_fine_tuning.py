@@ -132,6 +132,11 @@ def test_a_fine_tuned_model_keeps_its_language_model_and_rescore_and_measures_he
     result = CliRunner().invoke(app, args(2))
     assert result.exit_code == 0, result.output
     assert "3 of" in result.output and "held out to measure CER on" in result.output
+    # They are kept beside the model, to be measured as quire run reads them.
+    kept = sorted(p.name for p in (out / "held-out").iterdir())
+    assert kept == ["line03.gt.txt", "line03.png", "line07.gt.txt", "line07.png", "line11.gt.txt",
+                    "line11.png"]
+    assert (out / "held-out" / "line07.gt.txt").read_text() == WORDS[7] + "\n"
     assert (out / char_lm.FILE_NAME).read_bytes() == (base / char_lm.FILE_NAME).read_bytes()
     assert json.loads((out / "config.json").read_text())["quire_decoding"] == "rescore"
     history = json.loads((out / "checkpoint" / "history.json").read_text())
