@@ -255,34 +255,48 @@ def eval_command(
     """CER and WER (after NFC, quote and whitespace normalisation), lines/s and the worst lines.
 
     Scores every line image (png, jpg, tif) that has a non-empty .gt.txt beside it and says how
-    many it left out; exit status 1 if an image could not be read."""
+    many it left out; a folder of such folders (e.g. printed/, receipts/, handwritten/) is scored
+    folder by folder, the model loaded once. Exit status 1 if an image could not be read."""
     from tqdm import tqdm
 
     from pipeline.errors import QuireError
-    from pipeline.training.evaluate import evaluate_dir, left_out, load_pairs
+    from pipeline.training.evaluate import evaluate_dir, left_out, line_folders, load_pairs
 
+    reports = []
     try:
-        total = len(load_pairs(directory))  # a wrong folder fails before the model loads
-        for why, count in left_out(directory).items():
-            typer.echo(f"left out {count} line images {why}", err=True)
+        folders = line_folders(directory)  # a wrong folder fails before the model loads
         recognizer_fn = _recognizer_fn(
             model, device, beam, quantize, batch_size, decode, retry_below, precision,
             language_model,
         )
-        # A bar only on a terminal (disable=None) unless asked: piped reports stay clean.
-        disable = None if progress is None else not progress
-        with tqdm(total=total, unit="line", desc="eval", disable=disable, file=sys.stderr) as bar:
-            # Hand the recognizer many lines at once so its width sorting keeps padding small.
-            report = evaluate_dir(
-                directory, recognizer_fn, fold=fold, batch_size=batch_size * 8, n_worst=worst,
-                progress=bar,
-            )
+        for folder in folders:
+            for why, count in left_out(folder).items():
+                typer.echo(f"{folder}: left out {count} line images {why}", err=True)
+            # A bar only on a terminal (disable=None) unless asked: piped reports stay clean.
+            disable = None if progress is None else not progress
+            with tqdm(total=len(load_pairs(folder)), unit="line", desc="eval", disable=disable,
+                      file=sys.stderr) as bar:
+                # Hand the recognizer many lines at once so its width sorting keeps padding small.
+                report = evaluate_dir(
+                    folder, recognizer_fn, fold=fold, batch_size=batch_size * 8, n_worst=worst,
+                    progress=bar,
+                )
+            _print_report(report, fold)
+            reports.append(report)
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     except QuireError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from exc
+    if json_out:
+        data = reports[0].to_dict() if len(reports) == 1 else {"folders": [r.to_dict() for r in reports]}
+        json_out.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    if any(r.unreadable for r in reports):
+        raise typer.Exit(1)  # scored without them: the figures are not the whole folder's
+
+
+def _print_report(report: Any, fold: bool) -> None:
     for problem in report.unreadable:
         typer.echo(f"skipped {problem}", err=True)
     typer.echo(
@@ -297,12 +311,6 @@ def eval_command(
         typer.echo(
             f"  {line.cer:6.1%}{conf}  {line.name}: {line.reference!r} -> {line.hypothesis!r}"
         )
-    if json_out:
-        json_out.write_text(
-            json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8"
-        )
-    if report.unreadable:
-        raise typer.Exit(1)  # scored without them: the figures are not the whole folder's
 
 
 def build_lm_command(

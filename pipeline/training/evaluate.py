@@ -124,6 +124,20 @@ def load_pairs(directory: str | Path) -> list[tuple[Path, str]]:
     return [(img, text) for img, text in _line_images(directory) if text]
 
 
+def line_folders(directory: str | Path) -> list[Path]:
+    """The folder itself if it holds line pairs, else its subfolders that do (one level down, by
+    name): `quire eval dev/` over dev/printed, dev/receipts, ..."""
+    root = Path(directory)
+    if load_pairs(root):
+        return [root]
+    found = [sub for sub in sorted(root.iterdir()) if sub.is_dir() and not sub.name.startswith(".")
+             and load_pairs(sub)]
+    if not found:
+        raise FileNotFoundError(f"{root}: no line images with .gt.txt ground truth, here or in "
+                                "its subfolders")
+    return found
+
+
 def left_out(directory: str | Path) -> dict[str, int]:
     """Line images `load_pairs` leaves out: without a .gt.txt, or with an empty one."""
     counts = {"without a .gt.txt": 0, "with an empty .gt.txt": 0}

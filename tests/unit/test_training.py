@@ -309,6 +309,17 @@ def test_eval_command_writes_json(tmp_path: Path) -> None:
     assert report["lines"] == 1 and report["fold"] is True and 0 <= report["cer"]
     assert "CER" in result.output
 
+    # A folder of line folders is scored folder by folder.
+    for sub in ("printed", "receipts"):
+        (tmp_path / "sets" / sub).mkdir(parents=True)
+        Image.fromarray(np.full((20, 120), 255, dtype=np.uint8)).save(tmp_path / "sets" / sub / "a.png")
+        (tmp_path / "sets" / sub / "a.gt.txt").write_text("TOTAL\n")
+    both = CliRunner().invoke(app, [str(tmp_path / "sets"), "--model", str(tmp_path / "m"),
+                                    "--json", str(out), "--device", "cpu", "--no-progress"])
+    assert both.exit_code == 0, both.output
+    assert [r["directory"] for r in json.loads(out.read_text())["folders"]] == [
+        str(tmp_path / "sets" / "printed"), str(tmp_path / "sets" / "receipts")]
+
     # What it leaves out it says; an image it cannot read makes the exit status 1.
     Image.fromarray(np.full((20, 120), 255, dtype=np.uint8)).save(lines / "b.png")  # no .gt.txt
     (lines / "c.png").write_bytes(b"not an image")
