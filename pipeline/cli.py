@@ -90,6 +90,7 @@ def run(
     from pipeline.errors import QuireError
     from pipeline.exporters import parse_formats
     from pipeline.runner import LocalRunner, collect_inputs, total_pages
+    from pipeline.submit import other_files
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -105,6 +106,7 @@ def run(
         inputs = collect_inputs(paths)
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
+        _say_passed_over(other_files(paths))
         runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
         bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
                    dynamic_ncols=True, file=sys.stderr)
@@ -205,6 +207,14 @@ def recognize(
                     bar.write(f"{path}: {line.text}  ({line.confidence:.0%})", file=sys.stdout)
             bar.update(len(chunk))
     raise typer.Exit(1 if failed else 0)
+
+
+def _say_passed_over(files: list[Path]) -> None:
+    """One line for the files of the folders given that are not read (notes, spreadsheets...)."""
+    if files:
+        shown = ", ".join(p.name for p in files[:3]) + (", ..." if len(files) > 3 else "")
+        typer.echo(f"quire: {len(files)} files passed over, not PDFs or images by their suffix: {shown}",
+                   err=True)
 
 
 def looks_like_a_page(image) -> bool:

@@ -57,6 +57,7 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
     result = quire("run", str(docs), "--out", str(out), "--no-progress")
     assert result.exit_code == 0, result.output
     assert "1 documents: 1 done" in result.output and "pages/min" in result.output
+    assert "1 files passed over, not PDFs or images by their suffix: notes.gt.txt" in result.output
 
     # --out mirrors the input folder's tree.
     assert (out / "sub" / "letter.txt").read_text() == "\n".join(LETTER_LINES) + "\n"
