@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import char_lm
-from pipeline.config import DECODINGS, RETRY_BELOW, Settings, locate_model
+from pipeline.config import DECODINGS, RETRY_BELOW, Settings
 from pipeline.ctc_beam import Fusion, Reading, ctc_readings
 from pipeline.decoder_scores import decoder_log_likelihoods
 from pipeline.errors import ModelLoadError
@@ -25,6 +25,7 @@ from pipeline.model_input import (
     model_batches,
     pixel_values,
 )
+from pipeline.model_location import locate_model
 from pipeline.precision import use_bf16
 from pipeline.types import LineText
 

@@ -1,0 +1,68 @@
+"""What a training run checks and sets up before its first step: the output folder, the lines'
+characters, and the held-out lines kept for measuring afterwards."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.training.train import TrainConfig
+
+CHECKPOINT = "checkpoint"  # the folder in --out that holds the resume state
+
+HELD_OUT_DIR = "held-out"  # in the output folder: the lines a fine-tune measures and never trains on
+
+
+def keep_held_out(pairs: list[tuple[Path, str]], folder: Path) -> Path:
+    """Copies of the held-out line pairs in `folder` (replacing what a run before left there), so
+    they can be measured after training with the reading quire run uses."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for path, text in pairs:
+        shutil.copyfile(path, folder / path.name)
+        (folder / (path.name[: -len(path.suffix)] + ".gt.txt")).write_text(text + "\n", encoding="utf-8")
+    return folder
+
+
+def characters_missing(tokenizer: Any, texts: list[str]) -> list[tuple[str, int]]:
+    """Characters of `texts` the tokenizer can only write as its unknown token, with how many
+    lines hold each, most lines first."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return []
+    lines_with: dict[str, int] = {}
+    for text in texts:
+        for char in set(text) - {" "}:
+            lines_with[char] = lines_with.get(char, 0) + 1
+    missing = [c for c in lines_with if unk in tokenizer(c, add_special_tokens=False).input_ids]
+    return sorted(((c, lines_with[c]) for c in missing), key=lambda x: (-x[1], x[0]))
+
+
+def check_output_folder(cfg: TrainConfig) -> None:
+    """Refuse an --out that would be written over by mistake: a folder of other files, or a run
+    of another model or line folder (resuming it would quietly ignore the new --model/--data)."""
+    out = Path(cfg.out_dir)
+    state = out / CHECKPOINT / "state.pt"
+    if not state.exists():
+        if out.is_dir() and any(out.iterdir()) and not (out / CHECKPOINT).is_dir():
+            raise ValueError(f"--out {out} holds other files and no training run: give a new or "
+                             "empty folder (its config.json and weights would be written over)")
+        return
+    if not cfg.resume:
+        return  # --no-resume: start over in the run's own folder
+    import torch
+
+    before = torch.load(state, map_location="cpu", weights_only=False).get("train_config", {})
+
+    def same_data(old: str | None) -> bool:
+        if old is None or old == cfg.data:
+            return True
+        return old != "synthetic" and cfg.data != "synthetic" and Path(old).resolve() == Path(cfg.data).resolve()
+
+    if not same_data(before.get("data")) or before.get("model", cfg.model) != cfg.model:
+        raise ValueError(
+            f"--out {out} holds a run of --model {before.get('model')} on --data {before.get('data')}; "
+            f"to train --model {cfg.model} on --data {cfg.data} give a new --out, or --no-resume to "
+            "start over in this folder")
