@@ -215,7 +215,8 @@ def eval_command(
         str, typer.Option("--model", "-m", help="A shipped model's name, a folder or a hub name.")
     ] = DEFAULT_MODEL,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the full report as JSON.")
+        Path | None, typer.Option("--json", help="Also write the report as JSON: the scores, every "
+                                  "line's reading and CER, and the model and settings read with.")
     ] = None,
     fold: Annotated[
         bool, typer.Option("--fold", help="Case- and space-insensitive scoring.")
@@ -290,7 +291,11 @@ def eval_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from exc
     if json_out:
-        data = reports[0].to_dict() if len(reports) == 1 else {"folders": [r.to_dict() for r in reports]}
+        # What was read with, so reports of two models or settings can be told apart and diffed.
+        reading = {"model": model, "decode": decode, "beam": beam, "retry_below": retry_below,
+                   "language_model": language_model, "quantize": quantize, "precision": precision}
+        data = ({**reports[0].to_dict(), "reading": reading} if len(reports) == 1
+                else {"folders": [r.to_dict() for r in reports], "reading": reading})
         json_out.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     if any(r.unreadable for r in reports):
         raise typer.Exit(1)  # scored without them: the figures are not the whole folder's

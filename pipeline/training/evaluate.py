@@ -108,6 +108,8 @@ class EvalReport:
     cer_by_confidence: dict[str, float] = field(default_factory=dict)
     # "name: reason" for each image that could not be read; those lines are not scored.
     unreadable: list[str] = field(default_factory=list)
+    # Every scored line in name order, so two models' reports can be compared line by line.
+    every_line: list[LineResult] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -265,4 +267,5 @@ def evaluate_dir(
         if len(known) == len(hyps)
         else {},
         unreadable=unreadable,
+        every_line=per_line,
     )

@@ -307,6 +307,8 @@ def test_eval_command_writes_json(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["lines"] == 1 and report["fold"] is True and 0 <= report["cer"]
+    assert [line["name"] for line in report["every_line"]] == ["a.png"]
+    assert report["reading"]["model"] == str(tmp_path / "m") and report["reading"]["decode"] == "auto"
     assert "CER" in result.output
 
     # A folder of line folders is scored folder by folder.
