@@ -52,7 +52,7 @@ system-deps:
 
 demo: install
 	@$(MAKE) --no-print-directory system-deps PACKAGES="$(RUN_PACKAGES)"
-	$(VENV)/bin/quire run samples/ --out demo-out
+	$(VENV)/bin/quire run samples/sample-letter.pdf --out demo-out
 	@echo; echo "--- demo-out/sample-letter.txt ---"; cat demo-out/sample-letter.txt
 
 test: install
