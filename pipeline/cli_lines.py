@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -110,9 +110,16 @@ def lines(
         return recognizer.recognize(crops)
 
     try:
-        with bar:
-            chosen = sample_lines(each_line(), sample, seed) if sample else each_line()
-            write_pairs(chosen, out, read if draft else None, written)
+        if sample:
+            with bar:  # the whole collection is cut first, to draw the sample from
+                chosen: Any = sample_lines(each_line(), sample, seed)
+            drafting = tqdm(total=len(chosen), unit="line", desc="draft", disable=not (progress and draft),
+                            dynamic_ncols=True, file=sys.stderr)
+            with drafting:
+                write_pairs(chosen, out, read if draft else None, written, drafted=drafting.update)
+        else:
+            with bar:
+                write_pairs(each_line(), out, read if draft else None, written)
     except QuireError as exc:  # the model failed to load: nothing can be drafted
         _fail(str(exc), exc.exit_code)
     if not written.drafts and (out / DRAFTS_INDEX).exists():

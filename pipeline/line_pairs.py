@@ -155,10 +155,11 @@ def sample_lines(lines: Iterable[LinePair], count: int, seed: int) -> list[LineP
 
 
 def write_pairs(lines: Iterable[LinePair], out: Path, draft: Callable[[list[np.ndarray]], list[LineText]] | None,
-                written: Written, batch: int = 64) -> None:
+                written: Written, batch: int = 64, drafted: Callable[[int], object] | None = None) -> None:
     """Write each line as NAME.png + NAME.gt.txt under `out`. Lines without text get `draft`'s
     reading (or an empty .gt.txt to fill in, without one), noted in `written.drafts`. A name whose
-    .gt.txt exists is left as it is, image and text, so a rerun never undoes corrections."""
+    .gt.txt exists is left as it is, image and text, so a rerun never undoes corrections.
+    `drafted(n)` is told of every line handled (a progress bar's update)."""
     out.mkdir(parents=True, exist_ok=True)
     waiting: list[LinePair] = []
 
@@ -170,16 +171,21 @@ def write_pairs(lines: Iterable[LinePair], out: Path, draft: Callable[[list[np.n
             _write(out, line.name, line.image, reading.text)
             if draft:
                 written.drafts[line.name] = (reading.confidence, reading.text)
+        if drafted is not None:
+            drafted(len(waiting))
         waiting.clear()
 
     for line in lines:
-        if (out / f"{line.name}.gt.txt").exists():
-            written.kept += 1
+        if (out / f"{line.name}.gt.txt").exists() or line.text is not None:
+            if (out / f"{line.name}.gt.txt").exists():
+                written.kept += 1
+            else:
+                written.new += 1
+                _write(out, line.name, line.image, line.text or "")
+            if drafted is not None:
+                drafted(1)
             continue
         written.new += 1
-        if line.text is not None:
-            _write(out, line.name, line.image, line.text)
-            continue
         waiting.append(line)
         if len(waiting) >= batch:
             flush()
