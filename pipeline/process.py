@@ -77,14 +77,16 @@ def model_decoding(model: str, decode: str) -> str:
 
 
 def profile_key(*, model: str, dpi: int, beam: int, decode: str = "auto",
-                retry_below: float = RETRY_BELOW, language_model: bool = True) -> str:
+                retry_below: float = RETRY_BELOW, language_model: bool = True,
+                embedded_scans: bool = True) -> str:
     """A short hash of everything that changes the result; the same file under it is not redone."""
-    spec = json.dumps(
-        {"model": model_version(model), "dpi": dpi, "beam": beam, "seg": SEGMENTER_VERSION,
-         "prep": PREPARATION_VERSION, "decode": model_decoding(model, decode), "retry_below": retry_below,
-         "lm": language_model_version(model) if language_model else "off"},
-        sort_keys=True,
-    )
+    fields = {"model": model_version(model), "dpi": dpi, "beam": beam, "seg": SEGMENTER_VERSION,
+              "prep": PREPARATION_VERSION, "decode": model_decoding(model, decode),
+              "retry_below": retry_below,
+              "lm": language_model_version(model) if language_model else "off"}
+    if not embedded_scans:
+        fields["scans"] = "rendered"  # (only then: the profiles of earlier results stay as they were)
+    spec = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
 
@@ -102,6 +104,7 @@ class JobOptions:
     decode: str = "auto"
     retry_below: float = RETRY_BELOW
     language_model: bool = True
+    embedded_scans: bool = True  # QUIRE_RENDER__EMBEDDED_SCANS: scanned PDF pages taken from the file
 
     @classmethod
     def from_settings(cls, settings: Settings, *, model: str | None = None,
@@ -110,17 +113,29 @@ class JobOptions:
         return cls(model or settings.model, dpi or settings.render.dpi,
                    beam or settings.recognize.beam, tuple(formats or ("text", "json")),
                    settings.recognize.decode, settings.recognize.retry_below,
-                   settings.recognize.language_model)
+                   settings.recognize.language_model, settings.render.embedded_scans)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> JobOptions:
+        """The options a job stored (`as_dict`), older jobs' missing fields at their defaults."""
+        return cls(values["model"], values["dpi"], values["beam"],
+                   tuple(values.get("formats") or ("text", "json")), values.get("decode", "auto"),
+                   values.get("retry_below", RETRY_BELOW), values.get("language_model", True),
+                   values.get("embedded_scans", True))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "dpi": self.dpi, "beam": self.beam,
-                "formats": list(self.formats), "decode": self.decode,
-                "retry_below": self.retry_below, "language_model": self.language_model}
+        values = {"model": self.model, "dpi": self.dpi, "beam": self.beam,
+                  "formats": list(self.formats), "decode": self.decode,
+                  "retry_below": self.retry_below, "language_model": self.language_model}
+        if not self.embedded_scans:  # only then, so the keys of jobs begun before stay the same
+            values["embedded_scans"] = False
+        return values
 
     @property
     def profile(self) -> str:
         return profile_key(model=self.model, dpi=self.dpi, beam=self.beam, decode=self.decode,
-                           retry_below=self.retry_below, language_model=self.language_model)
+                           retry_below=self.retry_below, language_model=self.language_model,
+                           embedded_scans=self.embedded_scans)
 
 
 @dataclass(frozen=True)

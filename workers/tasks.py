@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import storage
-from pipeline.config import RenderOptions, get_settings
+from pipeline.config import get_settings
 from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
 from pipeline.db.models import DocumentStatus, JobStatus
@@ -83,7 +83,10 @@ def ingest_document(document_id: str, job_id: str) -> None:
         return
     model, beam = options.get("model", settings.model), options.get("beam", settings.recognize.beam)
     decode = options.get("decode", settings.recognize.decode)
-    render = RenderOptions(dpi=options.get("dpi", settings.render.dpi))
+    # The worker's own render settings (pixel limit, chunk size), the job's dpi and scan choice.
+    render = settings.render.model_copy(update={
+        "dpi": options.get("dpi", settings.render.dpi),
+        "embedded_scans": options.get("embedded_scans", True)})  # as the job's profile says
     batcher = WidthBatcher(settings.queue.batch_lines())
     pages = lines = 0
     log.info("ingest job=%s doc=%s name=%s", job_id, document_id, name)

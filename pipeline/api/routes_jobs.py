@@ -25,7 +25,6 @@ from pipeline.api.deps import (
 )
 from pipeline.api.schemas import DocumentsAdd, JobCreate, JobOptionsIn
 from pipeline.api.views import job_view
-from pipeline.config import RETRY_BELOW
 from pipeline.db import repo
 from pipeline.db.models import Job
 from pipeline.db.session import session_scope
@@ -206,11 +205,7 @@ def _add(ctx: ApiContext, caller: Caller, job_id: str, uris: list[str],
         if not job.accepting:
             raise HTTPException(409, "job is closed; submit a new job")
         settings = dict(job.settings)
-    options = JobOptions(settings["model"], settings["dpi"], settings["beam"],
-                         tuple(settings.get("formats") or ("text", "json")),
-                         settings.get("decode", "auto"),
-                         settings.get("retry_below", RETRY_BELOW),
-                         settings.get("language_model", True))
+    options = JobOptions.from_dict(settings)
     submitter = Submitter(ctx.engine, ctx.store, options, owner=caller.owner,
                           enqueue=ctx.enqueue)
     outcomes = [submitter.add(job_id, src) for src in _sources(ctx, uris, uploads)]

@@ -121,3 +121,14 @@ def test_a_mistyped_variable_is_named_with_the_setting_it_means():
                                "QUIRE_TOKEN": "qk_x", "QUIRE_NONSENSE_THING": "1", "HOME": "/root"})
     assert notes == ["QUIRE_NONSENSE_THING is not a setting and is ignored",
                      "QUIRE_RENDER_DPI is not a setting and is ignored (did you mean QUIRE_RENDER__DPI?)"]
+
+
+def test_pages_rendered_instead_of_taken_from_the_file_are_another_result():
+    from pipeline.process import JobOptions
+
+    taken = JobOptions.from_settings(Settings(model="m"))
+    rendered = JobOptions.from_settings(Settings(model="m", render={"embedded_scans": False}))
+    assert taken.profile != rendered.profile  # QUIRE_RENDER__EMBEDDED_SCANS=false reads again
+    assert "embedded_scans" not in taken.as_dict()  # jobs begun before keep their keys
+    assert JobOptions.from_dict(rendered.as_dict()) == rendered
+    assert JobOptions.from_dict(taken.as_dict()) == taken
