@@ -136,8 +136,8 @@ def test_image_over_configured_pixel_limit(tmp_path):
 
 
 def test_the_configured_pixel_limit_stands_in_for_pillows(tmp_path, monkeypatch):
-    # Pillow refuses images over its own fixed limit (179 M pixels); ours (200 M by default,
-    # QUIRE_RENDER__MAX_PIXELS) decides instead. Pillow's limit is lowered here to stand for it.
+    # Pillow warns over its own fixed limit (89 M pixels, an error at twice that); ours (200 M by
+    # default, QUIRE_RENDER__MAX_PIXELS) decides instead. Pillow's limit is lowered here to stand for it.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
     path = tmp_path / "map.png"
     Image.fromarray(np.full((500, 800), 255, np.uint8)).save(path)
