@@ -46,7 +46,10 @@ def check_output_folder(cfg: TrainConfig) -> None:
     out = Path(cfg.out_dir)
     state = out / CHECKPOINT / "state.pt"
     if not state.exists():
-        if out.is_dir() and any(out.iterdir()) and not (out / CHECKPOINT).is_dir():
+        # (What a run writes before its first save, held-out copies and a save cut short, is its own.)
+        own = {HELD_OUT_DIR, ".saving"}
+        if (out.is_dir() and not (out / CHECKPOINT).is_dir()
+                and any(p.name not in own for p in out.iterdir())):
             raise ValueError(f"--out {out} holds other files and no training run: give a new or "
                              "empty folder (its config.json and weights would be written over)")
         return

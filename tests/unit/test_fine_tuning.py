@@ -216,7 +216,9 @@ def test_quire_train_guards_its_output_folder_and_checks_its_lines_first(tmp_pat
     assert refused.exit_code == 2 and "holds other files" in refused.output, refused.output
     assert (notes / "config.json").read_text() == "{}"
     # Without --epochs a folder gets 10 epochs (9 lines at 4 a step: 2 steps each), not 60,000 steps.
+    # (A run killed before its first save left only its held-out copies: that is no stranger's folder.)
     out = tmp_path / "tuned"
+    (out / "held-out").mkdir(parents=True)
     tuned = train(out, folder)
     assert tuned.exit_code == 0, tuned.output
     assert json.loads((out / "checkpoint" / "history.json").read_text())[-1]["step"] == 20
