@@ -153,3 +153,20 @@ def test_settings_from_environment(monkeypatch):
 
 def test_storage_path_independent(tmp_path: Path):
     assert storage.source_key("a" * 64) == f"documents/{'a' * 64}/source"
+
+
+def test_a_server_that_cannot_be_reached_is_one_line():
+    import kombu.exceptions
+    import sqlalchemy.exc
+
+    from pipeline.cli import unreachable_server
+
+    refused = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(
+        'connection to server at "127.0.0.1", port 1 failed: Connection refused\n\tIs it running?'))
+    assert unreachable_server(refused) == ('database error (QUIRE_DATABASE_URL): connection to server '
+                                           'at "127.0.0.1", port 1 failed: Connection refused')
+    old = sqlalchemy.exc.OperationalError("SELECT", {}, Exception("no such column: job_documents.name"))
+    assert unreachable_server(old).endswith("; create the schema with `quire db upgrade`")
+    broker = kombu.exceptions.OperationalError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
+    assert unreachable_server(broker).startswith("cannot reach the broker (QUIRE_BROKER_URL): Error 111")
+    assert unreachable_server(ValueError("a bug")) is None  # anything else keeps its traceback
