@@ -89,8 +89,8 @@ def run(
 
     from pipeline.errors import QuireError
     from pipeline.exporters import parse_formats
-    from pipeline.runner import LocalRunner, collect_inputs, total_pages
-    from pipeline.submit import other_files
+    from pipeline.inputs import collect_inputs, other_files
+    from pipeline.runner import LocalRunner, total_pages
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -165,9 +165,9 @@ def recognize(
     from tqdm import tqdm
 
     from pipeline.errors import QuireError
+    from pipeline.inputs import collect_inputs
     from pipeline.recognize import Recognizer
     from pipeline.render import IMAGE_SUFFIXES
-    from pipeline.runner import collect_inputs
     from pipeline.training.evaluate import read_line_images
 
     _check_precision(precision)

@@ -107,7 +107,7 @@ def submit(
         suffixes = ", ".join(sorted(DOCUMENT_SUFFIXES))
         _fail(f"nothing to submit: no documents ({suffixes}) in {', '.join(inputs)}", 1)
     from pipeline.cli import _say_passed_over
-    from pipeline.submit import other_files
+    from pipeline.inputs import other_files
 
     _say_passed_over(other_files(Path(spec) for spec in inputs if not spec.startswith("s3://")))
     key = job_key or _default_key(inputs, options, None if api else owner)

@@ -21,6 +21,7 @@ import numpy as np
 from pipeline.config import RenderOptions
 from pipeline.errors import BadInputError
 from pipeline.ground_truth import TranscribedPage
+from pipeline.inputs import visible_files
 from pipeline.render import DOCUMENT_SUFFIXES, render_page, render_pages
 from pipeline.segment import segment_page, to_gray
 from pipeline.types import LineText
@@ -176,19 +177,19 @@ def write_pairs(lines: Iterable[LinePair], out: Path, draft: Callable[[list[np.n
         waiting.clear()
 
     for line in lines:
-        if (out / f"{line.name}.gt.txt").exists() or line.text is not None:
-            if (out / f"{line.name}.gt.txt").exists():
-                written.kept += 1
-            else:
-                written.new += 1
-                _write(out, line.name, line.image, line.text or "")
-            if drafted is not None:
-                drafted(1)
+        if (out / f"{line.name}.gt.txt").exists():
+            written.kept += 1
+        elif line.text is not None:
+            written.new += 1
+            _write(out, line.name, line.image, line.text)
+        else:
+            written.new += 1
+            waiting.append(line)  # counted in `drafted` once its batch is read
+            if len(waiting) >= batch:
+                flush()
             continue
-        written.new += 1
-        waiting.append(line)
-        if len(waiting) >= batch:
-            flush()
+        if drafted is not None:
+            drafted(1)
     flush()
 
 
@@ -238,8 +239,7 @@ def split_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
         if not path.is_dir():
             (transcriptions if path.suffix.lower() in TRANSCRIPTION_SUFFIXES else documents).append(path)
             continue
-        found = [p for p in sorted(path.rglob("*")) if p.is_file()
-                 and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        found = sorted(visible_files(path))
         xml = [p for p in found if p.suffix.lower() in TRANSCRIPTION_SUFFIXES]
         if xml:
             transcriptions += xml

@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from pipeline.process import (
     save_texts,
     write_exports,
 )
-from pipeline.render import DOCUMENT_SUFFIXES, count_pages
+from pipeline.render import count_pages
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +69,6 @@ class RunSummary:
     @property
     def failures(self) -> list[DocumentOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
-
-
-def collect_inputs(paths: Iterable[Path], suffixes: Collection[str] = DOCUMENT_SUFFIXES) -> list[Path]:
-    """Files as given, folders walked recursively for files with `suffixes` (hidden ones skipped)."""
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found.extend(
-                p for p in sorted(path.rglob("*"))
-                if p.is_file() and p.suffix.lower() in suffixes
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-        else:
-            found.append(path)
-    return list(dict.fromkeys(found))
 
 
 def output_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path, str]:

@@ -58,12 +58,17 @@ def line_key(sha256: str, profile: str, page_no: int, position: int) -> str:
     return f"documents/{sha256}/{profile}/lines/{page_no:04d}/{position:04d}.png"
 
 
+def exports_prefix(sha256: str, profile: str) -> str:
+    """The folder of a document's exports under one profile: documents/<sha256>/<profile>/exports/."""
+    _check_doc(sha256, profile)
+    return f"documents/{sha256}/{profile}/exports/"
+
+
 def export_key(sha256: str, profile: str, fmt: str, ext: str | None = None) -> str:
     """An export: documents/<sha256>/<profile>/exports/<fmt>.<ext> (ext defaults per format)."""
-    _check_doc(sha256, profile)
     if not _PROFILE.fullmatch(fmt):
         raise ValueError(f"bad export format name: {fmt!r}")
-    return f"documents/{sha256}/{profile}/exports/{fmt}.{ext or _EXPORT_EXT.get(fmt, fmt)}"
+    return f"{exports_prefix(sha256, profile)}{fmt}.{ext or _EXPORT_EXT.get(fmt, fmt)}"
 
 
 def check_key(key: str) -> str:

@@ -55,14 +55,6 @@ def iter_local(paths: Iterable[Path]) -> Iterator[Source]:
             yield _local_source(path)
 
 
-def other_files(paths: Iterable[Path]) -> list[Path]:
-    """Files in the folders given that are not submitted or run (not a document by their suffix;
-    hidden ones aside), so the command can say it passed them over."""
-    return [p for path in paths if path.is_dir() for p in sorted(path.rglob("*"))
-            if p.is_file() and p.suffix.lower() not in DOCUMENT_SUFFIXES
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)]
-
-
 def _walk(folder: Path) -> Iterator[Source]:
     with os.scandir(folder) as it:
         entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
@@ -201,7 +193,7 @@ class Submitter:
 
     def _lacks_exports(self, sha: str, profile: str) -> bool:
         """Whether a format this job asks for has no export in the store yet."""
-        folder = storage.export_key(sha, profile, "_").rsplit("/", 1)[0] + "/"
+        folder = storage.exports_prefix(sha, profile)
         written = {info.key[len(folder):].split(".", 1)[0] for info in self.store.list(folder)}
         wanted = parse_formats(",".join(self.options.formats or ("text", "json")))
         return any(exporter.name not in written for exporter in wanted)

@@ -261,7 +261,13 @@ def eval_command(
     from tqdm import tqdm
 
     from pipeline.errors import QuireError
-    from pipeline.training.evaluate import evaluate_dir, left_out, line_folders, load_pairs
+    from pipeline.training.evaluate import (
+        evaluate_dir,
+        left_out,
+        line_folders,
+        line_images,
+        transcribed,
+    )
 
     reports = []
     try:
@@ -271,16 +277,18 @@ def eval_command(
             language_model,
         )
         for folder in folders:
-            for why, count in left_out(folder).items():
+            found = line_images(folder)  # each .gt.txt read once: counted, then scored
+            for why, count in left_out(found).items():
                 typer.echo(f"{folder}: left out {count} line images {why}", err=True)
+            pairs = transcribed(found)
             # A bar only on a terminal (disable=None) unless asked: piped reports stay clean.
             disable = None if progress is None else not progress
-            with tqdm(total=len(load_pairs(folder)), unit="line", desc="eval", disable=disable,
+            with tqdm(total=len(pairs), unit="line", desc="eval", disable=disable,
                       file=sys.stderr) as bar:
                 # Hand the recognizer many lines at once so its width sorting keeps padding small.
                 report = evaluate_dir(
                     folder, recognizer_fn, fold=fold, batch_size=batch_size * 8, n_worst=worst,
-                    progress=bar,
+                    progress=bar, pairs=pairs,
                 )
             _print_report(report, fold)
             reports.append(report)

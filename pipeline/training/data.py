@@ -37,18 +37,6 @@ def folder_pairs(directory: str, held_out: float = 0.0) -> tuple[list[tuple[Path
             [p for i, p in enumerate(pairs, 1) if not i % every])
 
 
-def unreadable_lines(pairs: list[tuple[Path, str]]) -> list[str]:
-    """Each line image that cannot be read, with why. Checked before training starts: a broken
-    file found by a data worker mid-run would end hours of training."""
-    bad = []
-    for path, _ in pairs:
-        try:
-            read_gray(path)
-        except (OSError, ValueError) as exc:
-            bad.append(f"{path} ({exc.__class__.__name__})")
-    return bad
-
-
 def rehearsal_count(folder_lines: int, share: float) -> int:
     """Synthetic lines added to each epoch over `folder_lines` so they make `share` of it."""
     if not 0.0 <= share < 1.0:

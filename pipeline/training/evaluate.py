@@ -123,7 +123,12 @@ def load_pairs(directory: str | Path) -> list[tuple[Path, str]]:
     empty .gt.txt is a line not transcribed yet (`quire lines --no-draft`), and left out, as is
     an image without one (`left_out` counts both). A .gt.txt that is not UTF-8 is an error
     naming it."""
-    return [(img, text) for img, text in _line_images(directory) if text]
+    return transcribed(line_images(directory))
+
+
+def transcribed(found: list[tuple[Path, str | None]]) -> list[tuple[Path, str]]:
+    """The (image, ground truth) pairs of `line_images` that have a transcription."""
+    return [(img, text) for img, text in found if text]
 
 
 def line_folders(directory: str | Path) -> list[Path]:
@@ -140,10 +145,11 @@ def line_folders(directory: str | Path) -> list[Path]:
     return found
 
 
-def left_out(directory: str | Path) -> dict[str, int]:
-    """Line images `load_pairs` leaves out: without a .gt.txt, or with an empty one."""
+def left_out(found: list[tuple[Path, str | None]]) -> dict[str, int]:
+    """Line images of `line_images` that `load_pairs` leaves out: without a .gt.txt, or with an
+    empty one."""
     counts = {"without a .gt.txt": 0, "with an empty .gt.txt": 0}
-    for _, text in _line_images(directory):
+    for _, text in found:
         if text is None:
             counts["without a .gt.txt"] += 1
         elif not text:
@@ -151,7 +157,8 @@ def left_out(directory: str | Path) -> dict[str, int]:
     return {k: v for k, v in counts.items() if v}
 
 
-def _line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
+def line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
+    """Every line image in the folder, by name, with its ground truth: None without a .gt.txt."""
     root = Path(directory)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a directory")
@@ -190,7 +197,7 @@ def read_line_images(paths: Sequence[Path]) -> tuple[list[int], list[np.ndarray]
             kept.append(i)
         except FileNotFoundError:
             failed.append((path, "no such file"))
-        except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
+        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
             failed.append((path, f"not a readable image ({exc.__class__.__name__})"))
     return kept, images, failed
 
@@ -218,6 +225,7 @@ def evaluate_dir(
     batch_size: int = 32,
     n_worst: int = 10,
     progress: Any = None,
+    pairs: list[tuple[Path, str]] | None = None,
 ) -> EvalReport:
     """Run `recognizer_fn` over a folder of line images and score it.
 
@@ -226,7 +234,7 @@ def evaluate_dir(
     Images are read `batch_size` at a time (memory stays flat on big folders) and the time
     counted is the recognizer's alone; `progress` is a tqdm-like bar over lines, or None.
     """
-    pairs = load_pairs(directory)
+    pairs = load_pairs(directory) if pairs is None else pairs  # `pairs`: the folder's, read already
     if not pairs:
         raise FileNotFoundError(f"{directory}: no line images with .gt.txt ground truth")
     scored: list[tuple[Path, str]] = []

@@ -26,6 +26,20 @@ def keep_held_out(pairs: list[tuple[Path, str]], folder: Path) -> Path:
     return folder
 
 
+def check_line_images(pairs: list[tuple[Path, str]], chunk: int = 256) -> None:
+    """Read every line image once before the first step, naming those that cannot be read: a
+    broken file found by a data worker mid-run would end hours of training."""
+    from pipeline.errors import BadInputError
+    from pipeline.training.evaluate import read_line_images
+
+    broken = [f"{path}: {reason}" for start in range(0, len(pairs), chunk)
+              for path, reason in read_line_images([p for p, _ in pairs[start:start + chunk]])[2]]
+    if broken:
+        more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
+        raise BadInputError(f"{len(broken)} line images cannot be read: {', '.join(broken[:5])}{more}; "
+                            "replace or remove them (with their .gt.txt)")
+
+
 def characters_missing(tokenizer: Any, texts: list[str]) -> list[tuple[str, int]]:
     """Characters of `texts` the tokenizer can only write as its unknown token, with how many
     lines hold each, most lines first."""

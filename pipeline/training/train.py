@@ -25,7 +25,6 @@ import torch
 from pipeline import char_lm
 from pipeline.config import resolve_model_path
 from pipeline.decodings import DECODINGS
-from pipeline.errors import BadInputError
 from pipeline.model_input import (
     cuts_padding,
     encoder_channels,
@@ -37,12 +36,13 @@ from pipeline.model_input import (
 from pipeline.model_location import locate_model
 from pipeline.precision import PRECISIONS, use_bf16
 from pipeline.training.averaging import WeightAverage, snapshot
-from pipeline.training.data import batches, folder_pairs, rehearsal_count, unreadable_lines
+from pipeline.training.data import batches, folder_pairs, rehearsal_count
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 from pipeline.training.preflight import (  # CHECKPOINT: the resume state's folder in --out
     CHECKPOINT,
     HELD_OUT_DIR,
     characters_missing,
+    check_line_images,
     check_output_folder,
     keep_held_out,
 )
@@ -436,11 +436,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     max_length = int(getattr(model.generation_config, "max_length", None) or 128)
     # A line folder is listed once: the lines to train on and those held out to measure on.
     train_lines, held_lines = folder_pairs(cfg.data, held_out_share(cfg)) if cfg.data != "synthetic" else ([], [])
-    broken = unreadable_lines(train_lines + held_lines)
-    if broken:
-        more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
-        raise BadInputError(f"{len(broken)} line images cannot be read: {', '.join(broken[:5])}{more}; "
-                            "replace or remove them (with their .gt.txt)")
+    check_line_images(train_lines + held_lines)
     rehearsed = rehearsal_count(len(train_lines), cfg.rehearse)  # 0 for synthetic data: no folder lines
     missing = characters_missing(processor.tokenizer, [t for _, t in train_lines + held_lines])
     if missing:
@@ -641,7 +637,9 @@ def print_progress_summary(history: list[dict[str, Any]]) -> None:
 class _StopFlag(threading.Event):
     """Set by SIGTERM/SIGINT; `restore` puts the handlers back as they were."""
 
-    previous: dict[int, Any]
+    def __init__(self) -> None:
+        super().__init__()
+        self.previous: dict[int, Any] = {}
 
     def restore(self) -> None:
         for sig, handler in self.previous.items():
@@ -651,7 +649,6 @@ class _StopFlag(threading.Event):
 def _stop_on_signals() -> _StopFlag:
     """SIGTERM/SIGINT end the run after the current step, with a checkpoint, so nothing is lost."""
     stop = _StopFlag()
-    stop.previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             stop.previous[sig] = signal.signal(sig, lambda *_: stop.set())

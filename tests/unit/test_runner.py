@@ -8,7 +8,8 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.exporters import parse_formats
-from pipeline.runner import LocalRunner, collect_inputs, output_names
+from pipeline.inputs import collect_inputs
+from pipeline.runner import LocalRunner, output_names
 from pipeline.types import LineText
 from tests.model_fixtures import LETTER_LINES, make_letter_page
 from tests.pagegen import make_pdf
