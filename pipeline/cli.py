@@ -106,7 +106,7 @@ def run(
         inputs = collect_inputs(paths)
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
-        _say_passed_over(other_files(paths))
+        _say_passed_over([p.name for p in other_files(paths)])
         runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
         bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
                    dynamic_ncols=True, file=sys.stderr)
@@ -209,11 +209,12 @@ def recognize(
     raise typer.Exit(1 if failed else 0)
 
 
-def _say_passed_over(files: list[Path]) -> None:
-    """One line for the files of the folders given that are not read (notes, spreadsheets...)."""
-    if files:
-        shown = ", ".join(p.name for p in files[:3]) + (", ..." if len(files) > 3 else "")
-        typer.echo(f"quire: {len(files)} files passed over, not PDFs or images by their suffix: {shown}",
+def _say_passed_over(names: list[str], what: str = "files") -> None:
+    """One line for the files of the folders given (or objects under the prefixes given) that
+    are not read: notes, spreadsheets..."""
+    if names:
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        typer.echo(f"quire: {len(names)} {what} passed over, not PDFs or images by their suffix: {shown}",
                    err=True)
 
 

@@ -70,6 +70,16 @@ def _sources(specs: list[str]) -> Iterator[Any]:
     return iter_sources(specs, get_settings().s3_endpoint_url)
 
 
+def _other_objects(specs: list[str]) -> list[str]:
+    """The names of the objects under the s3:// prefixes given that are not documents."""
+    from pipeline.config import get_settings
+    from pipeline.submit import other_objects
+
+    endpoint = get_settings().s3_endpoint_url
+    return [key.rsplit("/", 1)[-1] for spec in specs if spec.startswith("s3://")
+            for key in other_objects(spec, endpoint)]
+
+
 def _count(specs: list[str]) -> int:
     """A counting pass (no list kept) so the bar knows the whole job's size."""
     return sum(1 for _ in _sources(specs))
@@ -109,7 +119,8 @@ def submit(
     from pipeline.cli import _say_passed_over
     from pipeline.inputs import other_files
 
-    _say_passed_over(other_files(Path(spec) for spec in inputs if not spec.startswith("s3://")))
+    _say_passed_over([p.name for p in other_files(Path(s) for s in inputs if not s.startswith("s3://"))])
+    _say_passed_over(_other_objects(inputs), "objects")
     key = job_key or _default_key(inputs, options, None if api else owner)
     total = _count(inputs) if progress else None
     if api:

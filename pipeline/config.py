@@ -29,6 +29,9 @@ class RenderOptions(BaseModel):
     # A PDF page that is one scanned image is taken straight from the file (pipeline.pdf_scans),
     # resampled to `dpi` only if its own resolution differs; False renders every page with poppler.
     embedded_scans: bool = True
+    # Sideways and upside-down pages are turned upright (quarter turns, pipeline.orientation)
+    # before segmentation; exports and the stored page image are the upright page.
+    rotate_pages: bool = True
 
 
 class RecognizeOptions(BaseModel):

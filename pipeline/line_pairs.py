@@ -22,8 +22,9 @@ from pipeline.config import RenderOptions
 from pipeline.errors import BadInputError
 from pipeline.ground_truth import TranscribedPage
 from pipeline.inputs import visible_files
+from pipeline.orientation import segmented
 from pipeline.render import DOCUMENT_SUFFIXES, render_page, render_pages
-from pipeline.segment import segment_page, to_gray
+from pipeline.segment import to_gray
 from pipeline.types import LineText
 
 TRANSCRIPTION_SUFFIXES = {".xml", ".zip"}  # .zip: PAGE files, one per page (`--format page`)
@@ -54,7 +55,7 @@ def document_lines(path: Path, stem: str, options: RenderOptions,
                    page_done: Callable[[], object] = lambda: None) -> Iterator[LinePair]:
     """Every line Quire's segmenter finds in a document, page by page, in reading order."""
     for page in render_pages(path, options):
-        seg = segment_page(page.image, dpi=page.dpi)
+        _, seg, _ = segmented(page, rotate=options.rotate_pages)
         for line, crop in zip(seg.lines, seg.crops):
             yield LinePair(f"{stem}_p{page.number:04d}_l{line.order + 1:03d}", crop, None)
         page_done()

@@ -20,12 +20,12 @@ from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.exporters import Exporter
 from pipeline.model_input import PREPARATION_VERSION
+from pipeline.orientation import segmented
 from pipeline.render import render_pages
-from pipeline.segment import segment_page
 from pipeline.types import LineText
 
 # Bump when segmentation changes what it finds: results made by another version are redone.
-SEGMENTER_VERSION = "1"
+SEGMENTER_VERSION = "2"  # 2: sideways and upside-down pages are turned upright
 
 
 def file_sha256(path: Path) -> str:
@@ -78,7 +78,7 @@ def model_decoding(model: str, decode: str) -> str:
 
 def profile_key(*, model: str, dpi: int, beam: int, decode: str = "auto",
                 retry_below: float = RETRY_BELOW, language_model: bool = True,
-                embedded_scans: bool = True) -> str:
+                embedded_scans: bool = True, rotate_pages: bool = True) -> str:
     """A short hash of everything that changes the result; the same file under it is not redone."""
     fields = {"model": model_version(model), "dpi": dpi, "beam": beam, "seg": SEGMENTER_VERSION,
               "prep": PREPARATION_VERSION, "decode": model_decoding(model, decode),
@@ -86,6 +86,8 @@ def profile_key(*, model: str, dpi: int, beam: int, decode: str = "auto",
               "lm": language_model_version(model) if language_model else "off"}
     if not embedded_scans:
         fields["scans"] = "rendered"  # (only then: the profiles of earlier results stay as they were)
+    if not rotate_pages:
+        fields["turns"] = "off"
     spec = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(spec.encode()).hexdigest()[:12]
 
@@ -105,6 +107,7 @@ class JobOptions:
     retry_below: float = RETRY_BELOW
     language_model: bool = True
     embedded_scans: bool = True  # QUIRE_RENDER__EMBEDDED_SCANS: scanned PDF pages taken from the file
+    rotate_pages: bool = True  # QUIRE_RENDER__ROTATE_PAGES: pages turned upright before segmentation
 
     @classmethod
     def from_settings(cls, settings: Settings, *, model: str | None = None,
@@ -113,7 +116,8 @@ class JobOptions:
         return cls(model or settings.model, dpi or settings.render.dpi,
                    beam or settings.recognize.beam, tuple(formats or ("text", "json")),
                    settings.recognize.decode, settings.recognize.retry_below,
-                   settings.recognize.language_model, settings.render.embedded_scans)
+                   settings.recognize.language_model, settings.render.embedded_scans,
+                   settings.render.rotate_pages)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> JobOptions:
@@ -121,7 +125,7 @@ class JobOptions:
         return cls(values["model"], values["dpi"], values["beam"],
                    tuple(values.get("formats") or ("text", "json")), values.get("decode", "auto"),
                    values.get("retry_below", RETRY_BELOW), values.get("language_model", True),
-                   values.get("embedded_scans", True))
+                   values.get("embedded_scans", True), values.get("rotate_pages", True))
 
     def as_dict(self) -> dict[str, Any]:
         values = {"model": self.model, "dpi": self.dpi, "beam": self.beam,
@@ -129,13 +133,15 @@ class JobOptions:
                   "retry_below": self.retry_below, "language_model": self.language_model}
         if not self.embedded_scans:  # only then, so the keys of jobs begun before stay the same
             values["embedded_scans"] = False
+        if not self.rotate_pages:
+            values["rotate_pages"] = False
         return values
 
     @property
     def profile(self) -> str:
         return profile_key(model=self.model, dpi=self.dpi, beam=self.beam, decode=self.decode,
                            retry_below=self.retry_below, language_model=self.language_model,
-                           embedded_scans=self.embedded_scans)
+                           embedded_scans=self.embedded_scans, rotate_pages=self.rotate_pages)
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ def ingest_pages(
 ) -> Iterator[IngestedPage]:
     """Render, segment and save each page; rows and keys are deterministic, so a rerun overwrites."""
     for page in render_pages(source, options):
-        seg = segment_page(page.image, dpi=page.dpi)
+        page, seg, rotation = segmented(page, rotate=options.rotate_pages)
         image_key = storage.page_key(doc.sha256, doc.profile, page.number)
         store.put_bytes(image_key, encode_png(page.image), content_type="image/png")
         crop_keys: list[str | None] = [None] * len(seg.lines)
@@ -190,7 +196,7 @@ def ingest_pages(
         with session_scope(engine) as s:
             row = repo.save_page(
                 s, doc.id, number=page.number, image_key=image_key, width=page.width,
-                height=page.height, dpi=page.dpi, angle=seg.angle,
+                height=page.height, dpi=page.dpi, angle=seg.angle, rotation=rotation,
             )
             lines = repo.save_lines(
                 s, row.id, [(lb.order, lb.bbox, key) for lb, key in zip(seg.lines, crop_keys)]

@@ -15,6 +15,7 @@ import numpy as np
 from pipeline import storage
 from pipeline.config import Settings
 from pipeline.db import repo
+from pipeline.db.models import DocumentStatus
 from pipeline.db.session import make_engine, session_scope, upgrade
 from pipeline.errors import BadInputError, QuireError
 from pipeline.exporters import Exporter
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # Pages ingested ahead of recognition: enough to keep the model fed, few enough to bound memory.
 INGEST_AHEAD_PAGES = 4
+STOPPED = "quire run was stopped (Ctrl-C) before this document was finished"
 
 
 @dataclass
@@ -167,11 +169,24 @@ class LocalRunner:
             daemon=True
         )
         producer.start()
-        self._consume(events, progress)
+        try:
+            self._consume(events, progress)
+        except KeyboardInterrupt:
+            self._stopped(job_id)
+            raise
         producer.join()
         with session_scope(self.engine) as s:
             repo.update_job_counts(s, job_id)
         return RunSummary(outcomes, time.perf_counter() - started, job_id)
+
+    def _stopped(self, job_id: str) -> None:
+        """Ctrl-C: the job's unfinished documents fail with the reason, so the job ends (partial
+        or failed) instead of staying queued for ever; the same command reads them again."""
+        with session_scope(self.engine) as s:
+            for doc in repo.job_documents(s, job_id):
+                if doc.status not in (DocumentStatus.DONE, DocumentStatus.FAILED):
+                    repo.fail_document(s, doc.id, STOPPED)
+            repo.update_job_counts(s, job_id)
 
     def _consume(self, events: queue.Queue, progress) -> None:
         """Recognition side: take ingested pages, batch their lines, finish documents."""

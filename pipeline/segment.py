@@ -127,20 +127,23 @@ def _to_page(box: tuple[int, int, int, int], inverse: np.ndarray, w: int, h: int
     )
 
 
-def segment_page(image: np.ndarray, *, dpi: int = 300, pad: int | None = None) -> Segmentation:
+def segment_page(image: np.ndarray, *, dpi: int = 300, pad: int | None = None,
+                 ink: np.ndarray | None = None) -> Segmentation:
     """Find the text lines of one page image in reading order.
 
     `angle` in the result is the counterclockwise rotation (degrees) that straightened the
     page: a page whose text rises to the right by 3 degrees gives -3.0. Line boxes are in
     the original page's coordinates (the axis-aligned box of the line's rotated rectangle);
     crops are grayscale, cut from the straightened page with `pad` pixels around the ink
-    (default: 15% of the line height above and below, 50% left and right).
+    (default: 15% of the line height above and below, 50% left and right). `ink` is the page's
+    ink mask (`binarize`) where the caller has made it already.
     """
     gray = to_gray(image)
     h, w = gray.shape
     if h < 8 or w < 8:
         return Segmentation(angle=0.0, lines=(), crops=())
-    ink = binarize(gray, dpi)
+    if ink is None:
+        ink = binarize(gray, dpi)
     skew = estimate_skew(ink, dpi)
     if abs(skew) >= _MIN_ROTATION:
         matrix, size = _rotation((h, w), -skew)

@@ -59,7 +59,8 @@ def _walk(folder: Path) -> Iterator[Source]:
     with os.scandir(folder) as it:
         entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     for entry in entries:
-        if entry.is_dir():
+        # Links to folders are not followed (a link back up would loop), as `quire run` walks.
+        if entry.is_dir(follow_symlinks=False):
             yield from _walk(Path(entry.path))
         elif Path(entry.name).suffix.lower() in DOCUMENT_SUFFIXES:
             yield _local_source(Path(entry.path))
@@ -73,11 +74,23 @@ def _local_source(path: Path) -> Source:
 
 def iter_s3(uri: str, endpoint_url: str | None = None) -> Iterator[Source]:
     """Objects under s3://bucket/prefix with a document suffix, page by page from the listing."""
-    parsed = urlparse(uri)
-    store = storage.S3Store(parsed.netloc, endpoint_url=endpoint_url)
-    for info in store.list(parsed.path.lstrip("/")):
+    store, prefix = _bucket(uri, endpoint_url)
+    for info in store.list(prefix):
         if Path(info.key).suffix.lower() in DOCUMENT_SUFFIXES:
             yield s3_source(store, info)
+
+
+def other_objects(uri: str, endpoint_url: str | None = None) -> Iterator[str]:
+    """Keys under s3://bucket/prefix that `iter_s3` passes over (not a document by their suffix)."""
+    store, prefix = _bucket(uri, endpoint_url)
+    for info in store.list(prefix):
+        if Path(info.key).suffix.lower() not in DOCUMENT_SUFFIXES:
+            yield info.key
+
+
+def _bucket(uri: str, endpoint_url: str | None) -> tuple[storage.S3Store, str]:
+    parsed = urlparse(uri)
+    return storage.S3Store(parsed.netloc, endpoint_url=endpoint_url), parsed.path.lstrip("/")
 
 
 def s3_source(store: storage.S3Store, info: storage.ObjectInfo) -> Source:

@@ -91,7 +91,8 @@ class LineResult:
 
 @dataclass(frozen=True)
 class PageResult:
-    """A finished page: size, resolution, deskew angle and its lines in reading order."""
+    """A finished page as it was read (upright): size, resolution, turn, deskew angle and its
+    lines in reading order."""
 
     number: int
     width: int
@@ -100,6 +101,7 @@ class PageResult:
     angle: float
     lines: tuple[LineResult, ...]
     image_key: str = ""  # the page image in the object store (searchable PDF, viewer)
+    rotation: int = 0  # clockwise quarter turn that set the rendered page upright
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,8 @@ def ingest_document(document_id: str, job_id: str) -> None:
     # The worker's own render settings (pixel limit, chunk size), the job's dpi and scan choice.
     render = settings.render.model_copy(update={
         "dpi": options.get("dpi", settings.render.dpi),
-        "embedded_scans": options.get("embedded_scans", True)})  # as the job's profile says
+        "embedded_scans": options.get("embedded_scans", True),  # as the job's profile says
+        "rotate_pages": options.get("rotate_pages", True)})
     batcher = WidthBatcher(settings.queue.batch_lines())
     pages = lines = 0
     log.info("ingest job=%s doc=%s name=%s", job_id, document_id, name)

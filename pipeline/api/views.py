@@ -74,6 +74,7 @@ def document_view(s: Session, doc: Document, name: str | None = None) -> dict[st
         **document_summary(doc, name=name), "profile": doc.profile, "source_uri": doc.source_uri,
         "size_bytes": doc.size_bytes, "created_at": _iso(doc.created_at),
         "pages": [{"number": p.number, "width": p.width, "height": p.height, "dpi": p.dpi,
-                   "angle": p.angle, "status": p.status, "lines": by_page[p.id]} for p in pages],
+                   "rotation": p.rotation, "angle": p.angle, "status": p.status,
+                   "lines": by_page[p.id]} for p in pages],
         "page_count": doc.page_count,
     }

@@ -173,7 +173,7 @@ class JobDocument(Base):
 
 
 class Page(Base):
-    """A rendered page: its image in the store, size, resolution and deskew angle."""
+    """A rendered page: its image in the store, size, resolution, quarter turn and deskew angle."""
 
     __tablename__ = "pages"
     # UNIQUE(document_id, number) also serves as the index on the foreign key.
@@ -190,6 +190,9 @@ class Page(Base):
     height: Mapped[int] = mapped_column(Integer)
     dpi: Mapped[int] = mapped_column(Integer)
     angle: Mapped[float] = mapped_column(Float, default=0.0)
+    # Clockwise quarter turn (0, 90, 180, 270) that set the rendered page upright: the stored
+    # image, the size and the boxes are the upright page's; a PDF export turns its page as much.
+    rotation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(16), default=PageStatus.PENDING.value, index=True)
     lines_total: Mapped[int] = mapped_column(Integer, default=0)
     lines_done: Mapped[int] = mapped_column(Integer, default=0)

@@ -140,11 +140,11 @@ def start_document(s: Session, document_id: str) -> None:
 
 def save_page(
     s: Session, document_id: str, *, number: int, image_key: str, width: int, height: int,
-    dpi: int, angle: float,
+    dpi: int, angle: float, rotation: int = 0,
 ) -> Page:
     """Insert or update page `number` of a document."""
     fields = {"image_key": image_key, "width": width, "height": height, "dpi": dpi,
-              "angle": float(angle)}
+              "angle": float(angle), "rotation": int(rotation)}
     s.execute(_insert(s, Page).values(
         document_id=document_id, number=number, status=PageStatus.PENDING.value,
         lines_total=0, lines_done=0, **fields,
@@ -351,7 +351,7 @@ def load_document_result(s: Session, document_id: str) -> DocumentResult:
         name=doc.name, sha256=doc.sha256,
         model=models.most_common(1)[0][0] if models else "",
         pages=tuple(PageResult(number=p.number, width=p.width, height=p.height, dpi=p.dpi,
-                               angle=p.angle, lines=tuple(by_page[p.id]),
+                               angle=p.angle, rotation=p.rotation, lines=tuple(by_page[p.id]),
                                image_key=p.image_key) for p in pages),
         id=doc.id, created_at=doc.created_at, updated_at=doc.updated_at,
     )

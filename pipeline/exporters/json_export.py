@@ -19,6 +19,7 @@ def to_dict(doc: DocumentResult) -> dict:
                 "width": page.width,
                 "height": page.height,
                 "dpi": page.dpi,
+                "rotation": page.rotation,
                 "deskew_angle": round(page.angle, 3),
                 "lines": [
                     {

@@ -262,16 +262,20 @@ def _source_pdf(doc: DocumentResult, load: ImageLoader) -> pikepdf.Pdf | None:
 
 
 def _layer_onto(pdf: pikepdf.Pdf, doc: DocumentResult) -> bytes:
-    """The source PDF with each page's text layer added over its own content. Pages with fonts
-    of their own (born-digital text, or an earlier OCR layer) keep their text and get none."""
+    """The source PDF with each page's text layer added over its own content, each page turned
+    as it was to be read. Pages with fonts of their own (born-digital text, or an earlier OCR
+    layer) keep their text and get none."""
     fonts = _Fonts(pdf)
     layered = []
     for pdf_page, page in zip(pdf.pages, sorted(doc.pages, key=lambda p: p.number)):
+        rotate = int(inherited(pdf_page.obj, "/Rotate") or 0) % 360
+        if page.rotation:  # shown as it was read: the turn that set the rendered page upright
+            rotate = (rotate - rotate % 90 + page.rotation) % 360
+            pdf_page.obj.Rotate = rotate
         resources = inherited(pdf_page.obj, "/Resources")
         if resources is not None and len(resources.get("/Font", {})) > 0:
             continue
         x0, y0, width, height = page_box(pdf_page)
-        rotate = int(inherited(pdf_page.obj, "/Rotate") or 0) % 360
         frame = _Frame.covering(page, (x0, y0, x0 + width, y0 + height), rotate - rotate % 90)
         # The page's own drawing is wrapped in q ... Q so its graphics state cannot move the layer.
         pdf_page.contents_add(b"q\n", prepend=True)

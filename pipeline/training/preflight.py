@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 CHECKPOINT = "checkpoint"  # the folder in --out that holds the resume state
 
 HELD_OUT_DIR = "held-out"  # in the output folder: the lines a fine-tune measures and never trains on
+BEST_DIR = "best"  # in the output folder: the model as it was at its best validation
 
 
 def keep_held_out(pairs: list[tuple[Path, str]], folder: Path) -> Path:
@@ -61,7 +62,7 @@ def check_output_folder(cfg: TrainConfig) -> None:
     state = out / CHECKPOINT / "state.pt"
     if not state.exists():
         # (What a run writes before its first save, held-out copies and a save cut short, is its own.)
-        own = {HELD_OUT_DIR, ".saving"}
+        own = {HELD_OUT_DIR, ".saving", BEST_DIR, ".best-saving"}
         if (out.is_dir() and not (out / CHECKPOINT).is_dir()
                 and any(p.name not in own for p in out.iterdir())):
             raise ValueError(f"--out {out} holds other files and no training run: give a new or "

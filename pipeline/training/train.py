@@ -39,6 +39,7 @@ from pipeline.training.averaging import WeightAverage, snapshot
 from pipeline.training.data import batches, folder_pairs, rehearsal_count
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 from pipeline.training.preflight import (  # CHECKPOINT: the resume state's folder in --out
+    BEST_DIR,
     CHECKPOINT,
     HELD_OUT_DIR,
     characters_missing,
@@ -257,6 +258,43 @@ def save(
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f, dest)  # atomic per file: a kill mid-save never leaves a torn file
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def judged_cer(scores: dict[str, Any]) -> float | None:
+    """The CER a validation is judged by: the decoder's mean over the real lines (held out of
+    the folder, or --val-dir's), else over the synthetic ones."""
+    real = [v for k, v in scores.items() if k.startswith("cer_") and k != "cer_synthetic"]
+    chosen = real or ([scores["cer_synthetic"]] if "cer_synthetic" in scores else [])
+    return sum(chosen) / len(chosen) if chosen else None
+
+
+def best_so_far(history: list[dict[str, Any]]) -> float | None:
+    """The best judged CER of a run's own validations (not the base model's, at step 0)."""
+    judged = [judged_cer(h) for h in history if h.get("step", 0) > 0]
+    return min((j for j in judged if j is not None), default=None)
+
+
+def save_best(model: Any, processor: Any, cfg: TrainConfig, step: int, score: float) -> Path:
+    """Write the model as it is now to OUT/best, a model folder of its own (config, weights,
+    processor, language model), replacing the one there; `best.json` says which step it is."""
+    out = Path(cfg.out_dir)
+    tmp, best = out / ".best-saving", out / BEST_DIR
+    shutil.rmtree(tmp, ignore_errors=True)
+    copy.deepcopy(model).to(torch.bfloat16).save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    language_model = out / char_lm.FILE_NAME
+    if not language_model.is_file():
+        language_model = source_language_model(cfg) or language_model
+    if language_model.is_file():
+        shutil.copyfile(language_model, tmp / char_lm.FILE_NAME)
+    (tmp / "best.json").write_text(json.dumps({"step": step, "judged_cer": round(score, 4)}) + "\n")
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in tmp.rglob("*"):
+        f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
+    shutil.rmtree(best, ignore_errors=True)
+    os.replace(tmp, best)
+    return best
 
 
 def source_language_model(cfg: TrainConfig) -> Path | None:
@@ -513,6 +551,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     stop = _stop_on_signals()
     last_save = time.monotonic()
     t0, lines0 = time.monotonic(), lines
+    best_cer = best_so_far(history)  # a resumed run's best is still the one to beat
+    best = (next(h["step"] for h in history if h.get("step", 0) > 0 and judged_cer(h) == best_cer),
+             best_cer) if best_cer is not None else None
     smooth: float | None = None  # the decoder's loss, comparable across models with and without CTC
     smooth_ctc: float | None = None
     scores: dict[str, float] = {}
@@ -586,6 +627,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 # Validation measures what is saved and shipped: the average where there is one.
                 with average.applied(model) if average is not None else contextlib.nullcontext():
                     scores = validate(model, processor, val_sets, channels, device, cfg.decoding)
+                    judged = judged_cer(scores)
+                    if judged is not None and (best is None or judged < best[1]):
+                        best = (step, judged)  # kept apart: later steps may read worse
+                        save_best(model, processor, cfg, step, judged)
                 history.append(
                     {
                         "step": step,
@@ -612,6 +657,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         stop.restore()
     bar.close()
     print_progress_summary(history)
+    if best is not None and history and history[-1]["step"] != best[0]:
+        print(f"the best validation was at step {best[0]} (CER {best[1]:.2%}): that model is in "
+              f"{Path(cfg.out_dir) / BEST_DIR}; {cfg.out_dir} holds the last step's", flush=True)
     if step < cfg.steps:
         print(f"stopped at step {step} of {cfg.steps}, saved: the same command goes on from there",
               flush=True)

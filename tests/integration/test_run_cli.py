@@ -94,6 +94,38 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
     assert len(db_rows(env, "SELECT id FROM lines")) == len(LETTER_LINES)  # read again, not added
 
 
+def test_a_sideways_scan_is_read_upright_and_its_searchable_pdf_shown_upright(tmp_path, letter, env,
+                                                                               monkeypatch):
+    import subprocess
+
+    import pikepdf
+
+    from pipeline.orientation import turn
+
+    # The letter scanned on its side (landscape, its text running up the page).
+    sideways = make_pdf([turn(make_letter_page(DPI), 270)], tmp_path / "sideways.pdf", dpi=DPI)
+    out = tmp_path / "out"
+    result = quire("run", str(sideways), "--out", str(out), "--format", "text,json,pdf", "--no-progress")
+    assert result.exit_code == 0, result.output
+
+    assert (out / "sideways.txt").read_text() == "\n".join(LETTER_LINES) + "\n"
+    [page] = json.loads((out / "sideways.json").read_text())["pages"]
+    assert page["rotation"] == 90 and (page["width"], page["height"]) == (int(8.5 * DPI), 11 * DPI)
+    assert db_rows(env, "SELECT rotation, width FROM pages") == [(90, int(8.5 * DPI))]
+    with pikepdf.open(out / "sideways.ocr.pdf") as pdf:
+        assert int(pdf.pages[0].obj.Rotate) == 90  # the source page, shown upright
+    shown = subprocess.run(["pdftotext", "-layout", str(out / "sideways.ocr.pdf"), "-"], check=True,
+                           capture_output=True, text=True).stdout
+    assert [line.strip() for line in shown.splitlines() if line.strip()] == list(LETTER_LINES)
+
+    # Turned off, the page is read as it came: on its side, where no line of the letter is found.
+    monkeypatch.setenv("QUIRE_RENDER__ROTATE_PAGES", "false")
+    kept = quire("run", str(sideways), "--out", str(tmp_path / "kept"), "--no-progress")
+    assert kept.exit_code == 0, kept.output
+    assert (tmp_path / "kept" / "sideways.txt").read_text() != (out / "sideways.txt").read_text()
+    assert sorted(db_rows(env, "SELECT rotation FROM pages")) == [(0,), (90,)]
+
+
 def test_bad_files_fail_alone_with_reasons_and_exit_1(tmp_path, letter, env):
     pdf, _ = letter
     empty = tmp_path / "empty.pdf"

@@ -97,6 +97,26 @@ def test_submission_is_resumable_and_skips_what_it_took_in(env, tmp_path):
     assert [t for t, *_ in sent] == [INGEST] * 3 and len({d for _, d, _ in sent}) == 3
 
 
+def test_folders_linked_in_are_not_walked_and_a_prefix_names_what_it_passes_over(
+        tmp_path, s3_server, s3_bucket):
+    import boto3
+
+    from pipeline.submit import iter_s3, other_objects
+
+    folder = tmp_path / "in"
+    (folder / "box").mkdir(parents=True)
+    (folder / "box" / "a.pdf").write_bytes(b"%PDF-1.4")
+    (folder / "box" / "loop").symlink_to(folder, target_is_directory=True)  # a link back up
+    assert [s.name for s in iter_local([folder])] == ["a.pdf"]  # once, as quire run finds it
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    for key in ("inbox/a.pdf", "inbox/notes.txt", "inbox/b/scan.TIF", "inbox/list.xlsx", "out/c.pdf"):
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=b"x")
+    uri = f"s3://{s3_bucket}/inbox/"
+    assert [s.name for s in iter_s3(uri, s3_server)] == ["a.pdf", "scan.TIF"]
+    assert sorted(other_objects(uri, s3_server)) == ["inbox/list.xlsx", "inbox/notes.txt"]
+
+
 def test_crash_between_commit_and_send_is_resent(env, tmp_path):
     engine, store, submitter, sent = env
     pdf = tmp_path / "x.pdf"

@@ -149,12 +149,25 @@ def test_a_fine_tuned_model_keeps_its_language_model_and_rescore_and_measures_he
     reader = Recognizer(str(out), device="cpu")
     assert reader.decode == "rescore" and reader.fusion is not None
 
+    def best_step(validations) -> int:  # the first of the lowest held-out CERs, base model aside
+        tuned = [h for h in validations if h["step"] > 0]
+        return min(tuned, key=lambda h: h["cer_held_out"])["step"]
+
+    # The model at its best validation is kept apart, a model folder of its own.
+    assert json.loads((out / "best" / "best.json").read_text())["step"] == best_step(history)
+    best_reader = Recognizer(str(out / "best"), device="cpu")
+    assert best_reader.decode == "rescore" and best_reader.fusion is not None
+
     # A language model the user built for the tuned model is theirs: a resume leaves it be.
     own = char_lm.build(["Anno Domini"] * 3, 3)
     own.save(out / char_lm.FILE_NAME)
     again = CliRunner().invoke(app, args(3))
     assert again.exit_code == 0, again.output
     assert char_lm.load(out / char_lm.FILE_NAME).order == 3
+    # The resumed run had to beat the first run's best, not start the count again.
+    history = json.loads((out / "checkpoint" / "history.json").read_text())
+    assert [h["step"] for h in history] == [0, 2, 4, 6]
+    assert json.loads((out / "best" / "best.json").read_text())["step"] == best_step(history)
 
 
 def test_quire_train_rehearses_a_quarter_by_default_counted_in_its_epochs(tmp_path: Path) -> None:

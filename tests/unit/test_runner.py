@@ -53,9 +53,35 @@ def test_a_bug_in_ingest_stops_the_run_with_its_error(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("segmenter bug")
 
-    monkeypatch.setattr("pipeline.process.segment_page", broken)
+    monkeypatch.setattr("pipeline.process.segmented", broken)
     with pytest.raises(RuntimeError, match="segmenter bug"):
         runner(tmp_path).run([pdf])
+
+
+def test_a_stopped_run_ends_its_job_and_the_next_run_reads_what_was_left(tmp_path):
+    from sqlalchemy import select
+
+    from pipeline.db.models import Document, Job
+    from pipeline.db.session import make_engine, session_scope
+
+    pdfs = [make_pdf([make_letter_page(DPI)] * n, tmp_path / f"doc{n}.pdf", dpi=DPI) for n in (1, 2)]
+
+    class Interrupted(CountingRecognizer):
+        def recognize(self, crops):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        runner(tmp_path, Interrupted()).run(pdfs)
+    engine = make_engine(f"sqlite:///{tmp_path / 'q.sqlite'}")
+    with session_scope(engine) as s:
+        [job] = s.scalars(select(Job)).all()
+        docs = s.scalars(select(Document)).all()
+        assert job.status == "failed" and job.finished_at is not None  # not queued for ever
+        assert docs and {d.status for d in docs} == {"failed"}
+        assert all("stopped (Ctrl-C)" in d.error for d in docs)
+
+    summary = runner(tmp_path).run(pdfs)  # the same command again
+    assert summary.count("done") == 2 and (tmp_path / "out" / "doc2.txt").is_file()
 
 
 def test_inputs_and_output_names(tmp_path):

@@ -1,0 +1,141 @@
+"""How often `segment_upright` finds the quarter turn that sets a page upright, and what it costs.
+
+Usage: python bench/bench_orientation.py [--dev ../shared/data/dev] [--pages 3] [--trials 3000]
+
+1. Pages: generated pages (tests/pagegen: one column, two columns, a picture; plain and scanned),
+   the dev PDFs' pages and the sample letter, and pages stacked from synthetic printed, receipt
+   and hand lines; each is turned 0, 90, 180 and 270 degrees and the turn found is printed with
+   its evidence (parts voting along / across, lines voting upright / upside down) and the
+   seconds `segment_upright` took (segmentation included), then its time on the upright page
+   against `segment_page` alone. A wrong turn is marked '!'; a page whose half turn was missed
+   is left no worse than it came.
+2. Lines: each line of the dev line folders and of 600 synthetic lines per kind votes (upright,
+   upside down, or neither); pages of 5-30 lines drawn from them at random show how often an
+   upright page would be turned over (false) and an upside-down one found (found).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import pagegen
+
+from bench.bench_trim import synthetic_samples
+from pipeline.config import RenderOptions
+from pipeline.orientation import MIN_VOTES, line_vote, segment_upright, turn
+from pipeline.render import render_pages
+from pipeline.segment import segment_page, to_gray
+from pipeline.training.evaluate import load_pairs, read_gray
+from pipeline.training.train import VAL_SEED
+
+ORIENT_SEED = VAL_SEED + 10  # bench_hand_gap draws + 9
+KINDS = ("printed", "receipt", "handwritten")
+
+
+def stacked_page(kind: str, seed: int, lines: int = 18) -> np.ndarray:
+    """Synthetic lines of one kind set one under another at 1.5 line spacing on white."""
+    samples = synthetic_samples(lines, 64, 1024, seed=seed, mix={kind: 1.0})
+    height = sum(s.image.shape[0] for s in samples) * 3 // 2 + 200
+    width = max(s.image.shape[1] for s in samples) + 200
+    page = np.full((height, width), 255, np.uint8)
+    y = 100
+    for s in samples:
+        h, w = s.image.shape
+        page[y:y + h, 100:100 + w] = np.minimum(page[y:y + h, 100:100 + w], s.image)
+        y += h * 3 // 2
+    return page
+
+
+def test_pages(dev: Path, stacks: int) -> list[tuple[str, np.ndarray, int]]:
+    pages = []
+    for kind in pagegen.KINDS:
+        for seed in range(2):
+            page = pagegen.make_page(kind, seed=seed, scan=seed == 1, angle=2.0 * seed)
+            pages.append((f"generated {kind} {'scan' if seed else 'clean'}", to_gray(page.image), 300))
+    pdfs = sorted((dev / "pdfs").glob("*.pdf")) if (dev / "pdfs").is_dir() else []
+    for pdf in [*pdfs, ROOT / "samples" / "sample-letter.pdf"]:
+        for page in render_pages(pdf, RenderOptions(dpi=300)):
+            pages.append((f"{pdf.stem[:24]} p{page.number}", to_gray(page.image), page.dpi))
+    for kind in KINDS:
+        for i in range(stacks):
+            pages.append((f"stacked {kind} {i + 1}", stacked_page(kind, ORIENT_SEED + i), 300))
+    return pages
+
+
+def line_sets(dev: Path) -> dict[str, list[np.ndarray]]:
+    sets = {}
+    for folder in ("printed", "receipts", "handwritten"):
+        pairs = load_pairs(dev / folder) if (dev / folder).is_dir() else []
+        if pairs:
+            sets[f"dev {folder}"] = [read_gray(path) for path, _ in pairs]
+    for kind in KINDS:
+        samples = synthetic_samples(600, 48, 1024, seed=ORIENT_SEED + 100, mix={kind: 1.0})
+        sets[f"synthetic {kind}"] = [s.image for s in samples]
+    return sets
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dev", type=Path, default=Path("../shared/data/dev"))
+    p.add_argument("--pages", type=int, default=3, help="stacked synthetic pages per kind")
+    p.add_argument("--trials", type=int, default=3000, help="random pages per size in part 2")
+    args = p.parse_args()
+
+    print("1. pages turned t degrees: t -> turn found (parts along/across, lines up/down) seconds")
+    right = total = wrong = 0
+    seconds: list[float] = []
+    plain: list[float] = []
+    for name, gray, dpi in test_pages(args.dev, args.pages):
+        cells = []
+        for t in (0, 90, 180, 270):
+            started = time.perf_counter()
+            found = segment_upright(turn(gray, -t), dpi=dpi).orientation
+            seconds.append(time.perf_counter() - started)
+            total += 1
+            right += found.rotation == t
+            # A missed half turn leaves the page no worse than it came; any other miss is a
+            # wrong turn (an upright page turned, or a page turned the wrong way).
+            missed_flip = t >= 180 and found.rotation == t - 180
+            wrong += found.rotation != t and not missed_flip
+            mark = "" if found.rotation == t else " (not turned over)" if missed_flip else " !"
+            cells.append(f"{t:3d}->{found.rotation:3d}{mark} ({found.along}/{found.across}, "
+                         f"{found.upright}/{found.upside_down}) {seconds[-1]:.2f}s")
+        started = time.perf_counter()
+        segment_page(gray, dpi=dpi)
+        plain.append(time.perf_counter() - started)
+        print(f"  {name:30s} " + " | ".join(cells), flush=True)
+    upright = np.array(seconds[0::4])
+    print(f"  {right}/{total} turns found, {wrong} wrong turns; segment_upright took a median "
+          f"{np.median(seconds):.3f}s per page (segmentation included); on the upright pages "
+          f"{np.median(upright):.3f}s against {np.median(plain):.3f}s for segment_page alone "
+          f"(median ratio {np.median(upright / np.array(plain)):.2f})\n")
+
+    print(f"2. line votes, and pages of n random lines (turned over when >= {MIN_VOTES} lines vote "
+          "upside down and twice the upright ones)")
+    rng = np.random.default_rng(ORIENT_SEED)
+    for name, lines in line_sets(args.dev).items():
+        votes = np.array([line_vote(line) for line in lines])
+        cells = []
+        for n in (5, 8, 15, 30):
+            false = found = 0
+            for _ in range(args.trials):
+                pick = votes[rng.integers(0, len(votes), n)]
+                up, down = int(np.sum(pick == 1)), int(np.sum(pick == -1))
+                false += down >= MIN_VOTES and down >= 2 * up
+                found += up >= MIN_VOTES and up >= 2 * down  # the same page upside down
+            cells.append(f"n={n}: false {false / args.trials:.3f} found {found / args.trials:.2f}")
+        print(f"  {name:22s} {len(votes):4d} lines: upright {np.mean(votes == 1):.2f}, "
+              f"upside down {np.mean(votes == -1):.2f} | " + "  ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()

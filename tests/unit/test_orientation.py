@@ -1,0 +1,91 @@
+"""Sideways and upside-down pages are found and turned upright before segmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from pipeline.orientation import line_vote, segment_upright, segmented, turn
+from pipeline.segment import segment_page, to_gray
+from pipeline.types import PageImage
+from tests.pagegen import make_page
+from tests.unit.test_segment import match
+
+
+@pytest.fixture(scope="module")
+def page():
+    return make_page("two_columns", seed=3, scan=True)
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_a_turned_page_is_set_upright_and_its_lines_found(page, rotation):
+    gray = to_gray(page.image)
+    upright = segment_upright(turn(gray, -rotation), dpi=300)  # needs `rotation` clockwise
+
+    assert upright.orientation.rotation == rotation
+    assert np.array_equal(upright.image, gray)  # quarter turns lose nothing
+    truth = [line.bbox for line in page.lines]
+    found = list(upright.segmentation.lines)
+    assert len(match(truth, found)) >= 0.95 * len(truth)  # the boxes are the upright page's
+    assert len(found) <= 1.05 * len(truth)
+
+
+def test_an_upright_page_is_left_as_segment_page_finds_it(page):
+    upright = segment_upright(page.image, dpi=300)
+    plain = segment_page(page.image, dpi=300)
+
+    assert upright.orientation.rotation == 0
+    assert upright.image is page.image
+    assert upright.segmentation.lines == plain.lines and upright.segmentation.angle == plain.angle
+
+
+def test_a_page_with_too_little_text_is_left_as_it_is():
+    rng = np.random.default_rng(0)
+    blank = np.full((1100, 850), 245, np.uint8)
+    for y, x in rng.integers(20, 800, size=(30, 2)):  # dust: specks, no lines
+        blank[y:y + 3, x:x + 2] = 40
+    short = np.full((1100, 850), 255, np.uint8)
+    image = Image.fromarray(short)
+    ImageDraw.Draw(image).text((100, 100), "Box 7", font=_font(40), fill=0)
+    for sheet in (blank, np.asarray(image)):
+        for rotation in (0, 90, 180, 270):
+            assert segment_upright(turn(sheet, rotation), dpi=100).orientation.rotation == 0
+
+
+def _font(size: int):
+    try:
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        return ImageFont.load_default()
+
+
+def _line(text: str) -> np.ndarray:
+    image = Image.new("L", (40 * len(text), 90), 255)
+    ImageDraw.Draw(image).text((20, 20), text, font=_font(48), fill=0)
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize("text", ["Quarterly report of the Highgate branch",
+                                  "TOTAL 12.50  CASH 20.00  CHANGE 7.50"])
+def test_lines_vote_upright_and_turned_over(text):
+    """Mixed case votes by its ascenders; capitals and digits by the dots on their baseline."""
+    line = _line(text)
+    assert line_vote(line) == 1
+    assert line_vote(turn(line, 180)) == -1
+
+
+def test_segmented_turns_the_page_image_unless_told_not_to(page):
+    sideways = PageImage(number=2, image=turn(page.image, 90), dpi=300)
+
+    turned, seg, rotation = segmented(sideways)
+    assert rotation == 270 and turned.number == 2 and np.array_equal(turned.image, page.image)
+    assert len(seg.lines) >= 0.95 * len(page.lines)
+
+    kept, _, rotation = segmented(sideways, rotate=False)
+    assert rotation == 0 and kept is sideways
+
+
+def test_turn_refuses_what_is_not_a_quarter_turn():
+    with pytest.raises(ValueError, match="multiple of 90"):
+        turn(np.zeros((4, 4), np.uint8), 45)
