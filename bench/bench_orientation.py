@@ -7,8 +7,8 @@ Usage: python bench/bench_orientation.py [--dev ../shared/data/dev] [--pages 3] 
    and hand lines; each is turned 0, 90, 180 and 270 degrees and the turn found is printed with
    its evidence (parts voting along / across, lines voting upright / upside down) and the
    seconds `segment_upright` took (segmentation included), then its time on the upright page
-   against `segment_page` alone. A wrong turn is marked '!'; a page whose half turn was missed
-   is left no worse than it came.
+   against `segment_page` alone. A turned page left upside down is marked so (no more readable
+   than it came); a wrong turn (an upright page turned, a page left on its side) is marked '!'.
 2. Lines: each line of the dev line folders and of 600 synthetic lines per kind votes (upright,
    upside down, or neither); pages of 5-30 lines drawn from them at random show how often an
    upright page would be turned over (false) and an upside-down one found (found).
@@ -91,7 +91,7 @@ def main() -> None:
     args = p.parse_args()
 
     print("1. pages turned t degrees: t -> turn found (parts along/across, lines up/down) seconds")
-    right = total = wrong = 0
+    right = total = wrong = upside_down = 0
     seconds: list[float] = []
     plain: list[float] = []
     for name, gray, dpi in test_pages(args.dev, args.pages):
@@ -102,11 +102,12 @@ def main() -> None:
             seconds.append(time.perf_counter() - started)
             total += 1
             right += found.rotation == t
-            # A missed half turn leaves the page no worse than it came; any other miss is a
-            # wrong turn (an upright page turned, or a page turned the wrong way).
-            missed_flip = t >= 180 and found.rotation == t - 180
-            wrong += found.rotation != t and not missed_flip
-            mark = "" if found.rotation == t else " (not turned over)" if missed_flip else " !"
+            # A turned page left upside down is no more readable than it came; an upright
+            # page turned, or any page left on its side, is a wrong turn.
+            off = (found.rotation - t) % 360
+            upside_down += off == 180 and t != 0
+            wrong += off != 0 and not (off == 180 and t != 0)
+            mark = "" if off == 0 else " (upside down)" if off == 180 and t else " !"
             cells.append(f"{t:3d}->{found.rotation:3d}{mark} ({found.along}/{found.across}, "
                          f"{found.upright}/{found.upside_down}) {seconds[-1]:.2f}s")
         started = time.perf_counter()
@@ -114,25 +115,30 @@ def main() -> None:
         plain.append(time.perf_counter() - started)
         print(f"  {name:30s} " + " | ".join(cells), flush=True)
     upright = np.array(seconds[0::4])
-    print(f"  {right}/{total} turns found, {wrong} wrong turns; segment_upright took a median "
+    print(f"  {right}/{total} turns found, {upside_down} turned pages left upside down, {wrong} wrong "
+          f"turns; segment_upright took a median "
           f"{np.median(seconds):.3f}s per page (segmentation included); on the upright pages "
           f"{np.median(upright):.3f}s against {np.median(plain):.3f}s for segment_page alone "
           f"(median ratio {np.median(upright / np.array(plain)):.2f})\n")
 
-    print(f"2. line votes, and pages of n random lines (turned over when >= {MIN_VOTES} lines vote "
-          "upside down and twice the upright ones)")
+    print(f"2. line votes, and pages of n random lines: an upright page is turned over when >= {MIN_VOTES} "
+          "lines vote upside down and twice the upright ones ('false'); the same page upside down "
+          "is found so ('found'); on its side it goes the way most lines vote ('sideways': the "
+          "share set upright, a tie counting half)")
     rng = np.random.default_rng(ORIENT_SEED)
     for name, lines in line_sets(args.dev).items():
         votes = np.array([line_vote(line) for line in lines])
         cells = []
         for n in (5, 8, 15, 30):
-            false = found = 0
+            false = found = sideways = 0.0
             for _ in range(args.trials):
                 pick = votes[rng.integers(0, len(votes), n)]
                 up, down = int(np.sum(pick == 1)), int(np.sum(pick == -1))
                 false += down >= MIN_VOTES and down >= 2 * up
                 found += up >= MIN_VOTES and up >= 2 * down  # the same page upside down
-            cells.append(f"n={n}: false {false / args.trials:.3f} found {found / args.trials:.2f}")
+                sideways += 1.0 if up > down else 0.5 if up == down else 0.0
+            cells.append(f"n={n}: false {false / args.trials:.3f} found {found / args.trials:.2f} "
+                         f"sideways {sideways / args.trials:.2f}")
         print(f"  {name:22s} {len(votes):4d} lines: upright {np.mean(votes == 1):.2f}, "
               f"upside down {np.mean(votes == -1):.2f} | " + "  ".join(cells), flush=True)
 

@@ -8,7 +8,8 @@ Two cues, both typographic, so a page costs a few milliseconds and no model:
   accents, i-dots) than below its baseline (descenders), in print and in handwriting alike; a
   page whose lines mostly weigh the other way is upside down. Lines in capitals and digits
   (receipts, forms) have no band to speak of and vote neither way.
-A page with too little evidence either way is left as it is.
+A page with too little evidence either way is left as it is; one whose lines run down the page
+is turned the way most of its lines say.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ def segment_upright(image: np.ndarray, *, dpi: int = 300) -> UprightPage:
 
     The lines' direction is settled first (a page on its side is turned a quarter clockwise);
     the segmenter's own lines then say whether it is upside down, and only then is it segmented
-    again. The image keeps its channels; turns are exact (no resampling).
+    again (a page that was on its side goes the way most of its lines say; any other page only
+    on firm evidence, `is_upside_down`). The image keeps its channels; turns are exact (no resampling).
     """
     gray = to_gray(image)
     ink = binarize(gray, dpi)
@@ -173,7 +175,10 @@ def segment_upright(image: np.ndarray, *, dpi: int = 300) -> UprightPage:
     rotation = 90 if lines_run_across(along, across) else 0
     seg = segment_page(turn(gray, rotation), dpi=dpi, ink=turn(ink, rotation))
     upright, upside_down = upside_down_votes(seg.crops)
-    if is_upside_down(upright, upside_down):
+    # A page on its side is turned one way or the other regardless, so there the majority of its
+    # lines picks the way; an upright-looking page is turned over only on firm evidence.
+    sideways_other_way = rotation == 90 and upside_down > upright
+    if sideways_other_way or is_upside_down(upright, upside_down):
         rotation = (rotation + 180) % 360
         seg = segment_page(turn(gray, rotation), dpi=dpi, ink=turn(ink, rotation))
     found = Orientation(rotation, along, across, upright, upside_down)

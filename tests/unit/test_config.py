@@ -132,3 +132,14 @@ def test_pages_rendered_instead_of_taken_from_the_file_are_another_result():
     assert "embedded_scans" not in taken.as_dict()  # jobs begun before keep their keys
     assert JobOptions.from_dict(rendered.as_dict()) == rendered
     assert JobOptions.from_dict(taken.as_dict()) == taken
+
+
+def test_pages_read_as_they_come_are_another_result():
+    from pipeline.process import JobOptions
+
+    turned = JobOptions.from_settings(Settings(model="m"))
+    as_they_come = JobOptions.from_settings(Settings(model="m", render={"rotate_pages": False}))
+    assert turned.profile != as_they_come.profile  # QUIRE_RENDER__ROTATE_PAGES=false reads again
+    assert "rotate_pages" not in turned.as_dict()
+    assert as_they_come.as_dict()["rotate_pages"] is False
+    assert JobOptions.from_dict(as_they_come.as_dict()) == as_they_come

@@ -98,3 +98,25 @@ def test_redelivered_tasks_do_no_work_twice(tasks, tmp_path, monkeypatch):
 def repo_sha(engine, document_id: str) -> str:
     with session_scope(engine) as s:
         return repo.get_document(s, document_id).sha256
+
+
+def test_the_ingest_worker_turns_pages_as_the_job_says(tasks, tmp_path):
+    from pipeline.orientation import turn
+
+    module, sent, engine, store = tasks
+    letter = make_letter_page(150)
+    pdf = make_pdf([turn(letter, 90)], tmp_path / "sideways.pdf", dpi=150)
+    pages = {}
+    for rotate in (True, False):
+        options = JobOptions("m", 150, 1, rotate_pages=rotate)
+        sub = Submitter(engine, store, options, enqueue=lambda *a: sent.append(a))
+        job, _ = sub.open_job()
+        sub.add(job, next(iter_local([pdf])))
+        sub.close_job(job)
+        document_id = sent[-1][1]
+        module.ingest_document.run(document_id, job)
+        with session_scope(engine) as s:
+            [page] = repo.get_document(s, document_id).pages
+            pages[rotate] = (page.rotation, page.width, len(page.lines))
+    assert pages[True] == (270, letter.shape[1], 4)  # upright: the letter's four lines
+    assert pages[False][:2] == (0, letter.shape[0])  # as it came, on its side
