@@ -1,13 +1,15 @@
 """Which way up a page is: quarter turns found before segmentation (sideways and upside-down scans).
 
-Two cues, both typographic, so a page costs a few milliseconds and no model:
+Two cues, both typographic, so a page costs tens of milliseconds beside its segmentation and
+no model (bench/bench_orientation.py):
 - Which way the lines run. Letters of a line sit closer to their neighbours along the line than
   to the letters of the next line, so for each glyph-sized part the nearest other part across
   the smaller gap votes for the lines' direction.
 - Which way is up. Latin script has more ink above its x-height band (ascenders, capitals,
   accents, i-dots) than below its baseline (descenders), in print and in handwriting alike; a
   page whose lines mostly weigh the other way is upside down. Lines in capitals and digits
-  (receipts, forms) have no band to speak of and vote neither way.
+  (receipts, forms) have no band to speak of: they vote by their dots instead (full stops,
+  decimal points and commas sit on the baseline).
 A page with too little evidence either way is left as it is; one whose lines run down the page
 is turned the way most of its lines say.
 """
