@@ -25,7 +25,7 @@ from pipeline.render import render_pages
 from pipeline.types import LineText
 
 # Bump when segmentation changes what it finds: results made by another version are redone.
-SEGMENTER_VERSION = "2"  # 2: sideways and upside-down pages are turned upright
+SEGMENTER_VERSION = "2"  # 2: pages turned upright (their EXIF orientation, then their text)
 
 
 def file_sha256(path: Path) -> str:

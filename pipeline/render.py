@@ -10,7 +10,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from pipeline.config import RenderOptions
 from pipeline.errors import (
@@ -129,6 +129,7 @@ def _first_error_line(message: str) -> str:
     return message.strip()[:120] or "unknown error"
 
 
+EXIF_ORIENTATION = 0x0112  # 1 as stored; 2-8 mirrored and/or turned
 _PAGE_SIZE = re.compile(r"([\d.]+) x ([\d.]+) pts")
 
 
@@ -248,10 +249,23 @@ def _render_image(path: Path, options: RenderOptions) -> Iterator[PageImage]:
             if frame.width * frame.height > options.max_pixels:
                 raise ImageTooLargeError(f"page {number} exceeds the pixel limit", source=name)
             try:
-                array = page_array(frame)
+                array = page_array(_as_shown(frame))
             except OSError as exc:  # truncated data surfaces when pixels are decoded
                 raise CorruptDocumentError(f"page {number} is truncated or damaged ({exc})", source=name) from exc
             yield PageImage(number, array, dpi)
+
+
+def _as_shown(frame: Image.Image) -> Image.Image:
+    """The image as viewers show it: cameras and phones store pixels as the sensor saw them and
+    record the turn in the EXIF Orientation tag. (TIFF is left to Pillow's TIFF reader, which
+    handles the tag itself; pages it leaves turned are set upright by their text.)"""
+    if frame.format == "TIFF":
+        return frame
+    try:
+        orientation = frame.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, SyntaxError, ValueError):  # a damaged EXIF block: the pixels as stored
+        return frame
+    return ImageOps.exif_transpose(frame) if orientation in range(2, 9) else frame
 
 
 def _image_dpi(image: Image.Image, default: int) -> int:

@@ -57,6 +57,22 @@ def test_multipage_tiff_and_png(tmp_path):
     assert page.image.shape == (30, 40, 3)
 
 
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+def test_an_image_is_read_as_its_orientation_tag_says_it_is_shown(tmp_path, suffix):
+    """A phone photo stores the sensor's pixels and records the turn (EXIF Orientation 6: turn
+    90 degrees clockwise to show it); every viewer shows it turned, and so does Quire."""
+    shown = np.zeros((60, 100), np.uint8)
+    shown[:, :50] = 255  # white left half, black right half: which way it lies is plain
+    stored = np.ascontiguousarray(np.rot90(shown))  # the sensor's pixels: a quarter counterclockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f"photo{suffix}"
+    Image.fromarray(stored).save(path, exif=exif, **({"lossless": True} if suffix == ".webp" else {}))
+    [page] = list(render_pages(path))
+    assert page.image.shape == shown.shape
+    assert np.abs(page.image.astype(int) - shown).mean() < 3  # (JPEG's losses aside)
+
+
 def _error(path: Path, options: RenderOptions | None = None):
     with pytest.raises(Exception) as info:
         list(render_pages(path, options))
