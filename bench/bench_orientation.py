@@ -6,12 +6,13 @@ Usage: python bench/bench_orientation.py [--dev ../shared/data/dev] [--pages 3] 
    the dev PDFs' pages and the sample letter, and pages stacked from synthetic printed, receipt
    and hand lines; each is turned 0, 90, 180 and 270 degrees and the turn found is printed with
    its evidence (parts voting along / across, lines voting upright / upside down) and the
-   seconds `segment_upright` took (segmentation included), then its time on the upright page
+   seconds `segment_upright` took (segmentation included; "read a/b": the judge's mean confidence
+   as it was / turned over, where it was asked), then its time on the upright page
    against `segment_page` alone. A turned page left upside down is marked so (no more readable
    than it came); a wrong turn (an upright page turned, a page left on its side) is marked '!'.
 2. Lines: each line of the dev line folders and of 600 synthetic lines per kind votes (upright,
-   upside down, or neither); pages of 5-30 lines drawn from them at random show how often an
-   upright page would be turned over (false) and an upside-down one found (found).
+   upside down, or neither); pages of 5-30 lines drawn from them at random show how often the
+   votes alone (no judge) would turn an upright page over (false) and find an upside-down one.
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def test_pages(dev: Path, stacks: int) -> list[tuple[str, np.ndarray, int]]:
     for pdf in [*pdfs, ROOT / "samples" / "sample-letter.pdf"]:
         for page in render_pages(pdf, RenderOptions(dpi=300)):
             pages.append((f"{pdf.stem[:24]} p{page.number}", to_gray(page.image), page.dpi))
+    for pdf in pdfs:  # as poppler renders them (anti-aliased), as a PDF page with /Rotate is
+        for page in render_pages(pdf, RenderOptions(dpi=300, embedded_scans=False)):
+            pages.append((f"{pdf.stem[:16]} p{page.number} poppler", to_gray(page.image), page.dpi))
     for kind in KINDS:
         for i in range(stacks):
             pages.append((f"stacked {kind} {i + 1}", stacked_page(kind, ORIENT_SEED + i), 300))
@@ -91,7 +95,8 @@ def main() -> None:
     args = p.parse_args()
 
     print("1. pages turned t degrees: t -> turn found (parts along/across, lines up/down) seconds")
-    right = total = wrong = upside_down = 0
+    right = total = wrong = upside_down = judged_pages = 0
+    segment_upright(stacked_page("printed", ORIENT_SEED), dpi=300)  # the judge's model loads once
     seconds: list[float] = []
     plain: list[float] = []
     for name, gray, dpi in test_pages(args.dev, args.pages):
@@ -108,15 +113,18 @@ def main() -> None:
             upside_down += off == 180 and t != 0
             wrong += off != 0 and not (off == 180 and t != 0)
             mark = "" if off == 0 else " (upside down)" if off == 180 and t else " !"
+            judged = (f" read {found.read_as_is:.2f}/{found.read_turned:.2f}"
+                      if found.read_as_is is not None else "")
+            judged_pages += found.read_as_is is not None
             cells.append(f"{t:3d}->{found.rotation:3d}{mark} ({found.along}/{found.across}, "
-                         f"{found.upright}/{found.upside_down}) {seconds[-1]:.2f}s")
+                         f"{found.upright}/{found.upside_down}{judged}) {seconds[-1]:.2f}s")
         started = time.perf_counter()
         segment_page(gray, dpi=dpi)
         plain.append(time.perf_counter() - started)
         print(f"  {name:30s} " + " | ".join(cells), flush=True)
     upright = np.array(seconds[0::4])
     print(f"  {right}/{total} turns found, {upside_down} turned pages left upside down, {wrong} wrong "
-          f"turns; segment_upright took a median "
+          f"turns; the judge read {judged_pages} of them; segment_upright took a median "
           f"{np.median(seconds):.3f}s per page (segmentation included); on the upright pages "
           f"{np.median(upright):.3f}s against {np.median(plain):.3f}s for segment_page alone "
           f"(median ratio {np.median(upright / np.array(plain)):.2f})\n")

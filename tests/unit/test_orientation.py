@@ -40,17 +40,21 @@ def test_an_upright_page_is_left_as_segment_page_finds_it(page):
     assert upright.segmentation.lines == plain.lines and upright.segmentation.angle == plain.angle
 
 
-def test_a_page_with_too_little_text_is_left_as_it_is():
+def test_a_page_with_too_little_text_is_left_as_it_is_unless_it_reads_better_turned_over():
     rng = np.random.default_rng(0)
     blank = np.full((1100, 850), 245, np.uint8)
     for y, x in rng.integers(20, 800, size=(30, 2)):  # dust: specks, no lines
         blank[y:y + 3, x:x + 2] = 40
-    short = np.full((1100, 850), 255, np.uint8)
-    image = Image.fromarray(short)
-    ImageDraw.Draw(image).text((100, 100), "Box 7", font=_font(40), fill=0)
-    for sheet in (blank, np.asarray(image)):
-        for rotation in (0, 90, 180, 270):
-            assert segment_upright(turn(sheet, rotation), dpi=100).orientation.rotation == 0
+    for rotation in (0, 90, 180, 270):
+        assert segment_upright(turn(blank, rotation), dpi=100).orientation.rotation == 0
+    image = Image.fromarray(np.full((1100, 850), 255, np.uint8))
+    ImageDraw.Draw(image).text((100, 100), "Box 7, letters", font=_font(40), fill=0)
+    label = np.asarray(image)
+    # Too few letters to say which way lines run: on its side it stays; upside down, the one
+    # line reads surer turned over, so it is set upright.
+    found = {r: segment_upright(turn(label, -r), dpi=100).orientation.rotation for r in (0, 90, 180, 270)}
+    assert found == {0: 0, 90: 0, 180: 180, 270: 0}
+    assert segment_upright(turn(label, 180), dpi=100, judge=None).orientation.rotation == 0
 
 
 def _font(size: int):
@@ -89,3 +93,33 @@ def test_segmented_turns_the_page_image_unless_told_not_to(page):
 def test_turn_refuses_what_is_not_a_quarter_turn():
     with pytest.raises(ValueError, match="multiple of 90"):
         turn(np.zeros((4, 4), np.uint8), 45)
+
+
+def _page(lines: list[str], font: str, size: int = 42) -> np.ndarray:
+    """A 150 dpi page of `lines` in `font` (Pillow's own where the font is missing)."""
+    try:
+        face = ImageFont.truetype(font, size)
+    except OSError:
+        face = _font(size)
+    image = Image.new("L", (1275, 1650), 255)
+    draw = ImageDraw.Draw(image)
+    for i, text in enumerate(lines):
+        draw.text((120, 150 + 80 * i), text, font=face, fill=0)
+    return np.asarray(image)
+
+
+TELEGRAM = ["WESTERN UNION TELEGRAM", "1931 MAR 12 PM 4 18", "MR J HOLLOWAY", "QUIRE COUNTY ARCHIVES",
+            "ARRIVING MONDAY STOP", "PLEASE MEET TRAIN STOP", "BRING THE LEDGERS STOP",
+            "REGARDS", "A. WHITMORE"]
+NO_DESCENDERS = ["Document one with some text"] * 6
+
+
+@pytest.mark.parametrize("lines,font", [(TELEGRAM, "LiberationSerif-Regular.ttf"),
+                                        (TELEGRAM, "DejaVuSerif.ttf"),
+                                        (NO_DESCENDERS, "LiberationSerif-Regular.ttf")],
+                         ids=["telegram-liberation", "telegram-dejavu", "no-descenders"])
+def test_capitals_and_lines_without_descenders_are_set_upright_every_way(lines, font):
+    """Styles that fool the ink votes (serif capitals, no descenders): the reading decides."""
+    page = _page(lines, font)
+    found = {r: segment_upright(turn(page, -r), dpi=150).orientation.rotation for r in (0, 90, 180, 270)}
+    assert found == {0: 0, 90: 90, 180: 180, 270: 270}
