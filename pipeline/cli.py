@@ -78,6 +78,7 @@ def run(
     language_model: Annotated[bool | None, typer.Option(help=LANGUAGE_MODEL_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     redo: Annotated[bool, typer.Option(help="Read documents again even if done before with the same model and settings.")] = False,
+    rotate_pages: Annotated[bool | None, typer.Option(help="Turn sideways and upside-down pages upright before reading them (default; QUIRE_RENDER__ROTATE_PAGES). Exports are of the upright page; the JSON gives each page's rotation.")] = None,
 ) -> None:
     """OCR documents in this process (no servers): text in the database, exports in the store and --out.
 
@@ -102,7 +103,8 @@ def run(
         exporters = parse_formats(fmt)
         settings = _settings(model=model, device=device, render__dpi=dpi, recognize__beam=beam,
                              recognize__decode=decode, recognize__precision=precision,
-                             recognize__language_model=language_model)
+                             recognize__language_model=language_model,
+                             render__rotate_pages=rotate_pages)
         inputs = collect_inputs(paths)
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))

@@ -129,6 +129,7 @@ def _first_error_line(message: str) -> str:
     return message.strip()[:120] or "unknown error"
 
 
+MAX_PAGE_INCHES = 25  # long side: A2 (23.4 in) and smaller sheets keep the resolution their scan records
 EXIF_ORIENTATION = 0x0112  # 1 as stored; 2-8 mirrored and/or turned
 _PAGE_SIZE = re.compile(r"([\d.]+) x ([\d.]+) pts")
 
@@ -269,13 +270,18 @@ def _as_shown(frame: Image.Image) -> Image.Image:
 
 
 def _image_dpi(image: Image.Image, default: int) -> int:
-    """The scan's own resolution when it records a plausible one; else the configured dpi."""
+    """The scan's own resolution when it records a plausible one; else the configured dpi.
+
+    Cameras and phones write 72 dpi whatever they photograph: a resolution that would make the
+    page larger than MAX_PAGE_INCHES is not the paper's, and the configured dpi stands instead."""
     raw = image.info.get("dpi")
     try:
         value = round(float(raw[0])) if raw else 0
     except (TypeError, ValueError, IndexError):
         value = 0
-    return value if 72 <= value <= 2400 else default
+    if not 72 <= value <= 2400 or max(image.size) / value > MAX_PAGE_INCHES:
+        return default
+    return value
 
 
 def page_array(image: Image.Image) -> np.ndarray:

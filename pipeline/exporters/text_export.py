@@ -1,4 +1,5 @@
-"""Plain text: lines in reading order, a form feed between pages (the pdftotext convention)."""
+"""Plain text: lines in reading order, each page ending its last line, a form feed between pages
+(as pdftotext writes them, so tools that split on lines never see a form feed glued to a word)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pipeline.types import DocumentResult
 
 def render_text(doc: DocumentResult) -> bytes:
     pages = ["\n".join(line.text for line in page.lines) for page in doc.pages]
-    return ("\f".join(pages) + "\n").encode("utf-8")
+    return ("\n\f".join(pages) + "\n").encode("utf-8")
 
 
 register(Exporter("text", "txt", "text/plain; charset=utf-8", render_text))

@@ -135,7 +135,7 @@ def document_text(engine, document_id: str) -> str:
     pages: dict[int, list[str]] = {}
     for number, text in rows:
         pages.setdefault(number, []).append(text)
-    return "\f".join("\n".join(lines) for _, lines in sorted(pages.items())) + "\n"
+    return "\n\f".join("\n".join(lines) for _, lines in sorted(pages.items())) + "\n"
 
 
 def test_bucket_drop_watcher_texts_equal_embedded_run(cluster, letters, local_texts):

@@ -124,6 +124,9 @@ def test_a_sideways_scan_is_read_upright_and_its_searchable_pdf_shown_upright(tm
     assert kept.exit_code == 0, kept.output
     assert (tmp_path / "kept" / "sideways.txt").read_text() != (out / "sideways.txt").read_text()
     assert sorted(db_rows(env, "SELECT rotation FROM pages")) == [(0,), (90,)]
+    monkeypatch.delenv("QUIRE_RENDER__ROTATE_PAGES")
+    flag = quire("run", str(sideways), "--no-rotate-pages", "--no-progress")  # the same setting
+    assert flag.exit_code == 0 and "1 already done" in flag.output, flag.output
 
 
 def test_bad_files_fail_alone_with_reasons_and_exit_1(tmp_path, letter, env):

@@ -22,7 +22,7 @@ def doc() -> DocumentResult:
 
 def test_text_has_lines_in_order_and_a_form_feed_between_pages():
     text = get_exporter("text").render(doc()).decode("utf-8")
-    assert text == "First line\nSecond <line> & \"more\"\fÜber café\n"
+    assert text == "First line\nSecond <line> & \"more\"\n\fÜber café\n"
 
 
 def test_json_carries_boxes_confidence_and_page_geometry():

@@ -73,6 +73,15 @@ def test_an_image_is_read_as_its_orientation_tag_says_it_is_shown(tmp_path, suff
     assert np.abs(page.image.astype(int) - shown).mean() < 3  # (JPEG's losses aside)
 
 
+def test_a_photo_s_72_dpi_is_not_taken_for_the_paper_s(tmp_path):
+    """Phones record 72 dpi whatever they photograph: 3000 px at 72 dpi would be a 42-inch page."""
+    photo, scan = tmp_path / "photo.jpg", tmp_path / "scan.png"
+    Image.new("L", (3000, 2250), 255).save(photo, dpi=(72, 72))
+    Image.new("L", (1000, 800), 255).save(scan, dpi=(72, 72))  # a small card at 72 dpi: plausible
+    assert [p.dpi for p in render_pages(photo, RenderOptions(dpi=300))] == [300]
+    assert [p.dpi for p in render_pages(scan, RenderOptions(dpi=300))] == [72]
+
+
 def _error(path: Path, options: RenderOptions | None = None):
     with pytest.raises(Exception) as info:
         list(render_pages(path, options))
