@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # Pages ingested ahead of recognition: enough to keep the model fed, few enough to bound memory.
 INGEST_AHEAD_PAGES = 4
+STOP_WAIT_S = 30  # on Ctrl-C, how long the page being rendered may take to finish
 STOPPED = "quire run was stopped (Ctrl-C) before this document was finished"
 
 
@@ -97,6 +99,10 @@ def output_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path
     return names
 
 
+class _Stopping(Exception):
+    """Raised in the ingest thread once the run is stopping (Ctrl-C): it ends there."""
+
+
 @dataclass(eq=False)  # identity matters: two documents may look alike
 class _Pending:
     """A document whose pages are ingested; it finishes when its last buffered line is recognized."""
@@ -138,6 +144,7 @@ class LocalRunner:
         self.profile = self.options.profile
         self._buffer: list[tuple[_Pending, int, np.ndarray]] = []
         self.lines_done = 0
+        self._stop = threading.Event()  # set on Ctrl-C: the ingest thread ends at its next step
 
     def _default_recognizer(self):
         from pipeline.recognize import Recognizer
@@ -172,6 +179,10 @@ class LocalRunner:
         try:
             self._consume(events, progress)
         except KeyboardInterrupt:
+            # The page being rendered is finished and the thread ends before the process does
+            # (native code still running in a thread at exit can abort the interpreter).
+            self._stop.set()
+            producer.join(timeout=STOP_WAIT_S)
             self._stopped(job_id)
             raise
         producer.join()
@@ -234,41 +245,61 @@ class LocalRunner:
         try:
             for position, outcome in enumerate(outcomes):
                 self._ingest(job_id, position, outcome, names[outcome.path], events)
-            events.put(("end",))
+            self._put(events, ("end",))
+        except _Stopping:
+            return
         except BaseException as exc:  # noqa: BLE001 - a bug, not bad input: re-raised by the consumer
-            events.put(("crash", exc))
+            with contextlib.suppress(_Stopping):
+                self._put(events, ("crash", exc))
+
+    def _put(self, events: queue.Queue, event: tuple) -> None:
+        """Hand an event to the reading side, waiting while its queue is full, unless the run is
+        stopping: nobody drains the queue then, and the ingest thread must end instead."""
+        while True:
+            if self._stop.is_set():
+                raise _Stopping
+            try:
+                events.put(event, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     def _ingest(self, job_id, position, outcome: DocumentOutcome, name: str, events: queue.Queue) -> None:
         path = outcome.path
         pending: _Pending | None = None
         try:
             sha = file_sha256(path)
+            # Each session is closed before an event is queued: the reading side saves text
+            # while it waits for room, and SQLite lets one writer at a time.
             with session_scope(self.engine) as s:
                 doc, done = repo.upsert_document(
                     s, sha256=sha, profile=self.profile, name=path.name,
                     source_uri=path.resolve().as_uri(), size_bytes=path.stat().st_size,
                 )
                 repo.link_job_document(s, job_id, doc.id, position, path.name)
-                ref = DocumentRef(doc.id, sha, self.profile)
-                if done and not self.redo:
-                    outcome.status, outcome.pages = "skipped", doc.page_count or 0
-                    # Read before, maybe under another file name: the exports carry this one's.
-                    self._write_outputs(outcome, name, write_exports(
-                        s, self.store, ref, self.exporters, name=path.name))
-                    events.put(("skipped", outcome))
-                    return
-                repo.start_document(s, doc.id)
+                ref, pages = DocumentRef(doc.id, sha, self.profile), doc.page_count or 0
+                skip = done and not self.redo
+                if not skip:
+                    repo.start_document(s, doc.id)
+            if skip:
+                outcome.status, outcome.pages = "skipped", pages
+                # Read before, maybe under another file name: the exports carry this one's.
+                with session_scope(self.engine) as s:
+                    outputs = write_exports(s, self.store, ref, self.exporters, name=path.name)
+                self._write_outputs(outcome, name, outputs)
+                self._put(events, ("skipped", outcome))
+                return
             pending = _Pending(ref, outcome, name)
             key = storage.source_key(sha)
             if not self.store.exists(key):
                 self.store.put_file(key, path)
             for page in ingest_pages(self.engine, self.store, ref, path, self.settings.render, store_crops=False):
-                events.put(("page", pending, page))
-            events.put(("ingested", pending))
+                self._put(events, ("page", pending, page))
+            self._put(events, ("ingested", pending))
         except QuireError as exc:
-            events.put(("failed", pending, outcome, path, exc))
+            self._put(events, ("failed", pending, outcome, path, exc))
         except OSError as exc:  # unreadable file, full disk: this document fails, the run goes on
-            events.put(("failed", pending, outcome, path, BadInputError(str(exc), source=str(path))))
+            self._put(events, ("failed", pending, outcome, path, BadInputError(str(exc), source=str(path))))
 
     def _fail(self, pending: _Pending | None, outcome: DocumentOutcome, path: Path, exc: QuireError) -> None:
         log.warning("%s", exc)

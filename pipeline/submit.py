@@ -62,8 +62,8 @@ def _walk(folder: Path) -> Iterator[Source]:
         # Links to folders are not followed (a link back up would loop), as `quire run` walks.
         if entry.is_dir(follow_symlinks=False):
             yield from _walk(Path(entry.path))
-        elif Path(entry.name).suffix.lower() in DOCUMENT_SUFFIXES:
-            yield _local_source(Path(entry.path))
+        elif entry.is_file() and Path(entry.name).suffix.lower() in DOCUMENT_SUFFIXES:
+            yield _local_source(Path(entry.path))  # (a link to nothing is no file: passed over)
 
 
 def _local_source(path: Path) -> Source:

@@ -11,6 +11,7 @@ import typer
 
 from pipeline.config import DEFAULT_MODEL, RETRY_BELOW
 from pipeline.precision import PRECISION_HELP
+from pipeline.training.preflight import BEST_DIR
 
 
 def train_command(
@@ -408,6 +409,11 @@ def build_lm_command(
     lm.save(target)
     typer.echo(f"{target}: order {order}, {len(lm.alphabet)} characters, {len(lm.ngram_keys):,} "
                f"n-grams from {len(lines):,} lines ({target.stat().st_size / 1e6:.1f} MB)")
+    best = out / BEST_DIR
+    if out.is_dir() and (best / "best.json").is_file():
+        # The run's best model (quire train keeps it beside the last) reads with it too.
+        lm.save(best / char_lm.FILE_NAME)
+        typer.echo(f"{best / char_lm.FILE_NAME}: the same, for the run's best model", err=True)
 
 
 def _folder_texts(folder: Path) -> list[tuple[Path, str]]:

@@ -274,6 +274,21 @@ def best_so_far(history: list[dict[str, Any]]) -> float | None:
     return min((j for j in judged if j is not None), default=None)
 
 
+def best_verdict(history: list[dict[str, Any]], best: tuple[int, float] | None, out_dir: str) -> list[str]:
+    """What the end of a run says about its best model: where it is when it is not the last
+    step's, and a warning when the model it started from read better than any of its steps."""
+    said = []
+    if best is not None and history and history[-1]["step"] != best[0]:
+        said.append(f"the best validation was at step {best[0]} (CER {best[1]:.2%}): that model is "
+                    f"in {Path(out_dir) / BEST_DIR}; {out_dir} holds the last step's")
+    start = judged_cer(history[0]) if history and history[0].get("step") == 0 else None
+    if best is not None and start is not None and start <= best[1]:
+        said.append(f"warning: the model this run started from read the validation lines better "
+                    f"({start:.2%}) than any step of it (best {best[1]:.2%}, step {best[0]}): keep "
+                    "using that model, or train again with a lower --lr or on more lines")
+    return said
+
+
 def save_best(model: Any, processor: Any, cfg: TrainConfig, step: int, score: float) -> Path:
     """Write the model as it is now to OUT/best, a model folder of its own (config, weights,
     processor, language model), replacing the one there; `best.json` says which step it is."""
@@ -657,9 +672,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         stop.restore()
     bar.close()
     print_progress_summary(history)
-    if best is not None and history and history[-1]["step"] != best[0]:
-        print(f"the best validation was at step {best[0]} (CER {best[1]:.2%}): that model is in "
-              f"{Path(cfg.out_dir) / BEST_DIR}; {cfg.out_dir} holds the last step's", flush=True)
+    for line in best_verdict(history, best, cfg.out_dir):
+        print(line, flush=True)
     if step < cfg.steps:
         print(f"stopped at step {step} of {cfg.steps}, saved: the same command goes on from there",
               flush=True)

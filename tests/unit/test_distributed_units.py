@@ -107,6 +107,7 @@ def test_folders_linked_in_are_not_walked_and_a_prefix_names_what_it_passes_over
     (folder / "box").mkdir(parents=True)
     (folder / "box" / "a.pdf").write_bytes(b"%PDF-1.4")
     (folder / "box" / "loop").symlink_to(folder, target_is_directory=True)  # a link back up
+    (folder / "box" / "gone.pdf").symlink_to(tmp_path / "deleted.pdf")  # a link to nothing
     assert [s.name for s in iter_local([folder])] == ["a.pdf"]  # once, as quire run finds it
 
     s3 = boto3.client("s3", endpoint_url=s3_server)

@@ -248,3 +248,18 @@ def test_quire_train_guards_its_output_folder_and_checks_its_lines_first(tmp_pat
     broken = train(tmp_path / "b", folder, "--epochs", "1")
     assert broken.exit_code == 1 and "1 line images cannot be read" in broken.output
     assert "line05.png" in broken.output and not (tmp_path / "b").exists()
+
+
+def test_the_end_of_a_run_says_where_its_best_model_is_and_when_the_start_read_better() -> None:
+    from pipeline.training.train import best_verdict
+
+    history = [{"step": 0, "cer_held_out": 0.12}, {"step": 2, "cer_held_out": 0.30},
+               {"step": 4, "cer_held_out": 0.22}]
+    said = best_verdict(history, (4, 0.22), "tuned")
+    assert len(said) == 1 and said[0].startswith("warning: the model this run started from")
+    assert "(12.00%)" in said[0] and "best 22.00%, step 4" in said[0]
+    history[0]["cer_held_out"] = 0.40  # the tuning helped; its best step was not the last
+    history.append({"step": 6, "cer_held_out": 0.25})
+    assert best_verdict(history, (4, 0.22), "tuned") == [
+        ("the best validation was at step 4 (CER 22.00%): that model is in tuned/best; tuned holds "
+         "the last step's")]

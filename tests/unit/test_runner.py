@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 
 import pytest
 
@@ -64,7 +65,7 @@ def test_a_stopped_run_ends_its_job_and_the_next_run_reads_what_was_left(tmp_pat
     from pipeline.db.models import Document, Job
     from pipeline.db.session import make_engine, session_scope
 
-    pdfs = [make_pdf([make_letter_page(DPI)] * n, tmp_path / f"doc{n}.pdf", dpi=DPI) for n in (1, 2)]
+    pdfs = [make_pdf([make_letter_page(DPI)] * n, tmp_path / f"doc{n}.pdf", dpi=DPI) for n in (1, 6)]
 
     class Interrupted(CountingRecognizer):
         def recognize(self, crops):
@@ -72,6 +73,8 @@ def test_a_stopped_run_ends_its_job_and_the_next_run_reads_what_was_left(tmp_pat
 
     with pytest.raises(KeyboardInterrupt):
         runner(tmp_path, Interrupted()).run(pdfs)
+    # The ingest thread has ended too: nothing renders on while the process exits.
+    assert not [t for t in threading.enumerate() if t.name == "quire-ingest"]
     engine = make_engine(f"sqlite:///{tmp_path / 'q.sqlite'}")
     with session_scope(engine) as s:
         [job] = s.scalars(select(Job)).all()
@@ -81,7 +84,34 @@ def test_a_stopped_run_ends_its_job_and_the_next_run_reads_what_was_left(tmp_pat
         assert all("stopped (Ctrl-C)" in d.error for d in docs)
 
     summary = runner(tmp_path).run(pdfs)  # the same command again
-    assert summary.count("done") == 2 and (tmp_path / "out" / "doc2.txt").is_file()
+    assert summary.count("done") == 2 and (tmp_path / "out" / "doc6.txt").read_text().count("\f") == 5
+
+
+def test_a_file_done_before_among_new_ones_does_not_lock_the_database(tmp_path):
+    """The ingest side used to hold a write transaction on a reused file while it waited for
+    room in the queue, and the reading side waited on it to save text: 'database is locked'."""
+    import time
+
+    letter = make_letter_page(DPI)
+    done = make_pdf([letter], tmp_path / "done.pdf", dpi=DPI)
+    runner(tmp_path).run([done])
+
+    class Slow(CountingRecognizer):
+        def recognize(self, crops):
+            time.sleep(0.3)  # long enough for the ingest side to fill the queue
+            return super().recognize(crops)
+
+    new = [make_pdf([letter] * 2, tmp_path / f"new{i}.pdf", dpi=DPI) for i in range(5)]
+    reused = tmp_path / "again.pdf"
+    reused.write_bytes(done.read_bytes())
+    started = time.monotonic()
+    fast = LocalRunner(Settings(database_url=f"sqlite:///{tmp_path / 'q.sqlite'}",
+                                storage_url=(tmp_path / "store").as_uri(), render={"dpi": DPI}),
+                       exporters=parse_formats("txt"), out_dir=tmp_path / "out",
+                       recognizer_factory=Slow, flush_lines=4)
+    summary = fast.run([*new[:3], reused, *new[3:]])
+    assert summary.count("done") == 5 and summary.count("skipped") == 1
+    assert time.monotonic() - started < 30
 
 
 def test_inputs_and_output_names(tmp_path):
