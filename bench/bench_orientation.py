@@ -96,7 +96,7 @@ def main() -> None:
 
     print("1. pages turned t degrees: t -> turn found (parts along/across, lines up/down) seconds")
     right = total = wrong = upside_down = judged_pages = 0
-    segment_upright(stacked_page("printed", ORIENT_SEED), dpi=300)  # the judge's model loads once
+    segment_upright(turn(stacked_page("printed", ORIENT_SEED), 180), dpi=300)  # loads the judge's model
     seconds: list[float] = []
     plain: list[float] = []
     for name, gray, dpi in test_pages(args.dev, args.pages):
