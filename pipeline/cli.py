@@ -90,7 +90,7 @@ def run(
 
     from pipeline.errors import QuireError
     from pipeline.exporters import parse_formats
-    from pipeline.inputs import collect_inputs, other_files
+    from pipeline.inputs import collect_inputs, linked_folders, other_files
     from pipeline.runner import LocalRunner, total_pages
 
     missing = [str(p) for p in paths if not p.exists()]
@@ -106,9 +106,10 @@ def run(
                              recognize__language_model=language_model,
                              render__rotate_pages=rotate_pages)
         inputs = collect_inputs(paths)
+        _say_passed_over(linked_folders(paths), "links to folders", LINKS_NOT_FOLLOWED)
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
-        _say_passed_over([p.name for p in other_files(paths)])
+        _say_passed_over(other_files(paths))
         runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
         bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
                    dynamic_ncols=True, file=sys.stderr)
@@ -211,13 +212,16 @@ def recognize(
     raise typer.Exit(1 if failed else 0)
 
 
-def _say_passed_over(names: list[str], what: str = "files") -> None:
+LINKS_NOT_FOLLOWED = "not followed (a link back up would loop); give the folders they lead to"
+
+
+def _say_passed_over(names: list[str], what: str = "files",
+                     why: str = "not PDFs or images by their suffix") -> None:
     """One line for the files of the folders given (or objects under the prefixes given) that
     are not read: notes, spreadsheets..."""
     if names:
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-        typer.echo(f"quire: {len(names)} {what} passed over, not PDFs or images by their suffix: {shown}",
-                   err=True)
+        typer.echo(f"quire: {len(names)} {what} passed over, {why}: {shown}", err=True)
 
 
 def looks_like_a_page(image) -> bool:

@@ -111,15 +111,16 @@ def submit(
         if not spec.startswith("s3://") and not Path(spec).exists():
             _fail(f"no such file or folder: {spec}")
     options = _options(model, dpi, beam, fmt)
+    from pipeline.cli import LINKS_NOT_FOLLOWED, _say_passed_over
+    from pipeline.inputs import linked_folders, other_files
     from pipeline.render import DOCUMENT_SUFFIXES
 
+    folders = [Path(s) for s in inputs if not s.startswith("s3://")]
+    _say_passed_over(linked_folders(folders), "links to folders", LINKS_NOT_FOLLOWED)
     if next(_sources(inputs), None) is None:
         suffixes = ", ".join(sorted(DOCUMENT_SUFFIXES))
         _fail(f"nothing to submit: no documents ({suffixes}) in {', '.join(inputs)}", 1)
-    from pipeline.cli import _say_passed_over
-    from pipeline.inputs import other_files
-
-    _say_passed_over([p.name for p in other_files(Path(s) for s in inputs if not s.startswith("s3://"))])
+    _say_passed_over(other_files(folders))
     _say_passed_over(_other_objects(inputs), "objects")
     key = job_key or _default_key(inputs, options, None if api else owner)
     total = _count(inputs) if progress else None

@@ -33,8 +33,22 @@ def collect_inputs(paths: Iterable[Path], suffixes: Collection[str] = DOCUMENT_S
     return list(dict.fromkeys(found))
 
 
-def other_files(paths: Iterable[Path]) -> list[Path]:
+def other_files(paths: Iterable[Path]) -> list[str]:
     """Files in the folders given that are not run or submitted (not a document by their suffix;
-    hidden ones aside), so the command can say it passed them over."""
-    return [p for path in paths if path.is_dir()
+    hidden ones aside), as paths within their folder, so the command can say it passed them over."""
+    return [p.relative_to(path).as_posix() for path in paths if path.is_dir()
             for p in sorted(p for p in visible_files(path) if p.suffix.lower() not in DOCUMENT_SUFFIXES)]
+
+
+def linked_folders(paths: Iterable[Path]) -> list[str]:
+    """Links to folders inside the folders given, which walks do not follow (a link back up
+    would loop), as paths within their folder, so the command can say so."""
+    found = []
+    for path in paths:
+        if not path.is_dir():
+            continue
+        for top, dirs, _ in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            found += [(Path(top) / d).relative_to(path).as_posix()
+                      for d in sorted(dirs) if (Path(top) / d).is_symlink()]
+    return found

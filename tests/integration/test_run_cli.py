@@ -59,6 +59,15 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
     assert "1 documents: 1 done" in result.output and "pages/min" in result.output
     assert "1 files passed over, not PDFs or images by their suffix: notes.gt.txt" in result.output
 
+    # A link to a folder is not followed (a link back up would loop), and the run says so.
+    linked = tmp_path / "linked"
+    (linked / "box").mkdir(parents=True)
+    (linked / "box" / "scans").symlink_to(docs / "sub", target_is_directory=True)
+    (linked / "box" / "readme.txt").write_text("about the box")
+    none = quire("run", str(linked), "--no-progress")
+    assert none.exit_code == 2 and "no PDF or image files found" in none.output
+    assert "1 links to folders passed over, not followed" in none.output and "box/scans" in none.output
+
     # --out mirrors the input folder's tree.
     assert (out / "sub" / "letter.txt").read_text() == "\n".join(LETTER_LINES) + "\n"
     data = json.loads((out / "sub" / "letter.json").read_text())
