@@ -60,9 +60,12 @@ def find_document(s, ref: str):
                                 "QUIRE_DATABASE_URL); run `quire run` on it first")
         done = [d for d in candidates if d.status == DocumentStatus.DONE]
         doc = done[0] if done else candidates[0]
-        if len({d.sha256 for d in done}) > 1:
-            typer.echo(f"quire: {len(done)} documents match {ref!r}; using {doc.id} "
-                       "(the newest); pass an id to choose", err=True)
+        if len(done) > 1:
+            # Other files by that name, or the same file read under other settings (model,
+            # dpi, page turning...): each is its own reading.
+            others = ", ".join(d.id for d in done[1:4]) + (", ..." if len(done) > 4 else "")
+            typer.echo(f"quire: {len(done)} readings match {ref!r}; using {doc.id} (the newest); "
+                       f"pass an id to choose another: {others}", err=True)
     if doc.status != DocumentStatus.DONE:
         error = f": {doc.error}" if doc.error else ""
         raise QuireError(f"document {doc.name} ({doc.id}) is {doc.status}{error}")

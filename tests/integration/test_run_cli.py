@@ -136,6 +136,13 @@ def test_a_sideways_scan_is_read_upright_and_its_searchable_pdf_shown_upright(tm
     monkeypatch.delenv("QUIRE_RENDER__ROTATE_PAGES")
     flag = quire("run", str(sideways), "--no-rotate-pages", "--no-progress")  # the same setting
     assert flag.exit_code == 0 and "1 already done" in flag.output, flag.output
+    # Two readings of one file now: export says which it gives and how to pick the other.
+    exported = quire("export", "sideways.pdf")
+    assert exported.exit_code == 0 and "2 readings match 'sideways.pdf'" in exported.output
+    [(other,)] = db_rows(env, "SELECT d.id FROM documents d JOIN pages p ON p.document_id = d.id "
+                              "WHERE p.rotation = 90")
+    assert f"pass an id to choose another: {other}" in exported.output
+    assert quire("export", other).stdout == "\n".join(LETTER_LINES) + "\n"
 
 
 def test_bad_files_fail_alone_with_reasons_and_exit_1(tmp_path, letter, env):
