@@ -16,7 +16,8 @@ from pipeline.training.preflight import BEST_DIR
 
 def train_command(
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Where the HF model and checkpoint/ are written.")
+        Path, typer.Option("--out", "-o", help="Where the HF model (the last step's) and checkpoint/ are written; best/ "
+                                          "holds the model at its best validation.")
     ],
     model: Annotated[
         str, typer.Option(help="'new' for a new Quire line model, or one to fine-tune: a shipped "
