@@ -17,6 +17,7 @@ turned whichever way reads better.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +28,8 @@ import numpy as np
 from pipeline.layout import clean_mask, pool2
 from pipeline.segment import binarize, segment_page, to_gray
 from pipeline.types import PageImage, Segmentation
+
+log = logging.getLogger(__name__)
 
 MIN_PARTS = 40  # glyph-sized parts needed to say which way the lines run
 ACROSS_SHARE = 0.65  # share of the votes that must say "the lines run the other way"
@@ -175,6 +178,7 @@ class UprightJudge:
     def __init__(self, model: str = JUDGE_MODEL) -> None:
         self.model = model
         self._reader = None
+        self._missing = False  # the model could not be loaded: the ink votes decide alone
         self._lock = threading.Lock()  # one reader shared by the threads of a process
 
     def confidences(self, crops: Sequence[np.ndarray]) -> tuple[float, float] | None:
@@ -186,17 +190,24 @@ class UprightJudge:
             return None
         with self._lock:
             reader = self._load()
+            if reader is None:
+                return None
             as_is = reader.recognize(lines)
             turned = reader.recognize([turn(line, 180) for line in lines])
         return (float(np.mean([r.confidence for r in as_is])),
                 float(np.mean([r.confidence for r in turned])))
 
     def _load(self):
-        if self._reader is None:
+        if self._reader is None and not self._missing:
+            from pipeline.errors import QuireError
             from pipeline.recognize import Recognizer
 
-            self._reader = Recognizer(self.model, device="cpu", decode="ctc", retry_below=0.0,
-                                      language_model=False)
+            try:
+                self._reader = Recognizer(self.model, device="cpu", decode="ctc", retry_below=0.0,
+                                          language_model=False)
+            except QuireError as exc:  # an install without the shipped model: pages still go on
+                self._missing = True
+                log.warning("pages are turned by their ink alone: %s", exc)
         return self._reader
 
 

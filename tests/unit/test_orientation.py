@@ -123,3 +123,14 @@ def test_capitals_and_lines_without_descenders_are_set_upright_every_way(lines, 
     page = _page(lines, font)
     found = {r: segment_upright(turn(page, -r), dpi=150).orientation.rotation for r in (0, 90, 180, 270)}
     assert found == {0: 0, 90: 90, 180: 180, 270: 270}
+
+
+def test_without_the_judge_s_model_pages_are_turned_by_their_ink_alone(caplog):
+    from pipeline.orientation import UprightJudge
+
+    missing = UprightJudge(model="/nonexistent/model")
+    page = _page(TELEGRAM, "DejaVuSerif.ttf")
+    with caplog.at_level("WARNING"):
+        found = segment_upright(turn(page, 90), dpi=150, judge=missing).orientation
+    assert found.rotation in (90, 270) and found.read_as_is is None  # turned, no error
+    assert "turned by their ink alone" in caplog.text
