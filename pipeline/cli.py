@@ -90,7 +90,7 @@ def run(
 
     from pipeline.errors import QuireError
     from pipeline.exporters import parse_formats
-    from pipeline.inputs import collect_inputs, linked_folders, other_files
+    from pipeline.inputs import collect_inputs, passed_over
     from pipeline.runner import LocalRunner, total_pages
 
     missing = [str(p) for p in paths if not p.exists()]
@@ -106,10 +106,11 @@ def run(
                              recognize__language_model=language_model,
                              render__rotate_pages=rotate_pages)
         inputs = collect_inputs(paths)
-        _say_passed_over(linked_folders(paths), "links to folders", LINKS_NOT_FOLLOWED)
+        others, links = passed_over(paths)
+        _say_passed_over(links, "links to folders", LINKS_NOT_FOLLOWED)
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
-        _say_passed_over(other_files(paths))
+        _say_passed_over(others)
         runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
         bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
                    dynamic_ncols=True, file=sys.stderr)

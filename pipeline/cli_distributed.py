@@ -112,15 +112,15 @@ def submit(
             _fail(f"no such file or folder: {spec}")
     options = _options(model, dpi, beam, fmt)
     from pipeline.cli import LINKS_NOT_FOLLOWED, _say_passed_over
-    from pipeline.inputs import linked_folders, other_files
+    from pipeline.inputs import passed_over
     from pipeline.render import DOCUMENT_SUFFIXES
 
-    folders = [Path(s) for s in inputs if not s.startswith("s3://")]
-    _say_passed_over(linked_folders(folders), "links to folders", LINKS_NOT_FOLLOWED)
+    others, links = passed_over(Path(s) for s in inputs if not s.startswith("s3://"))
+    _say_passed_over(links, "links to folders", LINKS_NOT_FOLLOWED)
     if next(_sources(inputs), None) is None:
         suffixes = ", ".join(sorted(DOCUMENT_SUFFIXES))
         _fail(f"nothing to submit: no documents ({suffixes}) in {', '.join(inputs)}", 1)
-    _say_passed_over(other_files(folders))
+    _say_passed_over(others)
     _say_passed_over(_other_objects(inputs), "objects")
     key = job_key or _default_key(inputs, options, None if api else owner)
     total = _count(inputs) if progress else None

@@ -10,15 +10,22 @@ from pathlib import Path
 from pipeline.render import DOCUMENT_SUFFIXES
 
 
+def _visible_tree(folder: Path) -> Iterator[tuple[list[Path], list[Path]]]:
+    """For each folder under `folder` with no hidden part (.git, .DS_Store), one listed at a
+    time: its visible files, and its links to folders (listed, never followed: a link back up
+    would loop)."""
+    for top, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files = [Path(top) / n for n in names if not n.startswith(".")]
+        yield ([f for f in files if f.is_file()],
+               [Path(top) / d for d in dirs if (Path(top) / d).is_symlink()])
+
+
 def visible_files(folder: Path) -> Iterator[Path]:
     """Every file under `folder` with no hidden part (.git, .DS_Store) below it, in no set order,
     one directory listed at a time; links to folders are not followed."""
-    for top, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            path = Path(top) / name
-            if not name.startswith(".") and path.is_file():
-                yield path
+    for files, _ in _visible_tree(folder):
+        yield from files
 
 
 def collect_inputs(paths: Iterable[Path], suffixes: Collection[str] = DOCUMENT_SUFFIXES) -> list[Path]:
@@ -33,22 +40,20 @@ def collect_inputs(paths: Iterable[Path], suffixes: Collection[str] = DOCUMENT_S
     return list(dict.fromkeys(found))
 
 
-def other_files(paths: Iterable[Path]) -> list[str]:
-    """Files in the folders given that are not run or submitted (not a document by their suffix;
-    hidden ones aside), as paths within their folder, so the command can say it passed them over."""
-    return [p.relative_to(path).as_posix() for path in paths if path.is_dir()
-            for p in sorted(p for p in visible_files(path) if p.suffix.lower() not in DOCUMENT_SUFFIXES)]
-
-
-def linked_folders(paths: Iterable[Path]) -> list[str]:
-    """Links to folders inside the folders given, which walks do not follow (a link back up
-    would loop), as paths within their folder, so the command can say so."""
-    found = []
+def passed_over(paths: Iterable[Path]) -> tuple[list[str], list[str]]:
+    """What the folders given hold that is not run or submitted, in one walk, so the command
+    can say so: files that are not a document by their suffix, and links to folders (not
+    followed); hidden ones aside, each as a path within its folder."""
+    files: list[str] = []
+    links: list[str] = []
     for path in paths:
         if not path.is_dir():
             continue
-        for top, dirs, _ in os.walk(path):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            found += [(Path(top) / d).relative_to(path).as_posix()
-                      for d in sorted(dirs) if (Path(top) / d).is_symlink()]
-    return found
+        others: list[Path] = []
+        linked: list[Path] = []
+        for here, folders in _visible_tree(path):
+            others += [p for p in here if p.suffix.lower() not in DOCUMENT_SUFFIXES]
+            linked += folders
+        files += [p.relative_to(path).as_posix() for p in sorted(others)]
+        links += [p.relative_to(path).as_posix() for p in sorted(linked)]
+    return files, links

@@ -247,17 +247,23 @@ def save(
     language_model = source_language_model(cfg)
     if language_model is not None and not (out / char_lm.FILE_NAME).exists():
         shutil.copyfile(language_model, tmp / char_lm.FILE_NAME)
-    umask = os.umask(0)
-    os.umask(umask)
+    make_readable(tmp)
     for f in tmp.rglob("*"):
         if f.is_file():
-            # The weights come from a private temp file (0600): readable by others as every
-            # other file is, so a worker running as another user can load the model.
-            f.chmod(0o666 & ~umask)
             dest = out / f.relative_to(tmp)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f, dest)  # atomic per file: a kill mid-save never leaves a torn file
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def make_readable(folder: Path) -> None:
+    """Give what a save wrote the modes the user's umask gives new files and folders: the
+    weights come from a private temp file (0600), and a worker running as another user must
+    be able to load the model."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in folder.rglob("*"):
+        f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
 
 
 def judged_cer(scores: dict[str, Any]) -> float | None:
@@ -268,10 +274,12 @@ def judged_cer(scores: dict[str, Any]) -> float | None:
     return sum(chosen) / len(chosen) if chosen else None
 
 
-def best_so_far(history: list[dict[str, Any]]) -> float | None:
-    """The best judged CER of a run's own validations (not the base model's, at step 0)."""
-    judged = [judged_cer(h) for h in history if h.get("step", 0) > 0]
-    return min((j for j in judged if j is not None), default=None)
+def best_validation(history: list[dict[str, Any]]) -> tuple[int, float] | None:
+    """(step, judged CER) of the first of a run's best validations (the base model's, at step
+    0, is not the run's), or None before its first."""
+    judged = [(h["step"], cer) for h in history
+              if h.get("step", 0) > 0 and (cer := judged_cer(h)) is not None]
+    return min(judged, key=lambda sc: sc[1], default=None)
 
 
 def best_verdict(history: list[dict[str, Any]], best: tuple[int, float] | None, out_dir: str) -> list[str]:
@@ -303,10 +311,7 @@ def save_best(model: Any, processor: Any, cfg: TrainConfig, step: int, score: fl
     if language_model.is_file():
         shutil.copyfile(language_model, tmp / char_lm.FILE_NAME)
     (tmp / "best.json").write_text(json.dumps({"step": step, "judged_cer": round(score, 4)}) + "\n")
-    umask = os.umask(0)
-    os.umask(umask)
-    for f in tmp.rglob("*"):
-        f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
+    make_readable(tmp)
     shutil.rmtree(best, ignore_errors=True)
     os.replace(tmp, best)
     return best
@@ -566,9 +571,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     stop = _stop_on_signals()
     last_save = time.monotonic()
     t0, lines0 = time.monotonic(), lines
-    best_cer = best_so_far(history)  # a resumed run's best is still the one to beat
-    best = (next(h["step"] for h in history if h.get("step", 0) > 0 and judged_cer(h) == best_cer),
-             best_cer) if best_cer is not None else None
+    best = best_validation(history)  # a resumed run's best is still the one to beat
     smooth: float | None = None  # the decoder's loss, comparable across models with and without CTC
     smooth_ctc: float | None = None
     scores: dict[str, float] = {}
