@@ -1,6 +1,7 @@
 """How often `segment_upright` finds the quarter turn that sets a page upright, and what it costs.
 
 Usage: python bench/bench_orientation.py [--dev ../shared/data/dev] [--pages 3] [--trials 3000]
+       [--whole]
 
 1. Pages: generated pages (tests/pagegen: one column, two columns, a picture; plain and scanned),
    the dev PDFs' pages and the sample letter, and pages stacked from synthetic printed, receipt
@@ -13,6 +14,9 @@ Usage: python bench/bench_orientation.py [--dev ../shared/data/dev] [--pages 3] 
 2. Lines: each line of the dev line folders and of 600 synthetic lines per kind votes (upright,
    upside down, or neither); pages of 5-30 lines drawn from them at random show how often the
    votes alone (no judge) would turn an upright page over (false) and find an upside-down one.
+3. With --whole: the dev brochure linn turned with `qpdf --rotate=+N` (poppler renders it turned)
+   is read by the local runner with the shipped model, pages turned upright and not, and the
+   text scored by bag-of-words F1 against linn.gt.txt (bench_pages' measure).
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ def main() -> None:
     p.add_argument("--dev", type=Path, default=Path("../shared/data/dev"))
     p.add_argument("--pages", type=int, default=3, help="stacked synthetic pages per kind")
     p.add_argument("--trials", type=int, default=3000, help="random pages per size in part 2")
+    p.add_argument("--whole", action="store_true", help="part 3: linn read whole at four turns")
     args = p.parse_args()
 
     print("1. pages turned t degrees: t -> turn found (parts along/across, lines up/down) seconds")
@@ -149,6 +154,42 @@ def main() -> None:
                          f"sideways {sideways / args.trials:.2f}")
         print(f"  {name:22s} {len(votes):4d} lines: upright {np.mean(votes == 1):.2f}, "
               f"upside down {np.mean(votes == -1):.2f} | " + "  ".join(cells), flush=True)
+    if args.whole:
+        print()
+        whole_documents(args.dev)
+
+
+def whole_documents(dev: Path) -> None:
+    import shutil
+    import subprocess
+    import tempfile
+
+    from bench.bench_pages import bag_of_words
+    from pipeline.config import Settings
+    from pipeline.exporters import parse_formats
+    from pipeline.recognize import Recognizer
+    from pipeline.runner import LocalRunner
+
+    source = dev / "pdfs" / "ocrmypdf_linn.pdf"
+    if not source.is_file() or shutil.which("qpdf") is None:
+        print("3. skipped: needs qpdf and", source)
+        return
+    truth = source.with_suffix(".gt.txt").read_text(encoding="utf-8")
+    reader = Recognizer("quire-line-v1", device="cpu")
+    print("3. linn turned with qpdf --rotate=+N, read by quire run: word F1 against linn.gt.txt")
+    with tempfile.TemporaryDirectory() as tmp:
+        for turned_by in (0, 90, 180, 270):
+            pdf = Path(tmp) / f"linn-{turned_by}.pdf"
+            subprocess.run(["qpdf", str(source), f"--rotate=+{turned_by}", str(pdf)], check=True)
+            for rotate in (True, False):
+                home = Path(tmp) / f"home-{turned_by}-{rotate}"
+                settings = Settings(home=home, device="cpu", render={"dpi": 300, "rotate_pages": rotate})
+                runner = LocalRunner(settings, exporters=parse_formats("txt"), out_dir=home / "out",
+                                     recognizer_factory=lambda: reader)
+                summary = runner.run([pdf])
+                text = (home / "out" / f"{pdf.stem}.txt").read_text(encoding="utf-8")
+                print(f"  +{turned_by:3d}  pages turned upright: {'yes' if rotate else 'no ':3s}  "
+                      f"lines {summary.lines:4d}  F1 {bag_of_words(truth, text)[2]:.3f}", flush=True)
 
 
 if __name__ == "__main__":
