@@ -28,13 +28,13 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _backend() -> tuple[Any, Any, Any]:
-    """(settings, engine, store) of this node, the schema checked."""
+    """(settings, engine, store) of this node; the embedded SQLite default migrates itself."""
     from pipeline import storage
     from pipeline.config import get_settings
-    from pipeline.db.session import make_engine
+    from pipeline.db.session import open_database
 
     settings = get_settings()
-    engine = make_engine(settings.resolved_database_url())
+    engine = open_database(settings.resolved_database_url())
     store = storage.open_store(settings.resolved_storage_url(), settings.s3_endpoint_url)
     return settings, engine, store
 
@@ -131,6 +131,11 @@ def submit(
         job_id = client.submit_stream(_sources(inputs), options, key, webhook,
                                       _bar(total, "submit", "file", progress))
     else:
+        from pipeline.queue import broker_problem
+
+        problem = broker_problem()
+        if problem:
+            _fail(f"cannot reach the broker (QUIRE_BROKER_URL): {problem}; nothing was submitted", 1)
         job_id = _submit_direct(inputs, options, key, webhook, total, progress, owner)
     typer.echo(job_id)
     if wait:
@@ -148,11 +153,22 @@ def _submit_direct(inputs: list[str], options: Any, key: str, webhook: str | Non
         typer.echo(f"resuming job {job_id}", err=True)
     counts: dict[str, int] = {}
     with _bar(total, "submit", "file", progress) as bar:
-        for src in _sources(inputs):
-            outcome = submitter.add(job_id, src)
-            counts[outcome] = counts.get(outcome, 0) + 1
-            bar.update(1)
-            bar.set_postfix(counts, refresh=False)
+        try:
+            for src in _sources(inputs):
+                outcome = submitter.add(job_id, src)
+                counts[outcome] = counts.get(outcome, 0) + 1
+                bar.update(1)
+                bar.set_postfix(counts, refresh=False)
+        except Exception as e:
+            from pipeline.cli import unreachable_server
+
+            message = unreachable_server(e)
+            if message is None:
+                raise
+            bar.close()
+            # The job stays open: the same command reopens it (same key) and sends what is missing.
+            _fail(f"{message.rstrip('.')}. Job {job_id} keeps what was taken in ({sum(counts.values())} files sent "
+                  "on); run the same command again once the broker answers: it goes on from there", 1)
     submitter.close_job(job_id)
     typer.echo(", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing to submit",
                err=True)

@@ -22,13 +22,10 @@ def _open():
     """(settings, engine, store) of the configured database and object store."""
     from pipeline import storage
     from pipeline.config import load_settings
-    from pipeline.db.session import make_engine, upgrade
+    from pipeline.db.session import open_database
 
     settings = load_settings()
-    url = settings.resolved_database_url()
-    if url.startswith("sqlite:"):
-        upgrade(url)  # the embedded default migrates itself, as `quire run` does
-    engine = make_engine(url)
+    engine = open_database(settings.resolved_database_url())
     return settings, engine, storage.open_store(settings.resolved_storage_url(),
                                                 settings.s3_endpoint_url)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from celery import Celery
 from kombu import Queue
+from kombu.exceptions import OperationalError
 
 from pipeline.config import Settings, get_settings
 
@@ -55,6 +56,19 @@ def send(task: str, *args: object, **kwargs: Any) -> None:
     queue = ROUTES[task]["queue"]
     celery_app().send_task(task, args=list(args), kwargs=kwargs or None, queue=queue,
                            routing_key=queue)
+
+
+def broker_problem() -> str | None:
+    """Why the broker cannot be reached (its first line), or None when it answers. Asked before a
+    submission takes anything in, so a broker that is down leaves no half-made job behind."""
+    connection = celery_app().connection_for_write()
+    try:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=5)
+    except (OperationalError, OSError) as e:  # kombu wraps the transports' failures in its own
+        return (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(".")
+    finally:
+        connection.release()
+    return None
 
 
 def queue_depths(broker_url: str | None = None) -> dict[str, int]:

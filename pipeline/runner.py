@@ -17,7 +17,7 @@ from pipeline import storage
 from pipeline.config import Settings
 from pipeline.db import repo
 from pipeline.db.models import DocumentStatus
-from pipeline.db.session import make_engine, session_scope, upgrade
+from pipeline.db.session import open_database, session_scope
 from pipeline.errors import BadInputError, QuireError
 from pipeline.exporters import Exporter
 from pipeline.process import (
@@ -134,11 +134,7 @@ class LocalRunner:
         self.flush_lines = flush_lines
         self._recognizer_factory = recognizer_factory or self._default_recognizer
         self._recognizer = None
-        url = settings.resolved_database_url()
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        upgrade(url)  # the embedded default migrates itself
-        self.engine = make_engine(url)
+        self.engine = open_database(settings.resolved_database_url(), migrate=True)
         self.store = storage.open_store(settings.resolved_storage_url(), settings.s3_endpoint_url)
         self.options = JobOptions.from_settings(settings, formats=[e.name for e in exporters])
         self.profile = self.options.profile

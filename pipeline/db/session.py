@@ -92,6 +92,16 @@ def alembic_config(url: str | None = None) -> Any:
     return cfg
 
 
+def open_database(url: str, *, migrate: bool | None = None) -> Engine:
+    """An engine for url with its schema up to date where that is Quire's to do: always for the
+    embedded SQLite default (so no command needs `quire db upgrade` first on a fresh machine), for
+    a server database only when `migrate` says so (`quire run`); elsewhere an operator upgrades."""
+    engine = make_engine(url)
+    if engine.dialect.name == "sqlite" if migrate is None else migrate:
+        upgrade(engine)
+    return engine
+
+
 def upgrade(url: str | Engine, revision: str = "head") -> None:
     """Bring the schema at url (or on an engine, e.g. in-memory SQLite) up to revision."""
     from alembic import command
