@@ -110,7 +110,12 @@ def search(
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many lines.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array of hits.")] = False,
 ) -> None:
-    """Full-text search over the recognized lines of every processed document."""
+    """Full-text search over the recognized lines of every processed document.
+
+    Prints one hit a line: file, page, line, box (x0,y0,x1,y1 in page pixels) and the text with
+    the matches in [brackets]. Where a file was read more than once with different results
+    (another model, pages turned or not), its name carries each reading's document id, which
+    `quire export ID` takes."""
     from pipeline.db.search import search_lines
     from pipeline.db.session import session_scope
     from pipeline.errors import QuireError
@@ -127,10 +132,25 @@ def search(
     if not hits:
         typer.echo(f"no lines match {words!r}", err=True)
         raise typer.Exit(1)
+    for row in hit_rows(hits):
+        typer.echo(row)
+
+
+def hit_rows(hits) -> list[str]:
+    """One tab-separated row per hit: name, page, line, box, the line with its matches marked.
+    A file read under several settings (another model, pages turned or not) is one document per
+    reading; where hits come from more than one, each name carries its reading's document id."""
+    readings: dict[str, set[str]] = {}
     for hit in hits:
+        readings.setdefault(hit.document_name, set()).add(hit.document_id)
+    rows = []
+    for hit in hits:
+        name = hit.document_name
+        if len(readings[name]) > 1:
+            name += f" ({hit.document_id})"
         box = ",".join(map(str, hit.bbox.as_list()))
-        typer.echo(f"{hit.document_name}\tpage {hit.page}\tline {hit.line}\t[{box}]\t"
-                   f"{hit.highlighted()}")
+        rows.append(f"{name}\tpage {hit.page}\tline {hit.line}\t[{box}]\t{hit.highlighted()}")
+    return rows
 
 
 def view(
