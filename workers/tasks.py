@@ -22,7 +22,14 @@ from pipeline.db.session import make_engine, session_scope
 from pipeline.errors import BadInputError, QuireError, StorageError
 from pipeline.exporters import get_exporter, parse_formats
 from pipeline.metrics import DOCUMENTS, LINES, LINES_PER_SECOND, PAGES, Timer
-from pipeline.process import DocumentRef, decode_gray, finish_document, ingest_pages, save_texts
+from pipeline.process import (
+    DocumentRef,
+    JobOptions,
+    decode_gray,
+    finish_document,
+    ingest_pages,
+    save_texts,
+)
 from pipeline.queue import FINISH, INGEST, NOTIFY, RECOGNIZE, send
 from pipeline.webhooks import WebhookError, deliver
 from workers.app import app, recognizer_for
@@ -81,13 +88,12 @@ def ingest_document(document_id: str, job_id: str) -> None:
         send(NOTIFY, jid)
     if done:
         return
-    model, beam = options.get("model", settings.model), options.get("beam", settings.recognize.beam)
-    decode = options.get("decode", settings.recognize.decode)
-    # The worker's own render settings (pixel limit, chunk size), the job's dpi and scan choice.
+    job = JobOptions.from_dict(options)
+    model, beam, decode = job.model, job.beam, job.decode
+    # The worker's own render settings (pixel limit, chunk size); the job's dpi, scan choice and
+    # page turning, as its documents' profile says.
     render = settings.render.model_copy(update={
-        "dpi": options.get("dpi", settings.render.dpi),
-        "embedded_scans": options.get("embedded_scans", True),  # as the job's profile says
-        "rotate_pages": options.get("rotate_pages", True)})
+        "dpi": job.dpi, "embedded_scans": job.embedded_scans, "rotate_pages": job.rotate_pages})
     batcher = WidthBatcher(settings.queue.batch_lines())
     pages = lines = 0
     log.info("ingest job=%s doc=%s name=%s", job_id, document_id, name)
