@@ -10,7 +10,7 @@ The stages are timed apart, each the fastest of --repeat after a warm-up, on hel
 lines cut to their ink (bench_throughput's lines). Recognition weighs the model's character
 language model where its folder has one (the shipped model does): the search rows show its cost,
 and the CTC read then searches with it instead of taking the best path. On the GPU machine (the `device` tool) run it
-as bench_throughput's docstring says, carrying .train-assets and .whl.
+as bench_throughput's docstring says, carrying .train-assets.tar.xz and .whl.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ On the GPU machine (the `device` tool): rendering the lines needs the training f
 needs pydantic-settings, which its image lacks. Here, once: `.venv/bin/python
 bench/pack_training_assets.py` and `bash bench/device_wheels.sh`; there, `bash
 bench/device_checks.sh` runs this bench with the GPU tests and bench_stages.py (carry
-[".train-assets", ".whl"]).
+[".train-assets.tar.xz", ".whl"]).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 # in about 4 minutes, leaving the rest of its 10-minute call to bench/device_train.sh.
 #
 #   here, once:   .venv/bin/python bench/pack_training_assets.py && bash bench/device_wheels.sh
-#   device call:  bash bench/device_checks.sh && bash bench/device_train.sh 5   (carry: [".train-assets", ".whl"])
+#   device call:  bash bench/device_checks.sh && bash bench/device_train.sh 5   (carry: [".train-assets.tar.xz", ".whl"])
 #
 # Runs ON the GPU machine, in the repository root: installs the carried wheels (pydantic-settings
 # and its needs, which its image lacks), runs the GPU tests, then bench_stages.py (what caps a
@@ -15,7 +15,8 @@ OUT="${OUT:-runs/device-out}"
 mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || { echo "no wheels: run bench/device_wheels.sh here and carry .whl" >&2; exit 2; }
-export PYTHONPATH="/tmp/site:$PWD" QUIRE_TRAIN_ASSETS="${QUIRE_TRAIN_ASSETS:-.train-assets}" PYTHONUNBUFFERED=1
+source bench/device_assets.sh
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 # The repository's conftest starts servers the GPU machine lacks; the GPU tests need none of them.
 timeout 150 python3 -m pytest -q --noconftest -p no:cacheprovider tests/unit/test_recognize_gpu.py \

@@ -6,8 +6,8 @@
 # checkpoint; the model folder is then packed into $OUT as model.tar.partNN (15 MiB each, under
 # the tool's 16 MiB per file), with train.log beside it.
 #
-#   here, once:          .venv/bin/python bench/pack_training_assets.py    # fonts, words: 26 MB
-#   each device call:    bash bench/device_train.sh 8                   (carry: [".train-assets"])
+#   here, once:          .venv/bin/python bench/pack_training_assets.py    # fonts, words: 12 MB packed
+#   each device call:    bash bench/device_train.sh 8                   (carry: [".train-assets.tar.xz"])
 #   a session's first:   bash bench/device_checks.sh && bash bench/device_train.sh 5   (and ".whl")
 #   here, after each:    bash bench/device_unpack.sh FILES_AT           (the reply's files_at)
 #
@@ -26,9 +26,10 @@ shift
 PY="${PYTHON:-python3}"  # on the GPU machine, the python3 that holds CUDA torch and transformers
 OUT="${OUT:-runs/device-out}"
 MODEL_DIR="${QUIRE_DEVICE_MODEL:-models/quire-line-v1}"
-export QUIRE_TRAIN_ASSETS="${QUIRE_TRAIN_ASSETS:-.train-assets}" PYTHONUNBUFFERED=1
+source bench/device_assets.sh
+export PYTHONUNBUFFERED=1
 if [ ! -d "$QUIRE_TRAIN_ASSETS/fonts" ]; then
-  echo "no $QUIRE_TRAIN_ASSETS/fonts: run bench/pack_training_assets.py here and carry .train-assets" >&2
+  echo "no $QUIRE_TRAIN_ASSETS/fonts: run bench/pack_training_assets.py here and carry .train-assets.tar.xz" >&2
   exit 2
 fi
 mkdir -p "$OUT"

@@ -3,6 +3,8 @@ folder (fortunes' book passages too), so training can run on a host without them
 
 Usage: python bench/pack_training_assets.py [--out .train-assets] [--font-mb 20]
 Then on the other host: QUIRE_TRAIN_ASSETS=.train-assets python -m pipeline.training.train ...
+The folder is also written as one archive, OUT.tar.xz (under half its size), which is what the
+device scripts carry and unpack (bench/device_assets.sh).
 Handwriting fonts are always kept; the others are taken smallest first up to --font-mb. Fonts
 over a megabyte (CJK fonts with a Latin hand, e.g. Klee One at 21 MB) are cut down to the code
 points the generator uses, with fontTools (`pip install fonttools`, the `train` extra).
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import tarfile
 from pathlib import Path
 
 from pipeline.training.corpus import book_passages, dictionary_words, prose_lines
@@ -74,7 +77,12 @@ def main() -> None:
     (out / "books").mkdir()
     (out / "books" / "books.txt").write_text("\n%\n".join(book_passages()) + "\n", encoding="ascii")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"{out}: {len(rows)} fonts {kinds}, {total / 1e6:.1f} MB in all")
+    archive = out.with_name(out.name + ".tar.xz")
+    with tarfile.open(archive, "w:xz") as tar:
+        for item in sorted(out.iterdir()):
+            tar.add(item, arcname=item.name)
+    print(f"{out}: {len(rows)} fonts {kinds}, {total / 1e6:.1f} MB in all; "
+          f"{archive}: {archive.stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":
