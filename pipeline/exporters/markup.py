@@ -1,7 +1,13 @@
-"""Shared by the markup exporters: the jinja2 environment, text blocks and estimated word boxes."""
+"""Shared by the markup exporters: the jinja2 environment, text blocks and estimated word boxes.
+
+hOCR, ALTO and PAGE name the source file as their image, so their boxes are given on the page as
+it was rendered from the source: a page Quire turned upright has its boxes turned back (and its
+text's turn stated: hOCR textangle, ALTO ROTATION, PAGE orientation). The rows, the JSON and the
+viewer keep the upright page's frame, which is the stored page image's."""
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -124,13 +130,52 @@ def blocks(page: PageResult) -> list[Block]:
     return [Block(i, tuple(g)) for i, g in enumerate(groups)]
 
 
+def to_source(box: BBox, page: PageResult) -> BBox:
+    """A box on the upright page as it lies on the page rendered from the source, which was
+    turned `page.rotation` degrees clockwise to be upright (see orientation.turn)."""
+    w, h = page.width, page.height  # the upright page's
+    if page.rotation == 90:
+        return BBox(box.y0, w - box.x1, box.y1, w - box.x0)
+    if page.rotation == 180:
+        return BBox(w - box.x1, h - box.y1, w - box.x0, h - box.y0)
+    if page.rotation == 270:
+        return BBox(h - box.y1, box.x0, h - box.y0, box.x1)
+    return box
+
+
+def source_size(page: PageResult) -> tuple[int, int]:
+    """(width, height) of the page as rendered from the source."""
+    return (page.height, page.width) if page.rotation in (90, 270) else (page.width, page.height)
+
+
+def _spaces(found: list[Word], line: LineResult) -> list[BBox]:
+    """The gaps between a line's words, on the upright page (ALTO's SP)."""
+    return [BBox(a.bbox.x1, line.bbox.y0, max(b.bbox.x0, a.bbox.x1 + 1), line.bbox.y1)
+            for a, b in itertools.pairwise(found)]
+
+
 def page_context(page: PageResult) -> dict[str, object]:
-    """What every markup template needs for a page: its blocks, lines and estimated words."""
+    """What every markup template needs for a page: its size, its text's turn, its blocks, lines
+    and estimated words, every box on the page as rendered from the source (`to_source`)."""
+    width, height = source_size(page)
+
+    def line_context(ln: LineResult) -> dict[str, object]:
+        found = words(ln)
+        return {"line": ln, "text": clean(ln.text), "bbox": to_source(ln.bbox, page),
+                "words": [Word(w.text, to_source(w.bbox, page)) for w in found],
+                "spaces": [to_source(gap, page) for gap in _spaces(found, ln)]}
+
     return {
         "page": page,
+        "width": width,
+        "height": height,
+        # Counter-clockwise degrees the text runs at on that page (hOCR textangle, ALTO ROTATION),
+        # and PAGE's orientation: the clockwise turn that sets it upright, within (-180, 180].
+        "textangle": page.rotation,
+        "orientation": page.rotation - 360 if page.rotation > 180 else page.rotation,
         "blocks": [
-            {"index": blk.index, "bbox": blk.bbox,
-             "lines": [{"line": ln, "text": clean(ln.text), "words": words(ln)} for ln in blk.lines]}
+            {"index": blk.index, "bbox": to_source(blk.bbox, page),
+             "lines": [line_context(ln) for ln in blk.lines]}
             for blk in blocks(page)
         ],
     }

@@ -120,3 +120,62 @@ def test_pdf_without_images_says_so():
     with pytest.raises(ImagesRequiredError, match="needs the page images"):
         get_exporter("pdf").export(make_doc())
     assert re.fullmatch(r"[a-z.]+", get_exporter("pdf").extension)
+
+
+def turned(rotation: int) -> DocumentResult:
+    """make_doc's letter read from a source page that was turned `rotation` degrees clockwise
+    to be upright: the rows hold the upright page (1700 x 2200)."""
+    doc = make_doc()
+    page = doc.pages[0]
+    return DocumentResult(doc.name, doc.sha256, doc.model,
+                          (PageResult(page.number, page.width, page.height, page.dpi, page.angle,
+                                      page.lines, page.image_key, rotation),),
+                          id=doc.id, created_at=WHEN, updated_at=WHEN)
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_boxes_of_a_turned_page_lie_where_its_text_is_on_the_source_page(rotation):
+    """Every markup export names the source file, so its boxes must land on the source's ink:
+    an upright page with a line's box painted in, turned back the way the source lay, shows
+    that ink exactly where hOCR, ALTO and PAGE put the line."""
+    import numpy as np
+
+    from pipeline.orientation import turn
+
+    doc = turned(rotation)
+    upright = np.zeros((2200, 1700), np.uint8)
+    b = doc.pages[0].lines[1].bbox
+    upright[b.y0:b.y1, b.x0:b.x1] = 1
+    source = turn(upright, (360 - rotation) % 360)
+    rows, cols = np.nonzero(source)
+    ink = [int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1]
+    size = [source.shape[1], source.shape[0]]
+
+    hocr = check_hocr(get_exporter("hocr").export(doc))
+    ns = {"h": "http://www.w3.org/1999/xhtml"}
+    page_title = hocr.find(".//h:div[@class='ocr_page']", ns).get("title")
+    assert f"bbox 0 0 {size[0]} {size[1]};" in page_title
+    line_title = hocr.findall(".//h:span[@class='ocr_line']", ns)[1].get("title")
+    assert line_title.startswith("bbox " + " ".join(map(str, ink)) + ";")
+    assert ("textangle" in line_title) == bool(rotation)
+
+    alto = check_alto(get_exporter("alto").export(doc))
+    page = alto.find(f".//{{{ALTO_NS}}}Page")
+    assert [int(page.get("WIDTH")), int(page.get("HEIGHT"))] == size
+    line = alto.findall(f".//{{{ALTO_NS}}}TextLine")[1]
+    x, y = int(line.get("HPOS")), int(line.get("VPOS"))
+    assert [x, y, x + int(line.get("WIDTH")), y + int(line.get("HEIGHT"))] == ink
+    block = alto.find(f".//{{{ALTO_NS}}}TextBlock")
+    assert block.get("ROTATION") == (str(rotation) if rotation else None)
+    for string in line.iter(f"{{{ALTO_NS}}}String", f"{{{ALTO_NS}}}SP"):  # words and gaps inside the line
+        sx, sy = int(string.get("HPOS")), int(string.get("VPOS"))
+        assert ink[0] <= sx <= ink[2] and ink[1] <= sy <= ink[3], etree.tostring(string)
+
+    page_xml = etree.fromstring(get_exporter("page").export(doc))
+    page_schema().assertValid(page_xml)
+    page_el = page_xml.find(f"{{{PAGE_NS}}}Page")
+    assert [int(page_el.get("imageWidth")), int(page_el.get("imageHeight"))] == size
+    assert page_el.get("orientation") == ({90: "90", 180: "180", 270: "-90"}.get(rotation))
+    coords = page_xml.findall(f".//{{{PAGE_NS}}}TextLine/{{{PAGE_NS}}}Coords")[1].get("points")
+    xs, ys = zip(*(map(int, p.split(",")) for p in coords.split()))
+    assert [min(xs), min(ys), max(xs), max(ys)] == ink
