@@ -41,16 +41,20 @@ def start_worker(queue: str, *, concurrency: int | None = None, loglevel: str = 
 
     ingest and finish: one process per CPU core. A solo pool (concurrency 1) keeps the model
     and connections in the one process; a kill -9 leaves its message unacked in Redis, which
-    hands it to another worker after the visibility timeout.
+    hands it to another worker after the visibility timeout, and a second Ctrl-C requeues it.
     """
     if concurrency is None:
         concurrency = 1 if "recognize" in queue.split(",") else (os.cpu_count() or 1)
-    pool = "solo" if concurrency == 1 else "prefork"
+    # One process: Quire's solo pool (workers/solo_pool.py), which a cold shutdown does not make
+    # lose its task. Celery's -P takes only its own pool names, so it is named in the config.
+    solo = concurrency == 1
+    if solo:
+        app.conf.worker_pool = "workers.solo_pool:SoloPool"
     if metrics_port:
         from pipeline.metrics import serve_worker_metrics
 
         serve_worker_metrics(metrics_port)
-    argv = ["worker", "-Q", queue, "-c", str(concurrency), "-P", pool, "-l", loglevel,
+    argv = ["worker", "-Q", queue, "-c", str(concurrency), *([] if solo else ["-P", "prefork"]), "-l", loglevel,
             # The pid keeps two workers of one queue on a host apart (PID 1 in a container).
             "-n", f"{queue.replace(',', '-')}-{os.getpid()}@%h", "--prefetch-multiplier", "1",
             "--without-gossip", "--without-mingle"]
