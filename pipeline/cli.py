@@ -18,6 +18,7 @@ from pipeline.config import (
     load_settings,
     unknown_variables,
 )
+from pipeline.errors import QuireError
 from pipeline.precision import PRECISION_HELP, PRECISIONS
 
 app = typer.Typer(
@@ -88,7 +89,6 @@ def run(
     """
     from tqdm import tqdm
 
-    from pipeline.errors import QuireError
     from pipeline.exporters import parse_formats
     from pipeline.inputs import collect_inputs, passed_over
     from pipeline.runner import LocalRunner, total_pages
@@ -168,7 +168,6 @@ def recognize(
     """
     from tqdm import tqdm
 
-    from pipeline.errors import QuireError
     from pipeline.inputs import collect_inputs
     from pipeline.recognize import Recognizer
     from pipeline.render import IMAGE_SUFFIXES
@@ -298,6 +297,9 @@ def main() -> None:
     except SettingsError as e:  # a bad QUIRE_* value: say which, not a traceback
         typer.echo(f"quire: {e}", err=True)
         sys.exit(2)
+    except QuireError as e:  # raised on purpose (a store that fails, a bad argument): its message
+        typer.echo(f"quire: {e}", err=True)
+        sys.exit(e.exit_code)
     except Exception as e:
         message = unreachable_server(e)
         if message is None:

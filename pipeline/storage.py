@@ -372,7 +372,10 @@ class S3Store:
                         mtime=obj.get("LastModified"),
                     )
         except (ClientError, BotoCoreError) as e:
-            raise _translate(e, f"list {prefix}", self.url(prefix)) from e
+            # Not self.url(prefix): a prefix ending in "/" is no valid key, and checking it as one
+            # would hide the failure (no credentials, endpoint down) behind "invalid object key".
+            where = f"s3://{self.bucket}/{full}".rstrip("/")
+            raise _translate(e, f"list {prefix or '/'}", where) from e
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key) if key else self.prefix}".rstrip("/")

@@ -89,3 +89,12 @@ def test_a_broker_lost_during_a_submission_keeps_the_job_and_the_same_command_go
     assert again.stdout.strip() == job_id
     assert f"resuming job {job_id}" in again.stderr and "1 resent" in again.stderr
     assert client.llen("ingest") == 1
+
+
+def test_an_error_raised_on_purpose_is_one_line_not_a_traceback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUIRE_")}
+    env["QUIRE_HOME"] = str(tmp_path / "home")
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "watch", "inbox/", "--once"], check=False,
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "quire: watch needs an s3://bucket/prefix URI, not 'inbox/'"

@@ -199,3 +199,16 @@ def test_s3_errors_translated(s3_server: str) -> None:
     dead.client.meta.config.retries = {"max_attempts": 0}
     with pytest.raises(StorageError):
         dead.get_bytes("k")
+
+
+def test_a_failed_listing_names_its_cause_not_the_prefix(s3_server: str) -> None:
+    """`quire watch s3://bucket/inbox/` against a missing bucket or a dead endpoint: the error
+    says why the listing failed (a prefix ending in "/" was checked as a key and hid it)."""
+    missing = S3Store("no-such-bucket-here", endpoint_url=s3_server)
+    with pytest.raises(StorageError, match=r"list inbox/ failed: NoSuchBucket") as exc:
+        list(missing.list("inbox/"))
+    assert str(exc.value).startswith("s3://no-such-bucket-here/inbox: ")
+    dead = S3Store("b", endpoint_url="http://127.0.0.1:9")
+    dead.client.meta.config.retries = {"max_attempts": 0}
+    with pytest.raises(StorageError, match=r"list inbox/ failed: Could not connect"):
+        list(dead.list("inbox/"))
