@@ -184,6 +184,8 @@ class LocalRunner:
         producer.join()
         with session_scope(self.engine) as s:
             repo.update_job_counts(s, job_id)
+            for other in repo.unfinished_sharing_jobs(s, job_id):
+                repo.update_job_counts(s, other)  # e.g. a stopped run's job, whose files are done now
         return RunSummary(outcomes, time.perf_counter() - started, job_id)
 
     def _stopped(self, job_id: str) -> None:

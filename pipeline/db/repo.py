@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from pipeline.db.models import (
     Document,
@@ -293,6 +293,19 @@ def owner_document_name(s: Session, document_id: str, owner: str | None) -> str 
     return s.scalar(select(JobDocument.name).join(Job).where(
         JobDocument.document_id == document_id, Job.owner == owner,
         JobDocument.name.is_not(None)).order_by(Job.created_at).limit(1))
+
+
+def unfinished_sharing_jobs(s: Session, job_id: str) -> list[str]:
+    """Other jobs, not done, holding a document of this job: a run that reads a document an
+    earlier, stopped run left failed must recount that run's job too."""
+    mine = aliased(JobDocument)
+    theirs = aliased(JobDocument)
+    return list(s.scalars(
+        select(theirs.job_id).distinct()
+        .join(mine, mine.document_id == theirs.document_id)
+        .join(Job, Job.id == theirs.job_id)
+        .where(mine.job_id == job_id, theirs.job_id != job_id, Job.status != JobStatus.DONE.value)
+        .order_by(theirs.job_id)))
 
 
 def job_ids_for_document(s: Session, document_id: str) -> list[str]:

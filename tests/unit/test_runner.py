@@ -85,6 +85,10 @@ def test_a_stopped_run_ends_its_job_and_the_next_run_reads_what_was_left(tmp_pat
 
     summary = runner(tmp_path).run(pdfs)  # the same command again
     assert summary.count("done") == 2 and (tmp_path / "out" / "doc6.txt").read_text().count("\f") == 5
+    with session_scope(engine) as s:
+        stopped = s.get(Job, job.id)
+        # Its files are done now: the stopped run's job says so, not "failed" with 2 done.
+        assert (stopped.status, stopped.documents_done, stopped.documents_failed) == ("done", 2, 0)
 
 
 def test_a_file_done_before_among_new_ones_does_not_lock_the_database(tmp_path):
