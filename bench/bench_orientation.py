@@ -1,7 +1,7 @@
 """How often `segment_upright` finds the quarter turn that sets a page upright, and what it costs.
 
 Usage: python bench/bench_orientation.py [--dev ../shared/data/dev] [--pages 3] [--trials 3000]
-       [--whole]
+       [--whole] [--line-images]
 
 1. Pages: generated pages (tests/pagegen: one column, two columns, a picture; plain and scanned),
    the dev PDFs' pages and the sample letter, and pages stacked from synthetic printed, receipt
@@ -17,6 +17,10 @@ Usage: python bench/bench_orientation.py [--dev ../shared/data/dev] [--pages 3] 
 3. With --whole: the dev brochure linn turned with `qpdf --rotate=+N` (poppler renders it turned)
    is read by the local runner with the shipped model, pages turned upright and not, and the
    text scored by bag-of-words F1 against linn.gt.txt (bench_pages' measure).
+4. With --line-images: each dev line image given as a page of its own (what `quire run` does with
+   a folder of line crops), as it is and upside down. One short line is the least a page can
+   hold: the ink votes are one or none and the judge reads a single line. Prints the images set
+   wrong, with their evidence, and the count per set.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ def main() -> None:
     p.add_argument("--pages", type=int, default=3, help="stacked synthetic pages per kind")
     p.add_argument("--trials", type=int, default=3000, help="random pages per size in part 2")
     p.add_argument("--whole", action="store_true", help="part 3: linn read whole at four turns")
+    p.add_argument("--line-images", action="store_true", help="part 4: dev line images as pages")
     args = p.parse_args()
 
     print("1. pages turned t degrees: t -> turn found (parts along/across, lines up/down) seconds")
@@ -157,6 +162,30 @@ def main() -> None:
     if args.whole:
         print()
         whole_documents(args.dev)
+    if args.line_images:
+        print()
+        line_images(args.dev)
+
+
+def line_images(dev: Path) -> None:
+    """Part 4: every dev line image as a page, as it is and turned over."""
+    print("4. dev line images as pages, given upright (0) and upside down (180): those set wrong")
+    for folder in ("printed", "receipts", "handwritten"):
+        pairs = load_pairs(dev / folder) if (dev / folder).is_dir() else []
+        right = {0: 0, 180: 0}
+        for path, _ in pairs:
+            gray = read_gray(path)
+            for t in (0, 180):
+                up = segment_upright(turn(gray, t), dpi=300)
+                found = up.orientation
+                right[t] += found.rotation == t
+                if found.rotation != t:
+                    judged = (f", read {found.read_as_is:.2f}/{found.read_turned:.2f}"
+                              if found.read_as_is is not None else "")
+                    print(f"  {folder}/{path.name} given {t} -> turned {found.rotation} "
+                          f"({len(up.segmentation.lines)} lines, votes {found.upright}/{found.upside_down}{judged})")
+        print(f"  {folder}: {len(pairs)} images, set upright as given upright {right[0]}, "
+              f"as given upside down {right[180]}", flush=True)
 
 
 def whole_documents(dev: Path) -> None:

@@ -79,7 +79,7 @@ def run(
     language_model: Annotated[bool | None, typer.Option(help=LANGUAGE_MODEL_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
     redo: Annotated[bool, typer.Option(help="Read documents again even if done before with the same model and settings.")] = False,
-    rotate_pages: Annotated[bool | None, typer.Option(help="Turn sideways and upside-down pages upright before reading them (default; QUIRE_RENDER__ROTATE_PAGES). Exports are of the upright page; the JSON gives each page's rotation.")] = None,
+    rotate_pages: Annotated[bool | None, typer.Option(help="Turn sideways and upside-down pages upright before reading them (default; QUIRE_RENDER__ROTATE_PAGES). The JSON gives each page's rotation. Off for a folder of line crops: one short line is too little to judge by.")] = None,
 ) -> None:
     """OCR documents in this process (no servers): text in the database, exports in the store and --out.
 

@@ -197,7 +197,10 @@ def read_line_images(paths: Sequence[Path]) -> tuple[list[int], list[np.ndarray]
             kept.append(i)
         except FileNotFoundError:
             failed.append((path, "no such file"))
-        except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        except (OSError, ValueError) as exc:
+            if path.suffix.lower() == ".pdf":  # a document, not a line: say where it goes
+                failed.append((path, "a PDF, not a line image: `quire run` reads whole documents"))
+                continue  # PIL's UnidentifiedImageError is an OSError
             failed.append((path, f"not a readable image ({exc.__class__.__name__})"))
     return kept, images, failed
 

@@ -253,6 +253,9 @@ def test_recognize_reads_a_folder_in_chunks_and_names_a_bad_image(tmp_path, lett
     assert [Path(r[0]).name for r in rows] == [f"line{i:02d}.png" for i in range(len(LETTER_LINES))]
     assert [r[1] for r in rows] == list(LETTER_LINES)
     assert f"{folder / 'line01b.png'}: not a readable image" in result.stderr
+    pdf = quire("recognize", str(letter[0]))  # a whole document given by mistake
+    assert pdf.exit_code == 1
+    assert "a PDF, not a line image: `quire run` reads whole documents" in pdf.stderr
     (tmp_path / "empty").mkdir()
     empty = quire("recognize", str(tmp_path / "empty"))
     assert empty.exit_code == 2 and "no line images found" in empty.stderr
