@@ -192,13 +192,20 @@ def _job(job_id: str, api: str | None, token: str | None) -> dict[str, Any]:
 def _follow(job_id: str, api: str | None, token: str | None, progress: bool) -> int:
     """Poll until the job finishes; exit status 1 if any document failed."""
     with _bar(100, "job", "%", progress) as bar:
-        while True:
-            view = _job(job_id, api, token)
-            bar.n = view["percent"]
-            bar.set_postfix(status=view["status"], lines=view["lines"]["done"], refresh=True)
-            if view["status"] in ("done", "failed", "partial"):
-                break
-            time.sleep(1.0)
+        try:
+            while True:
+                view = _job(job_id, api, token)
+                bar.n = view["percent"]
+                bar.set_postfix(status=view["status"], lines=view["lines"]["done"], refresh=True)
+                if view["status"] in ("done", "failed", "partial"):
+                    break
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            bar.close()
+            # Only the watching stops: the workers go on with the job.
+            typer.echo(f"stopped following job {job_id}, which goes on; `quire status {job_id} --wait` "
+                       "follows it again", err=True)
+            raise typer.Exit(130) from None
     _print_view(view)
     return 0 if view["status"] == "done" else 1
 
@@ -219,6 +226,8 @@ def status(
     api: Api = None,
     token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON view.")] = False,
+    wait: Annotated[bool, typer.Option(help="Follow the job to its end with a progress bar; exit status 1 unless every document is done.")] = False,
+    progress: Annotated[bool, typer.Option(help="Progress bar on stderr (with --wait).")] = True,
 ) -> None:
     """Where a job stands: status, counts, percent done, failed documents with reasons."""
     from pipeline.errors import NotFoundError
@@ -227,6 +236,8 @@ def status(
         view = _job(job_id, api, token)
     except NotFoundError:
         _fail(f"no job {job_id}", 1)
+    if wait and not as_json:
+        raise typer.Exit(_follow(job_id, api, token, progress))
     if as_json:
         typer.echo(json.dumps(view, indent=2))
         return

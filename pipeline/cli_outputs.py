@@ -54,7 +54,7 @@ def find_document(s, ref: str):
         if not candidates:
             where_db = s.get_bind().url.render_as_string(hide_password=True)
             raise NotFoundError(f"no document with {what} in {where_db} (QUIRE_HOME or "
-                                "QUIRE_DATABASE_URL); run `quire run` on it first")
+                                "QUIRE_DATABASE_URL); process it first (`quire run`, or `quire submit` and its workers)")
         done = [d for d in candidates if d.status == DocumentStatus.DONE]
         doc = done[0] if done else candidates[0]
         if len(done) > 1:

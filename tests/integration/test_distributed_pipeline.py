@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -223,6 +225,12 @@ def test_api_upload_poll_text_json_tenants_idempotency_webhook(cluster, letters,
 
     view = wait_for(done, 150, "the API job", cluster["workers"])
     assert view["status"] == "done" and view["percent"] == 100.0, view
+    # The command line follows the same job to its end, as `quire submit --wait` does.
+    followed = subprocess.run([sys.executable, "-m", "pipeline.cli", "status", job_id, "--wait", "--no-progress"],
+                              check=False, env={**os.environ, **cluster["env"]}, capture_output=True,
+                              text=True, timeout=120)
+    assert followed.returncode == 0, followed.stderr
+    assert followed.stdout.startswith(f"job {job_id}: done, 100.0%")
     assert client.get(f"/v1/jobs/{job_id}", headers=other).status_code == 404
     document_id = view["documents"][0]["id"]
     text = client.get(f"/v1/documents/{document_id}/text", headers=auth).text
