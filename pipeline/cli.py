@@ -28,6 +28,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    # Plain help: it wraps at any width, where rich panels cut option names short at 80 columns.
+    rich_markup_mode=None,
 )
 db_app = typer.Typer(help="Database schema commands (for PostgreSQL or an existing SQLite file).")
 app.add_typer(db_app, name="db")
