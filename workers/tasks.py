@@ -82,8 +82,11 @@ def ingest_document(document_id: str, job_id: str) -> None:
         doc = jobrepo.begin_ingest(s, document_id)
         ref = DocumentRef(doc.id, doc.sha256, doc.profile)
         name, done = doc.name, doc.status == DocumentStatus.DONE
-        options = dict(repo.get_job(s, job_id).settings)
+        job = repo.get_job(s, job_id)
+        options = dict(job.settings)
         notify = _refresh_jobs(s, repo.job_ids_for_document(s, document_id)) if done else []
+        if not done and job.status == JobStatus.QUEUED.value:
+            jobrepo.refresh_job(s, job_id)  # a document of it is under way: running, not queued
     for jid in notify:
         send(NOTIFY, jid)
     if done:

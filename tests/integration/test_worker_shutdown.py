@@ -55,6 +55,7 @@ def test_a_cold_shutdown_mid_ingest_requeues_the_task_and_the_job_finishes(
     pool = workers(env)
     ingest = pool.start("ingest")  # one process: the solo pool
     wait_for(lambda: sql("SELECT count(*) FROM pages") >= 3, 60, "the ingest to begin", pool.logs)
+    assert sql(f"SELECT status FROM jobs WHERE id = '{job_id}'") == "running"  # not "queued"
     os.killpg(ingest.pid, signal.SIGINT)  # warm shutdown: it would wait for the task
     time.sleep(1.0)
     os.killpg(ingest.pid, signal.SIGINT)  # cold shutdown: stop the task now
