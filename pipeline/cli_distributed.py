@@ -17,7 +17,7 @@ Token = Annotated[str | None, typer.Option("--token", envvar="QUIRE_TOKEN", help
 Model = Annotated[str | None, typer.Option(help="Recognition model name or folder.")]
 Beam = Annotated[int | None, typer.Option(min=1, max=16, help="Beam width; 1 is greedy.")]
 Dpi = Annotated[int | None, typer.Option(min=50, max=1200, help="PDF rendering resolution.")]
-Formats = Annotated[str, typer.Option("--format", "-f", help="Comma-separated export formats.")]
+Formats = Annotated[str, typer.Option("--format", "-f", help="Comma-separated export formats: txt, json, hocr, alto, page, pdf (searchable).")]
 
 token_app = typer.Typer(help="API tokens: create (printed once, stored hashed), list, revoke.")
 
@@ -99,7 +99,7 @@ def submit(
     model: Model = None,
     beam: Beam = None,
     dpi: Dpi = None,
-    fmt: Formats = "text,json",
+    fmt: Formats = "txt,json",
     job_key: Annotated[str | None, typer.Option(help="Idempotency key; default: derived from the inputs and options, so rerunning resumes.")] = None,
     webhook: Annotated[str | None, typer.Option(help="URL told (signed) when the job finishes.")] = None,
     wait: Annotated[bool, typer.Option(help="Follow the job to the end with a progress bar.")] = False,
@@ -252,7 +252,7 @@ def watch(
     model: Model = None,
     beam: Beam = None,
     dpi: Dpi = None,
-    fmt: Formats = "text,json",
+    fmt: Formats = "txt,json",
 ) -> None:
     """Submit files dropped under an S3 prefix; a checkpoint in SQL makes restarts safe."""
     from pipeline.watch import Watcher
