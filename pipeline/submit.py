@@ -192,6 +192,10 @@ class Submitter:
             jobrepo.add_checkpoint(s, prefix, src.uri, src.version, job_id=job_id,
                                    document_id=doc.id)
             document_id, status, profile = doc.id, doc.status, doc.profile
+            if status == DocumentStatus.FAILED:
+                # Read again from a clean start, and counted as under way from now: a job's
+                # view must not say "failed, finished" while its ingest is queued.
+                repo.start_document(s, document_id)
         if status in (DocumentStatus.PENDING, DocumentStatus.FAILED):
             self._send_ingest(document_id, job_id)
             outcome = "queued"

@@ -326,3 +326,19 @@ def test_cli_token_create_list_revoke_and_status(tmp_path, sqlite_url, monkeypat
             assert [j.id for j in s.scalars(select(Job))] == [job_id]
     finally:
         get_settings.cache_clear()
+
+
+def test_a_failed_document_sent_again_is_under_way_not_failed(api):
+    """The same bytes failed before (a worker said why); a new job that sends them again is read
+    afresh, and its view says so from the start instead of 'failed' with a finish time."""
+    first = upload(api, api.alice).json()["id"]
+    [(_, document_id, _)] = api.sent
+    with session_scope(api.engine) as s:
+        repo.fail_document(s, document_id, "render failed")
+        jobrepo.refresh_job(s, first)
+    again = upload(api, api.alice, idempotency_key="second")
+    assert again.status_code == 202, again.text
+    view = api.get(f"/v1/jobs/{again.json()['id']}", headers=api.alice).json()
+    assert view["status"] == "running" and view["finished_at"] is None, view
+    assert view["documents"][0]["status"] == "processing" and view["documents"][0]["error"] is None
+    assert api.sent[-1] == (INGEST, document_id, again.json()["id"])
