@@ -64,6 +64,12 @@ def exports_prefix(sha256: str, profile: str) -> str:
     return f"documents/{sha256}/{profile}/exports/"
 
 
+def exports_written(store: ObjectStore, sha256: str, profile: str) -> set[str]:
+    """The formats ('text', 'alto', ...) a document has exports of in the store."""
+    folder = exports_prefix(sha256, profile)
+    return {info.key[len(folder):].split(".", 1)[0] for info in store.list(folder)}
+
+
 def export_key(sha256: str, profile: str, fmt: str, ext: str | None = None) -> str:
     """An export: documents/<sha256>/<profile>/exports/<fmt>.<ext> (ext defaults per format)."""
     if not _PROFILE.fullmatch(fmt):

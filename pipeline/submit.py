@@ -210,8 +210,7 @@ class Submitter:
 
     def _lacks_exports(self, sha: str, profile: str) -> bool:
         """Whether a format this job asks for has no export in the store yet."""
-        folder = storage.exports_prefix(sha, profile)
-        written = {info.key[len(folder):].split(".", 1)[0] for info in self.store.list(folder)}
+        written = storage.exports_written(self.store, sha, profile)
         wanted = parse_formats(",".join(self.options.formats or ("text", "json")))
         return any(exporter.name not in written for exporter in wanted)
 

@@ -179,15 +179,23 @@ def finish_document_task(document_id: str) -> None:
         doc = repo.get_document(s, document_id)
         ref = DocumentRef(doc.id, doc.sha256, doc.profile)
         page_count = doc.page_count or 0
+        finished = doc.status == DocumentStatus.DONE
         job_ids = repo.job_ids_for_document(s, document_id)
         wanted: dict[str, None] = {}
         for jid in job_ids:
             for fmt in repo.get_job(s, jid).settings.get("formats") or ["text", "json"]:
                 wanted[fmt] = None
     names = [f for f in wanted if _known(f)] or ["text", "json"]
-    with Timer("finish"):
-        finish_document(engine, store, ref, page_count, parse_formats(",".join(names)))
-    DOCUMENTS.labels("done").inc()
+    exporters = parse_formats(",".join(names))
+    # Two recognize tasks can both see the last lines read and send a finish each; the second
+    # finds the document done (its exports are written in the same transaction) and writes
+    # only what a job that joined since asked for.
+    if finished and {e.name for e in exporters} <= storage.exports_written(store, ref.sha256, ref.profile):
+        log.info("finish doc=%s: done already, exports written", document_id)
+    else:
+        with Timer("finish"):
+            finish_document(engine, store, ref, page_count, exporters)
+        DOCUMENTS.labels("done").inc()
     with session_scope(engine) as s:
         job_ids = repo.job_ids_for_document(s, document_id)  # a job may have joined meanwhile
         notify = _refresh_jobs(s, job_ids)

@@ -86,8 +86,13 @@ def test_redelivered_tasks_do_no_work_twice(tasks, tmp_path, monkeypatch):
     assert FakeRecognizer.calls == 8  # every line read once, redelivery or not
     finishes = [args for args in sent if args[0] == FINISH]
     assert finishes and all(args[1] == document_id for args in finishes)
+    written = []
+    real_finish = module.finish_document
+    monkeypatch.setattr(module, "finish_document",
+                        lambda *args: (written.append(args[2].id), real_finish(*args))[1])
     module.finish_document_task.run(document_id)
-    module.finish_document_task.run(document_id)  # a redelivered finish changes nothing
+    module.finish_document_task.run(document_id)  # a second or redelivered finish changes nothing
+    assert written == [document_id]  # ... and writes no export again
     with session_scope(engine) as s:
         assert repo.get_job(s, job_a).status == repo.get_job(s, job_b).status == "done"
         assert repo.get_document(s, document_id).pages_done == 2
