@@ -59,4 +59,18 @@ def create_app(settings: Settings | None = None, *,
     async def quire_error(_request: Request, exc: QuireError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.http_status)
 
+    async def unreachable(_request: Request, exc: Exception) -> JSONResponse:
+        """A database or broker that cannot be reached: 503 with the reason, not a bare 500."""
+        from pipeline.cli import unreachable_server
+
+        message = unreachable_server(exc) or f"a server Quire needs did not answer: {exc}"
+        return JSONResponse({"detail": message}, status_code=503, headers={"Retry-After": "30"})
+
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from sqlalchemy.exc import OperationalError as DatabaseError
+
+    for kind in (BrokerError, RedisConnectionError, DatabaseError):
+        app.add_exception_handler(kind, unreachable)
+
     return app

@@ -70,8 +70,10 @@ def document_view(s: Session, doc: Document, name: str | None = None) -> dict[st
             "order": line.position, "bbox": [line.x0, line.y0, line.x1, line.y1],
             "text": line.text, "confidence": line.confidence, "status": line.status,
         })
+    every = [line for lines in by_page.values() for line in lines]
+    counts = (len(every), sum(line["status"] == LineStatus.DONE.value for line in every))
     return {
-        **document_summary(doc, name=name), "profile": doc.profile, "source_uri": doc.source_uri,
+        **document_summary(doc, counts, name), "profile": doc.profile, "source_uri": doc.source_uri,
         "size_bytes": doc.size_bytes, "created_at": _iso(doc.created_at),
         "pages": [{"number": p.number, "width": p.width, "height": p.height, "dpi": p.dpi,
                    "rotation": p.rotation, "angle": p.angle, "status": p.status,

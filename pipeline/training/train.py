@@ -510,6 +510,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.freeze_encoder:
         for p in model.encoder.parameters():
             p.requires_grad_(False)
+        # Its BatchNorm running statistics would still follow the new lines in train mode (and
+        # its CTC head read worse): the encoder stays in eval mode whatever model.train() says.
+        model.encoder.eval()
+        model.encoder.train = lambda mode=True: model.encoder
         cfg.ctc_weight = 0.0  # a frozen encoder has nothing to learn from CTC
     tok = processor.tokenizer
     specials = {t for t in (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id) if t is not None}

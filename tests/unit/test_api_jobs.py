@@ -82,6 +82,7 @@ def test_upload_enqueues_ingest_and_job_reports_progress_then_text(api):
     doc = api.get(f"/v1/documents/{document_id}", headers=api.alice).json()
     assert [ln["text"] for ln in doc["pages"][0]["lines"]] == ["Hello", "world"]
     assert doc["pages"][0]["lines"][1]["bbox"] == [0, 10, 90, 18]
+    assert doc["lines"] == {"total": 2, "done": 2}  # as the job's view counts them
     export = api.get(f"/v1/documents/{document_id}/export?format=json", headers=api.alice)
     assert export.status_code == 200 and "Hello" in export.text
     assert api.get(f"/v1/documents/{document_id}/export?format=nope",
@@ -342,3 +343,25 @@ def test_a_failed_document_sent_again_is_under_way_not_failed(api):
     assert view["status"] == "running" and view["finished_at"] is None, view
     assert view["documents"][0]["status"] == "processing" and view["documents"][0]["error"] is None
     assert api.sent[-1] == (INGEST, document_id, again.json()["id"])
+
+
+def test_a_broker_that_is_down_is_a_503_with_the_reason(tmp_path, sqlite_url):
+    """The real send (no stand-in queue) to a port where nothing listens."""
+    from tests.conftest import free_port
+
+    upgrade(sqlite_url)
+    settings = Settings(database_url=sqlite_url, storage_url=(tmp_path / "store").as_uri(),
+                        broker_url=f"redis://127.0.0.1:{free_port()}/0")
+    from pipeline.queue import configure
+
+    app_celery = configure(__import__("celery").Celery("t"), settings)
+
+    def send(task, *args):
+        app_celery.send_task(task, args=list(args), retry=False)
+
+    client = TestClient(create_app(settings, enqueue=send), raise_server_exceptions=False)
+    with session_scope(make_engine(sqlite_url)) as s:
+        token, _ = jobrepo.create_token(s, name="alice")
+    r = upload(client, {"Authorization": f"Bearer {token}"})
+    assert r.status_code == 503, r.text
+    assert r.json()["detail"].startswith("cannot reach the broker (QUIRE_BROKER_URL)")

@@ -926,3 +926,24 @@ def test_a_font_file_that_cannot_be_opened_costs_a_line_not_the_run(monkeypatch,
     monkeypatch.setattr(synth, "pick_font", pick_removed_first)
     sample = synth.LineSynthesizer(32, 512, seed=1, mix={"printed": 1.0}).sample()
     assert len(gone) == 3 and sample.text and sample.image.shape == (32, 512)
+
+
+def test_a_frozen_encoder_comes_out_exactly_as_it_went_in(tmp_path: Path) -> None:
+    """--freeze-encoder: no weight and no running statistic (BatchNorm) of the encoder changes."""
+    from transformers import VisionEncoderDecoderModel
+
+    from pipeline.training.train import TrainConfig, train
+
+    common = {"model_overrides": LineModelConfig.tiny().to_dict(), "batch_size": 2, "val_every": 100,
+              "val_lines": 2, "num_workers": 0, "threads": 1, "progress": False, "save_every_s": 1e9,
+              "warmup": 1, "lr": 3e-3, "ema_decay": 0.0}
+    train(TrainConfig(out_dir=str(tmp_path / "base"), steps=2, **common))  # type: ignore[arg-type]
+    train(TrainConfig(out_dir=str(tmp_path / "tuned"), model=str(tmp_path / "base"), steps=3,
+                      freeze_encoder=True, **{**common, "model_overrides": {}}))  # type: ignore[arg-type]
+    before = VisionEncoderDecoderModel.from_pretrained(tmp_path / "base").state_dict()
+    after = VisionEncoderDecoderModel.from_pretrained(tmp_path / "tuned").state_dict()
+    encoder = [name for name in before if name.startswith("encoder.")]
+    assert any("running_mean" in name for name in encoder)  # the stem's BatchNorm is checked too
+    assert [n for n in encoder if not torch.equal(before[n], after[n])] == []
+    decoder = [name for name in before if name.startswith("decoder.") and before[name].dim() == 2]
+    assert any(not torch.equal(before[n], after[n]) for n in decoder)  # the decoder did learn
