@@ -19,7 +19,7 @@ from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
 from pipeline.db.models import DocumentStatus, JobStatus
 from pipeline.db.session import make_engine, session_scope
-from pipeline.errors import BadInputError, QuireError, StorageError
+from pipeline.errors import BadInputError, ModelLoadError, QuireError, StorageError
 from pipeline.exporters import get_exporter, parse_formats
 from pipeline.metrics import DOCUMENTS, LINES, LINES_PER_SECOND, PAGES, Timer
 from pipeline.process import (
@@ -148,10 +148,17 @@ def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
         todo = jobrepo.claim_lines(s, line_ids, profile=profile, extra=extra,
                                    lease_s=q.lease_seconds)
     started = time.perf_counter()
+    try:
+        reader = recognizer_for(model, beam, decode) if todo else None
+    except ModelLoadError as exc:
+        # No retry loads it: the documents fail with the reason (their job ends, not "running"
+        # for ever). Another worker's top-up lines of other jobs were only leased: they go back.
+        _fail_documents(engine, line_ids, f"{exc}")
+        return
     with Timer("recognize"):
         if todo:
             crops = [decode_gray(data) for data in storage.get_many(store, [key for _, key, _ in todo])]
-            texts = recognizer_for(model, beam, decode).recognize(crops)
+            texts = reader.recognize(crops)
             save_texts(engine, [lid for lid, _, _ in todo], texts, model)
     elapsed = time.perf_counter() - started
     documents = sorted({doc for _, _, doc in todo})
@@ -166,6 +173,18 @@ def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
                  and repo.get_document(s, d).status != DocumentStatus.DONE]
     for document_id in ready:
         send(FINISH, document_id)
+
+
+def _fail_documents(engine: Any, line_ids: list[int], reason: str) -> None:
+    """Fail the documents these lines belong to, recount their jobs and tell those that ended."""
+    with session_scope(engine) as s:
+        documents = repo.documents_of_lines(s, line_ids)
+        for document_id in documents:
+            repo.fail_document(s, document_id, reason)
+        notify = _refresh_jobs(s, sorted({j for d in documents for j in repo.job_ids_for_document(s, d)}))
+    log.warning("recognize failed docs=%s: %s", ",".join(documents), reason)
+    for jid in notify:
+        send(NOTIFY, jid)
 
 
 @app.task(name=FINISH, autoretry_for=(StorageError,), retry_backoff=True, max_retries=5)

@@ -105,6 +105,10 @@ def _sources(ctx: ApiContext, uris: list[str], uploads: list[_Upload]) -> list[S
 def _options(ctx: ApiContext, opts: JobOptionsIn) -> JobOptions:
     for fmt in opts.formats or ():
         get_exporter(fmt)  # unknown formats are a 400 now, not a surprise at finish
+    offered = [m.strip() for m in ctx.settings.api.models.split(",") if m.strip()] or [ctx.settings.model]
+    if opts.model is not None and opts.model not in offered:
+        raise HTTPException(422, f"model {opts.model!r} is not offered here; models: "
+                                 f"{', '.join(offered)} (the operator lists them in QUIRE_API__MODELS)")
     return JobOptions.from_settings(ctx.settings, model=opts.model, dpi=opts.dpi,
                                     beam=opts.beam, formats=opts.formats)
 

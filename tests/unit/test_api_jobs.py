@@ -365,3 +365,13 @@ def test_a_broker_that_is_down_is_a_503_with_the_reason(tmp_path, sqlite_url):
     r = upload(client, {"Authorization": f"Bearer {token}"})
     assert r.status_code == 503, r.text
     assert r.json()["detail"].startswith("cannot reach the broker (QUIRE_BROKER_URL)")
+
+
+def test_a_tenant_may_ask_only_for_the_models_the_deployment_offers(api):
+    """A model is a path the workers would load: '/etc' or another tenant's folder is refused."""
+    for model in ("/etc", "../../../tmp", "someone/hub-model"):
+        r = upload(api, api.alice, model=model)
+        assert r.status_code == 422 and "is not offered here" in r.json()["detail"], model
+    assert api.sent == []
+    ok = upload(api, api.alice, model=Settings().model)  # the deployment's own
+    assert ok.status_code == 202, ok.text

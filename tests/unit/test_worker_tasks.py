@@ -125,3 +125,28 @@ def test_the_ingest_worker_turns_pages_as_the_job_says(tasks, tmp_path):
             pages[rotate] = (page.rotation, page.width, len(page.lines))
     assert pages[True] == (270, letter.shape[1], 4)  # upright: the letter's four lines
     assert pages[False][:2] == (0, letter.shape[0])  # as it came, on its side
+
+
+def test_a_model_that_cannot_be_loaded_fails_the_document_with_the_reason(tasks, tmp_path, monkeypatch):
+    """Not a task that fails and is acked while the job reads 'running' for ever."""
+    from pipeline.errors import ModelLoadError
+
+    module, sent, engine, store = tasks
+
+    def unloadable(model, beam=None, decode=None):
+        raise ModelLoadError(f"cannot load recognition model {model!r}: no such folder")
+
+    monkeypatch.setattr(module, "recognizer_for", unloadable)
+    pdf = make_pdf([make_letter_page(150)], tmp_path / "one.pdf", dpi=150)
+    submitter = Submitter(engine, store, JobOptions("gone-model", 150, 1), enqueue=lambda *a: sent.append(a))
+    job_id, _ = submitter.open_job()
+    submitter.add(job_id, next(iter_local([pdf])))
+    submitter.close_job(job_id)
+    [(_, document_id, _)] = sent
+    module.ingest_document.run(document_id, job_id)
+    batches = [args[1] for args in sent if args[0] == RECOGNIZE]
+    module.recognize_lines.run(batches[0], "gone-model", 1)
+    with session_scope(engine) as s:
+        doc = repo.get_document(s, document_id)
+        assert doc.status == "failed" and "cannot load recognition model 'gone-model'" in doc.error
+        assert repo.get_job(s, job_id).status == "failed"
