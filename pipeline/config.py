@@ -26,6 +26,9 @@ class RenderOptions(BaseModel):
     dpi: int = Field(300, ge=50, le=1200)
     chunk_pages: int = Field(8, ge=1, description="PDF pages rendered per pdftoppm call")
     max_pixels: int = Field(200_000_000, ge=1, description="refuse pages larger than this")
+    # A document of more pages fails as too large before any is read: one file must not hold an
+    # ingest worker for hours (a book scan runs to a few thousand pages; split larger ones).
+    max_pages: int = Field(10_000, ge=1, description="refuse documents with more pages than this")
     # A PDF page that is one scanned image is taken straight from the file (pipeline.pdf_scans),
     # resampled to `dpi` only if its own resolution differs; False renders every page with poppler.
     embedded_scans: bool = True

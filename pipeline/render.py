@@ -150,6 +150,7 @@ def _render_pdf(path: Path, options: RenderOptions) -> Iterator[PageImage]:
     from pipeline.pdf_scans import ScanPages
 
     total = int(_pdf_info(path)["Pages"])
+    _check_page_count(path, total, options)
     with ScanPages(path) if options.embedded_scans else nullcontext() as scans:
         for first in range(1, total + 1, options.chunk_pages):
             last = min(total, first + options.chunk_pages - 1)
@@ -242,9 +243,16 @@ def _open_unbounded(path: Path) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = limit
 
 
+def _check_page_count(path: Path, total: int, options: RenderOptions) -> None:
+    if total > options.max_pages:
+        raise ImageTooLargeError(f"has {total:,} pages, more than the limit of {options.max_pages:,} "
+                                 "(QUIRE_RENDER__MAX_PAGES); split it, or raise the limit", source=str(path))
+
+
 def _render_image(path: Path, options: RenderOptions) -> Iterator[PageImage]:
     name = str(path)
     with _open_image(path, options.max_pixels) as image:
+        _check_page_count(path, int(getattr(image, "n_frames", 1)), options)
         dpi = _image_dpi(image, options.dpi)
         for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
             if frame.width * frame.height > options.max_pixels:

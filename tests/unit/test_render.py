@@ -185,3 +185,16 @@ def test_truncated_png(tmp_path):
     path = tmp_path / "cut.png"
     path.write_bytes(data.read_bytes()[:2000])
     assert isinstance(_error(path), CorruptDocumentError)
+
+
+def test_a_document_over_the_page_limit_fails_before_any_page_is_read(tmp_path):
+    pdf = write_pdf(tmp_path / "long.pdf", 5)
+    err = _error(pdf, RenderOptions(max_pages=4))
+    assert isinstance(err, ImageTooLargeError)
+    assert "has 5 pages, more than the limit of 4 (QUIRE_RENDER__MAX_PAGES)" in str(err)
+    tiff = tmp_path / "stack.tif"
+    frames = [Image.fromarray(np.full((60, 80), 255, np.uint8)) for _ in range(3)]
+    frames[0].save(tiff, save_all=True, append_images=frames[1:])
+    err = _error(tiff, RenderOptions(max_pages=2))
+    assert isinstance(err, ImageTooLargeError) and "has 3 pages" in str(err)
+    assert len(list(render_pages(pdf, RenderOptions(max_pages=5, dpi=50)))) == 5
