@@ -290,6 +290,9 @@ def token_create(
     from pipeline.db import jobs as jobrepo
     from pipeline.db.session import session_scope
 
+    if not name.strip() or (owner is not None and not owner.strip()):
+        _fail("a token needs a --name (and an --owner, if given) that is not empty: it names the tenant")
+
     _, engine, _ = _backend()
     with session_scope(engine) as s:
         plain, row = jobrepo.create_token(s, name=name, owner=owner)

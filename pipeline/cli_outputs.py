@@ -4,6 +4,7 @@ read from the database and the object store (nothing is recognized again)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -155,7 +156,7 @@ def hit_rows(hits) -> list[str]:
 
 def view(
     document: Annotated[str, typer.Argument(help="Document id, source file, or name.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Where to write the HTML (default: under QUIRE_HOME/viewer/).")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Where to write the HTML: a file, or a folder (an existing one, or ending in /) to write <name>.html in (default: under QUIRE_HOME/viewer/).")] = None,
     port: Annotated[int, typer.Option(help="Serve on 127.0.0.1:PORT (0: any free port).")] = 0,
     serve: Annotated[bool, typer.Option(help="Serve the page locally until Ctrl-C.")] = True,
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open it in the default browser.")] = True,
@@ -175,7 +176,10 @@ def view(
         html = render_viewer(result, store.get_bytes)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
-    target = out or settings.home / "viewer" / f"{result.id}.html"
+    target = settings.home / "viewer" / f"{result.id}.html"
+    if out:
+        folder = out.endswith(("/", os.sep)) or Path(out).is_dir()
+        target = Path(out) / f"{Path(result.name).stem or result.id}.html" if folder else Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(html)
     if not serve:

@@ -290,7 +290,7 @@ def best_verdict(history: list[dict[str, Any]], best: tuple[int, float] | None, 
         said.append(f"the best validation was at step {best[0]} (CER {best[1]:.2%}): that model is "
                     f"in {Path(out_dir) / BEST_DIR}; {out_dir} holds the last step's")
     start = judged_cer(history[0]) if history and history[0].get("step") == 0 else None
-    if best is not None and start is not None and start <= best[1]:
+    if best is not None and start is not None and start < best[1]:
         said.append(f"warning: the model this run started from read the validation lines better "
                     f"({start:.2%}) than any step of it (best {best[1]:.2%}, step {best[0]}): keep "
                     "using that model, or train again with a lower --lr or on more lines")

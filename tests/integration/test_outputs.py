@@ -164,6 +164,9 @@ def test_view_writes_a_page_with_a_box_per_line(env, tmp_path):
     html = target.read_text()
     assert html.count('<rect class="box') == len(LETTER_LINES)
     assert "data:image/jpeg;base64," in html and "Dear Mr. Holloway," in html
+    folder = tmp_path / "pages"
+    into = quire("view", "letter.pdf", "--out", f"{folder}/", "--no-serve", "--no-open")
+    assert into.exit_code == 0 and (folder / "letter.html").read_text() == html  # a folder, not a file
 
 
 def test_postgresql_search_ranks_and_quotes(postgres_url):

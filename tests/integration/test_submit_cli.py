@@ -98,3 +98,11 @@ def test_an_error_raised_on_purpose_is_one_line_not_a_traceback(tmp_path):
                             env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert result.stderr.strip() == "quire: watch needs an s3://bucket/prefix URI, not 'inbox/'"
+
+
+def test_a_token_for_no_tenant_is_refused(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QUIRE_")}
+    env["QUIRE_HOME"] = str(tmp_path / "home")
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "token", "create", "--name", " "], check=False,
+                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "not empty" in result.stderr and result.stdout == ""

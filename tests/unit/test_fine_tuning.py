@@ -263,3 +263,6 @@ def test_the_end_of_a_run_says_where_its_best_model_is_and_when_the_start_read_b
     assert best_verdict(history, (4, 0.22), "tuned") == [
         ("the best validation was at step 4 (CER 22.00%): that model is in tuned/best; tuned holds "
          "the last step's")]
+    # Read as well as the start, not better: nothing to warn of (it said "better (0.00%) than 0.00%").
+    assert best_verdict([{"step": 0, "cer_held_out": 0.0}, {"step": 2, "cer_held_out": 0.0}],
+                        (2, 0.0), "tuned") == []
