@@ -90,6 +90,9 @@ def _sources(ctx: ApiContext, uris: list[str], uploads: list[_Upload]) -> list[S
             raise HTTPException(403, f"{uri}: outside the locations this API accepts "
                                      "(QUIRE_API__URI_PREFIXES)")
         bucket, _, key = uri[5:].partition("/")
+        if key.endswith("/"):
+            raise HTTPException(422, f"{uri} is a prefix: the API takes one object per URI "
+                                     "(s3://bucket/key); `quire submit s3://bucket/prefix/` takes a prefix")
         store = ctx.bucket(bucket)
         try:
             check_key(key)

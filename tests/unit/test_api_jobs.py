@@ -211,6 +211,8 @@ def test_bad_requests_are_4xx(api):
     assert api.post("/v1/jobs", headers=api.alice, json={}).status_code == 422
     assert api.post("/v1/jobs", headers=api.alice,
                     json={"uris": ["http://x/y"]}).status_code == 422
+    prefix = api.post("/v1/jobs", headers=api.alice, json={"uris": ["s3://inbox/scans/"]})
+    assert prefix.status_code == 422 and "is a prefix" in prefix.json()["detail"]
     r = api.post("/v1/jobs", headers=api.alice, json={"uris": [], "open": True,
                                                       "formats": ["nope"]})
     assert r.status_code == 400
