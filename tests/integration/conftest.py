@@ -87,3 +87,19 @@ def workers(tmp_path) -> Iterator[callable]:
     yield make
     for w in started:
         w.stop()
+
+
+def settings_from(env: dict[str, str], monkeypatch) -> tuple:
+    """(settings, engine) as the workers given `env` see them, the schema made: the cached
+    settings and Celery app are cleared so this process reads `env` too."""
+    from pipeline.config import get_settings
+    from pipeline.db.session import make_engine, upgrade
+    from pipeline.queue import celery_app
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    celery_app.cache_clear()
+    settings = get_settings()
+    upgrade(settings.resolved_database_url())
+    return settings, make_engine(settings.resolved_database_url())

@@ -10,11 +10,11 @@ import pytest
 
 from pipeline import storage
 from pipeline.config import Settings, get_settings
-from pipeline.db.session import make_engine, upgrade
 from pipeline.exporters import parse_formats
 from pipeline.queue import celery_app
 from pipeline.runner import LocalRunner
 from pipeline.submit import submit_files
+from tests.integration.conftest import settings_from
 from tests.model_fixtures import LETTER_LINES, make_letter_page
 from tests.pagegen import make_pdf
 
@@ -46,13 +46,7 @@ def test_celery_workers_process_a_pdf_like_the_local_runner(tmp_path, redis_url,
         "QUIRE_RENDER__DPI": str(DPI),
         "QUIRE_RECOGNIZE__BATCH_SIZE": "3",  # several recognize tasks for one page
     }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    celery_app.cache_clear()
-    settings = get_settings()
-    upgrade(settings.resolved_database_url())
-    engine = make_engine(settings.resolved_database_url())
+    settings, engine = settings_from(env, monkeypatch)
     store = storage.open_store(settings.resolved_storage_url())
 
     pool = workers(env)

@@ -14,9 +14,9 @@ import redis
 
 from pipeline import storage
 from pipeline.config import get_settings
-from pipeline.db.session import make_engine, upgrade
 from pipeline.queue import celery_app
 from pipeline.submit import submit_files
+from tests.integration.conftest import settings_from
 from tests.integration.test_celery_pipeline import wait_for
 from tests.model_fixtures import LETTER_LINES, make_letter_page
 from tests.pagegen import make_pdf
@@ -36,13 +36,7 @@ def test_a_cold_shutdown_mid_ingest_requeues_the_task_and_the_job_finishes(
     env = {"QUIRE_BROKER_URL": redis_url, "QUIRE_DATABASE_URL": f"sqlite:///{db_file}",
            "QUIRE_STORAGE_URL": (tmp_path / "store").as_uri(), "QUIRE_MODEL": str(letter_reader),
            "QUIRE_RENDER__DPI": str(DPI)}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
-    celery_app.cache_clear()
-    settings = get_settings()
-    upgrade(settings.resolved_database_url())
-    engine = make_engine(settings.resolved_database_url())
+    settings, engine = settings_from(env, monkeypatch)
     broker = redis.Redis.from_url(redis_url)
     broker.delete("ingest", "recognize", "finish", "unacked", "unacked_index")
     job_id = submit_files(engine, storage.open_store(settings.resolved_storage_url()), [pdf], settings,
