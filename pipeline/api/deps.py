@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from pipeline import storage
 from pipeline.config import Settings
 from pipeline.db import jobs as jobrepo
-from pipeline.db.session import make_engine, session_scope
+from pipeline.db.session import open_database, session_scope
 
 
 @dataclass
@@ -31,7 +31,7 @@ class ApiContext:
     @property
     def engine(self) -> Engine:
         if self.engine_ is None:
-            self.engine_ = make_engine(self.settings.resolved_database_url())
+            self.engine_ = open_database(self.settings.resolved_database_url())  # SQLite: migrated
         return self.engine_
 
     @property

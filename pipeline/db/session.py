@@ -97,7 +97,9 @@ def open_database(url: str, *, migrate: bool | None = None) -> Engine:
     embedded SQLite default (so no command needs `quire db upgrade` first on a fresh machine), for
     a server database only when `migrate` says so (`quire run`); elsewhere an operator upgrades."""
     engine = make_engine(url)
-    if engine.dialect.name == "sqlite" if migrate is None else migrate:
+    if migrate is None:
+        migrate = engine.dialect.name == "sqlite"
+    if migrate:
         upgrade(engine)
     return engine
 
