@@ -403,18 +403,23 @@ def build_lm_command(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    if target.exists():
-        previous = target.with_name(target.stem + ".previous.npz")
-        target.replace(previous)  # one step back is kept: a thin model built by mistake is undone
-        typer.echo(f"the language model that was there is now {previous}", err=True)
-    lm.save(target)
+    _save_keeping_previous(lm, target)
     typer.echo(f"{target}: order {order}, {len(lm.alphabet)} characters, {len(lm.ngram_keys):,} "
                f"n-grams from {len(lines):,} lines ({target.stat().st_size / 1e6:.1f} MB)")
     best = out / BEST_DIR
     if out.is_dir() and (best / "best.json").is_file():
         # The run's best model (quire train keeps it beside the last) reads with it too.
-        lm.save(best / char_lm.FILE_NAME)
+        _save_keeping_previous(lm, best / char_lm.FILE_NAME)
         typer.echo(f"{best / char_lm.FILE_NAME}: the same, for the run's best model", err=True)
+
+
+def _save_keeping_previous(lm, target: Path) -> None:
+    """Save over `target`, keeping one step back: a thin model built by mistake is undone."""
+    if target.exists():
+        previous = target.with_name(target.stem + ".previous.npz")
+        target.replace(previous)
+        typer.echo(f"the language model that was there is now {previous}", err=True)
+    lm.save(target)
 
 
 def _folder_texts(folder: Path) -> list[tuple[Path, str]]:

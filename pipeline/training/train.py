@@ -546,14 +546,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     val_sets = validation_sets(cfg, processor, held_out=held_lines)
     if "held_out" in val_sets:
         kept = keep_held_out(held_lines, Path(cfg.out_dir) / HELD_OUT_DIR)
-        print(f"{len(val_sets['held_out'][1])} of {cfg.data}'s lines are held out to measure CER on "
+        print(f"{len(val_sets['held_out'][1])} of the lines in {cfg.data} are held out to measure CER on "
               f"(--hold-out); they are not trained on. Copies are in {kept}: `quire eval {kept} "
               f"--model {cfg.out_dir}` measures them as quire run reads (the CER printed here is "
               "the decoder's greedy reading)", flush=True)
     if rehearsed:
-        print(f"each epoch adds {rehearsed} synthetic lines to {cfg.data}'s {len(train_lines)} (--rehearse "
+        print(f"each epoch adds {rehearsed} synthetic lines to the {len(train_lines)} of {cfg.data} (--rehearse "
               f"{cfg.rehearse:g}), so the tuned model keeps reading what the folder lacks", flush=True)
     language_model = source_language_model(cfg)
+    if (Path(cfg.out_dir) / char_lm.FILE_NAME).is_file():
+        language_model = None  # the run has its own (quire build-lm OUT): that one is kept
     if language_model is not None:
         print(f"{language_model} goes with the tuned model; `quire build-lm {cfg.out_dir} --text FILE` "
               "builds one from your own transcriptions instead", flush=True)

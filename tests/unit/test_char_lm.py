@@ -103,12 +103,14 @@ def test_build_lm_writes_the_model_folder_file_with_the_models_characters(tmp_pa
     before = (model / char_lm.FILE_NAME).read_bytes()
     (model / "best").mkdir()  # a training run's best model, kept beside the last
     (model / "best" / "best.json").write_text('{"step": 4}')
+    (model / "best" / char_lm.FILE_NAME).write_bytes(before)  # the one it read with until now
     again = CliRunner().invoke(app, ["build-lm", str(model), "--text", str(lines), "--order", "3"])
     assert again.exit_code == 0, again.output
     assert char_lm.load(model / char_lm.FILE_NAME).order == 3
     assert (model / "char_lm.previous.npz").read_bytes() == before
     # ... and the run's best model reads with it too.
     assert (model / "best" / char_lm.FILE_NAME).read_bytes() == (model / char_lm.FILE_NAME).read_bytes()
+    assert (model / "best" / "char_lm.previous.npz").read_bytes() == before  # kept one step back too
     # A folder that holds no model would never be read from: refused.
     stray = CliRunner().invoke(app, ["build-lm", str(lines), "--text", str(text)])
     assert stray.exit_code == 2 and "holds no model" in stray.output
