@@ -124,14 +124,24 @@ def _load(ctx: ApiContext, caller: Caller, job_id: str) -> dict[str, Any]:
         return job_view(s, job)
 
 
-def _replay(ctx: ApiContext, caller: Caller, key: str | None) -> bool:
+def _replay(ctx: ApiContext, caller: Caller, key: str | None, options: JobOptions,
+            body: JobCreate, uploads: list[_Upload]) -> bool:
     """Whether this Idempotency-Key already names a job of the caller's (its sources are then
-    not read again: the replay answers with the job as it stands)."""
+    not read again: the replay answers with the job as it stands). The same key sent with other
+    options or other documents is a 422: answering with the first job would drop them unsaid."""
     if key is None:
         return False
     with session_scope(ctx.engine) as s:
         job = s.scalars(select(Job).where(Job.idempotency_key == key)).first()
-        return job is not None and job.owner == caller.owner
+        if job is None or job.owner != caller.owner:
+            return False
+        docs = repo.job_documents(s, job.id)
+        held = {d.sha256 for d in docs} | {d.source_uri for d in docs if d.source_uri}
+        same_options = job.settings == options.as_dict()
+    if not same_options or not {u.sha256 for u in uploads} | set(body.uris) <= held:
+        raise HTTPException(422, f"Idempotency-Key {body.idempotency_key!r} was used for job {job.id} "
+                                 "with other options or documents; send a new key for a new job")
+    return True
 
 
 def _cleanup(request: Request) -> None:
@@ -162,11 +172,11 @@ async def create_job(request: Request, ctx: Ctx,
 
 def _create(ctx: ApiContext, caller: Caller, body: JobCreate, uploads: list[_Upload]
             ) -> JSONResponse:
-    submitter = Submitter(ctx.engine, ctx.store, _options(ctx, body), owner=caller.owner,
-                          enqueue=ctx.enqueue)
+    options = _options(ctx, body)
+    submitter = Submitter(ctx.engine, ctx.store, options, owner=caller.owner, enqueue=ctx.enqueue)
     key = scoped_key(caller.owner, body.idempotency_key)
     sources: list[Source] = []
-    if not _replay(ctx, caller, key):
+    if not _replay(ctx, caller, key, options, body, uploads):
         # A URI that cannot be read is a 422 before any job exists, so the request leaves nothing.
         sources = _sources(ctx, body.uris, uploads)
     job_id, created = submitter.open_job(idempotency_key=key, webhook_url=body.webhook_url,

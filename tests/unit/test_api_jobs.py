@@ -100,12 +100,19 @@ def test_other_tenant_sees_404_for_job_and_document(api):
 
 def test_same_idempotency_key_is_one_job_per_tenant(api):
     first = upload(api, api.alice, idempotency_key="batch-1")
-    again = upload(api, api.alice, name="b.pdf", data=PDF + b"x", idempotency_key="batch-1")
+    again = upload(api, api.alice, idempotency_key="batch-1")  # a retry: the same request
     assert first.json()["id"] == again.json()["id"]
     assert again.headers["Idempotent-Replayed"] == "true" and len(api.sent) == 1
     header = api.post("/v1/jobs", headers={**api.alice, "Idempotency-Key": "batch-1"},
-                      json={"uris": ["s3://b/k.pdf"]})
+                      files=[("files", ("a.pdf", PDF))])
     assert header.json()["id"] == first.json()["id"]
+    # The same key with another file, other options or other URIs would be dropped unsaid: 422.
+    for changed in (upload(api, api.alice, name="b.pdf", data=PDF + b"x", idempotency_key="batch-1"),
+                    upload(api, api.alice, idempotency_key="batch-1", dpi="200"),
+                    api.post("/v1/jobs", headers={**api.alice, "Idempotency-Key": "batch-1"},
+                             json={"uris": ["s3://b/k.pdf"]})):
+        assert changed.status_code == 422 and "other options or documents" in changed.text, changed.text
+    assert len(api.sent) == 1
     other = upload(api, api.bob, idempotency_key="batch-1")  # keys are per tenant
     assert other.status_code == 202 and other.json()["id"] != first.json()["id"]
 
