@@ -245,7 +245,7 @@ def save(
     )
     (tmp / CHECKPOINT / "history.json").write_text(json.dumps(history, indent=1))
     language_model = source_language_model(cfg)
-    if language_model is not None and not (out / char_lm.FILE_NAME).exists():
+    if language_model is not None:
         shutil.copyfile(language_model, tmp / char_lm.FILE_NAME)
     make_readable(tmp)
     for f in tmp.rglob("*"):
@@ -305,9 +305,7 @@ def save_best(model: Any, processor: Any, cfg: TrainConfig, step: int, score: fl
     shutil.rmtree(tmp, ignore_errors=True)
     copy.deepcopy(model).to(torch.bfloat16).save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    language_model = out / char_lm.FILE_NAME
-    if not language_model.is_file():
-        language_model = source_language_model(cfg) or language_model
+    language_model = source_language_model(cfg) or out / char_lm.FILE_NAME
     if language_model.is_file():
         shutil.copyfile(language_model, tmp / char_lm.FILE_NAME)
     (tmp / "best.json").write_text(json.dumps({"step": step, "judged_cer": round(score, 4)}) + "\n")
@@ -320,7 +318,7 @@ def save_best(model: Any, processor: Any, cfg: TrainConfig, step: int, score: fl
 def source_language_model(cfg: TrainConfig) -> Path | None:
     """The character language model of the checkpoint being fine-tuned, if it has one: it goes
     with the tuned model (which keeps the tokenizer), unless the output has its own already."""
-    if cfg.model == "new":
+    if cfg.model == "new" or (Path(cfg.out_dir) / char_lm.FILE_NAME).is_file():
         return None
     path = Path(resolve_model_path(cfg.model)) / char_lm.FILE_NAME
     return path if path.is_file() else None
@@ -554,8 +552,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         print(f"each epoch adds {rehearsed} synthetic lines to the {len(train_lines)} of {cfg.data} (--rehearse "
               f"{cfg.rehearse:g}), so the tuned model keeps reading what the folder lacks", flush=True)
     language_model = source_language_model(cfg)
-    if (Path(cfg.out_dir) / char_lm.FILE_NAME).is_file():
-        language_model = None  # the run has its own (quire build-lm OUT): that one is kept
     if language_model is not None:
         print(f"{language_model} goes with the tuned model; `quire build-lm {cfg.out_dir} --text FILE` "
               "builds one from your own transcriptions instead", flush=True)
