@@ -18,7 +18,7 @@ from pipeline.config import (
     load_settings,
     unknown_variables,
 )
-from pipeline.errors import QuireError
+from pipeline.errors import QuireError, unreachable_server
 from pipeline.precision import PRECISION_HELP, PRECISIONS
 
 app = typer.Typer(
@@ -308,25 +308,6 @@ def main() -> None:
             raise
         typer.echo(f"quire: {message}", err=True)
         sys.exit(1)
-
-
-def unreachable_server(exc: BaseException) -> str | None:
-    """One line for a database or broker that cannot be reached (the commands that need one
-    otherwise end in a driver's traceback of hundreds of lines); None for anything else."""
-    kinds = {"sqlalchemy.exc.OperationalError": "database",
-             "kombu.exceptions.OperationalError": "broker",
-             "redis.exceptions.ConnectionError": "broker"}
-    for cls in type(exc).__mro__:
-        what = kinds.get(f"{cls.__module__}.{cls.__qualname__}")
-        if what is None:
-            continue
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        if what == "broker":
-            return f"cannot reach the broker (QUIRE_BROKER_URL): {reason}"
-        if any(m in reason for m in ("no such table", "no such column", "does not exist")):
-            reason += "; create the schema with `quire db upgrade`"
-        return f"database error (QUIRE_DATABASE_URL): {reason}"
-    return None
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ def _submit_direct(inputs: list[str], options: Any, key: str, webhook: str | Non
                 bar.update(1)
                 bar.set_postfix(counts, refresh=False)
         except Exception as e:
-            from pipeline.cli import unreachable_server
+            from pipeline.errors import unreachable_server
 
             message = unreachable_server(e)
             if message is None:

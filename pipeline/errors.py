@@ -80,3 +80,23 @@ class ModelLoadError(QuireError):
 
 class NotFoundError(QuireError):
     http_status = 404
+
+
+def unreachable_server(exc: BaseException) -> str | None:
+    """One line for a database or broker that cannot be reached (the commands and the API that
+    need one otherwise end in a driver's traceback of hundreds of lines); None for anything else.
+    Drivers are named, not imported: this module stays free of them."""
+    kinds = {"sqlalchemy.exc.OperationalError": "database",
+             "kombu.exceptions.OperationalError": "broker",
+             "redis.exceptions.ConnectionError": "broker"}
+    for cls in type(exc).__mro__:
+        what = kinds.get(f"{cls.__module__}.{cls.__qualname__}")
+        if what is None:
+            continue
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if what == "broker":
+            return f"cannot reach the broker (QUIRE_BROKER_URL): {reason}"
+        if any(m in reason for m in ("no such table", "no such column", "does not exist")):
+            reason += "; create the schema with `quire db upgrade`"
+        return f"database error (QUIRE_DATABASE_URL): {reason}"
+    return None

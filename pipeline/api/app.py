@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from pipeline.api import routes_documents, routes_jobs, routes_ops
 from pipeline.api.deps import ApiContext
 from pipeline.config import Settings, get_settings
-from pipeline.errors import QuireError
+from pipeline.errors import QuireError, unreachable_server
 
 _LIMITED = ("/v1/jobs",)
 
@@ -61,10 +61,8 @@ def create_app(settings: Settings | None = None, *,
 
     async def unreachable(_request: Request, exc: Exception) -> JSONResponse:
         """A database or broker that cannot be reached: 503 with the reason, not a bare 500."""
-        from pipeline.cli import unreachable_server
-
-        message = unreachable_server(exc) or f"a server Quire needs did not answer: {exc}"
-        return JSONResponse({"detail": message}, status_code=503, headers={"Retry-After": "30"})
+        return JSONResponse({"detail": unreachable_server(exc)}, status_code=503,
+                            headers={"Retry-After": "30"})
 
     from kombu.exceptions import OperationalError as BrokerError
     from redis.exceptions import ConnectionError as RedisConnectionError

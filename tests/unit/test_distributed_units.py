@@ -180,7 +180,7 @@ def test_a_server_that_cannot_be_reached_is_one_line():
     import kombu.exceptions
     import sqlalchemy.exc
 
-    from pipeline.cli import unreachable_server
+    from pipeline.errors import unreachable_server
 
     refused = sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception(
         'connection to server at "127.0.0.1", port 1 failed: Connection refused\n\tIs it running?'))
