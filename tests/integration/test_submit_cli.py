@@ -22,12 +22,21 @@ LATE_BROKER_LOSS = ("import pipeline.queue as q; q.broker_problem = lambda: None
                     "from pipeline.cli import main; main()")
 
 
-def submit(tmp_path: Path, broker_url: str, *inputs: Path, lost_late: bool = False) -> subprocess.CompletedProcess:
+def quire(tmp_path: Path, *args: str, broker_url: str | None = None,
+          lost_late: bool = False) -> subprocess.CompletedProcess:
+    """`quire ARGS` in a fresh process on a fresh home under tmp_path (no QUIRE_* of ours)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("QUIRE_")}
-    env.update(QUIRE_HOME=str(tmp_path / "home"), QUIRE_BROKER_URL=broker_url)
-    quire = ["-c", LATE_BROKER_LOSS] if lost_late else ["-m", "pipeline.cli"]
-    return subprocess.run([sys.executable, *quire, "submit", *map(str, inputs), "--no-progress"],
-                          check=False, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env["QUIRE_HOME"] = str(tmp_path / "home")
+    if broker_url:
+        env["QUIRE_BROKER_URL"] = broker_url
+    program = ["-c", LATE_BROKER_LOSS] if lost_late else ["-m", "pipeline.cli"]
+    return subprocess.run([sys.executable, *program, *args], check=False, env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def submit(tmp_path: Path, broker_url: str, *inputs: Path, lost_late: bool = False) -> subprocess.CompletedProcess:
+    return quire(tmp_path, "submit", *map(str, inputs), "--no-progress", broker_url=broker_url,
+                 lost_late=lost_late)
 
 
 def jobs(tmp_path: Path) -> list[tuple]:
@@ -92,17 +101,11 @@ def test_a_broker_lost_during_a_submission_keeps_the_job_and_the_same_command_go
 
 
 def test_an_error_raised_on_purpose_is_one_line_not_a_traceback(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUIRE_")}
-    env["QUIRE_HOME"] = str(tmp_path / "home")
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "watch", "inbox/", "--once"], check=False,
-                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = quire(tmp_path, "watch", "inbox/", "--once")
     assert result.returncode == 2
     assert result.stderr.strip() == "quire: watch needs an s3://bucket/prefix URI, not 'inbox/'"
 
 
 def test_a_token_for_no_tenant_is_refused(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QUIRE_")}
-    env["QUIRE_HOME"] = str(tmp_path / "home")
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "token", "create", "--name", " "], check=False,
-                            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = quire(tmp_path, "token", "create", "--name", " ")
     assert result.returncode == 2 and "not empty" in result.stderr and result.stdout == ""
