@@ -197,7 +197,7 @@ def _follow(job_id: str, api: str | None, token: str | None, progress: bool) -> 
                 view = _job(job_id, api, token)
                 bar.n = view["percent"]
                 bar.set_postfix(status=view["status"], lines=view["lines"]["done"], refresh=True)
-                if view["status"] in ("done", "failed", "partial"):
+                if view["status"] in ("done", "failed", "partial", "cancelled"):
                     break
                 time.sleep(1.0)
         except KeyboardInterrupt:
@@ -242,6 +242,54 @@ def status(
         typer.echo(json.dumps(view, indent=2))
         return
     _print_view(view)
+
+
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="Job id printed by `quire submit`.")],
+    api: Api = None,
+    token: Token = None,
+) -> None:
+    """Stop a queued or running job. Its documents not yet read are dropped from the queues
+    (those another running job also asked for go on for that job); lines read so far are kept,
+    and submitting the same files again starts a new job that reads them. A finished job cannot
+    be cancelled (exit status 1)."""
+    from pipeline.errors import JobFinishedError, NotFoundError
+
+    try:
+        if api:
+            from pipeline.api.client import ApiClient
+
+            view = ApiClient(api, token).cancel(job_id)
+        else:
+            view = _cancel_direct(job_id)
+    except NotFoundError:
+        _fail(f"no job {job_id}", 1)
+    except JobFinishedError as exc:
+        _fail(str(exc), 1)
+    _print_view(view)
+
+
+def _cancel_direct(job_id: str) -> dict[str, Any]:
+    from pipeline.api.views import job_view
+    from pipeline.db import jobs as jobrepo
+    from pipeline.db.session import session_scope
+    from pipeline.errors import unreachable_server
+    from pipeline.queue import NOTIFY, send
+
+    _, engine, _ = _backend()
+    with session_scope(engine) as s:
+        job, cancelled_now = jobrepo.cancel_job(s, job_id)
+        webhook = cancelled_now and job.webhook_url is not None
+        view = job_view(s, job)
+    if webhook:
+        from kombu.exceptions import OperationalError
+
+        try:
+            send(NOTIFY, job_id)
+        except OperationalError as exc:  # the cancel stands; only its webhook waits for a broker
+            typer.echo(f"quire: job {job_id} is cancelled, but its webhook could not be queued: "
+                       f"{unreachable_server(exc) or exc}", err=True)
+    return view
 
 
 def watch(
@@ -330,6 +378,7 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="Token id from `to
 def register(app: typer.Typer) -> None:
     app.command("submit")(submit)
     app.command("status")(status)
+    app.command("cancel")(cancel)
     app.command("watch")(watch)
     app.command("api")(api)
     app.add_typer(token_app, name="token")

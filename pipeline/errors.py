@@ -82,6 +82,12 @@ class NotFoundError(QuireError):
     http_status = 404
 
 
+class JobFinishedError(QuireError):
+    """The job has ended (finished or cancelled): it cannot be cancelled or take documents."""
+
+    http_status = 409
+
+
 def unreachable_server(exc: BaseException) -> str | None:
     """One line for a database or broker that cannot be reached (the commands and the API that
     need one otherwise end in a driver's traceback of hundreds of lines); None for anything else.

@@ -22,9 +22,9 @@ from pipeline import storage
 from pipeline.config import Settings
 from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
-from pipeline.db.models import DocumentStatus
+from pipeline.db.models import DocumentStatus, JobStatus
 from pipeline.db.session import session_scope
-from pipeline.errors import BadInputError
+from pipeline.errors import BadInputError, JobFinishedError
 from pipeline.exporters import parse_formats
 from pipeline.process import JobOptions, file_sha256
 from pipeline.queue import FINISH, INGEST, send
@@ -185,6 +185,9 @@ class Submitter:
             return "resent"
         sha, size = store_source(self.store, src)
         with session_scope(self.engine) as s:
+            # Locked: a cancel either sees this document linked or is seen here, never neither.
+            if repo.get_job(s, job_id, lock=True).status == JobStatus.CANCELLED:
+                raise JobFinishedError(f"job {job_id} was cancelled; submit a new job")
             doc, _ = repo.upsert_document(
                 s, sha256=sha, profile=self.options.profile, name=src.name,
                 source_uri=src.uri, size_bytes=size)

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 from sqlalchemy import Engine
 
 from pipeline import storage
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, JobFinishedError
 from pipeline.queue import send
 from pipeline.render import DOCUMENT_SUFFIXES
 from pipeline.submit import Enqueue, JobOptions, Submitter, s3_source
@@ -65,7 +65,13 @@ class Watcher:
             if result.job_id is None:
                 # Not 'accepting': a watcher killed mid-pass leaves a job that still finishes.
                 result.job_id, _ = self.submitter.open_job(accepting=False)
-            outcome = self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
+            try:
+                outcome = self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
+            except JobFinishedError:
+                # The pass's job was cancelled meanwhile: what it held stays stopped, new files
+                # go on in a job of their own.
+                result.job_id, _ = self.submitter.open_job(accepting=False)
+                outcome = self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
             result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
             if outcome == "skipped":
                 result.skipped += 1

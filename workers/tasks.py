@@ -37,7 +37,7 @@ from workers.batching import WidthBatcher
 
 log = logging.getLogger("quire.tasks")
 _CACHE: dict[str, Any] = {}
-FINISHED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.PARTIAL)
+FINISHED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.PARTIAL, JobStatus.CANCELLED)
 
 
 def _engine() -> Any:
@@ -79,6 +79,11 @@ def ingest_document(document_id: str, job_id: str) -> None:
     settings = get_settings()
     engine, store = _engine(), _store()
     with session_scope(engine) as s:
+        if (repo.get_document(s, document_id).status != DocumentStatus.DONE
+                and not jobrepo.document_wanted(s, document_id)):
+            # Every job that asked for it was cancelled.
+            log.info("ingest doc=%s: no live job wants it, skipped", document_id)
+            return
         doc = jobrepo.begin_ingest(s, document_id)
         ref = DocumentRef(doc.id, doc.sha256, doc.profile)
         name, done = doc.name, doc.status == DocumentStatus.DONE
@@ -109,6 +114,9 @@ def ingest_document(document_id: str, job_id: str) -> None:
                     pages += 1
                     PAGES.inc()
                     with session_scope(engine) as s:  # a redelivery re-sends unread lines only
+                        if not jobrepo.document_wanted(s, document_id):
+                            log.info("ingest doc=%s: cancelled after %d pages", document_id, pages)
+                            return
                         todo = jobrepo.pending_lines(s, page.line_ids)
                     lines += len(todo)
                     for batch in batcher.add(todo):

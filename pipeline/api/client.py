@@ -1,4 +1,4 @@
-"""A small client of the job API for `quire submit --api` and `quire status --api` (httpx)."""
+"""A small client of the job API for `quire submit`, `status` and `cancel` with --api (httpx)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,20 @@ class ApiClient:
         if response.status_code == 404:
             raise NotFoundError(response.json().get("detail", "not found"))
         if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail") or response.text
+            except ValueError:
+                detail = response.text
             raise ApiError(f"{response.request.method} {response.request.url.path}: "
-                           f"{response.status_code} {response.text[:500]}")
+                           f"{response.status_code} {str(detail)[:500]}")
         result: dict[str, Any] = response.json()
         return result
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self._check(self.http.get(f"/v1/jobs/{job_id}"))
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._check(self.http.post(f"/v1/jobs/{job_id}/cancel"))
 
     def submit_stream(self, sources: Iterable[Any], options: Any, key: str,
                       webhook: str | None, bar: Any) -> str:

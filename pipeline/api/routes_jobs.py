@@ -1,4 +1,4 @@
-"""Job routes: submit (multipart upload or s3:// URIs), add documents, close, list, status."""
+"""Job routes: submit (multipart upload or s3:// URIs), add documents, close, cancel, list, status."""
 
 from __future__ import annotations
 
@@ -26,10 +26,11 @@ from pipeline.api.deps import (
 from pipeline.api.schemas import DocumentsAdd, JobCreate, JobOptionsIn
 from pipeline.api.views import job_view
 from pipeline.db import repo
-from pipeline.db.models import Job
+from pipeline.db.models import Job, JobStatus
 from pipeline.db.session import session_scope
 from pipeline.errors import NotFoundError
 from pipeline.exporters import get_exporter
+from pipeline.queue import NOTIFY
 from pipeline.storage import check_key
 from pipeline.submit import JobOptions, Source, Submitter, s3_source
 
@@ -220,7 +221,8 @@ def _add(ctx: ApiContext, caller: Caller, job_id: str, uris: list[str],
         if job is None or job.owner != caller.owner:
             raise not_found("job")
         if not job.accepting:
-            raise HTTPException(409, "job is closed; submit a new job")
+            what = "was cancelled" if job.status == JobStatus.CANCELLED else "is closed"
+            raise HTTPException(409, f"job {what}; submit a new job")
         settings = dict(job.settings)
     options = JobOptions.from_dict(settings)
     submitter = Submitter(ctx.engine, ctx.store, options, owner=caller.owner,
@@ -237,6 +239,22 @@ def close_job(job_id: str, ctx: Ctx,
         from pipeline.db import jobs as jobrepo
 
         jobrepo.set_accepting(s, job_id, False)
+    return _load(ctx, caller, job_id)
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: str, ctx: Ctx, caller: Auth) -> dict[str, Any]:
+    """Stop a queued or running job: its waiting documents are not read (those another live job
+    also asked for go on for that job); lines read so far are kept. 409 once it has finished;
+    cancelling it again answers with the job as it is. Its webhook, if any, is sent."""
+    from pipeline.db import jobs as jobrepo
+
+    _load(ctx, caller, job_id)  # 404 for others' jobs
+    with session_scope(ctx.engine) as s:
+        job, cancelled_now = jobrepo.cancel_job(s, job_id)
+        webhook = cancelled_now and job.webhook_url is not None
+    if webhook:
+        ctx.enqueue(NOTIFY, job_id)
     return _load(ctx, caller, job_id)
 
 

@@ -26,6 +26,7 @@ from pipeline.db.models import (
     new_id,
     utcnow,
 )
+from pipeline.errors import JobFinishedError
 
 TOKEN_PREFIX = "qk_"
 
@@ -105,6 +106,39 @@ def discard_job(s: Session, job_id: str) -> None:
     s.execute(delete(Job).where(Job.id == job_id))
 
 
+# A job in one of these still wants its documents read.
+LIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+def cancel_job(s: Session, job_id: str) -> tuple[Job, bool]:
+    """Stop a queued or running job: it ends 'cancelled' and takes no more documents. Its
+    documents that no other live job wants go back to pending, with the reason, so workers drop
+    their waiting work; pages and lines read so far are kept, and a later submission of the same
+    file goes on from there. Returns the job and whether this call cancelled it (cancelling a
+    cancelled job changes nothing)."""
+    job = repo.get_job(s, job_id, lock=True)
+    if job.status == JobStatus.CANCELLED:
+        return job, False
+    if job.status not in LIVE:
+        raise JobFinishedError(f"job {job_id} has already finished ({job.status})")
+    # Cancelled, the job never finishes by itself; its key is free, so the same submission
+    # made again starts a new job instead of resuming this one.
+    job.status, job.finished_at = JobStatus.CANCELLED.value, utcnow()
+    job.accepting, job.idempotency_key = False, None
+    s.flush()
+    for doc in repo.job_documents(s, job_id):
+        if doc.status not in (DocumentStatus.DONE, DocumentStatus.FAILED) and not document_wanted(s, doc.id):
+            doc.status, doc.error = DocumentStatus.PENDING.value, f"cancelled with job {job_id}"
+    repo.update_job_counts(s, job_id)
+    return job, True
+
+
+def document_wanted(s: Session, document_id: str) -> bool:
+    """Whether a queued or running job still waits for this document."""
+    return bool(s.scalar(select(func.count()).select_from(JobDocument).join(Job).where(
+        JobDocument.document_id == document_id, Job.status.in_(LIVE))))
+
+
 def set_accepting(s: Session, job_id: str, accepting: bool) -> Job:
     repo.get_job(s, job_id, lock=True).accepting = accepting
     s.flush()
@@ -161,7 +195,8 @@ def claim_lines(
         free = or_(Line.claimed_until.is_(None), Line.claimed_until < now)
         query = (select(Line.id).join(Page).join(Document, Document.id == Page.document_id)
                  .where(Line.status == LineStatus.PENDING.value, Line.crop_key.is_not(None),
-                        Document.profile == profile, free,
+                        Document.profile == profile,
+                        Document.status == DocumentStatus.PROCESSING.value, free,
                         Line.id.not_in(ids) if ids else true())
                  .order_by(Line.id).limit(extra))
         if s.get_bind().dialect.name == "postgresql":

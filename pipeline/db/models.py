@@ -32,6 +32,7 @@ class JobStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     PARTIAL = "partial"  # finished, some documents failed
+    CANCELLED = "cancelled"  # stopped on request; what was read before is kept
 
 
 class DocumentStatus(StrEnum):

@@ -253,7 +253,8 @@ def fail_document(s: Session, document_id: str, reason: str) -> None:
 
 
 def update_job_counts(s: Session, job_id: str) -> Job:
-    """Recount a job from its documents; once all are done or failed it is finished."""
+    """Recount a job from its documents; once all are done or failed it is finished (a
+    cancelled one keeps its status)."""
     job = get_job(s, job_id, lock=True)
     counts: dict[str, int] = dict(s.execute(
         select(Document.status, func.count()).join(JobDocument)
@@ -262,7 +263,9 @@ def update_job_counts(s: Session, job_id: str) -> Job:
     done = counts.get(DocumentStatus.DONE, 0)
     failed = counts.get(DocumentStatus.FAILED, 0)
     job.documents_total, job.documents_done, job.documents_failed = total, done, failed
-    if (total and done + failed == total) or (not total and not job.accepting):
+    if job.status == JobStatus.CANCELLED:
+        status = JobStatus.CANCELLED  # counted still, but it stays stopped, since it was stopped
+    elif (total and done + failed == total) or (not total and not job.accepting):
         # A closed job with nothing in it is done, not queued for ever.
         status = (JobStatus.DONE if not failed else JobStatus.FAILED if not done
                   else JobStatus.PARTIAL)
@@ -333,9 +336,12 @@ def document_complete(s: Session, document_id: str) -> bool:
 
 
 def lines_to_recognize(s: Session, line_ids: Sequence[int]) -> list[tuple[int, str, str]]:
-    """(line_id, crop_key, document_id) of the given lines still pending and with a crop."""
-    rows = s.execute(select(Line.id, Line.crop_key, Page.document_id).join(Page).where(
+    """(line_id, crop_key, document_id) of the given lines still pending and with a crop, of
+    documents being processed."""
+    rows = s.execute(select(Line.id, Line.crop_key, Page.document_id).join(Page).join(Document).where(
         Line.id.in_(line_ids), Line.status == LineStatus.PENDING.value, Line.crop_key.is_not(None),
+        # Not of a document that failed or whose jobs were all cancelled: nobody waits for those.
+        Document.status == DocumentStatus.PROCESSING.value,
     ).order_by(Line.id)).all()
     return [(lid, key, doc) for lid, key, doc in rows if key is not None]
 

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 import pipeline
 from pipeline.errors import ConfigError
@@ -108,13 +109,33 @@ def upgrade(url: str | Engine, revision: str = "head") -> None:
     """Bring the schema at url (or on an engine, e.g. in-memory SQLite) up to revision."""
     from alembic import command
 
-    if isinstance(url, Engine):
-        cfg = alembic_config(url.url.render_as_string(hide_password=False))
-        with url.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-    else:
-        command.upgrade(alembic_config(url), revision)
+    if not isinstance(url, Engine):
+        if make_url(url).get_backend_name() != "sqlite":
+            command.upgrade(alembic_config(url), revision)
+            return
+        engine = make_engine(url, poolclass=NullPool)
+        try:
+            upgrade(engine, revision)
+        finally:
+            engine.dispose()
+        return
+    cfg = alembic_config(url.url.render_as_string(hide_password=False))
+    with url.connect() as conn:
+        sqlite = url.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite alters a table by copying it and dropping the old one; with foreign keys on,
+            # that drop would delete the rows that refer to it (ON DELETE CASCADE). The pragma
+            # only takes effect outside a transaction, so it is set before Alembic's begins.
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, revision)
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise ConfigError("the schema upgrade left rows that refer to missing ones")
+        finally:
+            if sqlite:
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 def current_revision(url: str | Engine) -> str | None:

@@ -384,3 +384,61 @@ def test_a_tenant_may_ask_only_for_the_models_the_deployment_offers(api):
     assert api.sent == []
     ok = upload(api, api.alice, model=Settings().model)  # the deployment's own
     assert ok.status_code == 202, ok.text
+
+
+def test_a_job_is_cancelled_once_and_its_webhook_told(api):
+    r = upload(api, api.alice, webhook_url="http://127.0.0.1:9/hook", idempotency_key="k1")
+    job_id = r.json()["id"]
+    [(_, document_id, _)] = api.sent
+    assert api.post(f"/v1/jobs/{job_id}/cancel", headers=api.bob).status_code == 404
+    view = api.post(f"/v1/jobs/{job_id}/cancel", headers=api.alice).json()
+    assert view["status"] == "cancelled" and view["finished_at"] is not None
+    [doc] = view["documents"]
+    assert doc["status"] == "pending" and doc["error"] == f"cancelled with job {job_id}"
+    assert api.sent[-1] == (NOTIFY, job_id)
+    again = api.post(f"/v1/jobs/{job_id}/cancel", headers=api.alice)
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+    assert [t for t, *_ in api.sent].count(NOTIFY) == 1
+    # Its key is free: the same request makes a new job, which reads the file.
+    fresh = upload(api, api.alice, webhook_url="http://127.0.0.1:9/hook", idempotency_key="k1")
+    assert fresh.status_code == 202 and fresh.json()["id"] != job_id
+    assert api.sent[-1] == (INGEST, document_id, fresh.json()["id"])
+    complete(api.engine, document_id)
+    assert api.get(f"/v1/jobs/{job_id}", headers=api.alice).json()["status"] == "cancelled"
+    done = api.post(f"/v1/jobs/{fresh.json()['id']}/cancel", headers=api.alice)
+    assert done.status_code == 409 and "already finished (done)" in done.json()["detail"]
+
+
+def test_a_cancelled_open_job_takes_no_more_documents(api):
+    job_id = api.post("/v1/jobs", headers=api.alice, json={"open": True}).json()["id"]
+    assert api.post(f"/v1/jobs/{job_id}/cancel", headers=api.alice).json()["status"] == "cancelled"
+    late = api.post(f"/v1/jobs/{job_id}/documents", headers=api.alice,
+                    files=[("files", ("b.pdf", PDF))])
+    assert late.status_code == 409 and "cancelled" in late.json()["detail"]
+
+
+def test_cli_cancel_stops_a_job_and_refuses_a_finished_one(tmp_path, sqlite_url, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.config import get_settings
+
+    upgrade(sqlite_url)
+    monkeypatch.setenv("QUIRE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("QUIRE_STORAGE_URL", (tmp_path / "store").as_uri())
+    get_settings.cache_clear()
+    try:
+        engine = make_engine(sqlite_url)
+        with session_scope(engine) as s:
+            running, _ = jobrepo.create_keyed_job(s, settings={}, owner=None, idempotency_key=None)
+            empty, _ = jobrepo.create_keyed_job(s, settings={}, owner=None, idempotency_key=None)
+            jobrepo.refresh_job(s, empty.id)  # closed with nothing in it: done
+        out = CliRunner().invoke(app, ["cancel", running.id])
+        assert out.exit_code == 0 and f"job {running.id}: cancelled" in out.output, out.output
+        refused = CliRunner().invoke(app, ["cancel", empty.id])
+        assert refused.exit_code == 1 and "already finished (done)" in refused.output, refused.output
+        assert CliRunner().invoke(app, ["cancel", "nope"]).exit_code == 1
+        with session_scope(engine) as s:
+            assert repo.get_job(s, running.id).status == "cancelled"
+    finally:
+        get_settings.cache_clear()

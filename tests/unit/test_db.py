@@ -79,6 +79,32 @@ def test_migration_matches_models(engine: Engine, sqlite_url: str) -> None:
     assert {ix["name"] for ix in inspect(engine).get_indexes("lines")} == {"ix_lines_status"}
 
 
+def test_an_upgrade_that_rebuilds_a_table_keeps_the_rows_that_refer_to_it(sqlite_url: str) -> None:
+    """0006 rebuilds `jobs` (SQLite changes a CHECK by copying the table); with foreign keys on,
+    dropping the old copy would have deleted every job's document links (ON DELETE CASCADE)."""
+    upgrade(sqlite_url, "0005_page_rotation")
+    engine = make_engine(sqlite_url)
+    doc_id = add_doc(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
+                          "documents_failed, created_at, accepting) VALUES "
+                          "('j1', '{}', 'running', 1, 0, 0, '2026-11-24 00:00:00', 0)"))
+        conn.execute(text("INSERT INTO job_documents (job_id, document_id, position, name) "
+                          "VALUES ('j1', :d, 0, 'a.pdf')"), {"d": doc_id})
+    engine.dispose()
+    upgrade(sqlite_url)
+    engine = make_engine(sqlite_url)
+    try:
+        with session_scope(engine) as s:
+            assert [d.id for d in repo.job_documents(s, "j1")] == [doc_id]
+            assert repo.get_job(s, "j1").status == "running"
+            repo.get_job(s, "j1").status = "cancelled"  # the new status is allowed
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1  # on again after
+    finally:
+        engine.dispose()
+
+
 def test_upgrade_on_in_memory_engine() -> None:
     eng = make_engine("sqlite://")
     upgrade(eng)
@@ -138,6 +164,8 @@ def test_save_page_and_lines_twice_no_duplicates(engine: Engine) -> None:
 
 def test_set_line_texts_twice_counts_once(engine: Engine) -> None:
     doc_id = add_doc(engine)
+    with session_scope(engine) as s:
+        repo.start_document(s, doc_id)  # under way, as ingest marks it
     page_id, ids = add_page(engine, doc_id, 1, 3)
     for _ in range(2):
         with session_scope(engine) as s:
@@ -245,6 +273,12 @@ def test_postgresql_schema_and_upserts(postgres_url: str) -> None:
             job = repo.create_job(s, settings={"a": 1}, idempotency_key="k")
             assert repo.create_job(s, settings={}, idempotency_key="k").id == job.id
             assert job.created_at.tzinfo is not None
+            repo.link_job_document(s, job.id, doc_id, 0)
+        with session_scope(eng) as s:
+            from pipeline.db import jobs as jobrepo
+
+            assert jobrepo.cancel_job(s, job.id)[0].status == "cancelled"  # 0006's CHECK allows it
+            assert repo.get_document(s, doc_id).status == "pending"
     finally:
         eng.dispose()
 

@@ -52,6 +52,7 @@ def _document_with_lines(engine, sha: str, n: int, profile: str = "p") -> list[i
     with session_scope(engine) as s:
         doc, _ = repo.upsert_document(s, sha256=sha, profile=profile, name="d", source_uri="u",
                                       size_bytes=1)
+        repo.start_document(s, doc.id)  # under way, as ingest marks it
         page = repo.save_page(s, doc.id, number=1, image_key="k", width=9, height=9, dpi=1,
                               angle=0)
         lines = repo.save_lines(s, page.id, [(i, BBox(0, i, 10 + i, i + 1), f"c{i}")

@@ -150,3 +150,73 @@ def test_a_model_that_cannot_be_loaded_fails_the_document_with_the_reason(tasks,
         doc = repo.get_document(s, document_id)
         assert doc.status == "failed" and "cannot load recognition model 'gone-model'" in doc.error
         assert repo.get_job(s, job_id).status == "failed"
+
+
+def test_a_cancelled_job_stops_its_work_and_the_file_sent_again_goes_on(tasks, tmp_path, monkeypatch):
+    """Cancel part-way: waiting batches and a redelivered ingest read nothing more, a document
+    another job also wants goes on for it, and the same file in a new job reads only the rest."""
+    from pipeline.db import jobs as jobrepo
+    from pipeline.errors import JobFinishedError
+
+    module, sent, engine, store = tasks
+    FakeRecognizer.calls = 0
+    monkeypatch.setattr(module, "recognizer_for", lambda model, beam=None, decode=None: FakeRecognizer())
+    two = make_pdf([make_letter_page(150)] * 2, tmp_path / "two.pdf", dpi=150)
+    one = make_pdf([make_letter_page(150)], tmp_path / "one.pdf", dpi=150)
+    sub = Submitter(engine, store, JobOptions("m", 150, 1), enqueue=lambda *a: sent.append(a))
+    job_a, _ = sub.open_job()
+    sub.add(job_a, next(iter_local([two])))
+    sub.add(job_a, next(iter_local([one])))
+    sub.close_job(job_a)
+    job_b, _ = sub.open_job()  # another job wants one.pdf too
+    sub.add(job_b, next(iter_local([one])))
+    sub.close_job(job_b)
+    (_, doc_two, _), (_, doc_one, _), _ = sent
+    module.ingest_document.run(doc_two, job_a)
+    batches = [args[1] for args in sent if args[0] == RECOGNIZE]
+    module.recognize_lines.run(batches[0], "m", 1)
+    read_before = FakeRecognizer.calls
+    assert 3 <= read_before < 8
+
+    with session_scope(engine) as s:
+        job, cancelled_now = jobrepo.cancel_job(s, job_a)
+        assert cancelled_now and job.status == "cancelled" and job.finished_at is not None
+    with session_scope(engine) as s:
+        doc = repo.get_document(s, doc_two)
+        assert doc.status == "pending" and doc.error == f"cancelled with job {job_a}"
+        assert repo.get_document(s, doc_one).error is None  # job B still wants one.pdf
+    for batch in batches[1:]:
+        module.recognize_lines.run(batch, "m", 1)  # the queued batches of two.pdf
+    assert FakeRecognizer.calls == read_before
+    sent.clear()
+    module.ingest_document.run(doc_two, job_a)  # a redelivered ingest of it does nothing
+    assert not sent
+    with pytest.raises(JobFinishedError, match="cancelled"):
+        sub.add(job_a, next(iter_local([make_pdf([make_letter_page(150)] * 3, tmp_path / "3.pdf", dpi=150)])))
+
+    module.ingest_document.run(doc_one, job_a)  # job B still wants it: read in full
+    for batch in [args[1] for args in sent if args[0] == RECOGNIZE]:
+        module.recognize_lines.run(batch, "m", 1)
+    module.finish_document_task.run(doc_one)
+    with session_scope(engine) as s:
+        assert repo.get_job(s, job_b).status == "done"
+        job = repo.get_job(s, job_a)
+        assert (job.status, job.documents_done) == ("cancelled", 1)
+        with pytest.raises(JobFinishedError, match="already finished"):
+            jobrepo.cancel_job(s, job_b)
+        assert jobrepo.cancel_job(s, job_a) == (job, False)  # again: nothing changes
+
+    # The same file in a new job: the lines read before the cancel are not read again.
+    calls_before = FakeRecognizer.calls
+    sent.clear()
+    job_c, _ = sub.open_job()
+    assert sub.add(job_c, next(iter_local([two]))) == "queued"
+    sub.close_job(job_c)
+    module.ingest_document.run(doc_two, job_c)
+    for batch in [args[1] for args in sent if args[0] == RECOGNIZE]:
+        module.recognize_lines.run(batch, "m", 1)
+    module.finish_document_task.run(doc_two)
+    assert FakeRecognizer.calls - calls_before == 8 - read_before
+    with session_scope(engine) as s:
+        assert repo.get_job(s, job_c).status == "done"
+        assert repo.get_document(s, doc_two).error is None
