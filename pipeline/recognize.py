@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +57,10 @@ LM_CHAR_BONUS = 0.75
 # The language model reorders the CTC head's readings, so the right one may come from deeper in
 # its list: the search keeps more of them.
 LM_CANDIDATES = 16
+# transformers builds a model on the "meta" device and then fills in its weights, and that
+# device choice is global: a second thread loading at the same moment (`quire run`'s page-turning
+# reader beside its recognizer) got weights with no data. One load at a time in a process.
+_LOAD_LOCK = threading.Lock()
 
 
 def pick_device(requested: str = "auto") -> str:
@@ -106,8 +111,9 @@ class Recognizer:
             raise ModelLoadError(str(exc)) from None
         path = locate_model(model)
         try:
-            self.processor = AutoProcessor.from_pretrained(path)
-            self.model = VisionEncoderDecoderModel.from_pretrained(path)
+            with _LOAD_LOCK:
+                self.processor = AutoProcessor.from_pretrained(path)
+                self.model = VisionEncoderDecoderModel.from_pretrained(path)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(
                 f"cannot load recognition model {model!r}: {exc}. Give a local folder with a "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import struct
 import threading
 import warnings
 from collections.abc import Iterator
@@ -23,6 +25,11 @@ from pipeline.errors import (
     UnsupportedFormatError,
 )
 from pipeline.types import PageImage
+
+# What Pillow's format plugins raise on a damaged file besides OSError: a truncated multi-page
+# TIFF fails with TypeError ("Missing dimensions") or KeyError while its pages are counted.
+DAMAGED_IMAGE = (OSError, EOFError, SyntaxError, ValueError, TypeError, KeyError, IndexError,
+                 struct.error)
 
 # Extensions picked up when a folder is walked; a file named explicitly is always tried.
 DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
@@ -67,7 +74,20 @@ def count_pages(path: Path) -> int:
     if sniff_kind(path) == "pdf":
         return int(_pdf_info(path)["Pages"])
     with _open_image(path, max_pixels=None) as image:
+        return _frame_count(path, image)
+
+
+def _frame_count(path: Path, image: Image.Image) -> int:
+    """Pages of an opened image; counting reads every page's header, where damage shows."""
+    try:
         return int(getattr(image, "n_frames", 1))
+    except DAMAGED_IMAGE as exc:
+        raise CorruptDocumentError(f"image is damaged: its pages cannot be counted ({_why(exc)})",
+                                   source=str(path)) from exc
+
+
+def _why(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
 
 
 def render_pages(path: Path, options: RenderOptions | None = None) -> Iterator[PageImage]:
@@ -218,8 +238,8 @@ def _open_image(path: Path, max_pixels: int | None) -> Image.Image:
         raise ImageTooLargeError(f"image is too large to decode safely ({exc})", source=name) from exc
     except UnidentifiedImageError as exc:
         raise CorruptDocumentError("image is damaged or in an unknown format", source=name) from exc
-    except OSError as exc:
-        raise CorruptDocumentError(f"image cannot be read ({exc})", source=name) from exc
+    except DAMAGED_IMAGE as exc:
+        raise CorruptDocumentError(f"image cannot be read ({_why(exc)})", source=name) from exc
     if max_pixels is not None and image.width * image.height > max_pixels:
         image.close()
         raise ImageTooLargeError(
@@ -252,15 +272,20 @@ def _check_page_count(path: Path, total: int, options: RenderOptions) -> None:
 def _render_image(path: Path, options: RenderOptions) -> Iterator[PageImage]:
     name = str(path)
     with _open_image(path, options.max_pixels) as image:
-        _check_page_count(path, int(getattr(image, "n_frames", 1)), options)
+        _check_page_count(path, _frame_count(path, image), options)
         dpi = _image_dpi(image, options.dpi)
-        for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
-            if frame.width * frame.height > options.max_pixels:
-                raise ImageTooLargeError(f"page {number} exceeds the pixel limit", source=name)
-            try:
+        frames = ImageSequence.Iterator(image)
+        for number in itertools.count(1):
+            try:  # moving to a page reads its header; decoding it, its (maybe truncated) data
+                frame = next(frames)
+                if frame.width * frame.height > options.max_pixels:
+                    raise ImageTooLargeError(f"page {number} exceeds the pixel limit", source=name)
                 array = page_array(_as_shown(frame))
-            except OSError as exc:  # truncated data surfaces when pixels are decoded
-                raise CorruptDocumentError(f"page {number} is truncated or damaged ({exc})", source=name) from exc
+            except StopIteration:
+                return
+            except DAMAGED_IMAGE as exc:
+                raise CorruptDocumentError(f"page {number} is truncated or damaged ({_why(exc)})",
+                                           source=name) from exc
             yield PageImage(number, array, dpi)
 
 

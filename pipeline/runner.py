@@ -298,6 +298,12 @@ class LocalRunner:
             self._put(events, ("failed", pending, outcome, path, exc))
         except OSError as exc:  # unreadable file, full disk: this document fails, the run goes on
             self._put(events, ("failed", pending, outcome, path, BadInputError(str(exc), source=str(path))))
+        except (_Stopping, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a file no check foresaw fails alone: it must not end a long run
+            log.exception("%s: unexpected error", path)
+            reason = f"unexpected error ({type(exc).__name__}: {exc}); please report it with the file"
+            self._put(events, ("failed", pending, outcome, path, QuireError(reason, source=str(path))))
 
     def _fail(self, pending: _Pending | None, outcome: DocumentOutcome, path: Path, exc: QuireError) -> None:
         log.warning("%s", exc)
@@ -348,8 +354,7 @@ def total_pages(paths: Sequence[Path]) -> int:
     """Pages across inputs for the progress bar; unreadable files count 0 (they fail later, named)."""
     total = 0
     for path in paths:
-        try:
+        # Only a bar's total: reading the file later says what is wrong with it.
+        with contextlib.suppress(Exception):
             total += count_pages(path)
-        except QuireError:
-            pass
     return total

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 
+import numpy as np
 import pytest
 
 from pipeline.config import Settings
@@ -48,15 +49,39 @@ def test_lines_of_several_documents_share_one_recognition_batch(tmp_path):
     assert (tmp_path / "out" / "doc3.txt").read_text().count("\f") == 2
 
 
-def test_a_bug_in_ingest_stops_the_run_with_its_error(tmp_path, monkeypatch):
+def test_an_error_no_check_foresaw_fails_that_document_and_the_run_goes_on(tmp_path, monkeypatch):
+    """A long run must not die on one odd file: the document fails with the error, named."""
+    import pipeline.process
+
+    pdfs = [make_pdf([make_letter_page(DPI)] * n, tmp_path / f"{n}.pdf", dpi=DPI) for n in (1, 2)]
+    real = pipeline.process.segmented
+    calls = []
+
+    def broken_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("segmenter bug")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("pipeline.process.segmented", broken_once)
+    summary = runner(tmp_path).run(pdfs)
+    first, second = summary.outcomes
+    assert first.status == "failed" and "unexpected error (RuntimeError: segmenter bug)" in first.error
+    assert second.status == "done" and second.pages == 2
+
+
+def test_a_truncated_multi_page_tiff_fails_alone(tmp_path):
+    from PIL import Image
+
+    frames = [Image.fromarray(np.full((200, 300), 60 * (i + 1), np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / "whole.tif", save_all=True, append_images=frames[1:])
+    data = (tmp_path / "whole.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(data[: len(data) // 2])
     pdf = make_pdf([make_letter_page(DPI)], tmp_path / "a.pdf", dpi=DPI)
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("segmenter bug")
-
-    monkeypatch.setattr("pipeline.process.segmented", broken)
-    with pytest.raises(RuntimeError, match="segmenter bug"):
-        runner(tmp_path).run([pdf])
+    summary = runner(tmp_path).run([tmp_path / "cut.tif", pdf])
+    cut, good = summary.outcomes
+    assert cut.status == "failed" and "image is damaged" in cut.error, cut.error
+    assert good.status == "done"
 
 
 def test_a_stopped_run_ends_its_job_and_the_next_run_reads_what_was_left(tmp_path):

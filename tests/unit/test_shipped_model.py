@@ -32,3 +32,30 @@ def test_the_shipped_model_reads_printed_lines(shipped):
     read = shipped.recognize([render_line(t) for t in LINES])
     assert cer(LINES, [r.text for r in read]) <= 0.02, [r.text for r in read]
     assert all(r.confidence > 0.5 for r in read)
+
+
+def test_two_threads_load_models_at_once_and_both_read():
+    """`quire run` loads its page-turning reader on the ingest thread while the recognizer loads
+    on the reading thread: concurrent loads gave weights with no data ("meta tensor") and killed
+    the run."""
+    import threading
+
+    readers: list[Recognizer] = []
+    errors: list[BaseException] = []
+
+    def load(**options) -> None:
+        try:
+            readers.append(Recognizer(DEFAULT_MODEL, device="cpu", **options))
+        except Exception as exc:  # noqa: BLE001  (surfaced below; else lost with the thread)
+            errors.append(exc)
+
+    for _ in range(2):
+        threads = [threading.Thread(target=load, kwargs={"decode": "ctc", "retry_below": 0.0}),
+                   threading.Thread(target=load)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    for reader in readers:
+        assert reader.recognize([render_line(LINES[0])])[0].text == LINES[0]
