@@ -136,7 +136,8 @@ def _print_summary(summary) -> None:
     )
     for outcome in summary.outcomes:
         if outcome.status == "skipped":
-            typer.echo(f"  already done: {outcome.path}")
+            typer.echo(f"  same content as {outcome.same_as}: {outcome.path}" if outcome.same_as
+                       else f"  already done: {outcome.path}")
     for outcome in summary.failures:
         typer.echo(f"  FAILED {outcome.path}: {outcome.error}")
 

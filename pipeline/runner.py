@@ -47,6 +47,7 @@ class DocumentOutcome:
     lines: int = 0
     error: str | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
+    same_as: Path | None = None  # an earlier input of this run with the same bytes
 
 
 @dataclass
@@ -112,6 +113,9 @@ class _Pending:
     name: str
     lines_left: int = 0
     ingested: bool = False
+    # Later inputs of the run with the same bytes: (outcome, output name), given this one's
+    # reading once it is finished (or its failure).
+    copies: list[tuple[DocumentOutcome, str]] = field(default_factory=list)
 
 
 class LocalRunner:
@@ -139,6 +143,7 @@ class LocalRunner:
         self.options = JobOptions.from_settings(settings, formats=[e.name for e in exporters])
         self.profile = self.options.profile
         self._buffer: list[tuple[_Pending, int, np.ndarray]] = []
+        self._read_in_run: dict[str, _Pending] = {}  # document id -> its first input in this run
         self.lines_done = 0
         self._stop = threading.Event()  # set on Ctrl-C: the ingest thread ends at its next step
 
@@ -228,6 +233,12 @@ class LocalRunner:
                 if progress is not None:
                     progress.total = max(0, (progress.total or 0) - event[1].pages)
                     progress.refresh()
+            elif kind == "copy":
+                _, first, outcome, name = event
+                if first.outcome.status == "pending":
+                    first.copies.append((outcome, name))
+                else:
+                    self._settle_copy(first, outcome, name)
             elif kind == "failed":
                 _, pending, outcome, path, exc = event
                 self._fail(pending, outcome, path, exc)
@@ -276,9 +287,16 @@ class LocalRunner:
                 )
                 repo.link_job_document(s, job_id, doc.id, position, path.name)
                 ref, pages = DocumentRef(doc.id, sha, self.profile), doc.page_count or 0
-                skip = done and not self.redo
+                first = self._read_in_run.get(doc.id)
+                skip = (done and not self.redo) or first is not None
                 if not skip:
                     repo.start_document(s, doc.id)
+            if first is not None:
+                # The same bytes earlier in this run: read once (reading it again would drop the
+                # rows the first is being read into), its exports written under this name too.
+                outcome.same_as = first.outcome.path
+                self._put(events, ("copy", first, outcome, name))
+                return
             if skip:
                 outcome.status, outcome.pages = "skipped", pages
                 # Read before, maybe under another file name: the exports carry this one's.
@@ -288,6 +306,7 @@ class LocalRunner:
                 self._put(events, ("skipped", outcome))
                 return
             pending = _Pending(ref, outcome, name)
+            self._read_in_run[doc.id] = pending
             key = storage.source_key(sha)
             if not self.store.exists(key):
                 self.store.put_file(key, path)
@@ -312,6 +331,8 @@ class LocalRunner:
             self._buffer = [item for item in self._buffer if item[0] is not pending]
             with session_scope(self.engine) as s:
                 repo.fail_document(s, pending.ref.id, exc.reason)
+            for copy, name in pending.copies:
+                self._settle_copy(pending, copy, name)
 
     def _flush(self, progress) -> None:
         """Recognize every buffered line (sorted by width inside the Recognizer) and save the text."""
@@ -336,6 +357,19 @@ class LocalRunner:
         outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters)
         outcome.status = "done"
         self._write_outputs(outcome, pending.name, outputs)
+        for copy, name in pending.copies:
+            self._settle_copy(pending, copy, name)
+
+    def _settle_copy(self, first: _Pending, copy: DocumentOutcome, name: str) -> None:
+        """A later input with the first's bytes ends as the first did: its exports (under its own
+        file name), or the first's failure."""
+        if first.outcome.status == "failed":
+            copy.status, copy.error = "failed", first.outcome.error
+            return
+        copy.status, copy.pages = "skipped", first.outcome.pages
+        with session_scope(self.engine) as s:
+            outputs = write_exports(s, self.store, first.ref, self.exporters, name=copy.path.name)
+        self._write_outputs(copy, name, outputs)
 
     def _write_outputs(self, outcome: DocumentOutcome, name: str, outputs: dict[str, bytes]) -> None:
         if self.out_dir is None:

@@ -154,3 +154,21 @@ def test_inputs_and_output_names(tmp_path):
     # Found in folders given: their trees are mirrored, so nothing needs a -2.
     assert list(output_names(found, [tmp_path]).values()) == ["a/x", "b/x", "b/z"]
     assert list(output_names(found, [tmp_path / "a", tmp_path / "b"]).values()) == ["x", "x-2", "z"]
+
+
+def test_identical_files_in_one_run_are_read_once_and_both_get_full_outputs(tmp_path):
+    """Reading the second copy used to drop the rows the first was still being read into: the
+    first copy's text file came out with pages missing and lines empty."""
+    pages = [make_letter_page(DPI)] * 3
+    first = make_pdf(pages, tmp_path / "x.pdf", dpi=DPI)
+    (tmp_path / "y.pdf").write_bytes(first.read_bytes())
+    counting = CountingRecognizer()
+    r = runner(tmp_path, counting)
+    r.flush_lines = 4  # the first copy is still being read when the second comes up
+    summary = r.run([first, tmp_path / "y.pdf"])
+    x, y = summary.outcomes
+    assert (x.status, y.status, y.same_as) == ("done", "skipped", first)
+    assert sum(counting.batches) == 3 * len(LETTER_LINES)  # read once
+    text = (tmp_path / "out" / "x.txt").read_text()
+    assert text == (tmp_path / "out" / "y.txt").read_text()
+    assert text.count("\f") == 2 and text.count("line ") == 3 * len(LETTER_LINES)
