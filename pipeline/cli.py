@@ -40,6 +40,12 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def check_out_folder(out: Path | None) -> None:
+    """--out names a folder: a file there is refused before any work, not after the first page."""
+    if out is not None and out.exists() and not out.is_dir():
+        _fail(f"--out {out} is a file; give a folder (it is made if missing)")
+
+
 PRECISION_OPTION_HELP = PRECISION_HELP + " Default: QUIRE_RECOGNIZE__PRECISION, else auto."
 LANGUAGE_MODEL_HELP = (
     "Weigh in the model's character language model (char_lm.npz in its folder; the shipped model "
@@ -91,13 +97,14 @@ def run(
     """
     from tqdm import tqdm
 
-    from pipeline.exporters import parse_formats
+    from pipeline.exporters import get_exporter, parse_formats
     from pipeline.inputs import collect_inputs, passed_over
     from pipeline.runner import LocalRunner, total_pages
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         _fail(f"no such file or folder: {', '.join(missing)}")
+    check_out_folder(out)
     if decode is not None and decode not in DECODINGS:
         _fail(f"--decode must be one of {', '.join(DECODINGS)}, not {decode!r}")
     _check_precision(precision)
@@ -108,6 +115,13 @@ def run(
                              recognize__language_model=language_model,
                              render__rotate_pages=rotate_pages)
         inputs = collect_inputs(paths)
+        if out is not None:  # searchable PDFs an earlier run wrote there are not documents to read
+            searchable = "." + get_exporter("pdf").extension
+            ours = {p for p in inputs if p.name.endswith(searchable)
+                    and p.resolve().is_relative_to(out.resolve())}
+            inputs = [p for p in inputs if p not in ours]
+            _say_passed_over(sorted(p.name for p in ours), "files",
+                             f"Quire's own searchable PDFs in --out {out}")
         others, links = passed_over(paths)
         _say_passed_over(links, "links to folders", LINKS_NOT_FOLLOWED)
         if not inputs:

@@ -42,7 +42,7 @@ def lines(
     """
     from tqdm import tqdm
 
-    from pipeline.cli import _fail, _settings
+    from pipeline.cli import _fail, _settings, check_out_folder
     from pipeline.errors import QuireError
     from pipeline.ground_truth import read_transcription
     from pipeline.line_pairs import (
@@ -60,6 +60,7 @@ def lines(
     missing = [str(p) for p in [*inputs, *([images] if images else [])] if not p.exists()]
     if missing:
         _fail(f"no such file or folder: {', '.join(missing)}")
+    check_out_folder(out)
     inside = [p for p in inputs if p.is_dir() and out.resolve().is_relative_to(p.resolve())]
     if inside:
         _fail(f"--out {out} is inside the input folder {inside[0]}: its line images would be cut "

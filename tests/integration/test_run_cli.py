@@ -173,6 +173,24 @@ def test_unknown_format_lists_valid_ones(tmp_path, letter, env):
     assert "unknown format 'docx'; valid formats:" in result.output
 
 
+def test_out_may_be_the_input_folder_but_not_a_file(tmp_path, letter, env):
+    """A rerun into the input folder does not read its own searchable PDFs as new documents; a
+    file given as --out is refused before any work."""
+    folder = tmp_path / "box"
+    folder.mkdir()
+    shutil.copy(letter[0], folder / "letter.pdf")
+    for _ in range(2):
+        result = quire("run", str(folder), "--out", str(folder), "--format", "txt,pdf", "--no-progress")
+        assert result.exit_code == 0, result.output
+    assert "1 files passed over, Quire's own searchable PDFs" in result.output
+    assert "1 documents: 0 done, 1 already done" in result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["letter.ocr.pdf", "letter.pdf", "letter.txt"]
+    (tmp_path / "afile").write_text("")
+    refused = quire("run", str(letter[0]), "--out", str(tmp_path / "afile"), "--no-progress")
+    assert refused.exit_code == 2 and "--out" in refused.output and "is a file" in refused.output
+    assert db_rows(env, "SELECT count(*) FROM jobs") == [(2,)]  # the two runs above; none for it
+
+
 def test_missing_path_is_named(tmp_path, env):
     result = quire("run", str(tmp_path / "nope.pdf"))
     assert result.exit_code == 2 and "no such file or folder" in result.output
