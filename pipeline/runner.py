@@ -30,6 +30,7 @@ from pipeline.process import (
     write_exports,
 )
 from pipeline.render import count_pages
+from pipeline.types import DocumentResult
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,9 @@ class LocalRunner:
         self.profile = self.options.profile
         self._buffer: list[tuple[_Pending, int, np.ndarray]] = []
         self._read_in_run: dict[str, _Pending] = {}  # document id -> its first input in this run
+        # --redo: each document's earlier reading until the new one is finished, put back if the
+        # new one fails or the run is stopped (held in memory: text and boxes, no images).
+        self._earlier: dict[str, DocumentResult] = {}
         self.lines_done = 0
         self._stop = threading.Event()  # set on Ctrl-C: the ingest thread ends at its next step
 
@@ -199,7 +203,10 @@ class LocalRunner:
         with session_scope(self.engine) as s:
             for doc in repo.job_documents(s, job_id):
                 if doc.status not in (DocumentStatus.DONE, DocumentStatus.FAILED):
-                    repo.fail_document(s, doc.id, STOPPED)
+                    if doc.id in self._earlier:  # --redo: the reading it had is put back
+                        repo.restore_document(s, doc.id, self._earlier.pop(doc.id))
+                    else:
+                        repo.fail_document(s, doc.id, STOPPED)
             repo.update_job_counts(s, job_id)
 
     def _consume(self, events: queue.Queue, progress) -> None:
@@ -290,6 +297,8 @@ class LocalRunner:
                 first = self._read_in_run.get(doc.id)
                 skip = (done and not self.redo) or first is not None
                 if not skip:
+                    if done:
+                        self._earlier[doc.id] = repo.load_document_result(s, doc.id)
                     repo.start_document(s, doc.id)
             if first is not None:
                 # The same bytes earlier in this run: read once (reading it again would drop the
@@ -329,8 +338,13 @@ class LocalRunner:
         outcome.status, outcome.error = "failed", exc.reason
         if pending is not None:  # else the file failed before it had a row (unreadable)
             self._buffer = [item for item in self._buffer if item[0] is not pending]
+            earlier = self._earlier.pop(pending.ref.id, None)
             with session_scope(self.engine) as s:
-                repo.fail_document(s, pending.ref.id, exc.reason)
+                if earlier is not None:
+                    repo.restore_document(s, pending.ref.id, earlier)
+                    outcome.error += "; its earlier reading is kept"
+                else:
+                    repo.fail_document(s, pending.ref.id, exc.reason)
             for copy, name in pending.copies:
                 self._settle_copy(pending, copy, name)
 
@@ -355,6 +369,7 @@ class LocalRunner:
     def _finish(self, pending: _Pending) -> None:
         outcome = pending.outcome
         outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters)
+        self._earlier.pop(pending.ref.id, None)
         outcome.status = "done"
         self._write_outputs(outcome, pending.name, outputs)
         for copy, name in pending.copies:

@@ -172,3 +172,52 @@ def test_identical_files_in_one_run_are_read_once_and_both_get_full_outputs(tmp_
     text = (tmp_path / "out" / "x.txt").read_text()
     assert text == (tmp_path / "out" / "y.txt").read_text()
     assert text.count("\f") == 2 and text.count("line ") == 3 * len(LETTER_LINES)
+
+
+def test_a_redo_that_fails_or_is_stopped_keeps_the_earlier_reading(tmp_path, monkeypatch):
+    """--redo used to drop a document's rows first: a failed or stopped re-read lost its text."""
+    import pipeline.process
+    from pipeline.db import repo
+    from pipeline.db.models import Document
+    from pipeline.db.session import make_engine, session_scope
+    from pipeline.errors import CorruptDocumentError
+
+    pdf = make_pdf([make_letter_page(DPI)] * 2, tmp_path / "a.pdf", dpi=DPI)
+    assert runner(tmp_path).run([pdf]).count("done") == 1
+    engine = make_engine(f"sqlite:///{tmp_path / 'q.sqlite'}")
+
+    def reading():
+        with session_scope(engine) as s:
+            [doc] = s.scalars(repo.select(Document)).all()
+            result = repo.load_document_result(s, doc.id)
+            return doc.status, [[ln.text for ln in p.lines] for p in result.pages]
+
+    before = reading()
+    assert before[0] == "done" and len(before[1]) == 2 and all(before[1])
+
+    real = pipeline.process.segmented
+    pages = []
+
+    def second_page_fails(*args, **kwargs):
+        pages.append(1)
+        if len(pages) == 2:
+            raise CorruptDocumentError("page 2 is damaged", source=str(pdf))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("pipeline.process.segmented", second_page_fails)
+    redo = runner(tmp_path)
+    redo.redo = True
+    [outcome] = redo.run([pdf]).outcomes
+    assert outcome.status == "failed" and outcome.error.endswith("its earlier reading is kept")
+    assert reading() == before
+
+    class Interrupted(CountingRecognizer):
+        def recognize(self, crops):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("pipeline.process.segmented", real)
+    stopped = runner(tmp_path, Interrupted())
+    stopped.redo = True
+    with pytest.raises(KeyboardInterrupt):
+        stopped.run([pdf])
+    assert reading() == before
