@@ -73,7 +73,7 @@ def find_document(s, ref: str):
 def export(
     document: Annotated[str, typer.Argument(help="Document id, source file, or name.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "txt",
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (default: stdout; PDF and ZIP to <name>.<ext> when stdout is a terminal).")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Write here: a file, or a folder (an existing one, or ending in /) to write <name>.<ext> in (default: stdout; PDF and ZIP to <name>.<ext> when stdout is a terminal).")] = None,
 ) -> None:
     """Export a processed document from its stored rows and page images."""
     from pipeline.db import repo
@@ -95,15 +95,19 @@ def export(
     extension = exporter.extension_for(result)
     binary = not exporter.media_type_for(result).startswith(("text/", "application/json",
                                                               "application/xml"))
+    name = f"{Path(result.name).stem or 'document'}.{extension}"
     if out is None and binary and sys.stdout.isatty():  # piped or redirected: bytes to stdout
-        out = Path(f"{Path(result.name).stem or 'document'}.{extension}")
+        out = name
     if out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
-    typer.echo(f"wrote {out} ({len(data):,} bytes, {exporter.name})", err=True)
+    # A folder takes the file under the name it would have had, as `quire view --out DIR/` does.
+    folder = out.endswith(("/", os.sep)) or Path(out).is_dir()
+    target = Path(out) / name if folder else Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    typer.echo(f"wrote {target} ({len(data):,} bytes, {exporter.name})", err=True)
 
 
 def search(

@@ -89,20 +89,35 @@ class JobFinishedError(QuireError):
 
 
 def unreachable_server(exc: BaseException) -> str | None:
-    """One line for a database or broker that cannot be reached (the commands and the API that
-    need one otherwise end in a driver's traceback of hundreds of lines); None for anything else.
-    Drivers are named, not imported: this module stays free of them."""
+    """One line for a database, broker or job API (--api) that cannot be reached (the commands
+    and the API that need one otherwise end in a driver's traceback of hundreds of lines); None
+    for anything else. Drivers are named, not imported: this module stays free of them."""
     kinds = {"sqlalchemy.exc.OperationalError": "database",
              "kombu.exceptions.OperationalError": "broker",
-             "redis.exceptions.ConnectionError": "broker"}
+             "redis.exceptions.ConnectionError": "broker",
+             # Refused, timed out, no such host, not http(s): the request never got an answer.
+             "httpx.TransportError": "http"}
     for cls in type(exc).__mro__:
         what = kinds.get(f"{cls.__module__}.{cls.__qualname__}")
         if what is None:
             continue
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        reason = next(iter(str(getattr(exc, "orig", None) or exc).strip().splitlines()), "")
+        if what == "http":
+            return _unanswered_request(exc, reason or type(exc).__name__)
         if what == "broker":
             return f"cannot reach the broker (QUIRE_BROKER_URL): {reason}"
         if any(m in reason for m in ("no such table", "no such column", "does not exist")):
             reason += "; create the schema with `quire db upgrade`"
         return f"database error (QUIRE_DATABASE_URL): {reason}"
     return None
+
+
+def _unanswered_request(exc: BaseException, reason: str) -> str:
+    """Named as the job API only for its routes: other libraries (the Hugging Face hub) use httpx too."""
+    try:
+        url = exc.request.url  # type: ignore[attr-defined]  # RuntimeError when unset
+    except (AttributeError, RuntimeError):
+        return f"cannot reach the server: {reason}"
+    if "/v1/jobs" in url.path:  # pipeline/api/client.py's requests: name --api as it was given
+        return f"cannot reach the job API (--api {str(url).split('/v1/jobs')[0]}): {reason}"
+    return f"cannot reach {url.scheme}://{url.netloc.decode('ascii', 'replace')}: {reason}"

@@ -17,7 +17,9 @@ class ApiError(QuireError):
 class ApiClient:
     def __init__(self, base_url: str, token: str | None, *, timeout: float = 300.0) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        # Uploads may take minutes, a connection should not: a wrong --api host fails in seconds.
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers,
+                                 timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)))
 
     def _check(self, response: httpx.Response) -> dict[str, Any]:
         if response.status_code == 404:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,11 +35,16 @@ def train_command(
     data: Annotated[
         str, typer.Option(help="'synthetic' or a folder of *.png + *.gt.txt pairs.")
     ] = "synthetic",
-    steps: Annotated[int | None, typer.Option(help="Total optimizer steps (default: 60000 on synthetic data).")] = None,
-    epochs: Annotated[
-        int | None, typer.Option(help="Epochs over a folder (overrides --steps; default with --data FOLDER: 10).")
+    # min=1 on the counts: 0 would silently mean the default (epochs) or a run that "finishes"
+    # at step 0, and a batch of 0 divides by zero after the model has loaded.
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Total optimizer steps (default: 60000 on synthetic data).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Lines per step.")] = 32,
+    epochs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Epochs over a folder (overrides --steps; default with --data FOLDER: 10)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Lines per step.")] = 32,
     lr: Annotated[
         float, typer.Option(help="Peak learning rate (linear warmup, cosine decay).")
     ] = 5e-4,
@@ -47,7 +53,7 @@ def train_command(
         bool, typer.Option("--freeze-encoder", help="Train the decoder only.")
     ] = False,
     val_every: Annotated[
-        int, typer.Option(help="Validate every N steps (every epoch with --epochs).")
+        int, typer.Option(min=1, help="Validate every N steps (every epoch with --epochs).")
     ] = 500,
     val_dir: Annotated[
         Path | None, typer.Option(help="Real line folder(s) to measure CER on.")
@@ -217,7 +223,7 @@ def eval_command(
         str, typer.Option("--model", "-m", help="A shipped model's name, a folder or a hub name.")
     ] = DEFAULT_MODEL,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the report as JSON: the scores, every "
+        str | None, typer.Option("--json", help="Also write the report as JSON: the scores, every "
                                   "line's reading and CER, and the model and settings read with.")
     ] = None,
     fold: Annotated[
@@ -227,9 +233,9 @@ def eval_command(
         bool, typer.Option("--quantize", help="int8 dynamic quantization (CPU).")
     ] = False,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    beam: Annotated[int, typer.Option(help="Beam width (1 = greedy).")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Lines per batch.")] = 32,
-    worst: Annotated[int, typer.Option(help="How many worst lines to list.")] = 10,
+    beam: Annotated[int, typer.Option(min=1, help="Beam width (1 = greedy).")] = 1,
+    batch_size: Annotated[int, typer.Option(min=1, help="Lines per batch.")] = 32,
+    worst: Annotated[int, typer.Option(min=0, help="How many worst lines to list.")] = 10,
     decode: Annotated[
         str,
         typer.Option(
@@ -271,6 +277,7 @@ def eval_command(
         transcribed,
     )
 
+    json_path = _json_target(json_out) if json_out else None  # refused before the long work
     reports = []
     try:
         folders = line_folders(directory)  # a wrong folder fails before the model loads
@@ -300,15 +307,36 @@ def eval_command(
     except QuireError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from exc
-    if json_out:
+    if json_path:
         # What was read with, so reports of two models or settings can be told apart and diffed.
         reading = {"model": model, "decode": decode, "beam": beam, "retry_below": retry_below,
                    "language_model": language_model, "quantize": quantize, "precision": precision}
         data = ({**reports[0].to_dict(), "reading": reading} if len(reports) == 1
                 else {"folders": [r.to_dict() for r in reports], "reading": reading})
-        json_out.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+        try:
+            json_path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+        except OSError as exc:  # e.g. no permission: the report above stands, the file does not
+            _fail(f"--json {json_path}: cannot write it: {exc.strerror or exc}", 1)
     if any(r.unreadable for r in reports):
         raise typer.Exit(1)  # scored without them: the figures are not the whole folder's
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"quire: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _json_target(given: str) -> Path:
+    """The --json file, its folders made: a folder or an unusable path fails at once, not after
+    the evaluation it would have reported."""
+    path = Path(given)
+    if given.endswith(("/", os.sep)) or path.is_dir():
+        _fail(f"--json {given} is a folder; give a file name, e.g. {path / 'eval.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, no permission
+        _fail(f"--json {given}: cannot make its folder {path.parent}: {exc.strerror or exc}")
+    return path
 
 
 def _print_report(report: Any, fold: bool) -> None:

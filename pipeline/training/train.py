@@ -477,6 +477,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.decoding not in DECODING_CHOICES:
         raise ValueError(f"decoding must be one of {', '.join(DECODING_CHOICES)}, not {cfg.decoding!r}")
     mix = parse_mix(cfg.mix)
+    # Checked before the model loads (`quire train` refuses them too; this is for python -m).
+    for name, value in (("steps", cfg.steps), ("epochs", cfg.epochs), ("batch-size", cfg.batch_size),
+                        ("val-every", cfg.val_every)):
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be at least 1, not {value}")
     if not 0.0 <= cfg.ink_cut <= 1.0:
         raise ValueError(f"ink cut is a share of lines, from 0 to 1, not {cfg.ink_cut}")
     torch.set_num_threads(cfg.threads)
@@ -500,7 +505,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         print(f"warning: {len(missing)} characters of {cfg.data} are not in the model's alphabet and "
               f"are learnt as nothing: {listed}. Write them as characters it has (e.g. ſ as s), or "
               "train a new model (--model new) whose alphabet holds them", flush=True)
-    if cfg.data != "synthetic" and cfg.epochs:
+    if cfg.data != "synthetic" and cfg.epochs is not None:
         # Full batches only (a short last batch is dropped), unless the folder fills less than one.
         per_epoch = max(1, (len(train_lines) + rehearsed) // cfg.batch_size)
         cfg.steps = cfg.epochs * per_epoch
