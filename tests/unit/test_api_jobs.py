@@ -8,8 +8,10 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from pipeline.api.app import create_app
+from pipeline.cli import app
 from pipeline.config import Settings
 from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
@@ -37,6 +39,19 @@ def api(tmp_path, sqlite_url):
     client.alice = {"Authorization": f"Bearer {alice}"}
     client.bob = {"Authorization": f"Bearer {bob}"}
     return client
+
+
+@pytest.fixture
+def cli_home(tmp_path, sqlite_url, monkeypatch):
+    """The `quire` commands pointed at a migrated SQLite database and a local store."""
+    from pipeline.config import get_settings
+
+    upgrade(sqlite_url)
+    monkeypatch.setenv("QUIRE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("QUIRE_STORAGE_URL", (tmp_path / "store").as_uri())
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
 
 
 def upload(api, headers, name="a.pdf", data=PDF, **fields):
@@ -297,45 +312,33 @@ def test_search_and_viewer_are_scoped_to_the_tenant(api):
     assert api.get(f"/v1/documents/{document_id}/viewer", headers=api.bob).status_code == 404
 
 
-def test_cli_token_create_list_revoke_and_status(tmp_path, sqlite_url, monkeypatch):
-    from typer.testing import CliRunner
-
-    from pipeline.cli import app
-    from pipeline.config import get_settings
-
-    upgrade(sqlite_url)
-    monkeypatch.setenv("QUIRE_DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("QUIRE_STORAGE_URL", (tmp_path / "store").as_uri())
-    get_settings.cache_clear()
-    try:
-        made = CliRunner().invoke(app, ["token", "create", "--name", "ci", "--owner", "team"])
-        assert made.exit_code == 0, made.output
-        token = made.stdout.strip().splitlines()[-1]
-        engine = make_engine(sqlite_url)
-        with session_scope(engine) as s:
-            row = jobrepo.verify_token(s, token)
-            assert row is not None and row.owner == "team" and row.token_hash != token
-            job, _ = jobrepo.create_keyed_job(s, settings={}, owner="team", idempotency_key=None)
-            job_id, token_id = job.id, row.id
-        listed = CliRunner().invoke(app, ["token", "list"])
-        assert token_id in listed.output and "active" in listed.output
-        assert CliRunner().invoke(app, ["token", "revoke", token_id]).exit_code == 0
-        with session_scope(engine) as s:
-            assert jobrepo.verify_token(s, token) is None
-        status = CliRunner().invoke(app, ["status", job_id])
-        assert status.exit_code == 0 and "queued" in status.output, status.output
-        assert CliRunner().invoke(app, ["status", "nope"]).exit_code == 1
-        # Nothing to submit, or a format no exporter has: an error, and no job is made.
-        (tmp_path / "empty").mkdir()
-        (tmp_path / "empty" / "notes.txt").write_text("not a document")
-        empty = CliRunner().invoke(app, ["submit", str(tmp_path / "empty"), "--no-progress"])
-        assert empty.exit_code == 1 and "nothing to submit" in empty.output, empty.output
-        docx = CliRunner().invoke(app, ["submit", str(tmp_path / "empty" / "notes.txt"), "-f", "docx"])
-        assert docx.exit_code == 2 and "unknown format 'docx'" in docx.output, docx.output
-        with session_scope(engine) as s:
-            assert [j.id for j in s.scalars(select(Job))] == [job_id]
-    finally:
-        get_settings.cache_clear()
+def test_cli_token_create_list_revoke_and_status(tmp_path, sqlite_url, cli_home):
+    made = CliRunner().invoke(app, ["token", "create", "--name", "ci", "--owner", "team"])
+    assert made.exit_code == 0, made.output
+    token = made.stdout.strip().splitlines()[-1]
+    engine = make_engine(sqlite_url)
+    with session_scope(engine) as s:
+        row = jobrepo.verify_token(s, token)
+        assert row is not None and row.owner == "team" and row.token_hash != token
+        job, _ = jobrepo.create_keyed_job(s, settings={}, owner="team", idempotency_key=None)
+        job_id, token_id = job.id, row.id
+    listed = CliRunner().invoke(app, ["token", "list"])
+    assert token_id in listed.output and "active" in listed.output
+    assert CliRunner().invoke(app, ["token", "revoke", token_id]).exit_code == 0
+    with session_scope(engine) as s:
+        assert jobrepo.verify_token(s, token) is None
+    status = CliRunner().invoke(app, ["status", job_id])
+    assert status.exit_code == 0 and "queued" in status.output, status.output
+    assert CliRunner().invoke(app, ["status", "nope"]).exit_code == 1
+    # Nothing to submit, or a format no exporter has: an error, and no job is made.
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not a document")
+    empty = CliRunner().invoke(app, ["submit", str(tmp_path / "empty"), "--no-progress"])
+    assert empty.exit_code == 1 and "nothing to submit" in empty.output, empty.output
+    docx = CliRunner().invoke(app, ["submit", str(tmp_path / "empty" / "notes.txt"), "-f", "docx"])
+    assert docx.exit_code == 2 and "unknown format 'docx'" in docx.output, docx.output
+    with session_scope(engine) as s:
+        assert [j.id for j in s.scalars(select(Job))] == [job_id]
 
 
 def test_a_failed_document_sent_again_is_under_way_not_failed(api):
@@ -417,28 +420,16 @@ def test_a_cancelled_open_job_takes_no_more_documents(api):
     assert late.status_code == 409 and "cancelled" in late.json()["detail"]
 
 
-def test_cli_cancel_stops_a_job_and_refuses_a_finished_one(tmp_path, sqlite_url, monkeypatch):
-    from typer.testing import CliRunner
-
-    from pipeline.cli import app
-    from pipeline.config import get_settings
-
-    upgrade(sqlite_url)
-    monkeypatch.setenv("QUIRE_DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("QUIRE_STORAGE_URL", (tmp_path / "store").as_uri())
-    get_settings.cache_clear()
-    try:
-        engine = make_engine(sqlite_url)
-        with session_scope(engine) as s:
-            running, _ = jobrepo.create_keyed_job(s, settings={}, owner=None, idempotency_key=None)
-            empty, _ = jobrepo.create_keyed_job(s, settings={}, owner=None, idempotency_key=None)
-            jobrepo.refresh_job(s, empty.id)  # closed with nothing in it: done
-        out = CliRunner().invoke(app, ["cancel", running.id])
-        assert out.exit_code == 0 and f"job {running.id}: cancelled" in out.output, out.output
-        refused = CliRunner().invoke(app, ["cancel", empty.id])
-        assert refused.exit_code == 1 and "already finished (done)" in refused.output, refused.output
-        assert CliRunner().invoke(app, ["cancel", "nope"]).exit_code == 1
-        with session_scope(engine) as s:
-            assert repo.get_job(s, running.id).status == "cancelled"
-    finally:
-        get_settings.cache_clear()
+def test_cli_cancel_stops_a_job_and_refuses_a_finished_one(sqlite_url, cli_home):
+    engine = make_engine(sqlite_url)
+    with session_scope(engine) as s:
+        running, _ = jobrepo.create_keyed_job(s, settings={}, owner=None, idempotency_key=None)
+        empty, _ = jobrepo.create_keyed_job(s, settings={}, owner=None, idempotency_key=None)
+        jobrepo.refresh_job(s, empty.id)  # closed with nothing in it: done
+    out = CliRunner().invoke(app, ["cancel", running.id])
+    assert out.exit_code == 0 and f"job {running.id}: cancelled" in out.output, out.output
+    refused = CliRunner().invoke(app, ["cancel", empty.id])
+    assert refused.exit_code == 1 and "already finished (done)" in refused.output, refused.output
+    assert CliRunner().invoke(app, ["cancel", "nope"]).exit_code == 1
+    with session_scope(engine) as s:
+        assert repo.get_job(s, running.id).status == "cancelled"
