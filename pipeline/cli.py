@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.cli_common import fail as _fail
 from pipeline.config import (
     DECODINGS,
     DEFAULT_MODEL,
@@ -33,11 +34,6 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema commands (for PostgreSQL or an existing SQLite file).")
 app.add_typer(db_app, name="db")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"quire: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def check_out_folder(out: Path | None) -> None:

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.cli_common import fail as _fail
+
 Api = Annotated[str | None, typer.Option("--api", help="Job API URL; default: this node's database and broker.")]
 Token = Annotated[str | None, typer.Option("--token", envvar="QUIRE_TOKEN", help="API bearer token.")]
 Model = Annotated[str | None, typer.Option(help="Recognition model name or folder.")]
@@ -20,11 +22,6 @@ Dpi = Annotated[int | None, typer.Option(min=50, max=1200, help="PDF rendering r
 Formats = Annotated[str, typer.Option("--format", "-f", help="Comma-separated export formats: txt, json, hocr, alto, page, pdf (searchable).")]
 
 token_app = typer.Typer(help="API tokens: create (printed once, stored hashed), list, revoke.")
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"quire: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _backend() -> tuple[Any, Any, Any]:

@@ -4,19 +4,16 @@ read from the database and the object store (nothing is recognized again)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from pipeline.cli_common import fail as _fail
+from pipeline.cli_common import names_a_folder
+
 FORMAT_HELP = "alto, page, hocr, pdf, txt or json."
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"quire: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _open():
@@ -103,8 +100,7 @@ def export(
         sys.stdout.flush()
         return
     # A folder takes the file under the name it would have had, as `quire view --out DIR/` does.
-    folder = out.endswith(("/", os.sep)) or Path(out).is_dir()
-    target = Path(out) / name if folder else Path(out)
+    target = Path(out) / name if names_a_folder(out) else Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     typer.echo(f"wrote {target} ({len(data):,} bytes, {exporter.name})", err=True)
@@ -182,8 +178,8 @@ def view(
         _fail(str(exc), exc.exit_code)
     target = settings.home / "viewer" / f"{result.id}.html"
     if out:
-        folder = out.endswith(("/", os.sep)) or Path(out).is_dir()
-        target = Path(out) / f"{Path(result.name).stem or result.id}.html" if folder else Path(out)
+        target = (Path(out) / f"{Path(result.name).stem or result.id}.html" if names_a_folder(out)
+                  else Path(out))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(html)
     if not serve:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from pipeline.cli_common import fail as _fail
+from pipeline.cli_common import names_a_folder
 from pipeline.config import DEFAULT_MODEL, RETRY_BELOW
 from pipeline.precision import PRECISION_HELP
 from pipeline.training.preflight import BEST_DIR
@@ -321,16 +322,11 @@ def eval_command(
         raise typer.Exit(1)  # scored without them: the figures are not the whole folder's
 
 
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"quire: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _json_target(given: str) -> Path:
     """The --json file, its folders made: a folder or an unusable path fails at once, not after
     the evaluation it would have reported."""
     path = Path(given)
-    if given.endswith(("/", os.sep)) or path.is_dir():
+    if names_a_folder(given):
         _fail(f"--json {given} is a folder; give a file name, e.g. {path / 'eval.json'}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
