@@ -309,9 +309,7 @@ class LocalRunner:
             if skip:
                 outcome.status, outcome.pages = "skipped", pages
                 # Read before, maybe under another file name: the exports carry this one's.
-                with session_scope(self.engine) as s:
-                    outputs = write_exports(s, self.store, ref, self.exporters, name=path.name)
-                self._write_outputs(outcome, name, outputs)
+                self._export_stored(ref, outcome, name)
                 self._put(events, ("skipped", outcome))
                 return
             pending = _Pending(ref, outcome, name)
@@ -326,7 +324,7 @@ class LocalRunner:
             self._put(events, ("failed", pending, outcome, path, exc))
         except OSError as exc:  # unreadable file, full disk: this document fails, the run goes on
             self._put(events, ("failed", pending, outcome, path, BadInputError(str(exc), source=str(path))))
-        except (_Stopping, KeyboardInterrupt):
+        except _Stopping:  # the run is stopping: not this document's failure
             raise
         except Exception as exc:  # a file no check foresaw fails alone: it must not end a long run
             log.exception("%s: unexpected error", path)
@@ -382,9 +380,13 @@ class LocalRunner:
             copy.status, copy.error = "failed", first.outcome.error
             return
         copy.status, copy.pages = "skipped", first.outcome.pages
+        self._export_stored(first.ref, copy, name)
+
+    def _export_stored(self, ref: DocumentRef, outcome: DocumentOutcome, name: str) -> None:
+        """Exports of a reading already in the database, named after this input's file, to --out."""
         with session_scope(self.engine) as s:
-            outputs = write_exports(s, self.store, first.ref, self.exporters, name=copy.path.name)
-        self._write_outputs(copy, name, outputs)
+            outputs = write_exports(s, self.store, ref, self.exporters, name=outcome.path.name)
+        self._write_outputs(outcome, name, outputs)
 
     def _write_outputs(self, outcome: DocumentOutcome, name: str, outputs: dict[str, bytes]) -> None:
         if self.out_dir is None:
