@@ -37,7 +37,9 @@ def lines(
     sure first): correct the drafts, then
     `quire train --model quire-line-v1 --data OUT --epochs 10 --out MY-MODEL`. From a PAGE XML or
     ALTO file, each transcribed line is cut from its page image along the file's polygon, with the
-    file's text. A .gt.txt already in OUT is never overwritten, so running it again is safe.
+    file's text. A .gt.txt already in OUT is never overwritten, so running it again is safe;
+    OUT/sources.tsv records which file each name is cut from, so another file of the same name
+    (0001.pdf of the next box) gets names of its own (0001-2_...).
     Exit status 1 if any input failed; the others are still written.
     """
     from tqdm import tqdm
@@ -55,6 +57,7 @@ def lines(
         write_draft_index,
         write_pairs,
     )
+    from pipeline.line_sources import SOURCES_INDEX, claim_names, source_key
     from pipeline.runner import output_names, total_pages
 
     missing = [str(p) for p in [*inputs, *([images] if images else [])] if not p.exists()]
@@ -69,7 +72,11 @@ def lines(
     if not documents and not transcriptions:
         _fail("no PDF, image, PAGE XML or ALTO files found in " + ", ".join(map(str, inputs)))
     settings = _settings(model=model, device=device, render__dpi=dpi)
-    names = output_names([*documents, *transcriptions])
+    wanted = output_names([*documents, *transcriptions])
+    names = claim_names(out, wanted, {path: source_key(path, path in transcriptions) for path in wanted})
+    for path in (p for p in wanted if names[p] != wanted[p]):
+        typer.echo(f"{path}: its lines are named {names[path]}_* ({wanted[path]} is another file's "
+                   f"lines in {out}, see {out / SOURCES_INDEX})")
     written = Written()
     failed: list[str] = []
     # Each transcription is read once, here: its pages count towards the bar, and a bad file is

@@ -44,8 +44,10 @@ def find_document(s, ref: str):
             where, what = Document.sha256 == file_sha256(path), f"file {ref}"
         else:
             # The name of any run or job that sent it: the same bytes sent as another file
-            # are one document under several names.
-            named = select(JobDocument.document_id).where(JobDocument.name == ref)
+            # are one document under several names. A file found in a folder is named by its
+            # path there (box1/0001.pdf); its file name alone finds it too.
+            named = select(JobDocument.document_id).where(
+                (JobDocument.name == ref) | JobDocument.name.endswith("/" + ref, autoescape=True))
             where, what = (Document.name == ref) | Document.id.in_(named), f"id or name {ref!r}"
         candidates = list(s.scalars(select(Document).where(where)
                                     .order_by(Document.updated_at.desc())))
@@ -58,8 +60,8 @@ def find_document(s, ref: str):
         if len(done) > 1:
             # Other files by that name, or the same file read under other settings (model,
             # dpi, page turning...): each is its own reading.
-            others = ", ".join(d.id for d in done[1:4]) + (", ..." if len(done) > 4 else "")
-            typer.echo(f"quire: {len(done)} readings match {ref!r}; using {doc.id} (the newest); "
+            others = ", ".join(f"{d.id} ({d.name})" for d in done[1:4]) + (", ..." if len(done) > 4 else "")
+            typer.echo(f"quire: {len(done)} readings match {ref!r}; using {doc.id} ({doc.name}, the newest); "
                        f"pass an id to choose another: {others}", err=True)
     if doc.status != DocumentStatus.DONE:
         error = f": {doc.error}" if doc.error else ""

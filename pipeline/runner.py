@@ -82,16 +82,11 @@ def output_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path
     found in (`box1/0001` for scans/box1/0001.pdf of `quire run scans/`), so --out mirrors a
     collection's tree; a file given by itself is its stem. A name seen twice gets -2, -3 so no
     output overwrites another."""
-    folders = [root.resolve() for root in roots if root.is_dir()]
     names: dict[Path, str] = {}
     taken: set[str] = set()
     for path in paths:
-        base, n = path.stem, 1
-        resolved = path.resolve()
-        for folder in folders:
-            if resolved.is_relative_to(folder):
-                base = resolved.relative_to(folder).with_suffix("").as_posix()
-                break
+        found = _found_in(path, roots)
+        base, n = (found[1].with_suffix("").as_posix() if found else path.stem), 1
         name = base
         while name in taken:
             n += 1
@@ -99,6 +94,28 @@ def output_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path
         taken.add(name)
         names[path] = name
     return names
+
+
+def source_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path, str]:
+    """Each input's name in the database (what `status`, `search` and `export` show and find):
+    its path under the folder in `roots` it was found in, that folder's own name first
+    (`box1/0001.pdf` for `quire run scans/box1`), so files of the same name from two boxes, or
+    two runs, are told apart; a file given by itself is its file name."""
+    names: dict[Path, str] = {}
+    for path in paths:
+        found = _found_in(path, roots)
+        names[path] = (Path(found[0].name) / found[1]).as_posix() if found else path.name
+    return names
+
+
+def _found_in(path: Path, roots: Sequence[Path]) -> tuple[Path, Path] | None:
+    """(root folder, path under it) for the first folder in `roots` holding `path`."""
+    resolved = path.resolve()
+    for root in roots:
+        folder = root.resolve()
+        if folder.is_dir() and resolved.is_relative_to(folder) and resolved != folder:
+            return folder, resolved.relative_to(folder)
+    return None
 
 
 class _Stopping(Exception):
@@ -257,10 +274,11 @@ class LocalRunner:
 
     def _ingest_all(self, job_id: str, outcomes: list[DocumentOutcome], events: queue.Queue,
                     roots: Sequence[Path] = ()) -> None:
-        names = output_names([o.path for o in outcomes], roots)
+        paths = [o.path for o in outcomes]
+        names, stored = output_names(paths, roots), source_names(paths, roots)
         try:
             for position, outcome in enumerate(outcomes):
-                self._ingest(job_id, position, outcome, names[outcome.path], events)
+                self._ingest(job_id, position, outcome, names[outcome.path], stored[outcome.path], events)
             self._put(events, ("end",))
         except _Stopping:
             return
@@ -280,7 +298,8 @@ class LocalRunner:
             except queue.Full:
                 continue
 
-    def _ingest(self, job_id, position, outcome: DocumentOutcome, name: str, events: queue.Queue) -> None:
+    def _ingest(self, job_id, position, outcome: DocumentOutcome, name: str, stored_name: str,
+                events: queue.Queue) -> None:
         path = outcome.path
         pending: _Pending | None = None
         try:
@@ -289,10 +308,10 @@ class LocalRunner:
             # while it waits for room, and SQLite lets one writer at a time.
             with session_scope(self.engine) as s:
                 doc, done = repo.upsert_document(
-                    s, sha256=sha, profile=self.profile, name=path.name,
+                    s, sha256=sha, profile=self.profile, name=stored_name,
                     source_uri=path.resolve().as_uri(), size_bytes=path.stat().st_size,
                 )
-                repo.link_job_document(s, job_id, doc.id, position, path.name)
+                repo.link_job_document(s, job_id, doc.id, position, stored_name)
                 ref, pages = DocumentRef(doc.id, sha, self.profile), doc.page_count or 0
                 first = self._read_in_run.get(doc.id)
                 skip = (done and not self.redo) or first is not None

@@ -47,28 +47,31 @@ class Source:
 
 
 def iter_local(paths: Iterable[Path]) -> Iterator[Source]:
-    """Files as given, folders walked lazily in name order (hidden entries skipped)."""
+    """Files as given, folders walked lazily in name order (hidden entries skipped). A file
+    found in a folder is named by its path from that folder's own name (`box1/0001.pdf`),
+    as `quire run` names it, so same-named files of two folders are told apart."""
     for path in paths:
         if path.is_dir():
-            yield from _walk(path)
+            yield from _walk(path, Path(path.resolve().name))
         else:
-            yield _local_source(path)
+            yield _local_source(path, path.name)
 
 
-def _walk(folder: Path) -> Iterator[Source]:
+def _walk(folder: Path, name: Path) -> Iterator[Source]:
     with os.scandir(folder) as it:
         entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     for entry in entries:
         # Links to folders are not followed (a link back up would loop), as `quire run` walks.
         if entry.is_dir(follow_symlinks=False):
-            yield from _walk(Path(entry.path))
+            yield from _walk(Path(entry.path), name / entry.name)
         elif entry.is_file() and Path(entry.name).suffix.lower() in DOCUMENT_SUFFIXES:
-            yield _local_source(Path(entry.path))  # (a link to nothing is no file: passed over)
+            # (a link to nothing is no file: passed over)
+            yield _local_source(Path(entry.path), (name / entry.name).as_posix())
 
 
-def _local_source(path: Path) -> Source:
+def _local_source(path: Path, name: str) -> Source:
     st = path.stat()
-    return Source(uri=path.resolve().as_uri(), name=path.name, size=st.st_size,
+    return Source(uri=path.resolve().as_uri(), name=name, size=st.st_size,
                   version=f"{st.st_size}-{st.st_mtime_ns}", path=path)
 
 
@@ -95,7 +98,8 @@ def _bucket(uri: str, endpoint_url: str | None) -> tuple[storage.S3Store, str]:
 
 def s3_source(store: storage.S3Store, info: storage.ObjectInfo) -> Source:
     key = info.key
-    return Source(uri=store.url(key), name=key.rsplit("/", 1)[-1], size=info.size,
+    # The whole key: a bucket's folders tell same-named files apart, as they do on disk.
+    return Source(uri=store.url(key), name=key, size=info.size,
                   version=info.etag or f"{info.size}-{info.mtime}",
                   opener=lambda: store.open_read(key))
 

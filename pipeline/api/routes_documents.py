@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, Response
@@ -79,9 +81,16 @@ def get_export(document_id: str, ctx: Ctx, caller: Auth,
     ext = getattr(exporter, "extension_for", None)
     media_type = media(result) if media else exporter.media_type
     extension = ext(result) if ext else exporter.extension
-    stem = result.name.rsplit(".", 1)[0] or "document"
+    stem = PurePosixPath(result.name).stem or "document"
     return Response(_render(exporter, result, ctx), media_type=media_type, headers={
-        "Content-Disposition": f'inline; filename="{stem}.{extension}"'})
+        "Content-Disposition": _inline_file(f"{stem}.{extension}")})
+
+
+def _inline_file(name: str) -> str:
+    """A Content-Disposition for `name`: headers are Latin-1, so an ASCII stand-in goes in
+    filename= and the real name, any script, in RFC 6266's filename*."""
+    plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
+    return f"inline; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 @router.get("/v1/documents/{document_id}/viewer")

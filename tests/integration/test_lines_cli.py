@@ -91,6 +91,25 @@ def test_a_document_becomes_lines_with_drafts_and_corrections_survive_a_rerun(en
     assert {p.read_text() for p in blank.glob("*.gt.txt")} == {"\n"}
 
 
+def test_a_same_named_file_of_the_next_box_gets_its_own_line_names(env, letter) -> None:
+    out = env / "lines"
+    for box in ("box1", "box2"):
+        (env / box).mkdir()
+    shutil.copy(letter, env / "box1" / "0001.pdf")  # two pages
+    make_pdf([make_letter_page(DPI)], env / "box2" / "0001.pdf", dpi=DPI)  # one page, other bytes
+    assert "8 new line pairs" in quire("lines", str(env / "box1"), "--out", str(out)).output
+    second = quire("lines", str(env / "box2"), "--out", str(out))
+    assert second.exit_code == 0 and "4 new line pairs, 0 already there" in second.output, second.output
+    assert "its lines are named 0001-2_*" in second.output
+    assert sorted(texts(out)) == sorted([f"0001_p{page:04d}_l{line:03d}.png" for page in (1, 2) for line in range(1, 5)]
+                                        + [f"0001-2_p0001_l{line:03d}.png" for line in range(1, 5)])
+    # Each file finds its own names again, whichever box is cut again and in which order.
+    for box in ("box2", "box1"):
+        again = quire("lines", str(env / box), "--out", str(out))
+        assert "0 new line pairs" in again.output and "already there" in again.output
+    assert len(texts(out)) == 12
+
+
 def test_quires_own_page_and_alto_exports_come_back_as_line_pairs(env, letter) -> None:
     exported = env / "exported"
     result = quire("run", str(letter), "--format", "page,alto", "--out", str(exported))

@@ -103,6 +103,28 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
     assert len(db_rows(env, "SELECT id FROM lines")) == len(LETTER_LINES)  # read again, not added
 
 
+def test_same_named_files_of_two_boxes_run_one_by_one_are_told_apart(tmp_path, letter, env):
+    pdf, _ = letter
+    scans = tmp_path / "scans"
+    (scans / "box1").mkdir(parents=True)
+    (scans / "box2").mkdir()
+    shutil.copy(pdf, scans / "box1" / "0001.pdf")
+    make_pdf([make_letter_page(DPI)] * 2, scans / "box2" / "0001.pdf", dpi=DPI)  # other bytes, same name
+    for box in ("box1", "box2"):
+        assert quire("run", str(scans / box), "--no-progress").exit_code == 0
+
+    assert db_rows(env, "SELECT name, page_count FROM documents ORDER BY name") == [
+        ("box1/0001.pdf", 1), ("box2/0001.pdf", 2)]
+    found = quire("search", LETTER_LINES[0].split()[0])
+    assert "box1/0001.pdf\tpage 1" in found.stdout and "box2/0001.pdf\tpage 2" in found.stdout
+    second = json.loads(quire("export", "box2/0001.pdf", "--format", "json").stdout)
+    assert len(second["pages"]) == 2
+    # The file name alone still finds it, saying which of the two it took.
+    either = CliRunner().invoke(app, ["export", "0001.pdf"])
+    assert either.exit_code == 0 and either.stdout.startswith(LETTER_LINES[0])
+    assert "2 readings match '0001.pdf'" in either.stderr and "box1/0001.pdf" in either.stderr
+
+
 def test_a_sideways_scan_is_read_upright_and_its_searchable_pdf_shown_upright(tmp_path, letter, env,
                                                                                monkeypatch):
     import subprocess
