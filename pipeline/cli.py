@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -301,8 +302,15 @@ for _module in ("pipeline.cli_outputs", "pipeline.cli_distributed", "pipeline.cl
             raise
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="quire: %(message)s")
+    # SIGTERM (kill, systemd, a container stopping) ends a command as Ctrl-C does: what is done
+    # is kept and a run's job is closed, not left queued. Servers (api, workers) set their own.
+    signal.signal(signal.SIGTERM, _interrupt)
     for note in unknown_variables(dict(os.environ)):
         typer.echo(f"quire: warning: {note}", err=True)
     try:

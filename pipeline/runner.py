@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # Pages ingested ahead of recognition: enough to keep the model fed, few enough to bound memory.
 INGEST_AHEAD_PAGES = 4
 STOP_WAIT_S = 30  # on Ctrl-C, how long the page being rendered may take to finish
-STOPPED = "quire run was stopped (Ctrl-C) before this document was finished"
+STOPPED = "quire run was stopped (Ctrl-C or SIGTERM) before this document was finished"
 
 
 @dataclass

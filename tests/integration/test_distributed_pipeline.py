@@ -158,9 +158,9 @@ def test_bucket_drop_watcher_texts_equal_embedded_run(cluster, letters, local_te
 
     docs = query(engine, """SELECT d.id, d.name FROM documents d JOIN job_documents jd
                             ON jd.document_id = d.id WHERE jd.job_id = :j""", j=job_id)
-    assert sorted(n for _, n in docs) == sorted(p.name for p in pdfs)
+    assert sorted(n for _, n in docs) == sorted(f"inbox/{p.name}" for p in pdfs)  # the keys
     for document_id, name in docs:
-        assert document_text(engine, document_id) == local_texts[name]
+        assert document_text(engine, document_id) == local_texts[name.removeprefix("inbox/")]
     assert query(engine, "SELECT count(*) FROM lines")[0][0] == 6 * len(LETTER_LINES)
 
     # Dropped again (same key, same ETag) or under a second name: nothing is redone.
@@ -252,7 +252,7 @@ def test_api_upload_poll_text_json_tenants_idempotency_webhook(cluster, letters,
     view2 = wait_for(lambda: job_finished(engine, r2.json()["id"]), 30, "reuse", cluster["workers"])
     assert view2 == "done"
     reused = client.get(f"/v1/jobs/{r2.json()['id']}", headers=auth).json()["documents"][0]
-    assert reused["name"] == pdfs[0].name
+    assert reused["name"] == f"inbox/{pdfs[0].name}"
     assert client.get(f"/v1/documents/{reused['id']}/text", headers=auth).text == \
         local_texts[pdfs[0].name]
 

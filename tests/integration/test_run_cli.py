@@ -314,3 +314,46 @@ def test_progress_bar_counts_pages_and_lines(tmp_path, letter, env):
     assert result.exit_code == 0, result.output
     assert "OCR" in result.output and "1/1" in result.output and "page" in result.output
     assert f"lines={len(LETTER_LINES)}" in result.output
+
+
+def test_sigterm_ends_a_run_like_ctrl_c_and_the_same_command_goes_on(tmp_path, letter, env):
+    """kill, systemd or a container stopping send SIGTERM: the job must be closed with what was
+    done kept, not left queued, and the rerun reads only what is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    docs = tmp_path / "in"
+    docs.mkdir()
+    for n in range(8):
+        make_pdf([make_letter_page(DPI)] * 5, docs / f"doc{n}.pdf", dpi=DPI)
+    make_pdf([make_letter_page(DPI)], docs / "doc0.pdf", dpi=DPI)  # done quickly, before the signal
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(docs), "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if db_rows(env, "SELECT count(*) FROM documents WHERE status = 'done'")[0][0] >= 1:
+                    break
+            except sqlite3.OperationalError:  # not made yet, or being written
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        os.kill(proc.pid, signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted; documents finished so far are kept" in output, output
+    [(status, done, failed)] = db_rows(env, "SELECT status, documents_done, documents_failed FROM jobs")
+    assert status == "partial" and done >= 1 and failed >= 1  # files not reached are not in it
+    assert db_rows(env, "SELECT count(*) FROM documents WHERE status IN ('pending', 'processing')") == [(0,)]
+    errors = {e for (e,) in db_rows(env, "SELECT error FROM documents WHERE status = 'failed'")}
+    assert errors == {"quire run was stopped (Ctrl-C or SIGTERM) before this document was finished"}
+
+    again = quire("run", str(docs), "--no-progress")
+    assert again.exit_code == 0 and f"{done} already done (skipped)" in again.output, again.output
+    assert db_rows(env, "SELECT count(*) FROM documents WHERE status = 'done'") == [(8,)]

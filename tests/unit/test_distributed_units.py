@@ -85,7 +85,8 @@ def test_submission_is_resumable_and_skips_what_it_took_in(env, tmp_path):
     for i, name in enumerate(["b.pdf", "a.pdf", "sub/c.png", ".hidden.pdf", "notes.txt"]):
         (folder / name).write_bytes(b"%PDF" + bytes([i]))
     names = [s.name for s in iter_local([folder])]
-    assert names == ["a.pdf", "b.pdf", "c.png"]  # streamed in name order, non-documents left out
+    # Streamed in name order, non-documents left out, named by their path from the folder given.
+    assert names == ["in/a.pdf", "in/b.pdf", "in/sub/c.png"]
 
     job_id, created = submitter.open_job(idempotency_key="run-1")
     it = iter_local([folder])
@@ -109,13 +110,13 @@ def test_folders_linked_in_are_not_walked_and_a_prefix_names_what_it_passes_over
     (folder / "box" / "a.pdf").write_bytes(b"%PDF-1.4")
     (folder / "box" / "loop").symlink_to(folder, target_is_directory=True)  # a link back up
     (folder / "box" / "gone.pdf").symlink_to(tmp_path / "deleted.pdf")  # a link to nothing
-    assert [s.name for s in iter_local([folder])] == ["a.pdf"]  # once, as quire run finds it
+    assert [s.name for s in iter_local([folder])] == ["in/box/a.pdf"]  # once, as quire run finds it
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
     for key in ("inbox/a.pdf", "inbox/notes.txt", "inbox/b/scan.TIF", "inbox/list.xlsx", "out/c.pdf"):
         s3.put_object(Bucket=s3_bucket, Key=key, Body=b"x")
     uri = f"s3://{s3_bucket}/inbox/"
-    assert [s.name for s in iter_s3(uri, s3_server)] == ["a.pdf", "scan.TIF"]
+    assert [s.name for s in iter_s3(uri, s3_server)] == ["inbox/a.pdf", "inbox/b/scan.TIF"]  # named by their keys
     assert sorted(other_objects(uri, s3_server)) == ["inbox/list.xlsx", "inbox/notes.txt"]
 
 

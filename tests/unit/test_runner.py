@@ -106,7 +106,7 @@ def test_a_stopped_run_ends_its_job_and_the_next_run_reads_what_was_left(tmp_pat
         docs = s.scalars(select(Document)).all()
         assert job.status == "failed" and job.finished_at is not None  # not queued for ever
         assert docs and {d.status for d in docs} == {"failed"}
-        assert all("stopped (Ctrl-C)" in d.error for d in docs)
+        assert all("stopped (Ctrl-C or SIGTERM)" in d.error for d in docs)
 
     summary = runner(tmp_path).run(pdfs)  # the same command again
     assert summary.count("done") == 2 and (tmp_path / "out" / "doc6.txt").read_text().count("\f") == 5
