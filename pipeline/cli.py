@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.cli_common import counted
 from pipeline.cli_common import fail as _fail
 from pipeline.config import (
     DECODINGS,
@@ -59,6 +60,7 @@ def _check_precision(precision: str | None) -> None:
 def _settings(**overrides) -> Settings:
     base = load_settings()
     data = base.model_dump()
+    options: dict[str, str] = {}
     for key, value in overrides.items():
         if value is None:
             continue
@@ -67,7 +69,8 @@ def _settings(**overrides) -> Settings:
             data[section][field] = value
         else:
             data[section] = value
-    return load_settings(**data)
+        options[key] = "--" + (field or section).replace("_", "-")
+    return load_settings(options, **data)
 
 
 @app.command()
@@ -117,10 +120,10 @@ def run(
             ours = {p for p in inputs if p.name.endswith(searchable)
                     and p.resolve().is_relative_to(out.resolve())}
             inputs = [p for p in inputs if p not in ours]
-            _say_passed_over(sorted(p.name for p in ours), "files",
+            _say_passed_over(sorted(p.name for p in ours), ("file", "files"),
                              f"Quire's own searchable PDFs in --out {out}")
         others, links = passed_over(paths)
-        _say_passed_over(links, "links to folders", LINKS_NOT_FOLLOWED)
+        _say_passed_over(links, LINKS_TO_FOLDERS, LINKS_NOT_FOLLOWED)
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
         _say_passed_over(others)
@@ -141,8 +144,8 @@ def run(
 def _print_summary(summary) -> None:
     done, skipped, failed = summary.count("done"), summary.count("skipped"), summary.count("failed")
     typer.echo(
-        f"{len(summary.outcomes)} documents: {done} done, {skipped} already done (skipped), "
-        f"{failed} failed; {summary.pages} pages, {summary.lines} lines in "
+        f"{counted(len(summary.outcomes), 'document')}: {done} done, {skipped} already done (skipped), "
+        f"{failed} failed; {counted(summary.pages, 'page')}, {counted(summary.lines, 'line')} in "
         f"{summary.seconds:.1f} s ({summary.pages_per_minute:.1f} pages/min)"
     )
     for outcome in summary.outcomes:
@@ -226,16 +229,17 @@ def recognize(
     raise typer.Exit(1 if failed else 0)
 
 
+LINKS_TO_FOLDERS = ("link to a folder", "links to folders")
 LINKS_NOT_FOLLOWED = "not followed (a link back up would loop); give the folders they lead to"
 
 
-def _say_passed_over(names: list[str], what: str = "files",
+def _say_passed_over(names: list[str], what: tuple[str, str] = ("file", "files"),
                      why: str = "not PDFs or images by their suffix") -> None:
     """One line for the files of the folders given (or objects under the prefixes given) that
-    are not read: notes, spreadsheets..."""
+    are not read: notes, spreadsheets... `what`: the singular and plural of what they are."""
     if names:
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-        typer.echo(f"quire: {len(names)} {what} passed over, {why}: {shown}", err=True)
+        typer.echo(f"quire: {counted(len(names), *what)} passed over, {why}: {shown}", err=True)
 
 
 def looks_like_a_page(image) -> bool:

@@ -20,3 +20,27 @@ def names_a_folder(given: str) -> bool:
     """Whether an output argument means a folder: one that exists, or a path ending in a separator
     (a folder still to be made)."""
     return given.endswith(("/", os.sep)) or Path(given).is_dir()
+
+
+def open_existing_database(url: str):
+    """The database at `url`, for a command that only reads it. An embedded SQLite file that is
+    not there means nothing was processed with this QUIRE_HOME (often: run from another folder);
+    that is said plainly instead of an empty database being made there."""
+    from sqlalchemy.engine import make_url
+
+    from pipeline.db.session import open_database
+    from pipeline.errors import NoDataError
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not Path(parsed.database).exists():
+        raise NoDataError(
+            f"no Quire data at {parsed.database}: nothing was processed with this QUIRE_HOME (default "
+            "./quire-data, in the folder the command runs in); run `quire run FILES` first, or set "
+            "QUIRE_HOME or QUIRE_DATABASE_URL to where the data is")
+    return open_database(url)
+
+
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """`1 file`, `2 files`: counts in messages read as English."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"

@@ -24,14 +24,16 @@ Formats = Annotated[str, typer.Option("--format", "-f", help="Comma-separated ex
 token_app = typer.Typer(help="API tokens: create (printed once, stored hashed), list, revoke.")
 
 
-def _backend() -> tuple[Any, Any, Any]:
-    """(settings, engine, store) of this node; the embedded SQLite default migrates itself."""
+def _backend(existing: bool = False) -> tuple[Any, Any, Any]:
+    """(settings, engine, store) of this node; the embedded SQLite default migrates itself.
+    `existing`: a command that only reads or changes what is there; no database is made."""
     from pipeline import storage
+    from pipeline.cli_common import open_existing_database
     from pipeline.config import get_settings
     from pipeline.db.session import open_database
 
     settings = get_settings()
-    engine = open_database(settings.resolved_database_url())
+    engine = (open_existing_database if existing else open_database)(settings.resolved_database_url())
     store = storage.open_store(settings.resolved_storage_url(), settings.s3_endpoint_url)
     return settings, engine, store
 
@@ -108,17 +110,17 @@ def submit(
         if not spec.startswith("s3://") and not Path(spec).exists():
             _fail(f"no such file or folder: {spec}")
     options = _options(model, dpi, beam, fmt)
-    from pipeline.cli import LINKS_NOT_FOLLOWED, _say_passed_over
+    from pipeline.cli import LINKS_NOT_FOLLOWED, LINKS_TO_FOLDERS, _say_passed_over
     from pipeline.inputs import passed_over
     from pipeline.render import DOCUMENT_SUFFIXES
 
     others, links = passed_over(Path(s) for s in inputs if not s.startswith("s3://"))
-    _say_passed_over(links, "links to folders", LINKS_NOT_FOLLOWED)
+    _say_passed_over(links, LINKS_TO_FOLDERS, LINKS_NOT_FOLLOWED)
     if next(_sources(inputs), None) is None:
         suffixes = ", ".join(sorted(DOCUMENT_SUFFIXES))
         _fail(f"nothing to submit: no documents ({suffixes}) in {', '.join(inputs)}", 1)
     _say_passed_over(others)
-    _say_passed_over(_other_objects(inputs), "objects")
+    _say_passed_over(_other_objects(inputs), ("object", "objects"))
     key = job_key or _default_key(inputs, options, None if api else owner)
     total = _count(inputs) if progress else None
     if api:
@@ -181,7 +183,7 @@ def _job(job_id: str, api: str | None, token: str | None) -> dict[str, Any]:
     from pipeline.db import repo
     from pipeline.db.session import session_scope
 
-    _, engine, _ = _backend()
+    _, engine, _ = _backend(existing=True)
     with session_scope(engine) as s:
         return job_view(s, repo.get_job(s, job_id))
 
@@ -273,11 +275,10 @@ def _cancel_direct(job_id: str) -> dict[str, Any]:
     from pipeline.errors import unreachable_server
     from pipeline.queue import NOTIFY, send
 
-    _, engine, _ = _backend()
+    _, engine, _ = _backend(existing=True)
     with session_scope(engine) as s:
-        job, cancelled_now = jobrepo.cancel_job(s, job_id)
-        webhook = cancelled_now and job.webhook_url is not None
-        view = job_view(s, job)
+        job, _ = jobrepo.cancel_job(s, job_id)
+        webhook, view = jobrepo.webhook_due(job), job_view(s, job)
     if webhook:
         from kombu.exceptions import OperationalError
 
@@ -352,7 +353,7 @@ def token_list() -> None:
     from pipeline.db import jobs as jobrepo
     from pipeline.db.session import session_scope
 
-    _, engine, _ = _backend()
+    _, engine, _ = _backend(existing=True)
     with session_scope(engine) as s:
         for row in jobrepo.list_tokens(s):
             state = "revoked" if row.revoked_at else "active"
@@ -365,7 +366,7 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="Token id from `to
     from pipeline.db import jobs as jobrepo
     from pipeline.db.session import session_scope
 
-    _, engine, _ = _backend()
+    _, engine, _ = _backend(existing=True)
     with session_scope(engine) as s:
         if not jobrepo.revoke_token(s, token_id):
             _fail(f"no token {token_id}", 1)

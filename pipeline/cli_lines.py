@@ -45,6 +45,7 @@ def lines(
     from tqdm import tqdm
 
     from pipeline.cli import _fail, _settings, check_out_folder
+    from pipeline.cli_common import counted
     from pipeline.errors import QuireError
     from pipeline.ground_truth import read_transcription
     from pipeline.line_pairs import (
@@ -135,11 +136,11 @@ def lines(
     if written.drafts:
         index = write_draft_index(out, written.drafts)
         doubtful = sum(confidence < 0.9 for confidence, _ in written.drafts.values())
-        typer.echo(f"{len(written.drafts)} drafts to correct, {doubtful} of them read with less than 90 % "
+        typer.echo(f"{counted(len(written.drafts), 'draft')} to correct, {doubtful} of them read with less than 90 % "
                    f"confidence; {index} lists them, least sure first")
-    typer.echo(f"{out}: {written.new} new line pairs, {written.kept} already there (kept as they are)"
-               + (f", {written.untranscribed} lines without text skipped" if written.untranscribed else "")
-               + (f"; {len(failed)} inputs failed" if failed else ""))
+    typer.echo(f"{out}: {counted(written.new, 'new line pair')}, {written.kept} already there (kept as they are)"
+               + (f", {counted(written.untranscribed, 'line')} without text skipped" if written.untranscribed else "")
+               + (f"; {counted(len(failed), 'input')} failed" if failed else ""))
     for reason in failed:
         typer.echo(f"  FAILED {reason}")
     raise typer.Exit(1 if failed else 0)

@@ -17,13 +17,13 @@ FORMAT_HELP = "alto, page, hocr, pdf, txt or json."
 
 
 def _open():
-    """(settings, engine, store) of the configured database and object store."""
+    """(settings, engine, store) of the configured database, which must exist, and object store."""
     from pipeline import storage
+    from pipeline.cli_common import open_existing_database
     from pipeline.config import load_settings
-    from pipeline.db.session import open_database
 
     settings = load_settings()
-    engine = open_database(settings.resolved_database_url())
+    engine = open_existing_database(settings.resolved_database_url())
     return settings, engine, storage.open_store(settings.resolved_storage_url(),
                                                 settings.s3_endpoint_url)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -123,17 +124,19 @@ class SettingsError(ValueError):
     """A QUIRE_* value (or an option standing in for one) that does not fit its setting."""
 
 
-def load_settings(**values) -> Settings:
+def load_settings(options: Mapping[str, str] | None = None, **values) -> Settings:
     """Settings from the environment plus `values`, with a bad value named in one plain line
-    per problem (the variable, what it holds, what it should be) instead of pydantic's dump."""
+    per problem (the variable, what it holds, what it should be) instead of pydantic's dump.
+    `options` names the command options the values came from ({"render__dpi": "--dpi"}), so a
+    bad one is called by the option the user typed, not by a variable they never set."""
     try:
         return Settings(**values)
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            path = [str(part) for part in err["loc"]]
-            variable = "QUIRE_" + "__".join(path).upper()
-            problems.append(f"{variable}={err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}")
+            path = "__".join(str(part) for part in err["loc"])
+            name = (options or {}).get(path) or "QUIRE_" + path.upper()
+            problems.append(f"{name}={err.get('input')!r}: {err['msg'].removeprefix('Value error, ')}")
         raise SettingsError("bad setting " + "; ".join(problems)) from None
 
 

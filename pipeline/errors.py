@@ -82,6 +82,10 @@ class NotFoundError(QuireError):
     http_status = 404
 
 
+class NoDataError(QuireError):
+    """A command that reads results found no database where the settings point."""
+
+
 class JobFinishedError(QuireError):
     """The job has ended (finished or cancelled): it cannot be cancelled or take documents."""
 

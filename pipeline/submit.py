@@ -27,7 +27,7 @@ from pipeline.db.session import session_scope
 from pipeline.errors import BadInputError, JobFinishedError
 from pipeline.exporters import parse_formats
 from pipeline.process import JobOptions, file_sha256
-from pipeline.queue import FINISH, INGEST, send
+from pipeline.queue import FINISH, INGEST, NOTIFY, send
 from pipeline.render import DOCUMENT_SUFFIXES
 
 Enqueue = Callable[..., None]
@@ -165,9 +165,14 @@ class Submitter:
             jobrepo.discard_job(s, job_id)
 
     def close_job(self, job_id: str) -> str:
-        """No more documents: the job may now finish. Returns its status."""
+        """No more documents: the job may now finish (all of them read before, it ends here,
+        and its webhook goes out). Returns its status."""
         with session_scope(self.engine) as s:
-            return jobrepo.set_accepting(s, job_id, False).status
+            job = jobrepo.set_accepting(s, job_id, False)
+            status, notify = job.status, jobrepo.webhook_due(job)
+        if notify:
+            self.enqueue(NOTIFY, job_id)
+        return status
 
     def seen(self, src: Source, checkpoint: str) -> bool:
         """Whether this source (same URI and version) was fully taken in before."""
@@ -203,6 +208,10 @@ class Submitter:
                 # Read again from a clean start, and counted as under way from now: a job's
                 # view must not say "failed, finished" while its ingest is queued.
                 repo.start_document(s, document_id)
+            # Recounted before the ingest goes out: a job that earlier files had finished
+            # (all read before) is running again, or a worker taking the message at once
+            # would find no live job wanting the document and drop it.
+            jobrepo.refresh_job(s, job_id)
         if status in (DocumentStatus.PENDING, DocumentStatus.FAILED):
             self._send_ingest(document_id, job_id)
             outcome = "queued"
@@ -229,7 +238,9 @@ class Submitter:
             jobrepo.mark_queued(s, prefix, src.uri, src.version)
             # Re-read after the link committed: a finish that ran in between saw no link to
             # this job, so the job is counted here instead (and otherwise by that finish).
-            jobrepo.refresh_job(s, job_id)
+            notify = jobrepo.webhook_due(jobrepo.refresh_job(s, job_id))
+        if notify:
+            self.enqueue(NOTIFY, job_id)
 
     def resend_unqueued(self, prefix: str) -> int:
         """Send ingest for sources committed before a crash whose message may be missing."""

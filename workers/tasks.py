@@ -37,7 +37,6 @@ from workers.batching import WidthBatcher
 
 log = logging.getLogger("quire.tasks")
 _CACHE: dict[str, Any] = {}
-FINISHED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.PARTIAL, JobStatus.CANCELLED)
 
 
 def _engine() -> Any:
@@ -65,12 +64,7 @@ def _known(fmt: str) -> bool:
 
 def _refresh_jobs(s: Any, job_ids: list[str]) -> list[str]:
     """Recount jobs; return those that just finished and want a webhook."""
-    notify = []
-    for job_id in job_ids:
-        job = jobrepo.refresh_job(s, job_id)
-        if job.status in FINISHED and job.webhook_url and job.webhook_sent_at is None:
-            notify.append(job_id)
-    return notify
+    return [job_id for job_id in job_ids if jobrepo.webhook_due(jobrepo.refresh_job(s, job_id))]
 
 
 @app.task(name=INGEST, autoretry_for=(StorageError,), retry_backoff=True, max_retries=5)
@@ -240,7 +234,7 @@ def notify_job(self: Any, job_id: str) -> None:
     engine = _engine()
     with session_scope(engine) as s:
         job = repo.get_job(s, job_id)
-        if job.status not in FINISHED or not jobrepo.claim_webhook(s, job_id):
+        if job.status not in jobrepo.FINISHED or not jobrepo.claim_webhook(s, job_id):
             return
         url, payload = job.webhook_url, {"event": "job.finished", "job": job_view(s, job)}
     try:

@@ -235,10 +235,12 @@ def _add(ctx: ApiContext, caller: Caller, job_id: str, uris: list[str],
 def close_job(job_id: str, ctx: Ctx,
               caller: Auth) -> dict[str, Any]:
     _load(ctx, caller, job_id)  # 404 for others' jobs
-    with session_scope(ctx.engine) as s:
-        from pipeline.db import jobs as jobrepo
+    from pipeline.db import jobs as jobrepo
 
-        jobrepo.set_accepting(s, job_id, False)
+    with session_scope(ctx.engine) as s:
+        notify = jobrepo.webhook_due(jobrepo.set_accepting(s, job_id, False))
+    if notify:  # every document was read before: the job ends here
+        ctx.enqueue(NOTIFY, job_id)
     return _load(ctx, caller, job_id)
 
 
@@ -251,8 +253,7 @@ def cancel_job(job_id: str, ctx: Ctx, caller: Auth) -> dict[str, Any]:
 
     _load(ctx, caller, job_id)  # 404 for others' jobs
     with session_scope(ctx.engine) as s:
-        job, cancelled_now = jobrepo.cancel_job(s, job_id)
-        webhook = cancelled_now and job.webhook_url is not None
+        webhook = jobrepo.webhook_due(jobrepo.cancel_job(s, job_id)[0])
     if webhook:
         ctx.enqueue(NOTIFY, job_id)
     return _load(ctx, caller, job_id)

@@ -108,6 +108,15 @@ def discard_job(s: Session, job_id: str) -> None:
 
 # A job in one of these still wants its documents read.
 LIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+# A job in one of these has ended; its webhook, if any, is due.
+FINISHED = (JobStatus.DONE.value, JobStatus.FAILED.value, JobStatus.PARTIAL.value,
+            JobStatus.CANCELLED.value)
+
+
+def webhook_due(job: Job) -> bool:
+    """Whether the job has ended with a webhook not yet sent: whoever brought it to its end
+    (a worker's finish, a close, a cancel) queues the notify task, which sends it once."""
+    return job.status in FINISHED and job.webhook_url is not None and job.webhook_sent_at is None
 
 
 def cancel_job(s: Session, job_id: str) -> tuple[Job, bool]:

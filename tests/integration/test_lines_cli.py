@@ -191,7 +191,7 @@ def test_transcription_tools_page_xml_and_alto_are_cut_along_their_lines(env) ->
     out = env / "lines"
     result = quire("lines", str(export / "page" / "folio1.xml"), str(export / "folio1.alto.xml"), "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert "1 lines without text skipped" in result.output
+    assert "1 line without text skipped" in result.output
     assert texts(out) == {
         "folio1_tl_1.png": "Anno 1847",  # index 0 is the preferred reading; spaces normalised
         "folio1_tl2.png": "received with thanks",

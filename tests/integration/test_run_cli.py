@@ -56,8 +56,8 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
 
     result = quire("run", str(docs), "--out", str(out), "--no-progress")
     assert result.exit_code == 0, result.output
-    assert "1 documents: 1 done" in result.output and "pages/min" in result.output
-    assert "1 files passed over, not PDFs or images by their suffix: notes.gt.txt" in result.output
+    assert "1 document: 1 done" in result.output and "pages/min" in result.output
+    assert "1 file passed over, not PDFs or images by their suffix: notes.gt.txt" in result.output
 
     # A link to a folder is not followed (a link back up would loop), and the run says so.
     linked = tmp_path / "linked"
@@ -66,7 +66,7 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
     (linked / "box" / "readme.txt").write_text("about the box")
     none = quire("run", str(linked), "--no-progress")
     assert none.exit_code == 2 and "no PDF or image files found" in none.output
-    assert "1 links to folders passed over, not followed" in none.output and "box/scans" in none.output
+    assert "1 link to a folder passed over, not followed" in none.output and "box/scans" in none.output
 
     # --out mirrors the input folder's tree.
     assert (out / "sub" / "letter.txt").read_text() == "\n".join(LETTER_LINES) + "\n"
@@ -99,7 +99,7 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
     exported = quire("export", "copy.pdf")
     assert exported.exit_code == 0 and exported.stdout.startswith(LETTER_LINES[0]), exported.output
     redone = quire("run", str(docs / "sub" / "letter.pdf"), "--redo", "--no-progress")
-    assert redone.exit_code == 0 and "1 documents: 1 done" in redone.output, redone.output
+    assert redone.exit_code == 0 and "1 document: 1 done" in redone.output, redone.output
     assert len(db_rows(env, "SELECT id FROM lines")) == len(LETTER_LINES)  # read again, not added
 
 
@@ -204,8 +204,8 @@ def test_out_may_be_the_input_folder_but_not_a_file(tmp_path, letter, env):
     for _ in range(2):
         result = quire("run", str(folder), "--out", str(folder), "--format", "txt,pdf", "--no-progress")
         assert result.exit_code == 0, result.output
-    assert "1 files passed over, Quire's own searchable PDFs" in result.output
-    assert "1 documents: 0 done, 1 already done" in result.output
+    assert "1 file passed over, Quire's own searchable PDFs" in result.output
+    assert "1 document: 0 done, 1 already done" in result.output
     assert sorted(p.name for p in folder.iterdir()) == ["letter.ocr.pdf", "letter.pdf", "letter.txt"]
     (tmp_path / "afile").write_text("")
     refused = quire("run", str(letter[0]), "--out", str(tmp_path / "afile"), "--no-progress")
@@ -232,7 +232,8 @@ def test_bad_environment_value_is_named_without_a_traceback(letter, env, monkeyp
     assert "Traceback" not in err and "pydantic" not in err
     # A device torch would only refuse after the pages were segmented fails at once too.
     monkeypatch.setenv("QUIRE_RECOGNIZE__DECODE", "rescore")
-    monkeypatch.setattr("sys.argv", ["quire", "run", str(letter[0]), "--device", "gpu"])
+    monkeypatch.setenv("QUIRE_DEVICE", "gpu")
+    monkeypatch.setattr("sys.argv", ["quire", "run", str(letter[0])])
     with pytest.raises(SystemExit) as stop:
         main()
     err = capsys.readouterr().err

@@ -165,3 +165,38 @@ def test_other_unanswered_requests_name_their_server():
     # A read that fails with no message still gives a reason.
     empty = httpx.ReadError("", request=httpx.Request("GET", "http://127.0.0.1:1/v1/jobs/j"))
     assert unreachable_server(empty) == "cannot reach the job API (--api http://127.0.0.1:1): ReadError"
+
+
+@pytest.mark.parametrize("command", [["search", "Sir"], ["export", "memo.pdf"], ["view", "memo.pdf"],
+                                     ["status", "job1"], ["cancel", "job1"], ["token", "list"]])
+def test_commands_that_read_results_say_where_they_looked_and_make_nothing(tmp_path, monkeypatch, capsys,
+                                                                           command):
+    """Run in a folder without ./quire-data (the usual slip: another folder than the run's), a
+    command that reads results says so instead of answering from a new, empty database."""
+    from pipeline.cli import main
+    from pipeline.config import get_settings
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("QUIRE_HOME", "QUIRE_DATABASE_URL", "QUIRE_STORAGE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    monkeypatch.setattr("sys.argv", ["quire", *command])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert stop.value.code == 1
+    assert err.startswith(f"quire: no Quire data at {tmp_path / 'quire-data' / 'quire.sqlite'}: "), err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_option_value_is_named_as_the_option_typed(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    monkeypatch.delenv("QUIRE_DEVICE", raising=False)
+    (tmp_path / "a.png").write_bytes(b"not read: the option is refused first")
+    monkeypatch.setattr("sys.argv", ["quire", "run", str(tmp_path / "a.png"), "--device", "gpu"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "quire: bad setting --device='gpu': use auto, cpu, cuda or cuda:N\n"

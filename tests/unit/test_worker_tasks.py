@@ -220,3 +220,71 @@ def test_a_cancelled_job_stops_its_work_and_the_file_sent_again_goes_on(tasks, t
     with session_scope(engine) as s:
         assert repo.get_job(s, job_c).status == "done"
         assert repo.get_document(s, doc_two).error is None
+
+
+def _read_in_full(module, sent, document_id: str, job_id: str) -> None:
+    """Run ingest, every recognize batch it sends and finish, as idle workers would."""
+    sent.clear()
+    module.ingest_document.run(document_id, job_id)
+    for batch in [args[1] for args in sent if args[0] == RECOGNIZE]:
+        module.recognize_lines.run(batch, "m", 1)
+    module.finish_document_task.run(document_id)
+
+
+def test_a_new_file_after_one_read_before_is_read_even_by_a_worker_that_takes_it_at_once(
+        tasks, tmp_path, monkeypatch):
+    """A watcher's pass: its job takes files as they are listed and is not held open. A first
+    file read before ends the job at once; the next file's ingest, taken by an idle worker the
+    moment it is sent, must still find a job that wants it (it was dropped, the job left
+    running for ever)."""
+    module, sent, engine, store = tasks
+    monkeypatch.setattr(module, "recognizer_for", lambda model, beam=None, decode=None: FakeRecognizer())
+    old = make_pdf([make_letter_page(150)], tmp_path / "old.pdf", dpi=150)
+    new = make_pdf([make_letter_page(150)] * 2, tmp_path / "new.pdf", dpi=150)
+    sub = Submitter(engine, store, JobOptions("m", 150, 1), enqueue=lambda *a: sent.append(a))
+    first, _ = sub.open_job()
+    sub.add(first, next(iter_local([old])))
+    sub.close_job(first)
+    _read_in_full(module, sent, sent[0][1], first)
+
+    sent.clear()
+    taken: list[str] = []
+
+    def worker_at_once(task, *args):
+        sent.append((task, *args))
+        if task == INGEST:  # the ingest worker takes it before the sender goes on
+            taken.append(args[0])
+            module.ingest_document.run(*args)
+
+    watcher = Submitter(engine, store, JobOptions("m", 150, 1), owner="watcher", enqueue=worker_at_once)
+    job, _ = watcher.open_job(accepting=False)
+    assert watcher.add(job, next(iter_local([old]))) == "reused"
+    assert watcher.add(job, next(iter_local([new]))) == "queued"
+    [document_id] = taken
+    assert [args for args in sent if args[0] == RECOGNIZE], "the new file's ingest was dropped"
+    for batch in [args[1] for args in sent if args[0] == RECOGNIZE]:
+        module.recognize_lines.run(batch, "m", 1)
+    module.finish_document_task.run(document_id)
+    with session_scope(engine) as s:
+        assert repo.get_document(s, document_id).page_count == 2
+        assert repo.get_job(s, job).status == "done"
+
+
+def test_a_job_of_files_all_read_before_sends_its_webhook_when_it_is_closed(tasks, tmp_path, monkeypatch):
+    from pipeline.queue import NOTIFY
+
+    module, sent, engine, store = tasks
+    monkeypatch.setattr(module, "recognizer_for", lambda model, beam=None, decode=None: FakeRecognizer())
+    pdf = make_pdf([make_letter_page(150)], tmp_path / "letter.pdf", dpi=150)
+    sub = Submitter(engine, store, JobOptions("m", 150, 1), enqueue=lambda *a: sent.append(a))
+    first, _ = sub.open_job()
+    sub.add(first, next(iter_local([pdf])))
+    sub.close_job(first)
+    _read_in_full(module, sent, sent[0][1], first)
+
+    sent.clear()
+    again, _ = sub.open_job(webhook_url="http://127.0.0.1:9/hook")
+    assert sub.add(again, next(iter_local([pdf]))) == "reused"
+    assert NOTIFY not in [args[0] for args in sent]  # still open: not finished yet
+    assert sub.close_job(again) == "done"
+    assert (NOTIFY, again) in sent
