@@ -63,10 +63,15 @@ def fts5_query(user_text: str) -> str | None:
     return " ".join(parts) or None
 
 
-def websearch_query(user_text: str) -> str | None:
-    """The same terms for PostgreSQL's websearch_to_tsquery (which never raises on syntax)."""
-    parts = [f'"{words}"' if " " in words else words for words, _ in query_terms(user_text)]
-    return " ".join(parts) or None
+def tsquery(user_text: str) -> str | None:
+    """The same terms for PostgreSQL's to_tsquery: each word quoted (only word characters are
+    left, so nothing in it is syntax), a phrase's words in sequence (<->), a prefix as :*, every
+    term required (&). None when nothing searchable is left."""
+    parts = []
+    for words, prefix in query_terms(user_text):
+        phrase = " <-> ".join(f"'{word}'" for word in words.split())
+        parts.append(f"({phrase}:*)" if prefix else f"({phrase})")
+    return " & ".join(parts) or None
 
 
 def search_lines(session, query: str, *, limit: int = 20, owner: str | None = None) -> list[SearchHit]:

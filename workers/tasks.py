@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from pipeline import storage
 from pipeline.config import get_settings
 from pipeline.db import jobs as jobrepo
@@ -37,6 +39,11 @@ from workers.batching import WidthBatcher
 
 log = logging.getLogger("quire.tasks")
 _CACHE: dict[str, Any] = {}
+# Failures that pass: the object store or the database restarting or failing over. Celery acks a
+# task that raised, so without a retry its work would be gone and its job running for ever. The
+# backoff (1 s doubling, at most 5 min apart) rides out about a quarter of an hour.
+TRANSIENT = (StorageError, OperationalError, InterfaceError)
+RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_backoff_max": 300, "max_retries": 10}
 
 
 def _engine() -> Any:
@@ -67,7 +74,7 @@ def _refresh_jobs(s: Any, job_ids: list[str]) -> list[str]:
     return [job_id for job_id in job_ids if jobrepo.webhook_due(jobrepo.refresh_job(s, job_id))]
 
 
-@app.task(name=INGEST, autoretry_for=(StorageError,), retry_backoff=True, max_retries=5)
+@app.task(name=INGEST, **RETRY)
 def ingest_document(document_id: str, job_id: str) -> None:
     """Render and segment one document, store pages and crops, enqueue width-grouped batches."""
     settings = get_settings()
@@ -137,7 +144,7 @@ def ingest_document(document_id: str, job_id: str) -> None:
         send(FINISH, document_id)
 
 
-@app.task(name=RECOGNIZE, autoretry_for=(StorageError,), retry_backoff=True, max_retries=5)
+@app.task(name=RECOGNIZE, **RETRY)
 def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
                     decode: str | None = None) -> None:
     """Recognize a batch of stored crops, topped up with other documents' waiting lines."""
@@ -189,7 +196,7 @@ def _fail_documents(engine: Any, line_ids: list[int], reason: str) -> None:
         send(NOTIFY, jid)
 
 
-@app.task(name=FINISH, autoretry_for=(StorageError,), retry_backoff=True, max_retries=5)
+@app.task(name=FINISH, **RETRY)
 def finish_document_task(document_id: str) -> None:
     """Write the exports every linked job asked for and recount those jobs (safe to run twice)."""
     engine, store = _engine(), _store()

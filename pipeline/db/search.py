@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from pipeline.errors import ConfigError
-from pipeline.search import MARK_END, MARK_START, SearchHit, fts5_query, websearch_query
+from pipeline.search import MARK_END, MARK_START, SearchHit, fts5_query, tsquery
 from pipeline.types import BBox
 
 # Created by migrations/versions/0002_search.py; the models do not declare them.
@@ -44,7 +44,7 @@ def search_lines(
         match = fts5_query(query)
         sql = SQLITE_SEARCH
     elif dialect == "postgresql":
-        match = websearch_query(query)
+        match = tsquery(query)
         sql = PG_SEARCH
     else:  # pragma: no cover - the project supports these two
         raise ConfigError(f"full-text search is not available on {dialect}")
@@ -94,7 +94,7 @@ SELECT d.id AS document_id, d.name, d.sha256, p.number, l.position, l.x0, l.y0, 
        ts_headline('simple', l.text, q.query,
                    'StartSel=' || :a || ', StopSel=' || :b || ', HighlightAll=true') AS marked
 FROM lines l
-CROSS JOIN (SELECT websearch_to_tsquery('simple', :q) AS query) q
+CROSS JOIN (SELECT to_tsquery('simple', :q) AS query) q
 JOIN pages p ON p.id = l.page_id
 JOIN documents d ON d.id = p.document_id
 WHERE {_TSV} @@ q.query{{owner}}

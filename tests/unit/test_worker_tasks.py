@@ -288,3 +288,36 @@ def test_a_job_of_files_all_read_before_sends_its_webhook_when_it_is_closed(task
     assert NOTIFY not in [args[0] for args in sent]  # still open: not finished yet
     assert sub.close_job(again) == "done"
     assert (NOTIFY, again) in sent
+
+
+def test_a_database_that_restarts_mid_task_is_waited_for_not_the_batch_dropped(tasks, tmp_path, monkeypatch):
+    """PostgreSQL restarting or failing over while a batch is read: Celery acks a task that
+    raised, so the batch must be retried, or its lines stay unread and the job runs for ever."""
+    from sqlalchemy.exc import OperationalError
+
+    module, sent, engine, store = tasks
+    monkeypatch.setattr(module, "recognizer_for", lambda model, beam=None, decode=None: FakeRecognizer())
+    pdf = make_pdf([make_letter_page(150)], tmp_path / "letter.pdf", dpi=150)
+    sub = Submitter(engine, store, JobOptions("m", 150, 1), enqueue=lambda *a: sent.append(a))
+    job, _ = sub.open_job()
+    sub.add(job, next(iter_local([pdf])))
+    sub.close_job(job)
+    module.ingest_document.run(sent[0][1], job)
+    batches = [args[1] for args in sent if args[0] == RECOGNIZE]
+    real_save, failures = module.save_texts, []
+
+    def save_while_the_database_restarts(*args, **kwargs):
+        if len(failures) < 2:
+            failures.append(1)
+            raise OperationalError("UPDATE lines", {}, Exception("connection to server refused"))
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(module, "save_texts", save_while_the_database_restarts)
+    for batch in batches:  # as a worker runs them (eagerly here: retries at once, no countdown)
+        module.recognize_lines.apply(args=(batch, "m", 1)).get()
+    assert len(failures) == 2
+    [(_, document_id)] = {args for args in sent if args[0] == FINISH}
+    module.finish_document_task.run(document_id)
+    with session_scope(engine) as s:
+        assert repo.get_job(s, job).status == "done"
+        assert repo.lines_remaining(s, document_id) == 0
