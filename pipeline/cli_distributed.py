@@ -123,12 +123,15 @@ def submit(
     _say_passed_over(_other_objects(inputs), ("object", "objects"))
     key = job_key or _default_key(inputs, options, None if api else owner)
     total = _count(inputs) if progress else None
+    refused: list[str] = []
     if api:
         from pipeline.api.client import ApiClient
 
         client = ApiClient(api, token)
-        job_id = client.submit_stream(_sources(inputs), options, key, webhook,
-                                      _bar(total, "submit", "file", progress))
+        job_id, refused = client.submit_stream(_sources(inputs), options, key, webhook,
+                                               _bar(total, "submit", "file", progress))
+        for reason in refused:
+            typer.echo(f"quire: NOT SENT {reason}", err=True)
     else:
         from pipeline.queue import broker_problem
 
@@ -137,8 +140,10 @@ def submit(
             _fail(f"cannot reach the broker (QUIRE_BROKER_URL): {problem}; nothing was submitted", 1)
         job_id = _submit_direct(inputs, options, key, webhook, total, progress, owner)
     typer.echo(job_id)
+    failed = 1 if refused else 0
     if wait:
-        raise typer.Exit(_follow(job_id, api, token, progress))
+        raise typer.Exit(max(_follow(job_id, api, token, progress), failed))
+    raise typer.Exit(failed)
 
 
 def _submit_direct(inputs: list[str], options: Any, key: str, webhook: str | None,
@@ -277,8 +282,8 @@ def _cancel_direct(job_id: str) -> dict[str, Any]:
 
     _, engine, _ = _backend(existing=True)
     with session_scope(engine) as s:
-        job, _ = jobrepo.cancel_job(s, job_id)
-        webhook, view = jobrepo.webhook_due(job), job_view(s, job)
+        job, cancelled_now = jobrepo.cancel_job(s, job_id)
+        webhook, view = cancelled_now and jobrepo.webhook_due(job), job_view(s, job)
     if webhook:
         from kombu.exceptions import OperationalError
 

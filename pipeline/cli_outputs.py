@@ -30,10 +30,11 @@ def _open():
 
 def find_document(s, ref: str):
     """The done document that `ref` names: its id, a source file (by SHA-256) or its name;
-    the most recently finished one when several match. Errors say what was tried."""
-    from sqlalchemy import select
+    the one sent last when several match (a file replaced under its name is the new one).
+    Errors say what was tried."""
+    from sqlalchemy import func, select
 
-    from pipeline.db.models import Document, DocumentStatus, JobDocument
+    from pipeline.db.models import Document, DocumentStatus, Job, JobDocument
     from pipeline.errors import NotFoundError, QuireError
     from pipeline.process import file_sha256
 
@@ -49,8 +50,10 @@ def find_document(s, ref: str):
             named = select(JobDocument.document_id).where(
                 (JobDocument.name == ref) | JobDocument.name.endswith("/" + ref, autoescape=True))
             where, what = (Document.name == ref) | Document.id.in_(named), f"id or name {ref!r}"
-        candidates = list(s.scalars(select(Document).where(where)
-                                    .order_by(Document.updated_at.desc())))
+        sent_last = (select(func.max(Job.created_at)).join(JobDocument, JobDocument.job_id == Job.id)
+                     .where(JobDocument.document_id == Document.id).correlate(Document).scalar_subquery())
+        candidates = list(s.scalars(select(Document).where(where).order_by(
+            sent_last.desc().nulls_last(), Document.updated_at.desc())))
         if not candidates:
             where_db = s.get_bind().url.render_as_string(hide_password=True)
             raise NotFoundError(f"no document with {what} in {where_db} (QUIRE_HOME or "
@@ -60,8 +63,10 @@ def find_document(s, ref: str):
         if len(done) > 1:
             # Other files by that name, or the same file read under other settings (model,
             # dpi, page turning...): each is its own reading.
+            which = (f"{len(done)} different files are named {ref!r}" if len({d.sha256 for d in done}) > 1
+                     else f"{ref!r} was read {len(done)} times with different settings")
             others = ", ".join(f"{d.id} ({d.name})" for d in done[1:4]) + (", ..." if len(done) > 4 else "")
-            typer.echo(f"quire: {len(done)} readings match {ref!r}; using {doc.id} ({doc.name}, the newest); "
+            typer.echo(f"quire: {which}; using {doc.id} ({doc.name}, the one sent last); "
                        f"pass an id to choose another: {others}", err=True)
     if doc.status != DocumentStatus.DONE:
         error = f": {doc.error}" if doc.error else ""

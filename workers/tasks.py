@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from celery import Task
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline import storage
@@ -21,7 +22,13 @@ from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
 from pipeline.db.models import DocumentStatus, JobStatus
 from pipeline.db.session import make_engine, session_scope
-from pipeline.errors import BadInputError, ModelLoadError, QuireError, StorageError
+from pipeline.errors import (
+    BadInputError,
+    ModelLoadError,
+    ObjectNotFoundError,
+    QuireError,
+    StorageError,
+)
 from pipeline.exporters import get_exporter, parse_formats
 from pipeline.metrics import DOCUMENTS, LINES, LINES_PER_SECOND, PAGES, Timer
 from pipeline.process import (
@@ -43,7 +50,27 @@ _CACHE: dict[str, Any] = {}
 # task that raised, so without a retry its work would be gone and its job running for ever. The
 # backoff (1 s doubling, at most 5 min apart) rides out about a quarter of an hour.
 TRANSIENT = (StorageError, OperationalError, InterfaceError)
-RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": True, "retry_backoff_max": 300, "max_retries": 10}
+RETRY = {"autoretry_for": TRANSIENT, "dont_autoretry_for": (ObjectNotFoundError,), "retry_backoff": True,
+         "retry_backoff_max": 300, "max_retries": 10}
+
+
+class FailsItsDocuments(Task):
+    """A task that has failed for good (its retries spent, or an error no retry mends: a source
+    object gone from the store, a bug) fails its documents with the reason, so their jobs end
+    and say why instead of running for ever. `documents` says what its first argument is: a
+    document id, or the line ids of a recognize batch."""
+
+    documents = "document"
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
+        reason = f"{self.name.removeprefix('quire.')} failed: {exc}"
+        try:
+            engine = _engine()
+            with session_scope(engine) as s:
+                ids = repo.documents_of_lines(s, args[0]) if self.documents == "lines" else [args[0]]
+            _fail_documents(engine, ids, reason)
+        except Exception:  # e.g. the database still down: the log keeps the reason
+            log.exception("could not mark the documents of task %s failed (%s)", task_id, reason)
 
 
 def _engine() -> Any:
@@ -74,7 +101,7 @@ def _refresh_jobs(s: Any, job_ids: list[str]) -> list[str]:
     return [job_id for job_id in job_ids if jobrepo.webhook_due(jobrepo.refresh_job(s, job_id))]
 
 
-@app.task(name=INGEST, **RETRY)
+@app.task(name=INGEST, base=FailsItsDocuments, **RETRY)
 def ingest_document(document_id: str, job_id: str) -> None:
     """Render and segment one document, store pages and crops, enqueue width-grouped batches."""
     settings = get_settings()
@@ -144,7 +171,7 @@ def ingest_document(document_id: str, job_id: str) -> None:
         send(FINISH, document_id)
 
 
-@app.task(name=RECOGNIZE, **RETRY)
+@app.task(name=RECOGNIZE, base=FailsItsDocuments, documents="lines", **RETRY)
 def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
                     decode: str | None = None) -> None:
     """Recognize a batch of stored crops, topped up with other documents' waiting lines."""
@@ -162,7 +189,9 @@ def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
     except ModelLoadError as exc:
         # No retry loads it: the documents fail with the reason (their job ends, not "running"
         # for ever). Another worker's top-up lines of other jobs were only leased: they go back.
-        _fail_documents(engine, line_ids, f"{exc}")
+        with session_scope(engine) as s:
+            documents = repo.documents_of_lines(s, line_ids)
+        _fail_documents(engine, documents, f"{exc}")
         return
     with Timer("recognize"):
         if todo:
@@ -184,10 +213,10 @@ def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
         send(FINISH, document_id)
 
 
-def _fail_documents(engine: Any, line_ids: list[int], reason: str) -> None:
-    """Fail the documents these lines belong to, recount their jobs and tell those that ended."""
+def _fail_documents(engine: Any, documents: list[str], reason: str) -> None:
+    """Fail these documents (those not already done), recount their jobs, tell those that ended."""
     with session_scope(engine) as s:
-        documents = repo.documents_of_lines(s, line_ids)
+        documents = [d for d in documents if repo.get_document(s, d).status != DocumentStatus.DONE]
         for document_id in documents:
             repo.fail_document(s, document_id, reason)
         notify = _refresh_jobs(s, sorted({j for d in documents for j in repo.job_ids_for_document(s, d)}))
@@ -196,7 +225,7 @@ def _fail_documents(engine: Any, line_ids: list[int], reason: str) -> None:
         send(NOTIFY, jid)
 
 
-@app.task(name=FINISH, **RETRY)
+@app.task(name=FINISH, base=FailsItsDocuments, **RETRY)
 def finish_document_task(document_id: str) -> None:
     """Write the exports every linked job asked for and recount those jobs (safe to run twice)."""
     engine, store = _engine(), _store()

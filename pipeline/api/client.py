@@ -13,6 +13,10 @@ from pipeline.errors import NotFoundError, QuireError
 class ApiError(QuireError):
     exit_code = 1
 
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class ApiClient:
     def __init__(self, base_url: str, token: str | None, *, timeout: float = 300.0) -> None:
@@ -30,7 +34,7 @@ class ApiClient:
             except ValueError:
                 detail = response.text
             raise ApiError(f"{response.request.method} {response.request.url.path}: "
-                           f"{response.status_code} {str(detail)[:500]}")
+                           f"{response.status_code} {str(detail)[:500]}", response.status_code)
         result: dict[str, Any] = response.json()
         return result
 
@@ -41,8 +45,10 @@ class ApiClient:
         return self._check(self.http.post(f"/v1/jobs/{job_id}/cancel"))
 
     def submit_stream(self, sources: Iterable[Any], options: Any, key: str,
-                      webhook: str | None, bar: Any) -> str:
+                      webhook: str | None, bar: Any) -> tuple[str, list[str]]:
         """Open a job, add documents one request at a time (S3 URIs 100 at a time), close it.
+        Returns the job id and the files the API refused (over its upload limit: each is
+        named, and the others go on).
 
         Run again with the same key, it reopens the job; files already taken in are skipped
         by the server's per-job checkpoints.
@@ -51,24 +57,37 @@ class ApiClient:
                 "webhook_url": webhook}
         job_id = self._check(self.http.post("/v1/jobs", json=body))["id"]
         uris: list[str] = []
-        with bar:
-            for src in sources:
-                if src.uri.startswith("s3://"):
-                    uris.append(src.uri)
-                    if len(uris) >= 100:
-                        self._add_uris(job_id, uris)
-                        bar.update(len(uris))
-                        uris = []
-                    continue
-                with src.path.open("rb") as fh:
-                    self._check(self.http.post(f"/v1/jobs/{job_id}/documents",
-                                               files={"files": (src.name, fh)}))
-                bar.update(1)
-            if uris:
-                self._add_uris(job_id, uris)
-                bar.update(len(uris))
+        refused: list[str] = []
+        try:
+            with bar:
+                for src in sources:
+                    if src.uri.startswith("s3://"):
+                        uris.append(src.uri)
+                        if len(uris) >= 100:
+                            self._add_uris(job_id, uris)
+                            bar.update(len(uris))
+                            uris = []
+                        continue
+                    try:
+                        with src.path.open("rb") as fh:
+                            self._check(self.http.post(f"/v1/jobs/{job_id}/documents",
+                                                       files={"files": (src.name, fh)}))
+                    except ApiError as exc:
+                        if exc.status != 413:
+                            raise
+                        refused.append(f"{src.path}: {src.size:,} bytes, refused by the API: "
+                                       f"{str(exc).rsplit(': 413 ', 1)[-1]} (QUIRE_API__MAX_UPLOAD_BYTES)")
+                    bar.update(1)
+                if uris:
+                    self._add_uris(job_id, uris)
+                    bar.update(len(uris))
+        except ApiError as exc:
+            if exc.status != 503:
+                raise
+            raise ApiError(f"{exc}. Job {job_id} keeps what was taken in; run the same command again "
+                           "once the API answers: it goes on from there", exc.status) from None
         self._check(self.http.post(f"/v1/jobs/{job_id}/close"))
-        return str(job_id)
+        return str(job_id), refused
 
     def _add_uris(self, job_id: str, uris: list[str]) -> None:
         self._check(self.http.post(f"/v1/jobs/{job_id}/documents", json={"uris": uris}))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -65,8 +65,7 @@ async def _parse(request: Request, ctx: ApiContext) -> tuple[dict[str, Any], lis
                         if size > limit:
                             raise HTTPException(413, f"{value.filename}: over {limit} bytes")
                         out.write(chunk)
-                uploads.append(_Upload(Path(value.filename or "upload").name, target, size,
-                                       digest.hexdigest()))
+                uploads.append(_Upload(upload_name(value.filename), target, size, digest.hexdigest()))
             elif key == "uris":
                 fields.setdefault("uris", []).append(value)
             else:
@@ -171,6 +170,14 @@ async def create_job(request: Request, ctx: Ctx,
         _cleanup(request)
 
 
+def upload_name(filename: str | None) -> str:
+    """The name an upload is kept by: its path as sent (`quire submit` sends `box1/0001.pdf` for a
+    file found in a folder, as the embedded run names it), never climbing out (`..`, a root)."""
+    parts = [part for part in PurePosixPath((filename or "").replace("\\", "/")).parts
+             if part not in ("/", ".", "..") and not part.endswith(":")]  # nor a drive, C:
+    return "/".join(parts) or "upload"
+
+
 def _create(ctx: ApiContext, caller: Caller, body: JobCreate, uploads: list[_Upload]
             ) -> JSONResponse:
     options = _options(ctx, body)
@@ -253,7 +260,8 @@ def cancel_job(job_id: str, ctx: Ctx, caller: Auth) -> dict[str, Any]:
 
     _load(ctx, caller, job_id)  # 404 for others' jobs
     with session_scope(ctx.engine) as s:
-        webhook = jobrepo.webhook_due(jobrepo.cancel_job(s, job_id)[0])
+        job, cancelled_now = jobrepo.cancel_job(s, job_id)
+        webhook = cancelled_now and jobrepo.webhook_due(job)  # a second cancel queues nothing
     if webhook:
         ctx.enqueue(NOTIFY, job_id)
     return _load(ctx, caller, job_id)

@@ -122,7 +122,7 @@ def test_same_named_files_of_two_boxes_run_one_by_one_are_told_apart(tmp_path, l
     # The file name alone still finds it, saying which of the two it took.
     either = CliRunner().invoke(app, ["export", "0001.pdf"])
     assert either.exit_code == 0 and either.stdout.startswith(LETTER_LINES[0])
-    assert "2 readings match '0001.pdf'" in either.stderr and "box1/0001.pdf" in either.stderr
+    assert "2 different files are named '0001.pdf'" in either.stderr and "box1/0001.pdf" in either.stderr
 
 
 def test_a_sideways_scan_is_read_upright_and_its_searchable_pdf_shown_upright(tmp_path, letter, env,
@@ -160,7 +160,7 @@ def test_a_sideways_scan_is_read_upright_and_its_searchable_pdf_shown_upright(tm
     assert flag.exit_code == 0 and "1 already done" in flag.output, flag.output
     # Two readings of one file now: export says which it gives and how to pick the other.
     exported = quire("export", "sideways.pdf")
-    assert exported.exit_code == 0 and "2 readings match 'sideways.pdf'" in exported.output
+    assert exported.exit_code == 0 and "'sideways.pdf' was read 2 times with different settings" in exported.output
     [(other,)] = db_rows(env, "SELECT d.id FROM documents d JOIN pages p ON p.document_id = d.id "
                               "WHERE p.rotation = 90")
     assert f"pass an id to choose another: {other}" in exported.output

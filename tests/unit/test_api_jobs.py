@@ -433,3 +433,24 @@ def test_cli_cancel_stops_a_job_and_refuses_a_finished_one(sqlite_url, cli_home)
     assert CliRunner().invoke(app, ["cancel", "nope"]).exit_code == 1
     with session_scope(engine) as s:
         assert repo.get_job(s, running.id).status == "cancelled"
+
+
+def test_submit_over_the_api_names_a_file_over_the_upload_limit_and_sends_the_others(api, tmp_path):
+    from tqdm import tqdm
+
+    from pipeline.api.client import ApiClient
+    from pipeline.submit import JobOptions, iter_local
+
+    (tmp_path / "box").mkdir()
+    (tmp_path / "box" / "big.pdf").write_bytes(PDF + b"x" * 5000)  # the API takes 4096 bytes
+    (tmp_path / "box" / "small.pdf").write_bytes(PDF)
+    client = ApiClient("http://testserver", None)
+    client.http = api
+    api.headers.update(api.alice)
+    job_id, refused = client.submit_stream(iter_local([tmp_path / "box"]), JobOptions("quire-line-v1", 150, 1), "k1",
+                                           None, tqdm(disable=True))
+    why = "refused by the API: upload over 4096 bytes (QUIRE_API__MAX_UPLOAD_BYTES)"
+    assert refused == [f"{tmp_path / 'box' / 'big.pdf'}: 5,044 bytes, {why}"]
+    view = api.get(f"/v1/jobs/{job_id}").json()
+    assert [d["name"] for d in view["documents"]] == ["box/small.pdf"]  # sent after the big one
+    assert view["accepting"] is False  # closed: it finishes with what it holds

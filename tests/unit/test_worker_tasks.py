@@ -321,3 +321,30 @@ def test_a_database_that_restarts_mid_task_is_waited_for_not_the_batch_dropped(t
     with session_scope(engine) as s:
         assert repo.get_job(s, job).status == "done"
         assert repo.lines_remaining(s, document_id) == 0
+
+
+def test_a_task_that_fails_for_good_fails_its_document_with_the_reason(tasks, tmp_path, monkeypatch):
+    """A source object gone from the store (no retry brings it back) or retries spent on an
+    outage: the document fails saying why and its job ends, instead of 'processing' for ever."""
+    from pipeline import storage
+    from pipeline.queue import NOTIFY
+
+    module, sent, engine, store = tasks
+    pdf = make_pdf([make_letter_page(150)], tmp_path / "letter.pdf", dpi=150)
+    sub = Submitter(engine, store, JobOptions("m", 150, 1), enqueue=lambda *a: sent.append(a))
+    job, _ = sub.open_job(webhook_url="http://127.0.0.1:9/hook")
+    sub.add(job, next(iter_local([pdf])))
+    sub.close_job(job)
+    [(_, document_id, _)] = sent
+    with session_scope(engine) as s:
+        sha = repo.get_document(s, document_id).sha256
+    (store.root / storage.source_key(sha)).unlink()  # lost from the store
+
+    result = module.ingest_document.apply(args=(document_id, job))
+    assert result.failed()
+    with session_scope(engine) as s:
+        doc = repo.get_document(s, document_id)
+        assert doc.status == "failed" and doc.error.startswith("ingest_document failed: ")
+        assert "no such object" in doc.error
+        assert repo.get_job(s, job).status == "failed"
+    assert (NOTIFY, job) in sent
