@@ -82,6 +82,10 @@ class ApiOptions(BaseModel):
     # Which s3:// URIs tenants may submit, comma-separated prefixes ("s3://archive/,s3://in/a/").
     # Empty: any object the API's credentials can read, except Quire's own stored documents.
     uri_prefixes: str = ""
+    # Where tenants' completion webhooks may point, comma-separated URL prefixes
+    # ("https://hooks.example.org/"). Empty: any http(s) URL; set it where tenants are not
+    # trusted, or a webhook_url makes the workers POST to hosts inside the network.
+    webhook_prefixes: str = ""
     # Which recognition models tenants may ask for, comma-separated; empty: only the deployment's
     # own (QUIRE_MODEL). A model is a folder or hub name the workers load: tenants must not be
     # able to point them at any path on their disks.

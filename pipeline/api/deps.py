@@ -50,6 +50,11 @@ class ApiContext:
             return False
         return any(uri.startswith(p) for p in prefixes) if prefixes else True
 
+    def may_notify(self, url: str) -> bool:
+        """Whether a tenant's webhook_url is allowed (QUIRE_API__WEBHOOK_PREFIXES)."""
+        prefixes = [p.strip() for p in self.settings.api.webhook_prefixes.split(",") if p.strip()]
+        return any(url.startswith(p) for p in prefixes) if prefixes else True
+
     def bucket(self, name: str) -> storage.S3Store:
         """A client for a bucket named in an s3:// URI or an S3 event."""
         if name not in self.buckets:

@@ -106,14 +106,18 @@ def _sources(ctx: ApiContext, uris: list[str], uploads: list[_Upload]) -> list[S
 
 
 def _options(ctx: ApiContext, opts: JobOptionsIn) -> JobOptions:
-    for fmt in opts.formats or ():
-        get_exporter(fmt)  # unknown formats are a 400 now, not a surprise at finish
+    # Unknown formats are a 400 now, not a surprise at finish; `txt` is stored as `text`, so
+    # the same request made either way is the same job's options.
+    formats = [get_exporter(fmt).name for fmt in opts.formats] if opts.formats else None
     offered = [m.strip() for m in ctx.settings.api.models.split(",") if m.strip()] or [ctx.settings.model]
     if opts.model is not None and opts.model not in offered:
         raise HTTPException(422, f"model {opts.model!r} is not offered here; models: "
                                  f"{', '.join(offered)} (the operator lists them in QUIRE_API__MODELS)")
+    if opts.webhook_url and not ctx.may_notify(opts.webhook_url):
+        raise HTTPException(403, f"webhook_url {opts.webhook_url}: outside the addresses this API "
+                                 "sends webhooks to (QUIRE_API__WEBHOOK_PREFIXES)")
     return JobOptions.from_settings(ctx.settings, model=opts.model, dpi=opts.dpi,
-                                    beam=opts.beam, formats=opts.formats)
+                                    beam=opts.beam, formats=formats)
 
 
 def _load(ctx: ApiContext, caller: Caller, job_id: str) -> dict[str, Any]:

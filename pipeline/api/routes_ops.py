@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -15,6 +16,7 @@ from pipeline.db import jobs as jobrepo
 from pipeline.db.session import session_scope
 from pipeline.metrics import api_metrics
 from pipeline.queue import queue_depths
+from pipeline.render import DOCUMENT_SUFFIXES
 from pipeline.storage import ObjectInfo
 from pipeline.submit import JobOptions, Submitter, s3_source
 from pipeline.watch import checkpoint_prefix
@@ -81,6 +83,8 @@ def _take_events(ctx: ApiContext, caller: Caller, body: Any) -> dict[str, Any]:
         key = unquote_plus(obj["key"])  # event keys are URL-encoded
         if not ctx.may_read(f"s3://{bucket}/{key}"):
             continue  # outside QUIRE_API__URI_PREFIXES, or Quire's own stored files
+        if PurePosixPath(key).suffix.lower() not in DOCUMENT_SUFFIXES:
+            continue  # notes, spreadsheets: passed over, as the bucket watcher does
         objects.append((bucket, ObjectInfo(key=key, size=int(obj.get("size", 0)),
                                            etag=obj.get("eTag") or obj.get("etag"))))
     if not objects:

@@ -454,3 +454,52 @@ def test_submit_over_the_api_names_a_file_over_the_upload_limit_and_sends_the_ot
     view = api.get(f"/v1/jobs/{job_id}").json()
     assert [d["name"] for d in view["documents"]] == ["box/small.pdf"]  # sent after the big one
     assert view["accepting"] is False  # closed: it finishes with what it holds
+
+
+def test_s3_notifications_make_one_job_of_the_documents_and_pass_over_the_rest(tmp_path, sqlite_url, s3_server,
+                                                                               s3_bucket):
+    """MinIO/S3 ObjectCreated events (a real S3 server): the PDF and the image become documents
+    of one job, named by their keys; a spreadsheet dropped beside them is passed over, as the
+    bucket watcher does, not failed; the same notification again makes no second job."""
+    import boto3
+
+    upgrade(sqlite_url)
+    settings = Settings(database_url=sqlite_url, storage_url=(tmp_path / "store").as_uri(),
+                        broker_url="redis://127.0.0.1:1/0", s3_endpoint_url=s3_server)
+    sent: list[tuple] = []
+    client = TestClient(create_app(settings, enqueue=lambda task, *args: sent.append((task, *args))))
+    with session_scope(make_engine(sqlite_url)) as s:
+        token, _ = jobrepo.create_token(s, name="ops")
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    keys = ["in/box1/0001.pdf", "in/box1/0002.png", "in/box1/list.xlsx"]
+    for n, key in enumerate(keys):
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=PDF + bytes([n]))
+    event = {"Records": [{"eventName": "s3:ObjectCreated:Put",
+                          "s3": {"bucket": {"name": s3_bucket}, "object": {"key": key, "size": 40}}}
+                         for key in keys]}
+    headers = {"Authorization": f"Bearer {token}"}
+    taken = client.post("/v1/events/s3", headers=headers, json=event).json()
+    assert taken["accepted"] == 2 and taken["job"]
+    view = client.get(f"/v1/jobs/{taken['job']}", headers=headers).json()
+    assert [d["name"] for d in view["documents"]] == keys[:2]
+    assert [t for t, *_ in sent] == [INGEST, INGEST]
+    again = client.post("/v1/events/s3", headers=headers, json=event).json()
+    assert again == {"job": None, "accepted": 0, "skipped": 2}
+
+
+def test_formats_are_stored_by_their_names_and_webhooks_kept_to_allowed_addresses(tmp_path, sqlite_url):
+    upgrade(sqlite_url)
+    settings = Settings(database_url=sqlite_url, storage_url=(tmp_path / "store").as_uri(),
+                        broker_url="redis://127.0.0.1:1/0",
+                        api={"webhook_prefixes": "https://hooks.example.org/"})
+    client = TestClient(create_app(settings, enqueue=lambda task, *args: None))
+    with session_scope(make_engine(sqlite_url)) as s:
+        token, _ = jobrepo.create_token(s, name="t")
+    headers = {"Authorization": f"Bearer {token}"}
+    inside = upload(client, headers, formats="txt,json", webhook_url="https://hooks.example.org/quire")
+    assert inside.status_code == 202, inside.text
+    with session_scope(make_engine(sqlite_url)) as s:
+        assert s.get(Job, inside.json()["id"]).settings["formats"] == ["text", "json"]  # as the CLI stores it
+    for url in ("http://127.0.0.1:8092/", "https://hooks.example.org.evil.net/"):
+        refused = upload(client, headers, webhook_url=url)
+        assert refused.status_code == 403 and "QUIRE_API__WEBHOOK_PREFIXES" in refused.json()["detail"]
