@@ -231,6 +231,18 @@ def _read_in_full(module, sent, document_id: str, job_id: str) -> None:
     module.finish_document_task.run(document_id)
 
 
+def _read_before(module, sent, engine, store, path) -> Submitter:
+    """A Submitter, once `path` was sent in a job of its own and read in full by the workers."""
+    sub = Submitter(engine, store, JobOptions("m", 150, 1), enqueue=lambda *a: sent.append(a))
+    first, _ = sub.open_job()
+    sub.add(first, next(iter_local([path])))
+    sub.close_job(first)
+    [(_, document_id, _)] = [args for args in sent if args[0] == INGEST]
+    _read_in_full(module, sent, document_id, first)
+    sent.clear()
+    return sub
+
+
 def test_a_new_file_after_one_read_before_is_read_even_by_a_worker_that_takes_it_at_once(
         tasks, tmp_path, monkeypatch):
     """A watcher's pass: its job takes files as they are listed and is not held open. A first
@@ -241,13 +253,7 @@ def test_a_new_file_after_one_read_before_is_read_even_by_a_worker_that_takes_it
     monkeypatch.setattr(module, "recognizer_for", lambda model, beam=None, decode=None: FakeRecognizer())
     old = make_pdf([make_letter_page(150)], tmp_path / "old.pdf", dpi=150)
     new = make_pdf([make_letter_page(150)] * 2, tmp_path / "new.pdf", dpi=150)
-    sub = Submitter(engine, store, JobOptions("m", 150, 1), enqueue=lambda *a: sent.append(a))
-    first, _ = sub.open_job()
-    sub.add(first, next(iter_local([old])))
-    sub.close_job(first)
-    _read_in_full(module, sent, sent[0][1], first)
-
-    sent.clear()
+    _read_before(module, sent, engine, store, old)
     taken: list[str] = []
 
     def worker_at_once(task, *args):
@@ -276,13 +282,7 @@ def test_a_job_of_files_all_read_before_sends_its_webhook_when_it_is_closed(task
     module, sent, engine, store = tasks
     monkeypatch.setattr(module, "recognizer_for", lambda model, beam=None, decode=None: FakeRecognizer())
     pdf = make_pdf([make_letter_page(150)], tmp_path / "letter.pdf", dpi=150)
-    sub = Submitter(engine, store, JobOptions("m", 150, 1), enqueue=lambda *a: sent.append(a))
-    first, _ = sub.open_job()
-    sub.add(first, next(iter_local([pdf])))
-    sub.close_job(first)
-    _read_in_full(module, sent, sent[0][1], first)
-
-    sent.clear()
+    sub = _read_before(module, sent, engine, store, pdf)
     again, _ = sub.open_job(webhook_url="http://127.0.0.1:9/hook")
     assert sub.add(again, next(iter_local([pdf]))) == "reused"
     assert NOTIFY not in [args[0] for args in sent]  # still open: not finished yet
