@@ -44,12 +44,12 @@ def _options(model: str | None, dpi: int | None, beam: int | None, fmt: str) -> 
     from pipeline.submit import JobOptions
 
     try:
-        parse_formats(fmt)  # an unknown format fails here, as the API refuses it, not at finish
+        # An unknown format fails here, as the API refuses it, not at finish; stored by the
+        # exporters' names (txt is text), as the API stores them.
+        formats = [exporter.name for exporter in parse_formats(fmt)]
     except UnknownFormatError as e:
         _fail(f"--format: {e}")
-    names = [f.strip() for f in fmt.split(",") if f.strip()]
-    return JobOptions.from_settings(get_settings(), model=model, dpi=dpi, beam=beam,
-                                    formats=[{"txt": "text"}.get(n, n) for n in names])
+    return JobOptions.from_settings(get_settings(), model=model, dpi=dpi, beam=beam, formats=formats)
 
 
 def _default_key(specs: list[str], options: Any, owner: str | None = None) -> str:
@@ -195,13 +195,15 @@ def _job(job_id: str, api: str | None, token: str | None) -> dict[str, Any]:
 
 def _follow(job_id: str, api: str | None, token: str | None, progress: bool) -> int:
     """Poll until the job finishes; exit status 1 if any document failed."""
+    from pipeline.db.jobs import FINISHED
+
     with _bar(100, "job", "%", progress) as bar:
         try:
             while True:
                 view = _job(job_id, api, token)
                 bar.n = view["percent"]
                 bar.set_postfix(status=view["status"], lines=view["lines"]["done"], refresh=True)
-                if view["status"] in ("done", "failed", "partial", "cancelled"):
+                if view["status"] in FINISHED:
                     break
                 time.sleep(1.0)
         except KeyboardInterrupt:

@@ -83,7 +83,7 @@ def export(
     from pipeline.db import repo
     from pipeline.db.session import session_scope
     from pipeline.errors import QuireError
-    from pipeline.exporters import parse_formats
+    from pipeline.exporters import file_name, parse_formats
 
     try:
         exporters = parse_formats(fmt)
@@ -99,7 +99,7 @@ def export(
     extension = exporter.extension_for(result)
     binary = not exporter.media_type_for(result).startswith(("text/", "application/json",
                                                               "application/xml"))
-    name = f"{Path(result.name).stem or 'document'}.{extension}"
+    name = file_name(result, extension)
     if out is None and binary and sys.stdout.isatty():  # piped or redirected: bytes to stdout
         out = name
     if out is None:

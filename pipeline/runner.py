@@ -78,44 +78,39 @@ class RunSummary:
 
 
 def output_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path, str]:
-    """Each input's output name: its path, less the suffix, under the folder in `roots` it was
-    found in (`box1/0001` for scans/box1/0001.pdf of `quire run scans/`), so --out mirrors a
-    collection's tree; a file given by itself is its stem. A name seen twice gets -2, -3 so no
-    output overwrites another."""
-    names: dict[Path, str] = {}
+    """Each input's output name (see `input_names`)."""
+    return input_names(paths, roots)[0]
+
+
+def input_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> tuple[dict[Path, str], dict[Path, str]]:
+    """Each input's (output name, name in the database), from where it was found.
+
+    Output name: its path, less the suffix, under the folder in `roots` it was found in
+    (`box1/0001` for scans/box1/0001.pdf of `quire run scans/`), so --out mirrors a collection's
+    tree; a file given by itself is its stem. A name seen twice gets -2, -3 so no output
+    overwrites another.
+
+    Name in the database (what `status`, `search` and `export` show and find): its path under
+    that folder with the folder's own name first (`box1/0001.pdf` for `quire run scans/box1`), so
+    files of the same name from two boxes, or two runs, are told apart; a file given by itself
+    is its file name."""
+    folders = [folder for folder in (root.resolve() for root in roots) if folder.is_dir()]
+    outputs: dict[Path, str] = {}
+    stored: dict[Path, str] = {}
     taken: set[str] = set()
     for path in paths:
-        found = _found_in(path, roots)
-        base, n = (found[1].with_suffix("").as_posix() if found else path.stem), 1
+        resolved = path.resolve()
+        folder = next((f for f in folders if resolved != f and resolved.is_relative_to(f)), None)
+        under = resolved.relative_to(folder) if folder else None
+        base, n = (under.with_suffix("").as_posix() if under else path.stem), 1
         name = base
         while name in taken:
             n += 1
             name = f"{base}-{n}"
         taken.add(name)
-        names[path] = name
-    return names
-
-
-def source_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path, str]:
-    """Each input's name in the database (what `status`, `search` and `export` show and find):
-    its path under the folder in `roots` it was found in, that folder's own name first
-    (`box1/0001.pdf` for `quire run scans/box1`), so files of the same name from two boxes, or
-    two runs, are told apart; a file given by itself is its file name."""
-    names: dict[Path, str] = {}
-    for path in paths:
-        found = _found_in(path, roots)
-        names[path] = (Path(found[0].name) / found[1]).as_posix() if found else path.name
-    return names
-
-
-def _found_in(path: Path, roots: Sequence[Path]) -> tuple[Path, Path] | None:
-    """(root folder, path under it) for the first folder in `roots` holding `path`."""
-    resolved = path.resolve()
-    for root in roots:
-        folder = root.resolve()
-        if folder.is_dir() and resolved.is_relative_to(folder) and resolved != folder:
-            return folder, resolved.relative_to(folder)
-    return None
+        outputs[path] = name
+        stored[path] = (Path(folder.name) / under).as_posix() if folder and under else path.name
+    return outputs, stored
 
 
 class _Stopping(Exception):
@@ -275,7 +270,7 @@ class LocalRunner:
     def _ingest_all(self, job_id: str, outcomes: list[DocumentOutcome], events: queue.Queue,
                     roots: Sequence[Path] = ()) -> None:
         paths = [o.path for o in outcomes]
-        names, stored = output_names(paths, roots), source_names(paths, roots)
+        names, stored = input_names(paths, roots)
         try:
             for position, outcome in enumerate(outcomes):
                 self._ingest(job_id, position, outcome, names[outcome.path], stored[outcome.path], events)

@@ -65,10 +65,10 @@ class FailsItsDocuments(Task):
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         reason = f"{self.name.removeprefix('quire.')} failed: {exc}"
         try:
-            engine = _engine()
-            with session_scope(engine) as s:
-                ids = repo.documents_of_lines(s, args[0]) if self.documents == "lines" else [args[0]]
-            _fail_documents(engine, ids, reason)
+            if self.documents == "lines":
+                _fail_batch(_engine(), args[0], reason)
+            else:
+                _fail_documents(_engine(), [args[0]], reason)
         except Exception:  # e.g. the database still down: the log keeps the reason
             log.exception("could not mark the documents of task %s failed (%s)", task_id, reason)
 
@@ -115,10 +115,10 @@ def ingest_document(document_id: str, job_id: str) -> None:
         doc = jobrepo.begin_ingest(s, document_id)
         ref = DocumentRef(doc.id, doc.sha256, doc.profile)
         name, done = doc.name, doc.status == DocumentStatus.DONE
-        job = repo.get_job(s, job_id)
-        options = dict(job.settings)
+        job_row = repo.get_job(s, job_id)
+        options = dict(job_row.settings)
         notify = _refresh_jobs(s, repo.job_ids_for_document(s, document_id)) if done else []
-        if not done and job.status == JobStatus.QUEUED.value:
+        if not done and job_row.status == JobStatus.QUEUED.value:
             jobrepo.refresh_job(s, job_id)  # a document of it is under way: running, not queued
     for jid in notify:
         send(NOTIFY, jid)
@@ -152,13 +152,8 @@ def ingest_document(document_id: str, job_id: str) -> None:
             for batch in batcher.flush():
                 send(RECOGNIZE, batch, model, beam, decode)
         except BadInputError as exc:
-            log.warning("job=%s doc=%s failed: %s", job_id, document_id, exc.reason)
             DOCUMENTS.labels("failed").inc()
-            with session_scope(engine) as s:
-                repo.fail_document(s, document_id, exc.reason)
-                notify = _refresh_jobs(s, repo.job_ids_for_document(s, document_id))
-            for jid in notify:
-                send(NOTIFY, jid)
+            _fail_documents(engine, [document_id], exc.reason)
             return
     with session_scope(engine) as s:
         repo.set_page_count(s, document_id, pages)
@@ -189,9 +184,7 @@ def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
     except ModelLoadError as exc:
         # No retry loads it: the documents fail with the reason (their job ends, not "running"
         # for ever). Another worker's top-up lines of other jobs were only leased: they go back.
-        with session_scope(engine) as s:
-            documents = repo.documents_of_lines(s, line_ids)
-        _fail_documents(engine, documents, f"{exc}")
+        _fail_batch(engine, line_ids, f"{exc}")
         return
     with Timer("recognize"):
         if todo:
@@ -220,9 +213,16 @@ def _fail_documents(engine: Any, documents: list[str], reason: str) -> None:
         for document_id in documents:
             repo.fail_document(s, document_id, reason)
         notify = _refresh_jobs(s, sorted({j for d in documents for j in repo.job_ids_for_document(s, d)}))
-    log.warning("recognize failed docs=%s: %s", ",".join(documents), reason)
+    log.warning("failed docs=%s: %s", ",".join(documents), reason)
     for jid in notify:
         send(NOTIFY, jid)
+
+
+def _fail_batch(engine: Any, line_ids: list[int], reason: str) -> None:
+    """Fail the documents a recognize batch's lines belong to (`_fail_documents`)."""
+    with session_scope(engine) as s:
+        documents = repo.documents_of_lines(s, line_ids)
+    _fail_documents(engine, documents, reason)
 
 
 @app.task(name=FINISH, base=FailsItsDocuments, **RETRY)

@@ -44,22 +44,30 @@ class ApiContext:
     def may_read(self, uri: str) -> bool:
         """Whether a tenant may submit this s3:// URI (QUIRE_API__URI_PREFIXES). Quire's own
         stored sources and pages are never submittable: they are other tenants' files."""
-        prefixes = [p.strip() for p in self.settings.api.uri_prefixes.split(",") if p.strip()]
         own = self.settings.resolved_storage_url().rstrip("/") + "/documents/"
-        if uri.startswith(own):
-            return False
-        return any(uri.startswith(p) for p in prefixes) if prefixes else True
+        return not uri.startswith(own) and _within(uri, self.settings.api.uri_prefixes)
 
     def may_notify(self, url: str) -> bool:
         """Whether a tenant's webhook_url is allowed (QUIRE_API__WEBHOOK_PREFIXES)."""
-        prefixes = [p.strip() for p in self.settings.api.webhook_prefixes.split(",") if p.strip()]
-        return any(url.startswith(p) for p in prefixes) if prefixes else True
+        return _within(url, self.settings.api.webhook_prefixes)
 
     def bucket(self, name: str) -> storage.S3Store:
         """A client for a bucket named in an s3:// URI or an S3 event."""
         if name not in self.buckets:
             self.buckets[name] = storage.S3Store(name, endpoint_url=self.settings.s3_endpoint_url)
         return self.buckets[name]
+
+
+def listed(setting: str) -> list[str]:
+    """The items of a comma-separated setting (QUIRE_API__MODELS, ..._PREFIXES)."""
+    return [item.strip() for item in setting.split(",") if item.strip()]
+
+
+def _within(value: str, prefixes: str) -> bool:
+    """Whether `value` starts with one of a setting's comma-separated prefixes; an empty
+    setting allows everything."""
+    allowed = listed(prefixes)
+    return any(value.startswith(p) for p in allowed) if allowed else True
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
@@ -16,7 +15,7 @@ from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
 from pipeline.db.models import Document
 from pipeline.db.session import session_scope
-from pipeline.exporters import get_exporter
+from pipeline.exporters import file_name, get_exporter
 from pipeline.types import DocumentResult
 
 router = APIRouter(tags=["documents"])
@@ -81,9 +80,8 @@ def get_export(document_id: str, ctx: Ctx, caller: Auth,
     ext = getattr(exporter, "extension_for", None)
     media_type = media(result) if media else exporter.media_type
     extension = ext(result) if ext else exporter.extension
-    stem = PurePosixPath(result.name).stem or "document"
     return Response(_render(exporter, result, ctx), media_type=media_type, headers={
-        "Content-Disposition": _inline_file(f"{stem}.{extension}")})
+        "Content-Disposition": _inline_file(file_name(result, extension))})
 
 
 def _inline_file(name: str) -> str:

@@ -20,6 +20,7 @@ from pipeline.api.deps import (
     Auth,
     Caller,
     Ctx,
+    listed,
     not_found,
     scoped_key,
 )
@@ -109,7 +110,7 @@ def _options(ctx: ApiContext, opts: JobOptionsIn) -> JobOptions:
     # Unknown formats are a 400 now, not a surprise at finish; `txt` is stored as `text`, so
     # the same request made either way is the same job's options.
     formats = [get_exporter(fmt).name for fmt in opts.formats] if opts.formats else None
-    offered = [m.strip() for m in ctx.settings.api.models.split(",") if m.strip()] or [ctx.settings.model]
+    offered = listed(ctx.settings.api.models) or [ctx.settings.model]
     if opts.model is not None and opts.model not in offered:
         raise HTTPException(422, f"model {opts.model!r} is not offered here; models: "
                                  f"{', '.join(offered)} (the operator lists them in QUIRE_API__MODELS)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 from pipeline.errors import QuireError
 from pipeline.types import DocumentResult
@@ -17,6 +18,12 @@ class UnknownFormatError(QuireError):
 # Reads a page image's bytes by its store key (ObjectStore.get_bytes): the searchable PDF and
 # the viewer draw the stored page images; nothing is recognized again.
 ImageLoader = Callable[[str], bytes]
+
+
+def file_name(result: DocumentResult, extension: str) -> str:
+    """What an export of `result` is saved as: its source file's name, less its folders
+    (`box1/0001.pdf`) and suffix, with the format's extension."""
+    return f"{PurePosixPath(result.name).stem or 'document'}.{extension}"
 
 
 class ImagesRequiredError(QuireError):
