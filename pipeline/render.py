@@ -7,9 +7,10 @@ import re
 import struct
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
@@ -25,6 +26,8 @@ from pipeline.errors import (
     UnsupportedFormatError,
 )
 from pipeline.types import PageImage
+
+T = TypeVar("T")
 
 # What Pillow's format plugins raise on a damaged file besides OSError: a truncated multi-page
 # TIFF fails with TypeError ("Missing dimensions") or KeyError while its pages are counted.
@@ -123,7 +126,8 @@ def _pdf_info(path: Path, first: int | None = None, last: int | None = None) -> 
 
     name = str(path)
     try:
-        info = pdfinfo_from_path(str(path), first_page=first, last_page=last, timeout=60)
+        info = _twice(lambda: pdfinfo_from_path(str(path), first_page=first, last_page=last, timeout=60),
+                      PDFPageCountError)
     except PDFInfoNotInstalledError as exc:
         raise BadInputError("poppler-utils (pdfinfo) is not installed", source=name) from exc
     except PDFPageCountError as exc:
@@ -214,16 +218,32 @@ def _poppler_pages(path: Path, first: int, last: int, dpi: int) -> list[Image.Im
     from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
 
     name = str(path)
+
+    def render() -> list[Image.Image]:
+        try:
+            images = convert_from_path(str(path), dpi=dpi, first_page=first, last_page=last, timeout=600)
+        except (PDFPageCountError, PDFSyntaxError) as exc:
+            raise CorruptDocumentError(f"PDF pages {first}-{last} cannot be rendered", source=name) from exc
+        if len(images) != last - first + 1:
+            raise CorruptDocumentError(
+                f"PDF pages {first}-{last}: poppler rendered {len(images)} of {last - first + 1}",
+                source=name,
+            )
+        return images
+
+    return _twice(render, CorruptDocumentError)
+
+
+def _twice(call: Callable[[], T], errors: type[Exception] | tuple[type[Exception], ...]) -> T:
+    """A poppler call, made once more if it fails. Ctrl-C at a terminal or systemd stopping a
+    service signals the whole process group: the pdfinfo or pdftoppm child dies with it, and its
+    empty answer looked like a damaged file, failing a good document while a worker's warm
+    shutdown let the task finish. Stopping is left to the caller's own signal handling; a file
+    that is really damaged fails twice."""
     try:
-        images = convert_from_path(str(path), dpi=dpi, first_page=first, last_page=last, timeout=600)
-    except (PDFPageCountError, PDFSyntaxError) as exc:
-        raise CorruptDocumentError(f"PDF pages {first}-{last} cannot be rendered", source=name) from exc
-    if len(images) != last - first + 1:
-        raise CorruptDocumentError(
-            f"PDF pages {first}-{last}: poppler rendered {len(images)} of {last - first + 1}",
-            source=name,
-        )
-    return images
+        return call()
+    except errors:
+        return call()
 
 
 def _open_image(path: Path, max_pixels: int | None) -> Image.Image:

@@ -43,6 +43,31 @@ def test_pdf_renders_every_page_in_chunks_at_requested_dpi(tmp_path):
     assert count_pages(pdf) == 5
 
 
+@pytest.mark.parametrize("program", ["pdfinfo", "pdftoppm"])
+def test_a_poppler_child_killed_by_a_signal_does_not_fail_a_good_pdf(tmp_path, monkeypatch, program):
+    """Ctrl-C at a terminal, or systemd stopping a worker, signals the whole process group: the
+    poppler child dies too, and its empty answer must not make a good PDF 'damaged'."""
+    import pdf2image
+    from pdf2image.exceptions import PDFPageCountError
+
+    pdf = write_pdf(tmp_path / "doc.pdf", 3)
+    real = {"pdfinfo": pdf2image.pdfinfo_from_path, "pdftoppm": pdf2image.convert_from_path}[program]
+    killed: list[str] = []
+
+    def killed_once(*args, **kwargs):
+        if not killed:
+            killed.append(program)
+            if program == "pdfinfo":  # what pdf2image makes of a pdfinfo that printed nothing
+                raise PDFPageCountError("Unable to get page count.\n")
+            return []  # pdftoppm ended before writing a page
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pdf2image, {"pdfinfo": "pdfinfo_from_path", "pdftoppm": "convert_from_path"}[program],
+                        killed_once)
+    pages = list(render_pages(pdf, RenderOptions(dpi=50, embedded_scans=False)))
+    assert killed == [program] and [p.number for p in pages] == [1, 2, 3]
+
+
 def test_multipage_tiff_and_png(tmp_path):
     frames = [Image.new("L", (300, 200), v) for v in (250, 200, 150)]
     tiff = tmp_path / "scan.tif"
