@@ -19,6 +19,11 @@
 # bench/bench_model_sizes.py) in its own folder, so the shipped one is left alone:
 #   QUIRE_DEVICE_MODEL=models/quire-line-base bash bench/device_train.sh 8 --size base --steps 20000
 # device_unpack.sh puts it back under the same name in models/, where the next call resumes it.
+# Or grow the shipped model to lines 48 px tall (`--size mid`: every weight fits), in the device's
+# ignored runs/, which stays between calls on a warm machine (a second folder in models/ would push
+# the working tree past the tool's 64 MiB); session 34's command, three calls of 7-8 minutes:
+#   QUIRE_DEVICE_MODEL=runs/quire-line-mid bash bench/device_train.sh 8 --model quire-line-v1 \
+#     --size mid --steps 8000 --lr 3e-4 --warmup 300 --seed 34
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES="${1:?usage: bench/device_train.sh MINUTES [train arguments]}"

@@ -28,9 +28,11 @@ def train_command(
     size: Annotated[
         str,
         typer.Option(
-            help="With --model new: 'small' (the shipped model's sizes, fast on CPUs) or 'base' "
-            "(lines read 48 px tall, deeper encoder and decoder, 2.3x the parameters: for a GPU). "
-            "A resume keeps the checkpoint's sizes."
+            help="With --model new: 'small' (the shipped model's sizes, fast on CPUs), 'mid' (small's "
+            "layers reading lines 48 px tall) or 'base' (48 px, deeper encoder and decoder, 2.3x the "
+            "parameters: for a GPU). With a trained Quire model as --model, a new model of this size "
+            "starts from its weights where they fit (small -> mid fits all of them). A resume keeps "
+            "the checkpoint's sizes."
         ),
     ] = "small",
     data: Annotated[

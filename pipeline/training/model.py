@@ -113,11 +113,18 @@ class LineModelConfig:
 
 
 # small: the shipped model's sizes, chosen to train and read fast on a few CPU cores.
+# mid: small's layers on lines read 48 px tall (the last pool takes 3 rows), so every weight of a
+# small model fits it: `--size mid --model quire-line-v1` grows the shipped model instead of
+# starting from nothing. Only the stem's convolutions see more pixels.
 # base: for a GPU run: lines read 48 px tall (cursive's small letters get half again as many
 # pixels), twice the encoder layers, a wider stem and a deeper decoder: 2.3x the parameters
 # (12.8M, 26 MB saved in bf16), slower on a CPU (measured in docs/BENCHMARKS.md, "Model sizes").
 MODEL_SIZES: dict[str, dict[str, Any]] = {
     "small": {},
+    "mid": {
+        "height": 48,
+        "stem_pools": ((2, 2), (2, 2), (2, 2), (2, 1), (3, 1)),
+    },
     "base": {
         "height": 48,
         "stem_channels": (32, 64, 128, 192, 320),

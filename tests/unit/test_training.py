@@ -545,6 +545,57 @@ def test_new_model_is_built_with_the_asked_ctc_frames(tmp_path: Path) -> None:
     assert saved["encoder"]["ctc_frames_per_token"] == 3
 
 
+def test_a_trained_model_grows_to_taller_lines_with_every_weight_kept(tmp_path: Path, capsys) -> None:
+    """--size mid --model M: small's layers on taller lines start from M's weights, all of them."""
+    from transformers import AutoProcessor, VisionEncoderDecoderModel
+
+    from pipeline.training.train import TrainConfig, load_or_build, train
+
+    trained, processor = build_line_model(LineModelConfig.tiny())
+    trained.save_pretrained(tmp_path / "small")
+    processor.save_pretrained(tmp_path / "small")
+    # The tiny model's 'mid': half again as tall, the last pool taking 3 rows (as small -> mid).
+    taller = {"height": 24, "stem_pools": ((2, 2), (2, 2), (2, 1), (3, 1))}
+    common = {
+        "out_dir": str(tmp_path / "grown"), "model": str(tmp_path / "small"), "size": "mid",
+        "model_overrides": {**LineModelConfig.tiny().to_dict(), **taller}, "batch_size": 2,
+        "val_every": 5, "val_lines": 2, "num_workers": 0, "threads": 1, "progress": False,
+        "save_every_s": 1e9, "warmup": 1,
+    }
+    grown, grown_processor, _ = load_or_build(TrainConfig(steps=1, **common))  # type: ignore[arg-type]
+    taken, total = _tensors_taken(capsys.readouterr().out)
+    assert taken == total
+    theirs = trained.state_dict()
+    for name, tensor in grown.state_dict().items():
+        assert torch.equal(tensor, theirs[name]), name
+    assert dict(grown_processor.image_processor.size)["height"] == 24
+
+    train(TrainConfig(steps=1, **common))  # type: ignore[arg-type]
+    saved = VisionEncoderDecoderModel.from_pretrained(tmp_path / "grown")
+    assert saved.config.encoder.image_height == 24
+    assert dict(AutoProcessor.from_pretrained(tmp_path / "grown").image_processor.size)["height"] == 24
+
+    # A size whose layers do not all fit takes only what does, and says how much...
+    wider = {**common, "out_dir": str(tmp_path / "wider"),
+             "model_overrides": {**common["model_overrides"], "enc_ffn": 96}}
+    load_or_build(TrainConfig(steps=1, **wider))  # type: ignore[arg-type]
+    taken, total = _tensors_taken(capsys.readouterr().out)
+    assert 0 < taken < total
+    # ...but one that would keep little of the trained model is refused: that is a new model.
+    other = {**common, "out_dir": str(tmp_path / "other"),
+             "model_overrides": {**common["model_overrides"], "enc_dim": 48, "dec_dim": 48}}
+    with pytest.raises(ValueError, match=r"only \d+% of --size mid's weights can come from"):
+        load_or_build(TrainConfig(steps=1, **other))  # type: ignore[arg-type]
+
+
+def _tensors_taken(said: str) -> tuple[int, int]:
+    import re
+
+    found = re.findall(r"(\d+) of (\d+) tensors taken from it", said)
+    assert found, said
+    return int(found[-1][0]), int(found[-1][1])
+
+
 def test_weight_average_warms_up_then_follows_the_weights() -> None:
     from pipeline.training.averaging import WeightAverage
 
@@ -901,11 +952,11 @@ def test_size_base_builds_a_taller_deeper_model_that_recognition_reads(tmp_path:
     assert len(read) == 1 and 0.0 <= read[0].confidence <= 1.0
 
     wrong = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "x"), "--size", "huge"])
-    assert wrong.exit_code == 2 and "'huge' is not one of small, base" in wrong.output
+    assert wrong.exit_code == 2 and "'huge' is not one of small, mid, base" in wrong.output
     fine_tune = CliRunner().invoke(
         app, ["train", "--out", str(tmp_path / "y"), "--model", str(run), "--size", "base"]
     )
-    assert fine_tune.exit_code == 2 and "keeps its own sizes" in fine_tune.output
+    assert fine_tune.exit_code == 2 and "sizes: drop --size to fine-tune it" in fine_tune.output
 
 
 def test_a_font_file_that_cannot_be_opened_costs_a_line_not_the_run(monkeypatch, tmp_path: Path) -> None:
