@@ -197,6 +197,8 @@ def _follow(job_id: str, api: str | None, token: str | None, progress: bool) -> 
     """Poll until the job finishes; exit status 1 if any document failed."""
     from pipeline.db.jobs import FINISHED
 
+    told: set[str] = set()
+    seen, moved_at, asked_at = None, time.monotonic(), 0.0
     with _bar(100, "job", "%", progress) as bar:
         try:
             while True:
@@ -205,6 +207,16 @@ def _follow(job_id: str, api: str | None, token: str | None, progress: bool) -> 
                 bar.set_postfix(status=view["status"], lines=view["lines"]["done"], refresh=True)
                 if view["status"] in FINISHED:
                     break
+                now = time.monotonic()
+                if (view["percent"], view["lines"]) != seen:
+                    seen, moved_at = (view["percent"], view["lines"]), now
+                elif not api and now - moved_at >= STALL_S and now - asked_at >= STALL_S:
+                    asked_at = now  # the job has not moved for a while: say why, once per reason
+                    for hint in _stall_hints():
+                        if hint not in told:
+                            told.add(hint)
+                            bar.write(f"quire: job {job_id} has not moved for {now - moved_at:.0f} s: {hint}",
+                                      file=sys.stderr)
                 time.sleep(1.0)
         except KeyboardInterrupt:
             bar.close()
@@ -214,6 +226,25 @@ def _follow(job_id: str, api: str | None, token: str | None, progress: bool) -> 
             raise typer.Exit(130) from None
     _print_view(view)
     return 0 if view["status"] == "done" else 1
+
+
+# How long `status --wait` watches a job that does not move before asking the broker why.
+STALL_S = 60.0
+
+
+def _stall_hints() -> list[str]:
+    """What keeps the queues from moving (no worker for a queue, tasks held by a killed worker),
+    asked of the broker; empty when all is well. Only the direct path can ask: an API client
+    sees the API, not the queues."""
+    from pipeline.config import get_settings
+    from pipeline.queue import QUEUES
+    from pipeline.worker_presence import queue_report, stall_hints
+
+    settings = get_settings()
+    report = queue_report(settings.broker_url, QUEUES)
+    if isinstance(report, str):
+        return [f"cannot tell whether workers are running: {report}"]
+    return stall_hints(report, settings.queue.visibility_timeout)
 
 
 def _print_view(view: dict[str, Any]) -> None:
@@ -235,7 +266,10 @@ def status(
     wait: Annotated[bool, typer.Option(help="Follow the job to its end with a progress bar; exit status 1 unless every document is done.")] = False,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr (with --wait).")] = True,
 ) -> None:
-    """Where a job stands: status, counts, percent done, failed documents with reasons."""
+    """Where a job stands: status, counts, percent done, failed documents with reasons; for a job
+    not yet finished, what keeps the queues from moving (a queue no running worker takes, tasks
+    taken by a worker that was killed)."""
+    from pipeline.db.jobs import FINISHED
     from pipeline.errors import NotFoundError
 
     try:
@@ -248,6 +282,9 @@ def status(
         typer.echo(json.dumps(view, indent=2))
         return
     _print_view(view)
+    if not api and view["status"] not in FINISHED:
+        for hint in _stall_hints():
+            typer.echo(f"  {hint}")
 
 
 def cancel(

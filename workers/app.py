@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from functools import lru_cache
 
 from celery import Celery
@@ -58,4 +59,13 @@ def start_worker(queue: str, *, concurrency: int | None = None, loglevel: str = 
             # The pid keeps two workers of one queue on a host apart (PID 1 in a container).
             "-n", f"{queue.replace(',', '-')}-{os.getpid()}@%h", "--prefetch-multiplier", "1",
             "--without-gossip", "--without-mingle"]
-    app.worker_main(argv)
+    from pipeline.worker_presence import announce
+
+    # So `quire status` can tell a queue nobody takes, or a task a killed worker took, from work
+    # in progress (pipeline/worker_presence.py).
+    name = f"{queue.replace(',', '-')}-{os.getpid()}@{socket.gethostname()}"
+    present = announce(app.conf.broker_url, name, queue.split(","), concurrency)
+    try:
+        app.worker_main(argv)
+    finally:
+        present.set()

@@ -1,0 +1,130 @@
+"""Which workers are running, and what the queues hold: so `quire status` can say why a job stalls.
+
+A job that makes no progress looks the same whatever the cause: no worker started for a queue, or
+a worker killed mid-task (kill -9, the OOM killer, a lost node), whose task Redis keeps unacked
+until QUIRE_QUEUE__VISIBILITY_TIMEOUT has passed (6 hours by default). Each worker therefore
+announces itself in Redis under a key that expires unless renewed (`announce`), and `queue_report`
+sets the queues' waiting and taken tasks against the workers that are alive.
+
+Celery's own remote control (`inspect`) cannot do this: a one-process worker busy with a batch
+does not answer it, so a working GPU worker would look absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+KEY_PREFIX = "quire:worker:"
+TTL_S = 20  # a worker silent this long is gone
+BEAT_S = 5
+# kombu's Redis transport keeps each taken, not yet acked message here (field: delivery tag,
+# value: JSON [message, exchange, routing key]) and when it was taken (a sorted set).
+UNACKED = "unacked"
+UNACKED_INDEX = "unacked_index"
+
+
+def _client(broker_url: str):
+    import redis
+
+    return redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=2)
+
+
+def announce(broker_url: str, name: str, queues: list[str], concurrency: int) -> threading.Event:
+    """Keep this worker's key alive from a background thread; set the returned event to stop and
+    remove it (a clean shutdown). A killed worker's key expires after TTL_S."""
+    import redis
+
+    stop = threading.Event()
+    key = KEY_PREFIX + name
+    value = json.dumps({"name": name, "queues": queues, "concurrency": concurrency,
+                        "host": socket.gethostname(), "pid": os.getpid()})
+
+    def beat() -> None:
+        client = _client(broker_url)
+        while True:
+            try:
+                if stop.is_set():
+                    client.delete(key)
+                    return
+                client.set(key, value, ex=TTL_S)
+            except redis.RedisError:
+                pass  # the broker is down; the worker says so itself, and the key comes back with it
+            stop.wait(BEAT_S)
+
+    threading.Thread(target=beat, name="quire-presence", daemon=True).start()
+    return stop
+
+
+# Longer than any retry waits in a worker (backoff up to 300 s, webhooks up to 600 s): a task
+# taken longer ago than this is running, or its worker is gone.
+STALE_S = 900
+
+
+@dataclass
+class QueueState:
+    name: str
+    waiting: int
+    workers: int  # running workers that take this queue
+    capacity: int  # tasks those workers can hold at once (their processes: prefetch is 1)
+    taken: list[float]  # when each taken, not yet acked task was taken (epoch seconds), oldest first
+
+
+def queue_report(broker_url: str, queues: tuple[str, ...]) -> list[QueueState] | str:
+    """Each queue's state, or why the broker could not be asked."""
+    import redis
+
+    client = _client(broker_url)
+    try:
+        keys = list(client.scan_iter(KEY_PREFIX + "*", count=1000))
+        alive = [json.loads(v) for v in client.mget(keys) if v] if keys else []
+        taken_at = dict(client.zrange(UNACKED_INDEX, 0, -1, withscores=True))
+        taken: dict[str, list[float]] = {}
+        for tag, raw in client.hscan_iter(UNACKED):
+            try:
+                queue = json.loads(raw)[2]
+            except (ValueError, IndexError, TypeError):
+                continue
+            taken.setdefault(queue, []).append(taken_at.get(tag, time.time()))
+        return [QueueState(name, int(client.llen(name)),
+                           sum(name in w.get("queues", []) for w in alive),
+                           sum(int(w.get("concurrency", 1)) for w in alive if name in w.get("queues", [])),
+                           sorted(taken.get(name, [])))
+                for name in queues]
+    except redis.RedisError as exc:
+        return f"the broker does not answer ({exc})"
+    finally:
+        client.close()
+
+
+def stall_hints(states: list[QueueState], visibility_timeout: int) -> list[str]:
+    """Plain sentences for what keeps queued work from moving; none when all is well."""
+    hints = []
+    for q in states:
+        if q.waiting and not q.workers:
+            hints.append(f"{_tasks(q.waiting)} {'waits' if q.waiting == 1 else 'wait'} in the "
+                         f"{q.name} queue and no running worker takes it: "
+                         f"start `quire worker {q.name}`")
+        # With no worker of the queue alive, every taken task is lost until the timeout. Else
+        # the running workers hold at most `capacity` of the tasks taken long ago; the rest were
+        # taken by workers that are gone.
+        stale = [at for at in q.taken if at < time.time() - STALE_S]
+        lost = q.taken if not q.workers else stale[: max(0, len(stale) - q.capacity)]
+        if lost:
+            back = datetime.fromtimestamp(lost[0] + visibility_timeout, UTC)
+            hints.append(
+                f"{'at least ' if q.workers else ''}{_tasks(len(lost))} of the {q.name} queue "
+                f"{'was' if len(lost) == 1 else 'were'} taken by a worker that has stopped "
+                f"(killed, or its machine lost): Redis hands {'it' if len(lost) == 1 else 'them'} "
+                f"to a running {q.name} worker from {back:%Y-%m-%d %H:%M} UTC on "
+                f"(QUIRE_QUEUE__VISIBILITY_TIMEOUT after being taken)")
+    return hints
+
+
+def _tasks(n: int) -> str:
+    return f"{n} task" if n == 1 else f"{n} tasks"
