@@ -243,7 +243,9 @@ def _stall_hints() -> list[str]:
     settings = get_settings()
     report = queue_report(settings.broker_url, QUEUES)
     if isinstance(report, str):
-        return [f"cannot tell whether workers are running: {report}"]
+        # With no broker set, the job is `quire run`'s (embedded): no queues to explain.
+        configured = "broker_url" in settings.model_fields_set
+        return [f"cannot tell whether workers are running: {report}"] if configured else []
     return stall_hints(report, settings.queue.visibility_timeout)
 
 
