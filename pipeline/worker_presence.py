@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -35,9 +36,9 @@ def _client(broker_url: str):
     return redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=2)
 
 
-def announce(broker_url: str, name: str, queues: list[str], concurrency: int) -> threading.Event:
-    """Keep this worker's key alive from a background thread; set the returned event to stop and
-    remove it (a clean shutdown). A killed worker's key expires after TTL_S."""
+def announce(broker_url: str, name: str, queues: list[str], concurrency: int) -> Callable[[], None]:
+    """Keep this worker's key alive from a background thread; call the returned function on a
+    clean shutdown to remove it. A killed worker's key expires after TTL_S."""
     import redis
 
     stop = threading.Event()
@@ -57,8 +58,14 @@ def announce(broker_url: str, name: str, queues: list[str], concurrency: int) ->
                 pass  # the broker is down; the worker says so itself, and the key comes back with it
             stop.wait(BEAT_S)
 
-    threading.Thread(target=beat, name="quire-presence", daemon=True).start()
-    return stop
+    thread = threading.Thread(target=beat, name="quire-presence", daemon=True)
+    thread.start()
+
+    def leave() -> None:
+        stop.set()
+        thread.join(timeout=3)  # the key goes now, not TTL_S later
+
+    return leave
 
 
 # Longer than any retry waits in a worker (backoff up to 300 s, webhooks up to 600 s): a task

@@ -64,8 +64,8 @@ def start_worker(queue: str, *, concurrency: int | None = None, loglevel: str = 
     # So `quire status` can tell a queue nobody takes, or a task a killed worker took, from work
     # in progress (pipeline/worker_presence.py).
     name = f"{queue.replace(',', '-')}-{os.getpid()}@{socket.gethostname()}"
-    present = announce(app.conf.broker_url, name, queue.split(","), concurrency)
+    leave = announce(app.conf.broker_url, name, queue.split(","), concurrency)
     try:
         app.worker_main(argv)
     finally:
-        present.set()
+        leave()
