@@ -3,7 +3,7 @@
 # in about 6 minutes, leaving the rest of its 10-minute call to bench/device_train.sh.
 #
 #   here, once:   .venv/bin/python bench/pack_training_assets.py && bash bench/device_wheels.sh
-#   device call:  bash bench/device_checks.sh && bash bench/device_train.sh 5   (carry: [".train-assets.tar.xz", ".whl"])
+#   device call:  bash bench/device_checks.sh && bash bench/device_train.sh 3   (carry: [".train-assets.tar.xz", ".whl"])
 #
 # Runs ON the GPU machine, in the repository root: installs the carried wheels (pydantic-settings
 # and its needs, which its image lacks), runs the GPU tests, then bench_stages.py (what caps a

@@ -7,8 +7,8 @@
 # the tool's 16 MiB per file), with train.log beside it.
 #
 #   here, once:          .venv/bin/python bench/pack_training_assets.py    # fonts, words: 12 MB packed
-#   each device call:    bash bench/device_train.sh 8                   (carry: [".train-assets.tar.xz"])
-#   a session's first:   bash bench/device_checks.sh && bash bench/device_train.sh 5   (and ".whl")
+#   each device call:    bash bench/device_train.sh 8        (carry: [".train-assets.tar.xz", ".whl"])
+#   a session's first:   bash bench/device_checks.sh && bash bench/device_train.sh 3   (and ".whl")
 #   here, after each:    bash bench/device_unpack.sh FILES_AT           (the reply's files_at)
 #
 # The next call sends the unpacked model with the working tree, so it resumes where this one
@@ -33,6 +33,12 @@ OUT="${OUT:-runs/device-out}"
 MODEL_DIR="${QUIRE_DEVICE_MODEL:-models/quire-line-v1}"
 source bench/device_assets.sh
 export PYTHONUNBUFFERED=1
+# The GPU image lacks pydantic-settings (pipeline.config needs it): the carried wheels, as in
+# device_checks.sh, which runs in its own shell and so cannot lend this one its PYTHONPATH.
+if ! "$PY" -c "import pydantic_settings" 2> /dev/null && compgen -G ".whl/*.whl" > /dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+fi
 if [ ! -d "$QUIRE_TRAIN_ASSETS/fonts" ]; then
   echo "no $QUIRE_TRAIN_ASSETS/fonts: run bench/pack_training_assets.py here and carry .train-assets.tar.xz" >&2
   exit 2
