@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import struct
+import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
@@ -189,15 +190,16 @@ def _pdf_pages(path: Path, first: int, last: int, options: RenderOptions, scans)
     others rendered by poppler; refused if one would exceed options.max_pixels."""
     pixels = _largest_page_pixels(_pdf_info(path, first, last), options.dpi)
     if pixels > options.max_pixels:
+        where = f"page {first}" if first == last else f"a page in {first}-{last}"
         raise ImageTooLargeError(
-            f"a page in {first}-{last} would be {pixels:,} pixels at {options.dpi} dpi "
-            f"(limit {options.max_pixels:,}); use a lower --dpi",
+            f"{where} would be {pixels:,} pixels at {options.dpi} dpi "
+            f"(limit {options.max_pixels:,}); use a lower --dpi, or raise QUIRE_RENDER__MAX_PIXELS",
             source=str(path),
         )
     pages = {n: scans.image(n, options.dpi) if scans else None for n in range(first, last + 1)}
     for start, end in _runs([n for n, image in pages.items() if image is None]):
-        for offset, image in enumerate(_poppler_pages(path, start, end, options.dpi)):
-            pages[start + offset] = page_array(image)
+        for offset, array in enumerate(_poppler_pages(path, start, end, options.dpi)):
+            pages[start + offset] = array
     return pages
 
 
@@ -212,24 +214,32 @@ def _runs(numbers: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _poppler_pages(path: Path, first: int, last: int, dpi: int) -> list[Image.Image]:
-    """Pages first..last rendered by pdftoppm."""
+def _poppler_pages(path: Path, first: int, last: int, dpi: int) -> list[np.ndarray]:
+    """Pages first..last rendered by pdftoppm, as arrays. Their size was held to
+    QUIRE_RENDER__MAX_PIXELS from pdfinfo before rendering, so they are opened without Pillow's
+    fixed bomb limit, which failed pages of 179-200 million pixels that the setting allows."""
     from pdf2image import convert_from_path
     from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
 
     name = str(path)
 
-    def render() -> list[Image.Image]:
-        try:
-            images = convert_from_path(str(path), dpi=dpi, first_page=first, last_page=last, timeout=600)
-        except (PDFPageCountError, PDFSyntaxError) as exc:
-            raise CorruptDocumentError(f"PDF pages {first}-{last} cannot be rendered", source=name) from exc
-        if len(images) != last - first + 1:
-            raise CorruptDocumentError(
-                f"PDF pages {first}-{last}: poppler rendered {len(images)} of {last - first + 1}",
-                source=name,
-            )
-        return images
+    def render() -> list[np.ndarray]:
+        with tempfile.TemporaryDirectory(prefix="quire-pages-") as folder:
+            try:
+                files = convert_from_path(str(path), dpi=dpi, first_page=first, last_page=last,
+                                          timeout=600, output_folder=folder, paths_only=True)
+            except (PDFPageCountError, PDFSyntaxError) as exc:
+                raise CorruptDocumentError(f"PDF pages {first}-{last} cannot be rendered", source=name) from exc
+            if len(files) != last - first + 1:
+                raise CorruptDocumentError(
+                    f"PDF pages {first}-{last}: poppler rendered {len(files)} of {last - first + 1}",
+                    source=name,
+                )
+            arrays = []
+            for file in files:
+                with _open_unbounded(Path(file)) as image:
+                    arrays.append(page_array(image))
+            return arrays
 
     return _twice(render, CorruptDocumentError)
 
@@ -338,7 +348,12 @@ def _image_dpi(image: Image.Image, default: int) -> int:
 
 
 def page_array(image: Image.Image) -> np.ndarray:
-    """RGB pages stay RGB, everything else (1-bit fax, gray, palette) becomes 8-bit gray."""
+    """RGB pages stay RGB, everything else (1-bit fax, gray, palette) becomes 8-bit gray.
+    Transparency is laid over white paper, as viewers show it: dropped, the transparent
+    background's stored colour (often black) hid black text on it."""
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
     if image.mode in ("RGB", "RGBA", "CMYK", "P", "YCbCr", "LAB", "HSV"):
         rgb = image.convert("RGB")
         array = np.asarray(rgb)

@@ -198,10 +198,46 @@ def test_the_configured_pixel_limit_stands_in_for_pillows(tmp_path, monkeypatch)
     assert isinstance(err, ImageTooLargeError) and "QUIRE_RENDER__MAX_PIXELS" in str(err)
 
 
+def test_a_pdf_page_within_the_configured_limit_is_rendered_past_pillows(tmp_path, monkeypatch):
+    # Pages of 179-200 M pixels at the default limit failed inside pdf2image as an internal
+    # error (Pillow's DecompressionBombError); Pillow's limit is lowered to stand for that.
+    import pikepdf
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    pdf = pikepdf.new()  # vector pages (no scan inside), so poppler renders them
+    for size in ((72, 144), (144, 72)):
+        pdf.add_blank_page(page_size=size)
+    pdf.save(tmp_path / "plan.pdf")
+    pages = list(render_pages(tmp_path / "plan.pdf", RenderOptions(dpi=60, chunk_pages=2)))
+    assert [p.image.shape[:2] for p in pages] == [(120, 60), (60, 120)]  # in order
+    assert Image.MAX_IMAGE_PIXELS == 1_000
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparency_is_laid_over_white_paper(tmp_path, mode):
+    """Black text on a transparent background (its stored colour black too) read as a black
+    page with no lines; viewers show it on white."""
+    rgba = np.zeros((60, 200, 4), np.uint8)  # transparent black everywhere...
+    rgba[20:40, 30:170, 3] = 255  # ...but an opaque black bar
+    image = Image.fromarray(rgba, "RGBA")
+    if mode == "LA":
+        image = image.convert("LA")
+    elif mode == "P":
+        image = image.convert("P", palette=Image.Palette.ADAPTIVE)
+        image.info["transparency"] = image.getpixel((0, 0))
+    image.save(tmp_path / "ink.png", transparency=image.info.get("transparency")) if mode == "P" \
+        else image.save(tmp_path / "ink.png")
+    [page] = list(render_pages(tmp_path / "ink.png", RenderOptions()))
+    gray = page.image if page.image.ndim == 2 else page.image.mean(axis=2)
+    assert gray[:15].min() == 255 and gray[45:].min() == 255  # paper
+    assert gray[25:35, 40:160].max() < 30  # ink
+
+
 def test_pdf_page_over_pixel_limit_is_refused_before_rendering(tmp_path):
     pdf = write_pdf(tmp_path / "poster.pdf", 1)
     err = _error(pdf, RenderOptions(dpi=300, max_pixels=1_000_000))
     assert isinstance(err, ImageTooLargeError) and "lower --dpi" in str(err)
+    assert "page 1 would be" in str(err) and "QUIRE_RENDER__MAX_PIXELS" in str(err)
 
 
 def test_truncated_png(tmp_path):
