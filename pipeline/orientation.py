@@ -263,8 +263,27 @@ def segment_upright(image: np.ndarray, *, dpi: int = 300,
 
 def segmented(page: PageImage, *, rotate: bool = True,
               judge: UprightJudge | None = _SHARED_JUDGE) -> tuple[PageImage, Segmentation, int]:
-    """The page as it is read (turned upright unless `rotate` is off), its segmentation, and
-    the clockwise quarter turn it was given."""
+    """The page as it is read (turned upright unless `rotate` is off, made positive if it is a
+    negative), its segmentation, and the clockwise quarter turn it was given."""
+    found = _segmented(page, rotate, judge)
+    # Light text on dark paper (a negative, a microfilm print, a fax stored inverted) has no
+    # dark ink to find. Only a dark page where nothing was found is tried inverted, so a page
+    # with a large dark picture beside its text keeps its own reading.
+    if not found[1].lines and _mostly_dark(page.image):
+        positive = _segmented(replace(page, image=255 - np.asarray(page.image)), rotate, judge)
+        if positive[1].lines:
+            return positive
+    return found
+
+
+def _mostly_dark(image: np.ndarray) -> bool:
+    gray = to_gray(image)
+    step = max(1, max(gray.shape) // 512)
+    return float(np.median(gray[::step, ::step])) < 128
+
+
+def _segmented(page: PageImage, rotate: bool, judge: UprightJudge | None
+               ) -> tuple[PageImage, Segmentation, int]:
     if not rotate:
         return page, segment_page(page.image, dpi=page.dpi), 0
     upright = segment_upright(page.image, dpi=page.dpi, judge=judge)

@@ -134,3 +134,23 @@ def test_without_the_judge_s_model_pages_are_turned_by_their_ink_alone(caplog):
         found = segment_upright(turn(page, 90), dpi=150, judge=missing).orientation
     assert found.rotation in (90, 270) and found.read_as_is is None  # turned, no error
     assert "turned by their ink alone" in caplog.text
+
+
+def test_a_negative_page_is_read_as_its_positive_and_a_dark_picture_is_left_alone():
+    """White text on black (a negative, a microfilm print) found no lines and read as an empty
+    'done' page; it is read as its positive. A page whose text sits beside a large dark picture
+    keeps its own reading."""
+    from tests.model_fixtures import LETTER_LINES, make_letter_page
+
+    positive = make_letter_page(150)
+    page, seg, _ = segmented(PageImage(1, 255 - positive, 150))
+    assert len(seg.lines) == len(LETTER_LINES)
+    assert float(np.median(page.image)) == 255  # the page is kept as read: its positive
+    assert [c.shape for c in seg.crops] == [c.shape for c in segmented(PageImage(1, positive, 150))[1].crops]
+
+    pictured = positive.copy()
+    pictured[int(0.45 * len(pictured)):] = 20  # a dark photograph over the lower half and more
+    assert float(np.median(pictured)) < 128
+    page, seg, _ = segmented(PageImage(1, pictured, 150))
+    assert len(seg.lines) == len(LETTER_LINES) and page.image is not None
+    assert float(np.median(page.image)) < 128  # not inverted
