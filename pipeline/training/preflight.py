@@ -60,6 +60,7 @@ def check_output_folder(cfg: TrainConfig) -> None:
     of another model or line folder (resuming it would quietly ignore the new --model/--data)."""
     out = Path(cfg.out_dir)
     state = out / CHECKPOINT / "state.pt"
+    _refuse_writing_over_a_model(cfg, out)
     if not state.exists():
         # (What a run writes before its first save, held-out copies and a save cut short, is its own.)
         own = {HELD_OUT_DIR, ".saving", BEST_DIR, ".best-saving"}
@@ -83,4 +84,19 @@ def check_output_folder(cfg: TrainConfig) -> None:
         raise ValueError(
             f"--out {out} holds a run of --model {before.get('model')} on --data {before.get('data')}; "
             f"to train --model {cfg.model} on --data {cfg.data} give a new --out, or --no-resume to "
-            "start over in this folder")
+            "start over in this folder (its model is then written over)")
+
+
+def _refuse_writing_over_a_model(cfg: TrainConfig, out: Path) -> None:
+    """The model a run starts from is never its --out (its weights would be replaced by the
+    first save), and a model Quire ships is only ever trained on by its own run, resumed."""
+    from pipeline.config import SHIPPED_MODELS_DIR, resolve_model_path
+
+    target = out.expanduser().resolve()
+    if cfg.model != "new" and Path(resolve_model_path(cfg.model)).expanduser().resolve() == target:
+        raise ValueError(f"--out {out} is the model this run starts from (--model {cfg.model}): "
+                         "training would write over it; give a new --out")
+    shipped = SHIPPED_MODELS_DIR.resolve()
+    if target.parent == shipped and target.is_dir() and not cfg.resume:
+        raise ValueError(f"--out {out} is {target.name}, a model Quire ships: --no-resume would "
+                         "write over it; give a new --out")

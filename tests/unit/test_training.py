@@ -998,3 +998,28 @@ def test_a_frozen_encoder_comes_out_exactly_as_it_went_in(tmp_path: Path) -> Non
     assert [n for n in encoder if not torch.equal(before[n], after[n])] == []
     decoder = [name for name in before if name.startswith("decoder.") and before[name].dim() == 2]
     assert any(not torch.equal(before[n], after[n]) for n in decoder)  # the decoder did learn
+
+
+def test_training_never_writes_over_the_model_it_starts_from_nor_a_shipped_one(tmp_path, monkeypatch) -> None:
+    """`quire train --model quire-line-v1 --out models/quire-line-v1 --no-resume` replaced the
+    shipped weights with a one-step tune (the refusal before it even suggested --no-resume)."""
+    import pipeline.config
+    from pipeline.training.preflight import check_output_folder
+    from pipeline.training.train import TrainConfig
+
+    source = tmp_path / "mine"
+    model, _ = build_line_model(LineModelConfig.tiny())
+    model.save_pretrained(source)
+    for resume in (True, False):
+        with pytest.raises(ValueError, match="is the model this run starts from"):
+            check_output_folder(TrainConfig(out_dir=str(source), model=str(source), resume=resume))
+
+    shipped = tmp_path / "models"
+    (shipped / "quire-line-v9" / "checkpoint").mkdir(parents=True)
+    monkeypatch.setattr(pipeline.config, "SHIPPED_MODELS_DIR", shipped)
+    with pytest.raises(ValueError, match="a model Quire ships: --no-resume would write over it"):
+        check_output_folder(TrainConfig(out_dir=str(shipped / "quire-line-v9"), model="new", resume=False))
+    # Its own run, resumed, goes on (how the shipped model is trained further).
+    check_output_folder(TrainConfig(out_dir=str(shipped / "quire-line-v9"), model="new"))
+    # A new folder beside the source is fine.
+    check_output_folder(TrainConfig(out_dir=str(tmp_path / "tuned"), model=str(source), resume=False))
