@@ -27,6 +27,19 @@ def keep_held_out(pairs: list[tuple[Path, str]], folder: Path) -> Path:
     return folder
 
 
+def earlier_split(pairs: list[tuple[Path, str]], folder: Path
+                  ) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]] | None:
+    """On a resume: the folder's lines split as when the run began, by the held-out copies it
+    kept in `folder` (None without them). Lines added since go to training, so the CER before
+    and after measures the same lines, none of them trained on; split anew, lines already
+    learnt would move into the measure."""
+    held_names = {p.name for p in folder.glob("*.png")} if folder.is_dir() else set()
+    if not held_names:
+        return None
+    return ([pair for pair in pairs if pair[0].name not in held_names],
+            [pair for pair in pairs if pair[0].name in held_names])
+
+
 def check_line_images(pairs: list[tuple[Path, str]], chunk: int = 256) -> None:
     """Read every line image once before the first step, naming those that cannot be read: a
     broken file found by a data worker mid-run would end hours of training."""

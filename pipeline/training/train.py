@@ -45,6 +45,7 @@ from pipeline.training.preflight import (  # CHECKPOINT: the resume state's fold
     characters_missing,
     check_line_images,
     check_output_folder,
+    earlier_split,
     keep_held_out,
 )
 from pipeline.training.synth import LineSynthesizer, parse_mix
@@ -545,6 +546,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     max_length = int(getattr(model.generation_config, "max_length", None) or 128)
     # A line folder is listed once: the lines to train on and those held out to measure on.
     train_lines, held_lines = folder_pairs(cfg.data, held_out_share(cfg)) if cfg.data != "synthetic" else ([], [])
+    resuming = cfg.resume and (Path(cfg.out_dir) / CHECKPOINT / "state.pt").exists()
+    earlier = earlier_split(train_lines + held_lines, Path(cfg.out_dir) / HELD_OUT_DIR) \
+        if held_lines and resuming else None
+    if earlier is not None and [p for p, _ in earlier[1]] != [p for p, _ in held_lines]:
+        train_lines, held_lines = earlier
+        print(f"the lines in {cfg.data} changed since this run began: the {len(held_lines)} held out then "
+              "stay held out, and the others, new ones included, are trained on", flush=True)
     check_line_images(train_lines + held_lines)
     rehearsed = rehearsal_count(len(train_lines), cfg.rehearse)  # 0 for synthetic data: no folder lines
     missing = characters_missing(processor.tokenizer, [t for _, t in train_lines + held_lines])
@@ -582,7 +590,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     step, lines, updates = 0, 0, 0
     history: list[dict[str, Any]] = []
-    if cfg.resume and (Path(cfg.out_dir) / CHECKPOINT / "state.pt").exists():
+    if resuming:
         step, lines, updates, history = restore(cfg.out_dir, opt, sched)
         print(f"resumed from {cfg.out_dir} at step {step} ({lines} lines seen)", flush=True)
         if step >= cfg.steps:
