@@ -171,7 +171,9 @@ def line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
             found.append((img, None))
             continue
         try:
-            found.append((img, gt.read_text(encoding="utf-8").strip("\n").strip()))
+            # utf-8-sig: Windows editors (Notepad) start a file with a byte-order mark, which
+            # would count as a character in CER and be trained on as an unknown one.
+            found.append((img, gt.read_text(encoding="utf-8-sig").strip("\n").strip()))
         except UnicodeDecodeError as exc:
             raise BadInputError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it "
                                 "as UTF-8", source=str(gt)) from None

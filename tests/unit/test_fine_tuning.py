@@ -304,3 +304,9 @@ def test_lines_added_to_the_folder_are_trained_on_and_the_held_out_ones_stay_hel
     history = json.loads((out / "checkpoint" / "history.json").read_text())
     # 9 + 2 lines to train on at 4 a step: 2 steps in each epoch.
     assert history[-1]["step"] == 4
+
+
+def test_a_byte_order_mark_is_not_part_of_a_transcription(tmp_path: Path) -> None:
+    folder = _line_folder(tmp_path / "lines", ("Dear Sir", "No. 7"))
+    (folder / "line01.gt.txt").write_bytes("\ufeffNo. 7\r\n".encode())  # as Windows Notepad saves it
+    assert [text for _, text in folder_pairs(str(folder))[0]] == ["Dear Sir", "No. 7"]
