@@ -69,7 +69,11 @@ def lines(
     if inside:
         _fail(f"--out {out} is inside the input folder {inside[0]}: its line images would be cut "
               "again as documents on the next run; write them somewhere else")
-    documents, transcriptions = split_inputs(inputs)
+    documents, transcriptions, passed_over = split_inputs(inputs)
+    if passed_over:
+        shown = ", ".join(p.name for p in passed_over[:5]) + (" ..." if len(passed_over) > 5 else "")
+        typer.echo(f"passed over {counted(len(passed_over), 'XML file')} that "
+                   f"{'is' if len(passed_over) == 1 else 'are'} neither PAGE XML nor ALTO: {shown}", err=True)
     if not documents and not transcriptions:
         _fail("no PDF, image, PAGE XML or ALTO files found in " + ", ".join(map(str, inputs)))
     settings = _settings(model=model, device=device, render__dpi=dpi)

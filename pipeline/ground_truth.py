@@ -73,6 +73,21 @@ def parse_points(points: str) -> tuple[Point, ...]:
     return tuple(zip(values[0::2], values[1::2]))
 
 
+def looks_like_transcription(path: Path) -> bool:
+    """Whether an .xml file is PAGE XML or ALTO by its root element (read, not the whole file):
+    archive folders carry METS, Dublin Core and manifest XML beside their scans. A file that
+    cannot be parsed counts, so reading it reports what is wrong with it."""
+    if path.suffix.lower() != ".xml":
+        return True
+    try:
+        for _, element in ET.iterparse(path, events=("start",)):
+            kind = _local(element.tag)
+            return kind == "PcGts" or kind.lower() == "alto"
+    except (ET.ParseError, OSError):
+        return True
+    return True
+
+
 def read_transcription(path: Path) -> list[TranscribedPage]:
     """The pages a PAGE XML (one), an ALTO file (one or more) or a zip of PAGE files (Quire's
     `.page.zip` of a longer document) describes; a file that is none of these raises BadInputError."""

@@ -231,20 +231,26 @@ def _write(out: Path, name: str, image: np.ndarray, text: str) -> None:
     (out / f"{name}.gt.txt").write_text(text + "\n", encoding="utf-8")
 
 
-def split_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:
-    """(documents, transcriptions). Files count by their suffix; a folder gives its PAGE/ALTO
-    files if it has any (its images are then their page images), else its PDFs and images."""
+def split_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path], list[Path]]:
+    """(documents, transcriptions, XML passed over). Files named count by their suffix; a folder
+    gives its PAGE/ALTO files if it has any (its images are then their page images), else its
+    PDFs and images. Other XML in a folder (METS, Dublin Core, manifests) is passed over."""
+    from pipeline.ground_truth import looks_like_transcription
+
     documents: list[Path] = []
     transcriptions: list[Path] = []
+    passed_over: list[Path] = []
     for path in paths:
         if not path.is_dir():
             (transcriptions if path.suffix.lower() in TRANSCRIPTION_SUFFIXES else documents).append(path)
             continue
         found = sorted(visible_files(path))
         xml = [p for p in found if p.suffix.lower() in TRANSCRIPTION_SUFFIXES]
+        passed_over += [p for p in xml if not looks_like_transcription(p)]
+        xml = [p for p in xml if p not in passed_over]
         if xml:
             transcriptions += xml
         else:
             documents += [p for p in found if p.suffix.lower() in DOCUMENT_SUFFIXES]
-    return list(dict.fromkeys(documents)), list(dict.fromkeys(transcriptions))
+    return list(dict.fromkeys(documents)), list(dict.fromkeys(transcriptions)), passed_over
 

@@ -110,6 +110,19 @@ def test_a_same_named_file_of_the_next_box_gets_its_own_line_names(env, letter) 
     assert len(texts(out)) == 12
 
 
+def test_a_folder_s_catalogue_xml_is_passed_over_and_its_scans_are_cut(env, letter) -> None:
+    """Archive folders carry METS, Dublin Core or manifest XML beside their scans: one such file
+    made the whole folder count as transcriptions, and every scan was dropped without a word."""
+    box = env / "box"
+    box.mkdir()
+    shutil.copy(letter, box / "0001.pdf")
+    (box / "metadata.xml").write_text('<?xml version="1.0"?><record><title>Box 1</title></record>')
+    result = quire("lines", str(box), "--out", str(env / "lines"))
+    assert result.exit_code == 0, result.output
+    assert "8 new line pairs" in result.output
+    assert "passed over 1 XML file that is neither PAGE XML nor ALTO: metadata.xml" in result.output
+
+
 def test_quires_own_page_and_alto_exports_come_back_as_line_pairs(env, letter) -> None:
     exported = env / "exported"
     result = quire("run", str(letter), "--format", "page,alto", "--out", str(exported))
@@ -219,13 +232,17 @@ def test_bad_transcriptions_are_named_and_the_good_ones_still_written(env) -> No
     out = env / "lines"
     result = quire("lines", str(folder), "--out", str(out))
     assert result.exit_code == 1
-    assert "4 inputs failed" in result.output
+    assert "3 inputs failed" in result.output
     assert "nan.xml: not a list of x,y points: '5,5 nan,5" in result.output
     assert f"{folder / 'broken.xml'}: not well-formed XML" in result.output
-    assert f"{folder / 'other.xml'}: neither PAGE XML nor ALTO (its root element is <html>)" in result.output
+    # Other XML in a folder is passed over, said once; named by itself it fails (below).
+    assert "passed over 1 XML file that is neither PAGE XML nor ALTO: other.xml" in result.output
     assert "lost.xml: its page image 'C:/scans/missing.png' is not found" in result.output
     assert "--images" in result.output
     assert sorted(texts(out).values()) == ["Anno 1847", "received with thanks"]
+
+    named = quire("lines", str(folder / "other.xml"), "--out", str(out))
+    assert f"{folder / 'other.xml'}: neither PAGE XML nor ALTO (its root element is <html>)" in named.output
 
     nested = quire("lines", str(folder), "--out", str(folder / "lines"))
     assert nested.exit_code == 2 and "is inside the input folder" in nested.output
