@@ -245,9 +245,9 @@ def split_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path], list[Pa
             (transcriptions if path.suffix.lower() in TRANSCRIPTION_SUFFIXES else documents).append(path)
             continue
         found = sorted(visible_files(path))
-        xml = [p for p in found if p.suffix.lower() in TRANSCRIPTION_SUFFIXES]
-        passed_over += [p for p in xml if not looks_like_transcription(p)]
-        xml = [p for p in xml if p not in passed_over]
+        read = {p: looks_like_transcription(p) for p in found if p.suffix.lower() in TRANSCRIPTION_SUFFIXES}
+        passed_over += [p for p, transcribed in read.items() if not transcribed]
+        xml = [p for p, transcribed in read.items() if transcribed]
         if xml:
             transcriptions += xml
         else:

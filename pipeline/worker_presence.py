@@ -98,11 +98,13 @@ def queue_report(broker_url: str, queues: tuple[str, ...]) -> list[QueueState] |
             except (ValueError, IndexError, TypeError):
                 continue
             taken.setdefault(queue, []).append(taken_at.get(tag, time.time()))
-        return [QueueState(name, int(client.llen(name)),
-                           sum(name in w.get("queues", []) for w in alive),
-                           sum(int(w.get("concurrency", 1)) for w in alive if name in w.get("queues", [])),
-                           sorted(taken.get(name, [])))
-                for name in queues]
+        states = []
+        for name in queues:
+            takers = [w for w in alive if name in w.get("queues", [])]
+            states.append(QueueState(name, int(client.llen(name)), len(takers),
+                                     sum(int(w.get("concurrency", 1)) for w in takers),
+                                     sorted(taken.get(name, []))))
+        return states
     except redis.RedisError as exc:
         return f"the broker does not answer ({exc})"
     finally:
@@ -111,10 +113,12 @@ def queue_report(broker_url: str, queues: tuple[str, ...]) -> list[QueueState] |
 
 def stall_hints(states: list[QueueState], visibility_timeout: int) -> list[str]:
     """Plain sentences for what keeps queued work from moving; none when all is well."""
+    from pipeline.cli_common import counted  # the sentences are `quire status`'s
+
     hints = []
     for q in states:
         if q.waiting and not q.workers:
-            hints.append(f"{_tasks(q.waiting)} {'waits' if q.waiting == 1 else 'wait'} in the "
+            hints.append(f"{counted(q.waiting, 'task')} {'waits' if q.waiting == 1 else 'wait'} in the "
                          f"{q.name} queue and no running worker takes it: "
                          f"start `quire worker {q.name}`")
         # With no worker of the queue alive, every taken task is lost until the timeout. Else
@@ -125,13 +129,9 @@ def stall_hints(states: list[QueueState], visibility_timeout: int) -> list[str]:
         if lost:
             back = datetime.fromtimestamp(lost[0] + visibility_timeout, UTC)
             hints.append(
-                f"{'at least ' if q.workers else ''}{_tasks(len(lost))} of the {q.name} queue "
+                f"{'at least ' if q.workers else ''}{counted(len(lost), 'task')} of the {q.name} queue "
                 f"{'was' if len(lost) == 1 else 'were'} taken by a worker that has stopped "
                 f"(killed, or its machine lost): Redis hands {'it' if len(lost) == 1 else 'them'} "
                 f"to a running {q.name} worker from {back:%Y-%m-%d %H:%M} UTC on "
                 f"(QUIRE_QUEUE__VISIBILITY_TIMEOUT after being taken)")
     return hints
-
-
-def _tasks(n: int) -> str:
-    return f"{n} task" if n == 1 else f"{n} tasks"

@@ -55,16 +55,16 @@ def start_worker(queue: str, *, concurrency: int | None = None, loglevel: str = 
         from pipeline.metrics import serve_worker_metrics
 
         serve_worker_metrics(metrics_port)
+    # The pid keeps two workers of one queue on a host apart (PID 1 in a container).
+    name = f"{queue.replace(',', '-')}-{os.getpid()}"
     argv = ["worker", "-Q", queue, "-c", str(concurrency), *([] if solo else ["-P", "prefork"]), "-l", loglevel,
-            # The pid keeps two workers of one queue on a host apart (PID 1 in a container).
-            "-n", f"{queue.replace(',', '-')}-{os.getpid()}@%h", "--prefetch-multiplier", "1",
+            "-n", f"{name}@%h", "--prefetch-multiplier", "1",
             "--without-gossip", "--without-mingle"]
     from pipeline.worker_presence import announce
 
     # So `quire status` can tell a queue nobody takes, or a task a killed worker took, from work
     # in progress (pipeline/worker_presence.py).
-    name = f"{queue.replace(',', '-')}-{os.getpid()}@{socket.gethostname()}"
-    leave = announce(app.conf.broker_url, name, queue.split(","), concurrency)
+    leave = announce(app.conf.broker_url, f"{name}@{socket.gethostname()}", queue.split(","), concurrency)
     try:
         app.worker_main(argv)
     finally:

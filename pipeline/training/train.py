@@ -172,7 +172,8 @@ def grow(cfg: TrainConfig, source: str) -> tuple[Any, Any]:
     theirs = trained.state_dict()
     ours = model.state_dict()
     fits = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
-    taken = sum(v.numel() for v in fits.values()) / sum(v.numel() for v in ours.values())
+    numbers_taken, numbers = (sum(v.numel() for v in d.values()) for d in (fits, ours))
+    taken = numbers_taken / numbers
     if len(fits) == len(ours) == len(theirs) and model.encoder.config.image_height == trained.encoder.config.image_height:
         raise ValueError(f"{cfg.model} already has --size {cfg.size}'s sizes: drop --size to "
                          "fine-tune it (a fine-tune keeps its own sizes)")
@@ -184,8 +185,7 @@ def grow(cfg: TrainConfig, source: str) -> tuple[Any, Any]:
     model.load_state_dict(fits, strict=False)
     print(
         f"--size {cfg.size} from {cfg.model}: {len(fits)} of {len(ours)} tensors taken from it "
-        f"({sum(v.numel() for v in fits.values()):,} of "
-        f"{sum(v.numel() for v in ours.values()):,} numbers); the rest start fresh",
+        f"({numbers_taken:,} of {numbers:,} numbers); the rest start fresh",
         flush=True,
     )
     return model, processor
