@@ -135,8 +135,8 @@ def run(
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted; documents finished so far are kept, and the same command goes on "
-              "from there", 130)
+        _fail("interrupted; documents and pages finished so far are kept, and the same command "
+              "goes on from there", 130)
     _print_summary(summary)
     raise typer.Exit(1 if summary.failures else 0)
 
@@ -152,6 +152,9 @@ def _print_summary(summary) -> None:
         if outcome.status == "skipped":
             typer.echo(f"  same content as {outcome.same_as}: {outcome.path}" if outcome.same_as
                        else f"  already done: {outcome.path}")
+        elif outcome.resumed_pages:
+            typer.echo(f"  went on where a stopped run left it ({counted(outcome.resumed_pages, 'page')} "
+                       f"read then, not again): {outcome.path}")
     for outcome in summary.failures:
         typer.echo(f"  FAILED {outcome.path}: {outcome.error}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +17,7 @@ from PIL import Image
 from pipeline import storage
 from pipeline.config import RETRY_BELOW, RenderOptions, Settings, resolve_model_path
 from pipeline.db import repo
+from pipeline.db.models import LineStatus
 from pipeline.db.session import session_scope
 from pipeline.exporters import Exporter
 from pipeline.model_input import PREPARATION_VERSION
@@ -153,12 +154,14 @@ class DocumentRef:
 
 @dataclass(frozen=True)
 class IngestedPage:
-    """A page saved with its line rows; crops travel in memory for the local runner only."""
+    """A page saved with its line rows: `line_ids` and `crops` are the lines still to read (all
+    of them, but on a page read in part before); crops travel in memory for the local runner only."""
 
     number: int
     page_id: int
     line_ids: tuple[int, ...]
     crops: tuple[np.ndarray, ...]
+    lines: int  # the page's lines, read before or not
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -180,9 +183,11 @@ def ingest_pages(
     options: RenderOptions,
     *,
     store_crops: bool,
+    skip: Container[int] = frozenset(),
 ) -> Iterator[IngestedPage]:
-    """Render, segment and save each page; rows and keys are deterministic, so a rerun overwrites."""
-    for page in render_pages(source, options):
+    """Render, segment and save each page but those numbered in `skip` (finished before); rows
+    and keys are deterministic, so a rerun overwrites, and a line found again keeps its text."""
+    for page in render_pages(source, options, skip):
         page, seg, rotation = segmented(page, rotate=options.rotate_pages)
         image_key = storage.page_key(doc.sha256, doc.profile, page.number)
         store.put_bytes(image_key, encode_png(page.image), content_type="image/png")
@@ -201,8 +206,9 @@ def ingest_pages(
             lines = repo.save_lines(
                 s, row.id, [(lb.order, lb.bbox, key) for lb, key in zip(seg.lines, crop_keys)]
             )
-            page_id, line_ids = row.id, tuple(line.id for line in lines)
-        yield IngestedPage(page.number, page_id, line_ids, tuple(seg.crops))
+            unread = [i for i, line in enumerate(lines) if line.status == LineStatus.PENDING]
+            page_id, line_ids = row.id, tuple(lines[i].id for i in unread)
+        yield IngestedPage(page.number, page_id, line_ids, tuple(seg.crops[i] for i in unread), len(lines))
 
 
 def save_texts(engine, line_ids: Sequence[int], texts: Sequence[LineText], model: str) -> None:

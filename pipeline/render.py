@@ -8,7 +8,7 @@ import struct
 import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TypeVar
@@ -94,13 +94,15 @@ def _why(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def render_pages(path: Path, options: RenderOptions | None = None) -> Iterator[PageImage]:
-    """Yield the document's pages one by one; memory holds one chunk of pages at most."""
+def render_pages(path: Path, options: RenderOptions | None = None,
+                 skip: Container[int] = frozenset()) -> Iterator[PageImage]:
+    """Yield the document's pages one by one, but those numbered in `skip` (read before: an
+    interrupted run going on), which are not rendered; memory holds one chunk of pages at most."""
     options = options or RenderOptions()
     if sniff_kind(path) == "pdf":
-        yield from _render_pdf(path, options)
+        yield from _render_pdf(path, options, skip)
     else:
-        yield from _render_image(path, options)
+        yield from _render_image(path, options, skip)
 
 
 def render_page(path: Path, number: int, options: RenderOptions | None = None) -> PageImage:
@@ -114,7 +116,7 @@ def render_page(path: Path, number: int, options: RenderOptions | None = None) -
         if not 1 <= number <= total:
             raise NoPagesError(f"has no page {number} (it has {total})", source=name)
         with ScanPages(path) if options.embedded_scans else nullcontext() as scans:
-            return PageImage(number, _pdf_pages(path, number, number, options, scans)[number], options.dpi)
+            return PageImage(number, _pdf_pages(path, [number], options, scans)[number], options.dpi)
     for page in _render_image(path, options):
         if page.number == number:
             return page
@@ -171,7 +173,8 @@ def _largest_page_pixels(info: dict, dpi: int) -> int:
     return int(largest)
 
 
-def _render_pdf(path: Path, options: RenderOptions) -> Iterator[PageImage]:
+def _render_pdf(path: Path, options: RenderOptions,
+                skip: Container[int] = frozenset()) -> Iterator[PageImage]:
     from pipeline.pdf_scans import ScanPages
 
     total = int(_pdf_info(path)["Pages"])
@@ -179,15 +182,19 @@ def _render_pdf(path: Path, options: RenderOptions) -> Iterator[PageImage]:
     with ScanPages(path) if options.embedded_scans else nullcontext() as scans:
         for first in range(1, total + 1, options.chunk_pages):
             last = min(total, first + options.chunk_pages - 1)
-            pages = _pdf_pages(path, first, last, options, scans)
+            numbers = [n for n in range(first, last + 1) if n not in skip]
+            if not numbers:
+                continue
+            pages = _pdf_pages(path, numbers, options, scans)
             for number, array in pages.items():
                 yield PageImage(number, array, options.dpi)
             del pages  # keep only one chunk alive
 
 
-def _pdf_pages(path: Path, first: int, last: int, options: RenderOptions, scans) -> dict[int, np.ndarray]:
-    """Pages first..last: a page that is one scan taken from the file (`scans`, or None), the
+def _pdf_pages(path: Path, numbers: list[int], options: RenderOptions, scans) -> dict[int, np.ndarray]:
+    """Pages `numbers` (ascending): a page that is one scan taken from the file (`scans`, or None), the
     others rendered by poppler; refused if one would exceed options.max_pixels."""
+    first, last = numbers[0], numbers[-1]
     pixels = _largest_page_pixels(_pdf_info(path, first, last), options.dpi)
     if pixels > options.max_pixels:
         where = f"page {first}" if first == last else f"a page in {first}-{last}"
@@ -196,7 +203,7 @@ def _pdf_pages(path: Path, first: int, last: int, options: RenderOptions, scans)
             f"(limit {options.max_pixels:,}); use a lower --dpi, or raise QUIRE_RENDER__MAX_PIXELS",
             source=str(path),
         )
-    pages = {n: scans.image(n, options.dpi) if scans else None for n in range(first, last + 1)}
+    pages = {n: scans.image(n, options.dpi) if scans else None for n in numbers}
     for start, end in _runs([n for n, image in pages.items() if image is None]):
         for offset, array in enumerate(_poppler_pages(path, start, end, options.dpi)):
             pages[start + offset] = array
@@ -299,7 +306,8 @@ def _check_page_count(path: Path, total: int, options: RenderOptions) -> None:
                                  "(QUIRE_RENDER__MAX_PAGES); split it, or raise the limit", source=str(path))
 
 
-def _render_image(path: Path, options: RenderOptions) -> Iterator[PageImage]:
+def _render_image(path: Path, options: RenderOptions,
+                  skip: Container[int] = frozenset()) -> Iterator[PageImage]:
     name = str(path)
     with _open_image(path, options.max_pixels) as image:
         _check_page_count(path, _frame_count(path, image), options)
@@ -308,6 +316,8 @@ def _render_image(path: Path, options: RenderOptions) -> Iterator[PageImage]:
         for number in itertools.count(1):
             try:  # moving to a page reads its header; decoding it, its (maybe truncated) data
                 frame = next(frames)
+                if number in skip:
+                    continue
                 if frame.width * frame.height > options.max_pixels:
                     raise ImageTooLargeError(f"page {number} exceeds the pixel limit", source=name)
                 array = page_array(_as_shown(frame))

@@ -49,6 +49,9 @@ class DocumentOutcome:
     error: str | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
     same_as: Path | None = None  # an earlier input of this run with the same bytes
+    # Pages and lines an interrupted run had read, not read again (counted in pages and lines).
+    resumed_pages: int = 0
+    resumed_lines: int = 0
 
 
 @dataclass
@@ -62,11 +65,12 @@ class RunSummary:
 
     @property
     def pages(self) -> int:
-        return sum(o.pages for o in self.outcomes if o.status == "done")
+        """Pages read by this run (not those a stopped run had read)."""
+        return sum(o.pages - o.resumed_pages for o in self.outcomes if o.status == "done")
 
     @property
     def lines(self) -> int:
-        return sum(o.lines for o in self.outcomes if o.status == "done")
+        return sum(o.lines - o.resumed_lines for o in self.outcomes if o.status == "done")
 
     @property
     def pages_per_minute(self) -> float:
@@ -236,7 +240,7 @@ class LocalRunner:
             if kind == "page":
                 _, pending, page = event
                 pending.outcome.pages += 1
-                pending.outcome.lines += len(page.line_ids)
+                pending.outcome.lines += page.lines
                 pending.lines_left += len(page.line_ids)
                 self._buffer.extend((pending, lid, crop) for lid, crop in zip(page.line_ids, page.crops))
                 if progress is not None:
@@ -248,6 +252,13 @@ class LocalRunner:
                 pending.ingested = True
                 if pending.lines_left == 0:
                     self._finish(pending)
+            elif kind == "resumed":
+                _, pending, pages, lines = event
+                pending.outcome.pages += pages
+                pending.outcome.lines += lines
+                pending.outcome.resumed_pages, pending.outcome.resumed_lines = pages, lines
+                if progress is not None:
+                    progress.update(pages)
             elif kind == "skipped":
                 if progress is not None:
                     progress.total = max(0, (progress.total or 0) - event[1].pages)
@@ -297,6 +308,7 @@ class LocalRunner:
                 events: queue.Queue) -> None:
         path = outcome.path
         pending: _Pending | None = None
+        kept: dict[int, int] = {}  # page number -> lines, of pages an interrupted run finished
         try:
             sha = file_sha256(path)
             # Each session is closed before an event is queued: the reading side saves text
@@ -313,7 +325,10 @@ class LocalRunner:
                 if not skip:
                     if done:
                         self._earlier[doc.id] = repo.load_document_result(s, doc.id)
-                    repo.start_document(s, doc.id)
+                    if self._interrupted(doc):
+                        kept = repo.resume_document(s, doc.id)
+                    else:
+                        repo.start_document(s, doc.id)
             if first is not None:
                 # The same bytes earlier in this run: read once (reading it again would drop the
                 # rows the first is being read into), its exports written under this name too.
@@ -331,7 +346,10 @@ class LocalRunner:
             key = storage.source_key(sha)
             if not self.store.exists(key):
                 self.store.put_file(key, path)
-            for page in ingest_pages(self.engine, self.store, ref, path, self.settings.render, store_crops=False):
+            if kept:
+                self._put(events, ("resumed", pending, len(kept), sum(kept.values())))
+            for page in ingest_pages(self.engine, self.store, ref, path, self.settings.render,
+                                     store_crops=False, skip=kept):
                 self._put(events, ("page", pending, page))
             self._put(events, ("ingested", pending))
         except QuireError as exc:
@@ -344,6 +362,15 @@ class LocalRunner:
             log.exception("%s: unexpected error", path)
             reason = f"unexpected error ({type(exc).__name__}: {exc}); please report it with the file"
             self._put(events, ("failed", pending, outcome, path, QuireError(reason, source=str(path))))
+
+    def _interrupted(self, doc) -> bool:
+        """Whether a run was stopped (Ctrl-C, or killed: still 'processing') while reading the
+        document: it goes on from the pages that run finished instead of page 1. A document that
+        failed for a reason, or one asked --redo, is read from the start."""
+        if self.redo:
+            return False
+        return doc.status == DocumentStatus.PROCESSING or (
+            doc.status == DocumentStatus.FAILED and doc.error == STOPPED)
 
     def _fail(self, pending: _Pending | None, outcome: DocumentOutcome, path: Path, exc: QuireError) -> None:
         log.warning("%s", exc)

@@ -138,6 +138,17 @@ def start_document(s: Session, document_id: str) -> None:
     s.flush()
 
 
+def resume_document(s: Session, document_id: str) -> dict[int, int]:
+    """Mark processing again keeping the pages and lines read so far, so an interrupted run goes
+    on where it stopped; returns the finished pages' numbers and their line counts."""
+    doc = get_document(s, document_id, lock=True)
+    doc.status, doc.error = DocumentStatus.PROCESSING.value, None
+    s.flush()
+    return {number: lines for number, lines in s.execute(
+        select(Page.number, Page.lines_total).where(
+            Page.document_id == document_id, Page.status == PageStatus.DONE.value))}
+
+
 def save_page(
     s: Session, document_id: str, *, number: int, image_key: str, width: int, height: int,
     dpi: int, angle: float, rotation: int = 0,

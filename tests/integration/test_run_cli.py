@@ -348,7 +348,7 @@ def test_sigterm_ends_a_run_like_ctrl_c_and_the_same_command_goes_on(tmp_path, l
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130 and "interrupted; documents finished so far are kept" in output, output
+    assert proc.returncode == 130 and "interrupted; documents and pages finished so far are kept" in output, output
     [(status, done, failed)] = db_rows(env, "SELECT status, documents_done, documents_failed FROM jobs")
     assert status == "partial" and done >= 1 and failed >= 1  # files not reached are not in it
     assert db_rows(env, "SELECT count(*) FROM documents WHERE status IN ('pending', 'processing')") == [(0,)]

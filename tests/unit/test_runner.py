@@ -116,6 +116,52 @@ def test_a_stopped_run_ends_its_job_and_the_next_run_reads_what_was_left(tmp_pat
         assert (stopped.status, stopped.documents_done, stopped.documents_failed) == ("done", 2, 0)
 
 
+@pytest.mark.parametrize("how", ["ctrl-c", "killed"])
+def test_a_run_stopped_mid_document_goes_on_from_the_pages_it_had_read(tmp_path, monkeypatch, how):
+    """The same command after Ctrl-C (or kill -9, which leaves the document 'processing') used
+    to read a stopped document again from page 1."""
+    from sqlalchemy import update
+
+    import pipeline.process
+    from pipeline.db.models import Document
+    from pipeline.db.session import make_engine, session_scope
+
+    pdf = make_pdf([make_letter_page(DPI)] * 6, tmp_path / "book.pdf", dpi=DPI)
+    per_page = len(LETTER_LINES)
+
+    class StoppedOnThirdBatch(CountingRecognizer):
+        def recognize(self, crops):
+            if len(self.batches) == 2:
+                raise KeyboardInterrupt
+            return super().recognize(crops)
+
+    stopped = runner(tmp_path, StoppedOnThirdBatch())
+    stopped.flush_lines = per_page  # one page a batch: pages 1 and 2 are read, then Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        stopped.run([pdf])
+    if how == "killed":  # no handler ran: the document is left as it was mid-read
+        with session_scope(make_engine(f"sqlite:///{tmp_path / 'q.sqlite'}")) as s:
+            s.execute(update(Document).values(status="processing", error=None))
+
+    segmented_pages = []
+    real = pipeline.process.segmented
+
+    def counting_segmented(page, **kwargs):
+        segmented_pages.append(page.number)
+        return real(page, **kwargs)
+
+    monkeypatch.setattr("pipeline.process.segmented", counting_segmented)
+    counting = CountingRecognizer()
+    summary = runner(tmp_path, counting).run([pdf])  # the same command again
+    [book] = summary.outcomes
+    assert book.status == "done" and (book.pages, book.resumed_pages) == (6, 2)
+    assert segmented_pages == [3, 4, 5, 6]  # pages 1-2 are neither rendered nor segmented again
+    assert sum(counting.batches) == 4 * per_page
+    assert summary.pages == 4 and summary.lines == 4 * per_page  # this run's own work
+    pages = (tmp_path / "out" / "book.txt").read_text().split("\f")
+    assert len(pages) == 6 and all(page.strip() for page in pages)  # the text of all six pages
+
+
 def test_a_file_done_before_among_new_ones_does_not_lock_the_database(tmp_path):
     """The ingest side used to hold a write transaction on a reused file while it waited for
     room in the queue, and the reading side waited on it to save text: 'database is locked'."""
