@@ -86,8 +86,23 @@ def _frame_count(path: Path, image: Image.Image) -> int:
     try:
         return int(getattr(image, "n_frames", 1))
     except DAMAGED_IMAGE as exc:
-        raise CorruptDocumentError(f"image is damaged: its pages cannot be counted ({_why(exc)})",
-                                   source=str(path)) from exc
+        readable = _readable_frames(image)
+        reason = (f"image is cut short or damaged at page {readable + 1} ({_why(exc)}); pages "
+                  f"1-{readable} can be read: copy the file again, or rescan it" if readable
+                  else f"image is damaged: its pages cannot be counted ({_why(exc)})")
+        raise CorruptDocumentError(reason, source=str(path)) from exc
+
+
+def _readable_frames(image: Image.Image) -> int:
+    """How many pages from the first have headers that can be read (a cut-short multi-page TIFF
+    loses its last pages' headers, so its page count fails)."""
+    count = 0
+    try:
+        while True:
+            image.seek(count)
+            count += 1
+    except (EOFError, *DAMAGED_IMAGE):
+        return count
 
 
 def _why(exc: BaseException) -> str:

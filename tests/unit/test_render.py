@@ -259,3 +259,22 @@ def test_a_document_over_the_page_limit_fails_before_any_page_is_read(tmp_path):
     err = _error(tiff, RenderOptions(max_pages=2))
     assert isinstance(err, ImageTooLargeError) and "has 3 pages" in str(err)
     assert len(list(render_pages(pdf, RenderOptions(max_pages=5, dpi=50)))) == 5
+
+
+def test_a_multi_page_tiff_cut_short_names_the_page_where_it_breaks(tmp_path):
+    """It used to say only that its pages 'cannot be counted', as if the whole file were bad."""
+    from PIL import Image
+
+    from pipeline.errors import CorruptDocumentError
+    from pipeline.render import count_pages
+
+    noise = np.random.default_rng(0)
+    pages = [Image.fromarray(noise.integers(0, 255, (400, 300), dtype=np.uint8)) for _ in range(3)]
+    pages[0].save(tmp_path / "whole.tif", save_all=True, append_images=pages[1:], compression="tiff_lzw")
+    data = (tmp_path / "whole.tif").read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(data[:-200])  # compressed, each page's header follows its pixels: page 3's goes
+    with pytest.raises(CorruptDocumentError) as raised:
+        count_pages(cut)
+    assert "cut short or damaged at page 3" in str(raised.value) and "pages 1-2 can be read" in str(raised.value)
+    assert "cut.tif" in str(raised.value)
