@@ -137,17 +137,20 @@ def run(
     except KeyboardInterrupt:
         _fail("interrupted; documents and pages finished so far are kept, and the same command "
               "goes on from there", 130)
-    _print_summary(summary)
+    _print_summary(summary, runner.options)
     raise typer.Exit(1 if summary.failures else 0)
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary, options) -> None:
+    from pipeline.process import reading_described
+
     done, skipped, failed = summary.count("done"), summary.count("skipped"), summary.count("failed")
     typer.echo(
         f"{counted(len(summary.outcomes), 'document')}: {done} done, {skipped} already done (skipped), "
         f"{failed} failed; {counted(summary.pages, 'page')}, {counted(summary.lines, 'line')} in "
         f"{summary.seconds:.1f} s ({summary.pages_per_minute:.1f} pages/min)"
     )
+    typer.echo(f"  read with {reading_described(options)}")
     for outcome in summary.outcomes:
         if outcome.status == "skipped":
             typer.echo(f"  same content as {outcome.same_as}: {outcome.path}" if outcome.same_as

@@ -145,6 +145,16 @@ class JobOptions:
                            embedded_scans=self.embedded_scans, rotate_pages=self.rotate_pages)
 
 
+def reading_described(options: JobOptions) -> str:
+    """What reads the text, in words for a summary: model, decoding, beam, language model."""
+    parts = [f"{model_decoding(options.model, options.decode)} decoding"]
+    if options.beam > 1:
+        parts.append(f"beam {options.beam}")
+    if options.language_model and language_model_version(options.model) != "none":
+        parts.append("character language model")
+    return f"{options.model} ({', '.join(parts)})"
+
+
 @dataclass(frozen=True)
 class DocumentRef:
     id: str
