@@ -99,7 +99,8 @@ def input_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> tuple[dict
     stored: dict[Path, str] = {}
     taken: set[str] = set()
     for path in paths:
-        resolved = path.resolve()
+        # The folder resolved, not the file: a link to another file keeps its own name.
+        resolved = path.parent.resolve() / path.name
         folder = next((f for f in folders if resolved != f and resolved.is_relative_to(f)), None)
         under = resolved.relative_to(folder) if folder else None
         base, n = (under.with_suffix("").as_posix() if under else path.stem), 1

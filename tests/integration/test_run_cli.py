@@ -125,6 +125,35 @@ def test_same_named_files_of_two_boxes_run_one_by_one_are_told_apart(tmp_path, l
     assert "2 different files are named '0001.pdf'" in either.stderr and "box1/0001.pdf" in either.stderr
 
 
+def test_each_copy_of_a_file_in_one_run_is_found_by_its_own_name(tmp_path, letter, env):
+    """A copy, or a link, of a file in the same run is read once; the job used to keep the first
+    file's name only, so `quire export copy.pdf` found nothing and `status` listed one file."""
+    pdf, _ = letter
+    docs = tmp_path / "in"
+    docs.mkdir()
+    shutil.copy(pdf, docs / "letter.pdf")
+    shutil.copy(pdf, docs / "copy.pdf")
+    (docs / "link.pdf").symlink_to("letter.pdf")
+    out = tmp_path / "out"
+    result = quire("run", str(docs), "--out", str(out), "--no-progress")
+    assert result.exit_code == 0 and "3 documents: 1 done, 2 already done" in result.output, result.output
+    assert sorted(p.name for p in out.glob("*.txt")) == ["copy.txt", "letter.txt", "link.txt"]
+
+    for name in ("copy.pdf", "link.pdf"):
+        exported = json.loads(quire("export", name, "--format", "json").stdout)
+        assert exported["document"] == f"in/{name}"
+        assert [ln["text"] for ln in exported["pages"][0]["lines"]] == list(LETTER_LINES)
+    assert quire("export", "link.pdf", "--out", f"{tmp_path / 'exp'}/").exit_code == 0
+    assert [p.name for p in (tmp_path / "exp").iterdir()] == ["link.txt"]
+    viewed = quire("view", "copy.pdf", "--no-serve", "--no-open", "--out", f"{tmp_path / 'view'}/")
+    assert viewed.exit_code == 0 and (tmp_path / "view" / "copy.html").exists()
+
+    [(job_id,)] = db_rows(env, "SELECT id FROM jobs")
+    view = json.loads(quire("status", job_id, "--json").stdout)
+    assert [d["name"] for d in view["documents"]] == ["in/copy.pdf", "in/letter.pdf", "in/link.pdf"]
+    assert view["documents_count"]["done"] == 3 and view["lines"]["total"] == len(LETTER_LINES)
+
+
 def test_a_sideways_scan_is_read_upright_and_its_searchable_pdf_shown_upright(tmp_path, letter, env,
                                                                                monkeypatch):
     import subprocess
