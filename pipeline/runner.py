@@ -49,6 +49,8 @@ class DocumentOutcome:
     error: str | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
     same_as: Path | None = None  # an earlier input of this run with the same bytes
+    # Its name in the database this run, which its exports carry whether read now or before.
+    stored_name: str = ""
 
 
 @dataclass
@@ -274,6 +276,7 @@ class LocalRunner:
         names, stored = input_names(paths, roots)
         try:
             for position, outcome in enumerate(outcomes):
+                outcome.stored_name = stored[outcome.path]
                 self._ingest(job_id, position, outcome, names[outcome.path], stored[outcome.path], events)
             self._put(events, ("end",))
         except _Stopping:
@@ -381,7 +384,8 @@ class LocalRunner:
 
     def _finish(self, pending: _Pending) -> None:
         outcome = pending.outcome
-        outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters)
+        outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters,
+                                  name=outcome.stored_name)
         self._earlier.pop(pending.ref.id, None)
         outcome.status = "done"
         self._write_outputs(outcome, pending.name, outputs)
@@ -398,9 +402,9 @@ class LocalRunner:
         self._export_stored(first.ref, copy, name)
 
     def _export_stored(self, ref: DocumentRef, outcome: DocumentOutcome, name: str) -> None:
-        """Exports of a reading already in the database, named after this input's file, to --out."""
+        """Exports of a reading already in the database, named after this input, to --out."""
         with session_scope(self.engine) as s:
-            outputs = write_exports(s, self.store, ref, self.exporters, name=outcome.path.name)
+            outputs = write_exports(s, self.store, ref, self.exporters, name=outcome.stored_name)
         self._write_outputs(outcome, name, outputs)
 
     def _write_outputs(self, outcome: DocumentOutcome, name: str, outputs: dict[str, bytes]) -> None:
