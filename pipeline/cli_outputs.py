@@ -74,13 +74,39 @@ def find_document(s, ref: str):
     return doc
 
 
+def asked_name(s, doc, ref: str) -> str:
+    """The name among those jobs sent `doc` by that `ref` asks for (a copy's own, not the
+    first file's), the one sent last; else the name it was first sent by."""
+    from pathlib import PurePath
+
+    from sqlalchemy import select
+
+    from pipeline.db.models import Job, JobDocument
+
+    tail = PurePath(ref).name  # a source file's path, or a name less its folders
+    name = JobDocument.name
+    return s.scalar(select(name).join(Job).where(
+        JobDocument.document_id == doc.id,
+        (name == ref) | (name == tail) | name.endswith("/" + tail, autoescape=True),
+    ).order_by((name == ref).desc(), Job.created_at.desc()).limit(1)) or doc.name
+
+
+def load_asked(s, ref: str):
+    """The done document `ref` names, as exporters take it, under the name it was asked by."""
+    from dataclasses import replace
+
+    from pipeline.db import repo
+
+    doc = find_document(s, ref)
+    return replace(repo.load_document_result(s, doc.id), name=asked_name(s, doc, ref))
+
+
 def export(
     document: Annotated[str, typer.Argument(help="Document id, source file, or name.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "txt",
     out: Annotated[str | None, typer.Option("--out", "-o", help="Write here: a file, or a folder (an existing one, or ending in /) to write <name>.<ext> in (default: stdout; PDF and ZIP to <name>.<ext> when stdout is a terminal).")] = None,
 ) -> None:
     """Export a processed document from its stored rows and page images."""
-    from pipeline.db import repo
     from pipeline.db.session import session_scope
     from pipeline.errors import QuireError
     from pipeline.exporters import file_name, parse_formats
@@ -92,7 +118,7 @@ def export(
         [exporter] = exporters
         _, engine, store = _open()
         with session_scope(engine) as s:
-            result = repo.load_document_result(s, find_document(s, document).id)
+            result = load_asked(s, document)
         data = exporter.export(result, store.get_bytes)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
@@ -171,7 +197,6 @@ def view(
     """Show a processed document's pages with their line boxes and text in a browser."""
     import webbrowser
 
-    from pipeline.db import repo
     from pipeline.db.session import session_scope
     from pipeline.errors import QuireError
     from pipeline.viewer import make_server, render_viewer
@@ -179,7 +204,7 @@ def view(
     try:
         settings, engine, store = _open()
         with session_scope(engine) as s:
-            result = repo.load_document_result(s, find_document(s, document).id)
+            result = load_asked(s, document)
         html = render_viewer(result, store.get_bytes)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)

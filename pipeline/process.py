@@ -230,12 +230,13 @@ def save_texts(engine, line_ids: Sequence[int], texts: Sequence[LineText], model
 
 def finish_document(
     engine, store: storage.ObjectStore, doc: DocumentRef, page_count: int,
-    exporters: Sequence[Exporter],
+    exporters: Sequence[Exporter], name: str | None = None,
 ) -> dict[str, bytes]:
-    """Mark the document done and write every export to the store; returns them by extension."""
+    """Mark the document done and write every export to the store; returns them by extension
+    (`name`: as in `write_exports`)."""
     with session_scope(engine) as s:
         repo.finish_document(s, doc.id, page_count)
-        return write_exports(s, store, doc, exporters)
+        return write_exports(s, store, doc, exporters, name)
 
 
 def write_exports(s, store: storage.ObjectStore, doc: DocumentRef, exporters: Sequence[Exporter],

@@ -52,6 +52,8 @@ class DocumentOutcome:
     # Pages and lines an interrupted run had read, not read again (counted in pages and lines).
     resumed_pages: int = 0
     resumed_lines: int = 0
+    # Its name in the database this run, which its exports carry whether read now or before.
+    stored_name: str = ""
 
 
 @dataclass
@@ -103,7 +105,8 @@ def input_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> tuple[dict
     stored: dict[Path, str] = {}
     taken: set[str] = set()
     for path in paths:
-        resolved = path.resolve()
+        # The folder resolved, not the file: a link to another file keeps its own name.
+        resolved = path.parent.resolve() / path.name
         folder = next((f for f in folders if resolved != f and resolved.is_relative_to(f)), None)
         under = resolved.relative_to(folder) if folder else None
         base, n = (under.with_suffix("").as_posix() if under else path.stem), 1
@@ -284,6 +287,7 @@ class LocalRunner:
         names, stored = input_names(paths, roots)
         try:
             for position, outcome in enumerate(outcomes):
+                outcome.stored_name = stored[outcome.path]
                 self._ingest(job_id, position, outcome, names[outcome.path], stored[outcome.path], events)
             self._put(events, ("end",))
         except _Stopping:
@@ -407,7 +411,8 @@ class LocalRunner:
 
     def _finish(self, pending: _Pending) -> None:
         outcome = pending.outcome
-        outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters)
+        outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters,
+                                  name=outcome.stored_name)
         self._earlier.pop(pending.ref.id, None)
         outcome.status = "done"
         self._write_outputs(outcome, pending.name, outputs)
@@ -424,9 +429,9 @@ class LocalRunner:
         self._export_stored(first.ref, copy, name)
 
     def _export_stored(self, ref: DocumentRef, outcome: DocumentOutcome, name: str) -> None:
-        """Exports of a reading already in the database, named after this input's file, to --out."""
+        """Exports of a reading already in the database, named after this input, to --out."""
         with session_scope(self.engine) as s:
-            outputs = write_exports(s, self.store, ref, self.exporters, name=outcome.path.name)
+            outputs = write_exports(s, self.store, ref, self.exporters, name=outcome.stored_name)
         self._write_outputs(outcome, name, outputs)
 
     def _write_outputs(self, outcome: DocumentOutcome, name: str, outputs: dict[str, bytes]) -> None:

@@ -19,12 +19,13 @@ def job_view(s: Session, job: Job, *, with_documents: bool = True) -> dict[str, 
     """Status, counts, percent done (documents weighted by their lines read) and per-document errors."""
     named = repo.named_job_documents(s, job.id)
     docs = [doc for doc, _ in named]
+    # By document id, not by link: a document the job sent under two names is counted once.
+    mine = select(JobDocument.document_id).where(JobDocument.job_id == job.id)
     lines = {doc_id: (int(total), int(done)) for doc_id, total, done in s.execute(
         select(Page.document_id, func.count(Line.id),
                func.count(Line.id).filter(Line.status == LineStatus.DONE.value))
-        .join(Line, Line.page_id == Page.id).join(JobDocument,
-                                                  JobDocument.document_id == Page.document_id)
-        .where(JobDocument.job_id == job.id).group_by(Page.document_id))}
+        .join(Line, Line.page_id == Page.id).where(Page.document_id.in_(mine))
+        .group_by(Page.document_id))}
     progress = 0.0
     for doc in docs:
         if doc.status in (DocumentStatus.DONE, DocumentStatus.FAILED):

@@ -227,10 +227,12 @@ def profile_of_lines(s: Session, line_ids: Sequence[int]) -> str | None:
 
 def line_counts(s: Session, job_id: str) -> tuple[int, int]:
     """(lines done, lines known) over a job's documents, for a percentage finer than documents."""
+    # Each document once, though the job may have sent it under several names.
+    mine = select(JobDocument.document_id).where(JobDocument.job_id == job_id)
     row = s.execute(select(
         func.count(Line.id), func.count(Line.id).filter(Line.status == LineStatus.DONE.value),
-    ).select_from(JobDocument).join(Page, Page.document_id == JobDocument.document_id)
-        .join(Line, Line.page_id == Page.id).where(JobDocument.job_id == job_id)).one()
+    ).select_from(Page).join(Line, Line.page_id == Page.id)
+        .where(Page.document_id.in_(mine))).one()
     return int(row[1]), int(row[0])
 
 
@@ -241,7 +243,8 @@ def owner_can_see_document(s: Session, owner: str | None, document_id: str) -> b
 
 
 def is_linked(s: Session, job_id: str, document_id: str) -> bool:
-    return s.get(JobDocument, (job_id, document_id)) is not None
+    return s.scalar(select(JobDocument.job_id).where(
+        JobDocument.job_id == job_id, JobDocument.document_id == document_id).limit(1)) is not None
 
 
 def next_position(s: Session, job_id: str) -> int:

@@ -155,7 +155,8 @@ class Document(Base):
 
 
 class JobDocument(Base):
-    """Which documents a job asked for, in submission order (a document can serve many jobs)."""
+    """Which documents a job asked for, in submission order (a document can serve many jobs),
+    once per name: two files of the same bytes in one job are two inputs of one document."""
 
     __tablename__ = "job_documents"
 
@@ -167,7 +168,7 @@ class JobDocument(Base):
     )
     position: Mapped[int] = mapped_column(Integer)
     # The file's name as this job sent it (documents are shared by content, names are not).
-    name: Mapped[str | None] = mapped_column(String(1024))
+    name: Mapped[str] = mapped_column(String(1024), primary_key=True)
 
     job: Mapped[Job] = relationship(back_populates="links")
     document: Mapped[Document] = relationship()

@@ -114,11 +114,14 @@ def upsert_document(
 
 def link_job_document(s: Session, job_id: str, document_id: str, position: int,
                       name: str | None = None) -> None:
-    """Add a document to a job under the name the job sent it by; linking it again keeps the
-    first position and name."""
+    """Add a document to a job under the name the job sent it by (default: the document's);
+    each name is a link of its own, so a copy of a file is found by its name too. Linking
+    the same name again keeps its first position."""
+    if name is None:
+        name = get_document(s, document_id).name
     s.execute(_insert(s, JobDocument).values(
         job_id=job_id, document_id=document_id, position=position, name=name,
-    ).on_conflict_do_nothing(index_elements=["job_id", "document_id"]))
+    ).on_conflict_do_nothing(index_elements=["job_id", "document_id", "name"]))
 
 
 def start_document(s: Session, document_id: str) -> None:
@@ -305,22 +308,22 @@ def update_job_counts(s: Session, job_id: str) -> Job:
 
 
 def job_documents(s: Session, job_id: str) -> list[Document]:
-    """A job's documents in submission order."""
-    return [doc for doc, _ in named_job_documents(s, job_id)]
+    """A job's documents in submission order, each once (copies of a file are one document)."""
+    return list(dict.fromkeys(doc for doc, _ in named_job_documents(s, job_id)))
 
 
 def named_job_documents(s: Session, job_id: str) -> list[tuple[Document, str]]:
     """A job's documents in submission order, each with the name this job sent it by."""
     rows = s.execute(select(Document, JobDocument.name).join(JobDocument)
                      .where(JobDocument.job_id == job_id).order_by(JobDocument.position))
-    return [(doc, name or doc.name) for doc, name in rows]
+    return [(doc, name) for doc, name in rows]
 
 
 def owner_document_name(s: Session, document_id: str, owner: str | None) -> str | None:
     """The name the owner's first job sent this document by (None: no job of theirs named it)."""
     return s.scalar(select(JobDocument.name).join(Job).where(
-        JobDocument.document_id == document_id, Job.owner == owner,
-        JobDocument.name.is_not(None)).order_by(Job.created_at).limit(1))
+        JobDocument.document_id == document_id, Job.owner == owner)
+        .order_by(Job.created_at, JobDocument.position).limit(1))
 
 
 def unfinished_sharing_jobs(s: Session, job_id: str) -> list[str]:
@@ -337,7 +340,7 @@ def unfinished_sharing_jobs(s: Session, job_id: str) -> list[str]:
 
 
 def job_ids_for_document(s: Session, document_id: str) -> list[str]:
-    return list(s.scalars(select(JobDocument.job_id).where(
+    return list(s.scalars(select(JobDocument.job_id).distinct().where(
         JobDocument.document_id == document_id).order_by(JobDocument.job_id)))
 
 

@@ -95,7 +95,7 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
     assert "2 already done (skipped)" in again.output
     assert (out / "sub" / "letter.txt").read_text() == "\n".join(LETTER_LINES) + "\n"  # from SQL
     assert (out / "box2" / "copy.txt").read_text() == "\n".join(LETTER_LINES) + "\n"
-    assert json.loads((out / "box2" / "copy.json").read_text())["document"] == "copy.pdf"
+    assert json.loads((out / "box2" / "copy.json").read_text())["document"] == "in/box2/copy.pdf"
     assert len(db_rows(env, "SELECT id FROM lines")) == len(LETTER_LINES)  # nothing redone
     exported = quire("export", "copy.pdf")
     assert exported.exit_code == 0 and exported.stdout.startswith(LETTER_LINES[0]), exported.output
@@ -124,6 +124,63 @@ def test_same_named_files_of_two_boxes_run_one_by_one_are_told_apart(tmp_path, l
     either = CliRunner().invoke(app, ["export", "0001.pdf"])
     assert either.exit_code == 0 and either.stdout.startswith(LETTER_LINES[0])
     assert "2 different files are named '0001.pdf'" in either.stderr and "box1/0001.pdf" in either.stderr
+
+
+def test_each_copy_of_a_file_in_one_run_is_found_by_its_own_name(tmp_path, letter, env):
+    """A copy, or a link, of a file in the same run is read once; the job used to keep the first
+    file's name only, so `quire export copy.pdf` found nothing and `status` listed one file."""
+    pdf, _ = letter
+    docs = tmp_path / "in"
+    docs.mkdir()
+    shutil.copy(pdf, docs / "letter.pdf")
+    shutil.copy(pdf, docs / "copy.pdf")
+    (docs / "link.pdf").symlink_to("letter.pdf")
+    out = tmp_path / "out"
+    result = quire("run", str(docs), "--out", str(out), "--no-progress")
+    assert result.exit_code == 0 and "3 documents: 1 done, 2 already done" in result.output, result.output
+    assert sorted(p.name for p in out.glob("*.txt")) == ["copy.txt", "letter.txt", "link.txt"]
+
+    for name in ("copy.pdf", "link.pdf"):
+        exported = json.loads(quire("export", name, "--format", "json").stdout)
+        assert exported["document"] == f"in/{name}"
+        assert [ln["text"] for ln in exported["pages"][0]["lines"]] == list(LETTER_LINES)
+    assert quire("export", "link.pdf", "--out", f"{tmp_path / 'exp'}/").exit_code == 0
+    assert [p.name for p in (tmp_path / "exp").iterdir()] == ["link.txt"]
+    viewed = quire("view", "copy.pdf", "--no-serve", "--no-open", "--out", f"{tmp_path / 'view'}/")
+    assert viewed.exit_code == 0 and (tmp_path / "view" / "copy.html").exists()
+
+    [(job_id,)] = db_rows(env, "SELECT id FROM jobs")
+    view = json.loads(quire("status", job_id, "--json").stdout)
+    assert [d["name"] for d in view["documents"]] == ["in/copy.pdf", "in/letter.pdf", "in/link.pdf"]
+    assert view["documents_count"]["done"] == 3 and view["lines"]["total"] == len(LETTER_LINES)
+
+
+def test_a_run_done_before_writes_the_same_outputs_as_the_first(tmp_path, letter, env):
+    """Read now, an export was named by the document's first name (`in/letter.pdf`); already
+    done, by the file name alone (`letter.pdf`): the two runs' ALTO, hOCR, PAGE and JSON differed."""
+    pdf, _ = letter
+    docs = tmp_path / "in"
+    (docs / "box").mkdir(parents=True)
+    shutil.copy(pdf, docs / "letter.pdf")
+    shutil.copy(pdf, docs / "box" / "copy.pdf")  # read once, in the first run too
+    formats = "txt,json,hocr,alto,page,pdf"
+    for out in ("out1", "out2"):
+        result = quire("run", str(docs), "--out", str(tmp_path / out), "--format", formats, "--no-progress")
+        assert result.exit_code == 0, result.output
+    assert "2 already done (skipped)" in result.output
+
+    def outputs(out: str) -> dict[str, bytes]:
+        return {p.relative_to(tmp_path / out).as_posix(): p.read_bytes()
+                for p in sorted((tmp_path / out).rglob("*.*"))}
+
+    first = outputs("out1")
+    assert first == outputs("out2")
+    assert sorted(first) == [f"{stem}.{ext}" for stem in ("box/copy", "letter")
+                             for ext in ("alto.xml", "hocr", "json", "ocr.pdf", "page.xml", "txt")]
+    # Each named as the run stores and `quire export` shows it: its path in the folder given.
+    for stem, name in (("box/copy", "in/box/copy.pdf"), ("letter", "in/letter.pdf")):
+        assert json.loads(first[f"{stem}.json"])["document"] == name
+        assert f"<fileName>{name}</fileName>".encode() in first[f"{stem}.alto.xml"]
 
 
 def test_a_sideways_scan_is_read_upright_and_its_searchable_pdf_shown_upright(tmp_path, letter, env,

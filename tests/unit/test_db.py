@@ -105,6 +105,39 @@ def test_an_upgrade_that_rebuilds_a_table_keeps_the_rows_that_refer_to_it(sqlite
         engine.dispose()
 
 
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_a_job_links_a_document_once_per_name(backend: str, request: pytest.FixtureRequest) -> None:
+    """Two files of the same bytes in one job: the second name used to be dropped, so that
+    copy could not be found by its name. 0007 keys a link by its name too, on both backends."""
+    from alembic import command
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0006_job_cancel")
+    engine = make_engine(url)
+    try:
+        doc_id = add_doc(engine)
+        with engine.begin() as conn:  # a link made before 0004: no name
+            conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
+                              "documents_failed, created_at, accepting) VALUES "
+                              "('j1', '{}', 'running', 1, 0, 0, '2026-11-24 00:00:00', false)"))
+            conn.execute(text("INSERT INTO job_documents (job_id, document_id, position) "
+                              "VALUES ('j1', :d, 0)"), {"d": doc_id})
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        with session_scope(engine) as s:
+            for position, name in enumerate(["copy.pdf", "box/link.pdf", "copy.pdf"], start=1):
+                repo.link_job_document(s, "j1", doc_id, position, name)  # the same name again: kept once
+            assert [n for _, n in repo.named_job_documents(s, "j1")] == ["a.pdf", "copy.pdf", "box/link.pdf"]
+            assert [d.id for d in repo.job_documents(s, "j1")] == [doc_id]
+            assert repo.job_ids_for_document(s, doc_id) == ["j1"]
+            assert repo.update_job_counts(s, "j1").documents_total == 3  # three inputs
+        command.downgrade(alembic_config(url), "0006_job_cancel")  # one link again, the first
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT name FROM job_documents")).all() == [("a.pdf",)]
+    finally:
+        engine.dispose()
+
+
 def test_upgrade_on_in_memory_engine() -> None:
     eng = make_engine("sqlite://")
     upgrade(eng)
