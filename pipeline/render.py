@@ -36,7 +36,10 @@ DAMAGED_IMAGE = (OSError, EOFError, SyntaxError, ValueError, TypeError, KeyError
                  struct.error)
 
 # Extensions picked up when a folder is walked; a file named explicitly is always tried.
-DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
+# JPEG 2000 (.jp2 and its kin) is what many archives and libraries keep their masters in.
+JPEG2000_SUFFIXES = {".jp2", ".j2k", ".jpx", ".jpf", ".j2c", ".jpc"}
+DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif",
+                     *JPEG2000_SUFFIXES}
 IMAGE_SUFFIXES = DOCUMENT_SUFFIXES - {".pdf"}
 
 _MAGIC = {
@@ -47,6 +50,8 @@ _MAGIC = {
     b"MM\x00*": "image",
     b"BM": "image",
     b"GIF8": "image",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n": "jpeg2000",  # JP2/JPX signature box
+    b"\xff\x4f\xff\x51": "jpeg2000",  # bare codestream (.j2k): SOC then SIZ marker
 }
 
 
@@ -65,12 +70,24 @@ def sniff_kind(path: Path) -> str:
         return "pdf"
     for magic, kind in _MAGIC.items():
         if head.startswith(magic):
-            return kind
+            return _jpeg2000_decodable(path) if kind == "jpeg2000" else kind
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image"
     raise UnsupportedFormatError(
-        "not a PDF or an image (supported: PDF, PNG, JPEG, TIFF, BMP, GIF, WebP)", source=name
+        "not a PDF or an image (supported: PDF, PNG, JPEG, JPEG 2000, TIFF, BMP, GIF, WebP)", source=name
     )
+
+
+def _jpeg2000_decodable(path: Path) -> str:
+    """'image' where Pillow was built with OpenJPEG; without it Pillow reads the header and then
+    fails on the pixels with 'decoder jpeg2k not available', which reads like a damaged file."""
+    from PIL import features
+
+    if features.check("jpg_2000"):
+        return "image"
+    raise UnsupportedFormatError(
+        "JPEG 2000 is not supported by this install (Pillow was built without OpenJPEG); convert "
+        "it to TIFF first, e.g. opj_decompress -i scan.jp2 -o scan.tif", source=str(path))
 
 
 def count_pages(path: Path) -> int:

@@ -98,6 +98,32 @@ def test_an_image_is_read_as_its_orientation_tag_says_it_is_shown(tmp_path, suff
     assert np.abs(page.image.astype(int) - shown).mean() < 3  # (JPEG's losses aside)
 
 
+@pytest.mark.parametrize("suffix", [".jp2", ".j2k"])
+def test_a_jpeg_2000_scan_is_read_and_found_in_a_folder(tmp_path, suffix):
+    """Archives keep their masters as JPEG 2000: named, or in a folder walked, it is a document."""
+    from pipeline.inputs import collect_inputs
+
+    pixels = np.full((120, 200), 255, np.uint8)
+    pixels[40:80, 20:180] = 0  # a black bar: the page is read as stored, not blank
+    path = tmp_path / f"master{suffix}"
+    Image.fromarray(pixels).save(path)  # Pillow's JPEG 2000 writer is lossless by default
+    [page] = list(render_pages(path))
+    assert np.array_equal(page.image, pixels)
+    assert count_pages(path) == 1
+    assert collect_inputs([tmp_path]) == [path]
+
+
+def test_jpeg_2000_without_a_decoder_says_so_and_how_to_convert(tmp_path, monkeypatch):
+    from PIL import features
+
+    path = tmp_path / "master.jp2"
+    Image.new("L", (40, 30), 255).save(path)
+    monkeypatch.setattr(features, "check", lambda name: name != "jpg_2000")
+    err = _error(path)
+    assert isinstance(err, UnsupportedFormatError)
+    assert "JPEG 2000 is not supported by this install" in str(err) and "opj_decompress" in str(err)
+
+
 def test_a_photo_s_72_dpi_is_not_taken_for_the_paper_s(tmp_path):
     """Phones record 72 dpi whatever they photograph: 3000 px at 72 dpi would be a 42-inch page."""
     photo, scan = tmp_path / "photo.jpg", tmp_path / "scan.png"
