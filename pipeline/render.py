@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import stat
 import struct
 import tempfile
 import threading
@@ -55,11 +56,31 @@ _MAGIC = {
 }
 
 
+def not_regular(mode: int) -> str | None:
+    """What a named pipe, socket or device is, in words; None for a regular file or a folder."""
+    kinds = [(stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
+    return next((words for test, words in kinds if test(mode)), None)
+
+
+def regular_file_size(path: Path) -> int:
+    """The file's size, refusing what is not a regular file: opening a named pipe waits for a
+    writer for ever, and a device such as /dev/zero never ends, so either hung the run."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise BadInputError(f"cannot read file ({exc.strerror})", source=str(path)) from exc
+    kind = not_regular(info.st_mode)
+    if kind is not None:
+        raise BadInputError(f"is not a regular file ({kind})", source=str(path))
+    return info.st_size
+
+
 def sniff_kind(path: Path) -> str:
     """'pdf' or 'image' from the file's first bytes; bad input raises a BadInputError naming the file."""
     name = str(path)
+    size = regular_file_size(path)
     try:
-        size = path.stat().st_size
         with path.open("rb") as handle:
             head = handle.read(1024)
     except OSError as exc:

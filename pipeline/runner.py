@@ -29,7 +29,7 @@ from pipeline.process import (
     save_texts,
     write_exports,
 )
-from pipeline.render import count_pages
+from pipeline.render import count_pages, regular_file_size
 from pipeline.types import DocumentResult
 
 log = logging.getLogger(__name__)
@@ -298,6 +298,7 @@ class LocalRunner:
         path = outcome.path
         pending: _Pending | None = None
         try:
+            regular_file_size(path)  # before hashing: reading a named pipe waits for ever
             sha = file_sha256(path)
             # Each session is closed before an event is queued: the reading side saves text
             # while it waits for room, and SQLite lets one writer at a time.
