@@ -1,4 +1,4 @@
-"""Documents to page images: PDFs through poppler (pdf2image) a chunk of pages at a time, images with Pillow."""
+"""Documents to page images: PDFs through poppler (pdfinfo, pdftoppm) a chunk of pages at a time, images with Pillow."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import itertools
 import re
 import stat
 import struct
+import subprocess
 import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,6 +27,7 @@ from pipeline.errors import (
     NoPagesError,
     UnsupportedFormatError,
 )
+from pipeline.pdf_damage import damaged_page, heed_poppler
 from pipeline.types import PageImage
 
 T = TypeVar("T")
@@ -151,7 +152,7 @@ def render_page(path: Path, number: int, options: RenderOptions | None = None) -
         total = int(_pdf_info(path)["Pages"])
         if not 1 <= number <= total:
             raise NoPagesError(f"has no page {number} (it has {total})", source=name)
-        with ScanPages(path) if options.embedded_scans else nullcontext() as scans:
+        with ScanPages(path) as scans:
             return PageImage(number, _pdf_pages(path, number, number, options, scans)[number], options.dpi)
     for page in _render_image(path, options):
         if page.number == number:
@@ -214,7 +215,7 @@ def _render_pdf(path: Path, options: RenderOptions) -> Iterator[PageImage]:
 
     total = int(_pdf_info(path)["Pages"])
     _check_page_count(path, total, options)
-    with ScanPages(path) if options.embedded_scans else nullcontext() as scans:
+    with ScanPages(path) as scans:
         for first in range(1, total + 1, options.chunk_pages):
             last = min(total, first + options.chunk_pages - 1)
             pages = _pdf_pages(path, first, last, options, scans)
@@ -224,8 +225,9 @@ def _render_pdf(path: Path, options: RenderOptions) -> Iterator[PageImage]:
 
 
 def _pdf_pages(path: Path, first: int, last: int, options: RenderOptions, scans) -> dict[int, np.ndarray]:
-    """Pages first..last: a page that is one scan taken from the file (`scans`, or None), the
-    others rendered by poppler; refused if one would exceed options.max_pixels."""
+    """Pages first..last: a page that is one scan taken from the file (options.embedded_scans),
+    the others rendered by poppler; refused if one would exceed options.max_pixels, or if an image
+    on one is damaged (`scans`, a ScanPages, finds it)."""
     pixels = _largest_page_pixels(_pdf_info(path, first, last), options.dpi)
     if pixels > options.max_pixels:
         where = f"page {first}" if first == last else f"a page in {first}-{last}"
@@ -234,9 +236,15 @@ def _pdf_pages(path: Path, first: int, last: int, options: RenderOptions, scans)
             f"(limit {options.max_pixels:,}); use a lower --dpi, or raise QUIRE_RENDER__MAX_PIXELS",
             source=str(path),
         )
-    pages = {n: scans.image(n, options.dpi) if scans else None for n in range(first, last + 1)}
+    for number in range(first, last + 1):
+        reason = scans.damaged_jpeg(number)
+        if reason:
+            raise damaged_page(path, number, reason)
+    pages = {n: scans.image(n, options.dpi) if options.embedded_scans else None for n in range(first, last + 1)}
     for start, end in _runs([n for n, image in pages.items() if image is None]):
-        for offset, array in enumerate(_poppler_pages(path, start, end, options.dpi)):
+        arrays, said = _poppler_pages(path, start, end, options.dpi)
+        heed_poppler(path, start, end, said, scans)
+        for offset, array in enumerate(arrays):
             pages[start + offset] = array
     return pages
 
@@ -252,34 +260,43 @@ def _runs(numbers: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _poppler_pages(path: Path, first: int, last: int, dpi: int) -> list[np.ndarray]:
-    """Pages first..last rendered by pdftoppm, as arrays. Their size was held to
-    QUIRE_RENDER__MAX_PIXELS from pdfinfo before rendering, so they are opened without Pillow's
-    fixed bomb limit, which failed pages of 179-200 million pixels that the setting allows."""
-    from pdf2image import convert_from_path
-    from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
-
+def _poppler_pages(path: Path, first: int, last: int, dpi: int) -> tuple[list[np.ndarray], str]:
+    """Pages first..last rendered by pdftoppm, as arrays, and what it said on stderr. Their size was held to QUIRE_RENDER__MAX_PIXELS from pdfinfo before rendering, so they
+    are opened without Pillow's fixed bomb limit, which failed pages of 179-200 million pixels
+    that the setting allows."""
     name = str(path)
 
-    def render() -> list[np.ndarray]:
+    def render() -> tuple[list[np.ndarray], str]:
         with tempfile.TemporaryDirectory(prefix="quire-pages-") as folder:
-            try:
-                files = convert_from_path(str(path), dpi=dpi, first_page=first, last_page=last,
-                                          timeout=600, output_folder=folder, paths_only=True)
-            except (PDFPageCountError, PDFSyntaxError) as exc:
-                raise CorruptDocumentError(f"PDF pages {first}-{last} cannot be rendered", source=name) from exc
+            files, said = _pdftoppm(path, first, last, dpi, Path(folder))
             if len(files) != last - first + 1:
                 raise CorruptDocumentError(
-                    f"PDF pages {first}-{last}: poppler rendered {len(files)} of {last - first + 1}",
+                    f"PDF pages {first}-{last}: poppler rendered {len(files)} of {last - first + 1}"
+                    + (f" ({_first_error_line(said)})" if said.strip() else ""),
                     source=name,
                 )
             arrays = []
             for file in files:
-                with _open_unbounded(Path(file)) as image:
+                with _open_unbounded(file) as image:
                     arrays.append(page_array(image))
-            return arrays
+            return arrays, said
 
     return _twice(render, CorruptDocumentError)
+
+
+def _pdftoppm(path: Path, first: int, last: int, dpi: int, folder: Path) -> tuple[list[Path], str]:
+    """Pages first..last as image files in `folder`, in page order, and what pdftoppm said on
+    stderr: the one sign of image data it could draw only in part (pdf2image drops it)."""
+    command = ["pdftoppm", "-r", str(dpi), "-f", str(first), "-l", str(last),
+               str(path.absolute()), str(folder / "page")]  # absolute: a name like -x.pdf is no option
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=600, check=False)
+    except FileNotFoundError as exc:
+        raise BadInputError("poppler-utils (pdftoppm) is not installed", source=str(path)) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise BadInputError(f"PDF pages {first}-{last} took over 10 minutes to render", source=str(path)) from exc
+    # pdftoppm pads page numbers to one width per call: names sort in page order.
+    return sorted(folder.glob("page-*")), done.stderr.decode(errors="replace")
 
 
 def _twice(call: Callable[[], T], errors: type[Exception] | tuple[type[Exception], ...]) -> T:
