@@ -122,8 +122,9 @@ def run(
             inputs = [p for p in inputs if p not in ours]
             _say_passed_over(sorted(p.name for p in ours), ("file", "files"),
                              f"Quire's own searchable PDFs in --out {out}")
-        others, links = passed_over(paths)
+        others, links, specials = passed_over(paths)
         _say_passed_over(links, LINKS_TO_FOLDERS, LINKS_NOT_FOLLOWED)
+        _say_passed_over(specials, why=not_regular_files(specials))
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
         _say_passed_over(others)
@@ -237,6 +238,11 @@ def recognize(
 
 LINKS_TO_FOLDERS = ("link to a folder", "links to folders")
 LINKS_NOT_FOLLOWED = "not followed (a link back up would loop); give the folders they lead to"
+
+
+def not_regular_files(names: list[str]) -> str:
+    """Why named pipes, sockets and devices in a folder are passed over, for `_say_passed_over`."""
+    return ("not a regular file" if len(names) == 1 else "not regular files") + " (never opened: a pipe would hang)"
 
 
 def _say_passed_over(names: list[str], what: tuple[str, str] = ("file", "files"),

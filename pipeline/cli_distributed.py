@@ -106,16 +106,28 @@ def submit(
     owner: Annotated[str | None, typer.Option(help="Tenant the job belongs to (a token's --owner), so that tenant's API tokens see it; with --api the token decides.")] = None,
 ) -> None:
     """Submit documents to the distributed pipeline; streams, and resumes when run again."""
-    for spec in inputs:
-        if not spec.startswith("s3://") and not Path(spec).exists():
-            _fail(f"no such file or folder: {spec}")
-    options = _options(model, dpi, beam, fmt)
-    from pipeline.cli import LINKS_NOT_FOLLOWED, LINKS_TO_FOLDERS, _say_passed_over
-    from pipeline.inputs import passed_over
-    from pipeline.render import DOCUMENT_SUFFIXES
+    from pipeline.render import DOCUMENT_SUFFIXES, not_regular
 
-    others, links = passed_over(Path(s) for s in inputs if not s.startswith("s3://"))
+    for spec in inputs:
+        if spec.startswith("s3://"):
+            continue
+        if not Path(spec).exists():
+            _fail(f"no such file or folder: {spec}")
+        kind = not_regular(Path(spec).stat().st_mode)
+        if kind is not None:  # hashing a named pipe waits for a writer for ever
+            _fail(f"{spec}: is not a regular file ({kind})")
+    options = _options(model, dpi, beam, fmt)
+    from pipeline.cli import (
+        LINKS_NOT_FOLLOWED,
+        LINKS_TO_FOLDERS,
+        _say_passed_over,
+        not_regular_files,
+    )
+    from pipeline.inputs import passed_over
+
+    others, links, specials = passed_over(Path(s) for s in inputs if not s.startswith("s3://"))
     _say_passed_over(links, LINKS_TO_FOLDERS, LINKS_NOT_FOLLOWED)
+    _say_passed_over(specials, why=not_regular_files(specials))
     if next(_sources(inputs), None) is None:
         suffixes = ", ".join(sorted(DOCUMENT_SUFFIXES))
         _fail(f"nothing to submit: no documents ({suffixes}) in {', '.join(inputs)}", 1)

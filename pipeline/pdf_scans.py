@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import Self
 
 import numpy as np
+from PIL import Image
 
+from pipeline.errors import CorruptDocumentError
+from pipeline.pdf_damage import (
+    DamagedJpeg,
+    cut_short,
+    damaged_page,
+    is_jpeg,
+    jpeg_samples,
+    page_jpegs,
+    undecodable,
+)
 from pipeline.pdf_pages import inherited, page_box
 from pipeline.render import page_array
 
@@ -42,10 +53,13 @@ _SIZE_SLACK = 0.01
 
 
 class ScanPages:
-    """One PDF opened for its scans; `image(number, dpi)` per page, None where it must be rendered."""
+    """One PDF opened for its scans; `image(number, dpi)` per page, None where it must be rendered,
+    and `damaged_jpeg(number)`, why a JPEG on the page is damaged."""
 
     def __init__(self, path: Path) -> None:
+        self._path = path
         self._pdf = None
+        self._cut: dict[tuple[int, int], str | None] = {}  # by image: a logo on every page is read once
         try:
             import pikepdf
 
@@ -70,13 +84,52 @@ class ScanPages:
             scan = _lone_scan(page, box)
             if scan is None:
                 return None
+            if is_jpeg(scan):
+                array = self._jpeg(number, scan)
+                return None if array is None else _at_dpi(array, box, dpi)
             from pikepdf import PdfImage
 
             pil = PdfImage(scan).as_pil_image()
+        except CorruptDocumentError:
+            raise
         except Exception as exc:  # noqa: BLE001 - an odd filter, a missing jbig2dec: render instead
             log.debug("page %d: scan not taken (%s); rendering it", number, exc)
             return None
         return _at_dpi(page_array(pil), box, dpi)
+
+    def _jpeg(self, number: int, scan) -> np.ndarray | None:
+        """A JPEG scan's pixels (libjpeg's through qpdf: as fast as Pillow's, and it stops at
+        corrupt data, which Pillow passes over); None if they are not the size the PDF says."""
+        try:
+            samples = jpeg_samples(scan)
+        except DamagedJpeg as exc:
+            raise damaged_page(self._path, number, str(exc)) from exc
+        width, height = int(scan.Width), int(scan.Height)
+        channels = len(samples) // max(1, width * height)
+        if channels not in (1, 3) or len(samples) != width * height * channels:
+            return None
+        array = np.frombuffer(samples, np.uint8).reshape((height, width, channels)[: 2 if channels == 1 else 3])
+        return page_array(Image.fromarray(array))
+
+    def damaged_jpeg(self, number: int, decode: bool = False) -> str | None:
+        """Why a JPEG that page `number` draws is damaged, or None: cut short or not JPEG, from its
+        bytes (cheap), or with `decode`, libjpeg's complaint decoding it (for when poppler
+        complained). None too where pikepdf cannot read the page: poppler's reading stands."""
+        if self._pdf is None:
+            return None
+        try:
+            for image in page_jpegs(self._pdf.pages[number - 1]):
+                if decode:
+                    reason = undecodable(image)
+                else:
+                    if image.objgen not in self._cut:
+                        self._cut[image.objgen] = cut_short(image)
+                    reason = self._cut[image.objgen]
+                if reason:
+                    return reason
+        except Exception as exc:  # noqa: BLE001 - an odd structure: poppler may still read it
+            log.debug("page %d: images not checked (%s)", number, exc)
+        return None
 
 
 def _lone_scan(page, box: tuple[float, float, float, float]):

@@ -1,15 +1,16 @@
-"""Documents to page images: PDFs through poppler (pdf2image) a chunk of pages at a time, images with Pillow."""
+"""Documents to page images: PDFs through poppler (pdfinfo, pdftoppm) a chunk of pages at a time, images with Pillow."""
 
 from __future__ import annotations
 
 import itertools
 import re
+import stat
 import struct
+import subprocess
 import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Container, Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,6 +27,7 @@ from pipeline.errors import (
     NoPagesError,
     UnsupportedFormatError,
 )
+from pipeline.pdf_damage import damaged_page, heed_poppler
 from pipeline.types import PageImage
 
 T = TypeVar("T")
@@ -36,7 +38,10 @@ DAMAGED_IMAGE = (OSError, EOFError, SyntaxError, ValueError, TypeError, KeyError
                  struct.error)
 
 # Extensions picked up when a folder is walked; a file named explicitly is always tried.
-DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif"}
+# JPEG 2000 (.jp2 and its kin) is what many archives and libraries keep their masters in.
+JPEG2000_SUFFIXES = {".jp2", ".j2k", ".jpx", ".jpf", ".j2c", ".jpc"}
+DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif",
+                     *JPEG2000_SUFFIXES}
 IMAGE_SUFFIXES = DOCUMENT_SUFFIXES - {".pdf"}
 
 _MAGIC = {
@@ -47,14 +52,36 @@ _MAGIC = {
     b"MM\x00*": "image",
     b"BM": "image",
     b"GIF8": "image",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n": "jpeg2000",  # JP2/JPX signature box
+    b"\xff\x4f\xff\x51": "jpeg2000",  # bare codestream (.j2k): SOC then SIZ marker
 }
+
+
+def not_regular(mode: int) -> str | None:
+    """What a named pipe, socket or device is, in words; None for a regular file or a folder."""
+    kinds = [(stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")]
+    return next((words for test, words in kinds if test(mode)), None)
+
+
+def regular_file_size(path: Path) -> int:
+    """The file's size, refusing what is not a regular file: opening a named pipe waits for a
+    writer for ever, and a device such as /dev/zero never ends, so either hung the run."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise BadInputError(f"cannot read file ({exc.strerror})", source=str(path)) from exc
+    kind = not_regular(info.st_mode)
+    if kind is not None:
+        raise BadInputError(f"is not a regular file ({kind})", source=str(path))
+    return info.st_size
 
 
 def sniff_kind(path: Path) -> str:
     """'pdf' or 'image' from the file's first bytes; bad input raises a BadInputError naming the file."""
     name = str(path)
+    size = regular_file_size(path)
     try:
-        size = path.stat().st_size
         with path.open("rb") as handle:
             head = handle.read(1024)
     except OSError as exc:
@@ -65,12 +92,24 @@ def sniff_kind(path: Path) -> str:
         return "pdf"
     for magic, kind in _MAGIC.items():
         if head.startswith(magic):
-            return kind
+            return _jpeg2000_decodable(path) if kind == "jpeg2000" else kind
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image"
     raise UnsupportedFormatError(
-        "not a PDF or an image (supported: PDF, PNG, JPEG, TIFF, BMP, GIF, WebP)", source=name
+        "not a PDF or an image (supported: PDF, PNG, JPEG, JPEG 2000, TIFF, BMP, GIF, WebP)", source=name
     )
+
+
+def _jpeg2000_decodable(path: Path) -> str:
+    """'image' where Pillow was built with OpenJPEG; without it Pillow reads the header and then
+    fails on the pixels with 'decoder jpeg2k not available', which reads like a damaged file."""
+    from PIL import features
+
+    if features.check("jpg_2000"):
+        return "image"
+    raise UnsupportedFormatError(
+        "JPEG 2000 is not supported by this install (Pillow was built without OpenJPEG); convert "
+        "it to TIFF first, e.g. opj_decompress -i scan.jp2 -o scan.tif", source=str(path))
 
 
 def count_pages(path: Path) -> int:
@@ -130,7 +169,7 @@ def render_page(path: Path, number: int, options: RenderOptions | None = None) -
         total = int(_pdf_info(path)["Pages"])
         if not 1 <= number <= total:
             raise NoPagesError(f"has no page {number} (it has {total})", source=name)
-        with ScanPages(path) if options.embedded_scans else nullcontext() as scans:
+        with ScanPages(path) as scans:
             return PageImage(number, _pdf_pages(path, [number], options, scans)[number], options.dpi)
     for page in _render_image(path, options):
         if page.number == number:
@@ -194,7 +233,7 @@ def _render_pdf(path: Path, options: RenderOptions,
 
     total = int(_pdf_info(path)["Pages"])
     _check_page_count(path, total, options)
-    with ScanPages(path) if options.embedded_scans else nullcontext() as scans:
+    with ScanPages(path) as scans:
         for first in range(1, total + 1, options.chunk_pages):
             last = min(total, first + options.chunk_pages - 1)
             numbers = [n for n in range(first, last + 1) if n not in skip]
@@ -207,8 +246,9 @@ def _render_pdf(path: Path, options: RenderOptions,
 
 
 def _pdf_pages(path: Path, numbers: list[int], options: RenderOptions, scans) -> dict[int, np.ndarray]:
-    """Pages `numbers` (ascending): a page that is one scan taken from the file (`scans`, or None), the
-    others rendered by poppler; refused if one would exceed options.max_pixels."""
+    """Pages `numbers` (ascending): a page that is one scan taken from the file
+    (options.embedded_scans), the others rendered by poppler; refused if one would exceed
+    options.max_pixels, or if an image on one is damaged (`scans`, a ScanPages, finds it)."""
     first, last = numbers[0], numbers[-1]
     pixels = _largest_page_pixels(_pdf_info(path, first, last), options.dpi)
     if pixels > options.max_pixels:
@@ -218,9 +258,15 @@ def _pdf_pages(path: Path, numbers: list[int], options: RenderOptions, scans) ->
             f"(limit {options.max_pixels:,}); use a lower --dpi, or raise QUIRE_RENDER__MAX_PIXELS",
             source=str(path),
         )
-    pages = {n: scans.image(n, options.dpi) if scans else None for n in numbers}
+    for number in numbers:
+        reason = scans.damaged_jpeg(number)
+        if reason:
+            raise damaged_page(path, number, reason)
+    pages = {n: scans.image(n, options.dpi) if options.embedded_scans else None for n in numbers}
     for start, end in _runs([n for n, image in pages.items() if image is None]):
-        for offset, array in enumerate(_poppler_pages(path, start, end, options.dpi)):
+        arrays, said = _poppler_pages(path, start, end, options.dpi)
+        heed_poppler(path, start, end, said, scans)
+        for offset, array in enumerate(arrays):
             pages[start + offset] = array
     return pages
 
@@ -236,34 +282,43 @@ def _runs(numbers: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _poppler_pages(path: Path, first: int, last: int, dpi: int) -> list[np.ndarray]:
-    """Pages first..last rendered by pdftoppm, as arrays. Their size was held to
-    QUIRE_RENDER__MAX_PIXELS from pdfinfo before rendering, so they are opened without Pillow's
-    fixed bomb limit, which failed pages of 179-200 million pixels that the setting allows."""
-    from pdf2image import convert_from_path
-    from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
-
+def _poppler_pages(path: Path, first: int, last: int, dpi: int) -> tuple[list[np.ndarray], str]:
+    """Pages first..last rendered by pdftoppm, as arrays, and what it said on stderr. Their size was held to QUIRE_RENDER__MAX_PIXELS from pdfinfo before rendering, so they
+    are opened without Pillow's fixed bomb limit, which failed pages of 179-200 million pixels
+    that the setting allows."""
     name = str(path)
 
-    def render() -> list[np.ndarray]:
+    def render() -> tuple[list[np.ndarray], str]:
         with tempfile.TemporaryDirectory(prefix="quire-pages-") as folder:
-            try:
-                files = convert_from_path(str(path), dpi=dpi, first_page=first, last_page=last,
-                                          timeout=600, output_folder=folder, paths_only=True)
-            except (PDFPageCountError, PDFSyntaxError) as exc:
-                raise CorruptDocumentError(f"PDF pages {first}-{last} cannot be rendered", source=name) from exc
+            files, said = _pdftoppm(path, first, last, dpi, Path(folder))
             if len(files) != last - first + 1:
                 raise CorruptDocumentError(
-                    f"PDF pages {first}-{last}: poppler rendered {len(files)} of {last - first + 1}",
+                    f"PDF pages {first}-{last}: poppler rendered {len(files)} of {last - first + 1}"
+                    + (f" ({_first_error_line(said)})" if said.strip() else ""),
                     source=name,
                 )
             arrays = []
             for file in files:
-                with _open_unbounded(Path(file)) as image:
+                with _open_unbounded(file) as image:
                     arrays.append(page_array(image))
-            return arrays
+            return arrays, said
 
     return _twice(render, CorruptDocumentError)
+
+
+def _pdftoppm(path: Path, first: int, last: int, dpi: int, folder: Path) -> tuple[list[Path], str]:
+    """Pages first..last as image files in `folder`, in page order, and what pdftoppm said on
+    stderr: the one sign of image data it could draw only in part (pdf2image drops it)."""
+    command = ["pdftoppm", "-r", str(dpi), "-f", str(first), "-l", str(last),
+               str(path.absolute()), str(folder / "page")]  # absolute: a name like -x.pdf is no option
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=600, check=False)
+    except FileNotFoundError as exc:
+        raise BadInputError("poppler-utils (pdftoppm) is not installed", source=str(path)) from exc
+    except subprocess.TimeoutExpired as exc:
+        raise BadInputError(f"PDF pages {first}-{last} took over 10 minutes to render", source=str(path)) from exc
+    # pdftoppm pads page numbers to one width per call: names sort in page order.
+    return sorted(folder.glob("page-*")), done.stderr.decode(errors="replace")
 
 
 def _twice(call: Callable[[], T], errors: type[Exception] | tuple[type[Exception], ...]) -> T:

@@ -29,7 +29,7 @@ from pipeline.process import (
     save_texts,
     write_exports,
 )
-from pipeline.render import count_pages
+from pipeline.render import count_pages, regular_file_size
 from pipeline.types import DocumentResult
 
 log = logging.getLogger(__name__)
@@ -314,6 +314,7 @@ class LocalRunner:
         pending: _Pending | None = None
         kept: dict[int, int] = {}  # page number -> lines, of pages an interrupted run finished
         try:
+            regular_file_size(path)  # before hashing: reading a named pipe waits for ever
             sha = file_sha256(path)
             # Each session is closed before an event is queued: the reading side saves text
             # while it waits for room, and SQLite lets one writer at a time.

@@ -1,4 +1,4 @@
-"""Arguments a user gets wrong end `quire train`, `eval`, `export` and `status` with one line and a
+"""Arguments a user gets wrong end `quire train`, `eval`, `export`, `status` and `submit` with one line and a
 nonzero exit status, before any long work, never with a traceback."""
 
 from __future__ import annotations
@@ -200,3 +200,14 @@ def test_a_bad_option_value_is_named_as_the_option_typed(tmp_path, monkeypatch, 
         main()
     assert stop.value.code == 2
     assert capsys.readouterr().err == "quire: bad setting --device='gpu': use auto, cpu, cuda or cuda:N\n"
+
+
+def test_submit_refuses_a_named_pipe_before_reading_it(tmp_path):
+    """Hashing a named pipe waits for a writer for ever: it is refused, as a missing file is."""
+    import os
+
+    fifo = tmp_path / "pipe.pdf"
+    os.mkfifo(fifo)
+    result = quire("submit", str(fifo))
+    assert result.exit_code == 2
+    assert f"{fifo}: is not a regular file (a named pipe)" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -134,3 +135,17 @@ def test_mixed_document_keeps_its_page_order(tmp_path):
 def test_unreadable_file_for_pikepdf_leaves_rendering_to_poppler(tmp_path):
     with ScanPages(tmp_path / "missing.pdf") as scans:
         assert scans.image(1, 100) is None
+
+
+def test_a_jpeg_scan_is_taken_with_its_own_pixels(tmp_path):
+    """A JPEG scan is decoded once, by libjpeg through qpdf (strict about corrupt data), to the
+    very pixels the JPEG holds."""
+    path = tmp_path / "photo_scan.pdf"
+    Image.fromarray(bits(fax_page(3))).save(path, "PDF", resolution=100.0)
+    with pikepdf.open(path) as pdf:
+        [jpeg] = pdf.pages[0].Resources.XObject.values()
+        assert jpeg.Filter == "/DCTDecode"
+        stored = np.asarray(Image.open(io.BytesIO(jpeg.read_raw_bytes())))
+    with ScanPages(path) as scans:
+        taken = scans.image(1, 100)
+    assert taken is not None and np.array_equal(taken, stored)

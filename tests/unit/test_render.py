@@ -50,8 +50,12 @@ def test_a_poppler_child_killed_by_a_signal_does_not_fail_a_good_pdf(tmp_path, m
     import pdf2image
     from pdf2image.exceptions import PDFPageCountError
 
+    import pipeline.render
+
     pdf = write_pdf(tmp_path / "doc.pdf", 3)
-    real = {"pdfinfo": pdf2image.pdfinfo_from_path, "pdftoppm": pdf2image.convert_from_path}[program]
+    owner, attribute = {"pdfinfo": (pdf2image, "pdfinfo_from_path"),
+                        "pdftoppm": (pipeline.render, "_pdftoppm")}[program]
+    real = getattr(owner, attribute)
     killed: list[str] = []
 
     def killed_once(*args, **kwargs):
@@ -59,11 +63,10 @@ def test_a_poppler_child_killed_by_a_signal_does_not_fail_a_good_pdf(tmp_path, m
             killed.append(program)
             if program == "pdfinfo":  # what pdf2image makes of a pdfinfo that printed nothing
                 raise PDFPageCountError("Unable to get page count.\n")
-            return []  # pdftoppm ended before writing a page
+            return [], ""  # pdftoppm ended before writing a page
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pdf2image, {"pdfinfo": "pdfinfo_from_path", "pdftoppm": "convert_from_path"}[program],
-                        killed_once)
+    monkeypatch.setattr(owner, attribute, killed_once)
     pages = list(render_pages(pdf, RenderOptions(dpi=50, embedded_scans=False)))
     assert killed == [program] and [p.number for p in pages] == [1, 2, 3]
 
@@ -96,6 +99,32 @@ def test_an_image_is_read_as_its_orientation_tag_says_it_is_shown(tmp_path, suff
     [page] = list(render_pages(path))
     assert page.image.shape == shown.shape
     assert np.abs(page.image.astype(int) - shown).mean() < 3  # (JPEG's losses aside)
+
+
+@pytest.mark.parametrize("suffix", [".jp2", ".j2k"])
+def test_a_jpeg_2000_scan_is_read_and_found_in_a_folder(tmp_path, suffix):
+    """Archives keep their masters as JPEG 2000: named, or in a folder walked, it is a document."""
+    from pipeline.inputs import collect_inputs
+
+    pixels = np.full((120, 200), 255, np.uint8)
+    pixels[40:80, 20:180] = 0  # a black bar: the page is read as stored, not blank
+    path = tmp_path / f"master{suffix}"
+    Image.fromarray(pixels).save(path)  # Pillow's JPEG 2000 writer is lossless by default
+    [page] = list(render_pages(path))
+    assert np.array_equal(page.image, pixels)
+    assert count_pages(path) == 1
+    assert collect_inputs([tmp_path]) == [path]
+
+
+def test_jpeg_2000_without_a_decoder_says_so_and_how_to_convert(tmp_path, monkeypatch):
+    from PIL import features
+
+    path = tmp_path / "master.jp2"
+    Image.new("L", (40, 30), 255).save(path)
+    monkeypatch.setattr(features, "check", lambda name: name != "jpg_2000")
+    err = _error(path)
+    assert isinstance(err, UnsupportedFormatError)
+    assert "JPEG 2000 is not supported by this install" in str(err) and "opj_decompress" in str(err)
 
 
 def test_a_photo_s_72_dpi_is_not_taken_for_the_paper_s(tmp_path):
@@ -150,6 +179,83 @@ def test_not_a_document(tmp_path):
     path.write_text("just some words, not a scan\n")
     err = _error(path)
     assert isinstance(err, UnsupportedFormatError) and "not a PDF or an image" in str(err)
+
+
+def scan_with_text(mode: str = "L") -> Image.Image:
+    """An 8.5 x 11 in page at 100 dpi with black bars where lines of text would be: Pillow's PDF
+    writer stores it as a JPEG ("L") or a CCITT fax image ("1")."""
+    rng = np.random.default_rng(0)
+    pixels = np.full((1100, 850), 255, np.uint8)
+    for _ in range(60):
+        x, y = int(rng.integers(40, 700)), int(rng.integers(40, 1050))
+        pixels[y:y + 12, x:x + int(rng.integers(20, 120))] = 0
+    return Image.fromarray(pixels).convert(mode)
+
+
+def with_page_image(pdf: Path, page: int, damage, drawn_over: bool = False) -> Path:
+    """`pdf` with page `page`'s image data passed through `damage` (bytes -> bytes); with
+    `drawn_over`, a line is drawn on every page too, so poppler renders them all."""
+    import pikepdf
+
+    with pikepdf.open(pdf, allow_overwriting_input=True) as doc:
+        [image] = doc.pages[page - 1].Resources.XObject.values()
+        image.write(damage(image.read_raw_bytes()), filter=image.Filter, decode_parms=image.get("/DecodeParms"))
+        if drawn_over:
+            for each in doc.pages:
+                each.contents_add(pikepdf.Stream(doc, b"0 G 10 10 m 100 10 l S"))
+        doc.save(pdf)
+    return pdf
+
+
+def cut(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def corrupt(data: bytes) -> bytes:
+    """Some of the middle's bytes changed, as a bad sector or a faulty copy leaves them."""
+    middle = len(data) // 2
+    return bytes(b ^ 0x5A if middle <= i < middle + 400 and i % 7 == 0 else b for i, b in enumerate(data))
+
+
+@pytest.mark.parametrize("embedded_scans", [True, False])
+@pytest.mark.parametrize("damage, reason", [
+    (cut, "its JPEG data is cut short"),
+    (lambda data: b"", "its JPEG data is empty"),
+    (corrupt, "JPEG"),  # Pillow's words for a scan taken from the file, libjpeg's for poppler's
+])
+def test_a_pdf_page_whose_jpeg_is_damaged_fails_naming_the_page(tmp_path, embedded_scans, damage, reason):
+    """Poppler draws a JPEG cut short as white paper without a word, and corrupt data as grey:
+    the page's text was lost and the document marked done."""
+    path = tmp_path / "scans.pdf"
+    page = scan_with_text()
+    page.save(path, "PDF", resolution=100.0, save_all=True, append_images=[page, page])
+    with_page_image(path, 2, damage, drawn_over=not embedded_scans)
+    err = _error(path, RenderOptions(dpi=100, embedded_scans=embedded_scans))
+    assert isinstance(err, CorruptDocumentError)
+    assert str(err).startswith(f"{path}: page 2's image data is damaged (") and reason in str(err), str(err)
+
+
+def test_bytes_after_a_jpeg_s_end_are_no_damage(tmp_path):
+    path = tmp_path / "padded.pdf"
+    scan_with_text().save(path, "PDF", resolution=100.0)
+    with_page_image(path, 1, lambda data: data + b"\r\n\x00\x00")
+    for embedded_scans in (True, False):
+        [page] = render_pages(path, RenderOptions(dpi=100, embedded_scans=embedded_scans))
+        assert page.image.min() == 0  # its text is there
+
+
+def test_damaged_data_poppler_draws_in_part_is_a_warning_naming_the_page(tmp_path, caplog):
+    """A fax image cut short: poppler says so on stderr and draws the rest white. It cannot be
+    checked the way a JPEG is, so the document goes on, with a warning to check its text."""
+    path = tmp_path / "fax.pdf"
+    page = scan_with_text("1")
+    page.save(path, "PDF", resolution=100.0, save_all=True, append_images=[page])
+    with_page_image(path, 2, cut, drawn_over=True)
+    with caplog.at_level("WARNING", logger="pipeline.pdf_damage"):
+        pages = list(render_pages(path, RenderOptions(dpi=100, chunk_pages=1)))
+    assert len(pages) == 2
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"{path}: page 2: poppler reports damaged data") and "CCITT" in warning
 
 
 def test_pdf_with_zero_pages(tmp_path):

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import socket
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.config import Settings
+from pipeline.errors import BadInputError
 from pipeline.exporters import parse_formats
-from pipeline.inputs import collect_inputs
+from pipeline.inputs import collect_inputs, passed_over
+from pipeline.render import count_pages
 from pipeline.runner import LocalRunner, output_names
 from pipeline.types import LineText
 from tests.model_fixtures import LETTER_LINES, make_letter_page
@@ -267,3 +274,55 @@ def test_a_redo_that_fails_or_is_stopped_keeps_the_earlier_reading(tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         stopped.run([pdf])
     assert reading() == before
+
+
+@contextlib.contextmanager
+def released_after(fifo: Path, seconds: float = 5.0) -> Iterator[list[bool]]:
+    """Fails a hang instead of hanging: past `seconds`, whoever waits to read `fifo` is handed
+    an empty write end (so the read ends), and the list yielded says [True]."""
+    released: list[bool] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        done.wait(seconds)
+        while not done.is_set():
+            with contextlib.suppress(OSError):  # ENXIO: nobody is reading it
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                released[:] = [True]
+            done.wait(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield released
+    finally:
+        done.set()
+        watcher.join()
+
+
+def test_a_named_pipe_given_by_name_fails_alone_instead_of_hanging(tmp_path):
+    """Opening a FIFO waits for a writer: `quire run pipe.pdf good.pdf` hung for ever."""
+    fifo = tmp_path / "pipe.pdf"
+    os.mkfifo(fifo)
+    pdf = make_pdf([make_letter_page(DPI)], tmp_path / "good.pdf", dpi=DPI)
+    with released_after(fifo) as released:
+        with pytest.raises(BadInputError, match=r"pipe\.pdf: is not a regular file \(a named pipe\)"):
+            count_pages(fifo)  # the progress bar's total
+        summary = runner(tmp_path).run([fifo, pdf])
+    assert not released, "something waited on the named pipe"
+    piped, good = summary.outcomes
+    assert piped.status == "failed" and piped.error == "is not a regular file (a named pipe)"
+    assert good.status == "done"
+
+
+def test_a_folder_s_named_pipes_and_sockets_are_passed_over_and_named(tmp_path):
+    folder = tmp_path / "box"
+    folder.mkdir()
+    (folder / "a.pdf").write_bytes(b"%PDF")
+    os.mkfifo(folder / "pipe.pdf")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(folder / "s.tif"))
+        assert collect_inputs([folder]) == [folder / "a.pdf"]
+        others, links, specials = passed_over([folder])
+    assert (others, links) == ([], [])
+    assert specials == ["pipe.pdf (a named pipe)", "s.tif (a socket)"]
