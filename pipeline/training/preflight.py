@@ -54,6 +54,21 @@ def check_line_images(pairs: list[tuple[Path, str]], chunk: int = 256) -> None:
                             "replace or remove them (with their .gt.txt)")
 
 
+def left_out_notice(folder: str, found: list[tuple[Path, str | None]]) -> str | None:
+    """One line naming every line image of `folder` (`line_images`) that is not trained on for
+    want of a transcription, so all of them can be seen to at once; None when there are none."""
+    from pipeline.training.evaluate import left_out_lines, some_of
+
+    reasons = left_out_lines(found)
+    if not reasons:
+        return None
+    total = sum(len(paths) for paths in reasons.values())
+    parts = [f"{len(paths)} {why} ({some_of([p.name for p in paths])})" for why, paths in reasons.items()]
+    return (f"{folder}: {total} line image{'s' if total > 1 else ''} left out, neither trained on nor "
+            f"measured: {'; '.join(parts)}. Transcribe them to use them (an empty .gt.txt is a "
+            "line not transcribed yet, or rejected)")
+
+
 def characters_missing(tokenizer: Any, texts: list[str]) -> list[tuple[str, int]]:
     """Characters of `texts` the tokenizer can only write as its unknown token, with how many
     lines hold each, most lines first."""

@@ -37,7 +37,7 @@ from pipeline.model_location import locate_model
 from pipeline.precision import PRECISIONS, use_bf16
 from pipeline.training.averaging import WeightAverage, snapshot
 from pipeline.training.data import batches, folder_pairs, rehearsal_count
-from pipeline.training.evaluate import cer, load_pairs, read_gray
+from pipeline.training.evaluate import cer, line_images, load_pairs, read_gray, transcribed
 from pipeline.training.preflight import (  # CHECKPOINT: the resume state's folder in --out
     BEST_DIR,
     CHECKPOINT,
@@ -47,6 +47,7 @@ from pipeline.training.preflight import (  # CHECKPOINT: the resume state's fold
     check_output_folder,
     earlier_split,
     keep_held_out,
+    left_out_notice,
 )
 from pipeline.training.synth import LineSynthesizer, parse_mix
 
@@ -540,12 +541,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     device = (
         ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     )
+    # A line folder is listed once, before the model loads: what it leaves out, the lines to
+    # train on and those held out to measure on.
+    found = line_images(cfg.data) if cfg.data != "synthetic" else []
+    notice = left_out_notice(cfg.data, found)
+    if notice:
+        print(notice, flush=True)
+    train_lines, held_lines = folder_pairs(cfg.data, held_out_share(cfg), transcribed(found)) \
+        if cfg.data != "synthetic" else ([], [])
     model, processor, saved_average = load_or_build(cfg)
     model.to(device)
     channels = encoder_channels(model)
     max_length = int(getattr(model.generation_config, "max_length", None) or 128)
-    # A line folder is listed once: the lines to train on and those held out to measure on.
-    train_lines, held_lines = folder_pairs(cfg.data, held_out_share(cfg)) if cfg.data != "synthetic" else ([], [])
     resuming = cfg.resume and (Path(cfg.out_dir) / CHECKPOINT / "state.pt").exists()
     earlier = earlier_split(train_lines + held_lines, Path(cfg.out_dir) / HELD_OUT_DIR) \
         if held_lines and resuming else None

@@ -310,3 +310,33 @@ def test_a_byte_order_mark_is_not_part_of_a_transcription(tmp_path: Path) -> Non
     folder = _line_folder(tmp_path / "lines", ("Dear Sir", "No. 7"))
     (folder / "line01.gt.txt").write_bytes("\ufeffNo. 7\r\n".encode())  # as Windows Notepad saves it
     assert [text for _, text in folder_pairs(str(folder))[0]] == ["Dear Sir", "No. 7"]
+
+
+def test_quire_train_names_every_line_without_a_transcription_at_once(tmp_path: Path) -> None:
+    """Lines without a .gt.txt (or with an empty one) were left out without a word, and .gt.txt
+    files that are not UTF-8 were named one per run: fix one, rerun, meet the next."""
+    import typer
+
+    from pipeline.errors import BadInputError
+    from pipeline.training.commands import train_command
+    from pipeline.training.evaluate import line_images
+
+    folder = _line_folder(tmp_path / "lines", WORDS + ("Folio 3", "Vestry"))
+    for i in range(13):
+        (folder / f"line{i:02d}.gt.txt").unlink()
+    (folder / "line13.gt.txt").write_text("\n", encoding="utf-8")
+    app = typer.Typer()
+    app.command()(train_command)
+    result = CliRunner().invoke(app, ["--out", str(tmp_path / "tuned"), "--model", "new", "--data", str(folder),
+                                      "--epochs", "1", "--num-workers", "0", "--threads", "1"])
+    assert result.exit_code == 2, result.output  # nothing left to train on
+    assert "14 line images left out" in result.output
+    assert ("13 without a .gt.txt (line00.png, line01.png, line02.png, line03.png, line04.png, line05.png, "
+            "line06.png, line07.png, line08.png, line09.png and 3 more); 1 with an empty .gt.txt "
+            "(line13.png)") in result.output
+
+    for i in range(12):
+        (folder / f"line{i:02d}.gt.txt").write_bytes("Stra\xdfe".encode("latin-1"))
+    with pytest.raises(BadInputError, match="12 .gt.txt files are not UTF-8 text: line00.gt.txt "
+                       r"\(invalid continuation byte at byte 4\), .* line09.gt.txt .* and 2 more"):
+        line_images(folder)
