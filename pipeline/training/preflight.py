@@ -83,6 +83,34 @@ def characters_missing(tokenizer: Any, texts: list[str]) -> list[tuple[str, int]
     return sorted(((c, lines_with[c]) for c in missing), key=lambda x: (-x[1], x[0]))
 
 
+def without_unwritable_lines(tokenizer: Any, folder: str, train: list[tuple[Path, str]],
+                             held: list[tuple[Path, str]]
+                             ) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]], str | None]:
+    """(lines to train on, lines held out, a notice) less the lines holding characters the
+    tokenizer can only write as its unknown token: trained on, such a line teaches the model to
+    read its letters as nothing; measured, it counts an error no training can mend. Refuses
+    (ValueError) when that leaves nothing to train on."""
+    from pipeline.training.evaluate import some_of
+
+    missing = characters_missing(tokenizer, [t for _, t in train + held])
+    if not missing:
+        return train, held, None
+    unwritable = {c for c, _ in missing}
+    dropped = [p for p, t in train + held if unwritable & set(t)]
+    listed = ", ".join(f"{c!r} ({n} line{'s' if n > 1 else ''})" for c, n in missing[:12])
+    more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
+    why = (f"{len(dropped)} lines of {folder} hold characters the model's alphabet lacks: {listed}{more} "
+           f"(e.g. {some_of([p.name for p in dropped], 5)})")
+    fix = ("write them as characters it has (e.g. ſ as s), or train a new model (--model new) whose "
+           "alphabet holds them")
+    train = [(p, t) for p, t in train if not unwritable & set(t)]
+    held = [(p, t) for p, t in held if not unwritable & set(t)]
+    if not train:
+        raise ValueError(f"{why}: every line to train on holds one, so nothing is left to train on; {fix}")
+    return train, held, (f"{why}. They are left out, neither trained on (the model would learn to read "
+                         f"those letters as nothing) nor measured; to use them, {fix}")
+
+
 def check_output_folder(cfg: TrainConfig) -> None:
     """Refuse an --out that would be written over by mistake: a folder of other files, or a run
     of another model or line folder (resuming it would quietly ignore the new --model/--data)."""

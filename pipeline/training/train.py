@@ -42,12 +42,12 @@ from pipeline.training.preflight import (  # CHECKPOINT: the resume state's fold
     BEST_DIR,
     CHECKPOINT,
     HELD_OUT_DIR,
-    characters_missing,
     check_line_images,
     check_output_folder,
     earlier_split,
     keep_held_out,
     left_out_notice,
+    without_unwritable_lines,
 )
 from pipeline.training.synth import LineSynthesizer, parse_mix
 
@@ -553,6 +553,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model.to(device)
     channels = encoder_channels(model)
     max_length = int(getattr(model.generation_config, "max_length", None) or 128)
+    train_lines, held_lines, unwritable = without_unwritable_lines(processor.tokenizer, cfg.data, train_lines,
+                                                                   held_lines)
+    if unwritable:
+        print(unwritable, flush=True)
     resuming = cfg.resume and (Path(cfg.out_dir) / CHECKPOINT / "state.pt").exists()
     earlier = earlier_split(train_lines + held_lines, Path(cfg.out_dir) / HELD_OUT_DIR) \
         if held_lines and resuming else None
@@ -562,12 +566,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
               "stay held out, and the others, new ones included, are trained on", flush=True)
     check_line_images(train_lines + held_lines)
     rehearsed = rehearsal_count(len(train_lines), cfg.rehearse)  # 0 for synthetic data: no folder lines
-    missing = characters_missing(processor.tokenizer, [t for _, t in train_lines + held_lines])
-    if missing:
-        listed = ", ".join(f"{c!r} ({n} lines)" for c, n in missing[:12])
-        print(f"warning: {len(missing)} characters of {cfg.data} are not in the model's alphabet and "
-              f"are learnt as nothing: {listed}. Write them as characters it has (e.g. ſ as s), or "
-              "train a new model (--model new) whose alphabet holds them", flush=True)
     if cfg.data != "synthetic" and cfg.epochs is not None:
         # Full batches only (a short last batch is dropped), unless the folder fills less than one.
         per_epoch = max(1, (len(train_lines) + rehearsed) // cfg.batch_size)

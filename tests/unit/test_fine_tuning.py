@@ -240,10 +240,12 @@ def test_quire_train_guards_its_output_folder_and_checks_its_lines_first(tmp_pat
     more = _line_folder(tmp_path / "more", WORDS[::-1])
     other = train(out, more, "--epochs", "1")
     assert other.exit_code == 2 and "holds a run of" in other.output and "new --out" in other.output
-    # Characters the model cannot write are named; a broken image fails before any step.
-    fraktur = _line_folder(tmp_path / "fraktur", ("Waſſer", "Straſſe", "ſo", "Dear Sir"))
+    # Lines with characters the model cannot write are named and left out; a broken image fails
+    # before any step.
+    fraktur = _line_folder(tmp_path / "fraktur", ("Waſſer", "Straſſe", "ſo", "Dear Sir", "No. 7"))
     warned = train(tmp_path / "f", fraktur, "--epochs", "1", "--hold-out", "0")
     assert warned.exit_code == 0 and "'ſ' (3 lines)" in warned.output, warned.output
+    assert "They are left out" in warned.output
     (folder / "line05.png").write_bytes(b"not a png")
     broken = train(tmp_path / "b", folder, "--epochs", "1")
     assert broken.exit_code == 1 and "1 line images cannot be read" in broken.output
@@ -340,3 +342,35 @@ def test_quire_train_names_every_line_without_a_transcription_at_once(tmp_path: 
     with pytest.raises(BadInputError, match="12 .gt.txt files are not UTF-8 text: line00.gt.txt "
                        r"\(invalid continuation byte at byte 4\), .* line09.gt.txt .* and 2 more"):
         line_images(folder)
+
+
+def test_lines_with_characters_the_model_cannot_write_are_left_out_of_training(tmp_path: Path) -> None:
+    """Greek or Cyrillic lines were trained on with a warning: their letters became the unknown
+    token, teaching the model to read such writing as (nearly) nothing."""
+    import typer
+
+    from pipeline.training.commands import train_command
+    from pipeline.training.data import folder_pairs
+    from pipeline.training.model import LineModelConfig, build_line_model
+    from pipeline.training.preflight import without_unwritable_lines
+
+    tokenizer = build_line_model(LineModelConfig.tiny())[1].tokenizer
+    folder = _line_folder(tmp_path / "lines", ("Dear Sir", "λόγος", "Москва 1912", "No. 7", "the end", "ἀλφα"))
+    train, held = folder_pairs(str(folder), 0.34)  # every third line held out: line02, line05
+    kept, kept_held, notice = without_unwritable_lines(tokenizer, "lines", train, held)
+    assert [p.name for p, _ in kept] == ["line00.png", "line03.png", "line04.png"]
+    assert kept_held == []  # nor measured: no training can mend a letter the model cannot write
+    assert notice is not None and notice.startswith("3 lines of lines hold characters the model's alphabet lacks")
+    assert "'λ' (2 lines)" in notice and "'М' (1 line)" in notice
+    assert "(e.g. line01.png, line02.png, line05.png)" in notice and "They are left out" in notice
+    assert without_unwritable_lines(tokenizer, "lines", kept, []) == (kept, [], None)
+
+    # Nothing left to train on: refused before any step, not a run on nothing.
+    greek = _line_folder(tmp_path / "greek", ("λόγος", "ἀλφα"))
+    app = typer.Typer()
+    app.command()(train_command)
+    base = build_random_model(tmp_path / "base")
+    refused = CliRunner().invoke(app, ["--out", str(tmp_path / "tuned"), "--model", str(base), "--data", str(greek),
+                                       "--epochs", "1", "--hold-out", "0", "--num-workers", "0", "--threads", "1"])
+    assert refused.exit_code == 2 and "nothing is left to train on" in refused.output, refused.output
+    assert not (tmp_path / "tuned" / "checkpoint").exists()
