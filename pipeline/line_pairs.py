@@ -231,26 +231,52 @@ def _write(out: Path, name: str, image: np.ndarray, text: str) -> None:
     (out / f"{name}.gt.txt").write_text(text + "\n", encoding="utf-8")
 
 
-def split_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path], list[Path]]:
-    """(documents, transcriptions, XML passed over). Files named count by their suffix; a folder
-    gives its PAGE/ALTO files if it has any (its images are then their page images), else its
-    PDFs and images. Other XML in a folder (METS, Dublin Core, manifests) is passed over."""
+@dataclass
+class Inputs:
+    """`quire lines`' inputs sorted out by `split_inputs`."""
+
+    documents: list[Path]  # cut by the segmenter, with drafts
+    transcriptions: list[Path]  # PAGE XML, ALTO, zips of PAGE files
+    passed_over: list[Path]  # other XML in a folder (METS, Dublin Core, manifests)
+    scans: list[Path]  # the images and PDFs of folders that hold transcriptions: their page images
+
+
+def split_inputs(paths: Sequence[Path]) -> Inputs:
+    """Files named count by their suffix; a folder gives its PAGE/ALTO files if it has any (its
+    images are then their page images), else its PDFs and images. Other XML in a folder (METS,
+    Dublin Core, manifests) is passed over."""
     from pipeline.ground_truth import looks_like_transcription
 
-    documents: list[Path] = []
-    transcriptions: list[Path] = []
-    passed_over: list[Path] = []
+    inputs = Inputs([], [], [], [])
     for path in paths:
         if not path.is_dir():
-            (transcriptions if path.suffix.lower() in TRANSCRIPTION_SUFFIXES else documents).append(path)
+            named = inputs.transcriptions if path.suffix.lower() in TRANSCRIPTION_SUFFIXES else inputs.documents
+            named.append(path)
             continue
         found = sorted(visible_files(path))
         read = {p: looks_like_transcription(p) for p in found if p.suffix.lower() in TRANSCRIPTION_SUFFIXES}
-        passed_over += [p for p, transcribed in read.items() if not transcribed]
+        inputs.passed_over += [p for p, transcribed in read.items() if not transcribed]
         xml = [p for p, transcribed in read.items() if transcribed]
+        images = [p for p in found if p.suffix.lower() in DOCUMENT_SUFFIXES]
         if xml:
-            transcriptions += xml
+            inputs.transcriptions += xml
+            inputs.scans += images
         else:
-            documents += [p for p in found if p.suffix.lower() in DOCUMENT_SUFFIXES]
-    return list(dict.fromkeys(documents)), list(dict.fromkeys(transcriptions)), passed_over
+            inputs.documents += images
+    inputs.documents = list(dict.fromkeys(inputs.documents))
+    inputs.transcriptions = list(dict.fromkeys(inputs.transcriptions))
+    inputs.scans = list(dict.fromkeys(inputs.scans))
+    return inputs
+
+
+def untranscribed_scans(scans: Sequence[Path], pages: Iterable[TranscribedPage], images: Path | None) -> list[Path]:
+    """The `scans` no page of `pages` is drawn on: in a folder of transcriptions only the images
+    they name are cut, so a scan left untranscribed would be passed over without a word."""
+    named: set[Path] = set()
+    for page in pages:
+        try:
+            named.add(find_page_image(page, images).resolve())
+        except BadInputError:
+            continue  # reported when its lines are cut
+    return [scan for scan in scans if scan.resolve() not in named]
 

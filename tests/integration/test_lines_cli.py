@@ -248,6 +248,21 @@ def test_bad_transcriptions_are_named_and_the_good_ones_still_written(env) -> No
     assert nested.exit_code == 2 and "is inside the input folder" in nested.output
 
 
+def test_scans_no_transcription_names_are_said_not_cut(env) -> None:
+    """A folder of PAGE files cuts only the scans they name: one left untranscribed was passed
+    over without a word."""
+    folder = env / "box"
+    folder.mkdir()
+    for name in ("folio1.png", "folio2.png", "cover.jpg"):
+        _page_image(folder / name)
+    (folder / "folio1.xml").write_text(PAGE_2013.replace("C:\\scans\\", ""), encoding="utf-8")
+    result = quire("lines", str(folder), "--out", str(env / "lines"))
+    assert result.exit_code == 0, result.output
+    assert "2 new line pairs" in result.output
+    assert ("2 scans beside the transcriptions are named by no PAGE XML or ALTO file, so not cut: "
+            "cover.jpg, folio2.png; give them by name") in result.output
+
+
 def test_a_polygon_whitens_what_lies_outside_it() -> None:
     from pipeline.line_pairs import cut_polygon
 
