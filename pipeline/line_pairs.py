@@ -23,7 +23,7 @@ from pipeline.errors import BadInputError
 from pipeline.ground_truth import TranscribedPage
 from pipeline.inputs import visible_files
 from pipeline.orientation import segmented
-from pipeline.render import DOCUMENT_SUFFIXES, render_page, render_pages
+from pipeline.render import DOCUMENT_SUFFIXES, count_pages, render_page, render_pages
 from pipeline.segment import to_gray
 from pipeline.types import LineText
 
@@ -67,7 +67,9 @@ def transcribed_lines(pages: Sequence[TranscribedPage], stem: str, options: Rend
     """The transcribed lines of a PAGE XML or ALTO file's pages (`read_transcription`), cut from
     the page images they name."""
     for page in pages:
-        rendered = render_page(find_page_image(page, images), page.number, options)
+        image = find_page_image(page, images)
+        number = page_in_image(image, page)
+        rendered = render_page(image, number, options)
         gray = to_gray(rendered.image)
         height, width = gray.shape
         # Coordinates are in the file's pixels (or ALTO's mm10/inch1200); the image found may
@@ -78,7 +80,7 @@ def transcribed_lines(pages: Sequence[TranscribedPage], stem: str, options: Rend
             sx = sy = rendered.dpi / page.units_per_inch
         else:
             sx = sy = 1.0
-        prefix = f"{stem}_p{page.number:04d}" if len(pages) > 1 else stem
+        prefix = f"{stem}_p{number:04d}" if len(pages) > 1 else stem
         for line in page.lines:
             if not line.text:
                 if written is not None:
@@ -88,6 +90,17 @@ def transcribed_lines(pages: Sequence[TranscribedPage], stem: str, options: Rend
             if crop is not None:
                 yield LinePair(f"{prefix}_{_safe(line.id)}", crop, line.text)
         page_done()
+
+
+def page_in_image(image: Path, page: TranscribedPage) -> int:
+    """The page of `image` that `page` is drawn on. ALTO's PHYSICAL_IMG_NR numbers a page among
+    its document's scans: it picks a page of a file that holds them (a PDF or multi-page TIFF,
+    as Quire's own ALTO of a PDF names it), but the scan of one page is that page whatever its
+    number, and a number past the file's pages falls back to the page's place in the ALTO file."""
+    if page.physical is None or page.physical == page.number:
+        return page.number
+    pages = count_pages(image)
+    return page.physical if 1 < pages and page.physical <= pages else page.number
 
 
 def _safe(name: str) -> str:
