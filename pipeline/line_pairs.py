@@ -39,6 +39,7 @@ class LinePair:
     name: str  # file stem in the output folder
     image: np.ndarray = field(repr=False)  # gray uint8
     text: str | None  # None: not transcribed, the model's draft goes in
+    former: str | None = None  # the name an earlier version gave it: a pair there is this line
 
 
 @dataclass
@@ -81,14 +82,18 @@ def transcribed_lines(pages: Sequence[TranscribedPage], stem: str, options: Rend
         else:
             sx = sy = 1.0
         prefix = f"{stem}_p{number:04d}" if len(pages) > 1 else stem
-        for line in page.lines:
+        # Named by place as well as id, zero-padded: file order is reading order (ids such as
+        # tl_2 and tl_10 sort the wrong way round), and the id still finds the line in its file.
+        width = max(3, len(str(len(page.lines))))
+        for place, line in enumerate(page.lines, 1):
             if not line.text:
                 if written is not None:
                     written.untranscribed += 1
                 continue
             crop = cut_polygon(gray, [(x * sx, y * sy) for x, y in line.polygon])
             if crop is not None:
-                yield LinePair(f"{prefix}_{_safe(line.id)}", crop, line.text)
+                yield LinePair(f"{prefix}_l{place:0{width}d}_{_safe(line.id)}", crop, line.text,
+                               former=f"{prefix}_{_safe(line.id)}")
         page_done()
 
 
@@ -173,7 +178,8 @@ def write_pairs(lines: Iterable[LinePair], out: Path, draft: Callable[[list[np.n
                 written: Written, batch: int = 64, drafted: Callable[[int], object] | None = None) -> None:
     """Write each line as NAME.png + NAME.gt.txt under `out`. Lines without text get `draft`'s
     reading (or an empty .gt.txt to fill in, without one), noted in `written.drafts`. A name whose
-    .gt.txt exists is left as it is, image and text, so a rerun never undoes corrections.
+    .gt.txt exists (under its former name too) is left as it is, image and text, so a rerun never
+    undoes corrections nor cuts a line twice.
     `drafted(n)` is told of every line handled (a progress bar's update)."""
     out.mkdir(parents=True, exist_ok=True)
     waiting: list[LinePair] = []
@@ -191,8 +197,8 @@ def write_pairs(lines: Iterable[LinePair], out: Path, draft: Callable[[list[np.n
         waiting.clear()
 
     for line in lines:
-        if (out / f"{line.name}.gt.txt").exists():
-            written.kept += 1
+        if any((out / f"{name}.gt.txt").exists() for name in (line.name, line.former) if name):
+            written.kept += 1  # cut before, perhaps under its former name: never cut twice
         elif line.text is not None:
             written.new += 1
             _write(out, line.name, line.image, line.text)

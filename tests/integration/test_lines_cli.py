@@ -135,7 +135,7 @@ def test_quires_own_page_and_alto_exports_come_back_as_line_pairs(env, letter) -
     found = texts(out)
     assert len(found) == 16
     assert sorted(found.values()) == sorted(LETTER_LINES * 4)
-    assert found["letter.alto_p0002_line_2_3.png"] == LETTER_LINES[2]
+    assert found["letter.alto_p0002_l003_line_2_3.png"] == LETTER_LINES[2]
     for name in found:
         image = read_gray(out / name)
         # Rendered at the same 150 dpi as the export: each crop is its line's box, ink included.
@@ -206,16 +206,16 @@ def test_transcription_tools_page_xml_and_alto_are_cut_along_their_lines(env) ->
     assert result.exit_code == 0, result.output
     assert "1 line without text skipped" in result.output
     assert texts(out) == {
-        "folio1_tl_1.png": "Anno 1847",  # index 0 is the preferred reading; spaces normalised
-        "folio1_tl2.png": "received with thanks",
-        "folio1.alto_a1.png": "Anno 1847",
-        "folio1.alto_a2.png": "received with tha-",
+        "folio1_l001_tl_1.png": "Anno 1847",  # index 0 is the preferred reading; spaces normalised
+        "folio1_l002_tl2.png": "received with thanks",
+        "folio1.alto_l001_a1.png": "Anno 1847",
+        "folio1.alto_l002_a2.png": "received with tha-",
     }
     # The page image is twice the size the PAGE file gives: coordinates are scaled to it.
-    first = read_gray(out / "folio1_tl_1.png")
+    first = read_gray(out / "folio1_l001_tl_1.png")
     assert first.shape == (50, 390)
     # ALTO in tenths of a millimetre on a 254 dpi image: one pixel per unit.
-    assert read_gray(out / "folio1.alto_a1.png").shape == (50, 400)
+    assert read_gray(out / "folio1.alto_l001_a1.png").shape == (50, 400)
     for name in texts(out):
         assert (read_gray(out / name) < 128).sum() > 100  # each crop holds its line's ink
 

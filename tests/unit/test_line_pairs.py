@@ -9,7 +9,7 @@ from PIL import Image
 
 from pipeline.config import RenderOptions
 from pipeline.ground_truth import read_transcription
-from pipeline.line_pairs import page_in_image, transcribed_lines
+from pipeline.line_pairs import Written, page_in_image, transcribed_lines, write_pairs
 
 ALTO = """<?xml version="1.0" encoding="UTF-8"?>
 <alto xmlns="http://www.loc.gov/standards/alto/ns-v4#">
@@ -58,3 +58,26 @@ def test_alto_physical_image_number_picks_a_page_only_of_a_file_that_holds_sever
     # A number past its pages is not a page of it: the page's place in the ALTO file.
     [page] = read_transcription(_alto(tmp_path, "book.tif", 7))
     assert page_in_image(tmp_path / "book.tif", page) == 1
+
+
+def test_line_names_sort_in_reading_order_and_lines_cut_before_keep_theirs(tmp_path: Path) -> None:
+    """Names were the line ids as they stand: tl_1, tl_10, tl_11, tl_2 in file order."""
+    _scan(tmp_path / "folio.png")
+    lines = "".join(f'<TextLine ID="tl_{n}" HPOS="10" VPOS="10" WIDTH="150" HEIGHT="30">'
+                    f'<String CONTENT="line {n}"/></TextLine>' for n in range(1, 13))
+    alto = _alto(tmp_path, "folio.png", 1)
+    alto.write_text(alto.read_text().replace(
+        '<TextLine ID="a1" HPOS="10" VPOS="10" WIDTH="150" HEIGHT="30"><String CONTENT="Anno"/></TextLine>', lines))
+    pairs = list(transcribed_lines(read_transcription(alto), "folio", RenderOptions()))
+    names = [pair.name for pair in pairs]
+    assert names[:2] == ["folio_l001_tl_1", "folio_l002_tl_2"] and names[-1] == "folio_l012_tl_12"
+    assert sorted(names) == names and [pair.text for pair in pairs] == [f"line {n}" for n in range(1, 13)]
+
+    # A folder cut before the names were padded: its lines are there already, corrections and all.
+    out = tmp_path / "lines"
+    out.mkdir()
+    (out / "folio_tl_2.gt.txt").write_text("line 2, corrected\n", encoding="utf-8")
+    written = Written()
+    write_pairs(pairs, out, None, written)
+    assert (written.new, written.kept) == (11, 1)
+    assert not (out / "folio_l002_tl_2.gt.txt").exists()
