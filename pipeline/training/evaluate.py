@@ -286,7 +286,8 @@ def evaluate_dir(
         for (p, _), r, h, c in zip(scored, refs, hyps, confidences, strict=True)
     ]
     known = [c for c in confidences if c is not None]
-    worst = sorted(per_line, key=lambda x: x.cer, reverse=True)[:n_worst]
+    # Only lines read wrong: a short list says the rest were read right, where 0 % lines padded it.
+    worst = sorted((line for line in per_line if line.cer > 0), key=lambda x: x.cer, reverse=True)[:n_worst]
     return EvalReport(
         directory=str(directory),
         lines=len(scored),
