@@ -55,11 +55,13 @@ def lines(
         sample_lines,
         split_inputs,
         transcribed_lines,
+        untranscribed_scans,
         write_draft_index,
         write_pairs,
     )
     from pipeline.line_sources import SOURCES_INDEX, claim_names, source_key
     from pipeline.runner import output_names, total_pages
+    from pipeline.training.evaluate import some_of
 
     missing = [str(p) for p in [*inputs, *([images] if images else [])] if not p.exists()]
     if missing:
@@ -69,7 +71,8 @@ def lines(
     if inside:
         _fail(f"--out {out} is inside the input folder {inside[0]}: its line images would be cut "
               "again as documents on the next run; write them somewhere else")
-    documents, transcriptions, passed_over = split_inputs(inputs)
+    found = split_inputs(inputs)
+    documents, transcriptions, passed_over = found.documents, found.transcriptions, found.passed_over
     if passed_over:
         shown = ", ".join(p.name for p in passed_over[:5]) + (" ..." if len(passed_over) > 5 else "")
         typer.echo(f"passed over {counted(len(passed_over), 'XML file')} that "
@@ -92,6 +95,14 @@ def lines(
             parsed[path] = read_transcription(path)
         except QuireError as exc:
             parsed[path] = exc
+    untranscribed = untranscribed_scans(found.scans, (page for p in parsed.values() if isinstance(p, list)
+                                                      for page in p), images)
+    if untranscribed:
+        many = len(untranscribed) > 1
+        typer.echo(f"{counted(len(untranscribed), 'scan')} beside the transcriptions {'are' if many else 'is'} "
+                   f"named by no PAGE XML or ALTO file, so not cut: {some_of([p.name for p in untranscribed])}; "
+                   f"give {'them' if many else 'it'} by name to cut {'them' if many else 'it'} with the "
+                   "model's drafts", err=True)
     pages = total_pages(documents) + sum(len(p) for p in parsed.values() if isinstance(p, list))
     bar = tqdm(total=pages, unit="page", desc="lines", disable=not progress, dynamic_ncols=True, file=sys.stderr)
 

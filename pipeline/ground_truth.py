@@ -41,6 +41,9 @@ class TranscribedPage:
     height: float | None
     units_per_inch: float | None  # None: the coordinates are pixels
     lines: tuple[TranscribedLine, ...]
+    # ALTO's PHYSICAL_IMG_NR: the page's number among its document's scans (image 42 of a book),
+    # which is a page of the image file only where that file holds the document's pages.
+    physical: int | None = None
 
 
 def _local(tag: str) -> str:
@@ -186,10 +189,14 @@ def _alto(path: Path, root: ET.Element) -> list[TranscribedPage]:
     pages = _descendants(root, "Page")
     if not pages:
         raise ValueError("ALTO without a <Page> element")
-    return [TranscribedPage(path, image, int(_number(page.get("PHYSICAL_IMG_NR")) or position),
-                            _number(page.get("WIDTH")), _number(page.get("HEIGHT")),
-                            ALTO_UNITS_PER_INCH.get(unit), _alto_lines(page))
+    return [TranscribedPage(path, image, position, _number(page.get("WIDTH")), _number(page.get("HEIGHT")),
+                            ALTO_UNITS_PER_INCH.get(unit), _alto_lines(page), _physical(page))
             for position, page in enumerate(pages, 1)]
+
+
+def _physical(page: ET.Element) -> int | None:
+    number = _number(page.get("PHYSICAL_IMG_NR"))
+    return int(number) if number is not None and number >= 1 and number.is_integer() else None
 
 
 def _alto_lines(page: ET.Element) -> tuple[TranscribedLine, ...]:

@@ -23,7 +23,7 @@ from pipeline.errors import BadInputError
 from pipeline.ground_truth import TranscribedPage
 from pipeline.inputs import visible_files
 from pipeline.orientation import segmented
-from pipeline.render import DOCUMENT_SUFFIXES, render_page, render_pages
+from pipeline.render import DOCUMENT_SUFFIXES, count_pages, render_page, render_pages
 from pipeline.segment import to_gray
 from pipeline.types import LineText
 
@@ -39,6 +39,7 @@ class LinePair:
     name: str  # file stem in the output folder
     image: np.ndarray = field(repr=False)  # gray uint8
     text: str | None  # None: not transcribed, the model's draft goes in
+    former: str | None = None  # the name an earlier version gave it: a pair there is this line
 
 
 @dataclass
@@ -67,7 +68,9 @@ def transcribed_lines(pages: Sequence[TranscribedPage], stem: str, options: Rend
     """The transcribed lines of a PAGE XML or ALTO file's pages (`read_transcription`), cut from
     the page images they name."""
     for page in pages:
-        rendered = render_page(find_page_image(page, images), page.number, options)
+        image = find_page_image(page, images)
+        number = page_in_image(image, page)
+        rendered = render_page(image, number, options)
         gray = to_gray(rendered.image)
         height, width = gray.shape
         # Coordinates are in the file's pixels (or ALTO's mm10/inch1200); the image found may
@@ -78,16 +81,31 @@ def transcribed_lines(pages: Sequence[TranscribedPage], stem: str, options: Rend
             sx = sy = rendered.dpi / page.units_per_inch
         else:
             sx = sy = 1.0
-        prefix = f"{stem}_p{page.number:04d}" if len(pages) > 1 else stem
-        for line in page.lines:
+        prefix = f"{stem}_p{number:04d}" if len(pages) > 1 else stem
+        # Named by place as well as id, zero-padded: file order is reading order (ids such as
+        # tl_2 and tl_10 sort the wrong way round), and the id still finds the line in its file.
+        width = max(3, len(str(len(page.lines))))
+        for place, line in enumerate(page.lines, 1):
             if not line.text:
                 if written is not None:
                     written.untranscribed += 1
                 continue
             crop = cut_polygon(gray, [(x * sx, y * sy) for x, y in line.polygon])
             if crop is not None:
-                yield LinePair(f"{prefix}_{_safe(line.id)}", crop, line.text)
+                yield LinePair(f"{prefix}_l{place:0{width}d}_{_safe(line.id)}", crop, line.text,
+                               former=f"{prefix}_{_safe(line.id)}")
         page_done()
+
+
+def page_in_image(image: Path, page: TranscribedPage) -> int:
+    """The page of `image` that `page` is drawn on. ALTO's PHYSICAL_IMG_NR numbers a page among
+    its document's scans: it picks a page of a file that holds them (a PDF or multi-page TIFF,
+    as Quire's own ALTO of a PDF names it), but the scan of one page is that page whatever its
+    number, and a number past the file's pages falls back to the page's place in the ALTO file."""
+    if page.physical is None or page.physical == page.number:
+        return page.number
+    pages = count_pages(image)
+    return page.physical if 1 < pages and page.physical <= pages else page.number
 
 
 def _safe(name: str) -> str:
@@ -160,7 +178,8 @@ def write_pairs(lines: Iterable[LinePair], out: Path, draft: Callable[[list[np.n
                 written: Written, batch: int = 64, drafted: Callable[[int], object] | None = None) -> None:
     """Write each line as NAME.png + NAME.gt.txt under `out`. Lines without text get `draft`'s
     reading (or an empty .gt.txt to fill in, without one), noted in `written.drafts`. A name whose
-    .gt.txt exists is left as it is, image and text, so a rerun never undoes corrections.
+    .gt.txt exists (under its former name too) is left as it is, image and text, so a rerun never
+    undoes corrections nor cuts a line twice.
     `drafted(n)` is told of every line handled (a progress bar's update)."""
     out.mkdir(parents=True, exist_ok=True)
     waiting: list[LinePair] = []
@@ -178,8 +197,8 @@ def write_pairs(lines: Iterable[LinePair], out: Path, draft: Callable[[list[np.n
         waiting.clear()
 
     for line in lines:
-        if (out / f"{line.name}.gt.txt").exists():
-            written.kept += 1
+        if any((out / f"{name}.gt.txt").exists() for name in (line.name, line.former) if name):
+            written.kept += 1  # cut before, perhaps under its former name: never cut twice
         elif line.text is not None:
             written.new += 1
             _write(out, line.name, line.image, line.text)
@@ -231,26 +250,52 @@ def _write(out: Path, name: str, image: np.ndarray, text: str) -> None:
     (out / f"{name}.gt.txt").write_text(text + "\n", encoding="utf-8")
 
 
-def split_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path], list[Path]]:
-    """(documents, transcriptions, XML passed over). Files named count by their suffix; a folder
-    gives its PAGE/ALTO files if it has any (its images are then their page images), else its
-    PDFs and images. Other XML in a folder (METS, Dublin Core, manifests) is passed over."""
+@dataclass
+class Inputs:
+    """`quire lines`' inputs sorted out by `split_inputs`."""
+
+    documents: list[Path]  # cut by the segmenter, with drafts
+    transcriptions: list[Path]  # PAGE XML, ALTO, zips of PAGE files
+    passed_over: list[Path]  # other XML in a folder (METS, Dublin Core, manifests)
+    scans: list[Path]  # the images and PDFs of folders that hold transcriptions: their page images
+
+
+def split_inputs(paths: Sequence[Path]) -> Inputs:
+    """Files named count by their suffix; a folder gives its PAGE/ALTO files if it has any (its
+    images are then their page images), else its PDFs and images. Other XML in a folder (METS,
+    Dublin Core, manifests) is passed over."""
     from pipeline.ground_truth import looks_like_transcription
 
-    documents: list[Path] = []
-    transcriptions: list[Path] = []
-    passed_over: list[Path] = []
+    inputs = Inputs([], [], [], [])
     for path in paths:
         if not path.is_dir():
-            (transcriptions if path.suffix.lower() in TRANSCRIPTION_SUFFIXES else documents).append(path)
+            named = inputs.transcriptions if path.suffix.lower() in TRANSCRIPTION_SUFFIXES else inputs.documents
+            named.append(path)
             continue
         found = sorted(visible_files(path))
         read = {p: looks_like_transcription(p) for p in found if p.suffix.lower() in TRANSCRIPTION_SUFFIXES}
-        passed_over += [p for p, transcribed in read.items() if not transcribed]
+        inputs.passed_over += [p for p, transcribed in read.items() if not transcribed]
         xml = [p for p, transcribed in read.items() if transcribed]
+        images = [p for p in found if p.suffix.lower() in DOCUMENT_SUFFIXES]
         if xml:
-            transcriptions += xml
+            inputs.transcriptions += xml
+            inputs.scans += images
         else:
-            documents += [p for p in found if p.suffix.lower() in DOCUMENT_SUFFIXES]
-    return list(dict.fromkeys(documents)), list(dict.fromkeys(transcriptions)), passed_over
+            inputs.documents += images
+    inputs.documents = list(dict.fromkeys(inputs.documents))
+    inputs.transcriptions = list(dict.fromkeys(inputs.transcriptions))
+    inputs.scans = list(dict.fromkeys(inputs.scans))
+    return inputs
+
+
+def untranscribed_scans(scans: Sequence[Path], pages: Iterable[TranscribedPage], images: Path | None) -> list[Path]:
+    """The `scans` no page of `pages` is drawn on: in a folder of transcriptions only the images
+    they name are cut, so a scan left untranscribed would be passed over without a word."""
+    named: set[Path] = set()
+    for page in pages:
+        try:
+            named.add(find_page_image(page, images).resolve())
+        except BadInputError:
+            continue  # reported when its lines are cut
+    return [scan for scan in scans if scan.resolve() not in named]
 

@@ -207,7 +207,8 @@ def train_command(
 def _recognizer_fn(
     model: str, device: str, beam: int, quantize: bool, batch_size: int, decode: str,
     retry_below: float, precision: str, language_model: bool = True,
-) -> Any:
+) -> tuple[Any, dict[str, Any]]:
+    """The function that reads crops, and what it reads with (`_reading`)."""
     # Imported here so `quire --help` never loads torch.
     from pipeline.recognize import Recognizer
 
@@ -215,7 +216,16 @@ def _recognizer_fn(
         model, device=device, beam=beam, quantize=quantize, batch_size=batch_size, decode=decode,
         retry_below=retry_below, precision=precision, language_model=language_model,
     )
-    return lambda crops: [(line.text, line.confidence) for line in rec.recognize(crops)]
+    return (lambda crops: [(line.text, line.confidence) for line in rec.recognize(crops)]), _reading(rec, quantize)
+
+
+def _reading(rec: Any, quantize: bool) -> dict[str, Any]:
+    """What a recognizer reads with, as it resolved what was asked: 'auto' decoding is the one the
+    model records, a language model only where it has one and the decoding weighs it in, no retry
+    for square-input models, the precision the device runs. Two reports are told apart by these."""
+    return {"model": rec.model_id, "decode": rec.decode, "beam": rec.beam, "retry_below": rec.retry_below,
+            "language_model": rec.fusion is not None, "quantize": quantize,
+            "precision": "bf16" if rec.bf16 else "fp32", "device": rec.device}
 
 
 def eval_command(
@@ -284,7 +294,7 @@ def eval_command(
     reports = []
     try:
         folders = line_folders(directory)  # a wrong folder fails before the model loads
-        recognizer_fn = _recognizer_fn(
+        recognizer_fn, reading = _recognizer_fn(
             model, device, beam, quantize, batch_size, decode, retry_below, precision,
             language_model,
         )
@@ -312,8 +322,6 @@ def eval_command(
         raise typer.Exit(exc.exit_code) from exc
     if json_path:
         # What was read with, so reports of two models or settings can be told apart and diffed.
-        reading = {"model": model, "decode": decode, "beam": beam, "retry_below": retry_below,
-                   "language_model": language_model, "quantize": quantize, "precision": precision}
         data = ({**reports[0].to_dict(), "reading": reading} if len(reports) == 1
                 else {"folders": [r.to_dict() for r in reports], "reading": reading})
         try:

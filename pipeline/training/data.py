@@ -18,12 +18,14 @@ from pipeline.training.evaluate import load_pairs, read_gray
 from pipeline.training.synth import LineSynthesizer, SyntheticLineDataset
 
 
-def folder_pairs(directory: str, held_out: float = 0.0) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
-    """A line folder's (image, text) pairs split into (lines to train on, lines held out).
+def folder_pairs(directory: str, held_out: float = 0.0, pairs: list[tuple[Path, str]] | None = None
+                 ) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """A line folder's (image, text) pairs (`pairs`, where read already) split into (lines to
+    train on, lines held out).
 
     Every n-th line by name is held out (n = 1 / held_out, rounded), so the split stays the same
     from run to run and a resumed run never trains on what it measures."""
-    pairs = load_pairs(directory)
+    pairs = load_pairs(directory) if pairs is None else pairs
     if not pairs:
         raise FileNotFoundError(f"{directory}: no *.png with *.gt.txt next to it")
     if held_out <= 0:

@@ -146,15 +146,27 @@ def line_folders(directory: str | Path) -> list[Path]:
 
 
 def left_out(found: list[tuple[Path, str | None]]) -> dict[str, int]:
-    """Line images of `line_images` that `load_pairs` leaves out: without a .gt.txt, or with an
-    empty one."""
-    counts = {"without a .gt.txt": 0, "with an empty .gt.txt": 0}
-    for _, text in found:
+    """How many line images of `line_images` `load_pairs` leaves out, by why (`left_out_lines`)."""
+    return {why: len(paths) for why, paths in left_out_lines(found).items()}
+
+
+def left_out_lines(found: list[tuple[Path, str | None]]) -> dict[str, list[Path]]:
+    """Line images of `line_images` that `load_pairs` leaves out, by why: without a .gt.txt, or
+    with an empty one."""
+    lines: dict[str, list[Path]] = {"without a .gt.txt": [], "with an empty .gt.txt": []}
+    for path, text in found:
         if text is None:
-            counts["without a .gt.txt"] += 1
+            lines["without a .gt.txt"].append(path)
         elif not text:
-            counts["with an empty .gt.txt"] += 1
-    return {k: v for k, v in counts.items() if v}
+            lines["with an empty .gt.txt"].append(path)
+    return {k: v for k, v in lines.items() if v}
+
+
+def some_of(names: Sequence[str], shown: int = 10) -> str:
+    """The first `shown` names and how many more: one message names a whole folder's problems
+    without running to thousands of names."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
@@ -163,6 +175,7 @@ def line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a directory")
     found: list[tuple[Path, str | None]] = []
+    undecodable: list[tuple[Path, UnicodeDecodeError]] = []
     for img in sorted(root.iterdir()):
         if img.suffix.lower() not in LINE_IMAGE_SUFFIXES:
             continue
@@ -175,8 +188,15 @@ def line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
             # would count as a character in CER and be trained on as an unknown one.
             found.append((img, gt.read_text(encoding="utf-8-sig").strip("\n").strip()))
         except UnicodeDecodeError as exc:
-            raise BadInputError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it "
-                                "as UTF-8", source=str(gt)) from None
+            undecodable.append((gt, exc))  # all named at once: not one fix and rerun per file
+    if len(undecodable) == 1:
+        gt, exc = undecodable[0]
+        raise BadInputError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8",
+                            source=str(gt))
+    if undecodable:
+        named = some_of([f"{gt.name} ({exc.reason} at byte {exc.start})" for gt, exc in undecodable])
+        raise BadInputError(f"{len(undecodable)} .gt.txt files are not UTF-8 text: {named}; save "
+                            "them as UTF-8", source=str(root))
     return found
 
 
@@ -266,7 +286,8 @@ def evaluate_dir(
         for (p, _), r, h, c in zip(scored, refs, hyps, confidences, strict=True)
     ]
     known = [c for c in confidences if c is not None]
-    worst = sorted(per_line, key=lambda x: x.cer, reverse=True)[:n_worst]
+    # Only lines read wrong: a short list says the rest were read right, where 0 % lines padded it.
+    worst = sorted((line for line in per_line if line.cer > 0), key=lambda x: x.cer, reverse=True)[:n_worst]
     return EvalReport(
         directory=str(directory),
         lines=len(scored),

@@ -54,6 +54,21 @@ def check_line_images(pairs: list[tuple[Path, str]], chunk: int = 256) -> None:
                             "replace or remove them (with their .gt.txt)")
 
 
+def left_out_notice(folder: str, found: list[tuple[Path, str | None]]) -> str | None:
+    """One line naming every line image of `folder` (`line_images`) that is not trained on for
+    want of a transcription, so all of them can be seen to at once; None when there are none."""
+    from pipeline.training.evaluate import left_out_lines, some_of
+
+    reasons = left_out_lines(found)
+    if not reasons:
+        return None
+    total = sum(len(paths) for paths in reasons.values())
+    parts = [f"{len(paths)} {why} ({some_of([p.name for p in paths])})" for why, paths in reasons.items()]
+    return (f"{folder}: {total} line image{'s' if total > 1 else ''} left out, neither trained on nor "
+            f"measured: {'; '.join(parts)}. Transcribe them to use them (an empty .gt.txt is a "
+            "line not transcribed yet, or rejected)")
+
+
 def characters_missing(tokenizer: Any, texts: list[str]) -> list[tuple[str, int]]:
     """Characters of `texts` the tokenizer can only write as its unknown token, with how many
     lines hold each, most lines first."""
@@ -66,6 +81,34 @@ def characters_missing(tokenizer: Any, texts: list[str]) -> list[tuple[str, int]
             lines_with[char] = lines_with.get(char, 0) + 1
     missing = [c for c in lines_with if unk in tokenizer(c, add_special_tokens=False).input_ids]
     return sorted(((c, lines_with[c]) for c in missing), key=lambda x: (-x[1], x[0]))
+
+
+def without_unwritable_lines(tokenizer: Any, folder: str, train: list[tuple[Path, str]],
+                             held: list[tuple[Path, str]]
+                             ) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]], str | None]:
+    """(lines to train on, lines held out, a notice) less the lines holding characters the
+    tokenizer can only write as its unknown token: trained on, such a line teaches the model to
+    read its letters as nothing; measured, it counts an error no training can mend. Refuses
+    (ValueError) when that leaves nothing to train on."""
+    from pipeline.training.evaluate import some_of
+
+    missing = characters_missing(tokenizer, [t for _, t in train + held])
+    if not missing:
+        return train, held, None
+    unwritable = {c for c, _ in missing}
+    dropped = [p for p, t in train + held if unwritable & set(t)]
+    listed = ", ".join(f"{c!r} ({n} line{'s' if n > 1 else ''})" for c, n in missing[:12])
+    more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
+    why = (f"{len(dropped)} lines of {folder} hold characters the model's alphabet lacks: {listed}{more} "
+           f"(e.g. {some_of([p.name for p in dropped], 5)})")
+    fix = ("write them as characters it has (e.g. ſ as s), or train a new model (--model new) whose "
+           "alphabet holds them")
+    train = [(p, t) for p, t in train if not unwritable & set(t)]
+    held = [(p, t) for p, t in held if not unwritable & set(t)]
+    if not train:
+        raise ValueError(f"{why}: every line to train on holds one, so nothing is left to train on; {fix}")
+    return train, held, (f"{why}. They are left out, neither trained on (the model would learn to read "
+                         f"those letters as nothing) nor measured; to use them, {fix}")
 
 
 def check_output_folder(cfg: TrainConfig) -> None:

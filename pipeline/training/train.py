@@ -37,16 +37,17 @@ from pipeline.model_location import locate_model
 from pipeline.precision import PRECISIONS, use_bf16
 from pipeline.training.averaging import WeightAverage, snapshot
 from pipeline.training.data import batches, folder_pairs, rehearsal_count
-from pipeline.training.evaluate import cer, load_pairs, read_gray
+from pipeline.training.evaluate import cer, line_images, load_pairs, read_gray, transcribed
 from pipeline.training.preflight import (  # CHECKPOINT: the resume state's folder in --out
     BEST_DIR,
     CHECKPOINT,
     HELD_OUT_DIR,
-    characters_missing,
     check_line_images,
     check_output_folder,
     earlier_split,
     keep_held_out,
+    left_out_notice,
+    without_unwritable_lines,
 )
 from pipeline.training.synth import LineSynthesizer, parse_mix
 
@@ -206,13 +207,22 @@ def training_loss(
     return ce + ctc_weight * ctc, {"ce": ce.item(), "ctc": ctc.item()}
 
 
+def warmup_steps(cfg: TrainConfig) -> int:
+    """The run's warm-up: --warmup steps, but at most a tenth of the run (rounded up), so a short
+    fine-tune (an epoch over a small folder) warms up within its first steps instead of still
+    warming at its end; 0 only where --warmup 0 asks for none."""
+    return min(cfg.warmup, math.ceil(cfg.steps / 10)) if cfg.warmup > 0 else 0
+
+
 def lr_lambda(cfg: TrainConfig) -> Any:
-    # A short fine-tune (a few epochs over a small folder) would still be warming up at its end.
-    warmup = max(1, min(cfg.warmup, cfg.steps // 10))
+    """The learning rate's share of its peak at each step: linear warm-up, then cosine decay."""
+    warmup = warmup_steps(cfg)
 
     def f(step: int) -> float:
         if step < warmup:
-            return (step + 1) / warmup
+            # The peak comes only after the warm-up: Adam's first steps move every weight by
+            # about the learning rate, and a run of a few steps at its peak harms the model it tunes.
+            return (step + 1) / (warmup + 1)
         progress = min(1.0, (step - warmup) / max(1, cfg.steps - warmup))
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -323,27 +333,40 @@ def judged_cer(scores: dict[str, Any]) -> float | None:
     return sum(chosen) / len(chosen) if chosen else None
 
 
+def beats(judged: float, best: tuple[int, float] | None) -> bool:
+    """Whether a validation's judged CER makes its model the best so far. Only a lower CER does:
+    on a tie the earlier model stays, the one the run started from included, as a step that
+    reads no better is no reason to take its changes (a few held-out lines tie often)."""
+    return best is None or judged < best[1]
+
+
 def best_validation(history: list[dict[str, Any]]) -> tuple[int, float] | None:
-    """(step, judged CER) of the first of a run's best validations (the base model's, at step
-    0, is not the run's), or None before its first."""
-    judged = [(h["step"], cer) for h in history
-              if h.get("step", 0) > 0 and (cer := judged_cer(h)) is not None]
-    return min(judged, key=lambda sc: sc[1], default=None)
+    """(step, judged CER) of the first of a run's best validations, the starting model's (step 0
+    of a fine-tune) included, or None before its first."""
+    best: tuple[int, float] | None = None
+    for h in history:
+        judged = judged_cer(h)
+        if judged is not None and beats(judged, best):
+            best = (h["step"], judged)
+    return best
 
 
 def best_verdict(history: list[dict[str, Any]], best: tuple[int, float] | None, out_dir: str) -> list[str]:
     """What the end of a run says about its best model: where it is when it is not the last
-    step's, and a warning when the model it started from read better than any of its steps."""
-    said = []
-    if best is not None and history and history[-1]["step"] != best[0]:
-        said.append(f"the best validation was at step {best[0]} (CER {best[1]:.2%}): that model is "
-                    f"in {Path(out_dir) / BEST_DIR}; {out_dir} holds the last step's")
-    start = judged_cer(history[0]) if history and history[0].get("step") == 0 else None
-    if best is not None and start is not None and start < best[1]:
-        said.append(f"warning: the model this run started from read the validation lines better "
-                    f"({start:.2%}) than any step of it (best {best[1]:.2%}, step {best[0]}): keep "
-                    "using that model, or train again with a lower --lr or on more lines")
-    return said
+    step's, and when no step read better than the model the run started from."""
+    if best is None or not history or history[-1]["step"] == best[0]:
+        return []
+    kept = Path(out_dir) / BEST_DIR
+    if best[0] > 0:
+        return [(f"the best validation was at step {best[0]} (CER {best[1]:.2%}): that model is in {kept}; "
+                 f"{out_dir} holds the last step's")]
+    last = judged_cer(history[-1])
+    at_last = f", the last step {last:.2%}" if last is not None else ""
+    said = (f"no step of this run read the validation lines better than the model it started from "
+            f"(CER {best[1]:.2%}{at_last}): {kept} holds that model; {out_dir} holds the last step's")
+    if last is not None and last > best[1]:
+        said = f"warning: {said}. Keep using it, or train again with a lower --lr or on more lines"
+    return [said]
 
 
 def save_best(model: Any, processor: Any, cfg: TrainConfig, step: int, score: float) -> Path:
@@ -540,12 +563,22 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     device = (
         ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     )
+    # A line folder is listed once, before the model loads: what it leaves out, the lines to
+    # train on and those held out to measure on.
+    found = line_images(cfg.data) if cfg.data != "synthetic" else []
+    notice = left_out_notice(cfg.data, found)
+    if notice:
+        print(notice, flush=True)
+    train_lines, held_lines = folder_pairs(cfg.data, held_out_share(cfg), transcribed(found)) \
+        if cfg.data != "synthetic" else ([], [])
     model, processor, saved_average = load_or_build(cfg)
     model.to(device)
     channels = encoder_channels(model)
     max_length = int(getattr(model.generation_config, "max_length", None) or 128)
-    # A line folder is listed once: the lines to train on and those held out to measure on.
-    train_lines, held_lines = folder_pairs(cfg.data, held_out_share(cfg)) if cfg.data != "synthetic" else ([], [])
+    train_lines, held_lines, unwritable = without_unwritable_lines(processor.tokenizer, cfg.data, train_lines,
+                                                                   held_lines)
+    if unwritable:
+        print(unwritable, flush=True)
     resuming = cfg.resume and (Path(cfg.out_dir) / CHECKPOINT / "state.pt").exists()
     earlier = earlier_split(train_lines + held_lines, Path(cfg.out_dir) / HELD_OUT_DIR) \
         if held_lines and resuming else None
@@ -555,12 +588,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
               "stay held out, and the others, new ones included, are trained on", flush=True)
     check_line_images(train_lines + held_lines)
     rehearsed = rehearsal_count(len(train_lines), cfg.rehearse)  # 0 for synthetic data: no folder lines
-    missing = characters_missing(processor.tokenizer, [t for _, t in train_lines + held_lines])
-    if missing:
-        listed = ", ".join(f"{c!r} ({n} lines)" for c, n in missing[:12])
-        print(f"warning: {len(missing)} characters of {cfg.data} are not in the model's alphabet and "
-              f"are learnt as nothing: {listed}. Write them as characters it has (e.g. ſ as s), or "
-              "train a new model (--model new) whose alphabet holds them", flush=True)
     if cfg.data != "synthetic" and cfg.epochs is not None:
         # Full batches only (a short last batch is dropped), unless the folder fills less than one.
         per_epoch = max(1, (len(train_lines) + rehearsed) // cfg.batch_size)
@@ -663,6 +690,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             history.append({"step": 0, "lines_seen": 0, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
                             **validate(model, processor, val_sets, channels, device, cfg.decoding)})
             print(json.dumps(history[-1]), flush=True)
+            judged = judged_cer(history[-1])
+            if judged is not None and beats(judged, best):  # best/ starts as the model started from
+                best = (0, judged)
+                save_best(model, processor, cfg, 0, judged)
             t0 = time.monotonic()  # lines per second count training only
         while step < cfg.steps:
             batch = next(data)
@@ -709,7 +740,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 with average.applied(model) if average is not None else contextlib.nullcontext():
                     scores = validate(model, processor, val_sets, channels, device, cfg.decoding)
                     judged = judged_cer(scores)
-                    if judged is not None and (best is None or judged < best[1]):
+                    if judged is not None and beats(judged, best):
                         best = (step, judged)  # kept apart: later steps may read worse
                         save_best(model, processor, cfg, step, judged)
                 history.append(

@@ -135,7 +135,7 @@ def test_quires_own_page_and_alto_exports_come_back_as_line_pairs(env, letter) -
     found = texts(out)
     assert len(found) == 16
     assert sorted(found.values()) == sorted(LETTER_LINES * 4)
-    assert found["letter.alto_p0002_line_2_3.png"] == LETTER_LINES[2]
+    assert found["letter.alto_p0002_l003_line_2_3.png"] == LETTER_LINES[2]
     for name in found:
         image = read_gray(out / name)
         # Rendered at the same 150 dpi as the export: each crop is its line's box, ink included.
@@ -206,16 +206,16 @@ def test_transcription_tools_page_xml_and_alto_are_cut_along_their_lines(env) ->
     assert result.exit_code == 0, result.output
     assert "1 line without text skipped" in result.output
     assert texts(out) == {
-        "folio1_tl_1.png": "Anno 1847",  # index 0 is the preferred reading; spaces normalised
-        "folio1_tl2.png": "received with thanks",
-        "folio1.alto_a1.png": "Anno 1847",
-        "folio1.alto_a2.png": "received with tha-",
+        "folio1_l001_tl_1.png": "Anno 1847",  # index 0 is the preferred reading; spaces normalised
+        "folio1_l002_tl2.png": "received with thanks",
+        "folio1.alto_l001_a1.png": "Anno 1847",
+        "folio1.alto_l002_a2.png": "received with tha-",
     }
     # The page image is twice the size the PAGE file gives: coordinates are scaled to it.
-    first = read_gray(out / "folio1_tl_1.png")
+    first = read_gray(out / "folio1_l001_tl_1.png")
     assert first.shape == (50, 390)
     # ALTO in tenths of a millimetre on a 254 dpi image: one pixel per unit.
-    assert read_gray(out / "folio1.alto_a1.png").shape == (50, 400)
+    assert read_gray(out / "folio1.alto_l001_a1.png").shape == (50, 400)
     for name in texts(out):
         assert (read_gray(out / name) < 128).sum() > 100  # each crop holds its line's ink
 
@@ -246,6 +246,21 @@ def test_bad_transcriptions_are_named_and_the_good_ones_still_written(env) -> No
 
     nested = quire("lines", str(folder), "--out", str(folder / "lines"))
     assert nested.exit_code == 2 and "is inside the input folder" in nested.output
+
+
+def test_scans_no_transcription_names_are_said_not_cut(env) -> None:
+    """A folder of PAGE files cuts only the scans they name: one left untranscribed was passed
+    over without a word."""
+    folder = env / "box"
+    folder.mkdir()
+    for name in ("folio1.png", "folio2.png", "cover.jpg"):
+        _page_image(folder / name)
+    (folder / "folio1.xml").write_text(PAGE_2013.replace("C:\\scans\\", ""), encoding="utf-8")
+    result = quire("lines", str(folder), "--out", str(env / "lines"))
+    assert result.exit_code == 0, result.output
+    assert "2 new line pairs" in result.output
+    assert ("2 scans beside the transcriptions are named by no PAGE XML or ALTO file, so not cut: "
+            "cover.jpg, folio2.png; give them by name") in result.output
 
 
 def test_a_polygon_whitens_what_lies_outside_it() -> None:

@@ -153,3 +153,32 @@ def test_the_hash_tables_find_every_key_and_no_other():
     assert (slots[found] == keys).all() and (slot_values[found] == values).all()
     for absent in (1, 255, 2256, int(keys.max()) + 1):
         assert slots[_slot(slots, absent)] == -1
+
+
+def test_the_readmes_build_lm_recipe_counts_only_the_lines_trained_on(tmp_path):
+    """The README built the tuned model's language model from the whole line folder, held-out
+    lines included: their CER was then measured by a model that had read them."""
+    import re
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    recipe = re.search(r"```\n(quire lines scans/.*?)```", readme, re.DOTALL)
+    assert recipe is not None
+    commands = [line.split("  #")[0] for line in recipe.group(1).splitlines()
+                if line.strip() and not line.startswith("#")]
+    build = next(c for c in commands if c.startswith("quire build-lm"))
+    shell = [c for c in commands if not c.startswith("quire ")]  # the recipe's own steps around quire's
+    (tmp_path / "my-lines").mkdir()
+    (tmp_path / "my-model" / "held-out").mkdir(parents=True)
+    for name, text in (("a", "trained on"), ("b", "kept out"), ("c", "no newline")):
+        (tmp_path / "my-lines" / f"{name}.gt.txt").write_text(text + ("" if name == "c" else "\n"), encoding="utf-8")
+    (tmp_path / "my-model" / "held-out" / "b.gt.txt").write_text("kept out\n", encoding="utf-8")
+    for command in shell:
+        subprocess.run(["bash", "-c", command], cwd=tmp_path, check=True)
+    args = shlex.split(build)
+    given = tmp_path / args[args.index("--text") + 1]
+    files = sorted(given.glob("*.gt.txt")) if given.is_dir() else [given]
+    counted = [line for f in files for line in f.read_text(encoding="utf-8").splitlines()]
+    assert counted == ["trained on", "no newline"]

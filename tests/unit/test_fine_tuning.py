@@ -149,9 +149,8 @@ def test_a_fine_tuned_model_keeps_its_language_model_and_rescore_and_measures_he
     reader = Recognizer(str(out), device="cpu")
     assert reader.decode == "rescore" and reader.fusion is not None
 
-    def best_step(validations) -> int:  # the first of the lowest held-out CERs, base model aside
-        tuned = [h for h in validations if h["step"] > 0]
-        return min(tuned, key=lambda h: h["cer_held_out"])["step"]
+    def best_step(validations) -> int:  # the first of the lowest held-out CERs, the base model's included
+        return min(validations, key=lambda h: h["cer_held_out"])["step"]
 
     # The model at its best validation is kept apart, a model folder of its own.
     assert json.loads((out / "best" / "best.json").read_text())["step"] == best_step(history)
@@ -190,13 +189,38 @@ def test_quire_train_rehearses_a_quarter_by_default_counted_in_its_epochs(tmp_pa
 
 
 def test_a_short_fine_tune_warms_up_within_its_first_tenth() -> None:
-    from pipeline.training.train import TrainConfig, lr_lambda
+    from pipeline.training.train import TrainConfig, lr_lambda, warmup_steps
 
-    short = lr_lambda(TrainConfig(out_dir="unused", steps=50, warmup=1000))
-    assert short(0) == pytest.approx(0.2) and short(4) == pytest.approx(1.0)
-    assert short(49) < 0.1  # and decays to the floor by its end
+    def schedule(steps: int, warmup: int = 1000) -> list[float]:
+        return [lr_lambda(TrainConfig(out_dir="unused", steps=steps, warmup=warmup))(s) for s in range(steps)]
+
+    # The warm-up is --warmup steps, at most a tenth of the run, rounded up.
+    assert [warmup_steps(TrainConfig(out_dir="unused", steps=n, warmup=1000)) for n in (1, 3, 10, 11, 50, 60_000)] \
+        == [1, 1, 1, 2, 5, 1000]
+    short = schedule(50)
+    assert short[:6] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])  # the peak after warming up
+    assert short[49] < 0.1  # and decays to the floor by its end
     long = lr_lambda(TrainConfig(out_dir="unused", steps=60_000, warmup=1000))
-    assert long(499) == pytest.approx(0.5) and long(999) == pytest.approx(1.0)
+    assert long(499) == pytest.approx(0.5, abs=1e-3) and long(999) < 1.0 and long(1000) == pytest.approx(1.0)
+    # --epochs 1 over a small folder: a few steps, the first of them no longer at the peak (a
+    # warm-up of 1 step was 1/1 of the peak: none at all).
+    assert schedule(1) == pytest.approx([0.5])
+    assert schedule(3)[0] == pytest.approx(0.5) and max(schedule(3)) == pytest.approx(1.0)
+    assert all(rate < 1.0 for rate in schedule(20)[:2])
+    assert schedule(3, warmup=0)[0] == pytest.approx(1.0)  # --warmup 0: none, as asked
+
+
+def test_best_keeps_the_earlier_model_on_a_tie_the_starting_one_included() -> None:
+    """A step that read the held-out lines no better than the model it started from (3 lines
+    tie often) was kept as best/, though every step may have harmed what the lines do not show."""
+    from pipeline.training.train import beats, best_validation
+
+    tied = [{"step": 0, "cer_held_out": 0.1}, {"step": 2, "cer_held_out": 0.1}, {"step": 4, "cer_held_out": 0.1}]
+    assert best_validation(tied) == (0, 0.1)
+    better = [*tied, {"step": 6, "cer_held_out": 0.05}, {"step": 8, "cer_held_out": 0.05}]
+    assert best_validation(better) == (6, 0.05)
+    assert best_validation([{"step": 0, "cer_held_out": 0.1}, {"step": 2, "cer_held_out": 0.2}]) == (0, 0.1)
+    assert not beats(0.1, (0, 0.1)) and beats(0.09, (0, 0.1)) and beats(0.5, None)
 
 
 def test_the_shipped_model_is_fine_tuned_by_its_name() -> None:
@@ -240,10 +264,12 @@ def test_quire_train_guards_its_output_folder_and_checks_its_lines_first(tmp_pat
     more = _line_folder(tmp_path / "more", WORDS[::-1])
     other = train(out, more, "--epochs", "1")
     assert other.exit_code == 2 and "holds a run of" in other.output and "new --out" in other.output
-    # Characters the model cannot write are named; a broken image fails before any step.
-    fraktur = _line_folder(tmp_path / "fraktur", ("Waſſer", "Straſſe", "ſo", "Dear Sir"))
+    # Lines with characters the model cannot write are named and left out; a broken image fails
+    # before any step.
+    fraktur = _line_folder(tmp_path / "fraktur", ("Waſſer", "Straſſe", "ſo", "Dear Sir", "No. 7"))
     warned = train(tmp_path / "f", fraktur, "--epochs", "1", "--hold-out", "0")
     assert warned.exit_code == 0 and "'ſ' (3 lines)" in warned.output, warned.output
+    assert "They are left out" in warned.output
     (folder / "line05.png").write_bytes(b"not a png")
     broken = train(tmp_path / "b", folder, "--epochs", "1")
     assert broken.exit_code == 1 and "1 line images cannot be read" in broken.output
@@ -255,17 +281,18 @@ def test_the_end_of_a_run_says_where_its_best_model_is_and_when_the_start_read_b
 
     history = [{"step": 0, "cer_held_out": 0.12}, {"step": 2, "cer_held_out": 0.30},
                {"step": 4, "cer_held_out": 0.22}]
-    said = best_verdict(history, (4, 0.22), "tuned")
-    assert len(said) == 1 and said[0].startswith("warning: the model this run started from")
-    assert "(12.00%)" in said[0] and "best 22.00%, step 4" in said[0]
+    said = best_verdict(history, (0, 0.12), "tuned")
+    assert said == [("warning: no step of this run read the validation lines better than the model it "
+                     "started from (CER 12.00%, the last step 22.00%): tuned/best holds that model; tuned "
+                     "holds the last step's. Keep using it, or train again with a lower --lr or on more lines")]
     history[0]["cer_held_out"] = 0.40  # the tuning helped; its best step was not the last
     history.append({"step": 6, "cer_held_out": 0.25})
     assert best_verdict(history, (4, 0.22), "tuned") == [
         ("the best validation was at step 4 (CER 22.00%): that model is in tuned/best; tuned holds "
          "the last step's")]
-    # Read as well as the start, not better: nothing to warn of (it said "better (0.00%) than 0.00%").
-    assert best_verdict([{"step": 0, "cer_held_out": 0.0}, {"step": 2, "cer_held_out": 0.0}],
-                        (2, 0.0), "tuned") == []
+    # Read as well as the start, not better: best/ is the start, nothing to warn of.
+    [tie] = best_verdict([{"step": 0, "cer_held_out": 0.0}, {"step": 2, "cer_held_out": 0.0}], (0, 0.0), "tuned")
+    assert tie.startswith("no step of this run read the validation lines better") and "warning" not in tie
 
 
 def test_lines_added_to_the_folder_are_trained_on_and_the_held_out_ones_stay_held_out(tmp_path: Path) -> None:
@@ -310,3 +337,65 @@ def test_a_byte_order_mark_is_not_part_of_a_transcription(tmp_path: Path) -> Non
     folder = _line_folder(tmp_path / "lines", ("Dear Sir", "No. 7"))
     (folder / "line01.gt.txt").write_bytes("\ufeffNo. 7\r\n".encode())  # as Windows Notepad saves it
     assert [text for _, text in folder_pairs(str(folder))[0]] == ["Dear Sir", "No. 7"]
+
+
+def test_quire_train_names_every_line_without_a_transcription_at_once(tmp_path: Path) -> None:
+    """Lines without a .gt.txt (or with an empty one) were left out without a word, and .gt.txt
+    files that are not UTF-8 were named one per run: fix one, rerun, meet the next."""
+    import typer
+
+    from pipeline.errors import BadInputError
+    from pipeline.training.commands import train_command
+    from pipeline.training.evaluate import line_images
+
+    folder = _line_folder(tmp_path / "lines", WORDS + ("Folio 3", "Vestry"))
+    for i in range(13):
+        (folder / f"line{i:02d}.gt.txt").unlink()
+    (folder / "line13.gt.txt").write_text("\n", encoding="utf-8")
+    app = typer.Typer()
+    app.command()(train_command)
+    result = CliRunner().invoke(app, ["--out", str(tmp_path / "tuned"), "--model", "new", "--data", str(folder),
+                                      "--epochs", "1", "--num-workers", "0", "--threads", "1"])
+    assert result.exit_code == 2, result.output  # nothing left to train on
+    assert "14 line images left out" in result.output
+    assert ("13 without a .gt.txt (line00.png, line01.png, line02.png, line03.png, line04.png, line05.png, "
+            "line06.png, line07.png, line08.png, line09.png and 3 more); 1 with an empty .gt.txt "
+            "(line13.png)") in result.output
+
+    for i in range(12):
+        (folder / f"line{i:02d}.gt.txt").write_bytes("Stra\xdfe".encode("latin-1"))
+    with pytest.raises(BadInputError, match="12 .gt.txt files are not UTF-8 text: line00.gt.txt "
+                       r"\(invalid continuation byte at byte 4\), .* line09.gt.txt .* and 2 more"):
+        line_images(folder)
+
+
+def test_lines_with_characters_the_model_cannot_write_are_left_out_of_training(tmp_path: Path) -> None:
+    """Greek or Cyrillic lines were trained on with a warning: their letters became the unknown
+    token, teaching the model to read such writing as (nearly) nothing."""
+    import typer
+
+    from pipeline.training.commands import train_command
+    from pipeline.training.data import folder_pairs
+    from pipeline.training.model import LineModelConfig, build_line_model
+    from pipeline.training.preflight import without_unwritable_lines
+
+    tokenizer = build_line_model(LineModelConfig.tiny())[1].tokenizer
+    folder = _line_folder(tmp_path / "lines", ("Dear Sir", "λόγος", "Москва 1912", "No. 7", "the end", "ἀλφα"))
+    train, held = folder_pairs(str(folder), 0.34)  # every third line held out: line02, line05
+    kept, kept_held, notice = without_unwritable_lines(tokenizer, "lines", train, held)
+    assert [p.name for p, _ in kept] == ["line00.png", "line03.png", "line04.png"]
+    assert kept_held == []  # nor measured: no training can mend a letter the model cannot write
+    assert notice is not None and notice.startswith("3 lines of lines hold characters the model's alphabet lacks")
+    assert "'λ' (2 lines)" in notice and "'М' (1 line)" in notice
+    assert "(e.g. line01.png, line02.png, line05.png)" in notice and "They are left out" in notice
+    assert without_unwritable_lines(tokenizer, "lines", kept, []) == (kept, [], None)
+
+    # Nothing left to train on: refused before any step, not a run on nothing.
+    greek = _line_folder(tmp_path / "greek", ("λόγος", "ἀλφα"))
+    app = typer.Typer()
+    app.command()(train_command)
+    base = build_random_model(tmp_path / "base")
+    refused = CliRunner().invoke(app, ["--out", str(tmp_path / "tuned"), "--model", str(base), "--data", str(greek),
+                                       "--epochs", "1", "--hold-out", "0", "--num-workers", "0", "--threads", "1"])
+    assert refused.exit_code == 2 and "nothing is left to train on" in refused.output, refused.output
+    assert not (tmp_path / "tuned" / "checkpoint").exists()

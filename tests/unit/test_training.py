@@ -190,6 +190,9 @@ def test_evaluate_dir(tmp_path: Path) -> None:
     assert report.wer == pytest.approx(0.5)
     assert report.worst[0].name == "l1.png"
     assert report.lines_per_second > 0
+    # The worst lines are the lines read wrong, however many were asked for: a 0 % line is not one.
+    assert [line.name for line in report.worst] == ["l1.png"]
+    assert evaluate_dir(tmp_path, lambda crops: ["hello", "world"][: len(crops)]).worst == []
 
 
 def test_evaluate_dir_reads_in_batches_and_skips_an_unreadable_image_by_name(tmp_path: Path) -> None:
@@ -282,6 +285,7 @@ def test_eval_command_writes_json(tmp_path: Path) -> None:
     from pipeline.training.commands import eval_command
 
     model, processor = build_line_model(LineModelConfig.tiny())
+    model.config.quire_decoding = "ctc"  # what training measured: decode 'auto' reads with it
     model.save_pretrained(tmp_path / "m")
     processor.save_pretrained(tmp_path / "m")
     lines = tmp_path / "lines"
@@ -308,7 +312,12 @@ def test_eval_command_writes_json(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["lines"] == 1 and report["fold"] is True and 0 <= report["cer"]
     assert [line["name"] for line in report["every_line"]] == ["a.png"]
-    assert report["reading"]["model"] == str(tmp_path / "m") and report["reading"]["decode"] == "auto"
+    # What it read with, not what was asked: 'auto' was the model's CTC head, without a language
+    # model (the model has none), on the CPU.
+    reading = report["reading"]
+    assert reading["model"] == str(tmp_path / "m") and reading["decode"] == "ctc"
+    assert reading["language_model"] is False and reading["device"] == "cpu"
+    assert reading["precision"] in ("bf16", "fp32") and reading["beam"] == 1
     assert "CER" in result.output
 
     # A folder of line folders is scored folder by folder.
