@@ -151,7 +151,7 @@ def _print_summary(summary, options) -> None:
         f"{failed} failed; {counted(summary.pages, 'page')}, {counted(summary.lines, 'line')} in "
         f"{summary.seconds:.1f} s ({summary.pages_per_minute:.1f} pages/min)"
     )
-    typer.echo(f"  read with {reading_described(options)}")
+    typer.echo(f"  read with {reading_described(options)}; job {summary.job_id} (`quire status {summary.job_id}`)")
     for outcome in summary.outcomes:
         if outcome.status == "skipped":
             typer.echo(f"  same content as {outcome.same_as}: {outcome.path}" if outcome.same_as

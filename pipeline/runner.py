@@ -133,6 +133,7 @@ class _Pending:
     name: str
     lines_left: int = 0
     ingested: bool = False
+    finished: bool = False  # read and saved (its own output may still fail to be written)
     # Later inputs of the run with the same bytes: (outcome, output name), given this one's
     # reading once it is finished (or its failure).
     copies: list[tuple[DocumentOutcome, str]] = field(default_factory=list)
@@ -268,6 +269,9 @@ class LocalRunner:
                     progress.refresh()
             elif kind == "copy":
                 _, first, outcome, name = event
+                if progress is not None:  # read once, as the first: its pages are not read again
+                    progress.total = max(0, (progress.total or 0) - count_pages_or_zero(outcome.path))
+                    progress.refresh()
                 if first.outcome.status == "pending":
                     first.copies.append((outcome, name))
                 else:
@@ -415,7 +419,7 @@ class LocalRunner:
         outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters,
                                   name=outcome.stored_name)
         self._earlier.pop(pending.ref.id, None)
-        outcome.status = "done"
+        outcome.status, pending.finished = "done", True
         self._write_outputs(outcome, pending.name, outputs)
         for copy, name in pending.copies:
             self._settle_copy(pending, copy, name)
@@ -423,7 +427,7 @@ class LocalRunner:
     def _settle_copy(self, first: _Pending, copy: DocumentOutcome, name: str) -> None:
         """A later input with the first's bytes ends as the first did: its exports (under its own
         file name), or the first's failure."""
-        if first.outcome.status == "failed":
+        if not first.finished:
             copy.status, copy.error = "failed", first.outcome.error
             return
         copy.status, copy.pages = "skipped", first.outcome.pages
@@ -436,6 +440,17 @@ class LocalRunner:
         self._write_outputs(outcome, name, outputs)
 
     def _write_outputs(self, outcome: DocumentOutcome, name: str, outputs: dict[str, bytes]) -> None:
+        """The exports into --out; one that cannot be written (a name too long for the file
+        system, a full disk) fails this input alone: its reading stays in the database."""
+        try:
+            self._write_files(outcome, name, outputs)
+        except OSError as exc:
+            log.warning("%s: output not written: %s", outcome.path, exc)
+            outcome.status = "failed"
+            outcome.error = (f"read, but its output cannot be written to {self.out_dir} "
+                             f"({exc.strerror or exc}); `quire export` gets it from the database")
+
+    def _write_files(self, outcome: DocumentOutcome, name: str, outputs: dict[str, bytes]) -> None:
         if self.out_dir is None:
             return
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -450,9 +465,11 @@ class LocalRunner:
 
 def total_pages(paths: Sequence[Path]) -> int:
     """Pages across inputs for the progress bar; unreadable files count 0 (they fail later, named)."""
-    total = 0
-    for path in paths:
-        # Only a bar's total: reading the file later says what is wrong with it.
-        with contextlib.suppress(Exception):
-            total += count_pages(path)
-    return total
+    return sum(count_pages_or_zero(path) for path in paths)
+
+
+def count_pages_or_zero(path: Path) -> int:
+    # Only a bar's total: reading the file later says what is wrong with it.
+    with contextlib.suppress(Exception):
+        return count_pages(path)
+    return 0

@@ -326,3 +326,15 @@ def test_a_folder_s_named_pipes_and_sockets_are_passed_over_and_named(tmp_path):
         others, links, specials = passed_over([folder])
     assert (others, links) == ([], [])
     assert specials == ["pipe.pdf (a named pipe)", "s.tif (a socket)"]
+
+
+def test_an_output_name_too_long_for_the_file_system_fails_that_input_alone(tmp_path):
+    """A 250-character file name plus '.txt.part' is over ext4's 255 bytes: the error used to
+    end the whole run, leaving the next files unread."""
+    page = make_letter_page(DPI)
+    long_pdf = make_pdf([page], tmp_path / ("S" * 250 + ".pdf"), dpi=DPI)  # 254 bytes: legal
+    normal = make_pdf([page], tmp_path / "normal.pdf", dpi=DPI)
+    summary = runner(tmp_path).run([long_pdf, normal])
+    first, second = summary.outcomes
+    assert first.status == "failed" and "output cannot be written" in first.error, first.error
+    assert second.status == "done" and (tmp_path / "out" / "normal.txt").exists()
