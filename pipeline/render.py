@@ -283,9 +283,10 @@ def _runs(numbers: list[int]) -> list[tuple[int, int]]:
 
 
 def _poppler_pages(path: Path, first: int, last: int, dpi: int) -> tuple[list[np.ndarray], str]:
-    """Pages first..last rendered by pdftoppm, as arrays, and what it said on stderr. Their size was held to QUIRE_RENDER__MAX_PIXELS from pdfinfo before rendering, so they
-    are opened without Pillow's fixed bomb limit, which failed pages of 179-200 million pixels
-    that the setting allows."""
+    """Pages first..last rendered by pdftoppm, as arrays, and what it said on stderr. Their size
+    was held to QUIRE_RENDER__MAX_PIXELS from pdfinfo before rendering, so they are opened
+    without Pillow's fixed bomb limit, which failed pages of 179-200 million pixels that the
+    setting allows."""
     name = str(path)
 
     def render() -> tuple[list[np.ndarray], str]:

@@ -268,9 +268,9 @@ class LocalRunner:
                     progress.total = max(0, (progress.total or 0) - event[1].pages)
                     progress.refresh()
             elif kind == "copy":
-                _, first, outcome, name = event
+                _, first, outcome, name, pages = event
                 if progress is not None:  # read once, as the first: its pages are not read again
-                    progress.total = max(0, (progress.total or 0) - count_pages_or_zero(outcome.path))
+                    progress.total = max(0, (progress.total or 0) - pages)
                     progress.refresh()
                 if first.outcome.status == "pending":
                     first.copies.append((outcome, name))
@@ -292,7 +292,7 @@ class LocalRunner:
         try:
             for position, outcome in enumerate(outcomes):
                 outcome.stored_name = stored[outcome.path]
-                self._ingest(job_id, position, outcome, names[outcome.path], stored[outcome.path], events)
+                self._ingest(job_id, position, outcome, names[outcome.path], events)
             self._put(events, ("end",))
         except _Stopping:
             return
@@ -312,20 +312,19 @@ class LocalRunner:
             except queue.Full:
                 continue
 
-    def _ingest(self, job_id, position, outcome: DocumentOutcome, name: str, stored_name: str,
-                events: queue.Queue) -> None:
-        path = outcome.path
+    def _ingest(self, job_id, position, outcome: DocumentOutcome, name: str, events: queue.Queue) -> None:
+        path, stored_name = outcome.path, outcome.stored_name
         pending: _Pending | None = None
         kept: dict[int, int] = {}  # page number -> lines, of pages an interrupted run finished
         try:
-            regular_file_size(path)  # before hashing: reading a named pipe waits for ever
+            size = regular_file_size(path)  # before hashing: reading a named pipe waits for ever
             sha = file_sha256(path)
             # Each session is closed before an event is queued: the reading side saves text
             # while it waits for room, and SQLite lets one writer at a time.
             with session_scope(self.engine) as s:
                 doc, done = repo.upsert_document(
                     s, sha256=sha, profile=self.profile, name=stored_name,
-                    source_uri=path.resolve().as_uri(), size_bytes=path.stat().st_size,
+                    source_uri=path.resolve().as_uri(), size_bytes=size,
                 )
                 repo.link_job_document(s, job_id, doc.id, position, stored_name)
                 ref, pages = DocumentRef(doc.id, sha, self.profile), doc.page_count or 0
@@ -342,7 +341,8 @@ class LocalRunner:
                 # The same bytes earlier in this run: read once (reading it again would drop the
                 # rows the first is being read into), its exports written under this name too.
                 outcome.same_as = first.outcome.path
-                self._put(events, ("copy", first, outcome, name))
+                # Its pages counted here, off the reading side, which keeps the model fed.
+                self._put(events, ("copy", first, outcome, name, count_pages_or_zero(path)))
                 return
             if skip:
                 outcome.status, outcome.pages = "skipped", pages
