@@ -146,8 +146,13 @@ def _print_summary(summary, options) -> None:
     from pipeline.process import reading_described
 
     done, skipped, failed = summary.count("done"), summary.count("skipped"), summary.count("failed")
+    # A copy (the same bytes as an input read in this run) is not read again, but it was not
+    # done before either: counted apart from what an earlier run had read.
+    copies = sum(1 for o in summary.outcomes if o.status == "skipped" and o.same_as is not None)
+    copied = f"{copies} {'copy' if copies == 1 else 'copies'} of those (same bytes, read once), " if copies else ""
     typer.echo(
-        f"{counted(len(summary.outcomes), 'document')}: {done} done, {skipped} already done (skipped), "
+        f"{counted(len(summary.outcomes), 'document')}: {done} done, {copied}"
+        f"{skipped - copies} already done (skipped), "
         f"{failed} failed; {counted(summary.pages, 'page')}, {counted(summary.lines, 'line')} in "
         f"{summary.seconds:.1f} s ({summary.pages_per_minute:.1f} pages/min)"
     )

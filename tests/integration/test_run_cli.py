@@ -137,8 +137,13 @@ def test_each_copy_of_a_file_in_one_run_is_found_by_its_own_name(tmp_path, lette
     (docs / "link.pdf").symlink_to("letter.pdf")
     out = tmp_path / "out"
     result = quire("run", str(docs), "--out", str(out), "--no-progress")
-    assert result.exit_code == 0 and "3 documents: 1 done, 2 already done" in result.output, result.output
+    # Nothing was read before this run: the copies are not "already done".
+    assert result.exit_code == 0, result.output
+    assert ("3 documents: 1 done, 2 copies of those (same bytes, read once), 0 already done (skipped), "
+            "0 failed") in result.output, result.output
     assert sorted(p.name for p in out.glob("*.txt")) == ["copy.txt", "letter.txt", "link.txt"]
+    again = quire("run", str(docs), "--no-progress")  # read by the run before: already done
+    assert "3 documents: 0 done, 3 already done (skipped), 0 failed" in again.output, again.output
 
     for name in ("copy.pdf", "link.pdf"):
         exported = json.loads(quire("export", name, "--format", "json").stdout)
@@ -149,7 +154,7 @@ def test_each_copy_of_a_file_in_one_run_is_found_by_its_own_name(tmp_path, lette
     viewed = quire("view", "copy.pdf", "--no-serve", "--no-open", "--out", f"{tmp_path / 'view'}/")
     assert viewed.exit_code == 0 and (tmp_path / "view" / "copy.html").exists()
 
-    [(job_id,)] = db_rows(env, "SELECT id FROM jobs")
+    [(job_id,)] = db_rows(env, "SELECT id FROM jobs ORDER BY created_at LIMIT 1")
     view = json.loads(quire("status", job_id, "--json").stdout)
     assert [d["name"] for d in view["documents"]] == ["in/copy.pdf", "in/letter.pdf", "in/link.pdf"]
     assert view["documents_count"]["done"] == 3 and view["lines"]["total"] == len(LETTER_LINES)
