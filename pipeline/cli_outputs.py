@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 import typer
@@ -76,19 +76,32 @@ def find_document(s, ref: str):
 
 def asked_name(s, doc, ref: str) -> str:
     """The name among those jobs sent `doc` by that `ref` asks for (a copy's own, not the
-    first file's), the one sent last; else the name it was first sent by."""
-    from pathlib import PurePath
-
+    first file's): the one sharing the longest path ending with `ref` (`sub2/same.pdf` is
+    D/sub2/same.pdf, not D/sub1/same.pdf), the one sent last among equals; else the name it
+    was first sent by."""
     from sqlalchemy import select
 
     from pipeline.db.models import Job, JobDocument
 
-    tail = PurePath(ref).name  # a source file's path, or a name less its folders
-    name = JobDocument.name
-    return s.scalar(select(name).join(Job).where(
-        JobDocument.document_id == doc.id,
-        (name == ref) | (name == tail) | name.endswith("/" + tail, autoescape=True),
-    ).order_by((name == ref).desc(), Job.created_at.desc()).limit(1)) or doc.name
+    path = Path(ref)
+    # A source file: its real folders (a link to a file keeps its own name, as runs name it).
+    parts = (path.parent.resolve() / path.name).parts if path.is_file() else PurePosixPath(ref).parts
+    names = s.scalars(select(JobDocument.name).join(Job).where(JobDocument.document_id == doc.id)
+                      .order_by(Job.created_at.desc(), JobDocument.position))
+    best, shared = doc.name, (0, False)
+    for name in names:
+        n = (_shared_ending(PurePosixPath(name).parts, parts), name == ref)
+        if n[0] and n > shared:
+            best, shared = name, n
+    return best
+
+
+def _shared_ending(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    """How many path parts two paths end with in common."""
+    n = 0
+    while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
 
 
 def load_asked(s, ref: str):
@@ -104,12 +117,12 @@ def load_asked(s, ref: str):
 def export(
     document: Annotated[str, typer.Argument(help="Document id, source file, or name.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "txt",
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Write here: a file, or a folder (an existing one, or ending in /) to write <name>.<ext> in (default: stdout; PDF and ZIP to <name>.<ext> when stdout is a terminal).")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Write here: a file, or a folder (an existing one, or ending in /) to write <name>.<ext> in, named as `quire run --out` names it (sub1/same.txt for D/sub1/same.pdf) (default: stdout; PDF and ZIP to <file name>.<ext> when stdout is a terminal).")] = None,
 ) -> None:
     """Export a processed document from its stored rows and page images."""
     from pipeline.db.session import session_scope
     from pipeline.errors import QuireError
-    from pipeline.exporters import file_name, parse_formats
+    from pipeline.exporters import file_name, mirrored_name, parse_formats
 
     try:
         exporters = parse_formats(fmt)
@@ -132,8 +145,9 @@ def export(
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    # A folder takes the file under the name it would have had, as `quire view --out DIR/` does.
-    target = Path(out) / name if names_a_folder(out) else Path(out)
+    # A folder takes the file where `quire run --out` puts it (sub1/same.txt apart from
+    # sub2/same.txt), as `quire view --out DIR/` does.
+    target = Path(out) / f"{mirrored_name(result.name)}.{extension}" if names_a_folder(out) else Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
     typer.echo(f"wrote {target} ({len(data):,} bytes, {exporter.name})", err=True)
@@ -189,7 +203,7 @@ def hit_rows(hits) -> list[str]:
 
 def view(
     document: Annotated[str, typer.Argument(help="Document id, source file, or name.")],
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Where to write the HTML: a file, or a folder (an existing one, or ending in /) to write <name>.html in (default: under QUIRE_HOME/viewer/).")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Where to write the HTML: a file, or a folder (an existing one, or ending in /) to write <name>.html in, named as `quire run --out` names outputs (sub1/same.html for D/sub1/same.pdf) (default: under QUIRE_HOME/viewer/<document id>/).")] = None,
     port: Annotated[int, typer.Option(help="Serve on 127.0.0.1:PORT (0: any free port).")] = 0,
     serve: Annotated[bool, typer.Option(help="Serve the page locally until Ctrl-C.")] = True,
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="Open it in the default browser.")] = True,
@@ -199,6 +213,7 @@ def view(
 
     from pipeline.db.session import session_scope
     from pipeline.errors import QuireError
+    from pipeline.exporters import mirrored_name
     from pipeline.viewer import make_server, render_viewer
 
     try:
@@ -208,10 +223,12 @@ def view(
         html = render_viewer(result, store.get_bytes)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
-    target = settings.home / "viewer" / f"{result.id}.html"
+    # Named as `quire run --out` names outputs, so copies of a file in two folders (one document)
+    # get two pages; under the document id by default, so two readings of one name do too.
+    page = f"{mirrored_name(result.name)}.html"
+    target = settings.home / "viewer" / result.id / page
     if out:
-        target = (Path(out) / f"{Path(result.name).stem or result.id}.html" if names_a_folder(out)
-                  else Path(out))
+        target = Path(out) / page if names_a_folder(out) else Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(html)
     if not serve:

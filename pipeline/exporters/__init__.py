@@ -26,6 +26,17 @@ def file_name(result: DocumentResult, extension: str) -> str:
     return f"{PurePosixPath(result.name).stem or 'document'}.{extension}"
 
 
+def mirrored_name(name: str) -> str:
+    """Where `quire run --out` puts the outputs of a file stored as `name`, less the extension:
+    its path under the folder that run was given, which a stored name starts with
+    (`D/sub1/same.pdf` -> `sub1/same`, apart from `D/sub2/same.pdf`), or its stem for a file
+    given alone. Parts that would leave the output folder (`..`, a root) are dropped."""
+    parts = [p for p in PurePosixPath(name).parts if p not in ("/", ".", "..")]
+    parts = parts[1:] if len(parts) > 1 else parts
+    stem = PurePosixPath(parts[-1]).stem if parts else ""
+    return "/".join([*parts[:-1], stem or "document"])
+
+
 class ImagesRequiredError(QuireError):
     exit_code = 2
     http_status = 500

@@ -160,6 +160,34 @@ def test_each_copy_of_a_file_in_one_run_is_found_by_its_own_name(tmp_path, lette
     assert view["documents_count"]["done"] == 3 and view["lines"]["total"] == len(LETTER_LINES)
 
 
+def test_copies_in_two_folders_are_exported_and_viewed_under_their_own_paths(tmp_path, letter, env):
+    """The same bytes in D/sub1 and D/sub2 are one document: `export sub2/same.pdf` and `view`
+    labelled it D/sub1/same.pdf (only the file name was matched), and `view` of either wrote
+    the same same.html."""
+    pdf, _ = letter
+    for sub in ("sub1", "sub2"):
+        (tmp_path / "D" / sub).mkdir(parents=True)
+        shutil.copy(pdf, tmp_path / "D" / sub / "same.pdf")
+    assert quire("run", str(tmp_path / "D"), "--no-progress").exit_code == 0
+
+    assert "<title>D/sub2/same.pdf</title>" in quire("export", "sub2/same.pdf", "--format", "hocr").stdout
+    for ref, name in (("sub1/same.pdf", "D/sub1/same.pdf"), ("D/sub2/same.pdf", "D/sub2/same.pdf"),
+                      (str(tmp_path / "D" / "sub2" / "same.pdf"), "D/sub2/same.pdf")):  # the file itself
+        assert json.loads(quire("export", ref, "--format", "json").stdout)["document"] == name, ref
+    # Into a folder, each goes where `quire run --out` puts it.
+    assert quire("export", "sub2/same.pdf", "--out", f"{tmp_path / 'exp'}/").exit_code == 0
+    assert [p.relative_to(tmp_path / "exp").as_posix() for p in (tmp_path / "exp").rglob("*.*")] == [
+        "sub2/same.txt"]
+    views = tmp_path / "views"
+    for sub in ("sub1", "sub2"):
+        viewed = quire("view", f"{sub}/same.pdf", "--no-serve", "--no-open", "--out", f"{views}/")
+        assert viewed.exit_code == 0, viewed.output
+        assert f"<h1>D/{sub}/same.pdf</h1>" in (views / sub / "same.html").read_text()
+    shown = {quire("view", f"{sub}/same.pdf", "--no-serve", "--no-open").stdout.strip()
+             for sub in ("sub1", "sub2")}  # under QUIRE_HOME: two pages too
+    assert len(shown) == 2 and all(uri.endswith("/same.html") for uri in shown), shown
+
+
 def test_a_run_done_before_writes_the_same_outputs_as_the_first(tmp_path, letter, env):
     """Read now, an export was named by the document's first name (`in/letter.pdf`); already
     done, by the file name alone (`letter.pdf`): the two runs' ALTO, hOCR, PAGE and JSON differed."""

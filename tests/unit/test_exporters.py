@@ -39,3 +39,20 @@ def test_format_names_and_aliases():
     with pytest.raises(UnknownFormatError) as info:
         parse_formats("txt,docx")
     assert "valid formats: alto, hocr, json, page, pdf, text" in str(info.value)
+
+
+def test_export_and_view_into_a_folder_name_a_file_where_quire_run_out_does(tmp_path):
+    """`quire export/view --out DIR/` of D/sub1/same.pdf and D/sub2/same.pdf (one document)
+    both wrote DIR/same.*; they go where `quire run D --out DIR` put them."""
+    from pipeline.exporters import mirrored_name
+    from pipeline.runner import input_names
+
+    files = [tmp_path / "D" / sub / "same.pdf" for sub in ("sub1", "sub2")] + [tmp_path / "alone.pdf"]
+    for f in files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.touch()
+    outputs, stored = input_names(files, [tmp_path / "D"])
+    assert [stored[f] for f in files] == ["D/sub1/same.pdf", "D/sub2/same.pdf", "alone.pdf"]
+    assert [mirrored_name(stored[f]) for f in files] == [outputs[f] for f in files] == [
+        "sub1/same", "sub2/same", "alone"]
+    assert mirrored_name("../../etc/x.pdf") == "x" and mirrored_name("/abs/box/x.pdf") == "box/x"
