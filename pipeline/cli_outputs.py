@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
@@ -157,13 +158,18 @@ def search(
     words: Annotated[str, typer.Argument(help='Words to find (all must appear); "a phrase", prefix*.')],
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many lines.")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array of hits.")] = False,
+    superseded: Annotated[bool, typer.Option("--superseded", help="Also search the old readings of files since replaced under their name (a rescan), each marked superseded with its document id and when it was read.")] = False,
 ) -> None:
     """Full-text search over the recognized lines of every processed document.
 
     Prints one hit a line: file, page, line, box (x0,y0,x1,y1 in page pixels) and the text with
     the matches in [brackets]. Where a file was read more than once with different results
     (another model, pages turned or not), its name carries each reading's document id, which
-    `quire export ID` takes."""
+    `quire export ID` takes.
+
+    Only what each file holds now is searched: a file replaced by other bytes under the same name
+    (a rescan, run again) is searched as its new reading. --superseded adds the old readings,
+    named "NAME (superseded: ID, read DATE)"."""
     from pipeline.db.search import search_lines
     from pipeline.db.session import session_scope
     from pipeline.errors import QuireError
@@ -171,14 +177,16 @@ def search(
     try:
         _, engine, _ = _open()
         with session_scope(engine) as s:
-            hits = search_lines(s, words, limit=limit)
+            hits = search_lines(s, words, limit=limit, superseded=superseded)
+            old = [] if hits or superseded else search_lines(s, words, limit=1, superseded=True)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return
     if not hits:
-        typer.echo(f"no lines match {words!r}", err=True)
+        hint = "; superseded readings of replaced files do (--superseded shows them)" if old else ""
+        typer.echo(f"no lines match {words!r}{hint}", err=True)
         raise typer.Exit(1)
     for row in hit_rows(hits):
         typer.echo(row)
@@ -187,14 +195,19 @@ def search(
 def hit_rows(hits) -> list[str]:
     """One tab-separated row per hit: name, page, line, box, the line with its matches marked.
     A file read under several settings (another model, pages turned or not) is one document per
-    reading; where hits come from more than one, each name carries its reading's document id."""
+    reading; where hits come from more than one, each name carries its reading's document id.
+    A superseded reading (the file was replaced since) always says so, with its id and date."""
     readings: dict[str, set[str]] = {}
     for hit in hits:
-        readings.setdefault(hit.document_name, set()).add(hit.document_id)
+        if not hit.superseded:
+            readings.setdefault(hit.document_name, set()).add(hit.document_id)
     rows = []
     for hit in hits:
         name = hit.document_name
-        if len(readings[name]) > 1:
+        if hit.superseded:
+            when = f", read {hit.read_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if hit.read_at else ""
+            name += f" (superseded: {hit.document_id}{when})"
+        elif len(readings[name]) > 1:
             name += f" ({hit.document_id})"
         box = ",".join(map(str, hit.bbox.as_list()))
         rows.append(f"{name}\tpage {hit.page}\tline {hit.line}\t[{box}]\t{hit.highlighted()}")

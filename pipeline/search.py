@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from pipeline.types import BBox
 
@@ -26,6 +27,9 @@ class SearchHit:
     confidence: float
     score: float  # higher is better (bm25 / ts_rank, made comparable in sign only)
     marked: str = ""  # text with matches between MARK_START and MARK_END
+    # The file was since replaced under its name (a rescan): this reading is no longer its text.
+    superseded: bool = False
+    read_at: datetime | None = None  # when this reading was made
 
     def highlighted(self, start: str = "[", end: str = "]") -> str:
         return (self.marked or self.text).replace(MARK_START, start).replace(MARK_END, end)
@@ -36,6 +40,8 @@ class SearchHit:
             "line": self.line, "text": self.text, "bbox": self.bbox.as_list(),
             "confidence": round(self.confidence, 4), "score": round(self.score, 6),
             "highlight": self.highlighted("<mark>", "</mark>") if self.marked else None,
+            "superseded": self.superseded,
+            "read_at": self.read_at.isoformat() if self.read_at else None,
         }
 
 
@@ -74,8 +80,9 @@ def tsquery(user_text: str) -> str | None:
     return " & ".join(parts) or None
 
 
-def search_lines(session, query: str, *, limit: int = 20, owner: str | None = None) -> list[SearchHit]:
+def search_lines(session, query: str, *, limit: int = 20, owner: str | None = None,
+                 superseded: bool = False) -> list[SearchHit]:
     """See pipeline.db.search.search_lines (the SQL lives with the database code)."""
     from pipeline.db.search import search_lines as run
 
-    return run(session, query, limit=limit, owner=owner)
+    return run(session, query, limit=limit, owner=owner, superseded=superseded)

@@ -103,21 +103,18 @@ def get_viewer(document_id: str, ctx: Ctx, caller: Auth) -> HTMLResponse:
 
 @router.get("/v1/search")
 def search(ctx: Ctx, caller: Auth, q: str = Query(..., min_length=1, max_length=500),
-           limit: int = Query(20, ge=1, le=200)) -> dict[str, Any]:
-    """Full-text search over the caller's own documents."""
+           limit: int = Query(20, ge=1, le=200),
+           superseded: bool = Query(False)) -> dict[str, Any]:
+    """Full-text search over the caller's own documents, each by the name the caller sent it by.
+    Only the current reading of each name: superseded=true adds those of files the caller
+    replaced since under the same name, flagged "superseded"."""
     try:
         from pipeline.search import search_lines
     except ImportError as e:
         raise HTTPException(501, "search is not installed in this build") from e
     with session_scope(ctx.engine) as s:
-        hits = [_hit(h) for h in search_lines(s, q, limit=limit, owner=caller.owner)]
-        names: dict[str, str | None] = {}
-        for hit in hits:
-            doc_id = hit["document_id"]
-            if doc_id not in names:
-                names[doc_id] = _name_for(s, caller, doc_id)
-            hit["document"] = names[doc_id] or hit["document"]
-        return {"query": q, "hits": hits}
+        hits = search_lines(s, q, limit=limit, owner=caller.owner, superseded=superseded)
+        return {"query": q, "hits": [_hit(h) for h in hits]}
 
 
 def _hit(hit: Any) -> dict[str, Any]:

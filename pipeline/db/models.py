@@ -168,7 +168,8 @@ class JobDocument(Base):
     )
     position: Mapped[int] = mapped_column(Integer)
     # The file's name as this job sent it (documents are shared by content, names are not).
-    name: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    # Indexed: search checks whether a later job sent the same name with other bytes.
+    name: Mapped[str] = mapped_column(String(1024), primary_key=True, index=True)
 
     job: Mapped[Job] = relationship(back_populates="links")
     document: Mapped[Document] = relationship()

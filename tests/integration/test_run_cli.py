@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -186,6 +187,38 @@ def test_copies_in_two_folders_are_exported_and_viewed_under_their_own_paths(tmp
     shown = {quire("view", f"{sub}/same.pdf", "--no-serve", "--no-open").stdout.strip()
              for sub in ("sub1", "sub2")}  # under QUIRE_HOME: two pages too
     assert len(shown) == 2 and all(uri.endswith("/same.html") for uri in shown), shown
+
+
+def test_a_rescanned_file_is_searched_as_its_new_text_and_its_old_text_only_on_request(
+        tmp_path, letter, env):
+    """A file replaced by a rescan (new bytes, same name) and run again: search showed the old
+    reading's lines under that name, with no sign they were old, though the file and `quire
+    export` of the name give the new text."""
+    pdf, _ = letter
+    letters = tmp_path / "E" / "letters"
+    letters.mkdir(parents=True)
+    shutil.copy(pdf, letters / "item_000.pdf")
+    assert quire("run", str(tmp_path / "E"), "--no-progress").exit_code == 0
+    [(old_id,)] = db_rows(env, "SELECT id FROM documents")
+    page = make_letter_page(DPI).copy()  # the rescan: the letter without "Dear Mr. Holloway,"
+    top = int(DPI * (1.0 + 0.45 * 2))
+    page[top - 5 : top + int(DPI * 0.3)] = 255
+    make_pdf([page], letters / "item_000.pdf", dpi=DPI)
+    assert quire("run", str(tmp_path / "E"), "--no-progress").exit_code == 0
+    assert "Holloway" not in quire("export", "E/letters/item_000.pdf").stdout
+
+    gone = CliRunner().invoke(app, ["search", '"Mr. Holloway"'])
+    assert gone.exit_code == 1 and gone.stdout == "", gone.output
+    assert "superseded readings of replaced files do (--superseded shows them)" in gone.stderr
+    [now] = quire("search", "County").stdout.splitlines()
+    assert now.startswith("E/letters/item_000.pdf\tpage 1\tline 1\t"), now  # the rescan's line
+
+    [old] = quire("search", "--superseded", '"Mr. Holloway"').stdout.splitlines()
+    label = rf"E/letters/item_000\.pdf \(superseded: {old_id}, read \d{{4}}-\d\d-\d\d \d\d:\d\d UTC\)"
+    assert re.fullmatch(label + r"\tpage 1\tline 3\t\[[0-9,]+\]\tDear \[Mr\. Holloway\],", old), old
+    both = json.loads(quire("search", "--superseded", "--json", "County").stdout)
+    assert sorted((h["document_id"] == old_id, h["superseded"]) for h in both) == [
+        (False, False), (True, True)]
 
 
 def test_a_run_done_before_writes_the_same_outputs_as_the_first(tmp_path, letter, env):

@@ -26,3 +26,16 @@ def test_two_readings_of_one_file_carry_their_document_ids():
                      hit("d7", "letter.pdf", "Archives of tne county", line=2),
                      hit("d2", "memo.pdf", "Archives closed")])
     assert [r.split("\t")[0] for r in rows] == ["letter.pdf (d1)", "letter.pdf (d7)", "memo.pdf"]
+
+
+def test_a_superseded_reading_says_so_with_its_id_and_date():
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    old = replace(hit("d1", "letter.pdf", "Archives of the county"), superseded=True,
+                  read_at=datetime(2025, 3, 1, 14, 2, 9, tzinfo=UTC))
+    rows = hit_rows([hit("d9", "letter.pdf", "Archives of the town"), old])
+    # The current reading needs no id: it is the only current one of that name.
+    assert [r.split("\t")[0] for r in rows] == [
+        "letter.pdf", "letter.pdf (superseded: d1, read 2025-03-01 14:02 UTC)"]
+    assert old.to_dict()["superseded"] is True and old.to_dict()["read_at"] == "2025-03-01T14:02:09+00:00"
