@@ -27,6 +27,7 @@ from pipeline.model_input import (
     pixel_values,
 )
 from pipeline.model_location import locate_model
+from pipeline.native_memory import bound_kernel_cache, release_free_memory
 from pipeline.precision import use_bf16
 from pipeline.types import LineText
 
@@ -104,6 +105,8 @@ class Recognizer:
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.device = pick_device(device)
+        if self.device == "cpu":
+            bound_kernel_cache()
         try:
             # int8 layers have no bf16 kernels: quantized models run their other layers in fp32.
             self.bf16 = use_bf16(precision, self.device) and not quantize
@@ -181,6 +184,8 @@ class Recognizer:
             for i, line in zip(doubtful, again):
                 if line.confidence > results[i].confidence:
                     results[i] = line
+        if self.device == "cpu":
+            release_free_memory()  # this call's activations, or the heap grows run after run
         return results
 
     def _has_room(self, crop: np.ndarray, factor: float) -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from pipeline.errors import ModelLoadError
 from pipeline.line_image import letterbox, normalize_ink, trim_padding, trimmed_width, width_order
 from pipeline.model_input import fit_lines
+from pipeline.native_memory import KERNEL_CACHE
 from pipeline.recognize import Recognizer
 from tests.model_fixtures import MEMORISED, build_memorising_model, build_random_model, render_line
 
@@ -61,6 +64,16 @@ def test_max_new_tokens_capped_by_decoder_positions(random_model):
 
 def test_empty_batch(random_model):
     assert Recognizer(str(random_model)).recognize([]) == []
+
+
+def test_a_cpu_recognizer_bounds_onednn_kernel_cache_unless_the_user_set_it(random_model, monkeypatch):
+    """Left at oneDNN's 1,024 kernels a long run's memory grew past 1.9 GB (native_memory)."""
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    Recognizer(str(random_model), device="cpu")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == KERNEL_CACHE
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "512")
+    Recognizer(str(random_model), device="cpu")
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "512"
 
 
 def test_unknown_model_is_a_clear_error_at_once(tmp_path, monkeypatch):

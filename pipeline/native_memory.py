@@ -1,0 +1,44 @@
+"""Keeping a long CPU run's memory flat while it reads lines of every width.
+
+Each batch of lines has its own shape (its size, its width cut to the widest line's ink), and on
+a CPU torch runs the model's layers through oneDNN, which builds a kernel for every shape it meets
+and keeps up to 1,024 of them; the activations of each shape are freed into glibc's heap, which
+keeps most of what is freed. Left alone, a run's resident memory grew from 0.55 GB to 1.9 GB over
+12,800 lines; bounded here it stays near 0.9 GB (`bench/bench_recognize_memory.py`,
+docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+from functools import cache
+
+# Kernels oneDNN keeps for reuse. A batch needs a few dozen (one per layer and shape); beyond a
+# handful of shapes, keeping more costs memory and saves almost nothing (measured, see above).
+KERNEL_CACHE = "64"
+
+
+def bound_kernel_cache() -> None:
+    """Let oneDNN keep only KERNEL_CACHE kernels, unless the user set ONEDNN_PRIMITIVE_CACHE_CAPACITY.
+
+    oneDNN reads the variable when it makes its first kernel, so this must run before the process's
+    first CPU matrix product or convolution (a recognizer's loading is early enough)."""
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", KERNEL_CACHE)
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's malloc_trim); elsewhere, nothing."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@cache
+def _malloc_trim():
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS): no malloc_trim
+        return None
