@@ -91,6 +91,12 @@ def create_keyed_job(
     return job, job.id == job_id
 
 
+def keyed_job(s: Session, idempotency_key: str, *, owner: str | None) -> Job | None:
+    """The owner's job made under this key, or None."""
+    return s.scalars(select(Job).where(Job.idempotency_key == idempotency_key,
+                                       Job.owner == owner)).first()
+
+
 def refresh_job(s: Session, job_id: str) -> Job:
     """Recount a job; one still accepting documents stays running however far it got."""
     job = repo.update_job_counts(s, job_id)
