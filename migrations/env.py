@@ -63,6 +63,11 @@ def run_migrations_online() -> None:
     engine = make_engine(database_url(), poolclass=NullPool)
     try:
         with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                # As pipeline.db.session.upgrade does (the alembic CLI, a downgrade): a migration
+                # that rebuilds a table (SQLite's ALTER) would otherwise cascade its drop into the
+                # rows referring to it. Set outside the transaction, where the pragma takes effect.
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
             configure(connection=conn)
             with context.begin_transaction():
                 context.run_migrations()

@@ -25,7 +25,7 @@ from pipeline.pdf_damage import (
     damaged_page,
     is_jpeg,
     jpeg_samples,
-    page_jpegs,
+    page_images,
     undecodable,
 )
 from pipeline.pdf_pages import inherited, page_box
@@ -54,12 +54,12 @@ _SIZE_SLACK = 0.01
 
 class ScanPages:
     """One PDF opened for its scans; `image(number, dpi)` per page, None where it must be rendered,
-    and `damaged_jpeg(number)`, why a JPEG on the page is damaged."""
+    and `damaged_image(number)`, why a JPEG, fax or JBIG2 image on the page is damaged."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
         self._pdf = None
-        self._cut: dict[tuple[int, int], str | None] = {}  # by image: a logo on every page is read once
+        self._cut: dict[tuple[int, int], str | None] = {}  # by image: a logo on every page is checked once
         try:
             import pikepdf
 
@@ -111,15 +111,16 @@ class ScanPages:
         array = np.frombuffer(samples, np.uint8).reshape((height, width, channels)[: 2 if channels == 1 else 3])
         return page_array(Image.fromarray(array))
 
-    def damaged_jpeg(self, number: int, decode: bool = False) -> str | None:
-        """Why a JPEG that page `number` draws is damaged, or None: cut short or not JPEG, from its
-        bytes (cheap), or with `decode`, libjpeg's complaint decoding it (for when poppler
-        complained). None too where pikepdf cannot read the page: poppler's reading stands."""
+    def damaged_image(self, number: int, decode: bool = False) -> str | None:
+        """Why an image that page `number` draws is damaged, or None: a JPEG cut short or not
+        JPEG, from its bytes (cheap), or with `decode`, libjpeg's complaint decoding it (for when
+        poppler complained); fax data holding fewer rows than its image, JBIG2 segments cut short.
+        None too where pikepdf cannot read the page: poppler's reading stands."""
         if self._pdf is None:
             return None
         try:
-            for image in page_jpegs(self._pdf.pages[number - 1]):
-                if decode:
+            for image in page_images(self._pdf.pages[number - 1]):
+                if decode and is_jpeg(image):
                     reason = undecodable(image)
                 else:
                     if image.objgen not in self._cut:

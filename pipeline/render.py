@@ -259,7 +259,7 @@ def _pdf_pages(path: Path, numbers: list[int], options: RenderOptions, scans) ->
             source=str(path),
         )
     for number in numbers:
-        reason = scans.damaged_jpeg(number)
+        reason = scans.damaged_image(number)
         if reason:
             raise damaged_page(path, number, reason)
     pages = {n: scans.image(n, options.dpi) if options.embedded_scans else None for n in numbers}

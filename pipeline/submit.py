@@ -164,15 +164,30 @@ class Submitter:
         with session_scope(self.engine) as s:
             jobrepo.discard_job(s, job_id)
 
-    def close_job(self, job_id: str) -> str:
+    def close_job(self, job_id: str, *, forget_key: bool = False) -> str:
         """No more documents: the job may now finish (all of them read before, it ends here,
-        and its webhook goes out). Returns its status."""
+        and its webhook goes out). Returns its status. `forget_key` frees its idempotency key in
+        the same transaction: the next submission under that key makes a job of its own."""
         with session_scope(self.engine) as s:
+            if forget_key:
+                repo.get_job(s, job_id, lock=True).idempotency_key = None
             job = jobrepo.set_accepting(s, job_id, False)
             status, notify = job.status, jobrepo.webhook_due(job)
         if notify:
             self.enqueue(NOTIFY, job_id)
         return status
+
+    def open_keyed_job(self, idempotency_key: str) -> str | None:
+        """The job made under this key if it still takes documents, else None; a key left on
+        a job that no longer does is freed, so it is never reopened."""
+        with session_scope(self.engine) as s:
+            job = jobrepo.keyed_job(s, idempotency_key, owner=self.owner)
+            if job is None:
+                return None
+            if job.accepting and job.status in jobrepo.LIVE:
+                return job.id
+            job.idempotency_key = None
+            return None
 
     def seen(self, src: Source, checkpoint: str) -> bool:
         """Whether this source (same URI and version) was fully taken in before."""

@@ -3,10 +3,17 @@
 Each object is checkpointed in SQL by (bucket, key, ETag) in the same transaction that links
 its document to the job, so a watcher restarted at any point neither skips nor repeats a file;
 one whose ingest message may have been lost in a crash is re-sent on the next pass.
+
+A pass's job takes documents ('accepting') until the pass has sent them all, then is closed: it
+shows 'running' meanwhile, however fast workers read what was sent, and finishes once (it used
+to show 'done', then 'running' again when the pass sent the next file). The job is made under a
+key of the watched prefix, freed when it is closed: a pass killed mid-way leaves its job open
+under the key, and the next pass goes on with it and closes it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -51,33 +58,43 @@ class Watcher:
         self.prefix = parsed.path.lstrip("/")
         self.checkpoint = checkpoint_prefix(parsed.netloc)
         self.submitter = Submitter(engine, store, options, owner=owner, enqueue=enqueue)
+        # One open job at a time per watched prefix and owner (hashed: a prefix may be 1,024
+        # bytes, a key 255).
+        where = f"{owner}\n{self.checkpoint}{self.prefix}"
+        self.pass_key = "watch:" + hashlib.sha256(where.encode()).hexdigest()
 
     def scan(self) -> ScanResult:
-        """One pass: new objects become one job (made only if something is new)."""
+        """One pass: new objects become one job (made only if something is new), closed when
+        the pass is over; one a killed pass left open is taken up and closed too."""
         result = ScanResult(resent=self.submitter.resend_unqueued(self.checkpoint))
-        for info in self.bucket.list(self.prefix):
-            if Path(info.key).suffix.lower() not in DOCUMENT_SUFFIXES:
-                continue
-            src = s3_source(self.bucket, info)
-            if self.submitter.seen(src, self.checkpoint):
-                result.skipped += 1
-                continue
-            if result.job_id is None:
-                # Not 'accepting': a watcher killed mid-pass leaves a job that still finishes.
-                result.job_id, _ = self.submitter.open_job(accepting=False)
-            try:
-                outcome = self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
-            except JobFinishedError:
-                # The pass's job was cancelled meanwhile: what it held stays stopped, new files
-                # go on in a job of their own.
-                result.job_id, _ = self.submitter.open_job(accepting=False)
-                outcome = self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
-            result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
-            if outcome == "skipped":
-                result.skipped += 1
-            else:
-                result.submitted += 1
-                log.info("watch: %s -> job=%s (%s)", src.uri, result.job_id, outcome)
+        result.job_id = self.submitter.open_keyed_job(self.pass_key)
+        try:
+            for info in self.bucket.list(self.prefix):
+                if Path(info.key).suffix.lower() not in DOCUMENT_SUFFIXES:
+                    continue
+                src = s3_source(self.bucket, info)
+                if self.submitter.seen(src, self.checkpoint):
+                    result.skipped += 1
+                    continue
+                if result.job_id is None:
+                    result.job_id, _ = self.submitter.open_job(idempotency_key=self.pass_key)
+                try:
+                    outcome = self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
+                except JobFinishedError:
+                    # The pass's job was cancelled meanwhile (its key freed): what it held stays
+                    # stopped, new files go on in a job of their own.
+                    result.job_id, _ = self.submitter.open_job(idempotency_key=self.pass_key)
+                    outcome = self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
+                result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
+                if outcome == "skipped":
+                    result.skipped += 1
+                else:
+                    result.submitted += 1
+                    log.info("watch: %s -> job=%s (%s)", src.uri, result.job_id, outcome)
+        finally:
+            # Also after a failed listing: what was sent finishes; the rest is the next pass's.
+            if result.job_id is not None:
+                self.submitter.close_job(result.job_id, forget_key=True)
         return result
 
     def run(self, interval: float, stop: threading.Event | None = None) -> None:

@@ -24,6 +24,7 @@ from pipeline.db.models import (
     Page,
     WatchCheckpoint,
     new_id,
+    text_key,
     utcnow,
 )
 from pipeline.errors import JobFinishedError
@@ -88,6 +89,12 @@ def create_keyed_job(
     if job.owner != owner:
         raise repo.IdempotencyConflictError("idempotency key already used")
     return job, job.id == job_id
+
+
+def keyed_job(s: Session, idempotency_key: str, *, owner: str | None) -> Job | None:
+    """The owner's job made under this key, or None."""
+    return s.scalars(select(Job).where(Job.idempotency_key == idempotency_key,
+                                       Job.owner == owner)).first()
 
 
 def refresh_job(s: Session, job_id: str) -> Job:
@@ -253,7 +260,7 @@ def next_position(s: Session, job_id: str) -> int:
 
 
 def get_checkpoint(s: Session, prefix: str, key: str, etag: str) -> WatchCheckpoint | None:
-    return s.get(WatchCheckpoint, (prefix, key, etag))
+    return s.get(WatchCheckpoint, (prefix, text_key(key), etag))
 
 
 def add_checkpoint(
@@ -261,15 +268,15 @@ def add_checkpoint(
 ) -> bool:
     """Record an object as taken in (state 'seen'); False if it was already there."""
     stmt = repo._insert(s, WatchCheckpoint).values(
-        prefix=prefix, key=key, etag=etag, job_id=job_id, document_id=document_id,
-        state="seen", created_at=utcnow(),
-    ).on_conflict_do_nothing(index_elements=["prefix", "key", "etag"])
+        prefix=prefix, key=key, key_sha256=text_key(key), etag=etag, job_id=job_id,
+        document_id=document_id, state="seen", created_at=utcnow(),
+    ).on_conflict_do_nothing(index_elements=["prefix", "key_sha256", "etag"])
     return bool(s.execute(stmt).rowcount)  # type: ignore[attr-defined]
 
 
 def mark_queued(s: Session, prefix: str, key: str, etag: str) -> None:
     s.execute(update(WatchCheckpoint).where(and_(
-        WatchCheckpoint.prefix == prefix, WatchCheckpoint.key == key,
+        WatchCheckpoint.prefix == prefix, WatchCheckpoint.key_sha256 == text_key(key),
         WatchCheckpoint.etag == etag)).values(state="queued"))
 
 

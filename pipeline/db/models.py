@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -58,6 +59,12 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def text_key(text: str) -> str:
+    """A name's or a path's SHA-256 (hex, of its UTF-8), which keys it in an index instead of the
+    text itself: a long non-ASCII path outgrows what a PostgreSQL btree entry holds (2,704 bytes)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -137,7 +144,7 @@ class Document(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     sha256: Mapped[str] = mapped_column(String(64))
     profile: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(1024))
+    name: Mapped[str] = mapped_column(Text)  # a path, as long as the file system allows
     source_uri: Mapped[str] = mapped_column(Text)
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     page_count: Mapped[int | None] = mapped_column(Integer)
@@ -166,10 +173,12 @@ class JobDocument(Base):
     document_id: Mapped[str] = mapped_column(
         ForeignKey("documents.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+    # The name's text_key: each name is a link of its own, however long the name. Indexed:
+    # search asks, for each hit, whether a later job sent the same name with other bytes.
+    name_sha256: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
     position: Mapped[int] = mapped_column(Integer)
     # The file's name as this job sent it (documents are shared by content, names are not).
-    # Indexed: search checks whether a later job sent the same name with other bytes.
-    name: Mapped[str] = mapped_column(String(1024), primary_key=True, index=True)
+    name: Mapped[str] = mapped_column(Text)
 
     job: Mapped[Job] = relationship(back_populates="links")
     document: Mapped[Document] = relationship()
@@ -248,7 +257,8 @@ class ApiToken(Base):
 
 
 class WatchCheckpoint(Base):
-    """An object the bucket watcher (or an S3 event) has taken in, keyed by (prefix, key, etag).
+    """An object the bucket watcher (or an S3 event) has taken in, keyed by (prefix, key, etag),
+    the key by its text_key (a local file's key is its file: URI, as long as its path).
 
     state 'seen': committed with its document and job link, ingest maybe not yet sent;
     'queued': ingest sent. A restart resends 'seen' ones, so nothing is skipped or repeated.
@@ -257,8 +267,9 @@ class WatchCheckpoint(Base):
     __tablename__ = "watch_checkpoints"
 
     prefix: Mapped[str] = mapped_column(String(1024), primary_key=True)
-    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    key_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     etag: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(Text)
     job_id: Mapped[str | None] = mapped_column(String(36))
     document_id: Mapped[str | None] = mapped_column(String(36))
     state: Mapped[str] = mapped_column(String(16), default="seen", index=True)

@@ -26,6 +26,7 @@ from pipeline.db.models import (
     Page,
     PageStatus,
     new_id,
+    text_key,
     utcnow,
 )
 from pipeline.errors import ConfigError, NotFoundError, QuireError
@@ -121,7 +122,8 @@ def link_job_document(s: Session, job_id: str, document_id: str, position: int,
         name = get_document(s, document_id).name
     s.execute(_insert(s, JobDocument).values(
         job_id=job_id, document_id=document_id, position=position, name=name,
-    ).on_conflict_do_nothing(index_elements=["job_id", "document_id", "name"]))
+        name_sha256=text_key(name),
+    ).on_conflict_do_nothing(index_elements=["job_id", "document_id", "name_sha256"]))
 
 
 def start_document(s: Session, document_id: str) -> None:

@@ -118,11 +118,11 @@ LINK_OWNER = " AND j.owner = :owner"
 # A name (link jd of job j to document d) now holds other bytes: a later job of the same owner
 # sent that name with another file (a rescan), which was read. A rescan that failed, or is not
 # read yet, leaves the old reading current, as `quire export NAME` does. Plain SQL for both
-# backends; job_documents.name is indexed for it.
+# backends; job_documents.name_sha256 is indexed for it.
 REPLACED_LATER = """EXISTS (
       SELECT 1 FROM job_documents later JOIN jobs lj ON lj.id = later.job_id
       JOIN documents ld ON ld.id = later.document_id
-      WHERE later.name = jd.name AND coalesce(lj.owner, '') = coalesce(j.owner, '')
+      WHERE later.name_sha256 = jd.name_sha256 AND coalesce(lj.owner, '') = coalesce(j.owner, '')
         AND lj.created_at > j.created_at AND ld.sha256 <> d.sha256 AND ld.status = 'done')"""
 
 # A document is superseded when every name it was sent by (the owner's, with an owner) was

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -134,6 +136,102 @@ def test_a_job_links_a_document_once_per_name(backend: str, request: pytest.Fixt
         command.downgrade(alembic_config(url), "0006_job_cancel")  # one link again, the first
         with engine.connect() as conn:
             assert conn.execute(text("SELECT name FROM job_documents")).all() == [("a.pdf",)]
+    finally:
+        engine.dispose()
+
+
+# Folder names of letters of 2-3 bytes (past 1,024 characters in all), and of 4 bytes (CJK
+# Extension B: under 1,024 characters, past a btree entry's 2,704 bytes). Drawn at random, and
+# from 42,000 letters: PostgreSQL compresses an index entry that repeats itself into the limit.
+RUSSIAN_AND_CHINESE = "абвгдеёжзийклмнопрстуфхцчшщъыьэюя报告档案文件"
+RARE_CHINESE = "".join(chr(0x20000 + i) for i in range(42_000))
+
+
+def deep_folder(root: Path, letters: str, name_bytes: int) -> Path:
+    """A folder of scans nested in folders named with 60 of `letters`, holding one file whose
+    path from the folder's own name is at most `name_bytes` bytes of UTF-8."""
+    rng = np.random.default_rng(0)
+    folder = root / "архив"
+    deep, used = folder, len("архив/скан.pdf".encode())
+    while True:
+        part = "".join(rng.choice(list(letters), 60))
+        if used + len(part.encode()) + 1 > name_bytes:
+            break
+        deep, used = deep / part, used + len(part.encode()) + 1
+    deep.mkdir(parents=True)
+    (deep / "скан.pdf").write_bytes(b"%PDF-1.4 a scan")
+    return folder
+
+
+@pytest.mark.parametrize("letters", [RUSSIAN_AND_CHINESE, RARE_CHINESE], ids=["2-3-byte", "4-byte"])
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_a_file_with_a_4000_byte_name_is_submitted(backend: str, letters: str, request: pytest.FixtureRequest,
+                                                   tmp_path: Path) -> None:
+    """A scan deep in folders with long non-ASCII names: its name (its path, ~4,000 bytes of
+    UTF-8) keyed its job link, and PostgreSQL refused the link ("index row size exceeds btree
+    maximum"), or the name itself (over 1,024 characters), ending the submission. Links are
+    keyed by the name's SHA-256 now, and names are unbounded text."""
+    from pipeline.storage import LocalStore
+    from pipeline.submit import JobOptions, Submitter, iter_local
+
+    url = request.getfixturevalue(backend)
+    engine = migrated(url)
+    try:
+        [src] = iter_local([deep_folder(tmp_path / "in", letters, 3990)])
+        assert 3750 < len(src.name.encode()) <= 3990
+        sent: list[tuple] = []
+        submitter = Submitter(engine, LocalStore(tmp_path / "store"), JobOptions("m", 150, 1),
+                              enqueue=lambda *a: sent.append(a))
+        job_id, _ = submitter.open_job()
+        assert submitter.add(job_id, src) == "queued"
+        with session_scope(engine) as s:
+            [(doc, name)] = repo.named_job_documents(s, job_id)
+            assert name == src.name and doc.name == src.name
+            # The same name again is the same link; a name differing only at its end is another.
+            repo.link_job_document(s, job_id, doc.id, 1, src.name)
+            repo.link_job_document(s, job_id, doc.id, 2, src.name[:-4] + ".PDF")
+            assert [n[-8:] for _, n in repo.named_job_documents(s, job_id)] == ["скан.pdf", "скан.PDF"]
+        if backend == "postgres_url":  # revision 0007 cannot hold them: a downgrade says so first
+            from alembic import command
+
+            with pytest.raises(RuntimeError, match="2 job link names, 1 checkpoint keys"):
+                command.downgrade(alembic_config(url), "0007_link_per_name")
+            assert current_revision(url) == head_revision()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0008_keys_existing_links_by_their_names_hashes(backend: str, request: pytest.FixtureRequest) -> None:
+    """Links made before 0008 get the same key a new link of that name gets (so linking it again
+    adds nothing), non-ASCII names included; downgrading restores the key on the name."""
+    from alembic import command
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0007_link_per_name")
+    engine = make_engine(url)
+    try:
+        doc_id = add_doc(engine)
+        names = ["a.pdf", "répertoire/Straße 1.pdf", "档案/报告.pdf"]
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
+                              "documents_failed, created_at, accepting) VALUES "
+                              "('j1', '{}', 'running', 3, 0, 0, '2026-11-24 00:00:00', false)"))
+            for position, name in enumerate(names):
+                conn.execute(text("INSERT INTO job_documents (job_id, document_id, position, name) "
+                                  "VALUES ('j1', :d, :p, :n)"), {"d": doc_id, "p": position, "n": name})
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        with session_scope(engine) as s:
+            for name in names:
+                repo.link_job_document(s, "j1", doc_id, 9, name)  # already there: nothing added
+            assert [n for _, n in repo.named_job_documents(s, "j1")] == names
+        command.downgrade(alembic_config(url), "0007_link_per_name")
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT name FROM job_documents ORDER BY position")).all()
+        assert [n for n, in rows] == names
+        assert inspect(engine).get_pk_constraint("job_documents")["constrained_columns"] == [
+            "job_id", "document_id", "name"]
     finally:
         engine.dispose()
 

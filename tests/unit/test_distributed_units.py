@@ -158,6 +158,40 @@ def test_watcher_submits_new_objects_once(env, s3_server, s3_bucket):
         assert repo.get_job(s, first.job_id).documents_total == 2
 
 
+def test_a_watcher_pass_killed_before_closing_its_job_leaves_it_to_the_next_pass(env, s3_server, s3_bucket):
+    """A pass's job takes files until the pass is over, then is closed. A watcher killed before
+    that (SIGKILL, a power cut) leaves the job open (running, never done); the restarted
+    watcher's next pass goes on with it, and closes it."""
+    import boto3
+
+    engine, store, _, sent = env
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    s3.put_object(Bucket=s3_bucket, Key="inbox/a.pdf", Body=b"%PDF a")
+
+    def watcher() -> Watcher:
+        return Watcher(engine, store, f"s3://{s3_bucket}/inbox/", OPTIONS,
+                       endpoint_url=s3_server, enqueue=lambda *a: sent.append(a))
+
+    killed = watcher()
+    killed.submitter.close_job = lambda *args, **kwargs: None  # dies before it closes the job
+    first = killed.scan()
+    with session_scope(engine) as s:
+        job = repo.get_job(s, first.job_id)
+        assert job.accepting and job.documents_total == 1
+        [doc] = repo.job_documents(s, first.job_id)
+        repo.finish_document(s, doc.id, 1)  # its file read: still open, so running, not done
+        assert jobrepo.refresh_job(s, first.job_id).status == "running"
+    s3.put_object(Bucket=s3_bucket, Key="inbox/b.pdf", Body=b"%PDF b")
+    second = watcher().scan()
+    assert (second.job_id, second.submitted) == (first.job_id, 1)
+    with session_scope(engine) as s:
+        job = repo.get_job(s, first.job_id)
+        assert (job.accepting, job.documents_total, job.idempotency_key) == (False, 2, None)
+    assert watcher().scan().job_id is None  # nothing new, nothing left open: no job
+    s3.put_object(Bucket=s3_bucket, Key="inbox/c.pdf", Body=b"%PDF c")
+    assert watcher().scan().job_id not in (None, first.job_id)
+
+
 def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("QUIRE_QUEUE__VISIBILITY_TIMEOUT", "9")
     monkeypatch.setenv("QUIRE_QUEUE__RECOGNIZE_ON", "gpu")

@@ -276,6 +276,53 @@ def test_a_new_file_after_one_read_before_is_read_even_by_a_worker_that_takes_it
         assert repo.get_job(s, job).status == "done"
 
 
+def _bucket_with_letters(s3_server: str, bucket: str, tmp_path, pages: list[int]) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    for i, count in enumerate(pages):
+        pdf = make_pdf([make_letter_page(150)] * count, tmp_path / f"letter{i}.pdf", dpi=150)
+        s3.put_object(Bucket=bucket, Key=f"inbox/letter{i}.pdf", Body=pdf.read_bytes())
+
+
+def test_a_watcher_pass_s_job_is_not_done_before_the_pass_has_sent_every_file(
+        tasks, tmp_path, monkeypatch, s3_server, s3_bucket):
+    """Idle workers read each file the moment the watcher sends it: `quire status` showed the
+    pass's job 'done' after the first file, then 'running' again when the pass sent the next.
+    The job now runs until the pass has sent everything, then finishes, once."""
+    from sqlalchemy import select
+
+    from pipeline.db.models import Job
+    from pipeline.watch import Watcher
+
+    module, sent, engine, store = tasks
+    monkeypatch.setattr(module, "recognizer_for", lambda model, beam=None, decode=None: FakeRecognizer())
+    _bucket_with_letters(s3_server, s3_bucket, tmp_path, [1, 2])
+    shown: list[str] = []
+
+    def quire_status() -> None:
+        with session_scope(engine) as s:
+            shown.extend(job.status for job in s.scalars(select(Job)))
+
+    def worker_at_once(task, *args):
+        if task == INGEST:
+            quire_status()
+            _read_in_full(module, sent, *args)
+            quire_status()
+
+    watcher = Watcher(engine, store, f"s3://{s3_bucket}/inbox/", JobOptions("m", 150, 1),
+                      endpoint_url=s3_server, enqueue=worker_at_once)
+    result = watcher.scan()
+    quire_status()
+    assert result.submitted == 2
+    # Before and after each file is read, then when the pass is over (it used to be
+    # queued, done, running, done, done).
+    assert shown == ["queued", "running", "running", "running", "done"]
+    with session_scope(engine) as s:
+        job = repo.get_job(s, result.job_id)
+        assert (job.documents_total, job.documents_done, job.finished_at is not None) == (2, 2, True)
+
+
 def test_a_job_of_files_all_read_before_sends_its_webhook_when_it_is_closed(tasks, tmp_path, monkeypatch):
     from pipeline.queue import NOTIFY
 
