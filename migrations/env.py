@@ -63,6 +63,12 @@ def run_migrations_online() -> None:
     engine = make_engine(database_url(), poolclass=NullPool)
     try:
         with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                # As pipeline.db.session.upgrade does: a table SQLite rebuilds (a CHECK changed,
+                # a column dropped) is dropped and copied, and with foreign keys on, the drop
+                # would delete the rows that refer to it (ON DELETE CASCADE). The pragma only
+                # takes effect outside a transaction; the connection is discarded after.
+                conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
             configure(connection=conn)
             with context.begin_transaction():
                 context.run_migrations()

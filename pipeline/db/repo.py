@@ -78,12 +78,14 @@ def create_job(
     idempotency_key: str | None = None,
     owner: str | None = None,
     webhook_url: str | None = None,
+    local_run: dict[str, Any] | None = None,
 ) -> Job:
-    """A new queued job; with an idempotency key already used, the job it made before."""
+    """A new queued job; with an idempotency key already used, the job it made before.
+    `local_run`: a `quire run` job's own record (pipeline.db.runs)."""
     values = {"id": new_id(), "settings": settings, "owner": owner, "webhook_url": webhook_url,
               "idempotency_key": idempotency_key, "status": JobStatus.QUEUED.value,
               "documents_total": 0, "documents_done": 0, "documents_failed": 0,
-              "created_at": utcnow()}
+              "created_at": utcnow(), "local_run": local_run}
     if idempotency_key is None:
         job = Job(**values)
         s.add(job)
@@ -291,8 +293,10 @@ def update_job_counts(s: Session, job_id: str) -> Job:
     done = counts.get(DocumentStatus.DONE, 0)
     failed = counts.get(DocumentStatus.FAILED, 0)
     job.documents_total, job.documents_done, job.documents_failed = total, done, failed
-    if job.status == JobStatus.CANCELLED:
-        status = JobStatus.CANCELLED  # counted still, but it stays stopped, since it was stopped
+    if job.status in (JobStatus.CANCELLED, JobStatus.STOPPED):
+        # Counted still, but it stays as it ended: a later run that finishes its documents
+        # does not make a stopped run look finished.
+        status = JobStatus(job.status)
     elif (total and done + failed == total) or (not total and not job.accepting):
         # A closed job with nothing in it is done, not queued for ever.
         status = (JobStatus.DONE if not failed else JobStatus.FAILED if not done
