@@ -247,20 +247,6 @@ def set_line_texts(s: Session, results: Sequence[tuple[int, str, float]], model:
     s.flush()
 
 
-def restore_document(s: Session, document_id: str, result: DocumentResult) -> None:
-    """Put back a finished reading (`load_document_result`'s) in place of whatever rows the
-    document has now, and mark it done: a re-read that failed or was stopped loses nothing."""
-    start_document(s, document_id)
-    for page in result.pages:
-        row = save_page(s, document_id, number=page.number, image_key=page.image_key,
-                        width=page.width, height=page.height, dpi=page.dpi, angle=page.angle,
-                        rotation=page.rotation)
-        lines = save_lines(s, row.id, [(line.order, line.bbox, None) for line in page.lines])
-        set_line_texts(s, [(row_line.id, line.text, line.confidence)
-                           for row_line, line in zip(lines, page.lines)], result.model)
-    finish_document(s, document_id, len(result.pages))
-
-
 def set_page_count(s: Session, document_id: str, page_count: int) -> None:
     """Record how many pages ingest produced (the document is not finished yet)."""
     get_document(s, document_id, lock=True).page_count = page_count
