@@ -92,11 +92,13 @@ def run(
     """OCR documents in this process (no servers): text in the database, exports in the store and --out.
 
     A document already done with the same model and settings (same SHA-256) is not redone
-    (--redo reads it again). Stopped with Ctrl-C, SIGTERM or even kill -9, the same command
-    later goes on where it stopped. Exit status 1 if any document failed, 130 if stopped.
+    (--redo reads it again). Stopped with Ctrl-C (a second Ctrl-C ends it at once), SIGTERM or
+    even kill -9, the same command later goes on where it stopped. Exit status 1 if any
+    document failed, 130 if stopped.
     """
     from tqdm import tqdm
 
+    from pipeline import stopping
     from pipeline.exporters import get_exporter, parse_formats
     from pipeline.inputs import collect_inputs, passed_over
     from pipeline.runner import LocalRunner, total_pages
@@ -128,16 +130,22 @@ def run(
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
         _say_passed_over(others)
-        runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
-        bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
-                   dynamic_ncols=True, file=sys.stderr)
-        with bar:
-            summary = runner.run(inputs, progress=bar, roots=paths)
+        # Ctrl-C and SIGTERM: the first stops the run in order, a second ends it (pipeline/stopping.py).
+        with stopping.handled():
+            runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
+            bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
+                       dynamic_ncols=True, file=sys.stderr)
+            with bar:
+                summary = runner.run(inputs, progress=bar, roots=paths)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted; documents and pages finished so far are kept, and the same command "
-              "goes on from there", 130)
+        stopping.ignore_more()  # the stop is recorded: more Ctrl-C cannot change how it ends
+        typer.echo("quire: interrupted; documents and pages finished so far are kept, and the same "
+                   "command goes on from there", err=True)
+        if stopping.again.is_set():  # a second Ctrl-C: out now, not after the interpreter's shutdown
+            stopping.exit_now()
+        raise typer.Exit(stopping.EXIT_STATUS) from None
     _print_summary(summary, runner.options)
     raise typer.Exit(1 if summary.failures else 0)
 

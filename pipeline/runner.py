@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import run_process, storage
+from pipeline import run_process, stopping, storage
 from pipeline.config import Settings
 from pipeline.db import readings, repo, runs
 from pipeline.db.models import DocumentStatus
@@ -212,21 +212,24 @@ class LocalRunner:
             daemon=True
         )
         producer.start()
-        try:
-            self._consume(events, progress)
-        except KeyboardInterrupt:
-            # The page being rendered is finished and the thread ends before the process does
-            # (native code still running in a thread at exit can abort the interpreter).
-            self._stop.set()
-            producer.join(timeout=STOP_WAIT_S)
-            self._stopped(job_id)
-            raise
-        producer.join()
-        with session_scope(self.engine) as s:
-            repo.update_job_counts(s, job_id)
-            went_on_from = runs.went_on(s, job_id)
-            for other in repo.unfinished_sharing_jobs(s, job_id):
-                repo.update_job_counts(s, other)  # e.g. a stopped run's job, whose files are done now
+        # A second Ctrl-C, even one that comes while the first is still unwinding, waits for the
+        # stop to be recorded below (pipeline/stopping.py); it only cuts the wait for the page.
+        with stopping.holding():
+            try:
+                self._consume(events, progress)
+                producer.join()
+                with session_scope(self.engine) as s:
+                    repo.update_job_counts(s, job_id)
+                    went_on_from = runs.went_on(s, job_id)
+                    for other in repo.unfinished_sharing_jobs(s, job_id):
+                        repo.update_job_counts(s, other)  # e.g. a stopped run's job, whose files are done now
+            except KeyboardInterrupt:
+                # The page being rendered is finished and the thread ends before the process does
+                # (native code still running in a thread at exit can abort the interpreter).
+                self._stop.set()
+                stopping.wait_for(producer, STOP_WAIT_S)
+                self._stopped(job_id)
+                raise
         return RunSummary(outcomes, time.perf_counter() - started, job_id, went_on_from)
 
     def _stopped(self, job_id: str) -> None:

@@ -1,4 +1,4 @@
-"""`quire run` stopped every way a user can stop it (kill -9), as a real process on
+"""`quire run` stopped every way a user can stop it (kill -9, Ctrl-C twice), as a real process on
 real SQLite: what was read before survives, `quire status` says what happened, and the same command
 goes on where it stopped."""
 
@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import get_settings
-from tests.model_fixtures import make_letter_page
+from tests.model_fixtures import LETTER_LINES, make_letter_page
 from tests.pagegen import make_pdf
 
 pytestmark = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils missing")
@@ -144,3 +144,28 @@ def test_a_run_killed_outright_shows_as_stopped_and_the_next_run_says_it_went_on
     assert db_rows(env, "SELECT count(*) FROM documents WHERE status = 'done'") == [(4,)]
     later = quire("status", job_id).output
     assert f"job {job_id}: stopped, " in later and "went on from there" in later, later
+
+
+def test_a_second_ctrl_c_ends_the_run_with_130_at_once_and_the_stop_recorded(tmp_path, env):
+    """A second Ctrl-C while the first was being handled ended the process by the signal (status
+    -2 to its parent), or cut short the recording of the stop: the job stayed 'queued' and its
+    documents 'processing'."""
+    docs = letters(tmp_path / "in", [1, 6, 6, 6])
+    proc = start_run(str(docs))
+    wait_for(env, proc, "SELECT count(*) FROM documents WHERE status = 'done'")
+    started = time.monotonic()
+    while proc.poll() is None and time.monotonic() - started < 30:  # Ctrl-C, again and again
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert time.monotonic() - started < 15, "the second Ctrl-C did not end it promptly"
+    assert "interrupted; documents and pages finished so far are kept" in output and "Traceback" not in output
+
+    [(job_id, status)] = db_rows(env, "SELECT id, status FROM jobs")
+    assert status == "stopped"
+    assert db_rows(env, "SELECT count(*) FROM documents WHERE status IN ('pending', 'processing')") == [(0,)]
+    again = quire("run", str(docs), "--no-progress")
+    assert again.exit_code == 0 and f"went on from job {job_id}" in again.output, again.output
+    assert db_rows(env, "SELECT count(*) FROM documents WHERE status = 'done'") == [(4,)]
+    assert "\n".join(LETTER_LINES) in quire("export", "in/doc3.pdf").stdout
