@@ -5,8 +5,8 @@ Usage: python bench/bench_recognize_memory.py [--calls 80] [--lines 160] [--deco
 
 Each arm runs in a process of its own, one after the other (`--rounds` repeats the sequence, so
 timings of the arms interleave): the shipped recognizer (`after`), and the same with oneDNN's
-default kernel cache and no heap trimming (`before`); `cache=N` is the shipped code with a kernel
-cache of N. Every call reads `--lines` new printed lines, 2-12 words at 30-70 px, so batches take
+default kernel cache and no heap trimming (`before`); `cache=N` gives the shipped code a kernel
+cache of N, `notrim` leaves its heap untrimmed, and `+` joins them (`cache=1024+notrim` is `before`). Every call reads `--lines` new printed lines, 2-12 words at 30-70 px, so batches take
 many shapes, as a long run's do. Prints RSS after loading and every tenth call, the peak, and
 lines per second over all calls but the first.
 """
@@ -49,14 +49,14 @@ def draw_line(rng: random.Random):
 
 def child(arm: str, calls: int, lines: int, decode: str) -> None:
     """One arm in this process: prints a JSON record of its RSS and speed."""
-    if arm == "before":
-        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = "1024"  # oneDNN's own default
-    elif arm.startswith("cache="):
-        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = arm.split("=", 1)[1]
+    parts = set(("cache=1024+notrim" if arm == "before" else arm).split("+"))  # 1024: oneDNN's own
+    for part in parts:
+        if part.startswith("cache="):
+            os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = part.split("=", 1)[1]
     from pipeline import recognize
     from pipeline.config import load_settings
 
-    if arm == "before":
+    if "notrim" in parts:
         recognize.release_free_memory = lambda: None
     recognizer = recognize.Recognizer.from_settings(load_settings(), decode=decode)
     rng = random.Random(0)  # every arm reads the same lines

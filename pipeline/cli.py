@@ -86,17 +86,19 @@ def run(
     precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,
     language_model: Annotated[bool | None, typer.Option(help=LANGUAGE_MODEL_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
-    redo: Annotated[bool, typer.Option(help="Read documents again even if done before with the same model and settings.")] = False,
+    redo: Annotated[bool, typer.Option(help="Read documents again even if done before with the same model and settings. The earlier reading stays until the new one is complete, however the run is stopped; the same command then goes on with the new one where it stopped.")] = False,
     rotate_pages: Annotated[bool | None, typer.Option(help="Turn sideways and upside-down pages upright before reading them (default; QUIRE_RENDER__ROTATE_PAGES). The JSON gives each page's rotation. Off for a folder of line crops: one short line is too little to judge by.")] = None,
 ) -> None:
     """OCR documents in this process (no servers): text in the database, exports in the store and --out.
 
     A document already done with the same model and settings (same SHA-256) is not redone
-    (--redo reads it again). Stopped with Ctrl-C, the same command later goes on where it
-    stopped. Exit status 1 if any document failed.
+    (--redo reads it again). Stopped with Ctrl-C (a second Ctrl-C ends it at once), SIGTERM or
+    even kill -9, the same command later goes on where it stopped. Exit status 1 if any
+    document failed, 130 if stopped.
     """
     from tqdm import tqdm
 
+    from pipeline import stopping
     from pipeline.exporters import get_exporter, parse_formats
     from pipeline.inputs import collect_inputs, passed_over
     from pipeline.runner import LocalRunner, total_pages
@@ -128,16 +130,22 @@ def run(
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
         _say_passed_over(others)
-        runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
-        bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
-                   dynamic_ncols=True, file=sys.stderr)
-        with bar:
-            summary = runner.run(inputs, progress=bar, roots=paths)
+        # Ctrl-C and SIGTERM: the first stops the run in order, a second ends it (pipeline/stopping.py).
+        with stopping.handled():
+            runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
+            bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
+                       dynamic_ncols=True, file=sys.stderr)
+            with bar:
+                summary = runner.run(inputs, progress=bar, roots=paths)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted; documents and pages finished so far are kept, and the same command "
-              "goes on from there", 130)
+        stopping.ignore_more()  # the stop is recorded: more Ctrl-C cannot change how it ends
+        typer.echo("quire: interrupted; documents and pages finished so far are kept, and the same "
+                   "command goes on from there", err=True)
+        if stopping.again.is_set():  # a second Ctrl-C: out now, not after the interpreter's shutdown
+            stopping.exit_now()
+        raise typer.Exit(stopping.EXIT_STATUS) from None
     _print_summary(summary, runner.options)
     raise typer.Exit(1 if summary.failures else 0)
 
@@ -157,8 +165,13 @@ def _print_summary(summary, options) -> None:
         f"{summary.seconds:.1f} s ({summary.pages_per_minute:.1f} pages/min)"
     )
     typer.echo(f"  read with {reading_described(options)}; job {summary.job_id} (`quire status {summary.job_id}`)")
+    for job_id in summary.went_on_from:
+        typer.echo(f"  went on from job {job_id}, stopped before it finished (`quire status {job_id}`)")
     for outcome in summary.outcomes:
-        if outcome.status == "skipped":
+        if outcome.status == "skipped" and outcome.redo_waiting:
+            typer.echo(f"  already done, its earlier reading kept (a --redo of it was stopped; "
+                       f"`quire run --redo` goes on with it): {outcome.path}")
+        elif outcome.status == "skipped":
             typer.echo(f"  same content as {outcome.same_as}: {outcome.path}" if outcome.same_as
                        else f"  already done: {outcome.path}")
         elif outcome.resumed_pages:

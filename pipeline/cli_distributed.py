@@ -197,12 +197,16 @@ def _job(job_id: str, api: str | None, token: str | None) -> dict[str, Any]:
 
         return ApiClient(api, token).job(job_id)
     from pipeline.api.views import job_view
-    from pipeline.db import repo
+    from pipeline.db import repo, runs
     from pipeline.db.session import session_scope
+    from pipeline.run_process import is_gone
 
     _, engine, _ = _backend(existing=True)
     with session_scope(engine) as s:
-        return job_view(s, repo.get_job(s, job_id))
+        job = repo.get_job(s, job_id)
+        # A `quire run` killed outright could not say so: its job is stopped now, if its process is gone.
+        runs.settle_gone_runs(s, is_gone, job.id)
+        return job_view(s, repo.get_job(s, job.id))
 
 
 def _follow(job_id: str, api: str | None, token: str | None, progress: bool) -> int:
@@ -262,14 +266,21 @@ def _stall_hints() -> list[str]:
 
 
 def _print_view(view: dict[str, Any]) -> None:
-    """One line of counts, then each failed document with its reason."""
+    """One line of counts, how a stopped `quire run` ended, then each failed document with its reason."""
+    from pipeline.db.runs import STOP_REASONS, stop_described
+
     c = view["documents_count"]
     typer.echo(f"job {view['id']}: {view['status']}, {view['percent']}% - {c['done']} done, "
                f"{c['failed']} failed, {c['pending']} pending of {c['total']} documents; "
                f"{view['lines']['done']}/{view['lines']['total']} lines read")
+    run = view.get("run")
+    if run and view["status"] == "stopped":
+        typer.echo(f"  {stop_described(run, run['reached'])}")
     for doc in view.get("documents", []):
         if doc["status"] == "failed":
-            typer.echo(f"  FAILED {doc['name']}: {doc['error']}")
+            # A stopped run's unfinished documents are not failures of the files (api/views.py).
+            label = "UNFINISHED" if doc["error"] in STOP_REASONS else "FAILED"
+            typer.echo(f"  {label} {doc['name']}: {doc['error']}")
 
 
 def status(

@@ -53,7 +53,8 @@ def find_document(s, ref: str):
             where, what = (Document.name == ref) | Document.id.in_(named), f"id or name {ref!r}"
         sent_last = (select(func.max(Job.created_at)).join(JobDocument, JobDocument.job_id == Job.id)
                      .where(JobDocument.document_id == Document.id).correlate(Document).scalar_subquery())
-        candidates = list(s.scalars(select(Document).where(where).order_by(
+        # Not a --redo's reading in progress: its document keeps the reading it had till then.
+        candidates = list(s.scalars(select(Document).where(where, Document.redo_of.is_(None)).order_by(
             sent_last.desc().nulls_last(), Document.updated_at.desc())))
         if not candidates:
             where_db = s.get_bind().url.render_as_string(hide_password=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import storage
+from pipeline import run_process, stopping, storage
 from pipeline.config import Settings
-from pipeline.db import repo
+from pipeline.db import readings, repo, runs
 from pipeline.db.models import DocumentStatus
 from pipeline.db.session import open_database, session_scope
 from pipeline.errors import BadInputError, QuireError
@@ -30,14 +30,12 @@ from pipeline.process import (
     write_exports,
 )
 from pipeline.render import count_pages, regular_file_size
-from pipeline.types import DocumentResult
 
 log = logging.getLogger(__name__)
 
 # Pages ingested ahead of recognition: enough to keep the model fed, few enough to bound memory.
 INGEST_AHEAD_PAGES = 4
 STOP_WAIT_S = 30  # on Ctrl-C, how long the page being rendered may take to finish
-STOPPED = "quire run was stopped (Ctrl-C or SIGTERM) before this document was finished"
 
 
 @dataclass
@@ -54,6 +52,8 @@ class DocumentOutcome:
     resumed_lines: int = 0
     # Its name in the database this run, which its exports carry whether read now or before.
     stored_name: str = ""
+    # Skipped as done, though a --redo of it was stopped: `quire run --redo` goes on with it.
+    redo_waiting: bool = False
 
 
 @dataclass
@@ -61,6 +61,7 @@ class RunSummary:
     outcomes: list[DocumentOutcome]
     seconds: float
     job_id: str
+    went_on_from: list[str] = field(default_factory=list)  # stopped runs' jobs this run went on from
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -131,12 +132,22 @@ class _Pending:
     ref: DocumentRef
     outcome: DocumentOutcome
     name: str
+    reading: str = ""  # the row read into: the document's, or on --redo its new reading's
     lines_left: int = 0
     ingested: bool = False
     finished: bool = False  # read and saved (its own output may still fail to be written)
     # Later inputs of the run with the same bytes: (outcome, output name), given this one's
     # reading once it is finished (or its failure).
     copies: list[tuple[DocumentOutcome, str]] = field(default_factory=list)
+
+    @property
+    def redo(self) -> bool:
+        return self.reading not in ("", self.ref.id)
+
+    @property
+    def reading_ref(self) -> DocumentRef:
+        """Rows go to the reading's row; store keys stay the document's."""
+        return DocumentRef(self.reading or self.ref.id, self.ref.sha256, self.ref.profile)
 
 
 class LocalRunner:
@@ -165,9 +176,6 @@ class LocalRunner:
         self.profile = self.options.profile
         self._buffer: list[tuple[_Pending, int, np.ndarray]] = []
         self._read_in_run: dict[str, _Pending] = {}  # document id -> its first input in this run
-        # --redo: each document's earlier reading until the new one is finished, put back if the
-        # new one fails or the run is stopped (held in memory: text and boxes, no images).
-        self._earlier: dict[str, DocumentResult] = {}
         self.lines_done = 0
         self._stop = threading.Event()  # set on Ctrl-C: the ingest thread ends at its next step
 
@@ -193,7 +201,10 @@ class LocalRunner:
         """
         started = time.perf_counter()
         with session_scope(self.engine) as s:
-            job_id = repo.create_job(s, settings=self.options.as_dict()).id
+            # Runs killed outright (kill -9) left their jobs live: they are stopped now.
+            runs.settle_gone_runs(s, run_process.is_gone)
+            job_id = repo.create_job(s, settings=self.options.as_dict(), local_run=runs.local_run(
+                run_process.this_process(), len(paths), self.redo)).id
         outcomes = [DocumentOutcome(path) for path in paths]
         events: queue.Queue = queue.Queue(maxsize=INGEST_AHEAD_PAGES)
         producer = threading.Thread(
@@ -201,33 +212,36 @@ class LocalRunner:
             daemon=True
         )
         producer.start()
-        try:
-            self._consume(events, progress)
-        except KeyboardInterrupt:
-            # The page being rendered is finished and the thread ends before the process does
-            # (native code still running in a thread at exit can abort the interpreter).
-            self._stop.set()
-            producer.join(timeout=STOP_WAIT_S)
-            self._stopped(job_id)
-            raise
-        producer.join()
-        with session_scope(self.engine) as s:
-            repo.update_job_counts(s, job_id)
-            for other in repo.unfinished_sharing_jobs(s, job_id):
-                repo.update_job_counts(s, other)  # e.g. a stopped run's job, whose files are done now
-        return RunSummary(outcomes, time.perf_counter() - started, job_id)
+        # A second Ctrl-C, even one that comes while the first is still unwinding, waits for the
+        # stop to be recorded below (pipeline/stopping.py); it only cuts the wait for the page.
+        with stopping.holding():
+            try:
+                self._consume(events, progress)
+                producer.join()
+                with session_scope(self.engine) as s:
+                    repo.update_job_counts(s, job_id)
+                    went_on_from = runs.went_on(s, job_id)
+                    for other in repo.unfinished_sharing_jobs(s, job_id):
+                        repo.update_job_counts(s, other)  # e.g. a stopped run's job, whose files are done now
+            except KeyboardInterrupt:
+                # The page being rendered is finished and the thread ends before the process does
+                # (native code still running in a thread at exit can abort the interpreter).
+                self._stop.set()
+                stopping.wait_for(producer, STOP_WAIT_S)
+                self._stopped(job_id)
+                raise
+        return RunSummary(outcomes, time.perf_counter() - started, job_id, went_on_from)
 
     def _stopped(self, job_id: str) -> None:
-        """Ctrl-C: the job's unfinished documents fail with the reason, so the job ends (partial
-        or failed) instead of staying queued for ever; the same command reads them again."""
+        """Ctrl-C: the job ends 'stopped' instead of staying queued for ever, and its unfinished
+        documents fail with the reason; the same command goes on with them. A --redo's document
+        keeps its earlier reading (the new one waits in its own row for the next --redo)."""
         with session_scope(self.engine) as s:
             for doc in repo.job_documents(s, job_id):
                 if doc.status not in (DocumentStatus.DONE, DocumentStatus.FAILED):
-                    if doc.id in self._earlier:  # --redo: the reading it had is put back
-                        repo.restore_document(s, doc.id, self._earlier.pop(doc.id))
-                    else:
-                        repo.fail_document(s, doc.id, STOPPED)
-            repo.update_job_counts(s, job_id)
+                    repo.fail_document(s, doc.id, runs.STOPPED)
+            runs.stop_job(s, job_id, runs.BY_SIGNAL)
+            runs.went_on(s, job_id)
 
     def _consume(self, events: queue.Queue, progress) -> None:
         """Recognition side: take ingested pages, batch their lines, finish documents."""
@@ -330,13 +344,15 @@ class LocalRunner:
                 ref, pages = DocumentRef(doc.id, sha, self.profile), doc.page_count or 0
                 first = self._read_in_run.get(doc.id)
                 skip = (done and not self.redo) or first is not None
-                if not skip:
-                    if done:
-                        self._earlier[doc.id] = repo.load_document_result(s, doc.id)
-                    if self._interrupted(doc):
-                        kept = repo.resume_document(s, doc.id)
-                    else:
-                        repo.start_document(s, doc.id)
+                reading = doc.id
+                if skip:
+                    outcome.redo_waiting = (first is None and readings.find_redo(s, doc.id) is not None)
+                elif done:  # --redo: read into a row of its own; the earlier reading stays till then
+                    reading, kept = readings.begin_redo(s, doc)
+                elif self._interrupted(doc):
+                    kept = repo.resume_document(s, doc.id)
+                else:
+                    repo.start_document(s, doc.id)
             if first is not None:
                 # The same bytes earlier in this run: read once (reading it again would drop the
                 # rows the first is being read into), its exports written under this name too.
@@ -350,15 +366,15 @@ class LocalRunner:
                 self._export_stored(ref, outcome, name)
                 self._put(events, ("skipped", outcome))
                 return
-            pending = _Pending(ref, outcome, name)
+            pending = _Pending(ref, outcome, name, reading)
             self._read_in_run[doc.id] = pending
             key = storage.source_key(sha)
             if not self.store.exists(key):
                 self.store.put_file(key, path)
             if kept:
                 self._put(events, ("resumed", pending, len(kept), sum(kept.values())))
-            for page in ingest_pages(self.engine, self.store, ref, path, self.settings.render,
-                                     store_crops=False, skip=kept):
+            for page in ingest_pages(self.engine, self.store, pending.reading_ref, path,
+                                     self.settings.render, store_crops=False, skip=kept):
                 self._put(events, ("page", pending, page))
             self._put(events, ("ingested", pending))
         except QuireError as exc:
@@ -372,24 +388,22 @@ class LocalRunner:
             reason = f"unexpected error ({type(exc).__name__}: {exc}); please report it with the file"
             self._put(events, ("failed", pending, outcome, path, QuireError(reason, source=str(path))))
 
-    def _interrupted(self, doc) -> bool:
-        """Whether a run was stopped (Ctrl-C, or killed: still 'processing') while reading the
-        document: it goes on from the pages that run finished instead of page 1. A document that
-        failed for a reason, or one asked --redo, is read from the start."""
-        if self.redo:
-            return False
+    @staticmethod
+    def _interrupted(doc) -> bool:
+        """Whether a run was stopped (Ctrl-C, or killed: still 'processing', or failed as killed)
+        while reading the document, which was not done before: it goes on from the pages that run
+        finished instead of page 1. A document that failed for a reason is read from the start."""
         return doc.status == DocumentStatus.PROCESSING or (
-            doc.status == DocumentStatus.FAILED and doc.error == STOPPED)
+            doc.status == DocumentStatus.FAILED and doc.error in runs.STOP_REASONS)
 
     def _fail(self, pending: _Pending | None, outcome: DocumentOutcome, path: Path, exc: QuireError) -> None:
         log.warning("%s", exc)
         outcome.status, outcome.error = "failed", exc.reason
         if pending is not None:  # else the file failed before it had a row (unreadable)
             self._buffer = [item for item in self._buffer if item[0] is not pending]
-            earlier = self._earlier.pop(pending.ref.id, None)
             with session_scope(self.engine) as s:
-                if earlier is not None:
-                    repo.restore_document(s, pending.ref.id, earlier)
+                if pending.redo:  # the new reading is dropped; the document keeps its reading
+                    readings.drop_redo(s, pending.ref.id)
                     outcome.error += "; its earlier reading is kept"
                 else:
                     repo.fail_document(s, pending.ref.id, exc.reason)
@@ -416,9 +430,11 @@ class LocalRunner:
 
     def _finish(self, pending: _Pending) -> None:
         outcome = pending.outcome
+        if pending.redo:  # complete: the new reading takes the earlier one's place, at once
+            with session_scope(self.engine) as s:
+                readings.adopt_redo(s, pending.ref.id, outcome.pages)
         outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters,
                                   name=outcome.stored_name)
-        self._earlier.pop(pending.ref.id, None)
         outcome.status, pending.finished = "done", True
         self._write_outputs(outcome, pending.name, outputs)
         for copy, name in pending.copies:

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from pipeline.db import repo
+from pipeline.db import repo, runs
 from pipeline.db.models import Document, DocumentStatus, Job, JobDocument, Line, LineStatus, Page
 
 
@@ -28,15 +28,19 @@ def job_view(s: Session, job: Job, *, with_documents: bool = True) -> dict[str, 
         .group_by(Page.document_id))}
     progress = 0.0
     for doc in docs:
-        if doc.status in (DocumentStatus.DONE, DocumentStatus.FAILED):
+        if doc.status == DocumentStatus.DONE or (doc.status == DocumentStatus.FAILED and not stopped(doc)):
             progress += 1.0
-        elif doc.status == DocumentStatus.PROCESSING:
+        elif doc.status != DocumentStatus.PENDING:  # processing, or left unfinished by a stopped run
             total, done = lines.get(doc.id, (0, 0))
             # Ingest still running: its lines are not all known, so cap below 100 %.
             progress += 0.9 * (done / total) if total else 0.0
-    counts = {"total": len(docs),
+    # A `quire run` job links each file once it reaches it: the files not reached yet (or never,
+    # if the run was stopped) count as pending, so a stopped run is not shown as complete.
+    run = job.local_run
+    total = max(len(docs), int(run.get("inputs") or 0)) if run else len(docs)
+    counts = {"total": total,
               "done": sum(d.status == DocumentStatus.DONE for d in docs),
-              "failed": sum(d.status == DocumentStatus.FAILED for d in docs)}
+              "failed": sum(d.status == DocumentStatus.FAILED and not stopped(d) for d in docs)}
     counts["pending"] = counts["total"] - counts["done"] - counts["failed"]
     view: dict[str, Any] = {
         "id": job.id, "status": job.status, "owner": job.owner,
@@ -45,12 +49,22 @@ def job_view(s: Session, job: Job, *, with_documents: bool = True) -> dict[str, 
         "documents_count": counts,
         "lines": {"done": sum(d for _, d in lines.values()),
                   "total": sum(t for t, _ in lines.values())},
-        "percent": round(100.0 * progress / len(docs), 1) if docs else 0.0,
+        "percent": round(100.0 * progress / total, 1) if total else 0.0,
     }
+    if run:
+        view["run"] = {"pid": run.get("pid"), "host": run.get("host"), "inputs": run.get("inputs"),
+                       "reached": len(docs), "stopped": run.get("stopped"),
+                       "went_on_in": run.get("went_on_in")}
     if with_documents:
         view["documents"] = [document_summary(d, lines.get(d.id, (0, 0)), name)
                              for d, name in named]
     return view
+
+
+def stopped(doc: Document) -> bool:
+    """Failed only as the `quire run` reading it was stopped or killed: not finished, not a failure
+    of the file (the same command goes on with it)."""
+    return doc.status == DocumentStatus.FAILED and doc.error in runs.STOP_REASONS
 
 
 def document_summary(doc: Document, lines: tuple[int, int] = (0, 0), name: str | None = None

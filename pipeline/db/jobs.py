@@ -117,7 +117,7 @@ def discard_job(s: Session, job_id: str) -> None:
 LIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 # A job in one of these has ended; its webhook, if any, is due.
 FINISHED = (JobStatus.DONE.value, JobStatus.FAILED.value, JobStatus.PARTIAL.value,
-            JobStatus.CANCELLED.value)
+            JobStatus.CANCELLED.value, JobStatus.STOPPED.value)
 
 
 def webhook_due(job: Job) -> bool:

@@ -34,6 +34,7 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     PARTIAL = "partial"  # finished, some documents failed
     CANCELLED = "cancelled"  # stopped on request; what was read before is kept
+    STOPPED = "stopped"  # its `quire run` was stopped or killed before it finished; what it read is kept
 
 
 class DocumentStatus(StrEnum):
@@ -125,6 +126,10 @@ class Job(Base):
     webhook_sent_at: Mapped[datetime | None] = mapped_column()
     # True while a streaming submission still adds documents: the job cannot finish yet.
     accepting: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A `quire run` job's own record (pipeline.local_runs): the process running it, so a killed
+    # run's job is told from a live one; how many inputs it was given; why it stopped and the
+    # job that went on after it. None for jobs of the distributed setup.
+    local_run: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
     links: Mapped[list[JobDocument]] = relationship(
         back_populates="job", order_by="JobDocument.position", passive_deletes=True
@@ -153,6 +158,9 @@ class Document(Base):
     )
     error: Mapped[str | None] = mapped_column(Text)
     pages_done: Mapped[int] = mapped_column(Integer, default=0)  # pages with all lines read
+    # Set on a `quire run --redo` reading in progress (pipeline.db.readings): the document it will
+    # replace the reading of once complete. Such a row is hidden from search, export and jobs.
+    redo_of: Mapped[str | None] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -79,12 +79,14 @@ def create_job(
     idempotency_key: str | None = None,
     owner: str | None = None,
     webhook_url: str | None = None,
+    local_run: dict[str, Any] | None = None,
 ) -> Job:
-    """A new queued job; with an idempotency key already used, the job it made before."""
+    """A new queued job; with an idempotency key already used, the job it made before.
+    `local_run`: a `quire run` job's own record (pipeline.db.runs)."""
     values = {"id": new_id(), "settings": settings, "owner": owner, "webhook_url": webhook_url,
               "idempotency_key": idempotency_key, "status": JobStatus.QUEUED.value,
               "documents_total": 0, "documents_done": 0, "documents_failed": 0,
-              "created_at": utcnow()}
+              "created_at": utcnow(), "local_run": local_run}
     if idempotency_key is None:
         job = Job(**values)
         s.add(job)
@@ -247,20 +249,6 @@ def set_line_texts(s: Session, results: Sequence[tuple[int, str, float]], model:
     s.flush()
 
 
-def restore_document(s: Session, document_id: str, result: DocumentResult) -> None:
-    """Put back a finished reading (`load_document_result`'s) in place of whatever rows the
-    document has now, and mark it done: a re-read that failed or was stopped loses nothing."""
-    start_document(s, document_id)
-    for page in result.pages:
-        row = save_page(s, document_id, number=page.number, image_key=page.image_key,
-                        width=page.width, height=page.height, dpi=page.dpi, angle=page.angle,
-                        rotation=page.rotation)
-        lines = save_lines(s, row.id, [(line.order, line.bbox, None) for line in page.lines])
-        set_line_texts(s, [(row_line.id, line.text, line.confidence)
-                           for row_line, line in zip(lines, page.lines)], result.model)
-    finish_document(s, document_id, len(result.pages))
-
-
 def set_page_count(s: Session, document_id: str, page_count: int) -> None:
     """Record how many pages ingest produced (the document is not finished yet)."""
     get_document(s, document_id, lock=True).page_count = page_count
@@ -293,8 +281,10 @@ def update_job_counts(s: Session, job_id: str) -> Job:
     done = counts.get(DocumentStatus.DONE, 0)
     failed = counts.get(DocumentStatus.FAILED, 0)
     job.documents_total, job.documents_done, job.documents_failed = total, done, failed
-    if job.status == JobStatus.CANCELLED:
-        status = JobStatus.CANCELLED  # counted still, but it stays stopped, since it was stopped
+    if job.status in (JobStatus.CANCELLED, JobStatus.STOPPED):
+        # Counted still, but it stays as it ended: a later run that finishes its documents
+        # does not make a stopped run look finished.
+        status = JobStatus(job.status)
     elif (total and done + failed == total) or (not total and not job.accepting):
         # A closed job with nothing in it is done, not queued for ever.
         status = (JobStatus.DONE if not failed else JobStatus.FAILED if not done

@@ -141,6 +141,7 @@ JOIN jobs j ON j.id = jd.job_id
 JOIN documents d ON d.id = jd.document_id
 WHERE jd.document_id IN :ids{owner}"""
 
+# A --redo's reading in progress (redo_of set) is not searched: its document's reading is.
 # bm25() is lower-is-better; negated so every backend's score is higher-is-better.
 SQLITE_SEARCH = f"""
 SELECT d.id AS document_id, d.name, d.sha256, p.number, l.position, l.x0, l.y0, l.x1, l.y1, l.text,
@@ -150,7 +151,7 @@ FROM {FTS_TABLE}
 JOIN lines l ON l.id = {FTS_TABLE}.rowid
 JOIN pages p ON p.id = l.page_id
 JOIN documents d ON d.id = p.document_id
-WHERE {FTS_TABLE} MATCH :q{{where}}
+WHERE {FTS_TABLE} MATCH :q AND d.redo_of IS NULL{{where}}
 ORDER BY bm25({FTS_TABLE}), d.name, p.number, l.position
 LIMIT :limit"""
 
@@ -165,6 +166,6 @@ FROM lines l
 CROSS JOIN (SELECT to_tsquery('simple', :q) AS query) q
 JOIN pages p ON p.id = l.page_id
 JOIN documents d ON d.id = p.document_id
-WHERE {_TSV} @@ q.query{{where}}
+WHERE {_TSV} @@ q.query AND d.redo_of IS NULL{{where}}
 ORDER BY score DESC, d.name, p.number, l.position
 LIMIT :limit"""

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.config import get_settings
 from tests.model_fixtures import LETTER_LINES, make_letter_page
 from tests.pagegen import make_pdf
 
@@ -35,7 +36,10 @@ def env(tmp_path, letter, monkeypatch):
     monkeypatch.setenv("QUIRE_RENDER__DPI", str(DPI))
     for name in ("QUIRE_DATABASE_URL", "QUIRE_STORAGE_URL"):
         monkeypatch.delenv(name, raising=False)
-    return home
+    # `quire status` reads settings once per process: this test's, not an earlier test's.
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
 
 
 def quire(*args: str):
@@ -473,12 +477,20 @@ def test_sigterm_ends_a_run_like_ctrl_c_and_the_same_command_goes_on(tmp_path, l
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130 and "interrupted; documents and pages finished so far are kept" in output, output
-    [(status, done, failed)] = db_rows(env, "SELECT status, documents_done, documents_failed FROM jobs")
-    assert status == "partial" and done >= 1 and failed >= 1  # files not reached are not in it
+    [(job_id, status, done, failed)] = db_rows(
+        env, "SELECT id, status, documents_done, documents_failed FROM jobs")
+    assert status == "stopped" and done >= 1 and failed >= 1
     assert db_rows(env, "SELECT count(*) FROM documents WHERE status IN ('pending', 'processing')") == [(0,)]
     errors = {e for (e,) in db_rows(env, "SELECT error FROM documents WHERE status = 'failed'")}
     assert errors == {"quire run was stopped (Ctrl-C or SIGTERM) before this document was finished"}
+    shown = quire("status", job_id).output
+    assert f"job {job_id}: stopped" in shown and "of 8 documents" in shown, shown
+    assert "quire run was stopped (Ctrl-C or SIGTERM), after reaching" in shown, shown
 
     again = quire("run", str(docs), "--no-progress")
     assert again.exit_code == 0 and f"{done} already done (skipped)" in again.output, again.output
+    assert f"went on from job {job_id}, stopped before it finished" in again.output
     assert db_rows(env, "SELECT count(*) FROM documents WHERE status = 'done'") == [(8,)]
+    # Its files are all done now, by the run that went on: it still says it was stopped.
+    shown = quire("status", job_id).output
+    assert f"job {job_id}: stopped" in shown and "went on from there" in shown, shown

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, inspect, select, text
 
-from pipeline.db import repo
+from pipeline.db import readings, repo
 from pipeline.db.models import Base, Document, JobDocument, Line, Page
 from pipeline.db.search import include_object
 from pipeline.db.session import (
@@ -62,6 +62,16 @@ def add_doc(engine: Engine, sha: str = SHA, profile: str = "p1") -> str:
         return doc.id
 
 
+def add_old_doc(engine: Engine, sha: str = SHA) -> str:
+    """A document row on a schema older than the models (which would select columns it lacks)."""
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO documents (id, sha256, profile, name, source_uri, size_bytes, "
+                          "status, pages_done, created_at, updated_at) VALUES ('d-' || :sha, :sha, "
+                          "'p1', 'a.pdf', 'file:///a.pdf', 10, 'pending', 0, '2026-11-24 00:00:00', "
+                          "'2026-11-24 00:00:00')"), {"sha": sha[:30]})
+    return "d-" + sha[:30]
+
+
 def add_page(engine: Engine, doc_id: str, number: int, n_lines: int) -> tuple[int, list[int]]:
     with session_scope(engine) as s:
         page = repo.save_page(s, doc_id, number=number, image_key=f"k{number}", width=100,
@@ -86,7 +96,7 @@ def test_an_upgrade_that_rebuilds_a_table_keeps_the_rows_that_refer_to_it(sqlite
     dropping the old copy would have deleted every job's document links (ON DELETE CASCADE)."""
     upgrade(sqlite_url, "0005_page_rotation")
     engine = make_engine(sqlite_url)
-    doc_id = add_doc(engine)
+    doc_id = add_old_doc(engine)
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
                           "documents_failed, created_at, accepting) VALUES "
@@ -117,7 +127,7 @@ def test_a_job_links_a_document_once_per_name(backend: str, request: pytest.Fixt
     upgrade(url, "0006_job_cancel")
     engine = make_engine(url)
     try:
-        doc_id = add_doc(engine)
+        doc_id = add_old_doc(engine)
         with engine.begin() as conn:  # a link made before 0004: no name
             conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
                               "documents_failed, created_at, accepting) VALUES "
@@ -211,7 +221,7 @@ def test_0008_keys_existing_links_by_their_names_hashes(backend: str, request: p
     upgrade(url, "0007_link_per_name")
     engine = make_engine(url)
     try:
-        doc_id = add_doc(engine)
+        doc_id = add_old_doc(engine)
         names = ["a.pdf", "répertoire/Straße 1.pdf", "档案/报告.pdf"]
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
@@ -440,3 +450,45 @@ def test_concurrent_redeliveries_count_once(engine: Engine) -> None:
         page = s.get_one(Page, page_id)
         assert (page.lines_done, page.status) == (20, "done")
         assert repo.get_document(s, doc_id).pages_done == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0010_keeps_every_row_and_downgrades_cleanly(backend: str, request: pytest.FixtureRequest) -> None:
+    """0010 rebuilds `jobs` and `documents` on SQLite (a CHECK and a foreign key changed): their
+    links, pages and lines must stay; going back drops only unfinished --redo readings."""
+    from alembic import command
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0007_link_per_name")
+    engine = make_engine(url)
+    try:
+        doc_id = add_old_doc(engine)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
+                              "documents_failed, created_at, accepting) VALUES "
+                              "('j1', '{}', 'running', 1, 0, 0, '2026-11-24 00:00:00', false)"))
+            conn.execute(text("INSERT INTO job_documents (job_id, document_id, position, name) "
+                              "VALUES ('j1', :d, 0, 'a.pdf')"), {"d": doc_id})
+            conn.execute(text("INSERT INTO pages (document_id, number, image_key, width, height, dpi, "
+                              "angle, status, lines_total, lines_done) VALUES "
+                              "(:d, 1, 'k', 100, 200, 300, 0, 'done', 2, 2)"), {"d": doc_id})
+            page = conn.execute(text("SELECT id FROM pages")).scalar()
+            for position in (0, 1):
+                conn.execute(text("INSERT INTO lines (page_id, position, x0, y0, x1, y1, text, status) "
+                                  "VALUES (:g, :p, 0, 0, 9, 9, 'old', 'done')"), {"g": page, "p": position})
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        with session_scope(engine) as s:
+            assert [d.id for d in repo.job_documents(s, "j1")] == [doc_id]
+            assert s.scalar(select(func.count()).select_from(Line)) == 2
+            repo.get_job(s, "j1").status = "stopped"  # the new status is allowed
+            redo, _ = readings.begin_redo(s, repo.get_document(s, doc_id))
+        add_page(engine, redo, 1, 3)
+        command.downgrade(alembic_config(url), "0007_link_per_name")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT status FROM jobs")).all() == [("failed",)]
+            assert conn.execute(text("SELECT document_id FROM job_documents")).all() == [(doc_id,)]
+            assert conn.execute(text("SELECT id FROM documents")).all() == [(doc_id,)]
+            assert conn.execute(text("SELECT count(*) FROM lines")).scalar() == 2
+    finally:
+        engine.dispose()

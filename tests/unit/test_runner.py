@@ -111,16 +111,19 @@ def test_a_stopped_run_ends_its_job_and_the_next_run_reads_what_was_left(tmp_pat
     with session_scope(engine) as s:
         [job] = s.scalars(select(Job)).all()
         docs = s.scalars(select(Document)).all()
-        assert job.status == "failed" and job.finished_at is not None  # not queued for ever
+        assert job.status == "stopped" and job.finished_at is not None  # not queued for ever
+        assert job.local_run["stopped"] == "signal" and job.local_run["inputs"] == 2
         assert docs and {d.status for d in docs} == {"failed"}
         assert all("stopped (Ctrl-C or SIGTERM)" in d.error for d in docs)
 
     summary = runner(tmp_path).run(pdfs)  # the same command again
     assert summary.count("done") == 2 and (tmp_path / "out" / "doc6.txt").read_text().count("\f") == 5
+    assert summary.went_on_from == [job.id]
     with session_scope(engine) as s:
         stopped = s.get(Job, job.id)
-        # Its files are done now: the stopped run's job says so, not "failed" with 2 done.
-        assert (stopped.status, stopped.documents_done, stopped.documents_failed) == ("done", 2, 0)
+        # Its files are done now, by the run that went on: it still says it was stopped.
+        assert (stopped.status, stopped.documents_done, stopped.documents_failed) == ("stopped", 2, 0)
+        assert stopped.local_run["went_on_in"] == summary.job_id
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "killed"])
@@ -241,7 +244,7 @@ def test_a_redo_that_fails_or_is_stopped_keeps_the_earlier_reading(tmp_path, mon
 
     def reading():
         with session_scope(engine) as s:
-            [doc] = s.scalars(repo.select(Document)).all()
+            [doc] = s.scalars(repo.select(Document).where(Document.redo_of.is_(None))).all()
             result = repo.load_document_result(s, doc.id)
             return doc.status, [[ln.text for ln in p.lines] for p in result.pages]
 

@@ -1,0 +1,81 @@
+"""A `quire run --redo` reading in progress: read into a document row of its own, which takes the
+earlier reading's place in one transaction once it is complete.
+
+Until then the document keeps its earlier reading, done, whatever stops the run (Ctrl-C, kill -9,
+a power cut): `export`, `search` and `view` go on showing it. The new reading's row has the
+document's bytes, a profile of its own (REDO + the document's: the pair is unique, so there is one
+per document) and `redo_of` naming the document; it is linked to no job and hidden from search
+and export. A --redo that finds one goes on from its finished pages; one that fails drops it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from pipeline.db import repo
+from pipeline.db.models import Document, DocumentStatus, Line, Page, new_id, utcnow
+from pipeline.errors import NotFoundError
+
+REDO = "redo:"
+
+
+def find_redo(s: Session, document_id: str) -> Document | None:
+    """The unfinished new reading of a document, if a --redo left one."""
+    return s.scalars(repo._fresh(select(Document).where(Document.redo_of == document_id))).first()
+
+
+def begin_redo(s: Session, doc: Document) -> tuple[str, dict[int, int]]:
+    """The row a new reading of done document `doc` goes into (made if new, marked processing),
+    and the pages a stopped --redo had finished in it: number -> lines."""
+    now = utcnow()
+    s.execute(repo._insert(s, Document).values(
+        id=new_id(), sha256=doc.sha256, profile=REDO + doc.profile, name=doc.name,
+        source_uri=doc.source_uri, size_bytes=doc.size_bytes, redo_of=doc.id,
+        status=DocumentStatus.PROCESSING.value, pages_done=0, created_at=now, updated_at=now,
+    ).on_conflict_do_nothing(index_elements=["sha256", "profile"]))
+    redo = find_redo(s, doc.id)
+    assert redo is not None  # made above, or by a --redo before
+    return redo.id, repo.resume_document(s, redo.id)
+
+
+def adopt_redo(s: Session, document_id: str, page_count: int) -> None:
+    """The complete new reading becomes the document's: the earlier pages and lines go and the
+    new ones take their place, in this one transaction (ids of the new lines are kept, so the
+    search index follows). The document ends done."""
+    redo = find_redo(s, document_id)
+    if redo is None:
+        raise NotFoundError(f"no new reading of document {document_id} to take")
+    # Pages before documents: the lock order every other function uses.
+    s.scalars(select(Page.id).where(Page.document_id.in_([document_id, redo.id]))
+              .order_by(Page.id).with_for_update()).all()
+    repo.get_document(s, document_id, lock=True)
+    _delete_pages(s, document_id)
+    s.execute(update(Page).where(Page.document_id == redo.id).values(document_id=document_id),
+              execution_options={"synchronize_session": False})
+    s.execute(delete(Document).where(Document.id == redo.id),
+              execution_options={"synchronize_session": False})
+    s.expire_all()
+    repo.finish_document(s, document_id, page_count)
+
+
+def drop_redo(s: Session, document_id: str) -> bool:
+    """Forget a document's unfinished new reading (it failed): the earlier reading stays."""
+    redo = find_redo(s, document_id)
+    if redo is None:
+        return False
+    s.scalars(select(Page.id).where(Page.document_id == redo.id).order_by(Page.id)
+              .with_for_update()).all()
+    _delete_pages(s, redo.id)
+    s.execute(delete(Document).where(Document.id == redo.id),
+              execution_options={"synchronize_session": False})
+    s.expire_all()
+    return True
+
+
+def _delete_pages(s: Session, document_id: str) -> None:
+    # Lines first, by statement: the search index's triggers see each one go.
+    pages = select(Page.id).where(Page.document_id == document_id).scalar_subquery()
+    s.execute(delete(Line).where(Line.page_id.in_(pages)), execution_options={"synchronize_session": False})
+    s.execute(delete(Page).where(Page.document_id == document_id),
+              execution_options={"synchronize_session": False})

@@ -1,0 +1,171 @@
+"""`quire run` stopped every way a user can stop it (kill -9, Ctrl-C twice), as a real process on
+real SQLite: what was read before survives, `quire status` says what happened, and the same command
+goes on where it stopped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.config import get_settings
+from tests.model_fixtures import LETTER_LINES, make_letter_page
+from tests.pagegen import make_pdf
+
+pytestmark = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils missing")
+DPI = 150
+
+
+@pytest.fixture
+def env(tmp_path, letter_reader, monkeypatch) -> Iterator[Path]:
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUIRE_HOME", str(home))
+    monkeypatch.setenv("QUIRE_MODEL", str(letter_reader))
+    monkeypatch.setenv("QUIRE_RENDER__DPI", str(DPI))
+    for name in ("QUIRE_DATABASE_URL", "QUIRE_STORAGE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    # `quire status` reads settings once per process: this test's, not an earlier test's.
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
+
+
+def quire(*args: str):
+    return CliRunner().invoke(app, list(args), catch_exceptions=False)
+
+
+def db_rows(home: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(home / "quire.sqlite") as conn:
+        return conn.execute(sql).fetchall()
+
+
+def letters(folder: Path, pages: list[int]) -> Path:
+    folder.mkdir()
+    for n, count in enumerate(pages):
+        make_pdf([make_letter_page(DPI)] * count, folder / f"doc{n}.pdf", dpi=DPI)
+    return folder
+
+
+def start_run(*args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", *args, "--no-progress"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(home: Path, proc: subprocess.Popen, sql: str, timeout: float = 180) -> None:
+    """Until `sql` (one number) is above zero, with the run still going."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if db_rows(home, sql)[0][0]:
+                return
+        except sqlite3.OperationalError:  # not made yet, or being written
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"the run ended or took too long before it could be stopped: {proc.communicate()[0]}")
+
+
+def kill_9(proc: subprocess.Popen) -> None:
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_a_redo_killed_outright_keeps_the_earlier_reading_and_the_same_command_goes_on(tmp_path, env):
+    """`quire run --redo` deleted a document's pages and lines before reading it again and kept
+    the earlier reading in memory only: killed, `export` said the document was processing and
+    `search` found nothing; run again, it read every page from the start."""
+    docs = letters(tmp_path / "in", [6, 7, 8])
+    assert quire("run", str(docs), "--no-progress").exit_code == 0
+    names = [f"in/doc{n}.pdf" for n in range(3)]
+    before = {name: quire("export", name).stdout for name in names}
+    assert all(text.count("\f") >= 5 for text in before.values())
+    [(lines, last_line)] = db_rows(env, "SELECT count(*), max(id) FROM lines")
+
+    redo = start_run(str(docs), "--redo")
+    # The first recognition batch (32 lines: doc0 and two pages of doc1) is read, then kill -9.
+    wait_for(env, redo, f"SELECT count(*) >= 32 FROM lines WHERE id > {last_line} AND status = 'done'")
+    kill_9(redo)
+
+    for name, text in before.items():  # every earlier reading is there, whole
+        exported = quire("export", name)
+        assert exported.exit_code == 0 and exported.stdout == text, exported.output
+    found = quire("search", "Holloway").stdout
+    assert all(f"{name}\tpage 1\t" in found for name in names), found
+
+    # Without --redo, the documents are done: their readings are kept, and it says why.
+    plain = quire("run", str(docs), "--no-progress")
+    assert plain.exit_code == 0 and "3 already done (skipped)" in plain.output, plain.output
+    assert "a --redo of it was stopped; `quire run --redo` goes on with it" in plain.output
+
+    # The same command goes on: pages the killed --redo had read are not read again.
+    again = quire("run", str(docs), "--redo", "--no-progress")
+    assert again.exit_code == 0 and "3 documents: 3 done" in again.output, again.output
+    assert "went on where a stopped run left it (2 pages read then, not again)" in again.output
+    [(redo_job,)] = db_rows(env, "SELECT id FROM jobs WHERE status = 'stopped'")
+    assert f"went on from job {redo_job}" in again.output
+    assert {name: quire("export", name).stdout for name in names} == before
+    assert db_rows(env, "SELECT count(*) FROM lines") == [(lines,)]  # one reading each, not two
+    assert db_rows(env, "SELECT count(*), min(status) FROM documents") == [(3, "done")]
+
+
+def test_a_run_killed_outright_shows_as_stopped_and_the_next_run_says_it_went_on(tmp_path, env):
+    """A killed run's job stayed 'queued' in `quire status` (its documents 'processing') until
+    another run finished them, and then turned 'done, 100 %' over the files it had reached."""
+    docs = letters(tmp_path / "in", [1, 6, 6, 6])
+    proc = start_run(str(docs))
+    wait_for(env, proc, "SELECT count(*) FROM documents WHERE status = 'done'")
+    kill_9(proc)
+    [(job_id,)] = db_rows(env, "SELECT id FROM jobs")
+
+    shown = quire("status", job_id)
+    assert shown.exit_code == 0 and f"job {job_id}: stopped, " in shown.output, shown.output
+    assert "of 4 documents" in shown.output  # the files it never reached count too
+    assert f"quire run (pid {proc.pid} on " in shown.output
+    assert "ended without finishing (killed, or its machine stopped), after reaching" in shown.output
+    assert "the same command goes on from there" in shown.output
+    assert db_rows(env, "SELECT count(*) FROM documents WHERE status = 'processing'") == [(0,)]
+    assert "stopped, 100" not in shown.output and " 0 failed" in shown.output  # no file failed
+    assert "UNFINISHED in/doc" in shown.output and "killed, or its machine stopped" in shown.output
+
+    again = quire("run", str(docs), "--no-progress")
+    assert again.exit_code == 0 and "4 documents:" in again.output, again.output
+    assert f"went on from job {job_id}, stopped before it finished" in again.output
+    assert db_rows(env, "SELECT count(*) FROM documents WHERE status = 'done'") == [(4,)]
+    later = quire("status", job_id).output
+    assert f"job {job_id}: stopped, " in later and "went on from there" in later, later
+
+
+def test_a_second_ctrl_c_ends_the_run_with_130_at_once_and_the_stop_recorded(tmp_path, env):
+    """A second Ctrl-C while the first was being handled ended the process by the signal (status
+    -2 to its parent), or cut short the recording of the stop: the job stayed 'queued' and its
+    documents 'processing'."""
+    docs = letters(tmp_path / "in", [1, 6, 6, 6])
+    proc = start_run(str(docs))
+    wait_for(env, proc, "SELECT count(*) FROM documents WHERE status = 'done'")
+    started = time.monotonic()
+    while proc.poll() is None and time.monotonic() - started < 30:  # Ctrl-C, again and again
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert time.monotonic() - started < 15, "the second Ctrl-C did not end it promptly"
+    assert "interrupted; documents and pages finished so far are kept" in output and "Traceback" not in output
+
+    [(job_id, status)] = db_rows(env, "SELECT id, status FROM jobs")
+    assert status == "stopped"
+    assert db_rows(env, "SELECT count(*) FROM documents WHERE status IN ('pending', 'processing')") == [(0,)]
+    again = quire("run", str(docs), "--no-progress")
+    assert again.exit_code == 0 and f"went on from job {job_id}" in again.output, again.output
+    assert db_rows(env, "SELECT count(*) FROM documents WHERE status = 'done'") == [(4,)]
+    assert "\n".join(LETTER_LINES) in quire("export", "in/doc3.pdf").stdout

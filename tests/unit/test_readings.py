@@ -1,0 +1,100 @@
+"""A --redo's new reading in its own row, and the jobs of stopped runs, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from sqlalchemy import func, select
+
+from pipeline.db import readings, repo, runs
+from pipeline.db.models import Document, Line
+from pipeline.db.search import search_lines
+from pipeline.db.session import make_engine, session_scope, upgrade
+from pipeline.types import BBox
+
+SHA = hashlib.sha256(b"a").hexdigest()
+BACKENDS = ["sqlite_url", "postgres_url"]
+
+
+@pytest.fixture(params=BACKENDS)
+def engine(request: pytest.FixtureRequest):
+    url = request.getfixturevalue(request.param)
+    upgrade(url)
+    eng = make_engine(url)
+    yield eng
+    eng.dispose()
+
+
+def read_page(s, document_id: str, number: int, words: str) -> None:
+    page = repo.save_page(s, document_id, number=number, image_key=f"k{number}", width=100,
+                          height=200, dpi=300, angle=0.0)
+    lines = repo.save_lines(s, page.id, [(i, BBox(0, 10 * i, 50, 10 * i + 8), None) for i in range(2)])
+    repo.set_line_texts(s, [(ln.id, f"{words} {ln.position}", 0.9) for ln in lines], model="m")
+
+
+def texts(s, document_id: str) -> list[str]:
+    return [ln.text for p in repo.load_document_result(s, document_id).pages for ln in p.lines]
+
+
+def test_a_new_reading_stays_apart_until_complete_then_replaces_the_earlier_at_once(engine) -> None:
+    with session_scope(engine) as s:
+        doc, _ = repo.upsert_document(s, sha256=SHA, profile="p1", name="a.pdf",
+                                      source_uri="file:///a.pdf", size_bytes=10)
+        for number in (1, 2):
+            read_page(s, doc.id, number, "earlier")
+        repo.finish_document(s, doc.id, 2)
+        redo, kept = readings.begin_redo(s, doc)
+        assert kept == {}
+        read_page(s, redo, 1, "newer")
+    with session_scope(engine) as s:  # stopped here: the document, its search and export as before
+        assert repo.get_document(s, doc.id).status == "done"
+        assert texts(s, doc.id) == ["earlier 0", "earlier 1"] * 2
+        assert search_lines(s, "newer") == []
+        assert {h.document_id for h in search_lines(s, "earlier")} == {doc.id}
+        assert readings.begin_redo(s, repo.get_document(s, doc.id)) == (redo, {1: 2})  # goes on
+        read_page(s, redo, 2, "newer")
+        readings.adopt_redo(s, doc.id, 2)
+    with session_scope(engine) as s:
+        assert texts(s, doc.id) == ["newer 0", "newer 1"] * 2
+        assert search_lines(s, "earlier") == []
+        assert {h.document_id for h in search_lines(s, "newer")} == {doc.id}
+        assert s.scalar(select(func.count()).select_from(Document)) == 1
+        assert s.scalar(select(func.count()).select_from(Line)) == 4
+        stored = repo.get_document(s, doc.id)
+        assert (stored.status, stored.page_count, stored.pages_done) == ("done", 2, 2)
+        # A new reading that fails is dropped; the document keeps the one it has.
+        redo, _ = readings.begin_redo(s, stored)
+        read_page(s, redo, 1, "broken")
+        assert readings.drop_redo(s, doc.id) and not readings.drop_redo(s, doc.id)
+    with session_scope(engine) as s:
+        assert texts(s, doc.id) == ["newer 0", "newer 1"] * 2
+        assert s.scalar(select(func.count()).select_from(Line)) == 4
+
+
+def test_a_killed_run_s_job_is_stopped_and_the_next_run_goes_on_from_it(engine) -> None:
+    with session_scope(engine) as s:
+        docs = [repo.upsert_document(s, sha256=hashlib.sha256(bytes([n])).hexdigest(), profile="p",
+                                     name=f"{n}.pdf", source_uri="file:///x", size_bytes=1)[0].id
+                for n in range(3)]
+        killed = repo.create_job(s, settings={}, local_run=runs.local_run({"pid": 1}, inputs=5))
+        other = repo.create_job(s, settings={})  # a distributed job also wants document 2
+        for position, doc in enumerate(docs):
+            repo.link_job_document(s, killed.id, doc, position)
+            repo.start_document(s, doc)
+        repo.link_job_document(s, other.id, docs[2], 0)
+        repo.finish_document(s, docs[0], 1)
+        assert runs.settle_gone_runs(s, lambda run: False) == []  # still running
+        assert runs.settle_gone_runs(s, lambda run: run["pid"] == 1) == [killed.id]
+        job = repo.get_job(s, killed.id)
+        assert (job.status, job.local_run["stopped"]) == ("stopped", "killed")
+        statuses = [(d.status, d.error) for d in (repo.get_document(s, i) for i in docs)]
+        assert statuses == [("done", None), ("failed", runs.KILLED), ("processing", None)]
+        assert repo.get_job(s, other.id).status == "queued"  # not a quire run's: never settled
+
+        later = repo.create_job(s, settings={}, local_run=runs.local_run({"pid": 2}, inputs=3))
+        repo.link_job_document(s, later.id, docs[1], 0)
+        assert runs.went_on(s, later.id) == [killed.id]
+        repo.finish_document(s, docs[1], 1)
+        assert repo.update_job_counts(s, killed.id).status == "stopped"  # not "done" now
+        assert repo.get_job(s, killed.id).local_run["went_on_in"] == later.id
