@@ -76,14 +76,14 @@ def submit_event(submitter: Submitter, sources: list[tuple[str, Source]]) -> Eve
     result = EventResult()
     key = event_key(submitter.owner, sources)
     job_id = submitter.open_keyed_job(key)
-    fresh = [(b, src) for b, src in sources if not submitter.seen(src, checkpoint_prefix(b))]
+    fresh = [(b, src) for b, src in sources if not submitter.seen(src, checkpoint_prefix(b, submitter.owner))]
     result.skipped = len(sources) - len(fresh)
     try:
         for bucket, src in fresh:
             if job_id is None:
                 job_id, _ = submitter.open_job(idempotency_key=key)
             try:
-                outcome = submitter.add(job_id, src, checkpoint=checkpoint_prefix(bucket))
+                outcome = submitter.add(job_id, src, checkpoint=checkpoint_prefix(bucket, submitter.owner))
             except ObjectNotFoundError:
                 result.missing.append(src.uri)  # deleted since the notification was sent
                 continue
@@ -91,7 +91,7 @@ def submit_event(submitter: Submitter, sources: list[tuple[str, Source]]) -> Eve
                 # Cancelled meanwhile (its key freed): what it held stays stopped, the rest of
                 # the event goes on in a job of its own.
                 job_id, _ = submitter.open_job(idempotency_key=key)
-                outcome = submitter.add(job_id, src, checkpoint=checkpoint_prefix(bucket))
+                outcome = submitter.add(job_id, src, checkpoint=checkpoint_prefix(bucket, submitter.owner))
             if outcome == "skipped":
                 result.skipped += 1
             else:

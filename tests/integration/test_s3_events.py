@@ -101,3 +101,40 @@ def test_stale_or_malformed_notifications_leave_no_job(cluster):
                              json={"Records": [{"eventName": "ObjectCreated:Put", "s3": "x"}]})
     assert bad_record.status_code == 422 and "Records[0]" in bad_record.json()["detail"]
     assert query(engine, "SELECT count(*) FROM jobs")[0][0] == jobs_before
+
+
+def test_two_tenants_notified_of_one_object_each_get_it(cluster, letters):
+    """Bob's notification of an object Alice was notified of first used to be passed over as
+    already seen: Bob got no job and no document, his search found nothing, and the answer told
+    him someone else had taken the file. Each takes it now; it is read once, for both."""
+    pdfs, _ = letters
+    s3, bucket, engine = cluster["s3"], cluster["bucket"], cluster["engine"]
+    (alice, alice_auth), (bob, bob_auth) = client_for(cluster), client_for(cluster)
+    from pipeline.db import jobs as jobrepo
+    from pipeline.db.session import session_scope
+
+    with session_scope(engine) as s:  # client_for names every token "events": two tenants here
+        for s_auth, owner in ((alice_auth, "alice-events"), (bob_auth, "bob-events")):
+            jobrepo.verify_token(s, s_auth["Authorization"].split()[1]).owner = owner
+    s3.put_object(Bucket=bucket, Key="shared/minutes.pdf", Body=pdfs[0].read_bytes() + b"\n% shared\n")
+    note = event(bucket, "shared/minutes.pdf")
+
+    first = alice.post("/v1/events/s3", headers=alice_auth, json=note).json()
+    assert first["accepted"] == 1, first
+    assert wait_for(lambda: job_finished(engine, first["job"]), 120, "Alice's event",
+                    cluster["workers"]) == "done"
+    second = bob.post("/v1/events/s3", headers=bob_auth, json=note).json()
+    assert second["accepted"] == 1 and second["job"] != first["job"], second
+    assert wait_for(lambda: job_finished(engine, second["job"]), 30, "Bob's event",
+                    cluster["workers"]) == "done"
+    view = bob.get(f"/v1/jobs/{second['job']}", headers=bob_auth).json()
+    assert [d["name"] for d in view["documents"]] == ["shared/minutes.pdf"]
+    document_id = view["documents"][0]["id"]
+    word = max(bob.get(f"/v1/documents/{document_id}/text", headers=bob_auth).text.split(), key=len)
+    hits = bob.get("/v1/search", params={"q": word}, headers=bob_auth).json()["hits"]
+    assert {h["document"] for h in hits} == {"shared/minutes.pdf"}, hits
+    # Each tenant's own repeat is still passed over, and the object was read once.
+    assert bob.post("/v1/events/s3", headers=bob_auth, json=note).json()["skipped"] == 1
+    assert alice.post("/v1/events/s3", headers=alice_auth, json=note).json()["skipped"] == 1
+    alices = alice.get(f"/v1/jobs/{first['job']}", headers=alice_auth).json()["documents"]
+    assert [d["id"] for d in alices] == [document_id]  # one document, read once
