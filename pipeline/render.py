@@ -11,6 +11,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Callable, Container, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -361,14 +362,31 @@ def _open_image(path: Path, max_pixels: int | None) -> Image.Image:
 _PIL_LIMIT = threading.Lock()
 
 
-def _open_unbounded(path: Path) -> Image.Image:
-    """Image.open without Pillow's limit (module-wide, hence the lock); the caller checks its own."""
+@contextmanager
+def _unbounded() -> Iterator[None]:
+    """Pillow's limit lifted (module-wide, hence the lock); the caller checks its own."""
     with _PIL_LIMIT:
         limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            return Image.open(path)
+            yield
         finally:
             Image.MAX_IMAGE_PIXELS = limit
+
+
+def _open_unbounded(path: Path) -> Image.Image:
+    with _unbounded():
+        return Image.open(path)
+
+
+def _decoded(frame: Image.Image) -> np.ndarray:
+    """A page checked against QUIRE_RENDER__MAX_PIXELS, decoded. A TIFF read by libtiff meets
+    Pillow's own limit again as it decodes (an error over 179 M pixels): a 180 M pixel map, under
+    ours, failed with Pillow's message. Only such pages hold the lock while decoding."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or frame.width * frame.height <= limit:
+        return page_array(_as_shown(frame))
+    with _unbounded():
+        return page_array(_as_shown(frame))
 
 
 def _check_page_count(path: Path, total: int, options: RenderOptions) -> None:
@@ -391,7 +409,7 @@ def _render_image(path: Path, options: RenderOptions,
                     continue
                 if frame.width * frame.height > options.max_pixels:
                     raise ImageTooLargeError(f"page {number} exceeds the pixel limit", source=name)
-                array = page_array(_as_shown(frame))
+                array = _decoded(frame)
             except StopIteration:
                 return
             except DAMAGED_IMAGE as exc:

@@ -164,6 +164,11 @@ class Submitter:
         with session_scope(self.engine) as s:
             jobrepo.discard_job(s, job_id)
 
+    def job_is_empty(self, job_id: str) -> bool:
+        """Whether no document was linked to the job (its submission sent nothing)."""
+        with session_scope(self.engine) as s:
+            return jobrepo.next_position(s, job_id) == 0
+
     def close_job(self, job_id: str, *, forget_key: bool = False) -> str:
         """No more documents: the job may now finish (all of them read before, it ends here,
         and its webhook goes out). Returns its status. `forget_key` frees its idempotency key in

@@ -31,9 +31,15 @@ from pipeline.submit import Enqueue, JobOptions, Submitter, s3_source
 log = logging.getLogger(__name__)
 
 
-def checkpoint_prefix(bucket: str) -> str:
-    """Checkpoints are per bucket, shared by the watcher and S3 event webhooks."""
-    return f"s3://{bucket}/"
+def checkpoint_prefix(bucket: str, owner: str | None) -> str:
+    """Checkpoints are per bucket and tenant, shared by the tenant's watchers and S3 event
+    webhooks. Per tenant: a file another tenant was sent first is still this tenant's to take
+    (the reading is shared by content), not passed over as seen, leaving it no job or document."""
+    return f"s3://{bucket}/" if owner is None else f"s3://{bucket}/{OWNER_MARK}{owner}"
+
+
+# Between a checkpoint prefix's bucket and its tenant: '#' is in no bucket name (migration 0010).
+OWNER_MARK = "#owner="
 
 
 @dataclass
@@ -56,7 +62,7 @@ class Watcher:
             raise ConfigError(f"watch needs an s3://bucket/prefix URI, not {uri!r}")
         self.bucket = storage.S3Store(parsed.netloc, endpoint_url=endpoint_url)
         self.prefix = parsed.path.lstrip("/")
-        self.checkpoint = checkpoint_prefix(parsed.netloc)
+        self.checkpoint = checkpoint_prefix(parsed.netloc, owner)
         self.submitter = Submitter(engine, store, options, owner=owner, enqueue=enqueue)
         # One open job at a time per watched prefix and owner (hashed: a prefix may be 1,024
         # bytes, a key 255).

@@ -133,7 +133,8 @@ def _replay(ctx: ApiContext, caller: Caller, key: str | None, options: JobOption
             body: JobCreate, uploads: list[_Upload]) -> bool:
     """Whether this Idempotency-Key already names a job of the caller's (its sources are then
     not read again: the replay answers with the job as it stands). The same key sent with other
-    options or other documents is a 422: answering with the first job would drop them unsaid."""
+    options or other documents is a 422: answering with the first job would drop them unsaid;
+    a 409 while the job still takes documents, which the first request may yet send."""
     if key is None:
         return False
     with session_scope(ctx.engine) as s:
@@ -142,8 +143,16 @@ def _replay(ctx: ApiContext, caller: Caller, key: str | None, options: JobOption
             return False
         docs = repo.job_documents(s, job.id)
         held = {d.sha256 for d in docs} | {d.source_uri for d in docs if d.source_uri}
-        same_options = job.settings == options.as_dict()
-    if not same_options or not {u.sha256 for u in uploads} | set(body.uris) <= held:
+        same_options, job_id, filling = job.settings == options.as_dict(), job.id, job.accepting
+    sent = {u.sha256 for u in uploads} | set(body.uris)
+    if same_options and filling and not sent <= held:
+        # A retry that came while the first request is still sending its files (a client that
+        # timed out on a large upload): not "other documents", it is too early to tell.
+        raise HTTPException(409, f"Idempotency-Key {body.idempotency_key!r} names job {job_id}, "
+                                 "which is still taking documents (the first request with this key "
+                                 "may still be sending them): retry in a moment, or add documents "
+                                 f"with POST /v1/jobs/{job_id}/documents")
+    if not same_options or not sent <= held:
         raise HTTPException(422, f"Idempotency-Key {body.idempotency_key!r} was used for job {job.id} "
                                  "with other options or documents; send a new key for a new job")
     return True

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import unquote_plus
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
@@ -16,10 +14,8 @@ from pipeline.db import jobs as jobrepo
 from pipeline.db.session import session_scope
 from pipeline.metrics import api_metrics
 from pipeline.queue import queue_depths
-from pipeline.render import DOCUMENT_SUFFIXES
-from pipeline.storage import ObjectInfo
+from pipeline.s3_events import created_objects, submit_event
 from pipeline.submit import JobOptions, Submitter, s3_source
-from pipeline.watch import checkpoint_prefix
 
 router = APIRouter(tags=["operations"])
 
@@ -61,43 +57,24 @@ def metrics(ctx: Ctx) -> Response:
 @router.post("/v1/events/s3", status_code=202)
 async def s3_events(request: Request, ctx: Ctx,
                     caller: Auth) -> dict[str, Any]:
-    """S3/MinIO ObjectCreated notifications: each new object becomes a document of one job.
+    """S3/MinIO ObjectCreated notifications: each event's new objects become the documents of
+    one job, which runs until all are sent (see pipeline.s3_events).
 
     Shares the watcher's checkpoints, so a file seen by both (or notified twice) runs once.
     """
-    body = await request.json()
+    try:
+        body = await request.json()
+    except ValueError as e:
+        raise HTTPException(400, f"body is not JSON: {e}") from e
     return await run_in_threadpool(_take_events, ctx, caller, body)
 
 
 def _take_events(ctx: ApiContext, caller: Caller, body: Any) -> dict[str, Any]:
-    records = body.get("Records", []) if isinstance(body, dict) else []
-    objects = []
-    for record in records:
-        if not str(record.get("eventName", "")).startswith(("ObjectCreated", "s3:ObjectCreated")):
-            continue
-        s3 = record.get("s3", {})
-        bucket = s3.get("bucket", {}).get("name")
-        obj = s3.get("object", {})
-        if not bucket or not obj.get("key"):
-            continue
-        key = unquote_plus(obj["key"])  # event keys are URL-encoded
-        if not ctx.may_read(f"s3://{bucket}/{key}"):
-            continue  # outside QUIRE_API__URI_PREFIXES, or Quire's own stored files
-        if PurePosixPath(key).suffix.lower() not in DOCUMENT_SUFFIXES:
-            continue  # notes, spreadsheets: passed over, as the bucket watcher does
-        objects.append((bucket, ObjectInfo(key=key, size=int(obj.get("size", 0)),
-                                           etag=obj.get("eTag") or obj.get("etag"))))
+    objects = [(bucket, info) for bucket, info in created_objects(body)
+               if ctx.may_read(f"s3://{bucket}/{info.key}")]  # QUIRE_API__URI_PREFIXES; never documents/
     if not objects:
         return {"job": None, "accepted": 0, "skipped": 0}
     submitter = Submitter(ctx.engine, ctx.store, JobOptions.from_settings(ctx.settings),
                           owner=caller.owner, enqueue=ctx.enqueue)
-    fresh = [(bucket, s3_source(ctx.bucket(bucket), info)) for bucket, info in objects]
-    fresh = [(b, src) for b, src in fresh if not submitter.seen(src, checkpoint_prefix(b))]
-    skipped = len(objects) - len(fresh)
-    if not fresh:  # a repeated notification makes no empty job
-        return {"job": None, "accepted": 0, "skipped": skipped}
-    # Not 'accepting': a crash half-way must not leave a job that can never finish.
-    job_id, _ = submitter.open_job(accepting=False)
-    outcomes = [submitter.add(job_id, src, checkpoint=checkpoint_prefix(b)) for b, src in fresh]
-    skipped += outcomes.count("skipped")
-    return {"job": job_id, "accepted": len(objects) - skipped, "skipped": skipped}
+    sources = [(bucket, s3_source(ctx.bucket(bucket), info)) for bucket, info in objects]
+    return submit_event(submitter, sources).as_dict()

@@ -492,3 +492,40 @@ def test_0010_keeps_every_row_and_downgrades_cleanly(backend: str, request: pyte
             assert conn.execute(text("SELECT count(*) FROM lines")).scalar() == 2
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0011_keeps_bucket_checkpoints_per_tenant(backend: str, request: pytest.FixtureRequest) -> None:
+    """A watcher's or S3 event's checkpoints made before 0011 are its tenant's afterwards, so the
+    next pass does not submit the whole bucket again; downgrading merges them back."""
+    from alembic import command
+
+    from pipeline.db import jobs as jobrepo
+    from pipeline.db.models import text_key
+    from pipeline.watch import checkpoint_prefix
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0010_run_stops")
+    engine = make_engine(url)
+    taken = {"j1": ("watcher", "s3://inbox/a.pdf"), "j2": ("alice", "s3://inbox/b.pdf")}
+    try:
+        with engine.begin() as conn:
+            for job, (owner, key) in taken.items():
+                conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
+                                  "documents_failed, created_at, accepting, owner) VALUES (:j, '{}', 'done', "
+                                  "1, 1, 0, '2026-11-24 00:00:00', false, :o)"), {"j": job, "o": owner})
+                conn.execute(text("INSERT INTO watch_checkpoints (prefix, key_sha256, etag, key, job_id, "
+                                  "state, created_at) VALUES ('s3://inbox/', :h, 'e1', :k, :j, 'queued', "
+                                  "'2026-11-24 00:00:00')"), {"h": text_key(key), "k": key, "j": job})
+        upgrade(url)
+        with session_scope(engine) as s:
+            for owner, key in taken.values():
+                assert jobrepo.get_checkpoint(s, checkpoint_prefix("inbox", owner), key, "e1") is not None
+            assert jobrepo.get_checkpoint(s, checkpoint_prefix("inbox", "alice"), "s3://inbox/a.pdf",
+                                          "e1") is None  # the watcher's, not Alice's
+        command.downgrade(alembic_config(url), "0010_run_stops")
+        with engine.connect() as conn:
+            prefixes = [p for p, in conn.execute(text("SELECT prefix FROM watch_checkpoints"))]
+        assert prefixes == ["s3://inbox/"] * 2
+    finally:
+        engine.dispose()

@@ -392,3 +392,18 @@ def test_a_multi_page_tiff_cut_short_names_the_page_where_it_breaks(tmp_path):
         count_pages(cut)
     assert "cut short or damaged at page 3" in str(raised.value) and "pages 1-2 can be read" in str(raised.value)
     assert "cut.tif" in str(raised.value)
+
+
+def test_a_tiff_map_under_the_configured_limit_is_read_past_pillows(tmp_path, monkeypatch):
+    """A 180 M pixel TIFF (a map scanned large, under the default 200 M limit) failed with
+    Pillow's "exceeds limit of 178956970 pixels, could be decompression bomb" as libtiff
+    decoded it, whatever QUIRE_RENDER__MAX_PIXELS said. Pillow's limit is lowered here to
+    stand for that, on a small map."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)
+    path = tmp_path / "map.tif"
+    Image.fromarray(np.full((300, 900), 255, np.uint8)).save(path, compression="tiff_lzw")
+    [page] = list(render_pages(path, RenderOptions()))
+    assert page.image.shape[:2] == (300, 900)
+    assert Image.MAX_IMAGE_PIXELS == 1_000  # left as it was
+    err = _error(path, RenderOptions(max_pixels=100_000))
+    assert isinstance(err, ImageTooLargeError) and "QUIRE_RENDER__MAX_PIXELS" in str(err)
