@@ -404,6 +404,7 @@ def test_a_tiff_map_under_the_configured_limit_is_read_past_pillows(tmp_path, mo
     Image.fromarray(np.full((300, 900), 255, np.uint8)).save(path, compression="tiff_lzw")
     [page] = list(render_pages(path, RenderOptions()))
     assert page.image.shape[:2] == (300, 900)
+    assert count_pages(path) == 1  # the progress bar's total and `quire lines` count it too
     assert Image.MAX_IMAGE_PIXELS == 1_000  # left as it was
     err = _error(path, RenderOptions(max_pixels=100_000))
     assert isinstance(err, ImageTooLargeError) and "QUIRE_RENDER__MAX_PIXELS" in str(err)
