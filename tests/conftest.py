@@ -128,6 +128,18 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite_url", "postgres_url"])
+def engine(request: pytest.FixtureRequest):
+    """An engine on a fresh database migrated to the head, once on each backend."""
+    from pipeline.db.session import make_engine, upgrade
+
+    url = request.getfixturevalue(request.param)
+    upgrade(url)
+    eng = make_engine(url)
+    yield eng
+    eng.dispose()
+
+
 @pytest.fixture(scope="session")
 def letter_reader(tmp_path_factory) -> Path:
     """A tiny model trained to read the generated letter page at 150 dpi, built once per test run."""

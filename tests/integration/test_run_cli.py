@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.config import get_settings
+from tests.cli_home import db_rows, quire, quire_home
 from tests.model_fixtures import LETTER_LINES, make_letter_page
 from tests.pagegen import make_pdf
 
@@ -30,25 +30,7 @@ def letter(tmp_path_factory, letter_reader) -> tuple[Path, Path]:
 
 @pytest.fixture
 def env(tmp_path, letter, monkeypatch):
-    home = tmp_path / "home"
-    monkeypatch.setenv("QUIRE_HOME", str(home))
-    monkeypatch.setenv("QUIRE_MODEL", str(letter[1]))
-    monkeypatch.setenv("QUIRE_RENDER__DPI", str(DPI))
-    for name in ("QUIRE_DATABASE_URL", "QUIRE_STORAGE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    # `quire status` reads settings once per process: this test's, not an earlier test's.
-    get_settings.cache_clear()
-    yield home
-    get_settings.cache_clear()
-
-
-def quire(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
-def db_rows(home: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(home / "quire.sqlite") as conn:
-        return conn.execute(sql).fetchall()
+    yield from quire_home(tmp_path, letter[1], DPI, monkeypatch)
 
 
 def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, letter, env):

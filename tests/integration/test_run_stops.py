@@ -15,10 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.config import get_settings
+from tests.cli_home import db_rows, quire, quire_home
 from tests.model_fixtures import LETTER_LINES, make_letter_page
 from tests.pagegen import make_pdf
 
@@ -28,25 +26,7 @@ DPI = 150
 
 @pytest.fixture
 def env(tmp_path, letter_reader, monkeypatch) -> Iterator[Path]:
-    home = tmp_path / "home"
-    monkeypatch.setenv("QUIRE_HOME", str(home))
-    monkeypatch.setenv("QUIRE_MODEL", str(letter_reader))
-    monkeypatch.setenv("QUIRE_RENDER__DPI", str(DPI))
-    for name in ("QUIRE_DATABASE_URL", "QUIRE_STORAGE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    # `quire status` reads settings once per process: this test's, not an earlier test's.
-    get_settings.cache_clear()
-    yield home
-    get_settings.cache_clear()
-
-
-def quire(*args: str):
-    return CliRunner().invoke(app, list(args), catch_exceptions=False)
-
-
-def db_rows(home: Path, sql: str) -> list[tuple]:
-    with sqlite3.connect(home / "quire.sqlite") as conn:
-        return conn.execute(sql).fetchall()
+    yield from quire_home(tmp_path, letter_reader, DPI, monkeypatch)
 
 
 def letters(folder: Path, pages: list[int]) -> Path:

@@ -6,22 +6,12 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
 from sqlalchemy import Engine
 
 from pipeline.db import repo
 from pipeline.db.search import search_lines
-from pipeline.db.session import make_engine, session_scope, upgrade
+from pipeline.db.session import session_scope
 from pipeline.types import BBox
-
-
-@pytest.fixture(params=["sqlite_url", "postgres_url"])
-def engine(request: pytest.FixtureRequest):
-    url = request.getfixturevalue(request.param)
-    upgrade(url)
-    eng = make_engine(url)
-    yield eng
-    eng.dispose()
 
 
 def send(engine: Engine, names: list[str], content: bytes, text: str, *, owner: str | None = None,

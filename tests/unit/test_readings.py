@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
 from sqlalchemy import func, select
 
 from pipeline.db import readings, repo, runs
 from pipeline.db.models import Document, Line
 from pipeline.db.search import search_lines
-from pipeline.db.session import make_engine, session_scope, upgrade
+from pipeline.db.session import session_scope
 from pipeline.types import BBox
 
 SHA = hashlib.sha256(b"a").hexdigest()
-BACKENDS = ["sqlite_url", "postgres_url"]
-
-
-@pytest.fixture(params=BACKENDS)
-def engine(request: pytest.FixtureRequest):
-    url = request.getfixturevalue(request.param)
-    upgrade(url)
-    eng = make_engine(url)
-    yield eng
-    eng.dispose()
 
 
 def read_page(s, document_id: str, number: int, words: str) -> None:
