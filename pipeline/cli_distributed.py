@@ -160,6 +160,7 @@ def submit(
 
 def _submit_direct(inputs: list[str], options: Any, key: str, webhook: str | None,
                    total: int | None, progress: bool, owner: str | None = None) -> str:
+    from pipeline.errors import ObjectNotFoundError
     from pipeline.submit import Submitter
 
     _, engine, store = _backend()
@@ -171,7 +172,15 @@ def _submit_direct(inputs: list[str], options: Any, key: str, webhook: str | Non
     with _bar(total, "submit", "file", progress) as bar:
         try:
             for src in _sources(inputs):
-                outcome = submitter.add(job_id, src)
+                try:
+                    outcome = submitter.add(job_id, src)
+                except ObjectNotFoundError:
+                    # Deleted since it was listed: passed over, the others go on; no checkpoint
+                    # is kept for it, so the same command takes it if it comes back.
+                    bar.clear()
+                    typer.echo(f"quire: {src.uri} is missing (deleted since it was listed); "
+                               "passed over", err=True)
+                    outcome = "missing"
                 counts[outcome] = counts.get(outcome, 0) + 1
                 bar.update(1)
                 bar.set_postfix(counts, refresh=False)

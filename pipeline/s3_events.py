@@ -82,16 +82,18 @@ def submit_event(submitter: Submitter, sources: list[tuple[str, Source]]) -> Eve
         for bucket, src in fresh:
             if job_id is None:
                 job_id, _ = submitter.open_job(idempotency_key=key)
+            checkpoint = checkpoint_prefix(bucket, submitter.owner)
             try:
-                outcome = submitter.add(job_id, src, checkpoint=checkpoint_prefix(bucket, submitter.owner))
+                try:
+                    outcome = submitter.add(job_id, src, checkpoint=checkpoint)
+                except JobFinishedError:
+                    # Cancelled meanwhile (its key freed): what it held stays stopped, the rest
+                    # of the event goes on in a job of its own.
+                    job_id, _ = submitter.open_job(idempotency_key=key)
+                    outcome = submitter.add(job_id, src, checkpoint=checkpoint)
             except ObjectNotFoundError:
                 result.missing.append(src.uri)  # deleted since the notification was sent
                 continue
-            except JobFinishedError:
-                # Cancelled meanwhile (its key freed): what it held stays stopped, the rest of
-                # the event goes on in a job of its own.
-                job_id, _ = submitter.open_job(idempotency_key=key)
-                outcome = submitter.add(job_id, src, checkpoint=checkpoint_prefix(bucket, submitter.owner))
             if outcome == "skipped":
                 result.skipped += 1
             else:

@@ -9,6 +9,11 @@ shows 'running' meanwhile, however fast workers read what was sent, and finishes
 to show 'done', then 'running' again when the pass sent the next file). The job is made under a
 key of the watched prefix, freed when it is closed: a pass killed mid-way leaves its job open
 under the key, and the next pass goes on with it and closes it.
+
+An object deleted between the listing and its reading (an archive inbox moves and deletes files
+all the time) is passed over, named in a one-line notice and reported as `missing`, as an S3
+event's is; no checkpoint is kept for it, so if it comes back it is taken. It used to end the
+whole pass ("watch pass failed"), leaving the rest of the listing to the next one.
 """
 
 from __future__ import annotations
@@ -23,10 +28,10 @@ from urllib.parse import urlparse
 from sqlalchemy import Engine
 
 from pipeline import storage
-from pipeline.errors import ConfigError, JobFinishedError
+from pipeline.errors import ConfigError, JobFinishedError, ObjectNotFoundError
 from pipeline.queue import send
 from pipeline.render import DOCUMENT_SUFFIXES
-from pipeline.submit import Enqueue, JobOptions, Submitter, s3_source
+from pipeline.submit import Enqueue, JobOptions, Source, Submitter, s3_source
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ class ScanResult:
     submitted: int = 0
     skipped: int = 0
     resent: int = 0
+    missing: list[str] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
@@ -85,12 +91,13 @@ class Watcher:
                 if result.job_id is None:
                     result.job_id, _ = self.submitter.open_job(idempotency_key=self.pass_key)
                 try:
-                    outcome = self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
-                except JobFinishedError:
-                    # The pass's job was cancelled meanwhile (its key freed): what it held stays
-                    # stopped, new files go on in a job of their own.
-                    result.job_id, _ = self.submitter.open_job(idempotency_key=self.pass_key)
-                    outcome = self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
+                    outcome = self._add(result, src)
+                except ObjectNotFoundError:
+                    # Deleted since it was listed: passed over, no checkpoint (taken if it comes back).
+                    result.missing.append(src.uri)
+                    log.warning("watch: %s is missing (deleted since it was listed); passed over",
+                                src.uri)
+                    continue
                 result.outcomes[outcome] = result.outcomes.get(outcome, 0) + 1
                 if outcome == "skipped":
                     result.skipped += 1
@@ -99,9 +106,24 @@ class Watcher:
                     log.info("watch: %s -> job=%s (%s)", src.uri, result.job_id, outcome)
         finally:
             # Also after a failed listing: what was sent finishes; the rest is the next pass's.
+            # A job that got nothing (its only new files were missing) is not left behind.
             if result.job_id is not None:
-                self.submitter.close_job(result.job_id, forget_key=True)
+                if self.submitter.job_is_empty(result.job_id):
+                    self.submitter.discard_job(result.job_id)
+                    result.job_id = None
+                else:
+                    self.submitter.close_job(result.job_id, forget_key=True)
         return result
+
+    def _add(self, result: ScanResult, src: Source) -> str:
+        assert result.job_id is not None
+        try:
+            return self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
+        except JobFinishedError:
+            # The pass's job was cancelled meanwhile (its key freed): what it held stays
+            # stopped, new files go on in a job of their own.
+            result.job_id, _ = self.submitter.open_job(idempotency_key=self.pass_key)
+            return self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
 
     def run(self, interval: float, stop: threading.Event | None = None) -> None:
         """Scan every `interval` seconds until stopped; a failed pass is logged and retried."""

@@ -227,3 +227,88 @@ def test_a_server_that_cannot_be_reached_is_one_line():
     broker = kombu.exceptions.OperationalError("Error 111 connecting to 127.0.0.1:1. Connection refused.")
     assert unreachable_server(broker).startswith("cannot reach the broker (QUIRE_BROKER_URL): Error 111")
     assert unreachable_server(ValueError("a bug")) is None  # anything else keeps its traceback
+
+
+def _deleting(s3, bucket: str, key: str, listing):
+    """Wrap a listing so `key` is deleted on the S3 server right after it is listed, before it
+    is read (an archive inbox moving a file away mid-pass)."""
+    def wrapped(*args, **kwargs):
+        for info in listing(*args, **kwargs):
+            if info.key == key:
+                s3.delete_object(Bucket=bucket, Key=key)
+            yield info
+    return wrapped
+
+
+def test_an_object_deleted_between_listing_and_reading_is_passed_over_and_the_pass_goes_on(
+        env, s3_server, s3_bucket, caplog):
+    import boto3
+
+    engine, store, _, sent = env
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    for key in ("inbox/a.pdf", "inbox/b.pdf", "inbox/c.pdf"):
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=key.encode())
+
+    def watcher() -> Watcher:
+        return Watcher(engine, store, f"s3://{s3_bucket}/inbox/", OPTIONS,
+                       endpoint_url=s3_server, enqueue=lambda *a: sent.append(a))
+
+    w = watcher()
+    w.bucket.list = _deleting(s3, s3_bucket, "inbox/b.pdf", w.bucket.list)
+    with caplog.at_level("WARNING", logger="pipeline.watch"):
+        first = w.scan()
+    gone = f"s3://{s3_bucket}/inbox/b.pdf"
+    assert (first.submitted, first.missing) == (2, [gone]) and len(sent) == 2
+    assert [r.getMessage() for r in caplog.records if r.name == "pipeline.watch"] == [
+        f"watch: {gone} is missing (deleted since it was listed); passed over"]
+    with session_scope(engine) as s:
+        job = repo.get_job(s, first.job_id)
+        assert (job.accepting, job.documents_total, job.idempotency_key) == (False, 2, None)
+        assert sorted(d.source_uri for d in repo.job_documents(s, first.job_id)) == [
+            f"s3://{s3_bucket}/inbox/a.pdf", f"s3://{s3_bucket}/inbox/c.pdf"]
+
+    # No checkpoint was kept for it: put back (the same bytes, the same ETag), it is taken.
+    s3.put_object(Bucket=s3_bucket, Key="inbox/b.pdf", Body=b"inbox/b.pdf")
+    again = watcher().scan()
+    assert (again.submitted, again.skipped, again.missing) == (1, 2, [])
+    assert again.job_id not in (None, first.job_id) and len(sent) == 3
+
+    # A pass whose only new object vanished leaves no empty job behind.
+    s3.put_object(Bucket=s3_bucket, Key="inbox/d.pdf", Body=b"d")
+    w = watcher()
+    w.bucket.list = _deleting(s3, s3_bucket, "inbox/d.pdf", w.bucket.list)
+    lone = w.scan()
+    assert (lone.job_id, lone.submitted, lone.missing) == (None, 0, [f"s3://{s3_bucket}/inbox/d.pdf"])
+    assert watcher().scan().job_id is None
+
+
+def test_quire_submit_of_a_prefix_passes_over_an_object_deleted_before_it_is_read(
+        env, s3_server, s3_bucket, monkeypatch, capsys):
+    import boto3
+
+    from pipeline import cli_distributed, submit
+    from pipeline.submit import iter_s3
+
+    engine, store, _, sent = env
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    for key in ("inbox/a.pdf", "inbox/b.pdf", "inbox/c.pdf"):
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=key.encode())
+
+    def sources(specs):  # the real listing, with b.pdf deleted on the server once it is listed
+        for src in iter_s3(specs[0], s3_server):
+            if src.name == "inbox/b.pdf":
+                s3.delete_object(Bucket=s3_bucket, Key="inbox/b.pdf")
+            yield src
+
+    monkeypatch.setattr(cli_distributed, "_sources", sources)
+    monkeypatch.setattr(cli_distributed, "_backend", lambda *a, **k: (None, engine, store))
+    monkeypatch.setattr(submit, "Submitter", lambda *a, **k: Submitter(
+        *a, **{**k, "enqueue": lambda *m: sent.append(m)}))
+    uri = f"s3://{s3_bucket}/inbox/"
+    job_id = cli_distributed._submit_direct([uri], OPTIONS, "k1", None, None, False)
+    err = capsys.readouterr().err
+    assert f"quire: s3://{s3_bucket}/inbox/b.pdf is missing (deleted since it was listed); passed over" in err
+    assert err.strip().endswith("1 missing, 2 queued") and len(sent) == 2
+    with session_scope(engine) as s:
+        job = repo.get_job(s, job_id)
+        assert (job.accepting, job.documents_total) == (False, 2)
