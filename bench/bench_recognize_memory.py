@@ -6,7 +6,8 @@ Usage: python bench/bench_recognize_memory.py [--calls 80] [--lines 160] [--deco
 Each arm runs in a process of its own, one after the other (`--rounds` repeats the sequence, so
 timings of the arms interleave): the shipped recognizer (`after`), and the same with oneDNN's
 default kernel cache and no heap trimming (`before`); `cache=N` gives the shipped code a kernel
-cache of N, `notrim` leaves its heap untrimmed, and `+` joins them (`cache=1024+notrim` is `before`). Every call reads `--lines` new printed lines, 2-12 words at 30-70 px, so batches take
+cache of N, `notrim` leaves its heap untrimmed, and `+` joins them (`cache=1024+notrim` is
+`before`). Every call reads `--lines` new printed lines, 2-12 words at 30-70 px, so batches take
 many shapes, as a long run's do. Prints RSS after loading and every tenth call, the peak, and
 lines per second over all calls but the first.
 """

@@ -3,8 +3,9 @@
 Each batch of lines has its own shape (its size, its width cut to the widest line's ink), and on
 a CPU torch runs the model's layers through oneDNN, which builds a kernel for every shape it meets
 and keeps up to 1,024 of them; the activations of each shape are freed into glibc's heap, which
-keeps most of what is freed. Left alone, a run's resident memory grew from 0.55 GB to 1.9 GB over
-12,800 lines; bounded here it stays near 0.9 GB (`bench/bench_recognize_memory.py`,
+keeps most of what is freed. Left alone, a recognizer's resident memory grew from 0.55 GB to
+2.0 GB over 6,000 lines, still rising; bounded here (and trimmed every RELEASE_EVERY_LINES by the
+Recognizer) it stays between 0.9 and 1.25 GB (`bench/bench_recognize_memory.py`,
 docs/BENCHMARKS.md).
 """
 
