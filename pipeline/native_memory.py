@@ -5,8 +5,8 @@ a CPU torch runs the model's layers through oneDNN, which builds a kernel for ev
 and keeps up to 1,024 of them; the activations of each shape are freed into glibc's heap, which
 keeps most of what is freed. Left alone, a recognizer's resident memory grew from 0.55 GB to
 2.0 GB over 6,000 lines, still rising; bounded here (and trimmed every RELEASE_EVERY_LINES by the
-Recognizer) it stays between 0.9 and 1.25 GB (`bench/bench_recognize_memory.py`,
-docs/BENCHMARKS.md).
+Recognizer) it comes back to about 1.0 GB at each trim and peaks near 1.6 GB between them
+(`bench/bench_recognize_memory.py`, docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import ctypes.util
 import os
 from functools import cache
 
-# Kernels oneDNN keeps for reuse. A batch needs a few dozen (one per layer and shape); beyond a
-# handful of shapes, keeping more costs memory and saves almost nothing (measured, see above).
-KERNEL_CACHE = "64"
+# Kernels oneDNN keeps for reuse, a few dozen per batch shape (one per layer). Lines of the same
+# widths recur, and rebuilding their kernels is slow: with 64 the dev hands read at 25 lines/s
+# instead of 40; 512 reads them at 40 and holds about 110 MB less than oneDNN's own 1,024.
+KERNEL_CACHE = "512"
 
 
 def bound_kernel_cache() -> None:
