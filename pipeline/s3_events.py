@@ -18,7 +18,7 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote_plus
 
-from pipeline.errors import BadInputError, JobFinishedError, ObjectNotFoundError
+from pipeline.errors import BadInputError, ObjectNotFoundError
 from pipeline.render import DOCUMENT_SUFFIXES
 from pipeline.storage import ObjectInfo
 from pipeline.submit import Source, Submitter
@@ -84,13 +84,7 @@ def submit_event(submitter: Submitter, sources: list[tuple[str, Source]]) -> Eve
                 job_id, _ = submitter.open_job(idempotency_key=key)
             checkpoint = checkpoint_prefix(bucket, submitter.owner)
             try:
-                try:
-                    outcome = submitter.add(job_id, src, checkpoint=checkpoint)
-                except JobFinishedError:
-                    # Cancelled meanwhile (its key freed): what it held stays stopped, the rest
-                    # of the event goes on in a job of its own.
-                    job_id, _ = submitter.open_job(idempotency_key=key)
-                    outcome = submitter.add(job_id, src, checkpoint=checkpoint)
+                job_id, outcome = submitter.add_keyed(job_id, src, key, checkpoint)
             except ObjectNotFoundError:
                 result.missing.append(src.uri)  # deleted since the notification was sent
                 continue
@@ -99,12 +93,5 @@ def submit_event(submitter: Submitter, sources: list[tuple[str, Source]]) -> Eve
             else:
                 result.accepted += 1
     finally:
-        # Also after a failure: what was sent finishes; an empty job is not left behind.
-        if job_id is not None:
-            if submitter.job_is_empty(job_id):
-                submitter.discard_job(job_id)
-                job_id = None
-            else:
-                submitter.close_job(job_id, forget_key=True)
-    result.job = job_id
+        result.job = submitter.end_keyed_job(job_id)  # also after a failure
     return result

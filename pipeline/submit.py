@@ -194,6 +194,27 @@ class Submitter:
             job.idempotency_key = None
             return None
 
+    def add_keyed(self, job_id: str, src: Source, key: str, checkpoint: str) -> tuple[str, str]:
+        """`add` to a job opened under idempotency key `key` (a watcher pass's, an S3 event's):
+        if it was cancelled meanwhile (its key freed), what it held stays stopped and the file goes
+        on in a new job under the key. Returns (the job it went to, the outcome)."""
+        try:
+            return job_id, self.add(job_id, src, checkpoint=checkpoint)
+        except JobFinishedError:
+            job_id, _ = self.open_job(idempotency_key=key)
+            return job_id, self.add(job_id, src, checkpoint=checkpoint)
+
+    def end_keyed_job(self, job_id: str | None) -> str | None:
+        """After a keyed submission (also a failed one): the job is closed, its key freed, and
+        what was sent finishes; a job that got nothing is discarded, not left behind (None)."""
+        if job_id is None:
+            return None
+        if self.job_is_empty(job_id):
+            self.discard_job(job_id)
+            return None
+        self.close_job(job_id, forget_key=True)
+        return job_id
+
     def seen(self, src: Source, checkpoint: str) -> bool:
         """Whether this source (same URI and version) was fully taken in before."""
         with session_scope(self.engine) as s:

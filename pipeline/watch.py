@@ -28,10 +28,10 @@ from urllib.parse import urlparse
 from sqlalchemy import Engine
 
 from pipeline import storage
-from pipeline.errors import ConfigError, JobFinishedError, ObjectNotFoundError
+from pipeline.errors import ConfigError, ObjectNotFoundError
 from pipeline.queue import send
 from pipeline.render import DOCUMENT_SUFFIXES
-from pipeline.submit import Enqueue, JobOptions, Source, Submitter, s3_source
+from pipeline.submit import Enqueue, JobOptions, Submitter, s3_source
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ class Watcher:
                 if result.job_id is None:
                     result.job_id, _ = self.submitter.open_job(idempotency_key=self.pass_key)
                 try:
-                    outcome = self._add(result, src)
+                    result.job_id, outcome = self.submitter.add_keyed(
+                        result.job_id, src, self.pass_key, self.checkpoint)
                 except ObjectNotFoundError:
                     # Deleted since it was listed: passed over, no checkpoint (taken if it comes back).
                     result.missing.append(src.uri)
@@ -107,23 +108,8 @@ class Watcher:
         finally:
             # Also after a failed listing: what was sent finishes; the rest is the next pass's.
             # A job that got nothing (its only new files were missing) is not left behind.
-            if result.job_id is not None:
-                if self.submitter.job_is_empty(result.job_id):
-                    self.submitter.discard_job(result.job_id)
-                    result.job_id = None
-                else:
-                    self.submitter.close_job(result.job_id, forget_key=True)
+            result.job_id = self.submitter.end_keyed_job(result.job_id)
         return result
-
-    def _add(self, result: ScanResult, src: Source) -> str:
-        assert result.job_id is not None
-        try:
-            return self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
-        except JobFinishedError:
-            # The pass's job was cancelled meanwhile (its key freed): what it held stays
-            # stopped, new files go on in a job of their own.
-            result.job_id, _ = self.submitter.open_job(idempotency_key=self.pass_key)
-            return self.submitter.add(result.job_id, src, checkpoint=self.checkpoint)
 
     def run(self, interval: float, stop: threading.Event | None = None) -> None:
         """Scan every `interval` seconds until stopped; a failed pass is logged and retried."""
