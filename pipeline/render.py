@@ -17,6 +17,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
+from pipeline import heif
 from pipeline.config import RenderOptions
 from pipeline.errors import (
     BadInputError,
@@ -40,8 +41,9 @@ DAMAGED_IMAGE = (OSError, EOFError, SyntaxError, ValueError, TypeError, KeyError
 # Extensions picked up when a folder is walked; a file named explicitly is always tried.
 # JPEG 2000 (.jp2 and its kin) is what many archives and libraries keep their masters in.
 JPEG2000_SUFFIXES = {".jp2", ".j2k", ".jpx", ".jpf", ".j2c", ".jpc"}
+# SANE's scanimage writes PNM (.pnm/.pbm/.pgm/.ppm) by default; phones save photos as HEIC.
 DOCUMENT_SUFFIXES = {".pdf", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif",
-                     *JPEG2000_SUFFIXES}
+                     ".pnm", ".pbm", ".pgm", ".ppm", ".avif", *JPEG2000_SUFFIXES, *heif.HEIF_SUFFIXES}
 IMAGE_SUFFIXES = DOCUMENT_SUFFIXES - {".pdf"}
 
 _MAGIC = {
@@ -55,6 +57,10 @@ _MAGIC = {
     b"\x00\x00\x00\x0cjP  \r\n\x87\n": "jpeg2000",  # JP2/JPX signature box
     b"\xff\x4f\xff\x51": "jpeg2000",  # bare codestream (.j2k): SOC then SIZ marker
 }
+# ISO base media files name their kind in the 'ftyp' box: HEIF (HEVC, what iPhones save) and AVIF.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs",
+                b"mif1", b"msf1", b"mif2", b"avif", b"avis"}
+SUPPORTED = "PDF, PNG, JPEG, JPEG 2000, TIFF, BMP, GIF, WebP, PNM, HEIC/HEIF, AVIF"
 
 
 def not_regular(mode: int) -> str | None:
@@ -95,9 +101,12 @@ def sniff_kind(path: Path) -> str:
             return _jpeg2000_decodable(path) if kind == "jpeg2000" else kind
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "image"
-    raise UnsupportedFormatError(
-        "not a PDF or an image (supported: PDF, PNG, JPEG, JPEG 2000, TIFF, BMP, GIF, WebP)", source=name
-    )
+    if head[:1] == b"P" and head[1:2] in b"123456" and head[2:3].isspace():  # PBM/PGM/PPM, text or raw
+        return "image"
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        heif.enable()
+        return "image"
+    raise UnsupportedFormatError(f"not a PDF or an image (supported: {SUPPORTED})", source=name)
 
 
 def _jpeg2000_decodable(path: Path) -> str:
@@ -146,7 +155,8 @@ def _readable_frames(image: Image.Image) -> int:
 
 
 def _why(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    """The library's reason on one line (libheif's ends in a newline)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def render_pages(path: Path, options: RenderOptions | None = None,

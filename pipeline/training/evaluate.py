@@ -204,6 +204,10 @@ def read_gray(path: Path) -> np.ndarray:
     """A line image as 2-D uint8."""
     from PIL import Image
 
+    from pipeline import heif
+
+    if path.suffix.lower() in heif.HEIF_SUFFIXES:
+        heif.enable()
     with Image.open(path) as im:
         return np.asarray(im.convert("L"))
 

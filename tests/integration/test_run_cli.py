@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -297,6 +298,33 @@ def test_bad_files_fail_alone_with_reasons_and_exit_1(tmp_path, letter, env):
     assert statuses == {"empty.pdf": "failed", "letter.pdf": "done", "broken.pdf": "failed", "readme.txt": "failed"}
     errors = dict(db_rows(env, "SELECT name, error FROM documents WHERE status = 'failed'"))
     assert errors["broken.pdf"].startswith("PDF is damaged")
+
+
+def test_phone_photos_and_sane_scans_are_read_from_a_folder(tmp_path, letter, env):
+    """An iPhone saves HEIC, and SANE's scanimage writes PNM (gray .pgm, 1-bit .pbm): each is
+    found in the folder walk and read to its text, as the same page as a PNG would be."""
+    import pillow_heif
+    from PIL import Image
+
+    from tests.model_fixtures import make_letter_page
+
+    page = Image.fromarray(make_letter_page(DPI))
+    folder = tmp_path / "box"
+    folder.mkdir()
+    pillow_heif.from_pillow(page.convert("RGB")).save(folder / "photo.heic", quality=-1)  # lossless
+    page.save(folder / "scan.pgm")
+    bitmap = page.point(lambda v: 255 if v > 128 else 0).convert("1")
+    bitmap.save(folder / "fax.pbm")
+    # P1, "plain" PBM: each pixel written as a digit, 1 for black (Pillow writes only raw P4).
+    digits = np.where(np.asarray(bitmap), "0", "1")
+    (folder / "plain.pbm").write_text(f"P1\n{bitmap.width} {bitmap.height}\n"
+                                      + "\n".join("".join(row) for row in digits) + "\n")
+    out = tmp_path / "out"
+    result = quire("run", str(folder), "--out", str(out), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "4 documents: 4 done" in result.output
+    for name in ("photo", "scan", "fax", "plain"):
+        assert (out / f"{name}.txt").read_text() == "\n".join(LETTER_LINES) + "\n", name
 
 
 def test_unknown_format_lists_valid_ones(tmp_path, letter, env):

@@ -362,6 +362,21 @@ def test_truncated_png(tmp_path):
     assert isinstance(_error(path), CorruptDocumentError)
 
 
+@pytest.mark.parametrize("suffix", [".heic", ".avif", ".pgm"])
+def test_a_phone_photo_or_sane_scan_cut_short_fails_on_one_line_naming_the_file(tmp_path, suffix):
+    from pipeline import heif
+
+    heif.enable()  # to write the HEIC
+    pixels = np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)
+    whole = tmp_path / f"whole{suffix}"
+    Image.fromarray(pixels).convert("RGB" if suffix != ".pgm" else "L").save(whole)
+    assert len(list(render_pages(whole))) == 1
+    path = tmp_path / f"cut{suffix}"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size * 9 // 10])
+    err = _error(path)
+    assert isinstance(err, CorruptDocumentError) and "\n" not in str(err), str(err)
+
+
 def test_a_document_over_the_page_limit_fails_before_any_page_is_read(tmp_path):
     pdf = write_pdf(tmp_path / "long.pdf", 5)
     err = _error(pdf, RenderOptions(max_pages=4))
