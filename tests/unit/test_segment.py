@@ -138,3 +138,25 @@ def test_blank_page_has_no_lines(shade: int) -> None:
 
 def test_tiny_image_is_not_an_error() -> None:
     assert segment_page(np.zeros((4, 4), dtype=np.uint8)).lines == ()
+
+
+def test_a_wide_space_after_a_full_stop_does_not_split_a_book_line() -> None:
+    """Justified book text can leave a double space after a full stop as wide as the gutter
+    between narrow columns; a line alone (no line above or below shares the gap) is one line.
+    Its height is judged against its tallest phrase: i-dots are phrases of their own, and
+    against the median phrase (a dot) one line looked like two and was cut at the full stop."""
+    from PIL import Image, ImageDraw
+
+    from tests.pagegen import _font
+
+    font = _font(46)  # 11 pt at 300 dpi
+    page = Image.new("L", (1700, 600), 255)
+    draw = ImageDraw.Draw(page)
+    draw.text((150, 150), "He looked round the room and saw nothing there at all,", font=font, fill=0)
+    draw.text((150, 240), "in it is in it is mine.", font=font, fill=0)
+    after = 150 + draw.textlength("in it is in it is mine.", font=font) + 6 * draw.textlength(" ", font=font)
+    draw.text((after, 240), "Then he", font=font, fill=0)
+    draw.text((150, 330), "came over to us and sat down by the door of the house.", font=font, fill=0)
+    seg = segment_page(np.asarray(page), dpi=300)
+    assert len(seg.lines) == 3, [line.bbox for line in seg.lines]
+    assert all(line.column == 0 for line in seg.lines)
