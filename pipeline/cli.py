@@ -80,7 +80,7 @@ def run(
     model: Annotated[str | None, typer.Option(help=f"Recognition model: a shipped name ({DEFAULT_MODEL}), a folder, or a hub name.")] = None,
     beam: Annotated[int | None, typer.Option(min=1, max=16, help="Beam width; 1 is greedy (fastest).")] = None,
     dpi: Annotated[int | None, typer.Option(min=50, max=1200, help="Resolution PDFs are rendered at (default 300).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Comma-separated output formats: txt, json, hocr, alto, page, pdf (searchable).")] = "txt,json",
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Comma-separated output formats: txt, json, hocr, alto, page, pdf (searchable), pdfa (searchable PDF/A-2b, for archiving).")] = "txt,json",
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
     decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-6x faster), attention or rescore.")] = None,
     precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,

@@ -19,7 +19,7 @@ Token = Annotated[str | None, typer.Option("--token", envvar="QUIRE_TOKEN", help
 Model = Annotated[str | None, typer.Option(help="Recognition model name or folder.")]
 Beam = Annotated[int | None, typer.Option(min=1, max=16, help="Beam width; 1 is greedy.")]
 Dpi = Annotated[int | None, typer.Option(min=50, max=1200, help="PDF rendering resolution.")]
-Formats = Annotated[str, typer.Option("--format", "-f", help="Comma-separated export formats: txt, json, hocr, alto, page, pdf (searchable).")]
+Formats = Annotated[str, typer.Option("--format", "-f", help="Comma-separated export formats: txt, json, hocr, alto, page, pdf (searchable), pdfa (searchable PDF/A-2b, for archiving).")]
 
 token_app = typer.Typer(help="API tokens: create (printed once, stored hashed), list, revoke.")
 

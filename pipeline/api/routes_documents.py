@@ -73,7 +73,7 @@ def _render(exporter: Any, result: DocumentResult, ctx: ApiContext) -> bytes:
 @router.get("/v1/documents/{document_id}/export")
 def get_export(document_id: str, ctx: Ctx, caller: Auth,
                format: str = Query("json")) -> Response:
-    """Any registered format: text, json, hocr, alto, page, pdf (400 lists the valid ones)."""
+    """Any registered format: text, json, hocr, alto, page, pdf, pdfa (400 lists the valid ones)."""
     exporter = get_exporter(format)
     result = _result(ctx, caller, document_id)
     media = getattr(exporter, "media_type_for", None)

@@ -110,5 +110,6 @@ from pipeline.exporters import (  # noqa: F401
     json_export,
     page_export,
     pdf_export,
+    pdfa_export,
     text_export,
 )

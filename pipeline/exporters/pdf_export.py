@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import struct
 from dataclasses import dataclass, field
+from functools import cache
 
 import pikepdf
 from PIL import Image
@@ -22,7 +23,8 @@ from pipeline.types import DocumentResult, PageResult
 GLYPH_WIDTH = 500  # every glyph is half an em wide in 1/1000 text space; Tz fits the line
 DESCENT = 0.2  # share of the box below the baseline
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-LAYER_FONT = "QuireF"  # font names on a source PDF's pages: clear of the page's own
+LAYER_FONT = "QuireF0"  # the layer's font's name on a source PDF's pages: clear of the page's own
+GLYPHLESS = "QuireGlyphless"
 
 
 class PageImageError(QuireError):
@@ -31,75 +33,78 @@ class PageImageError(QuireError):
 
 @dataclass
 class _Fonts:
-    """Type 3 fonts with one empty glyph per character (nothing is ever painted), 255 codes
-    each, a ToUnicode map for extraction; code 32 is the space in every font, so word breaks
-    look like word breaks to text extractors."""
+    """The text layer's font: one glyph, empty and half an em wide, that every character code
+    selects (nothing is ever painted), embedded as a TrueType program so the file can be PDF/A;
+    two-byte codes (Identity-H), allocated as characters appear, and a ToUnicode map from them
+    to the text, so copy, search and extraction give the real characters."""
 
     pdf: pikepdf.Pdf
-    codes: list[dict[str, int]] = field(default_factory=list)
+    codes: dict[str, int] = field(default_factory=dict)
 
-    def encode(self, text: str) -> list[tuple[int, bytes]]:
-        """Runs of (font index, one-byte codes) for text, allocating codes as characters appear."""
-        runs: list[tuple[int, bytearray]] = []
-        for char in text:
-            if char == " " and runs:  # every font has the space: stay in the current one
-                runs[-1][1].append(32)
-                continue
-            font = self._font_of(char)
-            code = 32 if char == " " else self.codes[font][char]
-            if not runs or runs[-1][0] != font:
-                runs.append((font, bytearray()))
-            runs[-1][1].append(code)
-        return [(f, bytes(b)) for f, b in runs]
+    def encode(self, text: str) -> bytes:
+        return b"".join(self.codes.setdefault(char, len(self.codes) + 1).to_bytes(2, "big")
+                        for char in text)
 
-    def _font_of(self, char: str) -> int:
-        if char == " ":
-            return len(self.codes) - 1 if self.codes else self._new()
-        for i, table in enumerate(self.codes):
-            if char in table:
-                return i
-        if not self.codes or len(self.codes[-1]) >= 254:  # 1..255 less the space
-            self._new()
-        table = self.codes[-1]
-        code = len(table) + 1
-        table[char] = code if code < 32 else code + 1
-        return len(self.codes) - 1
+    def font(self) -> pikepdf.Dictionary:
+        """The font object, made after every line is encoded: its maps list the codes used."""
+        descriptor = pikepdf.Dictionary(
+            Type=pikepdf.Name.FontDescriptor, FontName=pikepdf.Name("/" + GLYPHLESS), Flags=4,
+            FontBBox=[0, -DESCENT * 1000, GLYPH_WIDTH, (1 - DESCENT) * 1000], ItalicAngle=0,
+            Ascent=(1 - DESCENT) * 1000, Descent=-DESCENT * 1000, CapHeight=(1 - DESCENT) * 1000,
+            StemV=80, FontFile2=self.pdf.make_stream(glyphless_font_program()))
+        # CID 0 is .notdef, which PDF/A forbids text to select: every code used is 1 or more.
+        cid_to_gid = b"\x00\x00" + b"\x00\x01" * len(self.codes)
+        cid_font = pikepdf.Dictionary(
+            Type=pikepdf.Name.Font, Subtype=pikepdf.Name.CIDFontType2,
+            BaseFont=pikepdf.Name("/" + GLYPHLESS),
+            CIDSystemInfo=pikepdf.Dictionary(Registry=pikepdf.String("Adobe"),
+                                             Ordering=pikepdf.String("Identity"), Supplement=0),
+            FontDescriptor=self.pdf.make_indirect(descriptor), DW=GLYPH_WIDTH,
+            CIDToGIDMap=self.pdf.make_stream(cid_to_gid))
+        return self.pdf.make_indirect(pikepdf.Dictionary(
+            Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type0,
+            BaseFont=pikepdf.Name("/" + GLYPHLESS), Encoding=pikepdf.Name("/Identity-H"),
+            DescendantFonts=[self.pdf.make_indirect(cid_font)],
+            ToUnicode=self.pdf.make_stream(to_unicode_cmap(
+                {code: char for char, code in self.codes.items()}))))
 
-    def _new(self) -> int:
-        self.codes.append({})
-        return len(self.codes) - 1
 
-    def objects(self) -> list[pikepdf.Dictionary]:
-        glyph = self.pdf.make_stream(f"{GLYPH_WIDTH} 0 0 {-DESCENT * 1000:.0f} {GLYPH_WIDTH} "
-                                     f"{(1 - DESCENT) * 1000:.0f} d1".encode())
-        fonts = []
-        for table in self.codes:
-            by_code = {32: " ", **{code: char for char, code in table.items()}}
-            names = {code: pikepdf.Name(f"/g{code}") for code in by_code}
-            fonts.append(self.pdf.make_indirect(pikepdf.Dictionary(
-                Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type3,
-                FontBBox=[0, -DESCENT * 1000, GLYPH_WIDTH, (1 - DESCENT) * 1000],
-                FontMatrix=[0.001, 0, 0, 0.001, 0, 0],
-                CharProcs=pikepdf.Dictionary({str(n): glyph for n in names.values()}),
-                Encoding=pikepdf.Dictionary(Type=pikepdf.Name.Encoding, Differences=[
-                    x for code in sorted(names) for x in (code, names[code])]),
-                FirstChar=1, LastChar=255, Widths=[GLYPH_WIDTH] * 255,
-                Resources=pikepdf.Dictionary(),
-                ToUnicode=self.pdf.make_stream(to_unicode_cmap(by_code)),
-            )))
-        return fonts
+@cache
+def glyphless_font_program() -> bytes:
+    """A TrueType font of two empty glyphs half an em wide: .notdef and the one every code shows."""
+    from fontTools.fontBuilder import FontBuilder
+    from fontTools.misc.timeTools import timestampFromString
+    from fontTools.pens.ttGlyphPen import TTGlyphPen
+
+    builder = FontBuilder(1000, isTTF=True)
+    builder.setupGlyphOrder([".notdef", "blank"])
+    builder.setupCharacterMap({})
+    empty = TTGlyphPen(None).glyph()
+    builder.setupGlyf({".notdef": empty, "blank": empty})
+    builder.setupHorizontalMetrics({".notdef": (GLYPH_WIDTH, 0), "blank": (GLYPH_WIDTH, 0)})
+    builder.setupHorizontalHeader(ascent=round((1 - DESCENT) * 1000), descent=-round(DESCENT * 1000))
+    builder.setupNameTable({"familyName": GLYPHLESS, "styleName": "Regular"})
+    builder.setupOS2()
+    builder.setupPost()
+    # A fixed date, not now: the same text layer is the same bytes.
+    dated = timestampFromString("Mon Jan  1 00:00:00 2024")
+    builder.updateHead(created=dated, modified=dated)
+    builder.font.recalcTimestamp = False
+    buffer = io.BytesIO()
+    builder.save(buffer)
+    return buffer.getvalue()
 
 
 def to_unicode_cmap(by_code: dict[int, str]) -> bytes:
-    """A ToUnicode CMap: one-byte codes to UTF-16BE, so copy and search give the real text."""
-    entries = [f"<{code:02X}> <{char.encode('utf-16-be').hex().upper()}>"
+    """A ToUnicode CMap: two-byte codes to UTF-16BE, so copy and search give the real text."""
+    entries = [f"<{code:04X}> <{char.encode('utf-16-be').hex().upper()}>"
                for code, char in sorted(by_code.items())]
     chunks = [entries[i:i + 100] for i in range(0, len(entries), 100)]  # at most 100 per block
     body = "".join(f"{len(c)} beginbfchar\n" + "\n".join(c) + "\nendbfchar\n" for c in chunks)
     return ("/CIDInit /ProcSet findresource begin\n12 dict begin\nbegincmap\n"
             "/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def\n"
             "/CMapName /Adobe-Identity-UCS def\n/CMapType 2 def\n"
-            "1 begincodespacerange\n<00> <FF>\nendcodespacerange\n" + body +
+            "1 begincodespacerange\n<0000> <FFFF>\nendcodespacerange\n" + body +
             "endcmap\nCMapName currentdict /CMap defineresource pop\nend\nend\n").encode()
 
 
@@ -189,7 +194,7 @@ class _Frame:
 
 
 def text_layer(page: PageResult, fonts: _Fonts, frame: _Frame | None = None,
-               font_prefix: str = "F") -> bytes:
+               font_name: str = "F0") -> bytes:
     """BT ... ET drawing each line invisibly over its box, in reading order. Without a frame the
     page is its image at its dpi, from the origin (a page Quire made)."""
     if frame is None:
@@ -206,16 +211,34 @@ def text_layer(page: PageResult, fonts: _Fonts, frame: _Frame | None = None,
         stretch = 100 * box.width * frame.sx / natural
         baseline = box.y1 * frame.sy - DESCENT * size  # points from the shown page's top
         ops.append(f"{stretch:.2f} Tz {frame.text_matrix(box.x0 * frame.sx, baseline)}")
-        for font, codes in fonts.encode(text):
-            ops.append(f"/{font_prefix}{font} {size:.2f} Tf <{codes.hex()}> Tj")
+        ops.append(f"/{font_name} {size:.2f} Tf <{fonts.encode(text).hex()}> Tj")
     ops.append("ET")
     return "\n".join(ops).encode()
 
 
 def render_pdf(doc: DocumentResult, load_image: ImageLoader) -> bytes:
-    original = _source_pdf(doc, load_image)
+    pdf, save_settings = searchable_pdf(doc, load_image)
+    buffer = io.BytesIO()
+    pdf.save(buffer, **save_settings)
+    return buffer.getvalue()
+
+
+def searchable_pdf(doc: DocumentResult, load_image: ImageLoader,
+                   from_images: bool = False) -> tuple[pikepdf.Pdf, dict]:
+    """The searchable PDF open, and the settings to save it with: the source PDF with the text
+    layer added if the document came as one (unless `from_images`), else one made of the page
+    images."""
+    original = None if from_images else _source_pdf(doc, load_image)
     if original is not None:
-        return _layer_onto(original, doc)
+        _layer_onto(original, doc)
+        return original, {"deterministic_id": True}
+    # Streams are saved as they are: re-deflating the images would drop the PNG predictor.
+    return _from_images(doc, load_image), {
+        "deterministic_id": True, "stream_decode_level": pikepdf.StreamDecodeLevel.none,
+        "object_stream_mode": pikepdf.ObjectStreamMode.generate}
+
+
+def _from_images(doc: DocumentResult, load_image: ImageLoader) -> pikepdf.Pdf:
     pdf = pikepdf.new()
     fonts = _Fonts(pdf)
     pages = []
@@ -229,18 +252,13 @@ def render_pdf(doc: DocumentResult, load_image: ImageLoader) -> bytes:
         pdf_page.Contents = pdf.make_stream(draw + text_layer(page, fonts))
         pdf_page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=image))
         pages.append(pdf_page)
-    font_objects = fonts.objects()  # after every line is encoded: they list the codes used
-    font_dict = pikepdf.Dictionary({f"/F{i}": f for i, f in enumerate(font_objects)})
+    font_dict = pikepdf.Dictionary(F0=fonts.font())
     for pdf_page in pages:
         pdf_page.Resources.Font = font_dict
     pdf.docinfo[pikepdf.Name.Title] = doc.name
     pdf.docinfo[pikepdf.Name.Producer] = f"{SOFTWARE} {SOFTWARE_VERSION} (pikepdf)"
     pdf.docinfo[pikepdf.Name.Creator] = f"{SOFTWARE}, model {doc.model}"
-    buffer = io.BytesIO()
-    # Streams are saved as they are: re-deflating the images would drop the PNG predictor.
-    pdf.save(buffer, deterministic_id=True, stream_decode_level=pikepdf.StreamDecodeLevel.none,
-             object_stream_mode=pikepdf.ObjectStreamMode.generate)
-    return buffer.getvalue()
+    return pdf
 
 
 def _source_pdf(doc: DocumentResult, load: ImageLoader) -> pikepdf.Pdf | None:
@@ -261,7 +279,7 @@ def _source_pdf(doc: DocumentResult, load: ImageLoader) -> pikepdf.Pdf | None:
     return pdf if len(pdf.pages) == len(doc.pages) else None
 
 
-def _layer_onto(pdf: pikepdf.Pdf, doc: DocumentResult) -> bytes:
+def _layer_onto(pdf: pikepdf.Pdf, doc: DocumentResult) -> None:
     """The source PDF with each page's text layer added over its own content, each page turned
     as it was to be read. Pages with fonts of their own (born-digital text, or an earlier OCR
     layer) keep their text and get none."""
@@ -279,16 +297,13 @@ def _layer_onto(pdf: pikepdf.Pdf, doc: DocumentResult) -> bytes:
         frame = _Frame.covering(page, (x0, y0, x0 + width, y0 + height), rotate - rotate % 90)
         # The page's own drawing is wrapped in q ... Q so its graphics state cannot move the layer.
         pdf_page.contents_add(b"q\n", prepend=True)
-        pdf_page.contents_add(b"\nQ\n" + text_layer(page, fonts, frame, font_prefix=LAYER_FONT))
+        pdf_page.contents_add(b"\nQ\n" + text_layer(page, fonts, frame, font_name=LAYER_FONT))
         layered.append((pdf_page, resources))
-    font_objects = fonts.objects()
+    font = fonts.font() if layered else None
     for pdf_page, resources in layered:
         own = pikepdf.Dictionary(resources) if resources is not None else pikepdf.Dictionary()
-        own.Font = pikepdf.Dictionary({f"/{LAYER_FONT}{i}": f for i, f in enumerate(font_objects)})
+        own.Font = pikepdf.Dictionary({f"/{LAYER_FONT}": font})
         pdf_page.obj.Resources = own  # the page's own copy: inherited resources stay as they were
-    buffer = io.BytesIO()
-    pdf.save(buffer, deterministic_id=True)
-    return buffer.getvalue()
 
 
 register(Exporter("pdf", "ocr.pdf", "application/pdf", render_pdf, needs_images=True,

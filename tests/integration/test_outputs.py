@@ -22,7 +22,7 @@ from tests.xml_checks import check_alto, check_hocr, page_schema
 pytestmark = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler-utils missing")
 DPI = 150
 FORMATS = {"txt": "txt", "json": "json", "hocr": "hocr", "alto": "alto.xml", "page": "page.xml",
-           "pdf": "ocr.pdf"}
+           "pdf": "ocr.pdf", "pdfa": "pdfa.pdf"}
 
 
 def quire(*args: str):
@@ -86,9 +86,21 @@ def test_searchable_pdf_text_matches_the_sql_text_and_size_matches_the_source(pr
     # stream carried over byte for byte.
     assert (out / "letter.ocr.pdf").stat().st_size < source.stat().st_size * 1.02 + 8000
     with pikepdf.open(source) as original, pikepdf.open(out / "letter.ocr.pdf") as made:
-        [(_, before)] = original.pages[0].images.items()
-        [(_, after)] = made.pages[0].images.items()
+        [(_, before)] = original.pages[0].get_images().items()
+        [(_, after)] = made.pages[0].get_images().items()
         assert after.read_raw_bytes() == before.read_raw_bytes()
+
+
+def test_the_pdf_a_is_the_source_page_with_the_sql_text_and_validates(processed, env):
+    from pikepdf import pdfa
+
+    _, source, out = processed
+    assert pdfa.validate_written(out / "letter.pdfa.pdf", "2b").passed
+    pdf_text = subprocess.run(["pdftotext", str(out / "letter.pdfa.pdf"), "-"], check=True,
+                              capture_output=True, text=True).stdout
+    assert [ln for ln in pdf_text.splitlines() if ln.strip()] == list(LETTER_LINES)
+    with pikepdf.open(source) as original, pikepdf.open(out / "letter.pdfa.pdf") as made:
+        assert len(made.pages) == 1 and len(made.pages[0].get_images()) == len(original.pages[0].get_images())
 
 
 def test_export_by_id_path_or_name_reproduces_the_run_outputs(processed, env, tmp_path):
@@ -110,7 +122,7 @@ def test_export_by_id_path_or_name_reproduces_the_run_outputs(processed, env, tm
 def test_export_errors_name_the_problem(env, tmp_path):
     result = quire("export", "letter.pdf", "--format", "docx")
     assert result.exit_code == 2
-    assert "unknown format 'docx'; valid formats: alto, hocr, json, page, pdf, text" in result.output
+    assert "unknown format 'docx'; valid formats: alto, hocr, json, page, pdf, pdfa, text" in result.output
     missing = quire("export", "nothing-like-this.pdf")
     assert missing.exit_code != 0 and "no document with" in missing.output
 
