@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import re
-import struct
 from pathlib import Path
 
 from pipeline.errors import CorruptDocumentError
@@ -131,13 +130,16 @@ def _fax_cut_short(image) -> str | None:
 def _jbig2_cut_short(image) -> str | None:
     """A JBIG2 stream (and its shared /JBIG2Globals) is a run of segments, each header saying
     how long its data is; one cut short draws as a blank page from pikepdf's jbig2dec, and as
-    white below the cut from poppler. Walking the headers is cheap; the data is not decoded."""
+    white below the cut from poppler. Walking the headers is cheap; of the data only generic
+    regions coded as MMR are decoded, as runs (pipeline.jbig2)."""
     import pikepdf
 
-    reason = _segments_cut_short(image.read_raw_bytes())
+    from pipeline.jbig2 import jbig2_damage
+
+    reason = jbig2_damage(image.read_raw_bytes())
     shared = _parms(image).get("/JBIG2Globals")
     if reason is None and isinstance(shared, pikepdf.Stream):
-        reason = _segments_cut_short(shared.read_raw_bytes())
+        reason = jbig2_damage(shared.read_raw_bytes())
     return f"its JBIG2 data {reason}" if reason else None
 
 
@@ -214,35 +216,6 @@ def _flate_input(image, before: list[str]) -> bytes | None:
         stream = pikepdf.Stream(scratch, image.read_raw_bytes())
         stream.Filter = pikepdf.Array([pikepdf.Name(name) for name in before])
         return stream.read_bytes()
-
-
-_UNKNOWN_LENGTH = 0xFFFFFFFF  # an immediate generic region may leave its length unsaid
-
-
-def _segments_cut_short(data: bytes) -> str | None:
-    """Why a JBIG2 embedded stream's segments do not fit in its bytes, or None (JBIG2 7.2)."""
-    pos, end = 0, len(data)
-    if not end:
-        return "is empty"
-    while pos < end:
-        if end - pos < 6:
-            return "is cut short"
-        number, flags, referred = struct.unpack_from(">IBB", data, pos)
-        count, at = referred >> 5, pos + 6
-        if count == 7:  # the long form: a 29-bit count, then a bit per segment and itself
-            count = struct.unpack_from(">I", data, pos + 5)[0] & 0x1FFFFFFF
-            at = pos + 9 + (count + 8) // 8
-        at += count * (1 if number <= 256 else 2 if number <= 65536 else 4)
-        at += 4 if flags & 0x40 else 1  # the page it belongs to
-        if at + 4 > end:
-            return "is cut short"
-        (length,) = struct.unpack_from(">I", data, at)
-        if length == _UNKNOWN_LENGTH:
-            return None  # its end is found by decoding it, not checked here
-        pos = at + 4 + length
-        if pos > end:
-            return "is cut short"
-    return None
 
 
 class DamagedJpeg(Exception):

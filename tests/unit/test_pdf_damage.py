@@ -1,5 +1,5 @@
-"""Fax (CCITT), JBIG2 and Flate scans cut short (or Flate and fax ones corrupt) in a PDF fail their
-document, naming the page; whole ones of every kind are read as before."""
+"""Fax (CCITT), JBIG2 and Flate scans cut short or corrupt (JBIG2: where coded as MMR) in a PDF fail
+their document, naming the page; whole ones of every kind are read as before."""
 
 from __future__ import annotations
 
@@ -93,10 +93,12 @@ def cut_in_the_scan(data: bytes) -> bytes:
     (group3_pdf, cut_in_the_scan, "its fax data is cut short: "),
     (group4_pdf, corrupt, "its fax data is corrupt after row "),
     (jbig2_pdf, cut_in_the_scan, "its JBIG2 data is cut short"),
+    (jbig2_pdf, corrupt, "its JBIG2 data is corrupt after row "),  # its region coded as MMR
 ])
 def test_a_fax_or_jbig2_scan_cut_short_or_corrupt_fails_naming_the_page(tmp_path, embedded_scans, make, damage, reason):
     """Poppler draws the rows a fax scan lacks as white paper without a word (pikepdf's JBIG2
-    decoder a blank page): the page's text was lost and its document marked done."""
+    decoder a blank page), and a JBIG2 region's corrupt MMR rows wrong with a warning (pikepdf's
+    decoder without one): the page's text was lost and its document marked done."""
     path = make(tmp_path / "faxes.pdf", 3)
     whole = list(render_pages(path, RenderOptions(dpi=100, embedded_scans=embedded_scans)))
     assert len(whole) == 3 and all(page.image.min() == 0 for page in whole)  # each with its text
