@@ -54,7 +54,7 @@ _SIZE_SLACK = 0.01
 
 class ScanPages:
     """One PDF opened for its scans; `image(number, dpi)` per page, None where it must be rendered,
-    and `damaged_image(number)`, why a JPEG, fax or JBIG2 image on the page is damaged."""
+    and `damaged_image(number)`, why a JPEG, fax, JBIG2 or Flate image on the page is damaged."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -114,8 +114,8 @@ class ScanPages:
     def damaged_image(self, number: int, decode: bool = False) -> str | None:
         """Why an image that page `number` draws is damaged, or None: a JPEG cut short or not
         JPEG, from its bytes (cheap), or with `decode`, libjpeg's complaint decoding it (for when
-        poppler complained); fax data holding fewer rows than its image, JBIG2 segments cut short.
-        None too where pikepdf cannot read the page: poppler's reading stands."""
+        poppler complained); fax or Flate data holding fewer rows than its image, JBIG2 segments
+        cut short. None too where pikepdf cannot read the page: poppler's reading stands."""
         if self._pdf is None:
             return None
         try:
