@@ -199,10 +199,12 @@ def test_settings_from_environment(monkeypatch):
     assert settings.queue.visibility_timeout == 9 and settings.queue.batch_lines() == 128
     from celery import Celery
 
-    from pipeline.queue import configure
+    from pipeline.queue import RESTORE_S, configure
 
     conf = configure(Celery("t"), settings).conf
-    assert conf.broker_transport_options == {"visibility_timeout": 9}
+    # A killed worker's task is back within RESTORE_S of its timeout, not ~100 s (kombu's default).
+    assert conf.broker_transport_options == {"visibility_timeout": 9, "unacked_restore_interval": RESTORE_S,
+                                             "unacked_restore_throttle": 1}
     assert (conf.task_acks_late, conf.task_reject_on_worker_lost,
             conf.worker_prefetch_multiplier, conf.task_serializer) == (True, True, 1, "json")
     assert conf.task_routes["quire.recognize_lines"] == {"queue": "recognize"}
