@@ -1,5 +1,6 @@
 """A worker killed mid-task (kill -9): Redis gives its task back to the queue by the time `quire
-status` quotes."""
+status` quotes, and a completion webhook it was sending is sent by the worker that runs the task
+again, not dropped as if it had gone out."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import redis
 
 from pipeline.config import get_settings
 from pipeline.db import jobs as jobrepo
+from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.queue import NOTIFY, QUEUES, RESTORE_S, celery_app, send
+from pipeline.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from pipeline.worker_presence import KEY_PREFIX, queue_report, stall_hints
 from tests.integration.conftest import settings_from
 from tests.integration.test_celery_pipeline import wait_for
@@ -131,3 +134,22 @@ def test_a_killed_workers_task_is_back_on_its_queue_by_the_time_status_quotes(se
     back = time.time()
     assert back <= quoted_at + 2, (back - taken, quoted[1])
 
+
+def test_a_webhook_whose_worker_was_killed_mid_delivery_is_sent_by_the_next(setting, workers):
+    env, engine, broker, receiver, job_id = setting
+    pool = workers(env)
+    pool.start("finish", name="finish-a")
+    _ready(pool, "finish-a")
+    _kill_while_sending(pool, broker, receiver, job_id)
+    pool.start("finish", name="finish-b")
+    # Redelivered after the visibility timeout, the task found the webhook claimed by the dead
+    # worker and sent nothing, ever.
+    wait_for(lambda: receiver.answered == 1, VISIBILITY_S + RESTORE_S + 60, "the webhook sent again",
+             pool.logs)
+    headers, body = receiver.bodies[-1]
+    assert verify(SECRET, headers.get(TIMESTAMP_HEADER), body, headers.get(SIGNATURE_HEADER))
+    assert b'"event":"job.finished"' in body and job_id.encode() in body
+    wait_for(lambda: broker.hlen("unacked") == 0, 30, "the task acked", pool.logs)
+    with session_scope(engine) as s:
+        assert repo.get_job(s, job_id).webhook_sent_at is not None
+    assert len(receiver.bodies) == 2  # once more, not again and again
