@@ -140,8 +140,9 @@ def submit(
         from pipeline.api.client import ApiClient
 
         client = ApiClient(api, token)
-        job_id, refused = client.submit_stream(_sources(inputs), options, key, webhook,
-                                               _bar(total, "submit", "file", progress))
+        bar = _bar(total, "submit", "file", progress)
+        job_id, refused = client.submit_stream(_sources(inputs), options, key, webhook, bar,
+                                               on_missing=lambda uri: _say_missing(bar, uri))
         for reason in refused:
             typer.echo(f"quire: NOT SENT {reason}", err=True)
     else:
@@ -156,6 +157,13 @@ def submit(
     if wait:
         raise typer.Exit(max(_follow(job_id, api, token, progress), failed))
     raise typer.Exit(failed)
+
+
+def _say_missing(bar: Any, uri: str) -> None:
+    """An object deleted since it was listed: passed over, the others go on; no checkpoint is
+    kept for it, so the same command takes it if it comes back."""
+    bar.clear()
+    typer.echo(f"quire: {uri} is missing (deleted since it was listed); passed over", err=True)
 
 
 def _submit_direct(inputs: list[str], options: Any, key: str, webhook: str | None,
@@ -175,11 +183,7 @@ def _submit_direct(inputs: list[str], options: Any, key: str, webhook: str | Non
                 try:
                     outcome = submitter.add(job_id, src)
                 except ObjectNotFoundError:
-                    # Deleted since it was listed: passed over, the others go on; no checkpoint
-                    # is kept for it, so the same command takes it if it comes back.
-                    bar.clear()
-                    typer.echo(f"quire: {src.uri} is missing (deleted since it was listed); "
-                               "passed over", err=True)
+                    _say_missing(bar, src.uri)
                     outcome = "missing"
                 counts[outcome] = counts.get(outcome, 0) + 1
                 bar.update(1)

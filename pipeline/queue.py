@@ -18,6 +18,13 @@ FINISH = "quire.finish_document"
 NOTIFY = "quire.notify_job"
 ROUTES = {INGEST: {"queue": "ingest"}, RECOGNIZE: {"queue": "recognize"},
           FINISH: {"queue": "finish"}, NOTIFY: {"queue": "finish"}}
+# How often a running worker looks for messages whose visibility timeout has passed (a killed
+# worker's) and puts them back on their queue. kombu's Redis transport (5.7) runs that sweep
+# every `unacked_restore_interval` s (10) but scans Redis only on every
+# `unacked_restore_throttle`-th run (10): about 100 s, so a message came back up to 100 s after
+# the time `quire status` quoted. A throttle of 1 makes the interval the sweep's period: one
+# cheap ZRANGE per worker every RESTORE_S, under kombu's mutex.
+RESTORE_S = 10
 
 
 def configure(app: Celery, settings: Settings) -> Celery:
@@ -34,8 +41,11 @@ def configure(app: Celery, settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,  # a GPU worker must not hoard batches a peer could run
         task_time_limit=q.task_time_limit,
         task_soft_time_limit=max(5, q.task_time_limit - 60),
-        # Redis redelivers an unacked message after this; longer than any task (see config).
-        broker_transport_options={"visibility_timeout": q.visibility_timeout},
+        # Redis redelivers an unacked message after this (and within RESTORE_S of it); longer
+        # than any task (see config).
+        broker_transport_options={"visibility_timeout": q.visibility_timeout,
+                                  "unacked_restore_interval": RESTORE_S,
+                                  "unacked_restore_throttle": 1},
         broker_connection_retry_on_startup=True,
         task_routes=ROUTES,
         task_queues=[Queue(name) for name in QUEUES],

@@ -114,8 +114,10 @@ def queue_report(broker_url: str, queues: tuple[str, ...]) -> list[QueueState] |
 def stall_hints(states: list[QueueState], visibility_timeout: int) -> list[str]:
     """Plain sentences for what keeps queued work from moving; none when all is well."""
     from pipeline.cli_common import counted  # the sentences are `quire status`'s
+    from pipeline.queue import RESTORE_S
 
     hints = []
+    anyone = any(q.workers for q in states)
     for q in states:
         if q.waiting and not q.workers:
             hints.append(f"{counted(q.waiting, 'task')} {'waits' if q.waiting == 1 else 'wait'} in the "
@@ -127,11 +129,16 @@ def stall_hints(states: list[QueueState], visibility_timeout: int) -> list[str]:
         stale = [at for at in q.taken if at < time.time() - STALE_S]
         lost = q.taken if not q.workers else stale[: max(0, len(stale) - q.capacity)]
         if lost:
-            back = datetime.fromtimestamp(lost[0] + visibility_timeout, UTC)
+            # A running worker (of any queue) puts a message back once its timeout has passed,
+            # at its next sweep (pipeline/queue.py): the last of them is back by then. A worker
+            # that starts later sweeps as it starts.
+            back = datetime.fromtimestamp(lost[-1] + visibility_timeout + RESTORE_S, UTC)
+            when = f"by {back:%Y-%m-%d %H:%M:%S} UTC" + ("" if anyone else
+                                                         " if a worker is running by then (none is now)")
             hints.append(
                 f"{'at least ' if q.workers else ''}{counted(len(lost), 'task')} of the {q.name} queue "
                 f"{'was' if len(lost) == 1 else 'were'} taken by a worker that has stopped "
-                f"(killed, or its machine lost): Redis hands {'it' if len(lost) == 1 else 'them'} "
-                f"to a running {q.name} worker from {back:%Y-%m-%d %H:%M} UTC on "
-                f"(QUIRE_QUEUE__VISIBILITY_TIMEOUT after being taken)")
+                f"(killed, or its machine lost): Redis puts {'it' if len(lost) == 1 else 'them'} "
+                f"back on the {q.name} queue {when} (QUIRE_QUEUE__VISIBILITY_TIMEOUT after being "
+                f"taken, checked every {RESTORE_S} s)")
     return hints

@@ -268,17 +268,20 @@ def notify_job(self: Any, job_id: str) -> None:
 
     settings = get_settings()
     engine = _engine()
-    with session_scope(engine) as s:
-        job = repo.get_job(s, job_id)
-        if job.status not in jobrepo.FINISHED or not jobrepo.claim_webhook(s, job_id):
-            return
-        url, payload = job.webhook_url, {"event": "job.finished", "job": job_view(s, job)}
     try:
-        status = deliver(url or "", payload, settings.api.webhook_secret,
-                         timeout=settings.api.webhook_timeout)
-        log.info("webhook job=%s -> %s", job_id, status)
-    except WebhookError as exc:
+        # The claim commits only after the receiver answered 2xx. A worker killed while
+        # delivering (kill -9, OOM) leaves no claim behind: its connection goes and the database
+        # rolls back, so the redelivered task sends the webhook instead of finding it 'sent' and
+        # dropping it for good. A concurrent notify of the same job waits on the row meanwhile
+        # (at most the webhook timeout; on SQLite every writer does) and then finds it sent.
         with session_scope(engine) as s:
-            jobrepo.release_webhook(s, job_id)
+            job = repo.get_job(s, job_id)
+            if job.status not in jobrepo.FINISHED or not jobrepo.claim_webhook(s, job_id):
+                return
+            url, payload = job.webhook_url, {"event": "job.finished", "job": job_view(s, job)}
+            status = deliver(url or "", payload, settings.api.webhook_secret,
+                             timeout=settings.api.webhook_timeout)
+        log.info("webhook job=%s -> %s", job_id, status)
+    except WebhookError as exc:  # the claim rolled back with the session: a retry takes it
         log.warning("webhook job=%s failed: %s", job_id, exc)
         raise self.retry(exc=exc, countdown=min(600, 2 ** self.request.retries)) from exc

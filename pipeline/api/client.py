@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -45,10 +45,12 @@ class ApiClient:
         return self._check(self.http.post(f"/v1/jobs/{job_id}/cancel"))
 
     def submit_stream(self, sources: Iterable[Any], options: Any, key: str,
-                      webhook: str | None, bar: Any) -> tuple[str, list[str]]:
+                      webhook: str | None, bar: Any,
+                      on_missing: Callable[[str], None] = lambda uri: None) -> tuple[str, list[str]]:
         """Open a job, add documents one request at a time (S3 URIs 100 at a time), close it.
         Returns the job id and the files the API refused (over its upload limit: each is
-        named, and the others go on).
+        named, and the others go on). An object deleted since it was listed is passed over and
+        told to `on_missing`, as `quire submit` without --api does.
 
         Run again with the same key, it reopens the job; files already taken in are skipped
         by the server's per-job checkpoints.
@@ -64,7 +66,7 @@ class ApiClient:
                     if src.uri.startswith("s3://"):
                         uris.append(src.uri)
                         if len(uris) >= 100:
-                            self._add_uris(job_id, uris)
+                            self._add_uris(job_id, uris, on_missing)
                             bar.update(len(uris))
                             uris = []
                         continue
@@ -79,7 +81,7 @@ class ApiClient:
                                        f"{str(exc).rsplit(': 413 ', 1)[-1]} (QUIRE_API__MAX_UPLOAD_BYTES)")
                     bar.update(1)
                 if uris:
-                    self._add_uris(job_id, uris)
+                    self._add_uris(job_id, uris, on_missing)
                     bar.update(len(uris))
         except ApiError as exc:
             if exc.status != 503:
@@ -89,5 +91,9 @@ class ApiClient:
         self._check(self.http.post(f"/v1/jobs/{job_id}/close"))
         return str(job_id), refused
 
-    def _add_uris(self, job_id: str, uris: list[str]) -> None:
-        self._check(self.http.post(f"/v1/jobs/{job_id}/documents", json={"uris": uris}))
+    def _add_uris(self, job_id: str, uris: list[str], on_missing: Callable[[str], None]) -> None:
+        # Without pass_over_missing one deleted object would make the API refuse all 100 (422).
+        answer = self._check(self.http.post(f"/v1/jobs/{job_id}/documents",
+                                            json={"uris": uris, "pass_over_missing": True}))
+        for uri in answer.get("missing", []):
+            on_missing(uri)

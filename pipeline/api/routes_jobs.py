@@ -29,7 +29,7 @@ from pipeline.api.views import job_view
 from pipeline.db import repo
 from pipeline.db.models import Job, JobStatus
 from pipeline.db.session import session_scope
-from pipeline.errors import NotFoundError
+from pipeline.errors import NotFoundError, ObjectNotFoundError
 from pipeline.exporters import get_exporter
 from pipeline.queue import NOTIFY
 from pipeline.storage import check_key
@@ -81,8 +81,10 @@ async def _parse(request: Request, ctx: ApiContext) -> tuple[dict[str, Any], lis
     return body, []
 
 
-def _sources(ctx: ApiContext, uris: list[str], uploads: list[_Upload]) -> list[Source]:
-    """Uploads as sources, and each s3:// URI checked to exist before any job is made."""
+def _sources(ctx: ApiContext, uris: list[str], uploads: list[_Upload],
+             missing: list[str] | None = None) -> list[Source]:
+    """Uploads as sources, and each s3:// URI checked to exist before any job is made. A URI
+    whose object does not exist is a 422, or goes to `missing` where that list is given."""
     # Checkpointed by name and content: the same upload sent again is taken in once.
     found = [Source(uri=f"upload:{u.name}", name=u.name, size=u.size,
                     version=u.sha256, path=u.path) for u in uploads]
@@ -101,7 +103,10 @@ def _sources(ctx: ApiContext, uris: list[str], uploads: list[_Upload]) -> list[S
         except Exception as e:
             raise HTTPException(422, f"cannot read {uri}: {e}") from e
         if info is None:
-            raise HTTPException(422, f"no such object: {uri}")
+            if missing is None:
+                raise HTTPException(422, f"no such object: {uri}")
+            missing.append(uri)
+            continue
         found.append(s3_source(store, info))
     return found
 
@@ -229,14 +234,19 @@ async def add_documents(job_id: str, request: Request, ctx: Ctx,
     """Add documents to an open job (for streaming large submissions)."""
     try:
         fields, uploads = await _parse(request, ctx)
-        body = DocumentsAdd.model_validate({"uris": fields.get("uris", [])})
-        return await run_in_threadpool(_add, ctx, caller, job_id, body.uris, uploads)
+        try:
+            body = DocumentsAdd.model_validate({"uris": fields.get("uris", []), "pass_over_missing":
+                                                fields.get("pass_over_missing", False)})
+        except ValidationError as e:
+            raise HTTPException(422, json.loads(e.json(include_url=False))) from e
+        return await run_in_threadpool(_add, ctx, caller, job_id, body.uris, uploads,
+                                       body.pass_over_missing)
     finally:
         _cleanup(request)
 
 
 def _add(ctx: ApiContext, caller: Caller, job_id: str, uris: list[str],
-         uploads: list[_Upload]) -> dict[str, Any]:
+         uploads: list[_Upload], pass_over_missing: bool = False) -> dict[str, Any]:
     with session_scope(ctx.engine) as s:
         job = s.get(Job, job_id)
         if job is None or job.owner != caller.owner:
@@ -248,8 +258,16 @@ def _add(ctx: ApiContext, caller: Caller, job_id: str, uris: list[str],
     options = JobOptions.from_dict(settings)
     submitter = Submitter(ctx.engine, ctx.store, options, owner=caller.owner,
                           enqueue=ctx.enqueue)
-    outcomes = [submitter.add(job_id, src) for src in _sources(ctx, uris, uploads)]
-    return {"id": job_id, "added": outcomes}
+    if not pass_over_missing:
+        return {"id": job_id, "added": [submitter.add(job_id, src) for src in _sources(ctx, uris, uploads)]}
+    missing: list[str] = []
+    outcomes = []
+    for src in _sources(ctx, uris, uploads, missing):
+        try:
+            outcomes.append(submitter.add(job_id, src))
+        except ObjectNotFoundError:  # deleted since it was checked above: no checkpoint is kept
+            missing.append(src.uri)
+    return {"id": job_id, "added": outcomes, "missing": missing}
 
 
 @router.post("/{job_id}/close")

@@ -49,5 +49,8 @@ class DocumentsAdd(BaseModel):
     """JSON body of POST /v1/jobs/{id}/documents."""
 
     uris: list[str] = Field(default_factory=list, max_length=10_000)
+    # An object gone since the caller listed it is answered in `missing` and the others are
+    # taken in, instead of a 422 that refuses them all (`quire submit --api s3://...` asks this).
+    pass_over_missing: bool = False
 
     _s3 = field_validator("uris")(JobCreate._s3.__func__)  # type: ignore[attr-defined]

@@ -162,16 +162,13 @@ def set_accepting(s: Session, job_id: str, accepting: bool) -> Job:
 
 
 def claim_webhook(s: Session, job_id: str) -> bool:
-    """Take the right to send the job's webhook; only one caller ever gets True."""
+    """Take the right to send the job's webhook; only one caller ever gets True. The claim holds
+    only once committed: the notify task commits it after delivering, so one that fails or dies
+    meanwhile leaves it to a retry."""
     result = s.execute(update(Job).where(Job.id == job_id, Job.webhook_sent_at.is_(None),
                                          Job.webhook_url.is_not(None))
                        .values(webhook_sent_at=utcnow()))
     return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
-def release_webhook(s: Session, job_id: str) -> None:
-    """Delivery failed: let a retry claim it again."""
-    s.execute(update(Job).where(Job.id == job_id).values(webhook_sent_at=None))
 
 
 def begin_ingest(s: Session, document_id: str) -> Document:

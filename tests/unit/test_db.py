@@ -529,3 +529,48 @@ def test_0011_keeps_bucket_checkpoints_per_tenant(backend: str, request: pytest.
         assert prefixes == ["s3://inbox/"] * 2
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0012_removes_only_the_empty_jobs_the_old_event_route_left(backend: str,
+                                                                    request: pytest.FixtureRequest) -> None:
+    """The old POST /v1/events/s3 left an empty job 'queued' for ever on each retry for a deleted
+    object; 0012 removes those and keeps every job that holds anything or could still move."""
+    from alembic import command
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0011_checkpoints_per_owner")
+    engine = make_engine(url)
+    # (id, status, accepting, key, webhook, local_run): only e1 and e2 are the route's leavings.
+    jobs = [("e1", "queued", False, None, None, None), ("e2", "queued", False, None, None, None),
+            ("keyed", "queued", False, "watch:pass-1", None, None),
+            ("open", "queued", True, None, None, None),
+            ("hook", "queued", False, None, "http://h/hook", None),
+            ("run", "queued", False, None, None, '{"pid": 1}'),
+            ("linked", "queued", False, None, None, None),  # a document, its counts not yet made
+            ("checkpointed", "queued", False, None, None, None),
+            ("done", "done", False, None, None, None)]
+    try:
+        doc_id = add_old_doc(engine)
+        with engine.begin() as conn:
+            for job, status, accepting, key, hook, run in jobs:
+                conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
+                                  "documents_failed, created_at, accepting, idempotency_key, webhook_url, "
+                                  "local_run, owner) VALUES (:j, '{}', :s, 0, 0, 0, '2026-11-20 00:00:00', "
+                                  ":a, :k, :h, :r, 'alice')"),
+                             {"j": job, "s": status, "a": accepting, "k": key, "h": hook, "r": run})
+            conn.execute(text("INSERT INTO job_documents (job_id, document_id, position, name, name_sha256) "
+                              "VALUES ('linked', :d, 0, 'a.pdf', :n)"),
+                         {"d": doc_id, "n": hashlib.sha256(b"a.pdf").hexdigest()})
+            conn.execute(text("INSERT INTO watch_checkpoints (prefix, key_sha256, etag, key, job_id, state, "
+                              "created_at) VALUES ('s3://inbox/#owner=alice', 'h', 'e', 's3://inbox/a.pdf', "
+                              "'checkpointed', 'seen', '2026-11-20 00:00:00')"))
+        upgrade(url)
+        with engine.connect() as conn:
+            kept = {j for j, in conn.execute(text("SELECT id FROM jobs"))}
+        assert kept == {j[0] for j in jobs} - {"e1", "e2"}
+        command.downgrade(alembic_config(url), "0011_checkpoints_per_owner")  # nothing to put back
+        with engine.connect() as conn:
+            assert {j for j, in conn.execute(text("SELECT id FROM jobs"))} == kept
+    finally:
+        engine.dispose()

@@ -3,6 +3,7 @@ line leases, checkpoints, resumable submission, the watcher, webhook signatures.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -199,10 +200,12 @@ def test_settings_from_environment(monkeypatch):
     assert settings.queue.visibility_timeout == 9 and settings.queue.batch_lines() == 128
     from celery import Celery
 
-    from pipeline.queue import configure
+    from pipeline.queue import RESTORE_S, configure
 
     conf = configure(Celery("t"), settings).conf
-    assert conf.broker_transport_options == {"visibility_timeout": 9}
+    # A killed worker's task is back within RESTORE_S of its timeout, not ~100 s (kombu's default).
+    assert conf.broker_transport_options == {"visibility_timeout": 9, "unacked_restore_interval": RESTORE_S,
+                                             "unacked_restore_throttle": 1}
     assert (conf.task_acks_late, conf.task_reject_on_worker_lost,
             conf.worker_prefetch_multiplier, conf.task_serializer) == (True, True, 1, "json")
     assert conf.task_routes["quire.recognize_lines"] == {"queue": "recognize"}
@@ -312,3 +315,63 @@ def test_quire_submit_of_a_prefix_passes_over_an_object_deleted_before_it_is_rea
     with session_scope(engine) as s:
         job = repo.get_job(s, job_id)
         assert (job.accepting, job.documents_total) == (False, 2)
+
+
+def test_quire_submit_api_of_a_prefix_passes_over_an_object_deleted_before_it_is_read(
+        env, tmp_path, sqlite_url, s3_server, s3_bucket, monkeypatch):
+    """`quire submit --api URL s3://bucket/prefix/`, as without --api: an object deleted after the
+    listing is named in one line and passed over, the others are sent and the job is closed."""
+    import threading
+
+    import boto3
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from pipeline import cli_distributed
+    from pipeline.api.app import create_app
+    from pipeline.cli import app as cli
+    from pipeline.config import get_settings
+    from pipeline.submit import iter_s3
+
+    engine, _, _, sent = env
+    s3 = boto3.client("s3", endpoint_url=s3_server)
+    for key in ("inbox/a.pdf", "inbox/b.pdf", "inbox/c.pdf"):
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=key.encode())
+
+    def sources(specs):  # the real listing, with b.pdf deleted on the server once it is listed
+        for src in iter_s3(specs[0], s3_server):
+            if src.name == "inbox/b.pdf":
+                s3.delete_object(Bucket=s3_bucket, Key="inbox/b.pdf")
+            yield src
+
+    monkeypatch.setattr(cli_distributed, "_sources", sources)
+    settings = Settings(database_url=sqlite_url, storage_url=(tmp_path / "store").as_uri(),
+                        s3_endpoint_url=s3_server, broker_url="redis://127.0.0.1:1/0")
+    with session_scope(engine) as s:
+        token, _ = jobrepo.create_token(s, name="alice")
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, enqueue=lambda *m: sent.append(m)),
+                                           host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        monkeypatch.setenv("QUIRE_S3_ENDPOINT_URL", s3_server)
+        get_settings.cache_clear()
+        result = CliRunner().invoke(cli, ["submit", "--api", f"http://127.0.0.1:{port}", "--token", token,
+                                          "--no-progress", f"s3://{s3_bucket}/inbox/"])
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    job_id = result.stdout.strip().splitlines()[-1]
+    assert (f"quire: s3://{s3_bucket}/inbox/b.pdf is missing (deleted since it was listed); "
+            "passed over") in result.stderr
+    with session_scope(engine) as s:
+        job = repo.get_job(s, job_id)
+        assert (job.accepting, job.documents_total) == (False, 2)
+        assert sorted(d.source_uri for d in repo.job_documents(s, job_id)) == [
+            f"s3://{s3_bucket}/inbox/a.pdf", f"s3://{s3_bucket}/inbox/c.pdf"]
