@@ -285,25 +285,34 @@ def test_an_object_deleted_between_listing_and_reading_is_passed_over_and_the_pa
     assert watcher().scan().job_id is None
 
 
-def test_quire_submit_of_a_prefix_passes_over_an_object_deleted_before_it_is_read(
-        env, s3_server, s3_bucket, monkeypatch, capsys):
+def _list_three_and_delete_b_once_listed(s3_server: str, s3_bucket: str, monkeypatch) -> None:
+    """inbox/a.pdf, b.pdf and c.pdf in the bucket; `quire submit` lists them for real, and b.pdf
+    is deleted on the server as soon as it has been listed."""
     import boto3
 
-    from pipeline import cli_distributed, submit
+    from pipeline import cli_distributed
     from pipeline.submit import iter_s3
 
-    engine, store, _, sent = env
     s3 = boto3.client("s3", endpoint_url=s3_server)
     for key in ("inbox/a.pdf", "inbox/b.pdf", "inbox/c.pdf"):
         s3.put_object(Bucket=s3_bucket, Key=key, Body=key.encode())
 
-    def sources(specs):  # the real listing, with b.pdf deleted on the server once it is listed
+    def sources(specs):
         for src in iter_s3(specs[0], s3_server):
             if src.name == "inbox/b.pdf":
                 s3.delete_object(Bucket=s3_bucket, Key="inbox/b.pdf")
             yield src
 
     monkeypatch.setattr(cli_distributed, "_sources", sources)
+
+
+def test_quire_submit_of_a_prefix_passes_over_an_object_deleted_before_it_is_read(
+        env, s3_server, s3_bucket, monkeypatch, capsys):
+
+    from pipeline import cli_distributed, submit
+
+    engine, store, _, sent = env
+    _list_three_and_delete_b_once_listed(s3_server, s3_bucket, monkeypatch)
     monkeypatch.setattr(cli_distributed, "_backend", lambda *a, **k: (None, engine, store))
     monkeypatch.setattr(submit, "Submitter", lambda *a, **k: Submitter(
         *a, **{**k, "enqueue": lambda *m: sent.append(m)}))
@@ -323,28 +332,15 @@ def test_quire_submit_api_of_a_prefix_passes_over_an_object_deleted_before_it_is
     listing is named in one line and passed over, the others are sent and the job is closed."""
     import threading
 
-    import boto3
     import uvicorn
     from typer.testing import CliRunner
 
-    from pipeline import cli_distributed
     from pipeline.api.app import create_app
     from pipeline.cli import app as cli
     from pipeline.config import get_settings
-    from pipeline.submit import iter_s3
 
     engine, _, _, sent = env
-    s3 = boto3.client("s3", endpoint_url=s3_server)
-    for key in ("inbox/a.pdf", "inbox/b.pdf", "inbox/c.pdf"):
-        s3.put_object(Bucket=s3_bucket, Key=key, Body=key.encode())
-
-    def sources(specs):  # the real listing, with b.pdf deleted on the server once it is listed
-        for src in iter_s3(specs[0], s3_server):
-            if src.name == "inbox/b.pdf":
-                s3.delete_object(Bucket=s3_bucket, Key="inbox/b.pdf")
-            yield src
-
-    monkeypatch.setattr(cli_distributed, "_sources", sources)
+    _list_three_and_delete_b_once_listed(s3_server, s3_bucket, monkeypatch)
     settings = Settings(database_url=sqlite_url, storage_url=(tmp_path / "store").as_uri(),
                         s3_endpoint_url=s3_server, broker_url="redis://127.0.0.1:1/0")
     with session_scope(engine) as s:
