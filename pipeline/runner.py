@@ -146,8 +146,8 @@ class _Pending:
 
     @property
     def reading_ref(self) -> DocumentRef:
-        """Rows go to the reading's row; store keys stay the document's."""
-        return DocumentRef(self.reading or self.ref.id, self.ref.sha256, self.ref.profile)
+        """Rows go to the reading's row; a --redo's page images to keys of its own."""
+        return DocumentRef(self.reading or self.ref.id, self.ref.sha256, self.ref.profile, self.redo)
 
 
 class LocalRunner:
@@ -401,12 +401,14 @@ class LocalRunner:
         outcome.status, outcome.error = "failed", exc.reason
         if pending is not None:  # else the file failed before it had a row (unreadable)
             self._buffer = [item for item in self._buffer if item[0] is not pending]
+            dropped: list[str] = []
             with session_scope(self.engine) as s:
                 if pending.redo:  # the new reading is dropped; the document keeps its reading
-                    readings.drop_redo(s, pending.ref.id)
+                    dropped = readings.drop_redo(s, pending.ref.id) or []
                     outcome.error += "; its earlier reading is kept"
                 else:
                     repo.fail_document(s, pending.ref.id, exc.reason)
+            self._delete_stored(path, dropped)
             for copy, name in pending.copies:
                 self._settle_copy(pending, copy, name)
 
@@ -432,13 +434,24 @@ class LocalRunner:
         outcome = pending.outcome
         if pending.redo:  # complete: the new reading takes the earlier one's place, at once
             with session_scope(self.engine) as s:
-                readings.adopt_redo(s, pending.ref.id, outcome.pages)
+                superseded = readings.adopt_redo(s, pending.ref.id, outcome.pages)
+            self._delete_stored(outcome.path, superseded)
         outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters,
                                   name=outcome.stored_name)
         outcome.status, pending.finished = "done", True
         self._write_outputs(outcome, pending.name, outputs)
         for copy, name in pending.copies:
             self._settle_copy(pending, copy, name)
+
+    def _delete_stored(self, path: Path, keys: Sequence[str]) -> None:
+        """Delete a reading's page images that no row names any more (after the change was
+        committed, so no reading is ever left without its images). One that cannot be deleted
+        is only a stray object: the run goes on."""
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except QuireError as exc:
+                log.warning("%s: an image no reading uses any more is left in the store: %s", path, exc)
 
     def _settle_copy(self, first: _Pending, copy: DocumentOutcome, name: str) -> None:
         """A later input with the first's bytes ends as the first did: its exports (under its own

@@ -15,8 +15,8 @@ from pipeline.types import BBox
 SHA = hashlib.sha256(b"a").hexdigest()
 
 
-def read_page(s, document_id: str, number: int, words: str) -> None:
-    page = repo.save_page(s, document_id, number=number, image_key=f"k{number}", width=100,
+def read_page(s, document_id: str, number: int, words: str, key: str = "") -> None:
+    page = repo.save_page(s, document_id, number=number, image_key=key or f"{words}/{number}", width=100,
                           height=200, dpi=300, angle=0.0)
     lines = repo.save_lines(s, page.id, [(i, BBox(0, 10 * i, 50, 10 * i + 8), None) for i in range(2)])
     repo.set_line_texts(s, [(ln.id, f"{words} {ln.position}", 0.9) for ln in lines], model="m")
@@ -43,7 +43,8 @@ def test_a_new_reading_stays_apart_until_complete_then_replaces_the_earlier_at_o
         assert {h.document_id for h in search_lines(s, "earlier")} == {doc.id}
         assert readings.begin_redo(s, repo.get_document(s, doc.id)) == (redo, {1: 2})  # goes on
         read_page(s, redo, 2, "newer")
-        readings.adopt_redo(s, doc.id, 2)
+        # The earlier reading's page images, to delete once this is committed.
+        assert readings.adopt_redo(s, doc.id, 2) == ["earlier/1", "earlier/2"]
     with session_scope(engine) as s:
         assert texts(s, doc.id) == ["newer 0", "newer 1"] * 2
         assert search_lines(s, "earlier") == []
@@ -55,10 +56,21 @@ def test_a_new_reading_stays_apart_until_complete_then_replaces_the_earlier_at_o
         # A new reading that fails is dropped; the document keeps the one it has.
         redo, _ = readings.begin_redo(s, stored)
         read_page(s, redo, 1, "broken")
-        assert readings.drop_redo(s, doc.id) and not readings.drop_redo(s, doc.id)
+        assert readings.drop_redo(s, doc.id) == ["broken/1"]
+        assert readings.drop_redo(s, doc.id) is None
     with session_scope(engine) as s:
         assert texts(s, doc.id) == ["newer 0", "newer 1"] * 2
         assert s.scalar(select(func.count()).select_from(Line)) == 4
+        assert [p.image_key for p in repo.load_document_result(s, doc.id).pages] == ["newer/1", "newer/2"]
+        # A --redo begun before readings had keys of their own wrote over the earlier reading's:
+        # what it took over is not deleted with the earlier reading, nor when it is dropped.
+        redo, _ = readings.begin_redo(s, repo.get_document(s, doc.id))
+        read_page(s, redo, 1, "again", key="newer/1")
+        assert readings.drop_redo(s, doc.id) == []
+        redo, _ = readings.begin_redo(s, repo.get_document(s, doc.id))
+        read_page(s, redo, 1, "again", key="newer/1")
+        read_page(s, redo, 2, "again")
+        assert readings.adopt_redo(s, doc.id, 2) == ["newer/2"]
 
 
 def test_a_killed_run_s_job_is_stopped_and_the_next_run_goes_on_from_it(engine) -> None:
