@@ -99,3 +99,57 @@ def test_a_killed_run_s_job_is_stopped_and_the_next_run_goes_on_from_it(engine) 
         repo.finish_document(s, docs[1], 1)
         assert repo.update_job_counts(s, killed.id).status == "stopped"  # not "done" now
         assert repo.get_job(s, killed.id).local_run["went_on_in"] == later.id
+
+
+def test_a_run_on_another_host_is_taken_as_stopped_once_its_heartbeat_is_too_old(engine) -> None:
+    """A run killed on host A stayed 'running' for ever seen from host B sharing the database:
+    its process cannot be looked at from B. Its heartbeat can."""
+    from datetime import timedelta
+
+    from pipeline import run_process
+
+    here = run_process.this_process()
+    elsewhere = {**here, "host": here["host"] + "-scanner2", "boot": "another-boot", "pid": 4242}
+
+    def run_job(s, process, name: str, beats: bool = True, heartbeat_s: int = 30):
+        job = repo.create_job(s, settings={}, local_run=runs.local_run(process, 1, heartbeat_s=heartbeat_s))
+        doc, _ = repo.upsert_document(s, sha256=hashlib.sha256(name.encode()).hexdigest(), profile="p",
+                                      name=name, source_uri="file:///x", size_bytes=1)
+        repo.link_job_document(s, job.id, doc.id, 0)
+        repo.start_document(s, doc.id)
+        if beats:
+            assert runs.beat(s, job.id)
+        return job.id, doc.id
+
+    def heard(s, job_id: str, ago: timedelta) -> None:
+        repo.get_job(s, job_id).heartbeat_at = runs.database_now(s) - ago
+        s.flush()
+
+    with session_scope(engine) as s:
+        fresh, _ = run_job(s, elsewhere, "fresh.pdf")
+        silent, silent_doc = run_job(s, elsewhere, "silent.pdf")
+        slow, _ = run_job(s, elsewhere, "slow.pdf", heartbeat_s=600)  # beats every 10 min
+        older, _ = run_job(s, elsewhere, "older.pdf", beats=False)  # begun before heartbeats
+        mine, _ = run_job(s, here, "mine.pdf")  # this very process, on this host
+        heard(s, fresh, timedelta(seconds=20))
+        for job_id in (silent, slow, mine):
+            heard(s, job_id, timedelta(minutes=10))
+
+        assert runs.settle_gone_runs(s, run_process.is_gone, silent_after=300) == [silent]
+        job = repo.get_job(s, silent)
+        assert (job.status, job.local_run["stopped"]) == ("stopped", runs.BY_SILENCE)
+        assert 595 <= job.local_run["silent_for"] <= 660 and job.local_run["silent_limit"] == 300
+        assert (repo.get_document(s, silent_doc).status, repo.get_document(s, silent_doc).error) == (
+            "failed", runs.SILENT)
+        described = runs.stop_described(job.local_run, 1)
+        assert described.startswith(f"quire run (pid 4242 on {elsewhere['host']}) sent no heartbeat for "
+                                    "10 min (the limit is 5 min), so it is taken as ended")
+        # A fresh heartbeat, one within three of the run's own beats, none at all (it cannot be
+        # told), and this host's live process (looked at, not judged by its heartbeat): running.
+        for job_id in (fresh, slow, older, mine):
+            assert repo.get_job(s, job_id).status == "queued"
+        assert not runs.beat(s, silent)  # its job has ended: no more beats
+        assert runs.beat(s, fresh)
+        # Without a limit (callers that only look at processes), nothing is judged by heartbeat.
+        heard(s, fresh, timedelta(hours=1))
+        assert runs.settle_gone_runs(s, run_process.is_gone) == []
