@@ -214,11 +214,12 @@ def _job(job_id: str, api: str | None, token: str | None) -> dict[str, Any]:
     from pipeline.db.session import session_scope
     from pipeline.run_process import is_gone
 
-    _, engine, _ = _backend(existing=True)
+    settings, engine, _ = _backend(existing=True)
     with session_scope(engine) as s:
         job = repo.get_job(s, job_id)
-        # A `quire run` killed outright could not say so: its job is stopped now, if its process is gone.
-        runs.settle_gone_runs(s, is_gone, job.id)
+        # A `quire run` killed outright could not say so: its job is stopped now, if its process is
+        # gone (on this host), or its heartbeat is too old (on another).
+        runs.settle_gone_runs(s, is_gone, job.id, silent_after=settings.run.stale_seconds)
         return job_view(s, repo.get_job(s, job.id))
 
 

@@ -92,6 +92,17 @@ class ApiOptions(BaseModel):
     models: str = ""
 
 
+class RunOptions(BaseModel):
+    """How a `quire run` shows that it is still running to other hosts sharing its database."""
+
+    # A running run renews its job's heartbeat this often (one small UPDATE, off the work's thread).
+    heartbeat_seconds: int = Field(30, ge=1)
+    # From another host (its processes cannot be looked at) a run whose heartbeat is older than
+    # this, and than three of its own beats, is taken as ended. On its own host its process is
+    # checked instead, exactly.
+    stale_seconds: int = Field(300, ge=1)
+
+
 class Settings(BaseSettings):
     """Everything configurable, read from QUIRE_* variables (nested: QUIRE_RENDER__DPI=200)."""
 
@@ -108,6 +119,7 @@ class Settings(BaseSettings):
     recognize: RecognizeOptions = RecognizeOptions()
     queue: QueueOptions = QueueOptions()
     api: ApiOptions = ApiOptions()
+    run: RunOptions = RunOptions()
 
     @field_validator("device")
     @classmethod

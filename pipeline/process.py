@@ -160,6 +160,17 @@ class DocumentRef:
     id: str
     sha256: str
     profile: str
+    # A `quire run --redo` reading in its own row (pipeline.db.readings): its page images and
+    # crops go under keys of its own, never over the earlier reading's, which stays whole
+    # until the new one is complete and takes its place.
+    redo: bool = False
+
+    def page_key(self, number: int) -> str:
+        return storage.page_key(self.sha256, self.profile, number, self.id if self.redo else None)
+
+    def line_key(self, number: int, position: int) -> str:
+        return storage.line_key(self.sha256, self.profile, number, position,
+                                self.id if self.redo else None)
 
 
 @dataclass(frozen=True)
@@ -199,12 +210,11 @@ def ingest_pages(
     and keys are deterministic, so a rerun overwrites, and a line found again keeps its text."""
     for page in render_pages(source, options, skip):
         page, seg, rotation = segmented(page, rotate=options.rotate_pages)
-        image_key = storage.page_key(doc.sha256, doc.profile, page.number)
+        image_key = doc.page_key(page.number)
         store.put_bytes(image_key, encode_png(page.image), content_type="image/png")
         crop_keys: list[str | None] = [None] * len(seg.lines)
         if store_crops:
-            keys = [storage.line_key(doc.sha256, doc.profile, page.number, line.order)
-                    for line in seg.lines]
+            keys = [doc.line_key(page.number, line.order) for line in seg.lines]
             storage.put_many(store, [(key, encode_png(crop)) for key, crop in zip(keys, seg.crops)],
                              content_type="image/png")
             crop_keys[:] = keys

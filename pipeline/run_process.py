@@ -1,13 +1,18 @@
 """The process that runs a `quire run` job, recorded with the job, so that a run killed outright
-(kill -9, out of memory, a power cut), which can run no code to say so, is told from a live one."""
+(kill -9, out of memory, a power cut), which can run no code to say so, is told from a live one;
+and the heartbeat by which hosts that cannot see that process tell (pipeline.db.runs)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+
+log = logging.getLogger(__name__)
 
 _PROC = Path("/proc")
 
@@ -20,13 +25,13 @@ def this_process() -> dict[str, Any]:
             "start": stat[1] if stat else None}
 
 
-def is_gone(recorded: Mapping[str, Any]) -> bool:
+def is_gone(recorded: Mapping[str, Any]) -> bool | None:
     """Whether the process `this_process()` recorded has surely ended: it ran on this host, and
     the machine has restarted since, or no process has its pid, or the one that has it now
-    started at another time (the pid was reused), or it is a zombie. False when it cannot be
-    told: another host (another machine's processes are not visible here)."""
+    started at another time (the pid was reused), or it is a zombie. None when it cannot be
+    told: another host (another machine's processes are not visible here; its heartbeat is)."""
     if recorded.get("host") != socket.gethostname() or not isinstance(recorded.get("pid"), int):
-        return False
+        return None
     boot = _boot_id()
     if recorded.get("boot") and boot and recorded["boot"] != boot:
         return True
@@ -47,6 +52,35 @@ def is_gone(recorded: Mapping[str, Any]) -> bool:
 def describe(recorded: Mapping[str, Any]) -> str:
     """`pid 1234 on host1`, for messages."""
     return f"pid {recorded.get('pid')} on {recorded.get('host')}"
+
+
+class Heartbeat:
+    """Calls `beat` every `every` seconds on a thread of its own while the `with` block runs,
+    so the work never waits on it. A beat that fails (the database busy or away a moment) is
+    logged and tried again at the next; `beat` returning False ends the beating."""
+
+    def __init__(self, beat: Callable[[], bool], every: float, what: str) -> None:
+        self._beat, self._every, self._what = beat, every, what
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="quire-heartbeat", daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        # A beat under way is one short UPDATE; a daemon thread never holds the process up.
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._done.wait(self._every):
+            try:
+                if not self._beat():
+                    return
+            except Exception as exc:  # noqa: BLE001 - a missed beat is retried, never fatal
+                log.warning("%s: heartbeat not recorded (tried again in %g s): %s",
+                            self._what, self._every, exc)
 
 
 def _boot_id() -> str | None:

@@ -146,8 +146,8 @@ class _Pending:
 
     @property
     def reading_ref(self) -> DocumentRef:
-        """Rows go to the reading's row; store keys stay the document's."""
-        return DocumentRef(self.reading or self.ref.id, self.ref.sha256, self.ref.profile)
+        """Rows go to the reading's row; a --redo's page images to keys of its own."""
+        return DocumentRef(self.reading or self.ref.id, self.ref.sha256, self.ref.profile, self.redo)
 
 
 class LocalRunner:
@@ -200,11 +200,13 @@ class LocalRunner:
         overlap fully). The queue between them is small, so memory stays bounded.
         """
         started = time.perf_counter()
+        every = self.settings.run.heartbeat_seconds
         with session_scope(self.engine) as s:
             # Runs killed outright (kill -9) left their jobs live: they are stopped now.
-            runs.settle_gone_runs(s, run_process.is_gone)
+            runs.settle_gone_runs(s, run_process.is_gone, silent_after=self.settings.run.stale_seconds)
             job_id = repo.create_job(s, settings=self.options.as_dict(), local_run=runs.local_run(
-                run_process.this_process(), len(paths), self.redo)).id
+                run_process.this_process(), len(paths), self.redo, heartbeat_s=every)).id
+            runs.beat(s, job_id)
         outcomes = [DocumentOutcome(path) for path in paths]
         events: queue.Queue = queue.Queue(maxsize=INGEST_AHEAD_PAGES)
         producer = threading.Thread(
@@ -214,7 +216,9 @@ class LocalRunner:
         producer.start()
         # A second Ctrl-C, even one that comes while the first is still unwinding, waits for the
         # stop to be recorded below (pipeline/stopping.py); it only cuts the wait for the page.
-        with stopping.holding():
+        # The heartbeat tells hosts that share the database (and cannot see this process) that
+        # the run goes on; it ends inside the hold, so a second Ctrl-C cannot cut in meanwhile.
+        with stopping.holding(), run_process.Heartbeat(lambda: self._beat(job_id), every, f"job {job_id}"):
             try:
                 self._consume(events, progress)
                 producer.join()
@@ -231,6 +235,19 @@ class LocalRunner:
                 self._stopped(job_id)
                 raise
         return RunSummary(outcomes, time.perf_counter() - started, job_id, went_on_from)
+
+    def _beat(self, job_id: str) -> bool:
+        """Renew the job's heartbeat; False (no more beats) once it has ended. Taken as stopped
+        from another host that heard no beat for too long, the run says so and goes on: what
+        it reads is saved all the same."""
+        with session_scope(self.engine) as s:
+            if runs.beat(s, job_id):
+                return True
+            silent = (repo.get_job(s, job_id).local_run or {}).get("stopped") == runs.BY_SILENCE
+        if silent:
+            log.warning("job %s was taken as stopped by another host that heard no heartbeat from "
+                        "this run for too long; it goes on, and what it reads is saved", job_id)
+        return False
 
     def _stopped(self, job_id: str) -> None:
         """Ctrl-C: the job ends 'stopped' instead of staying queued for ever, and its unfinished
@@ -401,12 +418,14 @@ class LocalRunner:
         outcome.status, outcome.error = "failed", exc.reason
         if pending is not None:  # else the file failed before it had a row (unreadable)
             self._buffer = [item for item in self._buffer if item[0] is not pending]
+            dropped: list[str] = []
             with session_scope(self.engine) as s:
                 if pending.redo:  # the new reading is dropped; the document keeps its reading
-                    readings.drop_redo(s, pending.ref.id)
+                    dropped = readings.drop_redo(s, pending.ref.id) or []
                     outcome.error += "; its earlier reading is kept"
                 else:
                     repo.fail_document(s, pending.ref.id, exc.reason)
+            self._delete_stored(path, dropped)
             for copy, name in pending.copies:
                 self._settle_copy(pending, copy, name)
 
@@ -432,13 +451,24 @@ class LocalRunner:
         outcome = pending.outcome
         if pending.redo:  # complete: the new reading takes the earlier one's place, at once
             with session_scope(self.engine) as s:
-                readings.adopt_redo(s, pending.ref.id, outcome.pages)
+                superseded = readings.adopt_redo(s, pending.ref.id, outcome.pages)
+            self._delete_stored(outcome.path, superseded)
         outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters,
                                   name=outcome.stored_name)
         outcome.status, pending.finished = "done", True
         self._write_outputs(outcome, pending.name, outputs)
         for copy, name in pending.copies:
             self._settle_copy(pending, copy, name)
+
+    def _delete_stored(self, path: Path, keys: Sequence[str]) -> None:
+        """Delete a reading's page images that no row names any more (after the change was
+        committed, so no reading is ever left without its images). One that cannot be deleted
+        is only a stray object: the run goes on."""
+        for key in keys:
+            try:
+                self.store.delete(key)
+            except QuireError as exc:
+                log.warning("%s: an image no reading uses any more is left in the store: %s", path, exc)
 
     def _settle_copy(self, first: _Pending, copy: DocumentOutcome, name: str) -> None:
         """A later input with the first's bytes ends as the first did: its exports (under its own

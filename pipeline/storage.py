@@ -46,16 +46,26 @@ def source_key(sha256: str) -> str:
     return f"documents/{sha256}/source"
 
 
-def page_key(sha256: str, profile: str, page_no: int) -> str:
-    """A rendered page image: documents/<sha256>/<profile>/pages/0001.png (1-based page)."""
+def _reading_folder(sha256: str, profile: str, reading: str | None) -> str:
     _check_doc(sha256, profile)
-    return f"documents/{sha256}/{profile}/pages/{page_no:04d}.png"
+    if reading is None:
+        return f"documents/{sha256}/{profile}/"
+    if not _PROFILE.fullmatch(reading):
+        raise ValueError(f"reading must be 1-64 of [A-Za-z0-9_-]: {reading!r}")
+    return f"documents/{sha256}/{profile}/readings/{reading}/"
 
 
-def line_key(sha256: str, profile: str, page_no: int, position: int) -> str:
-    """A line crop: documents/<sha256>/<profile>/lines/<page:04>/<position:04>.png."""
-    _check_doc(sha256, profile)
-    return f"documents/{sha256}/{profile}/lines/{page_no:04d}/{position:04d}.png"
+def page_key(sha256: str, profile: str, page_no: int, reading: str | None = None) -> str:
+    """A rendered page image: documents/<sha256>/<profile>/pages/0001.png (1-based page). A
+    `quire run --redo` reading keeps its own under .../readings/<reading id>/pages/, so the
+    earlier reading's images stay as they are until the new reading takes its place."""
+    return f"{_reading_folder(sha256, profile, reading)}pages/{page_no:04d}.png"
+
+
+def line_key(sha256: str, profile: str, page_no: int, position: int, reading: str | None = None) -> str:
+    """A line crop: documents/<sha256>/<profile>/lines/<page:04>/<position:04>.png (a --redo's
+    under .../readings/<reading id>/lines/, as `page_key`)."""
+    return f"{_reading_folder(sha256, profile, reading)}lines/{page_no:04d}/{position:04d}.png"
 
 
 def exports_prefix(sha256: str, profile: str) -> str:

@@ -54,7 +54,9 @@ def job_view(s: Session, job: Job, *, with_documents: bool = True) -> dict[str, 
     if run:
         view["run"] = {"pid": run.get("pid"), "host": run.get("host"), "inputs": run.get("inputs"),
                        "reached": len(docs), "stopped": run.get("stopped"),
-                       "went_on_in": run.get("went_on_in")}
+                       "went_on_in": run.get("went_on_in"), "heartbeat_at": _iso(job.heartbeat_at)}
+        if run.get("stopped") == runs.BY_SILENCE:  # how long it was silent, and the limit
+            view["run"].update(silent_for=run.get("silent_for"), silent_limit=run.get("silent_limit"))
     if with_documents:
         view["documents"] = [document_summary(d, lines.get(d.id, (0, 0)), name)
                              for d, name in named]

@@ -130,6 +130,9 @@ class Job(Base):
     # run's job is told from a live one; how many inputs it was given; why it stopped and the
     # job that went on after it. None for jobs of the distributed setup.
     local_run: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Renewed by a running `quire run` (pipeline.db.runs.beat), in the database's clock: from
+    # another host, whose processes cannot be looked at, a run gone silent is taken as ended.
+    heartbeat_at: Mapped[datetime | None] = mapped_column()
 
     links: Mapped[list[JobDocument]] = relationship(
         back_populates="job", order_by="JobDocument.position", passive_deletes=True

@@ -6,6 +6,12 @@ a power cut): `export`, `search` and `view` go on showing it. The new reading's 
 document's bytes, a profile of its own (REDO + the document's: the pair is unique, so there is one
 per document) and `redo_of` naming the document; it is linked to no job and hidden from search
 and export. A --redo that finds one goes on from its finished pages; one that fails drops it.
+
+Its page images (and crops) are stored under keys of its own (pipeline.storage, readings/<id>/),
+named in its page rows: taking its place switches the document over to them in the same
+transaction. The earlier reading's objects are deleted only after that (by the caller, once
+committed: `adopt_redo` and `drop_redo` return the keys no row names any more). A superseded
+reading keeps nothing of a --redo's: it is the reading of other bytes, in a row of its own.
 """
 
 from __future__ import annotations
@@ -39,10 +45,11 @@ def begin_redo(s: Session, doc: Document) -> tuple[str, dict[int, int]]:
     return redo.id, repo.resume_document(s, redo.id)
 
 
-def adopt_redo(s: Session, document_id: str, page_count: int) -> None:
+def adopt_redo(s: Session, document_id: str, page_count: int) -> list[str]:
     """The complete new reading becomes the document's: the earlier pages and lines go and the
-    new ones take their place, in this one transaction (ids of the new lines are kept, so the
-    search index follows). The document ends done."""
+    new ones take their place, with their store keys, in this one transaction (ids of the new
+    lines are kept, so the search index follows). The document ends done. Returns the earlier
+    reading's store keys, to delete once this is committed."""
     redo = find_redo(s, document_id)
     if redo is None:
         raise NotFoundError(f"no new reading of document {document_id} to take")
@@ -50,6 +57,7 @@ def adopt_redo(s: Session, document_id: str, page_count: int) -> None:
     s.scalars(select(Page.id).where(Page.document_id.in_([document_id, redo.id]))
               .order_by(Page.id).with_for_update()).all()
     repo.get_document(s, document_id, lock=True)
+    earlier = _stored_keys(s, document_id)
     _delete_pages(s, document_id)
     s.execute(update(Page).where(Page.document_id == redo.id).values(document_id=document_id),
               execution_options={"synchronize_session": False})
@@ -57,20 +65,34 @@ def adopt_redo(s: Session, document_id: str, page_count: int) -> None:
               execution_options={"synchronize_session": False})
     s.expire_all()
     repo.finish_document(s, document_id, page_count)
+    # A --redo begun before readings had keys of their own wrote its pages over the earlier
+    # reading's: those it took over are still named. Only this document's rows use its keys.
+    return sorted(earlier - _stored_keys(s, document_id))
 
 
-def drop_redo(s: Session, document_id: str) -> bool:
-    """Forget a document's unfinished new reading (it failed): the earlier reading stays."""
+def drop_redo(s: Session, document_id: str) -> list[str] | None:
+    """Forget a document's unfinished new reading (it failed): the earlier reading stays.
+    Returns the dropped reading's store keys, to delete once this is committed (None: the
+    document had no new reading)."""
     redo = find_redo(s, document_id)
     if redo is None:
-        return False
+        return None
     s.scalars(select(Page.id).where(Page.document_id == redo.id).order_by(Page.id)
               .with_for_update()).all()
+    dropped = _stored_keys(s, redo.id)
     _delete_pages(s, redo.id)
     s.execute(delete(Document).where(Document.id == redo.id),
               execution_options={"synchronize_session": False})
     s.expire_all()
-    return True
+    return sorted(dropped - _stored_keys(s, document_id))
+
+
+def _stored_keys(s: Session, document_id: str) -> set[str]:
+    """The store keys a reading's rows name: its page images and line crops."""
+    images = s.scalars(select(Page.image_key).where(Page.document_id == document_id)).all()
+    crops = s.scalars(select(Line.crop_key).join(Page).where(
+        Page.document_id == document_id, Line.crop_key.is_not(None))).all()
+    return {key for key in (*images, *crops) if key}
 
 
 def _delete_pages(s: Session, document_id: str) -> None:

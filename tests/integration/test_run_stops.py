@@ -61,16 +61,50 @@ def kill_9(proc: subprocess.Popen) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
+def page_images(home: Path) -> dict[str, dict[str, bytes]]:
+    """Each document's stored page images, by the key its reading names (not a --redo's in
+    progress), by document name."""
+    images: dict[str, dict[str, bytes]] = {}
+    for name, key in db_rows(home, "SELECT d.name, p.image_key FROM pages p JOIN documents d "
+                                   "ON d.id = p.document_id WHERE d.redo_of IS NULL ORDER BY p.image_key"):
+        images.setdefault(name, {})[key] = (home / "store" / key).read_bytes()
+    return images
+
+
+def mark(image: Path) -> None:
+    """A mark in the image's corner: the page as an earlier render (another poppler) made it,
+    which a new render of the same page does not repeat."""
+    from PIL import Image, ImageDraw
+
+    with Image.open(image) as page:
+        page = page.convert("L")
+    ImageDraw.Draw(page).rectangle((0, 0, 40, 40), fill=0)
+    page.save(image, format="PNG")
+
+
+def viewed(tmp_path: Path, name: str) -> bytes:
+    target = tmp_path / "views" / (name.replace("/", "_") + ".html")
+    shown = quire("view", name, "--out", str(target), "--no-serve", "--no-open")
+    assert shown.exit_code == 0, shown.output
+    return target.read_bytes()
+
+
 def test_a_redo_killed_outright_keeps_the_earlier_reading_and_the_same_command_goes_on(tmp_path, env):
     """`quire run --redo` deleted a document's pages and lines before reading it again and kept
     the earlier reading in memory only: killed, `export` said the document was processing and
-    `search` found nothing; run again, it read every page from the start."""
+    `search` found nothing; run again, it read every page from the start. Then it wrote its page
+    images over the earlier reading's: killed, the earlier reading showed the new images."""
     docs = letters(tmp_path / "in", [6, 7, 8])
     assert quire("run", str(docs), "--no-progress").exit_code == 0
     names = [f"in/doc{n}.pdf" for n in range(3)]
     before = {name: quire("export", name).stdout for name in names}
     assert all(text.count("\f") >= 5 for text in before.values())
     [(lines, last_line)] = db_rows(env, "SELECT count(*), max(id) FROM lines")
+    for key in (key for keys in page_images(env).values() for key in keys):
+        mark(env / "store" / key)
+    images = page_images(env)
+    assert sorted(images) == names and sum(map(len, images.values())) == 21
+    views = {name: viewed(tmp_path, name) for name in names}
 
     redo = start_run(str(docs), "--redo")
     # The first recognition batch (32 lines: doc0 and two pages of doc1) is read, then kill -9.
@@ -80,6 +114,18 @@ def test_a_redo_killed_outright_keeps_the_earlier_reading_and_the_same_command_g
     for name, text in before.items():  # every earlier reading is there, whole
         exported = quire("export", name)
         assert exported.exit_code == 0 and exported.stdout == text, exported.output
+    # doc1 was being read again (doc0 may have been read whole and taken its earlier reading's
+    # place): each unfinished one's earlier reading has its own page images, byte for byte.
+    unfinished = [name for (name,) in db_rows(env, "SELECT name FROM documents WHERE redo_of IS NOT NULL")]
+    assert "in/doc1.pdf" in unfinished
+    now = page_images(env)
+    for name in unfinished:
+        assert now[name] == images[name]
+        assert viewed(tmp_path, name) == views[name]  # shown with them
+    # The killed run's pages are stored apart, under the new readings' own keys.
+    redone = db_rows(env, "SELECT p.image_key FROM pages p JOIN documents d ON d.id = p.document_id "
+                          "WHERE d.redo_of IS NOT NULL")
+    assert len(redone) >= 2 and all("/readings/" in key for (key,) in redone)
     found = quire("search", "Holloway").stdout
     assert all(f"{name}\tpage 1\t" in found for name in names), found
 
@@ -97,6 +143,14 @@ def test_a_redo_killed_outright_keeps_the_earlier_reading_and_the_same_command_g
     assert {name: quire("export", name).stdout for name in names} == before
     assert db_rows(env, "SELECT count(*) FROM lines") == [(lines,)]  # one reading each, not two
     assert db_rows(env, "SELECT count(*), min(status) FROM documents") == [(3, "done")]
+    # Complete, the new readings name their own page images; the earlier ones are deleted.
+    adopted = {key for keys in page_images(env).values() for key in keys}
+    assert len(adopted) == 21 and all("/readings/" in key for key in adopted)
+    # (Those the killed run had adopted went then, unless it was killed between the adoption and
+    # their deletion: left as strays, never named.)
+    assert not any((env / "store" / key).exists() for name in unfinished for key in images[name])
+    assert {key for (key,) in redone} <= adopted  # what the killed run had rendered is kept
+    assert all(viewed(tmp_path, name) != views[name] for name in names)  # unmarked pages now
 
 
 def test_a_run_killed_outright_shows_as_stopped_and_the_next_run_says_it_went_on(tmp_path, env):
@@ -149,3 +203,61 @@ def test_a_second_ctrl_c_ends_the_run_with_130_at_once_and_the_stop_recorded(tmp
     assert again.exit_code == 0 and f"went on from job {job_id}" in again.output, again.output
     assert db_rows(env, "SELECT count(*) FROM documents WHERE status = 'done'") == [(4,)]
     assert "\n".join(LETTER_LINES) in quire("export", "in/doc3.pdf").stdout
+
+
+@pytest.mark.parametrize("backend", ["home", "postgres_url"])
+def test_a_run_killed_on_another_host_is_told_stopped_by_its_heartbeat(tmp_path, env, backend, request,
+                                                                      monkeypatch):
+    """With one database for several machines, a run killed on one stayed 'running' for ever seen
+    from the others: only the machine it ran on can look at its process."""
+    from datetime import timedelta
+
+    from pipeline.config import get_settings
+    from pipeline.db import runs
+    from pipeline.db.models import Job
+    from pipeline.db.session import open_database, session_scope
+
+    url = f"sqlite:///{env / 'quire.sqlite'}"
+    if backend == "postgres_url":  # the shared database the heartbeat is for
+        url = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("QUIRE_DATABASE_URL", url)
+    monkeypatch.setenv("QUIRE_RUN__HEARTBEAT_SECONDS", "1")
+    get_settings.cache_clear()
+    engine = open_database(url, migrate=True)  # made here: looked into before the run makes it
+
+    def job() -> Job:
+        with session_scope(engine) as s:
+            found = s.query(Job).one_or_none()
+            s.expunge_all()
+            return found
+
+    docs = letters(tmp_path / "in", [1, 6, 6, 6])
+    proc = start_run(str(docs))
+    deadline = time.monotonic() + 180
+    while (job() is None or job().heartbeat_at is None) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first = job().heartbeat_at
+    while job().heartbeat_at == first and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert job().heartbeat_at > first, "the running run did not renew its heartbeat"
+    kill_9(proc)
+
+    # As host B sees it: the run's record names another machine, whose processes it cannot see.
+    job_id = job().id
+    with session_scope(engine) as s:
+        killed = s.get(Job, job_id)
+        killed.local_run = {**killed.local_run, "host": "scanner-2", "boot": "another-boot"}
+    shown = quire("status", job_id)
+    assert shown.exit_code == 0 and "stopped" not in shown.output, shown.output  # 1 s ago: it may run
+
+    with session_scope(engine) as s:  # ... until it has been silent longer than the limit
+        s.get(Job, job_id).heartbeat_at = runs.database_now(s) - timedelta(minutes=7)
+    shown = quire("status", job_id)
+    assert shown.exit_code == 0 and f"job {job_id}: stopped, " in shown.output, shown.output
+    assert (f"quire run (pid {proc.pid} on scanner-2) sent no heartbeat for 7 min (the limit is 5 min), "
+            "so it is taken as ended (killed, its machine stopped, or cut off from the database)") in shown.output
+    assert "UNFINISHED in/doc" in shown.output and "stopped sending heartbeats" in shown.output
+    assert job().local_run["stopped"] == runs.BY_SILENCE
+
+    again = quire("run", str(docs), "--no-progress")  # the same command, here: it goes on
+    assert again.exit_code == 0 and f"went on from job {job_id}" in again.output, again.output

@@ -15,8 +15,8 @@ from pipeline.types import BBox
 SHA = hashlib.sha256(b"a").hexdigest()
 
 
-def read_page(s, document_id: str, number: int, words: str) -> None:
-    page = repo.save_page(s, document_id, number=number, image_key=f"k{number}", width=100,
+def read_page(s, document_id: str, number: int, words: str, key: str = "") -> None:
+    page = repo.save_page(s, document_id, number=number, image_key=key or f"{words}/{number}", width=100,
                           height=200, dpi=300, angle=0.0)
     lines = repo.save_lines(s, page.id, [(i, BBox(0, 10 * i, 50, 10 * i + 8), None) for i in range(2)])
     repo.set_line_texts(s, [(ln.id, f"{words} {ln.position}", 0.9) for ln in lines], model="m")
@@ -43,7 +43,8 @@ def test_a_new_reading_stays_apart_until_complete_then_replaces_the_earlier_at_o
         assert {h.document_id for h in search_lines(s, "earlier")} == {doc.id}
         assert readings.begin_redo(s, repo.get_document(s, doc.id)) == (redo, {1: 2})  # goes on
         read_page(s, redo, 2, "newer")
-        readings.adopt_redo(s, doc.id, 2)
+        # The earlier reading's page images, to delete once this is committed.
+        assert readings.adopt_redo(s, doc.id, 2) == ["earlier/1", "earlier/2"]
     with session_scope(engine) as s:
         assert texts(s, doc.id) == ["newer 0", "newer 1"] * 2
         assert search_lines(s, "earlier") == []
@@ -55,10 +56,21 @@ def test_a_new_reading_stays_apart_until_complete_then_replaces_the_earlier_at_o
         # A new reading that fails is dropped; the document keeps the one it has.
         redo, _ = readings.begin_redo(s, stored)
         read_page(s, redo, 1, "broken")
-        assert readings.drop_redo(s, doc.id) and not readings.drop_redo(s, doc.id)
+        assert readings.drop_redo(s, doc.id) == ["broken/1"]
+        assert readings.drop_redo(s, doc.id) is None
     with session_scope(engine) as s:
         assert texts(s, doc.id) == ["newer 0", "newer 1"] * 2
         assert s.scalar(select(func.count()).select_from(Line)) == 4
+        assert [p.image_key for p in repo.load_document_result(s, doc.id).pages] == ["newer/1", "newer/2"]
+        # A --redo begun before readings had keys of their own wrote over the earlier reading's:
+        # what it took over is not deleted with the earlier reading, nor when it is dropped.
+        redo, _ = readings.begin_redo(s, repo.get_document(s, doc.id))
+        read_page(s, redo, 1, "again", key="newer/1")
+        assert readings.drop_redo(s, doc.id) == []
+        redo, _ = readings.begin_redo(s, repo.get_document(s, doc.id))
+        read_page(s, redo, 1, "again", key="newer/1")
+        read_page(s, redo, 2, "again")
+        assert readings.adopt_redo(s, doc.id, 2) == ["newer/2"]
 
 
 def test_a_killed_run_s_job_is_stopped_and_the_next_run_goes_on_from_it(engine) -> None:
@@ -87,3 +99,57 @@ def test_a_killed_run_s_job_is_stopped_and_the_next_run_goes_on_from_it(engine) 
         repo.finish_document(s, docs[1], 1)
         assert repo.update_job_counts(s, killed.id).status == "stopped"  # not "done" now
         assert repo.get_job(s, killed.id).local_run["went_on_in"] == later.id
+
+
+def test_a_run_on_another_host_is_taken_as_stopped_once_its_heartbeat_is_too_old(engine) -> None:
+    """A run killed on host A stayed 'running' for ever seen from host B sharing the database:
+    its process cannot be looked at from B. Its heartbeat can."""
+    from datetime import timedelta
+
+    from pipeline import run_process
+
+    here = run_process.this_process()
+    elsewhere = {**here, "host": here["host"] + "-scanner2", "boot": "another-boot", "pid": 4242}
+
+    def run_job(s, process, name: str, beats: bool = True, heartbeat_s: int = 30):
+        job = repo.create_job(s, settings={}, local_run=runs.local_run(process, 1, heartbeat_s=heartbeat_s))
+        doc, _ = repo.upsert_document(s, sha256=hashlib.sha256(name.encode()).hexdigest(), profile="p",
+                                      name=name, source_uri="file:///x", size_bytes=1)
+        repo.link_job_document(s, job.id, doc.id, 0)
+        repo.start_document(s, doc.id)
+        if beats:
+            assert runs.beat(s, job.id)
+        return job.id, doc.id
+
+    def heard(s, job_id: str, ago: timedelta) -> None:
+        repo.get_job(s, job_id).heartbeat_at = runs.database_now(s) - ago
+        s.flush()
+
+    with session_scope(engine) as s:
+        fresh, _ = run_job(s, elsewhere, "fresh.pdf")
+        silent, silent_doc = run_job(s, elsewhere, "silent.pdf")
+        slow, _ = run_job(s, elsewhere, "slow.pdf", heartbeat_s=600)  # beats every 10 min
+        older, _ = run_job(s, elsewhere, "older.pdf", beats=False)  # begun before heartbeats
+        mine, _ = run_job(s, here, "mine.pdf")  # this very process, on this host
+        heard(s, fresh, timedelta(seconds=20))
+        for job_id in (silent, slow, mine):
+            heard(s, job_id, timedelta(minutes=10))
+
+        assert runs.settle_gone_runs(s, run_process.is_gone, silent_after=300) == [silent]
+        job = repo.get_job(s, silent)
+        assert (job.status, job.local_run["stopped"]) == ("stopped", runs.BY_SILENCE)
+        assert 595 <= job.local_run["silent_for"] <= 660 and job.local_run["silent_limit"] == 300
+        assert (repo.get_document(s, silent_doc).status, repo.get_document(s, silent_doc).error) == (
+            "failed", runs.SILENT)
+        described = runs.stop_described(job.local_run, 1)
+        assert described.startswith(f"quire run (pid 4242 on {elsewhere['host']}) sent no heartbeat for "
+                                    "10 min (the limit is 5 min), so it is taken as ended")
+        # A fresh heartbeat, one within three of the run's own beats, none at all (it cannot be
+        # told), and this host's live process (looked at, not judged by its heartbeat): running.
+        for job_id in (fresh, slow, older, mine):
+            assert repo.get_job(s, job_id).status == "queued"
+        assert not runs.beat(s, silent)  # its job has ended: no more beats
+        assert runs.beat(s, fresh)
+        # Without a limit (callers that only look at processes), nothing is judged by heartbeat.
+        heard(s, fresh, timedelta(hours=1))
+        assert runs.settle_gone_runs(s, run_process.is_gone) == []

@@ -279,6 +279,89 @@ def test_a_redo_that_fails_or_is_stopped_keeps_the_earlier_reading(tmp_path, mon
     assert reading() == before
 
 
+def test_a_redo_keeps_its_page_images_apart_until_it_takes_the_earlier_reading_s_place(tmp_path, monkeypatch):
+    """A --redo wrote its page images over the earlier reading's keys: one that failed or was
+    stopped half way left the earlier reading's rows naming images of a reading never adopted."""
+    import io
+
+    from PIL import Image, ImageDraw
+    from sqlalchemy import select
+
+    import pipeline.process
+    from pipeline.db.models import Document, Page
+    from pipeline.db.session import make_engine, session_scope
+    from pipeline.errors import CorruptDocumentError
+
+    pdf = make_pdf([make_letter_page(DPI)] * 3, tmp_path / "a.pdf", dpi=DPI)
+    assert runner(tmp_path).run([pdf]).count("done") == 1
+    engine, store = make_engine(f"sqlite:///{tmp_path / 'q.sqlite'}"), tmp_path / "store"
+
+    def image_keys(redo: bool = False) -> list[str]:
+        with session_scope(engine) as s:
+            kind = Document.redo_of.is_not(None) if redo else Document.redo_of.is_(None)
+            return list(s.scalars(select(Page.image_key).join(Document).where(kind).order_by(Page.number)))
+
+    def stored() -> dict[str, bytes]:
+        return {p.relative_to(store).as_posix(): p.read_bytes() for p in store.rglob("*.png")}
+
+    # The earlier reading's images as an earlier render made them (a mark in a corner), so a
+    # new render over them shows.
+    earlier_keys = image_keys()
+    for key in earlier_keys:
+        image = Image.open(store / key).convert("L")
+        ImageDraw.Draw(image).rectangle((0, 0, 15, 15), fill=0)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        (store / key).write_bytes(buffer.getvalue())
+    before = stored()
+    assert sorted(before) == earlier_keys and len(before) == 3
+
+    real = pipeline.process.segmented
+    pages: list[int] = []
+
+    def third_page_fails(*args, **kwargs):
+        pages.append(1)
+        if len(pages) == 3:
+            raise CorruptDocumentError("page 3 is damaged", source=str(pdf))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("pipeline.process.segmented", third_page_fails)
+    failing = runner(tmp_path)
+    failing.redo = True
+    [outcome] = failing.run([pdf]).outcomes
+    assert outcome.status == "failed"
+    # Its two rendered pages went with the reading they belonged to.
+    assert image_keys() == earlier_keys and stored() == before
+
+    class StoppedOnSecondBatch(CountingRecognizer):
+        def recognize(self, crops):
+            if self.batches:
+                raise KeyboardInterrupt
+            return super().recognize(crops)
+
+    monkeypatch.setattr("pipeline.process.segmented", real)
+    stopped = runner(tmp_path, StoppedOnSecondBatch())
+    stopped.redo, stopped.flush_lines = True, len(LETTER_LINES)  # page 1 read, then Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        stopped.run([pdf])
+    assert image_keys() == earlier_keys
+    assert {key: data for key, data in stored().items() if key in before} == before
+    new_keys = image_keys(redo=True)  # the stopped reading's, under keys of its own
+    assert new_keys and not set(new_keys) & set(earlier_keys)
+    assert all("/readings/" in key and (store / key).is_file() for key in new_keys)
+
+    redo = runner(tmp_path)
+    redo.redo = True
+    [outcome] = redo.run([pdf]).outcomes
+    assert outcome.status == "done" and outcome.resumed_pages == 1  # went on after page 1
+    adopted = image_keys()
+    assert adopted == new_keys and image_keys(redo=True) == []  # one reading, the new one
+    now = stored()
+    assert sorted(now) == adopted  # the earlier reading's images are gone, no strays
+    for key in adopted:  # freshly rendered: no mark
+        assert Image.open(io.BytesIO(now[key])).convert("L").getpixel((5, 5)) > 128
+
+
 @contextlib.contextmanager
 def released_after(fifo: Path, seconds: float = 5.0) -> Iterator[list[bool]]:
     """Fails a hang instead of hanging: past `seconds`, whoever waits to read `fifo` is handed

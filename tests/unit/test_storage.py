@@ -167,12 +167,17 @@ def test_key_layout() -> None:
     assert source_key(SHA) == f"documents/{SHA}/source"
     assert page_key(SHA, "ab12", 1) == f"documents/{SHA}/ab12/pages/0001.png"
     assert line_key(SHA, "ab12", 1, 3) == f"documents/{SHA}/ab12/lines/0001/0003.png"
+    # A --redo's reading in progress: apart from the reading it is to replace.
+    assert page_key(SHA, "ab12", 1, "r-1") == f"documents/{SHA}/ab12/readings/r-1/pages/0001.png"
+    assert line_key(SHA, "ab12", 1, 3, "r-1") == f"documents/{SHA}/ab12/readings/r-1/lines/0001/0003.png"
     assert export_key(SHA, "ab12", "text") == f"documents/{SHA}/ab12/exports/text.txt"
     assert export_key(SHA, "ab12", "alto") == f"documents/{SHA}/ab12/exports/alto.xml"
     with pytest.raises(ValueError):
         source_key("../etc")
     with pytest.raises(ValueError):
         page_key(SHA, "a/b", 1)
+    with pytest.raises(ValueError):
+        page_key(SHA, "ab12", 1, "../x")
 
 
 def test_open_store(tmp_path: Path, s3_server: str, s3_bucket: str) -> None:
