@@ -186,7 +186,7 @@ def line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
         try:
             # utf-8-sig: Windows editors (Notepad) start a file with a byte-order mark, which
             # would count as a character in CER and be trained on as an unknown one.
-            found.append((img, gt.read_text(encoding="utf-8-sig").strip("\n").strip()))
+            found.append((img, ground_truth(gt.read_text(encoding="utf-8-sig"))))
         except UnicodeDecodeError as exc:
             undecodable.append((gt, exc))  # all named at once: not one fix and rerun per file
     if len(undecodable) == 1:
@@ -198,6 +198,14 @@ def line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
         raise BadInputError(f"{len(undecodable)} .gt.txt files are not UTF-8 text: {named}; save "
                             "them as UTF-8", source=str(root))
     return found
+
+
+def ground_truth(text: str) -> str:
+    """A .gt.txt's text as trained on and scored: NFC, as `normalize` scores it (an editor that
+    saves 'é' as 'e' + U+0301 would otherwise have the line left out of training for a
+    combining accent the model has no letter for), and its whitespace (CRLF, tabs, a line
+    wrapped in two) one space, as kraken's ketos reads ground truth."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def read_gray(path: Path) -> np.ndarray:
