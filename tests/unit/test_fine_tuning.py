@@ -418,3 +418,19 @@ def test_ground_truth_is_read_in_nfc_with_its_whitespace_collapsed(tmp_path: Pat
     tokenizer = build_line_model(LineModelConfig.tiny())[1].tokenizer
     assert without_unwritable_lines(tokenizer, "lines", train, []) == (train, [], None)
 
+
+def test_quire_train_from_a_folder_that_holds_no_model_says_so(tmp_path: Path) -> None:
+    """`--model LINE-FOLDER` (the line folder given for the model by mistake) ended in
+    transformers' traceback about missing weight files."""
+    import typer
+
+    from pipeline.training.commands import train_command
+
+    folder = _line_folder(tmp_path / "lines")
+    app = typer.Typer()
+    app.command()(train_command)
+    result = CliRunner().invoke(app, ["--out", str(tmp_path / "tuned"), "--model", str(folder), "--data",
+                                      str(folder), "--epochs", "1", "--num-workers", "0", "--threads", "1"])
+    assert result.exit_code == 2, result.output
+    assert f"{folder} is a folder but holds no model (no config.json)" in result.output
+    assert not (tmp_path / "tuned" / "checkpoint").exists()
