@@ -342,6 +342,16 @@ def _json_target(given: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a parent that is a file, no permission
         _fail(f"--json {given}: cannot make its folder {path.parent}: {exc.strerror or exc}")
+    try:
+        # Opened now (and left as it was) so that a folder without write permission, a read-only
+        # disk or /proc fails here, not after the evaluation.
+        existed = path.exists()
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        _fail(f"--json {given}: cannot write it: {exc.strerror or exc}")
+    if not existed:
+        path.unlink()
     return path
 
 

@@ -97,6 +97,25 @@ def test_eval_json_makes_its_missing_folders(line_folder, tmp_path):
     assert report["lines"] == 2 and report["cer"] == 0.0
 
 
+def test_eval_refuses_a_json_file_it_cannot_write_before_evaluating(line_folder, tmp_path):
+    """The folder could be made but the file not written (no permission, a read-only disk, a
+    name too long): found out only after the whole evaluation."""
+    target = tmp_path / ("x" * 300 + ".json")  # too long a name for any user, root included
+    result = quire("eval", str(line_folder), "--json", str(target), "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"quire: --json {target}: cannot write it: File name too long")
+    assert "CER" not in result.stdout  # refused before the model loaded
+
+
+def test_eval_json_checked_up_front_leaves_no_file_behind_on_a_failed_evaluation(line_folder, tmp_path):
+    target = tmp_path / "report.json"
+    for image in line_folder.glob("*.png"):
+        image.write_bytes(b"not a png")  # nothing can be scored
+    result = quire("eval", str(line_folder), "--json", str(target), "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert not target.exists()
+
+
 @pytest.fixture
 def exported_env(tmp_path, sqlite_url, monkeypatch) -> Iterator[None]:
     """A database holding one done document, memo.pdf, of one page and one line."""
