@@ -586,6 +586,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         train_lines, held_lines = earlier
         print(f"the lines in {cfg.data} changed since this run began: the {len(held_lines)} held out then "
               "stay held out, and the others, new ones included, are trained on", flush=True)
+    if held_out_share(cfg) and not held_lines:
+        # Else the run goes on judging its epochs, and picking best/, on synthetic lines alone.
+        print(f"{cfg.data}: none of its {len(train_lines)} lines is held out to measure on (at "
+              f"--hold-out {cfg.held_out:g} one of every {max(2, round(1 / cfg.held_out))} is): the CER "
+              "each epoch is of synthetic lines only, which says little about your material; transcribe "
+              "more lines, raise --hold-out, or give --val-dir a folder of other transcribed lines",
+              flush=True)
     check_line_images(train_lines + held_lines)
     rehearsed = rehearsal_count(len(train_lines), cfg.rehearse)  # 0 for synthetic data: no folder lines
     if cfg.data != "synthetic" and cfg.epochs is not None:

@@ -434,3 +434,22 @@ def test_quire_train_from_a_folder_that_holds_no_model_says_so(tmp_path: Path) -
     assert result.exit_code == 2, result.output
     assert f"{folder} is a folder but holds no model (no config.json)" in result.output
     assert not (tmp_path / "tuned" / "checkpoint").exists()
+
+
+def test_a_folder_too_small_to_hold_a_line_out_is_said_to_be_measured_on_synthetic_lines(tmp_path: Path) -> None:
+    """Three lines at --hold-out 0.1 held none out, without a word: every epoch's CER and the
+    choice of best/ then came from synthetic lines alone."""
+    import typer
+
+    from pipeline.training.commands import train_command
+
+    base, folder = build_random_model(tmp_path / "base"), _line_folder(tmp_path / "lines", WORDS[:3])
+    app = typer.Typer()
+    app.command()(train_command)
+    result = CliRunner().invoke(app, ["--out", str(tmp_path / "tuned"), "--model", str(base), "--data", str(folder),
+                                      "--epochs", "1", "--rehearse", "0", "--batch-size", "4",
+                                      "--num-workers", "0", "--threads", "1", "--warmup", "1"])
+    assert result.exit_code == 0, result.output
+    assert (f"{folder}: none of its 3 lines is held out to measure on (at --hold-out 0.1 one of every 10 is): "
+            "the CER each epoch is of synthetic lines only") in result.output
+    assert not (tmp_path / "tuned" / "held-out").exists()
