@@ -40,18 +40,47 @@ def earlier_split(pairs: list[tuple[Path, str]], folder: Path
             [pair for pair in pairs if pair[0].name in held_names])
 
 
-def check_line_images(pairs: list[tuple[Path, str]], chunk: int = 256) -> None:
+def check_line_images(pairs: list[tuple[Path, str]], chunk: int = 256) -> list[Path]:
     """Read every line image once before the first step, naming those that cannot be read: a
-    broken file found by a data worker mid-run would end hours of training."""
+    broken file found by a data worker mid-run would end hours of training. Returns those that
+    look like a page or a block of lines rather than one line (`looks_like_a_page`)."""
     from pipeline.errors import BadInputError
+    from pipeline.line_image import looks_like_a_page
     from pipeline.training.evaluate import read_line_images
 
-    broken = [f"{path}: {reason}" for start in range(0, len(pairs), chunk)
-              for path, reason in read_line_images([p for p, _ in pairs[start:start + chunk]])[2]]
+    broken: list[str] = []
+    pages: list[Path] = []
+    for start in range(0, len(pairs), chunk):
+        paths = [p for p, _ in pairs[start:start + chunk]]
+        kept, images, failed = read_line_images(paths)
+        broken += [f"{path}: {reason}" for path, reason in failed]
+        pages += [paths[k] for k, image in zip(kept, images) if looks_like_a_page(image)]
     if broken:
         more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
         raise BadInputError(f"{len(broken)} line images cannot be read: {', '.join(broken[:5])}{more}; "
                             "replace or remove them (with their .gt.txt)")
+    return pages
+
+
+def without_pages(folder: str, pages: list[Path], train: list[tuple[Path, str]], held: list[tuple[Path, str]]
+                  ) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]], str | None]:
+    """(lines to train on, lines held out, a notice) less `pages`, the images of `check_line_images`
+    that look like a page or a block of lines: squeezed to the model's line height such an image
+    is a smudge, and trained on with one line's text it teaches nothing but noise. Refuses
+    (ValueError) when that leaves nothing to train on."""
+    from pipeline.training.evaluate import some_of
+
+    if not pages:
+        return train, held, None
+    names = set(pages)
+    why = (f"{len(pages)} image{'s' if len(pages) > 1 else ''} in {folder} look{'' if len(pages) > 1 else 's'} "
+           f"like a page or a block of lines, not one line ({some_of([p.name for p in pages], 5)}); "
+           "`quire lines` cuts a page into its lines")
+    train = [pair for pair in train if pair[0] not in names]
+    held = [pair for pair in held if pair[0] not in names]
+    if not train:
+        raise ValueError(f"{why}: nothing is left to train on")
+    return train, held, f"{why}. They are left out, neither trained on nor measured"
 
 
 def left_out_notice(folder: str, found: list[tuple[Path, str | None]]) -> str | None:

@@ -47,6 +47,7 @@ from pipeline.training.preflight import (  # CHECKPOINT: the resume state's fold
     earlier_split,
     keep_held_out,
     left_out_notice,
+    without_pages,
     without_unwritable_lines,
 )
 from pipeline.training.synth import LineSynthesizer, parse_mix
@@ -593,7 +594,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
               "each epoch is of synthetic lines only, which says little about your material; transcribe "
               "more lines, raise --hold-out, or give --val-dir a folder of other transcribed lines",
               flush=True)
-    check_line_images(train_lines + held_lines)
+    train_lines, held_lines, pages = without_pages(cfg.data, check_line_images(train_lines + held_lines),
+                                                   train_lines, held_lines)
+    if pages:
+        print(pages, flush=True)
     rehearsed = rehearsal_count(len(train_lines), cfg.rehearse)  # 0 for synthetic data: no folder lines
     if cfg.data != "synthetic" and cfg.epochs is not None:
         # Full batches only (a short last batch is dropped), unless the folder fills less than one.

@@ -453,3 +453,26 @@ def test_a_folder_too_small_to_hold_a_line_out_is_said_to_be_measured_on_synthet
     assert (f"{folder}: none of its 3 lines is held out to measure on (at --hold-out 0.1 one of every 10 is): "
             "the CER each epoch is of synthetic lines only") in result.output
     assert not (tmp_path / "tuned" / "held-out").exists()
+
+
+def test_a_page_among_the_lines_is_named_and_left_out_of_training(tmp_path: Path) -> None:
+    """A page scan saved among the line images was trained on, squeezed to the model's line
+    height, as if it were one line of its .gt.txt."""
+    import typer
+
+    from pipeline.training.commands import train_command
+
+    base, folder = build_random_model(tmp_path / "base"), _line_folder(tmp_path / "lines", WORDS[:4])
+    page = np.full((1100, 850), 255, np.uint8)
+    for row in range(100, 1000, 60):
+        page[row:row + 20, 100:750] = 0  # lines of "writing" down a page
+    Image.fromarray(page).save(folder / "line01.png")
+    app = typer.Typer()
+    app.command()(train_command)
+    result = CliRunner().invoke(app, ["--out", str(tmp_path / "tuned"), "--model", str(base), "--data", str(folder),
+                                      "--epochs", "1", "--hold-out", "0", "--rehearse", "0", "--batch-size", "4",
+                                      "--num-workers", "0", "--threads", "1", "--warmup", "1"])
+    assert result.exit_code == 0, result.output
+    assert (f"1 image in {folder} looks like a page or a block of lines, not one line (line01.png); "
+            "`quire lines` cuts a page into its lines. They are left out") in result.output
+    assert json.loads((tmp_path / "tuned" / "checkpoint" / "history.json").read_text())[-1]["lines_seen"] == 3
