@@ -207,8 +207,8 @@ def train_command(
 def _recognizer_fn(
     model: str, device: str, beam: int, quantize: bool, batch_size: int, decode: str,
     retry_below: float, precision: str, language_model: bool = True,
-) -> tuple[Any, dict[str, Any]]:
-    """The function that reads crops, and what it reads with (`_reading`)."""
+) -> tuple[Any, dict[str, Any], Any]:
+    """The function that reads crops, what it reads with (`_reading`) and its tokenizer."""
     # Imported here so `quire --help` never loads torch.
     from pipeline.recognize import Recognizer
 
@@ -216,7 +216,8 @@ def _recognizer_fn(
         model, device=device, beam=beam, quantize=quantize, batch_size=batch_size, decode=decode,
         retry_below=retry_below, precision=precision, language_model=language_model,
     )
-    return (lambda crops: [(line.text, line.confidence) for line in rec.recognize(crops)]), _reading(rec, quantize)
+    return ((lambda crops: [(line.text, line.confidence) for line in rec.recognize(crops)]), _reading(rec, quantize),
+            rec.processor.tokenizer)
 
 
 def _reading(rec: Any, quantize: bool) -> dict[str, Any]:
@@ -289,12 +290,13 @@ def eval_command(
         line_images,
         transcribed,
     )
+    from pipeline.training.preflight import unwritable_notice
 
     json_path = _json_target(json_out) if json_out else None  # refused before the long work
     reports = []
     try:
         folders = line_folders(directory)  # a wrong folder fails before the model loads
-        recognizer_fn, reading = _recognizer_fn(
+        recognizer_fn, reading, tokenizer = _recognizer_fn(
             model, device, beam, quantize, batch_size, decode, retry_below, precision,
             language_model,
         )
@@ -303,6 +305,9 @@ def eval_command(
             for why, count in left_out(found).items():
                 typer.echo(f"{folder}: left out {count} line images {why}", err=True)
             pairs = transcribed(found)
+            unwritable = unwritable_notice(tokenizer, folder, pairs, model)
+            if unwritable:
+                typer.echo(unwritable, err=True)
             # A bar only on a terminal (disable=None) unless asked: piped reports stay clean.
             disable = None if progress is None else not progress
             with tqdm(total=len(pairs), unit="line", desc="eval", disable=disable,

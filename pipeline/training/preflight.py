@@ -112,6 +112,23 @@ def characters_missing(tokenizer: Any, texts: list[str]) -> list[tuple[str, int]
     return sorted(((c, lines_with[c]) for c in missing), key=lambda x: (-x[1], x[0]))
 
 
+def unwritable_notice(tokenizer: Any, folder: Path, pairs: list[tuple[Path, str]], model: str) -> str | None:
+    """For `quire eval`: which of the folder's lines hold characters the model cannot write, so
+    that the CER they add is not taken for misreading that training could mend; None if none."""
+    from pipeline.training.evaluate import normalize, some_of
+
+    missing = characters_missing(tokenizer, [normalize(t) for _, t in pairs])
+    if not missing:
+        return None
+    unwritable = {c for c, _ in missing}
+    lines = [p.name for p, t in pairs if unwritable & set(normalize(t))]
+    listed = ", ".join(f"{c!r} ({n} line{'s' if n > 1 else ''})" for c, n in missing[:12])
+    more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
+    return (f"{folder}: {len(lines)} line{'s' if len(lines) > 1 else ''} hold characters {model} has no letter "
+            f"for: {listed}{more} (e.g. {some_of(lines, 5)}); it can never read them, so each of them counts as "
+            "an error in the CER, one no fine-tuning of this model mends")
+
+
 def without_unwritable_lines(tokenizer: Any, folder: str, train: list[tuple[Path, str]],
                              held: list[tuple[Path, str]]
                              ) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]], str | None]:

@@ -66,7 +66,8 @@ def line_folder(tmp_path, monkeypatch) -> Path:
         Image.fromarray(np.full((32, 128), 255, np.uint8)).save(folder / f"{name}.png")
         (folder / f"{name}.gt.txt").write_text("hello", encoding="utf-8")
     monkeypatch.setattr(commands, "_recognizer_fn",
-                        lambda *_a, **_k: (lambda crops: [("hello", 0.9) for _ in crops], {"model": "fake"}))
+                        lambda *_a, **_k: (lambda crops: [("hello", 0.9) for _ in crops], {"model": "fake"},
+                                           None))
     return folder
 
 

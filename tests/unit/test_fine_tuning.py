@@ -476,3 +476,18 @@ def test_a_page_among_the_lines_is_named_and_left_out_of_training(tmp_path: Path
     assert (f"1 image in {folder} looks like a page or a block of lines, not one line (line01.png); "
             "`quire lines` cuts a page into its lines. They are left out") in result.output
     assert json.loads((tmp_path / "tuned" / "checkpoint" / "history.json").read_text())[-1]["lines_seen"] == 3
+
+
+def test_quire_eval_names_the_lines_holding_characters_the_model_cannot_write(tmp_path: Path) -> None:
+    """Greek or long s in the ground truth counted as errors without a word: the CER looked like
+    misreading that more training would mend."""
+    from pipeline.cli import app
+
+    base = build_random_model(tmp_path / "base")
+    folder = _line_folder(tmp_path / "lines", ("Dear Sir", "λόγος", "Waſſer", "No. 7"))
+    result = CliRunner().invoke(app, ["eval", str(folder), "--model", str(base), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (f"{folder}: 2 lines hold characters {base} has no letter for: 'ſ' (1 line), 'γ' (1 line)"
+            in result.stderr), result.stderr
+    assert "(e.g. line01.png, line02.png); it can never read them" in result.stderr
+    assert "4 lines  CER" in result.stdout
