@@ -290,7 +290,7 @@ def eval_command(
         line_images,
         transcribed,
     )
-    from pipeline.training.preflight import unwritable_notice
+    from pipeline.training.preflight import unwritable_notice, without_image_notice
 
     json_path = _json_target(json_out) if json_out else None  # refused before the long work
     reports = []
@@ -304,6 +304,9 @@ def eval_command(
             found = line_images(folder)  # each .gt.txt read once: counted, then scored
             for why, count in left_out(found).items():
                 typer.echo(f"{folder}: left out {count} line images {why}", err=True)
+            orphans = without_image_notice(folder)
+            if orphans:
+                typer.echo(orphans, err=True)
             pairs = transcribed(found)
             unwritable = unwritable_notice(tokenizer, folder, pairs, model)
             if unwritable:

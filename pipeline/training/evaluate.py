@@ -115,7 +115,11 @@ class EvalReport:
         return asdict(self)
 
 
-LINE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# The images `quire run` and `quire recognize` read (render.IMAGE_SUFFIXES, not imported: training
+# runs where the render stage's libraries may be missing): a line folder of .jp2 or .bmp lines
+# was found empty, its .gt.txt files passed over without a word.
+LINE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif",
+                       ".jp2", ".j2k", ".jpx", ".jpf", ".j2c", ".jpc")
 
 
 def load_pairs(directory: str | Path) -> list[tuple[Path, str]]:
@@ -167,6 +171,14 @@ def some_of(names: Sequence[str], shown: int = 10) -> str:
     without running to thousands of names."""
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more
+
+
+def transcriptions_without_image(directory: str | Path) -> list[Path]:
+    """The .gt.txt files of a folder with no line image of their name beside them (an image
+    renamed, deleted or of a kind not read), which are passed over."""
+    root = Path(directory)
+    images = {p.name[: -len(p.suffix)] for p in root.iterdir() if p.suffix.lower() in LINE_IMAGE_SUFFIXES}
+    return sorted(gt for gt in root.glob("*.gt.txt") if gt.name[: -len(".gt.txt")] not in images)
 
 
 def line_images(directory: str | Path) -> list[tuple[Path, str | None]]:

@@ -98,6 +98,21 @@ def left_out_notice(folder: str, found: list[tuple[Path, str | None]]) -> str | 
             "line not transcribed yet, or rejected)")
 
 
+def without_image_notice(folder: str | Path) -> str | None:
+    """One line naming the .gt.txt files of `folder` that have no line image beside them, which
+    would otherwise be passed over without a word; None when there are none."""
+    from pipeline.training.evaluate import some_of, transcriptions_without_image
+
+    orphans = transcriptions_without_image(folder)
+    if not orphans:
+        return None
+    many = len(orphans) > 1
+    return (f"{folder}: {len(orphans)} .gt.txt file{'s' if many else ''} {'have' if many else 'has'} no line "
+            f"image beside {'them' if many else 'it'} and {'are' if many else 'is'} passed over "
+            f"({some_of([p.name for p in orphans])}): NAME.gt.txt goes with NAME.png (or .jpg, .tif, "
+            ".jp2, .bmp, .webp)")
+
+
 def characters_missing(tokenizer: Any, texts: list[str]) -> list[tuple[str, int]]:
     """Characters of `texts` the tokenizer can only write as its unknown token, with how many
     lines hold each, most lines first."""

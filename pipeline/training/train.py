@@ -47,6 +47,7 @@ from pipeline.training.preflight import (  # CHECKPOINT: the resume state's fold
     earlier_split,
     keep_held_out,
     left_out_notice,
+    without_image_notice,
     without_pages,
     without_unwritable_lines,
 )
@@ -567,9 +568,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # A line folder is listed once, before the model loads: what it leaves out, the lines to
     # train on and those held out to measure on.
     found = line_images(cfg.data) if cfg.data != "synthetic" else []
-    notice = left_out_notice(cfg.data, found)
-    if notice:
-        print(notice, flush=True)
+    for notice in (left_out_notice(cfg.data, found),
+                   without_image_notice(cfg.data) if cfg.data != "synthetic" else None):
+        if notice:
+            print(notice, flush=True)
     train_lines, held_lines = folder_pairs(cfg.data, held_out_share(cfg), transcribed(found)) \
         if cfg.data != "synthetic" else ([], [])
     model, processor, saved_average = load_or_build(cfg)

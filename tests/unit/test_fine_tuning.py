@@ -37,7 +37,7 @@ def test_every_nth_line_is_held_out_the_same_way_each_run(tmp_path: Path) -> Non
     assert folder_pairs(str(folder), 0.05)[1] == []
     with pytest.raises(ValueError, match="below 0.5"):
         folder_pairs(str(folder), 0.5)
-    with pytest.raises(FileNotFoundError, match="no \\*.png with \\*.gt.txt"):
+    with pytest.raises(FileNotFoundError, match=r"no line image \(.png, .jpg, .tif, ...\) with a transcription"):
         folder_pairs(str(_line_folder(tmp_path / "empty", ())))
 
 
@@ -491,3 +491,26 @@ def test_quire_eval_names_the_lines_holding_characters_the_model_cannot_write(tm
             in result.stderr), result.stderr
     assert "(e.g. line01.png, line02.png); it can never read them" in result.stderr
     assert "4 lines  CER" in result.stdout
+
+
+def test_jpeg_2000_and_bmp_lines_are_read_and_a_gt_txt_without_an_image_is_named(tmp_path: Path) -> None:
+    """`quire run` reads .jp2 and .bmp scans, but a line folder of them was found empty ("no *.png
+    with *.gt.txt"), and a .gt.txt whose image was renamed or deleted was passed over silently."""
+    from pipeline.cli import app
+
+    folder = _line_folder(tmp_path / "lines", ("Dear Sir", "No. 7", "the end"))
+    Image.open(folder / "line00.png").save(folder / "line00.jp2")
+    Image.open(folder / "line01.png").save(folder / "line01.bmp")
+    for i in range(3):
+        (folder / f"line{i:02d}.png").unlink()
+    assert [(p.name, t) for p, t in folder_pairs(str(folder))[0]] == [("line00.jp2", "Dear Sir"),
+                                                                        ("line01.bmp", "No. 7")]
+    from pipeline.training.preflight import without_image_notice
+
+    assert without_image_notice(folder) == (
+        f"{folder}: 1 .gt.txt file has no line image beside it and is passed over (line02.gt.txt): "
+        "NAME.gt.txt goes with NAME.png (or .jpg, .tif, .jp2, .bmp, .webp)")
+    result = CliRunner().invoke(app, ["eval", str(folder), "--model", str(build_random_model(tmp_path / "m")),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "1 .gt.txt file has no line image beside it" in result.stderr and "2 lines  CER" in result.stdout
