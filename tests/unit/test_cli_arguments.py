@@ -117,6 +117,24 @@ def test_eval_json_checked_up_front_leaves_no_file_behind_on_a_failed_evaluation
     assert not target.exists()
 
 
+def test_lines_refuses_a_model_folder_as_out(tmp_path):
+    """`quire lines SCANS --out models/quire-line-v1` wrote line pairs and sources.tsv in among
+    the shipped model's weights (here a model folder of the test's own, so a failing run spoils
+    nothing shipped)."""
+    scan = tmp_path / "scan.png"
+    page = np.full((300, 800), 255, np.uint8)
+    page[100:130, 50:750] = 0  # one line of "writing"
+    Image.fromarray(page).save(scan)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    result = quire("lines", str(scan), "--out", str(model), "--no-draft", "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"quire: --out {model} holds a model (config.json): line pairs go "
+                                     "in a folder of their own, e.g. my-lines/")
+    assert [p.name for p in model.iterdir()] == ["config.json"]
+
+
 @pytest.fixture
 def exported_env(tmp_path, sqlite_url, monkeypatch) -> Iterator[None]:
     """A database holding one done document, memo.pdf, of one page and one line."""
