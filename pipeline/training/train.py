@@ -769,7 +769,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 )
                 print(json.dumps(history[-1]), flush=True)
             stopping = stop.is_set()
-            if time.monotonic() - last_save > cfg.save_every_s or step == cfg.steps or stopping:
+            # A fine-tune over epochs keeps every epoch: a kill that cannot be caught (kill -9, out
+            # of memory, the machine going down) loses the epoch under way, not all that was done
+            # since the last timed save (10 minutes: the whole of a small fine-tune).
+            epoch_done = cfg.epochs is not None and cfg.data != "synthetic" and step % cfg.val_every == 0
+            if time.monotonic() - last_save > cfg.save_every_s or step == cfg.steps or stopping or epoch_done:
                 save(model, processor, opt, sched, step, lines, cfg, history, average)
                 last_save = time.monotonic()
                 print(f"saved step {step} to {cfg.out_dir}", flush=True)

@@ -514,3 +514,28 @@ def test_jpeg_2000_and_bmp_lines_are_read_and_a_gt_txt_without_an_image_is_named
                                       "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "1 .gt.txt file has no line image beside it" in result.stderr and "2 lines  CER" in result.stdout
+
+
+def test_a_fine_tune_killed_in_its_second_epoch_keeps_the_first(tmp_path: Path, monkeypatch) -> None:
+    """A fine-tune saved only every 10 minutes (and on Ctrl-C): one killed outright (kill -9, out of
+    memory) before then lost every epoch it had finished."""
+    import pipeline.training.train as train_module
+    from pipeline.training.train import TrainConfig, train
+
+    base, folder = build_random_model(tmp_path / "base"), _line_folder(tmp_path / "lines", WORDS[:8])
+    real_loss, calls = train_module.training_loss, []
+
+    def killed_in_epoch_two(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # 8 lines at 4 a step: the first step of the second epoch
+            raise RuntimeError("killed")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "training_loss", killed_in_epoch_two)
+    out = tmp_path / "tuned"
+    with pytest.raises(RuntimeError, match="killed"):
+        train(TrainConfig(out_dir=str(out), model=str(base), data=str(folder), epochs=3, batch_size=4,
+                          held_out=0.0, rehearse=0.0, num_workers=0, threads=1, warmup=1, val_lines=4,
+                          progress=False))
+    history = json.loads((out / "checkpoint" / "history.json").read_text())
+    assert history[-1]["step"] == 2  # the first epoch, saved at its end
