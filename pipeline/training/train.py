@@ -822,12 +822,26 @@ class _StopFlag(threading.Event):
             signal.signal(sig, handler)
 
 
+STOPPING = (b"\nstopping after this step, with a checkpoint (a validation under way finishes first); "
+            b"Ctrl-C again stops at once, keeping only the last checkpoint\n")
+
+
 def _stop_on_signals() -> _StopFlag:
-    """SIGTERM/SIGINT end the run after the current step, with a checkpoint, so nothing is lost."""
+    """SIGTERM/SIGINT end the run after the current step, with a checkpoint, so nothing is lost.
+    The first says so at once (a validation can take minutes on a CPU, and a Ctrl-C that seems
+    unheard gets pressed again, then killed); a second stops at once (KeyboardInterrupt)."""
     stop = _StopFlag()
+
+    def handle(*_: Any) -> None:
+        if stop.is_set():
+            stop.restore()
+            raise KeyboardInterrupt
+        stop.set()
+        os.write(sys.stderr.fileno(), STOPPING)  # not print: the handler may run inside one
+
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            stop.previous[sig] = signal.signal(sig, lambda *_: stop.set())
+            stop.previous[sig] = signal.signal(sig, handle)
     return stop
 
 
