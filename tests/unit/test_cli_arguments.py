@@ -249,3 +249,14 @@ def test_submit_refuses_a_named_pipe_before_reading_it(tmp_path):
     result = quire("submit", str(fifo))
     assert result.exit_code == 2
     assert f"{fifo}: is not a regular file (a named pipe)" in result.output
+
+
+def test_train_help_says_how_to_use_the_tuned_model_and_how_long_a_fine_tune_takes():
+    """It sent the user to `quire recognize` (ready-cut line images), not `quire run` on scans, and
+    said neither where the best model is nor how long a fine-tune takes."""
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    said = " ".join(result.output.split())
+    assert "`quire run SCANS --model MODEL/best`" in said and "MODEL/held-out" in said
+    assert "400 lines took 6-7 minutes for 10 epochs" in said
+    assert "each beside NAME.gt.txt holding its text, UTF-8, on one line" in said
