@@ -211,6 +211,7 @@ def recognize(
     from tqdm import tqdm
 
     from pipeline.inputs import collect_inputs
+    from pipeline.line_image import looks_like_a_page
     from pipeline.recognize import Recognizer
     from pipeline.render import IMAGE_SUFFIXES
     from pipeline.training.evaluate import read_line_images
@@ -270,13 +271,6 @@ def _say_passed_over(names: list[str], what: tuple[str, str] = ("file", "files")
     if names:
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         typer.echo(f"quire: {counted(len(names), *what)} passed over, {why}: {shown}", err=True)
-
-
-def looks_like_a_page(image) -> bool:
-    """Taller than a line could sensibly be for its width: a line, even one word, is wider than
-    tall (the dev sets' narrowest, a handwritten word, is 148x77), a page or a paragraph is not."""
-    height, width = image.shape[:2]
-    return height > 200 and width < 1.5 * height
 
 
 @db_app.command("upgrade")

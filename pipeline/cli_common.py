@@ -19,7 +19,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
 def names_a_folder(given: str) -> bool:
     """Whether an output argument means a folder: one that exists, or a path ending in a separator
     (a folder still to be made)."""
-    return given.endswith(("/", os.sep)) or Path(given).is_dir()
+    if given.endswith(("/", os.sep)):
+        return True
+    try:
+        return Path(given).is_dir()
+    except OSError:  # a name too long to look up: no folder, and writing it says why
+        return False
 
 
 def open_existing_database(url: str):

@@ -67,6 +67,11 @@ def lines(
     if missing:
         _fail(f"no such file or folder: {', '.join(missing)}")
     check_out_folder(out)
+    if (out / "config.json").is_file():
+        # The shipped model's folder given for --out had line pairs and their indexes written
+        # among its weights.
+        _fail(f"--out {out} holds a model (config.json): line pairs go in a folder of their own, "
+              "e.g. my-lines/")
     inside = [p for p in inputs if p.is_dir() and out.resolve().is_relative_to(p.resolve())]
     if inside:
         _fail(f"--out {out} is inside the input folder {inside[0]}: its line images would be cut "

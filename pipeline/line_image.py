@@ -14,6 +14,13 @@ from PIL import Image
 LINE_SHAPED_MIN_ASPECT = 4.0
 
 
+def looks_like_a_page(image: np.ndarray) -> bool:
+    """Taller than a line could sensibly be for its width: a line, even one word, is wider than
+    tall (the dev sets' narrowest, a handwritten word, is 148x77), a page or a paragraph is not."""
+    height, width = image.shape[:2]
+    return height > 200 and width < 1.5 * height
+
+
 def to_gray(image: np.ndarray | Image.Image) -> np.ndarray:
     """Any crop (PIL, RGB/RGBA/gray array) as a 2-D uint8 array."""
     if isinstance(image, Image.Image):

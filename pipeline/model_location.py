@@ -19,10 +19,15 @@ def locate_model(name: str) -> str:
     from pipeline.errors import ModelLoadError
 
     path = resolve_model_path(name)
-    if Path(path).is_dir():
-        return path
     shipped = ", ".join(sorted(p.name for p in SHIPPED_MODELS_DIR.iterdir() if p.is_dir())) \
         if SHIPPED_MODELS_DIR.is_dir() else "none"
+    if Path(path).is_dir():
+        if not (Path(path) / "config.json").is_file():
+            # A line folder or a run's held-out/ given by mistake: transformers' own words for it
+            # ask for a "processing class", and `quire train` ended in its traceback.
+            raise ModelLoadError(f"{name} is a folder but holds no model (no config.json): give the "
+                                 f"folder `quire train --out` wrote, or a shipped model's name ({shipped})")
+        return path
     tried = f"model {name!r} is not a folder here nor a shipped model ({shipped})"
     if Path(name).expanduser().exists() or not HUB_NAME.fullmatch(name):
         raise ModelLoadError(f"{tried}, nor a Hugging Face hub name")

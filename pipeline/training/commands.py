@@ -36,7 +36,9 @@ def train_command(
         ),
     ] = "small",
     data: Annotated[
-        str, typer.Option(help="'synthetic' or a folder of *.png + *.gt.txt pairs.")
+        str, typer.Option(help="'synthetic', or a folder of line images (NAME.png, .jpg, .tif, ...) "
+                          "each beside NAME.gt.txt holding its text, UTF-8, on one line (`quire lines` "
+                          "makes one; an empty .gt.txt is left out).")
     ] = "synthetic",
     # min=1 on the counts: 0 would silently mean the default (epochs) or a run that "finishes"
     # at step 0, and a batch of 0 divides by zero after the model has loaded.
@@ -146,11 +148,14 @@ def train_command(
     To adapt the shipped model to your own material, transcribe a few hundred lines into a folder
     (line.png + line.gt.txt) and run: quire train --model quire-line-v1 --data FOLDER --epochs 10
     --out MODEL (`quire lines` cuts such lines from your scans, with drafts to correct). A tenth of
-    the lines is held out to measure CER each epoch, a quarter of each epoch is synthetic lines
-    (--rehearse), the model's character language model goes with it, and `quire recognize --model
-    MODEL` reads with the result.
+    the lines is held out to measure CER each epoch (copies in MODEL/held-out), a quarter of each
+    epoch is synthetic lines (--rehearse), the model's character language model goes with it.
+    MODEL holds the last epoch's model, MODEL/best the one that read the held-out lines best:
+    `quire run SCANS --model MODEL/best` reads with it. On 2 CPU cores 400 lines took 6-7 minutes
+    for 10 epochs; the time grows with lines x epochs.
 
-    Ctrl-C (or SIGTERM) stops after the current step with the checkpoint saved; run the same command again to go on.
+    Ctrl-C (or SIGTERM) stops after the current step with the checkpoint saved (a fine-tune also
+    saves each epoch); run the same command again to go on.
     """
     from pipeline.training.train import TrainConfig, train
 
@@ -207,8 +212,8 @@ def train_command(
 def _recognizer_fn(
     model: str, device: str, beam: int, quantize: bool, batch_size: int, decode: str,
     retry_below: float, precision: str, language_model: bool = True,
-) -> tuple[Any, dict[str, Any]]:
-    """The function that reads crops, and what it reads with (`_reading`)."""
+) -> tuple[Any, dict[str, Any], Any]:
+    """The function that reads crops, what it reads with (`_reading`) and its tokenizer."""
     # Imported here so `quire --help` never loads torch.
     from pipeline.recognize import Recognizer
 
@@ -216,7 +221,8 @@ def _recognizer_fn(
         model, device=device, beam=beam, quantize=quantize, batch_size=batch_size, decode=decode,
         retry_below=retry_below, precision=precision, language_model=language_model,
     )
-    return (lambda crops: [(line.text, line.confidence) for line in rec.recognize(crops)]), _reading(rec, quantize)
+    return ((lambda crops: [(line.text, line.confidence) for line in rec.recognize(crops)]), _reading(rec, quantize),
+            rec.processor.tokenizer)
 
 
 def _reading(rec: Any, quantize: bool) -> dict[str, Any]:
@@ -289,12 +295,13 @@ def eval_command(
         line_images,
         transcribed,
     )
+    from pipeline.training.preflight import unwritable_notice, without_image_notice
 
     json_path = _json_target(json_out) if json_out else None  # refused before the long work
     reports = []
     try:
         folders = line_folders(directory)  # a wrong folder fails before the model loads
-        recognizer_fn, reading = _recognizer_fn(
+        recognizer_fn, reading, tokenizer = _recognizer_fn(
             model, device, beam, quantize, batch_size, decode, retry_below, precision,
             language_model,
         )
@@ -302,7 +309,13 @@ def eval_command(
             found = line_images(folder)  # each .gt.txt read once: counted, then scored
             for why, count in left_out(found).items():
                 typer.echo(f"{folder}: left out {count} line images {why}", err=True)
+            orphans = without_image_notice(folder)
+            if orphans:
+                typer.echo(orphans, err=True)
             pairs = transcribed(found)
+            unwritable = unwritable_notice(tokenizer, folder, pairs, model)
+            if unwritable:
+                typer.echo(unwritable, err=True)
             # A bar only on a terminal (disable=None) unless asked: piped reports stay clean.
             disable = None if progress is None else not progress
             with tqdm(total=len(pairs), unit="line", desc="eval", disable=disable,
@@ -342,6 +355,16 @@ def _json_target(given: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a parent that is a file, no permission
         _fail(f"--json {given}: cannot make its folder {path.parent}: {exc.strerror or exc}")
+    try:
+        # Opened now (and left as it was) so that a folder without write permission, a read-only
+        # disk or /proc fails here, not after the evaluation.
+        existed = path.exists()
+        with path.open("a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        _fail(f"--json {given}: cannot write it: {exc.strerror or exc}")
+    if not existed:
+        path.unlink()
     return path
 
 

@@ -27,7 +27,8 @@ def folder_pairs(directory: str, held_out: float = 0.0, pairs: list[tuple[Path, 
     from run to run and a resumed run never trains on what it measures."""
     pairs = load_pairs(directory) if pairs is None else pairs
     if not pairs:
-        raise FileNotFoundError(f"{directory}: no *.png with *.gt.txt next to it")
+        raise FileNotFoundError(f"{directory}: no line image (.png, .jpg, .tif, ...) with a transcription "
+                                "beside it (NAME.png with a non-empty NAME.gt.txt)")
     if held_out <= 0:
         return pairs, []
     if held_out >= 0.5:

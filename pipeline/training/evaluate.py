@@ -115,7 +115,11 @@ class EvalReport:
         return asdict(self)
 
 
-LINE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# The images `quire run` and `quire recognize` read (render.IMAGE_SUFFIXES, not imported: training
+# runs where the render stage's libraries may be missing): a line folder of .jp2 or .bmp lines
+# was found empty, its .gt.txt files passed over without a word.
+LINE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif",
+                       ".jp2", ".j2k", ".jpx", ".jpf", ".j2c", ".jpc")
 
 
 def load_pairs(directory: str | Path) -> list[tuple[Path, str]]:
@@ -169,6 +173,14 @@ def some_of(names: Sequence[str], shown: int = 10) -> str:
     return ", ".join(names[:shown]) + more
 
 
+def transcriptions_without_image(directory: str | Path) -> list[Path]:
+    """The .gt.txt files of a folder with no line image of their name beside them (an image
+    renamed, deleted or of a kind not read), which are passed over."""
+    root = Path(directory)
+    images = {p.name[: -len(p.suffix)] for p in root.iterdir() if p.suffix.lower() in LINE_IMAGE_SUFFIXES}
+    return sorted(gt for gt in root.glob("*.gt.txt") if gt.name[: -len(".gt.txt")] not in images)
+
+
 def line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
     """Every line image in the folder, by name, with its ground truth: None without a .gt.txt."""
     root = Path(directory)
@@ -186,7 +198,7 @@ def line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
         try:
             # utf-8-sig: Windows editors (Notepad) start a file with a byte-order mark, which
             # would count as a character in CER and be trained on as an unknown one.
-            found.append((img, gt.read_text(encoding="utf-8-sig").strip("\n").strip()))
+            found.append((img, ground_truth(gt.read_text(encoding="utf-8-sig"))))
         except UnicodeDecodeError as exc:
             undecodable.append((gt, exc))  # all named at once: not one fix and rerun per file
     if len(undecodable) == 1:
@@ -198,6 +210,14 @@ def line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
         raise BadInputError(f"{len(undecodable)} .gt.txt files are not UTF-8 text: {named}; save "
                             "them as UTF-8", source=str(root))
     return found
+
+
+def ground_truth(text: str) -> str:
+    """A .gt.txt's text as trained on and scored: NFC, as `normalize` scores it (an editor that
+    saves 'é' as 'e' + U+0301 would otherwise have the line left out of training for a
+    combining accent the model has no letter for), and its whitespace (CRLF, tabs, a line
+    wrapped in two) one space, as kraken's ketos reads ground truth."""
+    return " ".join(unicodedata.normalize("NFC", text).split())
 
 
 def read_gray(path: Path) -> np.ndarray:

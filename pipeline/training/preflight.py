@@ -40,18 +40,47 @@ def earlier_split(pairs: list[tuple[Path, str]], folder: Path
             [pair for pair in pairs if pair[0].name in held_names])
 
 
-def check_line_images(pairs: list[tuple[Path, str]], chunk: int = 256) -> None:
+def check_line_images(pairs: list[tuple[Path, str]], chunk: int = 256) -> list[Path]:
     """Read every line image once before the first step, naming those that cannot be read: a
-    broken file found by a data worker mid-run would end hours of training."""
+    broken file found by a data worker mid-run would end hours of training. Returns those that
+    look like a page or a block of lines rather than one line (`looks_like_a_page`)."""
     from pipeline.errors import BadInputError
+    from pipeline.line_image import looks_like_a_page
     from pipeline.training.evaluate import read_line_images
 
-    broken = [f"{path}: {reason}" for start in range(0, len(pairs), chunk)
-              for path, reason in read_line_images([p for p, _ in pairs[start:start + chunk]])[2]]
+    broken: list[str] = []
+    pages: list[Path] = []
+    for start in range(0, len(pairs), chunk):
+        paths = [p for p, _ in pairs[start:start + chunk]]
+        kept, images, failed = read_line_images(paths)
+        broken += [f"{path}: {reason}" for path, reason in failed]
+        pages += [paths[k] for k, image in zip(kept, images) if looks_like_a_page(image)]
     if broken:
         more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
         raise BadInputError(f"{len(broken)} line images cannot be read: {', '.join(broken[:5])}{more}; "
                             "replace or remove them (with their .gt.txt)")
+    return pages
+
+
+def without_pages(folder: str, pages: list[Path], train: list[tuple[Path, str]], held: list[tuple[Path, str]]
+                  ) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]], str | None]:
+    """(lines to train on, lines held out, a notice) less `pages`, the images of `check_line_images`
+    that look like a page or a block of lines: squeezed to the model's line height such an image
+    is a smudge, and trained on with one line's text it teaches nothing but noise. Refuses
+    (ValueError) when that leaves nothing to train on."""
+    from pipeline.training.evaluate import some_of
+
+    if not pages:
+        return train, held, None
+    names = set(pages)
+    why = (f"{len(pages)} image{'s' if len(pages) > 1 else ''} in {folder} look{'' if len(pages) > 1 else 's'} "
+           f"like a page or a block of lines, not one line ({some_of([p.name for p in pages], 5)}); "
+           "`quire lines` cuts a page into its lines")
+    train = [pair for pair in train if pair[0] not in names]
+    held = [pair for pair in held if pair[0] not in names]
+    if not train:
+        raise ValueError(f"{why}: nothing is left to train on")
+    return train, held, f"{why}. They are left out, neither trained on nor measured"
 
 
 def left_out_notice(folder: str, found: list[tuple[Path, str | None]]) -> str | None:
@@ -69,6 +98,21 @@ def left_out_notice(folder: str, found: list[tuple[Path, str | None]]) -> str | 
             "line not transcribed yet, or rejected)")
 
 
+def without_image_notice(folder: str | Path) -> str | None:
+    """One line naming the .gt.txt files of `folder` that have no line image beside them, which
+    would otherwise be passed over without a word; None when there are none."""
+    from pipeline.training.evaluate import some_of, transcriptions_without_image
+
+    orphans = transcriptions_without_image(folder)
+    if not orphans:
+        return None
+    many = len(orphans) > 1
+    return (f"{folder}: {len(orphans)} .gt.txt file{'s' if many else ''} {'have' if many else 'has'} no line "
+            f"image beside {'them' if many else 'it'} and {'are' if many else 'is'} passed over "
+            f"({some_of([p.name for p in orphans])}): NAME.gt.txt goes with NAME.png (or .jpg, .tif, "
+            ".jp2, .bmp, .webp)")
+
+
 def characters_missing(tokenizer: Any, texts: list[str]) -> list[tuple[str, int]]:
     """Characters of `texts` the tokenizer can only write as its unknown token, with how many
     lines hold each, most lines first."""
@@ -81,6 +125,23 @@ def characters_missing(tokenizer: Any, texts: list[str]) -> list[tuple[str, int]
             lines_with[char] = lines_with.get(char, 0) + 1
     missing = [c for c in lines_with if unk in tokenizer(c, add_special_tokens=False).input_ids]
     return sorted(((c, lines_with[c]) for c in missing), key=lambda x: (-x[1], x[0]))
+
+
+def unwritable_notice(tokenizer: Any, folder: Path, pairs: list[tuple[Path, str]], model: str) -> str | None:
+    """For `quire eval`: which of the folder's lines hold characters the model cannot write, so
+    that the CER they add is not taken for misreading that training could mend; None if none."""
+    from pipeline.training.evaluate import normalize, some_of
+
+    missing = characters_missing(tokenizer, [normalize(t) for _, t in pairs])
+    if not missing:
+        return None
+    unwritable = {c for c, _ in missing}
+    lines = [p.name for p, t in pairs if unwritable & set(normalize(t))]
+    listed = ", ".join(f"{c!r} ({n} line{'s' if n > 1 else ''})" for c, n in missing[:12])
+    more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
+    return (f"{folder}: {len(lines)} line{'s' if len(lines) > 1 else ''} hold characters {model} has no letter "
+            f"for: {listed}{more} (e.g. {some_of(lines, 5)}); it can never read them, so each of them counts as "
+            "an error in the CER, one no fine-tuning of this model mends")
 
 
 def without_unwritable_lines(tokenizer: Any, folder: str, train: list[tuple[Path, str]],

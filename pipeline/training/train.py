@@ -47,6 +47,8 @@ from pipeline.training.preflight import (  # CHECKPOINT: the resume state's fold
     earlier_split,
     keep_held_out,
     left_out_notice,
+    without_image_notice,
+    without_pages,
     without_unwritable_lines,
 )
 from pipeline.training.synth import LineSynthesizer, parse_mix
@@ -566,9 +568,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # A line folder is listed once, before the model loads: what it leaves out, the lines to
     # train on and those held out to measure on.
     found = line_images(cfg.data) if cfg.data != "synthetic" else []
-    notice = left_out_notice(cfg.data, found)
-    if notice:
-        print(notice, flush=True)
+    for notice in (left_out_notice(cfg.data, found),
+                   without_image_notice(cfg.data) if cfg.data != "synthetic" else None):
+        if notice:
+            print(notice, flush=True)
     train_lines, held_lines = folder_pairs(cfg.data, held_out_share(cfg), transcribed(found)) \
         if cfg.data != "synthetic" else ([], [])
     model, processor, saved_average = load_or_build(cfg)
@@ -586,7 +589,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         train_lines, held_lines = earlier
         print(f"the lines in {cfg.data} changed since this run began: the {len(held_lines)} held out then "
               "stay held out, and the others, new ones included, are trained on", flush=True)
-    check_line_images(train_lines + held_lines)
+    if held_out_share(cfg) and not held_lines:
+        # Else the run goes on judging its epochs, and picking best/, on synthetic lines alone.
+        print(f"{cfg.data}: none of its {len(train_lines)} lines is held out to measure on (at "
+              f"--hold-out {cfg.held_out:g} one of every {max(2, round(1 / cfg.held_out))} is): the CER "
+              "each epoch is of synthetic lines only, which says little about your material; transcribe "
+              "more lines, raise --hold-out, or give --val-dir a folder of other transcribed lines",
+              flush=True)
+    train_lines, held_lines, pages = without_pages(cfg.data, check_line_images(train_lines + held_lines),
+                                                   train_lines, held_lines)
+    if pages:
+        print(pages, flush=True)
     rehearsed = rehearsal_count(len(train_lines), cfg.rehearse)  # 0 for synthetic data: no folder lines
     if cfg.data != "synthetic" and cfg.epochs is not None:
         # Full batches only (a short last batch is dropped), unless the folder fills less than one.
@@ -756,7 +769,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 )
                 print(json.dumps(history[-1]), flush=True)
             stopping = stop.is_set()
-            if time.monotonic() - last_save > cfg.save_every_s or step == cfg.steps or stopping:
+            # A fine-tune over epochs keeps every epoch: a kill that cannot be caught (kill -9, out
+            # of memory, the machine going down) loses the epoch under way, not all that was done
+            # since the last timed save (10 minutes: the whole of a small fine-tune).
+            epoch_done = cfg.epochs is not None and cfg.data != "synthetic" and step % cfg.val_every == 0
+            if time.monotonic() - last_save > cfg.save_every_s or step == cfg.steps or stopping or epoch_done:
                 save(model, processor, opt, sched, step, lines, cfg, history, average)
                 last_save = time.monotonic()
                 print(f"saved step {step} to {cfg.out_dir}", flush=True)
@@ -805,12 +822,26 @@ class _StopFlag(threading.Event):
             signal.signal(sig, handler)
 
 
+STOPPING = (b"\nstopping after this step, with a checkpoint (a validation under way finishes first); "
+            b"Ctrl-C again stops at once, keeping only the last checkpoint\n")
+
+
 def _stop_on_signals() -> _StopFlag:
-    """SIGTERM/SIGINT end the run after the current step, with a checkpoint, so nothing is lost."""
+    """SIGTERM/SIGINT end the run after the current step, with a checkpoint, so nothing is lost.
+    The first says so at once (a validation can take minutes on a CPU, and a Ctrl-C that seems
+    unheard gets pressed again, then killed); a second stops at once (KeyboardInterrupt)."""
     stop = _StopFlag()
+
+    def handle(*_: Any) -> None:
+        if stop.is_set():
+            stop.restore()
+            raise KeyboardInterrupt
+        stop.set()
+        os.write(sys.stderr.fileno(), STOPPING)  # not print: the handler may run inside one
+
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            stop.previous[sig] = signal.signal(sig, lambda *_: stop.set())
+            stop.previous[sig] = signal.signal(sig, handle)
     return stop
 
 

@@ -66,7 +66,8 @@ def line_folder(tmp_path, monkeypatch) -> Path:
         Image.fromarray(np.full((32, 128), 255, np.uint8)).save(folder / f"{name}.png")
         (folder / f"{name}.gt.txt").write_text("hello", encoding="utf-8")
     monkeypatch.setattr(commands, "_recognizer_fn",
-                        lambda *_a, **_k: (lambda crops: [("hello", 0.9) for _ in crops], {"model": "fake"}))
+                        lambda *_a, **_k: (lambda crops: [("hello", 0.9) for _ in crops], {"model": "fake"},
+                                           None))
     return folder
 
 
@@ -95,6 +96,43 @@ def test_eval_json_makes_its_missing_folders(line_folder, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(target.read_text(encoding="utf-8"))
     assert report["lines"] == 2 and report["cer"] == 0.0
+
+
+def test_eval_refuses_a_json_file_it_cannot_write_before_evaluating(line_folder, tmp_path):
+    """The folder could be made but the file not written (no permission, a read-only disk, a
+    name too long): found out only after the whole evaluation."""
+    target = tmp_path / ("x" * 300 + ".json")  # too long a name for any user, root included
+    result = quire("eval", str(line_folder), "--json", str(target), "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"quire: --json {target}: cannot write it: File name too long")
+    assert "CER" not in result.stdout  # refused before the model loaded
+
+
+def test_eval_json_checked_up_front_leaves_no_file_behind_on_a_failed_evaluation(line_folder, tmp_path):
+    target = tmp_path / "report.json"
+    for image in line_folder.glob("*.png"):
+        image.write_bytes(b"not a png")  # nothing can be scored
+    result = quire("eval", str(line_folder), "--json", str(target), "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert not target.exists()
+
+
+def test_lines_refuses_a_model_folder_as_out(tmp_path):
+    """`quire lines SCANS --out models/quire-line-v1` wrote line pairs and sources.tsv in among
+    the shipped model's weights (here a model folder of the test's own, so a failing run spoils
+    nothing shipped)."""
+    scan = tmp_path / "scan.png"
+    page = np.full((300, 800), 255, np.uint8)
+    page[100:130, 50:750] = 0  # one line of "writing"
+    Image.fromarray(page).save(scan)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    result = quire("lines", str(scan), "--out", str(model), "--no-draft", "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"quire: --out {model} holds a model (config.json): line pairs go "
+                                     "in a folder of their own, e.g. my-lines/")
+    assert [p.name for p in model.iterdir()] == ["config.json"]
 
 
 @pytest.fixture
@@ -211,3 +249,14 @@ def test_submit_refuses_a_named_pipe_before_reading_it(tmp_path):
     result = quire("submit", str(fifo))
     assert result.exit_code == 2
     assert f"{fifo}: is not a regular file (a named pipe)" in result.output
+
+
+def test_train_help_says_how_to_use_the_tuned_model_and_how_long_a_fine_tune_takes():
+    """It sent the user to `quire recognize` (ready-cut line images), not `quire run` on scans, and
+    said neither where the best model is nor how long a fine-tune takes."""
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    said = " ".join(result.output.split())
+    assert "`quire run SCANS --model MODEL/best`" in said and "MODEL/held-out" in said
+    assert "400 lines took 6-7 minutes for 10 epochs" in said
+    assert "each beside NAME.gt.txt holding its text, UTF-8, on one line" in said

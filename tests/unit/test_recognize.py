@@ -92,7 +92,11 @@ def test_unknown_model_is_a_clear_error_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelLoadError, match="HF_HUB_OFFLINE"):
         Recognizer("quire-no-such-model-x7")
-    # A folder that is there but holds no checkpoint still gets the loader's reason.
+    # A folder that holds no model at all (a line folder given by mistake) is said to be one.
+    with pytest.raises(ModelLoadError, match=r"is a folder but holds no model \(no config.json\)"):
+        Recognizer(str(tmp_path))
+    # One with a config but no weights still gets the loader's reason.
+    (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelLoadError, match="cannot load recognition model"):
         Recognizer(str(tmp_path))
 

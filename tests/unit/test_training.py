@@ -1032,3 +1032,24 @@ def test_training_never_writes_over_the_model_it_starts_from_nor_a_shipped_one(t
     check_output_folder(TrainConfig(out_dir=str(shipped / "quire-line-v9"), model="new"))
     # A new folder beside the source is fine.
     check_output_folder(TrainConfig(out_dir=str(tmp_path / "tuned"), model=str(source), resume=False))
+
+
+def test_a_second_ctrl_c_stops_training_at_once(capfd) -> None:
+    """The first Ctrl-C waited for the step (and a validation, minutes on a CPU) without a word,
+    and a second did nothing: the user's next move was kill -9."""
+    import os
+    import signal
+
+    from pipeline.training.train import _stop_on_signals
+
+    before = signal.getsignal(signal.SIGINT)
+    stop = _stop_on_signals()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs before the next line
+        assert stop.is_set()
+        assert "stopping after this step, with a checkpoint" in capfd.readouterr().err
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGINT) is before
