@@ -427,3 +427,12 @@ def test_a_tiff_map_under_the_configured_limit_is_read_past_pillows(tmp_path, mo
     assert Image.MAX_IMAGE_PIXELS == 1_000  # left as it was
     err = _error(path, RenderOptions(max_pixels=100_000))
     assert isinstance(err, ImageTooLargeError) and "QUIRE_RENDER__MAX_PIXELS" in str(err)
+
+
+def test_line_folders_take_every_image_kind_quire_run_reads():
+    """Training and `quire eval` list their own suffixes (they run without render's
+    dependencies): they must not fall behind what `quire run` reads."""
+    from pipeline.render import IMAGE_SUFFIXES
+    from pipeline.training.evaluate import LINE_IMAGE_SUFFIXES
+
+    assert set(LINE_IMAGE_SUFFIXES) == IMAGE_SUFFIXES
