@@ -198,10 +198,14 @@ def check_output_folder(cfg: TrainConfig) -> None:
         return old != "synthetic" and cfg.data != "synthetic" and Path(old).resolve() == Path(cfg.data).resolve()
 
     if not same_data(before.get("data")) or before.get("model", cfg.model) != cfg.model:
+        from pipeline.config import SHIPPED_MODELS_DIR
+
+        # A model Quire ships is never started over (_refuse_writing_over_a_model): no --no-resume.
+        start_over = ("" if out.expanduser().resolve().parent == SHIPPED_MODELS_DIR.resolve() else
+                      ", or --no-resume to start over in this folder (its model is then written over)")
         raise ValueError(
             f"--out {out} holds a run of --model {before.get('model')} on --data {before.get('data')}; "
-            f"to train --model {cfg.model} on --data {cfg.data} give a new --out, or --no-resume to "
-            "start over in this folder (its model is then written over)")
+            f"to train --model {cfg.model} on --data {cfg.data} give a new --out{start_over}")
 
 
 def _refuse_writing_over_a_model(cfg: TrainConfig, out: Path) -> None:

@@ -1030,6 +1030,14 @@ def test_training_never_writes_over_the_model_it_starts_from_nor_a_shipped_one(t
         check_output_folder(TrainConfig(out_dir=str(shipped / "quire-line-v9"), model="new", resume=False))
     # Its own run, resumed, goes on (how the shipped model is trained further).
     check_output_folder(TrainConfig(out_dir=str(shipped / "quire-line-v9"), model="new"))
+    # Another run into it is refused without pointing at --no-resume, which is refused too.
+    import torch
+
+    torch.save({"train_config": {"model": "new", "data": "synthetic"}},
+               shipped / "quire-line-v9" / "checkpoint" / "state.pt")
+    with pytest.raises(ValueError, match="holds a run of") as refused:
+        check_output_folder(TrainConfig(out_dir=str(shipped / "quire-line-v9"), model=str(source)))
+    assert str(refused.value).endswith("give a new --out") and "--no-resume" not in str(refused.value)
     # A new folder beside the source is fine.
     check_output_folder(TrainConfig(out_dir=str(tmp_path / "tuned"), model=str(source), resume=False))
 
