@@ -371,6 +371,9 @@ def _json_target(given: str) -> Path:
 def _print_report(report: Any, fold: bool) -> None:
     for problem in report.unreadable:
         typer.echo(f"skipped {problem}", err=True)
+    for page in report.pages:
+        typer.echo(f"warning: {page} looks like a page or a block of lines, read and scored here "
+                   "as one line; `quire lines` cuts a page into its lines", err=True)
     typer.echo(
         f"{report.directory}: {report.lines} lines  CER {report.cer:.2%}  WER {report.wer:.2%}"
         f"{'  (folded)' if fold else ''}  {report.lines_per_second:.1f} lines/s"

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import BadInputError
+from pipeline.line_image import looks_like_a_page
 
 # Typographic quotes and dashes map to the ASCII a keyboard (and most ground truth) uses.
 # UW3 ground truth writes an opening double quote as two backticks and a closing one as ''.
@@ -108,6 +109,9 @@ class EvalReport:
     cer_by_confidence: dict[str, float] = field(default_factory=dict)
     # "name: reason" for each image that could not be read; those lines are not scored.
     unreadable: list[str] = field(default_factory=list)
+    # "name (WxH)" for each image that looks like a page or a block of lines: read (and scored)
+    # as one line, squeezed to the model's line height, which is seldom what was meant.
+    pages: list[str] = field(default_factory=list)
     # Every scored line in name order, so two models' reports can be compared line by line.
     every_line: list[LineResult] = field(default_factory=list)
 
@@ -291,6 +295,7 @@ def evaluate_dir(
         raise FileNotFoundError(f"{directory}: no line images with .gt.txt ground truth")
     scored: list[tuple[Path, str]] = []
     unreadable: list[str] = []
+    pages: list[str] = []
     outputs: list[str | tuple[str, float]] = []
     seconds = 0.0
     for i in range(0, len(pairs), batch_size):
@@ -298,6 +303,8 @@ def evaluate_dir(
         kept, images, failed = read_line_images([path for path, _ in chunk])
         scored.extend(chunk[k] for k in kept)
         unreadable.extend(f"{path.name}: {reason}" for path, reason in failed)
+        pages.extend(f"{chunk[k][0].name} ({image.shape[1]}x{image.shape[0]})"
+                     for k, image in zip(kept, images) if looks_like_a_page(image))
         start = time.perf_counter()
         outputs.extend(recognizer_fn(images) if images else [])
         seconds += time.perf_counter() - start
@@ -328,5 +335,6 @@ def evaluate_dir(
         if len(known) == len(hyps)
         else {},
         unreadable=unreadable,
+        pages=pages,
         every_line=per_line,
     )

@@ -493,6 +493,22 @@ def test_quire_eval_names_the_lines_holding_characters_the_model_cannot_write(tm
     assert "4 lines  CER" in result.stdout
 
 
+def test_quire_eval_warns_of_a_page_among_the_lines(tmp_path: Path) -> None:
+    """A page scan put among the lines was read and scored as one line, squeezed to line height,
+    without a word (training already leaves such images out and names them)."""
+    from pipeline.cli import app
+
+    folder = _line_folder(tmp_path / "lines", ("Dear Sir", "No. 7"))
+    Image.new("L", (850, 1100), 255).save(folder / "page.png")
+    (folder / "page.gt.txt").write_text("a whole page of text\n")
+    result = CliRunner().invoke(app, ["eval", str(folder), "--model", str(build_random_model(tmp_path / "m")),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert ("warning: page.png (850x1100) looks like a page or a block of lines, read and scored here "
+            "as one line") in result.stderr
+    assert "3 lines  CER" in result.stdout and "line00.png" not in result.stderr
+
+
 def test_jpeg_2000_and_bmp_lines_are_read_and_a_gt_txt_without_an_image_is_named(tmp_path: Path) -> None:
     """`quire run` reads .jp2 and .bmp scans, but a line folder of them was found empty ("no *.png
     with *.gt.txt"), and a .gt.txt whose image was renamed or deleted was passed over silently."""
