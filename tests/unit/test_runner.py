@@ -232,11 +232,9 @@ def test_identical_files_in_one_run_are_read_once_and_both_get_full_outputs(tmp_
 
 def test_a_redo_that_fails_or_is_stopped_keeps_the_earlier_reading(tmp_path, monkeypatch):
     """--redo used to drop a document's rows first: a failed or stopped re-read lost its text."""
-    import pipeline.process
     from pipeline.db import repo
     from pipeline.db.models import Document
     from pipeline.db.session import make_engine, session_scope
-    from pipeline.errors import CorruptDocumentError
 
     pdf = make_pdf([make_letter_page(DPI)] * 2, tmp_path / "a.pdf", dpi=DPI)
     assert runner(tmp_path).run([pdf]).count("done") == 1
@@ -251,16 +249,7 @@ def test_a_redo_that_fails_or_is_stopped_keeps_the_earlier_reading(tmp_path, mon
     before = reading()
     assert before[0] == "done" and len(before[1]) == 2 and all(before[1])
 
-    real = pipeline.process.segmented
-    pages = []
-
-    def second_page_fails(*args, **kwargs):
-        pages.append(1)
-        if len(pages) == 2:
-            raise CorruptDocumentError("page 2 is damaged", source=str(pdf))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr("pipeline.process.segmented", second_page_fails)
+    real = _page_fails(monkeypatch, pdf, 2)
     redo = runner(tmp_path)
     redo.redo = True
     [outcome] = redo.run([pdf]).outcomes
@@ -287,10 +276,8 @@ def test_a_redo_keeps_its_page_images_apart_until_it_takes_the_earlier_reading_s
     from PIL import Image, ImageDraw
     from sqlalchemy import select
 
-    import pipeline.process
     from pipeline.db.models import Document, Page
     from pipeline.db.session import make_engine, session_scope
-    from pipeline.errors import CorruptDocumentError
 
     pdf = make_pdf([make_letter_page(DPI)] * 3, tmp_path / "a.pdf", dpi=DPI)
     assert runner(tmp_path).run([pdf]).count("done") == 1
@@ -316,16 +303,7 @@ def test_a_redo_keeps_its_page_images_apart_until_it_takes_the_earlier_reading_s
     before = stored()
     assert sorted(before) == earlier_keys and len(before) == 3
 
-    real = pipeline.process.segmented
-    pages: list[int] = []
-
-    def third_page_fails(*args, **kwargs):
-        pages.append(1)
-        if len(pages) == 3:
-            raise CorruptDocumentError("page 3 is damaged", source=str(pdf))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr("pipeline.process.segmented", third_page_fails)
+    real = _page_fails(monkeypatch, pdf, 3)
     failing = runner(tmp_path)
     failing.redo = True
     [outcome] = failing.run([pdf]).outcomes
@@ -424,3 +402,22 @@ def test_an_output_name_too_long_for_the_file_system_fails_that_input_alone(tmp_
     first, second = summary.outcomes
     assert first.status == "failed" and "output cannot be written" in first.error, first.error
     assert second.status == "done" and (tmp_path / "out" / "normal.txt").exists()
+
+
+def _page_fails(monkeypatch, pdf, number: int):
+    """Segmenting page `number` of the run raises, as a damaged page does; returns the real
+    segmenting, to put back."""
+    import pipeline.process
+    from pipeline.errors import CorruptDocumentError
+
+    real = pipeline.process.segmented
+    pages: list[int] = []
+
+    def failing(*args, **kwargs):
+        pages.append(1)
+        if len(pages) == number:
+            raise CorruptDocumentError(f"page {number} is damaged", source=str(pdf))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("pipeline.process.segmented", failing)
+    return real
