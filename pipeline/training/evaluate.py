@@ -120,10 +120,7 @@ class EvalReport:
 
 
 # The images `quire run` and `quire recognize` read (render.IMAGE_SUFFIXES, not imported: training
-# runs where the render stage's libraries may be missing): a line folder of .jp2 or .bmp lines
-# was found empty, its .gt.txt files passed over without a word.
-# What `quire run` reads (render.DOCUMENT_SUFFIXES less PDF), listed here as training runs
-# where render's dependencies are not installed.
+# runs where the render stage's libraries may be missing; a test keeps the two the same).
 LINE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif",
                        ".jp2", ".j2k", ".jpx", ".jpf", ".j2c", ".jpc", ".pnm", ".pbm", ".pgm",
                        ".ppm", ".heic", ".heif", ".avif")

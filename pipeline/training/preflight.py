@@ -137,11 +137,15 @@ def unwritable_notice(tokenizer: Any, folder: Path, pairs: list[tuple[Path, str]
         return None
     unwritable = {c for c, _ in missing}
     lines = [p.name for p, t in pairs if unwritable & set(normalize(t))]
-    listed = ", ".join(f"{c!r} ({n} line{'s' if n > 1 else ''})" for c, n in missing[:12])
-    more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
     return (f"{folder}: {len(lines)} line{'s' if len(lines) > 1 else ''} hold characters {model} has no letter "
-            f"for: {listed}{more} (e.g. {some_of(lines, 5)}); it can never read them, so each of them counts as "
+            f"for: {_listed(missing)} (e.g. {some_of(lines, 5)}); it can never read them, so each of them counts as "
             "an error in the CER, one no fine-tuning of this model mends")
+
+
+def _listed(missing: list[tuple[str, int]], shown: int = 12) -> str:
+    """`characters_missing`'s answer in words: "'ſ' (3 lines), 'γ' (1 line) and 4 more"."""
+    listed = ", ".join(f"{c!r} ({n} line{'s' if n > 1 else ''})" for c, n in missing[:shown])
+    return listed + (f" and {len(missing) - shown} more" if len(missing) > shown else "")
 
 
 def without_unwritable_lines(tokenizer: Any, folder: str, train: list[tuple[Path, str]],
@@ -158,9 +162,7 @@ def without_unwritable_lines(tokenizer: Any, folder: str, train: list[tuple[Path
         return train, held, None
     unwritable = {c for c, _ in missing}
     dropped = [p for p, t in train + held if unwritable & set(t)]
-    listed = ", ".join(f"{c!r} ({n} line{'s' if n > 1 else ''})" for c, n in missing[:12])
-    more = f" and {len(missing) - 12} more" if len(missing) > 12 else ""
-    why = (f"{len(dropped)} lines of {folder} hold characters the model's alphabet lacks: {listed}{more} "
+    why = (f"{len(dropped)} lines of {folder} hold characters the model's alphabet lacks: {_listed(missing)} "
            f"(e.g. {some_of([p.name for p in dropped], 5)})")
     fix = ("write them as characters it has (e.g. ſ as s), or train a new model (--model new) whose "
            "alphabet holds them")
