@@ -9,6 +9,7 @@ import io
 import struct
 from dataclasses import dataclass, field
 from functools import cache
+from typing import NamedTuple
 
 import pikepdf
 from PIL import Image
@@ -217,25 +218,30 @@ def text_layer(page: PageResult, fonts: _Fonts, frame: _Frame | None = None,
 
 
 def render_pdf(doc: DocumentResult, load_image: ImageLoader) -> bytes:
-    pdf, save_settings = searchable_pdf(doc, load_image)
+    made = searchable_pdf(doc, load_image)
     buffer = io.BytesIO()
-    pdf.save(buffer, **save_settings)
+    made.pdf.save(buffer, **made.save_settings)
     return buffer.getvalue()
 
 
+class SearchablePdf(NamedTuple):
+    pdf: pikepdf.Pdf
+    save_settings: dict  # how to save it
+    from_source: bool  # the source PDF with a text layer, not one made of the page images
+
+
 def searchable_pdf(doc: DocumentResult, load_image: ImageLoader,
-                   from_images: bool = False) -> tuple[pikepdf.Pdf, dict]:
-    """The searchable PDF open, and the settings to save it with: the source PDF with the text
-    layer added if the document came as one (unless `from_images`), else one made of the page
-    images."""
+                   from_images: bool = False) -> SearchablePdf:
+    """The searchable PDF open: the source PDF with the text layer added if the document came as
+    one (unless `from_images`), else one made of the page images."""
     original = None if from_images else _source_pdf(doc, load_image)
     if original is not None:
         _layer_onto(original, doc)
-        return original, {"deterministic_id": True}
+        return SearchablePdf(original, {"deterministic_id": True}, from_source=True)
     # Streams are saved as they are: re-deflating the images would drop the PNG predictor.
-    return _from_images(doc, load_image), {
+    return SearchablePdf(_from_images(doc, load_image), {
         "deterministic_id": True, "stream_decode_level": pikepdf.StreamDecodeLevel.none,
-        "object_stream_mode": pikepdf.ObjectStreamMode.generate}
+        "object_stream_mode": pikepdf.ObjectStreamMode.generate}, from_source=False)
 
 
 def _from_images(doc: DocumentResult, load_image: ImageLoader) -> pikepdf.Pdf:

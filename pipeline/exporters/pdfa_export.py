@@ -28,17 +28,17 @@ def render_pdfa(doc: DocumentResult, load_image: ImageLoader) -> bytes:
     images instead, which always conforms, and a warning says why."""
     from pikepdf import pdfa
 
-    pdf, _ = searchable_pdf(doc, load_image)
+    made = searchable_pdf(doc, load_image)
     try:
-        return _save(pdf, doc)
+        return _save(made.pdf, doc)
     except pdfa.PdfaError as exc:
+        if not made.from_source:  # already the page images: nothing else to try
+            raise _cannot(doc, exc) from None
         first = _reasons(exc.report)
-    pdf, _ = searchable_pdf(doc, load_image, from_images=True)
     try:
-        data = _save(pdf, doc)
+        data = _save(searchable_pdf(doc, load_image, from_images=True).pdf, doc)
     except pdfa.PdfaError as exc:
-        raise PdfaConversionError(f"{doc.name} cannot be written as PDF/A-{FLAVOUR}: "
-                                  f"{_reasons(exc.report)}") from None
+        raise _cannot(doc, exc) from None
     log.warning("%s: its PDF cannot be PDF/A-%s as it is (%s); the PDF/A is made of its page "
                 "images", doc.name, FLAVOUR, first)
     return data
@@ -60,6 +60,10 @@ def _save(pdf, doc: DocumentResult) -> bytes:
     buffer = io.BytesIO()
     pdfa.save(pdf, buffer, FLAVOUR, repair=False, deterministic_id=True)
     return buffer.getvalue()
+
+
+def _cannot(doc: DocumentResult, exc) -> PdfaConversionError:
+    return PdfaConversionError(f"{doc.name} cannot be written as PDF/A-{FLAVOUR}: {_reasons(exc.report)}")
 
 
 def _reasons(report, most: int = 3) -> str:

@@ -72,3 +72,28 @@ def test_a_pdf_that_cannot_conform_is_made_of_its_page_images_and_says_why(tmp_p
     [warning] = caplog.records
     assert warning.getMessage().startswith("letter.pdf: its PDF cannot be PDF/A-2b as it is (")
     assert "made of its page images" in warning.getMessage()
+
+
+def test_a_pdf_made_of_page_images_that_fails_is_not_made_again(monkeypatch):
+    """Only a source PDF has the page images to fall back on: when the PDF made of the images is
+    the one refused, the export fails at once, naming the document and the validator's reason."""
+    from pipeline.exporters import pdfa_export
+
+    refusal = pdfa.validate_written(io.BytesIO(source_pdf(with_font=True)), "2b")
+    assert not refusal.passed
+
+    def refuse(*args, **kwargs):
+        raise pdfa.PdfaError(refusal)
+
+    built = []
+
+    def counted(*args, **kwargs):
+        built.append(kwargs.get("from_images", False))
+        return real(*args, **kwargs)
+
+    real = pdfa_export.searchable_pdf
+    monkeypatch.setattr(pdfa, "save", refuse)
+    monkeypatch.setattr(pdfa_export, "searchable_pdf", counted)
+    with pytest.raises(pdfa_export.PdfaConversionError, match=r"^scan\.png cannot be written as PDF/A-2b: no OutputIntents"):
+        get_exporter("pdfa").export(make_doc(["one line"]), lambda key: page_image())
+    assert built == [False]
