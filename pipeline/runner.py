@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import run_process, stopping, storage
+from pipeline import cleanup, run_process, stopping, storage
 from pipeline.config import Settings
 from pipeline.db import readings, repo, runs
 from pipeline.db.models import DocumentStatus
@@ -207,6 +207,8 @@ class LocalRunner:
             job_id = repo.create_job(s, settings=self.options.as_dict(), local_run=runs.local_run(
                 run_process.this_process(), len(paths), self.redo, heartbeat_s=every)).id
             runs.beat(s, job_id)
+            # A run killed after a --redo's adoption left what it was to delete: finished first.
+            deletions = readings.pending_deletions(s)
         outcomes = [DocumentOutcome(path) for path in paths]
         events: queue.Queue = queue.Queue(maxsize=INGEST_AHEAD_PAGES)
         producer = threading.Thread(
@@ -220,6 +222,7 @@ class LocalRunner:
         # the run goes on; it ends inside the hold, so a second Ctrl-C cannot cut in meanwhile.
         with stopping.holding(), run_process.Heartbeat(lambda: self._beat(job_id), every, f"job {job_id}"):
             try:
+                cleanup.finish_deletions(self.engine, self.store, deletions)
                 self._consume(events, progress)
                 producer.join()
                 with session_scope(self.engine) as s:
@@ -418,14 +421,14 @@ class LocalRunner:
         outcome.status, outcome.error = "failed", exc.reason
         if pending is not None:  # else the file failed before it had a row (unreadable)
             self._buffer = [item for item in self._buffer if item[0] is not pending]
-            dropped: list[str] = []
+            dropped: int | None = None
             with session_scope(self.engine) as s:
                 if pending.redo:  # the new reading is dropped; the document keeps its reading
-                    dropped = readings.drop_redo(s, pending.ref.id) or []
+                    dropped = readings.drop_redo(s, pending.ref.id)
                     outcome.error += "; its earlier reading is kept"
                 else:
                     repo.fail_document(s, pending.ref.id, exc.reason)
-            self._delete_stored(path, dropped)
+            self._delete_stored(dropped)
             for copy, name in pending.copies:
                 self._settle_copy(pending, copy, name)
 
@@ -452,7 +455,7 @@ class LocalRunner:
         if pending.redo:  # complete: the new reading takes the earlier one's place, at once
             with session_scope(self.engine) as s:
                 superseded = readings.adopt_redo(s, pending.ref.id, outcome.pages)
-            self._delete_stored(outcome.path, superseded)
+            self._delete_stored(superseded)
         outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters,
                                   name=outcome.stored_name)
         outcome.status, pending.finished = "done", True
@@ -460,15 +463,12 @@ class LocalRunner:
         for copy, name in pending.copies:
             self._settle_copy(pending, copy, name)
 
-    def _delete_stored(self, path: Path, keys: Sequence[str]) -> None:
-        """Delete a reading's page images that no row names any more (after the change was
-        committed, so no reading is ever left without its images). One that cannot be deleted
-        is only a stray object: the run goes on."""
-        for key in keys:
-            try:
-                self.store.delete(key)
-            except QuireError as exc:
-                log.warning("%s: an image no reading uses any more is left in the store: %s", path, exc)
+    def _delete_stored(self, deletion: int | None) -> None:
+        """Delete the page images no row names any more, recorded as a pending deletion with
+        the change (committed first, so no reading is ever left without its images). Killed
+        before this ends, or with the store failing, the next run finishes it."""
+        if deletion is not None:
+            cleanup.finish_deletions(self.engine, self.store, [deletion])
 
     def _settle_copy(self, first: _Pending, copy: DocumentOutcome, name: str) -> None:
         """A later input with the first's bytes ends as the first did: its exports (under its own

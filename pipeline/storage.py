@@ -162,6 +162,11 @@ def put_many(store: ObjectStore, items: Sequence[tuple[str, bytes]], content_typ
     _in_threads(lambda item: store.put_bytes(item[0], item[1], content_type), items, threads)
 
 
+def delete_many(store: ObjectStore, keys: Sequence[str], threads: int = TRANSFER_THREADS) -> None:
+    """Delete each key (a missing one is fine), `threads` requests at a time."""
+    _in_threads(store.delete, keys, threads)
+
+
 _TMP_PREFIX = ".quire-tmp-"
 
 

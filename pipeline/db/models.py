@@ -287,6 +287,20 @@ class WatchCheckpoint(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class PendingDeletion(Base):
+    """Store objects no reading names any more (pipeline.db.readings), to delete: recorded in the
+    transaction that let go of them and removed once they are deleted, so a run killed between
+    the two leaves its successor a list to finish instead of strays nothing names. No foreign key:
+    the record must outlive a dropped reading's row; `document_id` only names whose they were."""
+
+    __tablename__ = "pending_deletions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_id: Mapped[str] = mapped_column(String(36))
+    keys: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 __all__ = [
     "ApiToken",
     "Base",
@@ -299,6 +313,7 @@ __all__ = [
     "LineStatus",
     "Page",
     "PageStatus",
+    "PendingDeletion",
     "WatchCheckpoint",
     "utcnow",
 ]

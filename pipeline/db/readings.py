@@ -9,9 +9,11 @@ and export. A --redo that finds one goes on from its finished pages; one that fa
 
 Its page images (and crops) are stored under keys of its own (pipeline.storage, readings/<id>/),
 named in its page rows: taking its place switches the document over to them in the same
-transaction. The earlier reading's objects are deleted only after that (by the caller, once
-committed: `adopt_redo` and `drop_redo` return the keys no row names any more). A superseded
-reading keeps nothing of a --redo's: it is the reading of other bytes, in a row of its own.
+transaction. The earlier reading's objects are deleted only after that, by the caller once
+committed: `adopt_redo` and `drop_redo` record the keys no row names any more as a pending
+deletion in their transaction, and the caller removes the record once the objects are gone, so
+a run killed in between leaves the next run the list (pipeline.cleanup). A superseded reading
+keeps nothing of a --redo's: it is the reading of other bytes, in a row of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from pipeline.db import repo
-from pipeline.db.models import Document, DocumentStatus, Line, Page, new_id, utcnow
+from pipeline.db.models import Document, DocumentStatus, Line, Page, PendingDeletion, new_id, utcnow
 from pipeline.errors import NotFoundError
 
 REDO = "redo:"
@@ -45,11 +47,12 @@ def begin_redo(s: Session, doc: Document) -> tuple[str, dict[int, int]]:
     return redo.id, repo.resume_document(s, redo.id)
 
 
-def adopt_redo(s: Session, document_id: str, page_count: int) -> list[str]:
+def adopt_redo(s: Session, document_id: str, page_count: int) -> int | None:
     """The complete new reading becomes the document's: the earlier pages and lines go and the
     new ones take their place, with their store keys, in this one transaction (ids of the new
-    lines are kept, so the search index follows). The document ends done. Returns the earlier
-    reading's store keys, to delete once this is committed."""
+    lines are kept, so the search index follows). The document ends done. The earlier reading's
+    store keys are recorded as a pending deletion, to carry out once this is committed: returns
+    its id (None: nothing to delete)."""
     redo = find_redo(s, document_id)
     if redo is None:
         raise NotFoundError(f"no new reading of document {document_id} to take")
@@ -67,13 +70,13 @@ def adopt_redo(s: Session, document_id: str, page_count: int) -> list[str]:
     repo.finish_document(s, document_id, page_count)
     # A --redo begun before readings had keys of their own wrote its pages over the earlier
     # reading's: those it took over are still named. Only this document's rows use its keys.
-    return sorted(earlier - _stored_keys(s, document_id))
+    return _record_deletion(s, document_id, earlier - _stored_keys(s, document_id))
 
 
-def drop_redo(s: Session, document_id: str) -> list[str] | None:
-    """Forget a document's unfinished new reading (it failed): the earlier reading stays.
-    Returns the dropped reading's store keys, to delete once this is committed (None: the
-    document had no new reading)."""
+def drop_redo(s: Session, document_id: str) -> int | None:
+    """Forget a document's unfinished new reading (it failed): the earlier reading stays. The
+    dropped reading's store keys are recorded as a pending deletion, as by `adopt_redo`: returns
+    its id (None: the document had no new reading, or it had no keys of its own)."""
     redo = find_redo(s, document_id)
     if redo is None:
         return None
@@ -84,7 +87,35 @@ def drop_redo(s: Session, document_id: str) -> list[str] | None:
     s.execute(delete(Document).where(Document.id == redo.id),
               execution_options={"synchronize_session": False})
     s.expire_all()
-    return sorted(dropped - _stored_keys(s, document_id))
+    return _record_deletion(s, document_id, dropped - _stored_keys(s, document_id))
+
+
+def pending_deletions(s: Session) -> list[int]:
+    """The ids of the pending deletions, oldest first: what a run checks before it starts (one
+    small query, on a table that is empty but for runs killed mid clean-up)."""
+    return list(s.scalars(select(PendingDeletion.id).order_by(PendingDeletion.id)))
+
+
+def deletion_keys(s: Session, deletion_id: int) -> tuple[str, list[str]] | None:
+    """A pending deletion's document and store keys; None once it was carried out."""
+    found = s.get(PendingDeletion, deletion_id)
+    return None if found is None else (found.document_id, list(found.keys))
+
+
+def forget_deletion(s: Session, deletion_id: int) -> None:
+    """The objects of a pending deletion are gone: its record goes too (already gone is fine,
+    two runs may finish the same one)."""
+    s.execute(delete(PendingDeletion).where(PendingDeletion.id == deletion_id),
+              execution_options={"synchronize_session": False})
+
+
+def _record_deletion(s: Session, document_id: str, keys: set[str]) -> int | None:
+    if not keys:
+        return None
+    record = PendingDeletion(document_id=document_id, keys=sorted(keys), created_at=utcnow())
+    s.add(record)
+    s.flush()
+    return record.id
 
 
 def _stored_keys(s: Session, document_id: str) -> set[str]:

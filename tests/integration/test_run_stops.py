@@ -146,11 +146,94 @@ def test_a_redo_killed_outright_keeps_the_earlier_reading_and_the_same_command_g
     # Complete, the new readings name their own page images; the earlier ones are deleted.
     adopted = {key for keys in page_images(env).values() for key in keys}
     assert len(adopted) == 21 and all("/readings/" in key for key in adopted)
-    # (Those the killed run had adopted went then, unless it was killed between the adoption and
-    # their deletion: left as strays, never named.)
-    assert not any((env / "store" / key).exists() for name in unfinished for key in images[name])
+    # (Those the killed run had adopted went then, or, killed between the adoption and their
+    # deletion, with this run, which finished what it had recorded to delete.)
+    assert not any((env / "store" / key).exists() for keys in images.values() for key in keys)
     assert {key for (key,) in redone} <= adopted  # what the killed run had rendered is kept
     assert all(viewed(tmp_path, name) != views[name] for name in names)  # unmarked pages now
+
+
+# `quire run` as a process that is killed (kill -9) at its Nth deletion from the store, as a power
+# cut there would: deletions one at a time, so the Nth is reached after N-1 are done.
+KILLED_AT_DELETE = """
+import os, signal, threading
+from pipeline import storage
+from pipeline.cli import main
+calls, lock, delete = [0], threading.Lock(), storage.LocalStore.delete
+def deleting(self, key):
+    with lock:
+        calls[0] += 1
+        if calls[0] >= int(os.environ["KILL_AT_DELETE"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        delete(self, key)
+storage.LocalStore.delete = deleting
+main()
+"""
+
+
+def run_killed_at_delete(number: int, *args: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-c", KILLED_AT_DELETE, "run", *args, "--no-progress"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "KILL_AT_DELETE": str(number)})
+
+
+@pytest.mark.parametrize("backend", ["home", "postgres_url"])
+def test_a_redo_killed_after_its_adoption_leaves_the_next_run_to_delete_the_earlier_images(
+        tmp_path, env, backend, request, monkeypatch):
+    """A `--redo` killed after its new reading took the earlier one's place and before the earlier
+    reading's page images were deleted left them in the store for good: nothing named them."""
+    from sqlalchemy import text
+
+    from pipeline.config import get_settings
+    from pipeline.db.session import open_database
+    from pipeline.storage import LocalStore
+
+    url = f"sqlite:///{env / 'quire.sqlite'}"
+    if backend == "postgres_url":
+        url = request.getfixturevalue("postgres_url")
+        monkeypatch.setenv("QUIRE_DATABASE_URL", url)
+        get_settings.cache_clear()
+    engine = open_database(url, migrate=True)
+    store = LocalStore(env / "store")
+
+    def rows(sql: str) -> list[tuple]:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(text(sql))]
+
+    def images() -> list[str]:
+        return [key for (key,) in rows("SELECT image_key FROM pages ORDER BY image_key")]
+
+    docs = letters(tmp_path / "in", [3])
+    try:
+        assert quire("run", str(docs), "--no-progress").exit_code == 0
+        before = quire("export", "in/doc0.pdf").stdout
+        assert before.count("\f") == 2 and LETTER_LINES[0] in before
+        earlier = images()
+        folder = earlier[0].rsplit("/", 1)[0] + "/"  # documents/<sha256>/<profile>/pages/
+        assert len(earlier) == 3 and all(key.startswith(folder) for key in earlier)
+
+        redo = run_killed_at_delete(1, str(docs), "--redo")  # killed at its first deletion
+        redo.communicate(timeout=300)
+        assert redo.returncode == -signal.SIGKILL
+        adopted = images()  # the new reading is the document's: its rows name its own images
+        assert len(adopted) == 3 and all("/readings/" in key for key in adopted)
+        assert rows("SELECT count(*) FROM documents") == [(1,)]
+        assert all(store.exists(key) for key in earlier)  # not one deleted
+
+        # The next run finishes those deletions first; killed again during them, that is fine.
+        again = run_killed_at_delete(2, str(docs))
+        output = again.communicate(timeout=300)[0]
+        assert again.returncode == -signal.SIGKILL, f"it deleted none of the earlier images: {output}"
+        assert sum(store.exists(key) for key in earlier) == 2
+
+        last = quire("run", str(docs), "--no-progress")
+        assert last.exit_code == 0 and "1 already done (skipped)" in last.output, last.output
+        assert [info.key for info in store.list(folder)] == []
+        assert rows("SELECT count(*) FROM pending_deletions") == [(0,)]
+        assert images() == adopted and all(store.exists(key) for key in adopted)
+        assert quire("export", "in/doc0.pdf").stdout == before
+    finally:
+        engine.dispose()
 
 
 def test_a_run_killed_outright_shows_as_stopped_and_the_next_run_says_it_went_on(tmp_path, env):

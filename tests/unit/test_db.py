@@ -601,3 +601,30 @@ def test_0013_gives_jobs_a_heartbeat_and_downgrades_cleanly(backend: str, reques
             assert "heartbeat_at" not in {c["name"] for c in inspect(conn).get_columns("jobs")}
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0014_adds_the_pending_deletions_and_downgrades_cleanly(backend: str, request: pytest.FixtureRequest) -> None:
+    """The store objects a --redo lets go of are recorded with the change (pending_deletions), on
+    a database made before 0014 too; the table goes again on the way down, the rest kept."""
+    from alembic import command
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0013_run_heartbeat")
+    engine = make_engine(url)
+    try:
+        doc_id = add_old_doc(engine)
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        with session_scope(engine) as s:
+            assert readings.pending_deletions(s) == []
+            deletion = readings._record_deletion(s, doc_id, {"k/2", "k/1"})
+        with session_scope(engine) as s:
+            assert readings.pending_deletions(s) == [deletion]
+            assert readings.deletion_keys(s, deletion) == (doc_id, ["k/1", "k/2"])
+        command.downgrade(alembic_config(url), "0013_run_heartbeat")
+        with engine.connect() as conn:
+            assert "pending_deletions" not in inspect(conn).get_table_names()
+            assert conn.execute(text("SELECT id FROM documents")).all() == [(doc_id,)]
+    finally:
+        engine.dispose()

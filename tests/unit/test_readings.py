@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
 from sqlalchemy import func, select
 
+from pipeline import cleanup
 from pipeline.db import readings, repo, runs
 from pipeline.db.models import Document, Line
 from pipeline.db.search import search_lines
 from pipeline.db.session import session_scope
+from pipeline.storage import LocalStore, S3Store
 from pipeline.types import BBox
 
 SHA = hashlib.sha256(b"a").hexdigest()
@@ -20,6 +23,12 @@ def read_page(s, document_id: str, number: int, words: str, key: str = "") -> No
                           height=200, dpi=300, angle=0.0)
     lines = repo.save_lines(s, page.id, [(i, BBox(0, 10 * i, 50, 10 * i + 8), None) for i in range(2)])
     repo.set_line_texts(s, [(ln.id, f"{words} {ln.position}", 0.9) for ln in lines], model="m")
+
+
+def recorded(s, deletion: int | None) -> tuple[str, list[str]] | None:
+    """What a pending deletion lists: (document id, store keys)."""
+    assert deletion is not None
+    return readings.deletion_keys(s, deletion)
 
 
 def texts(s, document_id: str) -> list[str]:
@@ -43,8 +52,8 @@ def test_a_new_reading_stays_apart_until_complete_then_replaces_the_earlier_at_o
         assert {h.document_id for h in search_lines(s, "earlier")} == {doc.id}
         assert readings.begin_redo(s, repo.get_document(s, doc.id)) == (redo, {1: 2})  # goes on
         read_page(s, redo, 2, "newer")
-        # The earlier reading's page images, to delete once this is committed.
-        assert readings.adopt_redo(s, doc.id, 2) == ["earlier/1", "earlier/2"]
+        # The earlier reading's page images, recorded to delete once this is committed.
+        assert recorded(s, readings.adopt_redo(s, doc.id, 2)) == (doc.id, ["earlier/1", "earlier/2"])
     with session_scope(engine) as s:
         assert texts(s, doc.id) == ["newer 0", "newer 1"] * 2
         assert search_lines(s, "earlier") == []
@@ -56,7 +65,7 @@ def test_a_new_reading_stays_apart_until_complete_then_replaces_the_earlier_at_o
         # A new reading that fails is dropped; the document keeps the one it has.
         redo, _ = readings.begin_redo(s, stored)
         read_page(s, redo, 1, "broken")
-        assert readings.drop_redo(s, doc.id) == ["broken/1"]
+        assert recorded(s, readings.drop_redo(s, doc.id)) == (doc.id, ["broken/1"])
         assert readings.drop_redo(s, doc.id) is None
     with session_scope(engine) as s:
         assert texts(s, doc.id) == ["newer 0", "newer 1"] * 2
@@ -66,11 +75,12 @@ def test_a_new_reading_stays_apart_until_complete_then_replaces_the_earlier_at_o
         # what it took over is not deleted with the earlier reading, nor when it is dropped.
         redo, _ = readings.begin_redo(s, repo.get_document(s, doc.id))
         read_page(s, redo, 1, "again", key="newer/1")
-        assert readings.drop_redo(s, doc.id) == []
+        assert readings.drop_redo(s, doc.id) is None  # nothing of its own to delete
         redo, _ = readings.begin_redo(s, repo.get_document(s, doc.id))
         read_page(s, redo, 1, "again", key="newer/1")
         read_page(s, redo, 2, "again")
-        assert readings.adopt_redo(s, doc.id, 2) == ["newer/2"]
+        assert recorded(s, readings.adopt_redo(s, doc.id, 2)) == (doc.id, ["newer/2"])
+        assert len(readings.pending_deletions(s)) == 3  # till a caller has deleted the objects
 
 
 def test_a_killed_run_s_job_is_stopped_and_the_next_run_goes_on_from_it(engine) -> None:
@@ -153,3 +163,50 @@ def test_a_run_on_another_host_is_taken_as_stopped_once_its_heartbeat_is_too_old
         # Without a limit (callers that only look at processes), nothing is judged by heartbeat.
         heard(s, fresh, timedelta(hours=1))
         assert runs.settle_gone_runs(s, run_process.is_gone) == []
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_pending_deletion_is_carried_out_once_whatever_was_deleted_before(engine, tmp_path, kind, request) -> None:
+    """A run killed between a --redo's adoption and the deletion of the earlier reading's images
+    left them in the store for good, named nowhere. Now the adoption records them; deleting
+    them again (a second kill mid-way) or twice (two runs) is fine, and a store that fails keeps
+    the record for the next run."""
+    if kind == "s3":
+        store = S3Store(request.getfixturevalue("s3_bucket"), endpoint_url=request.getfixturevalue("s3_server"))
+    else:
+        store = LocalStore(tmp_path / "store")
+    with session_scope(engine) as s:
+        doc, _ = repo.upsert_document(s, sha256=SHA, profile="p1", name="a.pdf",
+                                      source_uri="file:///a.pdf", size_bytes=10)
+        for number in (1, 2, 3):
+            read_page(s, doc.id, number, "earlier")
+        repo.finish_document(s, doc.id, 3)
+        redo, _ = readings.begin_redo(s, doc)
+        for number in (1, 2, 3):
+            read_page(s, redo, number, "newer")
+    for key in ("earlier/1", "earlier/3", "newer/1", "newer/2", "newer/3"):  # earlier/2: deleted before
+        store.put_bytes(key, b"png")
+    with session_scope(engine) as s:
+        deletion = readings.adopt_redo(s, doc.id, 3)
+        assert readings.pending_deletions(s) == [deletion]
+
+    assert cleanup.finish_deletions(engine, store, [deletion]) == 3
+    assert sorted(info.key for info in store.list("")) == ["newer/1", "newer/2", "newer/3"]
+    with session_scope(engine) as s:
+        assert readings.pending_deletions(s) == []
+        assert texts(s, doc.id) == ["newer 0", "newer 1"] * 3
+    assert cleanup.finish_deletions(engine, store, [deletion]) == 0  # another run finished it
+
+    if kind == "local":  # an object the store cannot delete: kept on the list, the caller goes on
+        with session_scope(engine) as s:
+            redo, _ = readings.begin_redo(s, repo.get_document(s, doc.id))
+            read_page(s, redo, 1, "broken")
+            deletion = readings.drop_redo(s, doc.id)
+        (tmp_path / "store" / "broken" / "1").mkdir(parents=True)  # a folder where the image was
+        assert cleanup.finish_deletions(engine, store, [deletion]) == 0
+        with session_scope(engine) as s:
+            assert readings.pending_deletions(s) == [deletion]
+        (tmp_path / "store" / "broken" / "1").rmdir()
+        assert cleanup.finish_deletions(engine, store, [deletion]) == 1
+        with session_scope(engine) as s:
+            assert readings.pending_deletions(s) == []
