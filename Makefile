@@ -75,9 +75,11 @@ train-deps:
 language-model: install train-deps
 	$(VENV)/bin/quire build-lm models/quire-line-v1
 
+# mypy (from the test extra) reads its files and settings from pyproject.toml's [tool.mypy].
 lint: install
 	$(PY) -m pip install -q ruff
-	$(VENV)/bin/ruff check pipeline workers tests
+	$(VENV)/bin/ruff check pipeline workers tests bench migrations
+	$(PY) -m mypy
 
 bench: install
 	$(PY) bench/bench_render_memory.py

@@ -17,7 +17,7 @@ Symbol 0 is the start of a line, the last symbol stands for every character the 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,7 +239,9 @@ def _witten_bell(counts: list[Counter], uniform: float, min_count: int) -> tuple
         kept = {g for g in probability if not prune or counts[k][g] >= min_count}
         # A context's backoff weight gives the shorter context's share to the characters whose
         # n-gram is not kept, so the context's probabilities still add up to 1 (ARPA pruning).
-        mass, lower_mass, kept_kinds = Counter(), Counter(), Counter()
+        mass: defaultdict[tuple[int, ...], float] = defaultdict(float)
+        lower_mass: defaultdict[tuple[int, ...], float] = defaultdict(float)
+        kept_kinds: Counter[tuple[int, ...]] = Counter()
         for context, symbol in kept:
             mass[context] += probability[context, symbol]
             lower_mass[context] += lower[context, symbol]

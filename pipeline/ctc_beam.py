@@ -86,7 +86,7 @@ def ctc_readings(
         log_probs[lines, frames, tokens].double().numpy(), beam, *lm,
     )
     weight, bonus = (fusion.weight, fusion.bonus) if fusion else (0.0, 0.0)
-    readings = []
+    readings: list[list[Reading]] = []
     for line in range(n_lines):
         readings.append([])
         for k in range(found[line]):

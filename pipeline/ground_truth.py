@@ -169,9 +169,15 @@ def _unicode_of(element: ET.Element) -> str | None:
     equivs = _children(element, "TextEquiv")
     if not equivs:
         return None
-    best = min(equivs, key=lambda e: _number(e.get("index")) if e.get("index") is not None else float("inf"))
+    best = min(equivs, key=_index)
     unicode = _children(best, "Unicode")
     return (unicode[0].text or "") if unicode else ""
+
+
+def _index(equiv: ET.Element) -> float:
+    """A TextEquiv's index; one that is missing or no number ranks last."""
+    index = _number(equiv.get("index"))
+    return float("inf") if index is None else index
 
 
 def _page_line_text(line: ET.Element) -> str:

@@ -40,7 +40,8 @@ def jbig2_damage(data: bytes) -> str | None:
 def segments(data: bytes) -> tuple[list[Segment], str | None]:
     """The stream's segments whose data it holds whole, up to one whose length is unsaid, and why
     the rest do not fit in its bytes, or None (JBIG2 7.2)."""
-    pos, end, found = 0, len(data), []
+    pos, end = 0, len(data)
+    found: list[Segment] = []
     if not end:
         return found, "is empty"
     while pos < end:

@@ -128,7 +128,8 @@ class LineEncoder(PreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> BaseModelOutput | tuple[torch.Tensor, ...]:
+    ) -> BaseModelOutput | tuple[torch.Tensor] | tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        # The tuple form (return_dict=False) is transformers': the last states, then each layer's.
         features = self.stem(pixel_values)  # B, C, H', W'
         tokens = features.mean(dim=2).transpose(1, 2)  # any height left is averaged: B, W', C
         if tokens.shape[1] > self.config.max_tokens:

@@ -150,7 +150,7 @@ def cut_polygon(gray: np.ndarray, polygon: Sequence[tuple[float, float]]) -> np.
         return None
     crop = gray[y0:y1, x0:x1].copy()
     if len(polygon) > 2:
-        mask = np.zeros(crop.shape, dtype=np.uint8)
+        mask: np.ndarray = np.zeros(crop.shape, dtype=np.uint8)
         cv2.fillPoly(mask, [np.round(points - (x0, y0)).astype(np.int32)], 1)
         size = 2 * POLYGON_MARGIN + 1
         mask = cv2.dilate(mask, np.ones((size, size), np.uint8))

@@ -65,6 +65,6 @@ def api_metrics(jobs: dict[str, int], totals: dict[str, int], depths: dict[str, 
     # A counter (quire_api_requests_total): rate() over it survives an API restart's reset.
     c_req = Counter("quire_api_requests", "API requests since start", ["route", "status"],
                     registry=registry)
-    for (route, status), n in requests.items():
-        c_req.labels(route, str(status)).inc(n)
+    for (route, code), n in requests.items():
+        c_req.labels(route, str(code)).inc(n)
     return generate_latest(registry), CONTENT_TYPE_LATEST

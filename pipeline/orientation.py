@@ -21,6 +21,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -28,6 +29,9 @@ import numpy as np
 from pipeline.layout import clean_mask, pool2
 from pipeline.segment import binarize, segment_page, to_gray
 from pipeline.types import PageImage, Segmentation
+
+if TYPE_CHECKING:
+    from pipeline.recognize import Recognizer
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +181,7 @@ class UprightJudge:
 
     def __init__(self, model: str = JUDGE_MODEL) -> None:
         self.model = model
-        self._reader = None
+        self._reader: Recognizer | None = None
         self._missing = False  # the model could not be loaded: the ink votes decide alone
         self._lock = threading.Lock()  # one reader shared by the threads of a process
 

@@ -147,9 +147,10 @@ def _lone_scan(page, box: tuple[float, float, float, float]):
         return None  # no scan to take: spare parsing a born-digital page's content
     x, y, width, height = box
     found = None
-    ctm, text_mode, saved = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0), 0, []
-    for operands, operator in pikepdf.parse_content_stream(page):
-        op = str(operator)
+    ctm: tuple[float, ...] = (1.0, 0.0, 0.0, 1.0, 0.0, 0.0)
+    text_mode, saved = 0, []
+    for instruction in pikepdf.parse_content_stream(page):
+        operands, op = instruction.operands, str(instruction.operator)
         if op == "q":
             saved.append((ctm, text_mode))
         elif op == "Q":

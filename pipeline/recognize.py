@@ -119,7 +119,9 @@ class Recognizer:
         try:
             with _LOAD_LOCK:
                 self.processor = AutoProcessor.from_pretrained(path)
-                self.model = VisionEncoderDecoderModel.from_pretrained(path)
+                # Any: a checkpoint of any VisionEncoderDecoder (Quire's encoder adds ctc_read and
+                # ctc_nll), perhaps quantized below into a plain nn.Module.
+                self.model: Any = VisionEncoderDecoderModel.from_pretrained(path)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(
                 f"cannot load recognition model {model!r}: {exc}. Give a local folder with a "

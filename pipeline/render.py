@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
@@ -279,7 +279,7 @@ def _pdf_pages(path: Path, numbers: list[int], options: RenderOptions, scans) ->
         heed_poppler(path, start, end, said, scans)
         for offset, array in enumerate(arrays):
             pages[start + offset] = array
-    return pages
+    return cast(dict[int, np.ndarray], pages)  # no None left: a run's pages all render, or it raises
 
 
 def _runs(numbers: list[int]) -> list[tuple[int, int]]:

@@ -53,7 +53,8 @@ def created_objects(body: Any) -> list[tuple[str, ObjectInfo]]:
         if not str(record.get("eventName", "")).startswith(("ObjectCreated", "s3:ObjectCreated")):
             continue
         bucket = (s3.get("bucket") or {}).get("name") if isinstance(s3.get("bucket"), dict) else None
-        obj = s3.get("object") if isinstance(s3.get("object"), dict) else {}
+        found = s3.get("object")
+        obj = found if isinstance(found, dict) else {}
         if not bucket or not obj.get("key"):
             continue
         key = unquote_plus(str(obj["key"]))  # event keys are URL-encoded

@@ -65,7 +65,7 @@ def shear(gray: np.ndarray, slant: float) -> np.ndarray:
     h, w = gray.shape
     # x' = x + slant * y: each row moves right by slant times its depth, bringing a stroke's foot
     # under its top; the offset keeps every x' at or above 0.
-    matrix = np.float32([[1, slant, max(0.0, -slant * (h - 1))], [0, 1, 0]])
+    matrix = np.array([[1, slant, max(0.0, -slant * (h - 1))], [0, 1, 0]], dtype=np.float32)
     width = w + int(np.ceil(abs(slant) * (h - 1))) + 1
     return cv2.warpAffine(gray, matrix, (width, h), flags=cv2.INTER_LINEAR, borderValue=255)
 

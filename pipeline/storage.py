@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar, runtime_checkable
+from typing import IO, Any, Protocol, TypeVar, cast, runtime_checkable
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
@@ -325,7 +325,7 @@ class S3Store:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def put_bytes(self, key: str, data: bytes, content_type: str | None = None) -> None:
-        extra = {"ContentType": content_type} if content_type else {}
+        extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
         try:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **extra)
         except (ClientError, BotoCoreError) as e:
@@ -343,8 +343,8 @@ class S3Store:
             resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except (ClientError, BotoCoreError) as e:
             raise _translate(e, f"get {key}", self.url(key)) from e
-        body: IO[bytes] = resp["Body"]
-        return body
+        # botocore's StreamingBody is an io.IOBase (read, iteration, with-blocks), not typed IO.
+        return cast(IO[bytes], resp["Body"])
 
     def get_bytes(self, key: str) -> bytes:
         with self.open_read(key) as body:

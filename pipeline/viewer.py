@@ -28,8 +28,8 @@ def level(confidence: float) -> str:
 
 def image_data_uri(data: bytes, max_width: int = MAX_IMAGE_WIDTH) -> str:
     """The page image downscaled to max_width as a JPEG data URI (a few hundred KB a page)."""
-    with Image.open(io.BytesIO(data)) as image:
-        image = image.convert("L" if image.mode in ("1", "L", "I", "I;16") else "RGB")
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened.convert("L" if opened.mode in ("1", "L", "I", "I;16") else "RGB")
         if image.width > max_width:
             height = max(1, round(image.height * max_width / image.width))
             image = image.resize((max_width, height), Image.Resampling.LANCZOS)

@@ -50,7 +50,7 @@ _CACHE: dict[str, Any] = {}
 # task that raised, so without a retry its work would be gone and its job running for ever. The
 # backoff (1 s doubling, at most 5 min apart) rides out about a quarter of an hour.
 TRANSIENT = (StorageError, OperationalError, InterfaceError)
-RETRY = {"autoretry_for": TRANSIENT, "dont_autoretry_for": (ObjectNotFoundError,), "retry_backoff": True,
+RETRY: dict[str, Any] = {"autoretry_for": TRANSIENT, "dont_autoretry_for": (ObjectNotFoundError,), "retry_backoff": True,
          "retry_backoff_max": 300, "max_retries": 10}
 
 
@@ -187,7 +187,7 @@ def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
         _fail_batch(engine, line_ids, f"{exc}")
         return
     with Timer("recognize"):
-        if todo:
+        if reader is not None:  # loaded when there are lines to read (todo)
             crops = [decode_gray(data) for data in storage.get_many(store, [key for _, key, _ in todo])]
             texts = reader.recognize(crops)
             save_texts(engine, [lid for lid, _, _ in todo], texts, model)

@@ -242,8 +242,8 @@ def line_counts(s: Session, job_id: str) -> tuple[int, int]:
 
 def owner_can_see_document(s: Session, owner: str | None, document_id: str) -> bool:
     """A tenant sees a document when one of its jobs asked for it."""
-    return s.scalar(select(func.count()).select_from(JobDocument).join(Job).where(
-        JobDocument.document_id == document_id, Job.owner == owner)) > 0
+    return s.execute(select(func.count()).select_from(JobDocument).join(Job).where(
+        JobDocument.document_id == document_id, Job.owner == owner)).scalar_one() > 0
 
 
 def is_linked(s: Session, job_id: str, document_id: str) -> bool:

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from pipeline.db import repo
@@ -49,7 +49,7 @@ def database_now(s: Session) -> datetime:
     """Now by the database's clock where it has its own (PostgreSQL), so that hosts whose clocks
     differ agree on a heartbeat's age; SQLite is one machine's file: this machine's clock."""
     if s.get_bind().dialect.name == "postgresql":
-        return s.scalar(select(func.now()))
+        return s.execute(select(func.now())).scalar_one()
     return utcnow()
 
 
@@ -59,7 +59,8 @@ def beat(s: Session, job_id: str) -> bool:
     renewed = s.execute(update(Job).where(Job.id == job_id, Job.status.in_(LIVE))
                         .values(heartbeat_at=database_now(s)),
                         execution_options={"synchronize_session": False})
-    return bool(renewed.rowcount)
+    # An UPDATE's result is a CursorResult, which has rowcount; Session.execute is typed Result.
+    return bool(cast("CursorResult[Any]", renewed).rowcount)
 
 
 def stop_job(s: Session, job_id: str, how: str, **details: Any) -> Job:

@@ -117,7 +117,7 @@ def image_xobject(pdf: pikepdf.Pdf, data: bytes, key: str) -> pikepdf.Stream:
         if stream is not None:
             return stream
     try:
-        image = Image.open(io.BytesIO(data))
+        image: Image.Image = Image.open(io.BytesIO(data))
         image.load()
     except OSError as exc:
         raise PageImageError(f"page image {key} is unreadable: {exc}") from exc

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +66,7 @@ class Rehearsal:
         return sample.image, sample.text
 
 
-class FolderLines(Dataset):  # type: ignore[type-arg]
+class FolderLines(Dataset[tuple[np.ndarray, str]]):
     """Line images with ground truth from an ocropy/tesstrain-style folder.
 
     With `vary_seed`, each line is varied (degrade.vary_scan) afresh every epoch, the same way for
@@ -160,7 +160,7 @@ def batches(
     lines: list[tuple[Path, str]] | None = None,
     augment: bool = False,
     rehearse: float = 0.0,
-) -> Iterator[dict[str, Any]]:
+) -> Generator[dict[str, Any], None, None]:
     """Endless training batches from synthetic lines (`data="synthetic"`) or a line folder: its
     `lines` where given (the folder less those held out, `folder_pairs`), else all of them, each
     varied every epoch with `augment`, and with `rehearse` that share of each epoch synthetic lines

@@ -206,8 +206,8 @@ def line_images(directory: str | Path) -> list[tuple[Path, str | None]]:
         except UnicodeDecodeError as exc:
             undecodable.append((gt, exc))  # all named at once: not one fix and rerun per file
     if len(undecodable) == 1:
-        gt, exc = undecodable[0]
-        raise BadInputError(f"not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8",
+        gt, error = undecodable[0]
+        raise BadInputError(f"not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8",
                             source=str(gt))
     if undecodable:
         named = some_of([f"{gt.name} ({exc.reason} at byte {exc.start})" for gt, exc in undecodable])

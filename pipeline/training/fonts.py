@@ -159,7 +159,7 @@ def charset_spec(points: frozenset[int]) -> str:
     ranges: list[str] = []
     ordered = sorted(points)
     start = prev = ordered[0] if ordered else 0
-    for p in ordered[1:] + [None]:  # type: ignore[list-item]
+    for p in ordered[1:] + [None]:
         if p is not None and p == prev + 1:
             prev = p
             continue

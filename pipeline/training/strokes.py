@@ -59,7 +59,8 @@ def parse_jhf(text: str) -> dict[str, StrokeGlyph]:
     for code, record in zip(range(32, 127), records):
         body = record[8 : 8 + 2 * int(record[5:8])]
         left, right = ord(body[0]) - 82, ord(body[1]) - 82
-        paths, current = [], []
+        paths: list[np.ndarray] = []
+        current: list[tuple[int, int]] = []
         for i in range(2, len(body) - 1, 2):
             pair = body[i : i + 2]
             if pair == " R":

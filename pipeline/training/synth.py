@@ -221,8 +221,9 @@ def _contrast(img: np.ndarray) -> float:
     return float(np.percentile(img, 90)) - float(img.min())
 
 
-class SyntheticLineDataset(IterableDataset):  # type: ignore[type-arg]
-    """An endless stream of (uint8 image, text) pairs; each DataLoader worker gets its own seed."""
+class SyntheticLineDataset(IterableDataset[tuple[np.ndarray, str] | list[tuple[np.ndarray, str]]]):
+    """An endless stream of (uint8 image, text) pairs, or with `batch_size` of batches of them
+    (lists, lines of like width); each DataLoader worker gets its own seed."""
 
     def __init__(
         self,
@@ -242,7 +243,7 @@ class SyntheticLineDataset(IterableDataset):  # type: ignore[type-arg]
         self.start_lines, self.curriculum_lines = start_lines, curriculum_lines
         self.batch_size = batch_size
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, str]]:
+    def __iter__(self) -> Iterator[tuple[np.ndarray, str] | list[tuple[np.ndarray, str]]]:
         info = get_worker_info()
         worker = info.id if info is not None else 0
         synth = LineSynthesizer(

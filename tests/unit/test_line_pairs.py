@@ -81,3 +81,25 @@ def test_line_names_sort_in_reading_order_and_lines_cut_before_keep_theirs(tmp_p
     write_pairs(pairs, out, None, written)
     assert (written.new, written.kept) == (11, 1)
     assert not (out / "folio_l002_tl_2.gt.txt").exists()
+
+
+PAGE_TWO_READINGS = """<?xml version="1.0" encoding="UTF-8"?>
+<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15">
+  <Page imageFilename="folio.png" imageWidth="200" imageHeight="60"><TextRegion id="r1">
+    <TextLine id="l1"><Coords points="10,10 160,10 160,40 10,40"/>
+      <TextEquiv index="{index}"><Unicode>second guess</Unicode></TextEquiv>
+      <TextEquiv index="0"><Unicode>Anno Domini</Unicode></TextEquiv>
+    </TextLine>
+  </TextRegion></Page>
+</PcGts>
+"""
+
+
+def test_a_reading_whose_index_is_no_number_ranks_after_the_indexed_ones(tmp_path: Path) -> None:
+    # A TextEquiv index that is not a number counts as none (read last), as a missing one does:
+    # it used to compare None with a number and stop `quire lines` with a TypeError.
+    for index in ("first", ""):
+        path = tmp_path / "folio.xml"
+        path.write_text(PAGE_TWO_READINGS.format(index=index), encoding="utf-8")
+        [page] = read_transcription(path)
+        assert [line.text for line in page.lines] == ["Anno Domini"]
