@@ -41,7 +41,7 @@ from pipeline.training.strokes import (
     parse_jhf,
     render_strokes,
 )
-from pipeline.training.train import VAL_SEED
+from pipeline.training.validation import VAL_SEED
 
 TRAIN_SEED = VAL_SEED + 5  # no other bench draws these seeds
 TEST_SEED = VAL_SEED + 6

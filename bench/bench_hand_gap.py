@@ -31,7 +31,7 @@ from pipeline.line_image import inked_width
 from pipeline.model_input import InputShape, fit_lines
 from pipeline.training.degrade import core_rows
 from pipeline.training.evaluate import cer, load_pairs, read_gray
-from pipeline.training.train import VAL_SEED
+from pipeline.training.validation import VAL_SEED
 
 # bench_trim draws VAL_SEED + 2, bench_retry + 3 and + 5, bench_finetune + 5, + 6 and + 8,
 # bench_long_loops + 7.

@@ -26,7 +26,7 @@ from bench.bench_trim import synthetic_samples
 from pipeline import char_lm
 from pipeline.training import corpus
 from pipeline.training.evaluate import cer, load_pairs, read_line_images
-from pipeline.training.train import VAL_SEED
+from pipeline.training.validation import VAL_SEED
 
 LM_BENCH_SEED = VAL_SEED + 4  # bench_trim and bench_weight_average draw + 2, bench_retry + 3
 KINDS = ("printed", "receipt", "handwritten")
@@ -69,7 +69,7 @@ def main() -> None:
 
     from pipeline.ctc_beam import Fusion
     from pipeline.recognize import Recognizer
-    from pipeline.training.commands import _model_alphabet
+    from pipeline.training.cli_build_lm import _model_alphabet
 
     kept, held = split_sources()
     started = time.perf_counter()

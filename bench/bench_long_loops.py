@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.bench_trim import synthetic_samples
 from pipeline.training import degrade
 from pipeline.training.evaluate import cer
-from pipeline.training.train import VAL_SEED
+from pipeline.training.validation import VAL_SEED
 
 # bench_trim and bench_weight_average draw VAL_SEED + 2, bench_retry + 3 (and + 5 for a second sample).
 LOOPS_SEED_OFFSET = 7

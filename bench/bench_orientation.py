@@ -44,7 +44,7 @@ from pipeline.orientation import MIN_VOTES, line_vote, segment_upright, turn
 from pipeline.render import render_pages
 from pipeline.segment import segment_page, to_gray
 from pipeline.training.evaluate import load_pairs, read_gray
-from pipeline.training.train import VAL_SEED
+from pipeline.training.validation import VAL_SEED
 
 ORIENT_SEED = VAL_SEED + 10  # bench_hand_gap draws + 9
 KINDS = ("printed", "receipt", "handwritten")

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_trim import synthetic_samples
 from pipeline.training.evaluate import cer
-from pipeline.training.train import VAL_SEED
+from pipeline.training.validation import VAL_SEED
 
 RETRY_SEED = VAL_SEED + 3  # bench_trim and bench_weight_average draw VAL_SEED + 2
 KINDS = ("printed", "receipt", "handwritten")

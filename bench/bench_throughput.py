@@ -32,7 +32,7 @@ from bench.timing import fastest
 from pipeline.config import DECODINGS
 from pipeline.precision import PRECISIONS
 from pipeline.training.evaluate import cer
-from pipeline.training.train import VAL_SEED
+from pipeline.training.validation import VAL_SEED
 
 THROUGHPUT_SEED = VAL_SEED + 4  # bench_weight_average + 1, bench_trim + 2, bench_retry + 3 and + 5, bench_long_loops + 7
 

@@ -23,7 +23,7 @@ from bench.timing import fastest
 from pipeline.line_image import inked_width
 from pipeline.training.evaluate import cer, load_pairs, read_gray
 from pipeline.training.synth import LineSample, LineSynthesizer
-from pipeline.training.train import VAL_SEED
+from pipeline.training.validation import VAL_SEED
 
 FOLDED = {"receipts"}
 BENCH_SEED = VAL_SEED + 2  # neither training nor its validation draws these lines

@@ -18,14 +18,10 @@ import torch
 
 import pipeline.line_encoder  # noqa: F401  (registers the model type with transformers)
 from pipeline.model_input import encoder_channels
-from pipeline.training.train import (
-    CHECKPOINT,
-    TRAINING_WEIGHTS,
-    VAL_SEED,
-    TrainConfig,
-    validate,
-    validation_sets,
-)
+from pipeline.training.checkpoint import TRAINING_WEIGHTS
+from pipeline.training.preflight import CHECKPOINT
+from pipeline.training.run_config import TrainConfig
+from pipeline.training.validation import VAL_SEED, validate, validation_sets
 
 BENCH_SEED = VAL_SEED + 1
 

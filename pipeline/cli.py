@@ -309,7 +309,9 @@ def worker(
 
 def _register_training_commands() -> None:
     try:
-        from pipeline.training.commands import build_lm_command, eval_command, train_command
+        from pipeline.training.cli_build_lm import build_lm_command
+        from pipeline.training.cli_eval import eval_command
+        from pipeline.training.cli_train import train_command
     except ImportError:  # training extras missing in a slim API image: the rest still works
         return
     app.command("train")(train_command)

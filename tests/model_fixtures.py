@@ -46,7 +46,7 @@ def build_memorising_model(
     import torch
 
     from pipeline.training.model import LineModelConfig, build_line_model
-    from pipeline.training.train import training_loss
+    from pipeline.training.optimization import training_loss
 
     torch.manual_seed(0)
     cfg = LineModelConfig.tiny()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pipeline.training.train import TrainConfig
+    from pipeline.training.run_config import TrainConfig
 
 CHECKPOINT = "checkpoint"  # the folder in --out that holds the resume state
 

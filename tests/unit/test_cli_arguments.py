@@ -24,7 +24,7 @@ def quire(*args: str):
 @pytest.fixture
 def trained(monkeypatch) -> list[Any]:
     """The configs `quire train` would have trained with; no model is built."""
-    import pipeline.training.train as train_module
+    import pipeline.training.loop as loop_module
 
     seen: list[Any] = []
 
@@ -32,7 +32,7 @@ def trained(monkeypatch) -> list[Any]:
         seen.append(cfg)
         return {"step": cfg.steps, "finished": True}
 
-    monkeypatch.setattr(train_module, "train", fake_train)
+    monkeypatch.setattr(loop_module, "train", fake_train)
     return seen
 
 
@@ -49,7 +49,8 @@ def test_train_refuses_counts_below_one(tmp_path, trained, option, value):
 
 def test_train_function_refuses_zero_epochs_before_loading_a_model(tmp_path):
     """`python -m pipeline.training.train --epochs 0` used to run the 60,000-step default."""
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.training.loop import train
+    from pipeline.training.run_config import TrainConfig
 
     with pytest.raises(ValueError, match="--epochs must be at least 1, not 0"):
         train(TrainConfig(out_dir=str(tmp_path / "model"), data=str(tmp_path / "missing"), epochs=0))
@@ -58,14 +59,14 @@ def test_train_function_refuses_zero_epochs_before_loading_a_model(tmp_path):
 @pytest.fixture
 def line_folder(tmp_path, monkeypatch) -> Path:
     """A folder of two line images with ground truth; the recognizer reads every line as 'hello'."""
-    from pipeline.training import commands
+    from pipeline.training import cli_eval
 
     folder = tmp_path / "lines"
     folder.mkdir()
     for name in ("a", "b"):
         Image.fromarray(np.full((32, 128), 255, np.uint8)).save(folder / f"{name}.png")
         (folder / f"{name}.gt.txt").write_text("hello", encoding="utf-8")
-    monkeypatch.setattr(commands, "_recognizer_fn",
+    monkeypatch.setattr(cli_eval, "_recognizer_fn",
                         lambda *_a, **_k: (lambda crops: [("hello", 0.9) for _ in crops], {"model": "fake"},
                                            None))
     return folder

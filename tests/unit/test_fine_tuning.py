@@ -112,7 +112,7 @@ def test_a_fine_tuned_model_keeps_its_language_model_and_rescore_and_measures_he
     import typer
 
     from pipeline.recognize import Recognizer
-    from pipeline.training.commands import train_command
+    from pipeline.training.cli_train import train_command
 
     base = build_random_model(tmp_path / "base")
     config = json.loads((base / "config.json").read_text())
@@ -172,7 +172,7 @@ def test_a_fine_tuned_model_keeps_its_language_model_and_rescore_and_measures_he
 def test_quire_train_rehearses_a_quarter_by_default_counted_in_its_epochs(tmp_path: Path) -> None:
     import typer
 
-    from pipeline.training.commands import train_command
+    from pipeline.training.cli_train import train_command
 
     app = typer.Typer()
     app.command()(train_command)
@@ -189,7 +189,8 @@ def test_quire_train_rehearses_a_quarter_by_default_counted_in_its_epochs(tmp_pa
 
 
 def test_a_short_fine_tune_warms_up_within_its_first_tenth() -> None:
-    from pipeline.training.train import TrainConfig, lr_lambda, warmup_steps
+    from pipeline.training.optimization import lr_lambda, warmup_steps
+    from pipeline.training.run_config import TrainConfig
 
     def schedule(steps: int, warmup: int = 1000) -> list[float]:
         return [lr_lambda(TrainConfig(out_dir="unused", steps=steps, warmup=warmup))(s) for s in range(steps)]
@@ -213,7 +214,7 @@ def test_a_short_fine_tune_warms_up_within_its_first_tenth() -> None:
 def test_best_keeps_the_earlier_model_on_a_tie_the_starting_one_included() -> None:
     """A step that read the held-out lines no better than the model it started from (3 lines
     tie often) was kept as best/, though every step may have harmed what the lines do not show."""
-    from pipeline.training.train import beats, best_validation
+    from pipeline.training.best_model import beats, best_validation
 
     tied = [{"step": 0, "cer_held_out": 0.1}, {"step": 2, "cer_held_out": 0.1}, {"step": 4, "cer_held_out": 0.1}]
     assert best_validation(tied) == (0, 0.1)
@@ -224,7 +225,8 @@ def test_best_keeps_the_earlier_model_on_a_tie_the_starting_one_included() -> No
 
 
 def test_the_shipped_model_is_fine_tuned_by_its_name() -> None:
-    from pipeline.training.train import TrainConfig, load_or_build
+    from pipeline.training.run_config import TrainConfig
+    from pipeline.training.starting_model import load_or_build
 
     model, processor, average = load_or_build(TrainConfig(out_dir="unused", model="quire-line-v1", resume=False))
     assert model.config.quire_decoding == "rescore" and average is None
@@ -234,7 +236,7 @@ def test_the_shipped_model_is_fine_tuned_by_its_name() -> None:
 def test_quire_train_guards_its_output_folder_and_checks_its_lines_first(tmp_path: Path) -> None:
     import typer
 
-    from pipeline.training.commands import train_command
+    from pipeline.training.cli_train import train_command
 
     app = typer.Typer()
     app.command()(train_command)
@@ -277,7 +279,7 @@ def test_quire_train_guards_its_output_folder_and_checks_its_lines_first(tmp_pat
 
 
 def test_the_end_of_a_run_says_where_its_best_model_is_and_when_the_start_read_better() -> None:
-    from pipeline.training.train import best_verdict
+    from pipeline.training.best_model import best_verdict
 
     history = [{"step": 0, "cer_held_out": 0.12}, {"step": 2, "cer_held_out": 0.30},
                {"step": 4, "cer_held_out": 0.22}]
@@ -300,7 +302,7 @@ def test_lines_added_to_the_folder_are_trained_on_and_the_held_out_ones_stay_hel
     lines the run had trained on were then measured as held out."""
     import typer
 
-    from pipeline.training.commands import train_command
+    from pipeline.training.cli_train import train_command
 
     base = build_random_model(tmp_path / "base")
     folder = _line_folder(tmp_path / "lines")
@@ -345,7 +347,7 @@ def test_quire_train_names_every_line_without_a_transcription_at_once(tmp_path: 
     import typer
 
     from pipeline.errors import BadInputError
-    from pipeline.training.commands import train_command
+    from pipeline.training.cli_train import train_command
     from pipeline.training.evaluate import line_images
 
     folder = _line_folder(tmp_path / "lines", WORDS + ("Folio 3", "Vestry"))
@@ -374,7 +376,7 @@ def test_lines_with_characters_the_model_cannot_write_are_left_out_of_training(t
     token, teaching the model to read such writing as (nearly) nothing."""
     import typer
 
-    from pipeline.training.commands import train_command
+    from pipeline.training.cli_train import train_command
     from pipeline.training.data import folder_pairs
     from pipeline.training.model import LineModelConfig, build_line_model
     from pipeline.training.preflight import without_unwritable_lines
@@ -424,7 +426,7 @@ def test_quire_train_from_a_folder_that_holds_no_model_says_so(tmp_path: Path) -
     transformers' traceback about missing weight files."""
     import typer
 
-    from pipeline.training.commands import train_command
+    from pipeline.training.cli_train import train_command
 
     folder = _line_folder(tmp_path / "lines")
     app = typer.Typer()
@@ -441,7 +443,7 @@ def test_a_folder_too_small_to_hold_a_line_out_is_said_to_be_measured_on_synthet
     choice of best/ then came from synthetic lines alone."""
     import typer
 
-    from pipeline.training.commands import train_command
+    from pipeline.training.cli_train import train_command
 
     base, folder = build_random_model(tmp_path / "base"), _line_folder(tmp_path / "lines", WORDS[:3])
     app = typer.Typer()
@@ -460,7 +462,7 @@ def test_a_page_among_the_lines_is_named_and_left_out_of_training(tmp_path: Path
     height, as if it were one line of its .gt.txt."""
     import typer
 
-    from pipeline.training.commands import train_command
+    from pipeline.training.cli_train import train_command
 
     base, folder = build_random_model(tmp_path / "base"), _line_folder(tmp_path / "lines", WORDS[:4])
     page = np.full((1100, 850), 255, np.uint8)
@@ -535,11 +537,12 @@ def test_jpeg_2000_and_bmp_lines_are_read_and_a_gt_txt_without_an_image_is_named
 def test_a_fine_tune_killed_in_its_second_epoch_keeps_the_first(tmp_path: Path, monkeypatch) -> None:
     """A fine-tune saved only every 10 minutes (and on Ctrl-C): one killed outright (kill -9, out of
     memory) before then lost every epoch it had finished."""
-    import pipeline.training.train as train_module
-    from pipeline.training.train import TrainConfig, train
+    import pipeline.training.loop as loop_module
+    from pipeline.training.loop import train
+    from pipeline.training.run_config import TrainConfig
 
     base, folder = build_random_model(tmp_path / "base"), _line_folder(tmp_path / "lines", WORDS[:8])
-    real_loss, calls = train_module.training_loss, []
+    real_loss, calls = loop_module.training_loss, []
 
     def killed_in_epoch_two(*args, **kwargs):
         calls.append(1)
@@ -547,7 +550,7 @@ def test_a_fine_tune_killed_in_its_second_epoch_keeps_the_first(tmp_path: Path, 
             raise RuntimeError("killed")
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "training_loss", killed_in_epoch_two)
+    monkeypatch.setattr(loop_module, "training_loss", killed_in_epoch_two)
     out = tmp_path / "tuned"
     with pytest.raises(RuntimeError, match="killed"):
         train(TrainConfig(out_dir=str(out), model=str(base), data=str(folder), epochs=3, batch_size=4,

@@ -217,8 +217,10 @@ def test_evaluate_dir_reads_in_batches_and_skips_an_unreadable_image_by_name(tmp
 
 def test_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
     from pipeline.training.data import Collator
+    from pipeline.training.loop import train
+    from pipeline.training.run_config import TrainConfig
     from pipeline.training.synth import LineSynthesizer
-    from pipeline.training.train import ATTENTION_MARGIN, TrainConfig, train
+    from pipeline.training.validation import ATTENTION_MARGIN
 
     torch.manual_seed(0)
     random.seed(0)
@@ -282,7 +284,7 @@ def test_eval_command_writes_json(tmp_path: Path) -> None:
     from PIL import Image
     from typer.testing import CliRunner
 
-    from pipeline.training.commands import eval_command
+    from pipeline.training.cli_eval import eval_command
 
     model, processor = build_line_model(LineModelConfig.tiny())
     model.config.quire_decoding = "ctc"  # what training measured: decode 'auto' reads with it
@@ -453,8 +455,8 @@ def test_cer_by_confidence_ranks_lines_by_confidence(tmp_path: Path) -> None:
 
 def test_ctc_loss_teaches_the_encoder_to_read() -> None:
     from pipeline.training.data import Collator
+    from pipeline.training.optimization import training_loss
     from pipeline.training.synth import LineSynthesizer
-    from pipeline.training.train import training_loss
 
     torch.manual_seed(0)
     model, processor = build_line_model(LineModelConfig.tiny())
@@ -505,7 +507,7 @@ def test_quire_train_fine_tunes_a_trocr_architecture_model(tmp_path: Path) -> No
     from typer.testing import CliRunner
 
     from pipeline.recognize import Recognizer
-    from pipeline.training.commands import train_command
+    from pipeline.training.cli_train import train_command
     from tests.model_fixtures import build_tiny_trocr, render_line
 
     trocr = build_tiny_trocr(tmp_path / "trocr")
@@ -540,7 +542,8 @@ def test_quire_train_fine_tunes_a_trocr_architecture_model(tmp_path: Path) -> No
 
 
 def test_new_model_is_built_with_the_asked_ctc_frames(tmp_path: Path) -> None:
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.training.loop import train
+    from pipeline.training.run_config import TrainConfig
 
     cfg = TrainConfig(
         out_dir=str(tmp_path / "run"), model_overrides=LineModelConfig.tiny().to_dict(),
@@ -558,7 +561,9 @@ def test_a_trained_model_grows_to_taller_lines_with_every_weight_kept(tmp_path: 
     """--size mid --model M: small's layers on taller lines start from M's weights, all of them."""
     from transformers import AutoProcessor, VisionEncoderDecoderModel
 
-    from pipeline.training.train import TrainConfig, load_or_build, train
+    from pipeline.training.loop import train
+    from pipeline.training.run_config import TrainConfig
+    from pipeline.training.starting_model import load_or_build
 
     trained, processor = build_line_model(LineModelConfig.tiny())
     trained.save_pretrained(tmp_path / "small")
@@ -636,7 +641,10 @@ def test_saved_model_is_the_weight_average_and_a_resume_trains_on(tmp_path: Path
     from safetensors.torch import load_file
     from transformers import VisionEncoderDecoderModel
 
-    from pipeline.training.train import TRAINING_WEIGHTS, TrainConfig, load_or_build, train
+    from pipeline.training.checkpoint import TRAINING_WEIGHTS
+    from pipeline.training.loop import train
+    from pipeline.training.run_config import TrainConfig
+    from pipeline.training.starting_model import load_or_build
 
     run = tmp_path / "run"
     common = {
@@ -868,8 +876,9 @@ def test_ink_cut_draws_synthetic_lines_cut_to_their_ink_as_recognition_cuts_crop
 
     from pipeline.line_image import inked_width
     from pipeline.slant import estimate_slant
+    from pipeline.training.loop import train
+    from pipeline.training.run_config import TrainConfig
     from pipeline.training.synth import LineSynthesizer
-    from pipeline.training.train import TrainConfig, train
 
     def ink_fills_the_height(line: np.ndarray) -> bool:
         _, ink = cv2.threshold(line, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
@@ -942,7 +951,8 @@ def test_size_base_builds_a_taller_deeper_model_that_recognition_reads(tmp_path:
 
     from pipeline.cli import app
     from pipeline.recognize import Recognizer
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.training.loop import train
+    from pipeline.training.run_config import TrainConfig
 
     run = tmp_path / "run"
     train(TrainConfig(
@@ -992,7 +1002,8 @@ def test_a_frozen_encoder_comes_out_exactly_as_it_went_in(tmp_path: Path) -> Non
     """--freeze-encoder: no weight and no running statistic (BatchNorm) of the encoder changes."""
     from transformers import VisionEncoderDecoderModel
 
-    from pipeline.training.train import TrainConfig, train
+    from pipeline.training.loop import train
+    from pipeline.training.run_config import TrainConfig
 
     common = {"model_overrides": LineModelConfig.tiny().to_dict(), "batch_size": 2, "val_every": 100,
               "val_lines": 2, "num_workers": 0, "threads": 1, "progress": False, "save_every_s": 1e9,
@@ -1014,7 +1025,7 @@ def test_training_never_writes_over_the_model_it_starts_from_nor_a_shipped_one(t
     shipped weights with a one-step tune (the refusal before it even suggested --no-resume)."""
     import pipeline.config
     from pipeline.training.preflight import check_output_folder
-    from pipeline.training.train import TrainConfig
+    from pipeline.training.run_config import TrainConfig
 
     source = tmp_path / "mine"
     model, _ = build_line_model(LineModelConfig.tiny())
@@ -1048,10 +1059,10 @@ def test_a_second_ctrl_c_stops_training_at_once(capfd) -> None:
     import os
     import signal
 
-    from pipeline.training.train import _stop_on_signals
+    from pipeline.training.stopping import stop_on_signals
 
     before = signal.getsignal(signal.SIGINT)
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     try:
         os.kill(os.getpid(), signal.SIGINT)  # the handler runs before the next line
         assert stop.is_set()
