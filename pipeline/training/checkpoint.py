@@ -134,8 +134,10 @@ def restore(out_dir: str, opt: Any, sched: Any) -> tuple[int, int, int, list[dic
     """Optimizer, scheduler and random state; returns the step, lines seen, the weight average's
     update count and the validation history."""
     ck = Path(out_dir) / CHECKPOINT
-    state = torch.load(ck / "state.pt", weights_only=False)
-    opt.load_state_dict(_expand(torch.load(ck / "optimizer.pt", weights_only=False)))
+    # Read onto the CPU: a checkpoint saved on a GPU (the shipped one) resumes on a machine
+    # without one, and load_state_dict moves Adam's state to wherever the parameters are.
+    state = torch.load(ck / "state.pt", map_location="cpu", weights_only=False)
+    opt.load_state_dict(_expand(torch.load(ck / "optimizer.pt", map_location="cpu", weights_only=False)))
     for group in opt.param_groups:
         for p in group["params"]:
             # A layer reshaped since the checkpoint (a widened CTC head) starts its Adam state anew.

@@ -143,7 +143,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         dtype=torch.bfloat16,
         enabled=use_bf16(cfg.precision, device),
     )
-    from tqdm import tqdm  # type: ignore[import-untyped]
+    from tqdm import tqdm
 
     bar = tqdm(
         total=cfg.steps,

@@ -59,3 +59,24 @@ def test_two_threads_load_models_at_once_and_both_read():
     assert not errors, errors
     for reader in readers:
         assert reader.recognize([render_line(LINES[0])])[0].text == LINES[0]
+
+
+def test_the_shipped_checkpoint_resumes_on_a_machine_without_a_gpu(tmp_path):
+    """Its optimizer state was saved on a GPU; `bench/train_default_model.sh` resumes it here
+    (it failed with "Attempting to deserialize object on a CUDA device")."""
+    import shutil
+
+    from pipeline.training.checkpoint import restore
+    from pipeline.training.optimization import optimizer_and_schedule
+    from pipeline.training.run_config import TrainConfig
+    from pipeline.training.starting_model import load_or_build
+
+    out = tmp_path / "model"
+    shutil.copytree(resolve_model_path(DEFAULT_MODEL), out)
+    cfg = TrainConfig(out_dir=str(out), model="new", device="cpu")
+    model, _, _ = load_or_build(cfg)
+    _, opt, sched = optimizer_and_schedule(model, cfg)
+    step, lines, _, history = restore(str(out), opt, sched)
+    assert step >= 68_000 and lines >= 4_000_000 and history
+    states = [s for s in opt.state.values() if "exp_avg" in s]
+    assert states and all(s["exp_avg"].device.type == "cpu" for s in states)
