@@ -323,8 +323,8 @@ _register_training_commands()
 
 # Commands of other areas live in their own modules; each has register(app).
 # (pipeline/cli_outputs.py: export, search, view; pipeline/cli_distributed.py: api, watch, submit, status, token;
-# pipeline/cli_lines.py: lines)
-for _module in ("pipeline.cli_outputs", "pipeline.cli_distributed", "pipeline.cli_lines"):
+# pipeline/cli_lines.py: lines; pipeline/cli_delete.py: delete)
+for _module in ("pipeline.cli_outputs", "pipeline.cli_distributed", "pipeline.cli_lines", "pipeline.cli_delete"):
     try:
         __import__(_module, fromlist=["register"]).register(app)
     except ModuleNotFoundError as _exc:

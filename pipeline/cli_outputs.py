@@ -29,47 +29,57 @@ def _open():
                                                 settings.s3_endpoint_url)
 
 
-def find_document(s, ref: str):
-    """The done document that `ref` names: its id, a source file (by SHA-256) or its name;
-    the one sent last when several match (a file replaced under its name is the new one).
-    Errors say what was tried."""
+def matching_documents(s, ref: str):
+    """The documents `ref` names, in any state: its id, a source file (by SHA-256) or its name;
+    the one sent last first. NotFoundError, saying what was tried, when none does."""
     from sqlalchemy import func, select
 
-    from pipeline.db.models import Document, DocumentStatus, Job, JobDocument
-    from pipeline.errors import NotFoundError, QuireError
+    from pipeline.db.models import Document, Job, JobDocument
+    from pipeline.errors import NotFoundError
     from pipeline.process import file_sha256
 
     doc = s.get(Document, ref)
-    if doc is None:
-        path = Path(ref)
-        if path.is_file():
-            where, what = Document.sha256 == file_sha256(path), f"file {ref}"
-        else:
-            # The name of any run or job that sent it: the same bytes sent as another file
-            # are one document under several names. A file found in a folder is named by its
-            # path there (box1/0001.pdf); its file name alone finds it too.
-            named = select(JobDocument.document_id).where(
-                (JobDocument.name == ref) | JobDocument.name.endswith("/" + ref, autoescape=True))
-            where, what = (Document.name == ref) | Document.id.in_(named), f"id or name {ref!r}"
-        sent_last = (select(func.max(Job.created_at)).join(JobDocument, JobDocument.job_id == Job.id)
-                     .where(JobDocument.document_id == Document.id).correlate(Document).scalar_subquery())
-        # Not a --redo's reading in progress: its document keeps the reading it had till then.
-        candidates = list(s.scalars(select(Document).where(where, Document.redo_of.is_(None)).order_by(
-            sent_last.desc().nulls_last(), Document.updated_at.desc())))
-        if not candidates:
-            where_db = s.get_bind().url.render_as_string(hide_password=True)
-            raise NotFoundError(f"no document with {what} in {where_db} (QUIRE_HOME or "
-                                "QUIRE_DATABASE_URL); process it first (`quire run`, or `quire submit` and its workers)")
-        done = [d for d in candidates if d.status == DocumentStatus.DONE]
-        doc = done[0] if done else candidates[0]
-        if len(done) > 1:
-            # Other files by that name, or the same file read under other settings (model,
-            # dpi, page turning...): each is its own reading.
-            which = (f"{len(done)} different files are named {ref!r}" if len({d.sha256 for d in done}) > 1
-                     else f"{ref!r} was read {len(done)} times with different settings")
-            others = ", ".join(f"{d.id} ({d.name})" for d in done[1:4]) + (", ..." if len(done) > 4 else "")
-            typer.echo(f"quire: {which}; using {doc.id} ({doc.name}, the one sent last); "
-                       f"pass an id to choose another: {others}", err=True)
+    if doc is not None:
+        return [doc]
+    path = Path(ref)
+    if path.is_file():
+        where, what = Document.sha256 == file_sha256(path), f"file {ref}"
+    else:
+        # The name of any run or job that sent it: the same bytes sent as another file
+        # are one document under several names. A file found in a folder is named by its
+        # path there (box1/0001.pdf); its file name alone finds it too.
+        named = select(JobDocument.document_id).where(
+            (JobDocument.name == ref) | JobDocument.name.endswith("/" + ref, autoescape=True))
+        where, what = (Document.name == ref) | Document.id.in_(named), f"id or name {ref!r}"
+    sent_last = (select(func.max(Job.created_at)).join(JobDocument, JobDocument.job_id == Job.id)
+                 .where(JobDocument.document_id == Document.id).correlate(Document).scalar_subquery())
+    # Not a --redo's reading in progress: its document keeps the reading it had till then.
+    candidates = list(s.scalars(select(Document).where(where, Document.redo_of.is_(None)).order_by(
+        sent_last.desc().nulls_last(), Document.updated_at.desc())))
+    if not candidates:
+        where_db = s.get_bind().url.render_as_string(hide_password=True)
+        raise NotFoundError(f"no document with {what} in {where_db} (QUIRE_HOME or "
+                            "QUIRE_DATABASE_URL); process it first (`quire run`, or `quire submit` and its workers)")
+    return candidates
+
+
+def find_document(s, ref: str):
+    """The done document that `ref` names (`matching_documents`): the one sent last when several
+    match (a file replaced under its name is the new one). Errors say what was tried."""
+    from pipeline.db.models import DocumentStatus
+    from pipeline.errors import QuireError
+
+    candidates = matching_documents(s, ref)
+    done = [d for d in candidates if d.status == DocumentStatus.DONE]
+    doc = done[0] if done else candidates[0]
+    if len(done) > 1:
+        # Other files by that name, or the same file read under other settings (model,
+        # dpi, page turning...): each is its own reading.
+        which = (f"{len(done)} different files are named {ref!r}" if len({d.sha256 for d in done}) > 1
+                 else f"{ref!r} was read {len(done)} times with different settings")
+        others = ", ".join(f"{d.id} ({d.name})" for d in done[1:4]) + (", ..." if len(done) > 4 else "")
+        typer.echo(f"quire: {which}; using {doc.id} ({doc.name}, the one sent last); "
+                   f"pass an id to choose another: {others}", err=True)
     if doc.status != DocumentStatus.DONE:
         error = f": {doc.error}" if doc.error else ""
         raise QuireError(f"document {doc.name} ({doc.id}) is {doc.status}{error}")

@@ -215,6 +215,9 @@ class LocalRunner:
             target=self._ingest_all, args=(job_id, outcomes, events, roots), name="quire-ingest",
             daemon=True
         )
+        # Before any reading starts: a deleted document's keys (pipeline.deletion) are those the
+        # same file, read again in this run, would write.
+        cleanup.finish_deletions(self.engine, self.store, deletions)
         producer.start()
         # A second Ctrl-C, even one that comes while the first is still unwinding, waits for the
         # stop to be recorded below (pipeline/stopping.py); it only cuts the wait for the page.
@@ -222,7 +225,6 @@ class LocalRunner:
         # the run goes on; it ends inside the hold, so a second Ctrl-C cannot cut in meanwhile.
         with stopping.holding(), run_process.Heartbeat(lambda: self._beat(job_id), every, f"job {job_id}"):
             try:
-                cleanup.finish_deletions(self.engine, self.store, deletions)
                 self._consume(events, progress)
                 producer.join()
                 with session_scope(self.engine) as s:

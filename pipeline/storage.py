@@ -68,6 +68,21 @@ def line_key(sha256: str, profile: str, page_no: int, position: int, reading: st
     return f"{_reading_folder(sha256, profile, reading)}lines/{page_no:04d}/{position:04d}.png"
 
 
+def reading_prefix(sha256: str, profile: str) -> str:
+    """Everything of one document (bytes and profile): documents/<sha256>/<profile>/, its
+    page images, crops, exports and --redo readings; no other document's keys are under it."""
+    return _reading_folder(sha256, profile, None)
+
+
+def key_document(key: str) -> tuple[str, str | None] | None:
+    """Whose key this is: (sha256, profile) under documents/<sha256>/<profile>/, (sha256, None)
+    for a source, None for a key outside documents/."""
+    parts = key.split("/")
+    if len(parts) < 3 or parts[0] != "documents" or not _SHA256.fullmatch(parts[1]):
+        return None
+    return parts[1], None if len(parts) == 3 else parts[2]
+
+
 def exports_prefix(sha256: str, profile: str) -> str:
     """The folder of a document's exports under one profile: documents/<sha256>/<profile>/exports/."""
     _check_doc(sha256, profile)

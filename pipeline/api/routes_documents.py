@@ -15,6 +15,7 @@ from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
 from pipeline.db.models import Document
 from pipeline.db.session import session_scope
+from pipeline.errors import NotFoundError
 from pipeline.exporters import file_name, get_exporter
 from pipeline.types import DocumentResult
 
@@ -52,6 +53,26 @@ def get_document(document_id: str, ctx: Ctx,
         if name is not None and name != doc.name:
             view["source_uri"] = None  # where another tenant's copy came from is theirs
         return view
+
+
+@router.delete("/v1/documents/{document_id}")
+def delete_document(document_id: str, ctx: Ctx, caller: Auth) -> dict[str, Any]:
+    """Delete the document for the caller's tenant: its links to the tenant's jobs go. Documents
+    are shared by content, so the document itself (rows, text, stored objects) goes only when no
+    other job, of any tenant, links it: "outcome" says "deleted" or "unlinked". 409 while it is
+    being read (processing, or in a queued or running job of the caller's)."""
+    from pipeline.deletion import delete_document as remove
+    from pipeline.deletion import finish_pending
+
+    try:
+        done = remove(ctx.engine, ctx.store, document_id, tenant=caller.owner,
+                      silent_after=ctx.settings.run.stale_seconds)
+    except NotFoundError:
+        raise not_found("document") from None
+    finish_pending(ctx.engine, ctx.store)  # any a killed delete or run left
+    return {**done.as_dict(), "detail": (
+        "deleted: its rows, text and stored files are gone" if done.outright else
+        "removed from your jobs; other jobs still use the same file, so it is kept for them")}
 
 
 @router.get("/v1/documents/{document_id}/text")

@@ -60,8 +60,8 @@ def adopt_redo(s: Session, document_id: str, page_count: int) -> int | None:
     s.scalars(select(Page.id).where(Page.document_id.in_([document_id, redo.id]))
               .order_by(Page.id).with_for_update()).all()
     repo.get_document(s, document_id, lock=True)
-    earlier = _stored_keys(s, document_id)
-    _delete_pages(s, document_id)
+    earlier = stored_keys(s, document_id)
+    delete_pages(s, document_id)
     s.execute(update(Page).where(Page.document_id == redo.id).values(document_id=document_id),
               execution_options={"synchronize_session": False})
     s.execute(delete(Document).where(Document.id == redo.id),
@@ -70,7 +70,7 @@ def adopt_redo(s: Session, document_id: str, page_count: int) -> int | None:
     repo.finish_document(s, document_id, page_count)
     # A --redo begun before readings had keys of their own wrote its pages over the earlier
     # reading's: those it took over are still named. Only this document's rows use its keys.
-    return _record_deletion(s, document_id, earlier - _stored_keys(s, document_id))
+    return record_deletion(s, document_id, earlier - stored_keys(s, document_id))
 
 
 def drop_redo(s: Session, document_id: str) -> int | None:
@@ -82,12 +82,12 @@ def drop_redo(s: Session, document_id: str) -> int | None:
         return None
     s.scalars(select(Page.id).where(Page.document_id == redo.id).order_by(Page.id)
               .with_for_update()).all()
-    dropped = _stored_keys(s, redo.id)
-    _delete_pages(s, redo.id)
+    dropped = stored_keys(s, redo.id)
+    delete_pages(s, redo.id)
     s.execute(delete(Document).where(Document.id == redo.id),
               execution_options={"synchronize_session": False})
     s.expire_all()
-    return _record_deletion(s, document_id, dropped - _stored_keys(s, document_id))
+    return record_deletion(s, document_id, dropped - stored_keys(s, document_id))
 
 
 def pending_deletions(s: Session) -> list[int]:
@@ -102,6 +102,17 @@ def deletion_keys(s: Session, deletion_id: int) -> tuple[str, list[str]] | None:
     return None if found is None else (found.document_id, list(found.keys))
 
 
+def readings_of(s: Session, shas: set[str]) -> set[tuple[str, str]]:
+    """The (sha256, profile) of the documents there are now of these bytes; a --redo's reading
+    counts as its document's profile."""
+    rows = s.execute(select(Document.sha256, Document.profile).where(Document.sha256.in_(shas))).all()
+    return {(sha, profile.removeprefix(REDO)) for sha, profile in rows}
+
+
+def document_exists(s: Session, document_id: str) -> bool:
+    return s.get(Document, document_id) is not None
+
+
 def forget_deletion(s: Session, deletion_id: int) -> None:
     """The objects of a pending deletion are gone: its record goes too (already gone is fine,
     two runs may finish the same one)."""
@@ -109,7 +120,9 @@ def forget_deletion(s: Session, deletion_id: int) -> None:
               execution_options={"synchronize_session": False})
 
 
-def _record_deletion(s: Session, document_id: str, keys: set[str]) -> int | None:
+def record_deletion(s: Session, document_id: str, keys: set[str]) -> int | None:
+    """Record store keys to delete once this transaction is committed (pipeline.cleanup carries
+    it out); returns the record's id, None when there is nothing to delete."""
     if not keys:
         return None
     record = PendingDeletion(document_id=document_id, keys=sorted(keys), created_at=utcnow())
@@ -118,7 +131,7 @@ def _record_deletion(s: Session, document_id: str, keys: set[str]) -> int | None
     return record.id
 
 
-def _stored_keys(s: Session, document_id: str) -> set[str]:
+def stored_keys(s: Session, document_id: str) -> set[str]:
     """The store keys a reading's rows name: its page images and line crops."""
     images = s.scalars(select(Page.image_key).where(Page.document_id == document_id)).all()
     crops = s.scalars(select(Line.crop_key).join(Page).where(
@@ -126,7 +139,8 @@ def _stored_keys(s: Session, document_id: str) -> set[str]:
     return {key for key in (*images, *crops) if key}
 
 
-def _delete_pages(s: Session, document_id: str) -> None:
+def delete_pages(s: Session, document_id: str) -> None:
+    """Delete a reading's pages and lines (not its document row)."""
     # Lines first, by statement: the search index's triggers see each one go.
     pages = select(Page.id).where(Page.document_id == document_id).scalar_subquery()
     s.execute(delete(Line).where(Line.page_id.in_(pages)), execution_options={"synchronize_session": False})

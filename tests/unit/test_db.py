@@ -618,7 +618,7 @@ def test_0014_adds_the_pending_deletions_and_downgrades_cleanly(backend: str, re
         assert schema_diffs(engine) == []
         with session_scope(engine) as s:
             assert readings.pending_deletions(s) == []
-            deletion = readings._record_deletion(s, doc_id, {"k/2", "k/1"})
+            deletion = readings.record_deletion(s, doc_id, {"k/2", "k/1"})
         with session_scope(engine) as s:
             assert readings.pending_deletions(s) == [deletion]
             assert readings.deletion_keys(s, deletion) == (doc_id, ["k/1", "k/2"])
