@@ -17,10 +17,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from pipeline.db import readings, repo
-from pipeline.db.models import Document, DocumentStatus, Job, JobDocument, JobStatus, Line, Page
+from pipeline.db.jobs import LIVE
+from pipeline.db.models import Document, DocumentStatus, Job, JobDocument, Line, Page
 from pipeline.errors import NotFoundError, QuireError
-
-LIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 
 class DocumentBusyError(QuireError):
