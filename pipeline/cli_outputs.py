@@ -211,7 +211,10 @@ def hit_rows(hits) -> list[str]:
         elif len(readings[name]) > 1:
             name += f" ({hit.document_id})"
         box = ",".join(map(str, hit.bbox.as_list()))
-        rows.append(f"{name}\tpage {hit.page}\tline {hit.line}\t[{box}]\t{hit.highlighted()}")
+        line, shown = f"line {hit.line}", hit.highlighted()
+        if hit.runs_on:  # words a line break cuts: both lines, the box the first one's
+            line, shown = f"{line}-{hit.runs_on.line}", f"{shown} / {hit.runs_on.highlighted()}"
+        rows.append(f"{name}\tpage {hit.page}\t{line}\t[{box}]\t{shown}")
     return rows
 
 
