@@ -174,7 +174,10 @@ def search(
     """Full-text search over the recognized lines of every processed document.
 
     Prints one hit a line: file, page, line, box (x0,y0,x1,y1 in page pixels) and the text with
-    the matches in [brackets]. Where a file was read more than once with different results
+    the matches in [brackets]. Words a line break cuts (a phrase running on to the next line, a
+    word hyphenated at the line end) are found too, as one hit "line 14-15" with both lines'
+    text ("... [Then he] / [says], ..."); --json gives the next line as "runs_on".
+    Where a file was read more than once with different results
     (another model, pages turned or not), its name carries each reading's document id, which
     `quire export ID` takes.
 
@@ -221,7 +224,10 @@ def hit_rows(hits) -> list[str]:
         elif len(readings[name]) > 1:
             name += f" ({hit.document_id})"
         box = ",".join(map(str, hit.bbox.as_list()))
-        rows.append(f"{name}\tpage {hit.page}\tline {hit.line}\t[{box}]\t{hit.highlighted()}")
+        line, shown = f"line {hit.line}", hit.highlighted()
+        if hit.runs_on:  # words a line break cuts: both lines, the box the first one's
+            line, shown = f"{line}-{hit.runs_on.line}", f"{shown} / {hit.runs_on.highlighted()}"
+        rows.append(f"{name}\tpage {hit.page}\t{line}\t[{box}]\t{shown}")
     return rows
 
 

@@ -12,6 +12,27 @@ from pipeline.types import BBox
 _TERM = re.compile(r'"([^"]*)"?|(\S+)')
 _WORD = re.compile(r"\w+", re.UNICODE)
 MARK_START, MARK_END = "\x02", "\x03"  # around matched words in SearchHit.marked
+# A word broken at a line end: a hyphen (ASCII, U+2010, the old "¬", a soft hyphen) after a letter.
+HYPHENS = "-\u2010\u00ac\u00ad"
+
+
+@dataclass(frozen=True)
+class RunOn:
+    """The next line of a hit whose words start on the hit's line and end on this one."""
+
+    line: int  # 1-based, the hit's line + 1
+    text: str
+    bbox: BBox
+    confidence: float
+    marked: str = ""
+
+    def highlighted(self, start: str = "[", end: str = "]") -> str:
+        return _marks(self.marked or self.text, start, end)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"line": self.line, "text": self.text, "bbox": self.bbox.as_list(),
+                "confidence": round(self.confidence, 4),
+                "highlight": _marks(self.marked, "<mark>", "</mark>") if self.marked else None}
 
 
 @dataclass(frozen=True)
@@ -30,9 +51,12 @@ class SearchHit:
     # The file was since replaced under its name (a rescan): this reading is no longer its text.
     superseded: bool = False
     read_at: datetime | None = None  # when this reading was made
+    # The matched words run on to the next line (a phrase or a hyphenated word cut by the line
+    # break): this hit's own fields are its first line's, the second line is here.
+    runs_on: RunOn | None = None
 
     def highlighted(self, start: str = "[", end: str = "]") -> str:
-        return (self.marked or self.text).replace(MARK_START, start).replace(MARK_END, end)
+        return _marks(self.marked or self.text, start, end)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -42,7 +66,66 @@ class SearchHit:
             "highlight": self.highlighted("<mark>", "</mark>") if self.marked else None,
             "superseded": self.superseded,
             "read_at": self.read_at.isoformat() if self.read_at else None,
+            "runs_on": self.runs_on.to_dict() if self.runs_on else None,
         }
+
+
+def _marks(marked: str, start: str, end: str) -> str:
+    return marked.replace(MARK_START, start).replace(MARK_END, end)
+
+
+@dataclass(frozen=True)
+class Join:
+    """How a line and the next one read as one text (`window`): `head` of the first, then `sep`,
+    then `tail` of the second; `cut` (the hyphen, trailing space) and `lead` (leading space)
+    are what the window leaves out of them."""
+
+    head: str
+    cut: str
+    sep: str
+    lead: str
+    tail: str
+
+    @property
+    def window(self) -> str:
+        return self.head + self.sep + self.tail
+
+
+def join_lines(first: str, second: str) -> Join:
+    """`first` followed by `second` as print reads them: a word hyphenated at the line end
+    ("archi-" + "ves of") is joined whole ("archives of"); otherwise the lines are joined by a
+    space. Only a lowercase continuation is taken as a broken word, so "Smith-" + "Jones" keeps
+    its hyphen's meaning of two words."""
+    body, rest = first.rstrip(), second.lstrip()
+    if (len(body) >= 2 and body[-1] in HYPHENS and body[-2].isalpha()
+            and rest[:1].islower()):
+        return Join(body[:-1], first[len(body) - 1:], "", second[:len(second) - len(rest)], rest)
+    return Join(first, "", " ", "", second)
+
+
+def split_marked(marked: str, join: Join) -> tuple[str, str] | None:
+    """The marked window text (`join.window` with MARK_START/MARK_END around matches) as the two
+    lines' own texts, each marked; a match crossing the break is marked in both. None when
+    `marked` is not that window marked (then the caller shows the lines unmarked)."""
+    if marked.replace(MARK_START, "").replace(MARK_END, "") != join.window:
+        return None
+    i, seen, inside = 0, 0, False
+    while i < len(marked) and (seen < len(join.head) or marked[i] == MARK_END):
+        inside = (inside or marked[i] == MARK_START) and marked[i] != MARK_END
+        seen += marked[i] not in (MARK_START, MARK_END)
+        i += 1
+    hyphen = join.cut.rstrip()
+    first = marked[:i] + hyphen + (MARK_END if inside else "") + join.cut[len(hyphen):]
+    skipped = 0
+    while i < len(marked) and skipped < len(join.sep):  # the space between, never part of a mark
+        if marked[i] == MARK_START:
+            inside = True
+        elif marked[i] == MARK_END:
+            inside = False
+        else:
+            skipped += 1
+        i += 1
+    return first, join.lead + (MARK_START if inside else "") + marked[i:]
 
 
 def query_terms(user_text: str) -> list[tuple[str, bool]]:

@@ -245,6 +245,9 @@ class Line(Base):
     y1: Mapped[int] = mapped_column(Integer)
     crop_key: Mapped[str | None] = mapped_column(String(512))
     text: Mapped[str | None] = mapped_column(Text)
+    # This line's text joined with the next one's in its column (a hyphenated word whole), which
+    # search indexes to find phrases a line break cuts; set by pipeline.db.runon, never by hand.
+    run_on: Mapped[str | None] = mapped_column(Text)
     confidence: Mapped[float | None] = mapped_column(Float)
     model: Mapped[str | None] = mapped_column(String(255))
     status: Mapped[str] = mapped_column(String(16), default=LineStatus.PENDING.value, index=True)

@@ -15,6 +15,7 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
+from pipeline.db import runon
 from pipeline.db.models import (
     Document,
     DocumentStatus,
@@ -219,6 +220,7 @@ def save_lines(
     doc.pages_done = s.scalar(select(func.count()).select_from(Page).where(
         Page.document_id == doc.id, Page.status == PageStatus.DONE.value)) or 0
     s.flush()
+    runon.fill_run_on(s, [page_id])  # a moved or removed line's neighbours no longer run on
     return lines
 
 
@@ -238,15 +240,19 @@ def set_line_texts(s: Session, results: Sequence[tuple[int, str, float]], model:
         line.model, line.status = model, LineStatus.DONE.value
         per_page[line.page_id] += 1
     finished: Counter[str] = Counter()
+    done: list[int] = []
     for page_id, n in per_page.items():
         page = pages[page_id]
         page.lines_done += n
         if page.lines_done >= page.lines_total and page.status != PageStatus.DONE:
             page.status = PageStatus.DONE.value
             finished[page.document_id] += 1
+            done.append(page_id)
     for document_id in sorted(finished):
         get_document(s, document_id, lock=True).pages_done += finished[document_id]
     s.flush()
+    # Read in any order, a page's lines are joined once it is all read (under the page's lock).
+    runon.fill_run_on(s, done)
 
 
 def set_page_count(s: Session, document_id: str, page_count: int) -> None:
@@ -261,6 +267,7 @@ def finish_document(s: Session, document_id: str, page_count: int) -> None:
     doc.pages_done = s.scalar(select(func.count()).select_from(Page).where(
         Page.document_id == document_id, Page.status == PageStatus.DONE.value)) or 0
     s.flush()
+    runon.fill_document(s, document_id)  # the finish stage's check: every page's lines joined
 
 
 def fail_document(s: Session, document_id: str, reason: str) -> None:

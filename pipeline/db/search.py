@@ -11,21 +11,33 @@ from sqlalchemy.orm import Session
 
 from pipeline.db.models import UTCDateTime
 from pipeline.errors import ConfigError
-from pipeline.search import MARK_END, MARK_START, SearchHit, fts5_query, tsquery
+from pipeline.search import (
+    MARK_END,
+    MARK_START,
+    RunOn,
+    SearchHit,
+    fts5_query,
+    join_lines,
+    split_marked,
+    tsquery,
+)
 from pipeline.types import BBox
 
-# Created by migrations/versions/0002_search.py; the models do not declare them.
+# Created by migrations 0002_search (each line) and 0015_run_on_search (each line run on to the
+# next); the models do not declare them.
 FTS_TABLE = "lines_fts"
 PG_INDEX = "ix_lines_text_tsv"
+RUN_ON_FTS = "lines_run_on_fts"
+RUN_ON_INDEX = "ix_lines_run_on_tsv"
 
 
 def is_search_object(name: str | None, type_: str) -> bool:
-    """True for the FTS table, its shadow tables and the GIN index (outside the models)."""
+    """True for the FTS tables, their shadow tables and the GIN indexes (outside the models)."""
     if name is None:
         return False
     if type_ == "table":
-        return name == FTS_TABLE or name.startswith(FTS_TABLE + "_")
-    return type_ == "index" and name == PG_INDEX
+        return any(name == t or name.startswith(t + "_") for t in (FTS_TABLE, RUN_ON_FTS))
+    return type_ == "index" and name in (PG_INDEX, RUN_ON_INDEX)
 
 
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
@@ -40,6 +52,9 @@ def search_lines(
     """Lines whose recognized text matches `query` (all words, "phrases", prefix*), best first.
 
     SQLite: FTS5 ranked by bm25; PostgreSQL: the GIN-indexed tsvector ranked by ts_rank.
+    Words that a line break cuts (a phrase, all the words, a hyphenated word) are found in the
+    lines' run-on text (pipeline.db.runon) where neither line alone matches: one hit on the
+    line where they start, its `runs_on` the next line.
     owner: only documents of that owner's jobs (an API token's id); None searches everything.
     Only the current reading of each file name is searched: a file replaced under its name
     (a rescan) no longer holds its old text. superseded=True searches those old readings too,
@@ -49,10 +64,10 @@ def search_lines(
     dialect = s.get_bind().dialect.name
     if dialect == "sqlite":
         match = fts5_query(query)
-        sql = SQLITE_SEARCH
+        sql, run_on_sql = SQLITE_SEARCH, SQLITE_RUN_ON
     elif dialect == "postgresql":
         match = tsquery(query)
-        sql = PG_SEARCH
+        sql, run_on_sql = PG_SEARCH, PG_RUN_ON
     else:  # pragma: no cover - the project supports these two
         raise ConfigError(f"full-text search is not available on {dialect}")
     if match is None:
@@ -63,13 +78,22 @@ def search_lines(
         where += "\n  AND NOT " + SUPERSEDED.format(owner=link_owner)
     # The same file read under two settings (another model, --decode) has its lines twice: the
     # same text at the same place is one hit, the best ranked. Twice the rows allow for that.
-    rows = s.execute(text(sql.format(where=where)),
-                     {"q": match, "limit": 2 * limit, "owner": owner, "a": MARK_START,
-                      "b": MARK_END}).all()
+    params = {"q": match, "limit": 2 * limit, "owner": owner, "a": MARK_START, "b": MARK_END}
+    rows = list(s.execute(text(sql.format(where=where)), params))
+    # Run-on hits compete with the lines' own on score (both full-text ranks of a line's text,
+    # the run-on one of two lines'); a stable sort keeps a line's own hit first on a tie.
+    rows += s.execute(text(run_on_sql.format(where=where)), params).all()
+    rows.sort(key=lambda r: -float(r.score))
     names = _names(s, {r.document_id for r in rows}, owner)
     hits, seen = [], set()
     for r in rows:
-        place = (r.sha256, r.number, r.position, r.text)
+        marked, runs_on = r.marked, None
+        if "run_on" in r._fields:
+            found = _run_on(r)
+            if found is None:
+                continue
+            marked, runs_on = found
+        place = (r.sha256, r.number, r.position, r.text, runs_on.text if runs_on else None)
         if place in seen:
             continue
         seen.add(place)
@@ -77,10 +101,24 @@ def search_lines(
         hits.append(SearchHit(
             document_id=r.document_id, document_name=shown.name if shown else r.name,
             page=r.number, line=r.position + 1, text=r.text, bbox=BBox(r.x0, r.y0, r.x1, r.y1),
-            confidence=r.confidence or 0.0, score=float(r.score), marked=r.marked or "",
+            confidence=r.confidence or 0.0, score=float(r.score), marked=marked or "",
             superseded=shown.superseded if shown else False,
-            read_at=shown.read_at if shown else None))
+            read_at=shown.read_at if shown else None, runs_on=runs_on))
     return hits[:limit]
+
+
+def _run_on(r: Any) -> tuple[str, RunOn] | None:
+    """A run-on row's first line marked, and its next line; None where the run-on text has gone
+    stale (a line changed since it was joined): then it is no hit."""
+    if not r.text or not r.next_text:
+        return None
+    join = join_lines(r.text, r.next_text)
+    if join.window != r.run_on:
+        return None
+    marked = split_marked(r.marked or "", join) or ("", "")
+    return marked[0], RunOn(line=r.position + 2, text=r.next_text,
+                            bbox=BBox(r.nx0, r.ny0, r.nx1, r.ny1),
+                            confidence=r.next_confidence or 0.0, marked=marked[1])
 
 
 @dataclass(frozen=True)
@@ -167,5 +205,46 @@ CROSS JOIN (SELECT to_tsquery('simple', :q) AS query) q
 JOIN pages p ON p.id = l.page_id
 JOIN documents d ON d.id = p.document_id
 WHERE {_TSV} @@ q.query AND d.redo_of IS NULL{{where}}
+ORDER BY score DESC, d.name, p.number, l.position
+LIMIT :limit"""
+
+# Lines run on to the next (lines.run_on), where the line alone does not match and the next line
+# alone does not: words within one line are that line's own hit, never also its neighbour's.
+# SQLite: the lines' own matches once (`own`, a set probed per candidate; an FTS5 lookup per
+# candidate took 6 s for a common word on 200,000 lines). PostgreSQL: each candidate's two texts
+# tested directly, linear and about as fast as the line search (an anti-join on the lines' own
+# matches let the planner pick nested loops: 10 s and worse).
+_NEXT = """, l.run_on, n.text AS next_text, n.confidence AS next_confidence,
+       n.x0 AS nx0, n.y0 AS ny0, n.x1 AS nx1, n.y1 AS ny1"""
+_NEXT_JOIN = "JOIN lines n ON n.page_id = l.page_id AND n.position = l.position + 1"
+SQLITE_RUN_ON = f"""
+WITH own AS MATERIALIZED (SELECT rowid AS id FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q)
+SELECT d.id AS document_id, d.name, d.sha256, p.number, l.position, l.x0, l.y0, l.x1, l.y1, l.text,
+       l.confidence, -bm25({RUN_ON_FTS}) AS score,
+       highlight({RUN_ON_FTS}, 0, :a, :b) AS marked{_NEXT}
+FROM {RUN_ON_FTS}
+JOIN lines l ON l.id = {RUN_ON_FTS}.rowid
+{_NEXT_JOIN}
+JOIN pages p ON p.id = l.page_id
+JOIN documents d ON d.id = p.document_id
+WHERE {RUN_ON_FTS} MATCH :q AND d.redo_of IS NULL
+  AND l.id NOT IN (SELECT id FROM own) AND n.id NOT IN (SELECT id FROM own){{where}}
+ORDER BY bm25({RUN_ON_FTS}), d.name, p.number, l.position
+LIMIT :limit"""
+
+_RUN_ON_TSV = "to_tsvector('simple', coalesce(l.run_on, ''))"  # as 0015's index
+PG_RUN_ON = f"""
+SELECT d.id AS document_id, d.name, d.sha256, p.number, l.position, l.x0, l.y0, l.x1, l.y1, l.text,
+       l.confidence, ts_rank({_RUN_ON_TSV}, q.query) AS score,
+       ts_headline('simple', l.run_on, q.query,
+                   'StartSel=' || :a || ', StopSel=' || :b || ', HighlightAll=true') AS marked{_NEXT}
+FROM lines l
+CROSS JOIN (SELECT to_tsquery('simple', :q) AS query) q
+{_NEXT_JOIN}
+JOIN pages p ON p.id = l.page_id
+JOIN documents d ON d.id = p.document_id
+WHERE {_RUN_ON_TSV} @@ q.query AND d.redo_of IS NULL
+  AND NOT {_TSV} @@ q.query
+  AND NOT to_tsvector('simple', coalesce(n.text, '')) @@ q.query{{where}}
 ORDER BY score DESC, d.name, p.number, l.position
 LIMIT :limit"""

@@ -135,7 +135,11 @@ def test_search_finds_a_known_phrase_and_not_a_missing_one(env):
     assert (name, page, line, text) == ("letter.pdf", "page 1", "line 3", "[Dear Mr. Holloway],")
     data = json.loads(quire("search", "county archives", "--json").output)
     assert [(h["page"], h["line"], h["text"]) for h in data] == [(1, 1, "Quire County Archives")]
-    assert len(data[0]["bbox"]) == 4
+    assert len(data[0]["bbox"]) == 4 and data[0]["runs_on"] is None
+    # A phrase the line break cuts, joined as the run read the page: one hit on its first line.
+    [cut] = quire("search", '"archives 12 march"').output.strip().splitlines()
+    assert cut.split("\t")[2] == "line 1-2"
+    assert cut.split("\t")[4] == "Quire County [Archives] / [12 March] 1931"
     assert quire("search", "Zanzibar").exit_code == 1
     for hostile in ['"', "AND(", "NEAR(a b", "*", "county OR", "-march"]:
         assert quire("search", "--json", "--", hostile).exit_code == 0, hostile

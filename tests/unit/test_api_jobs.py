@@ -284,6 +284,24 @@ def test_finished_job_with_webhook_is_notified_once(api, monkeypatch):
     assert NOTIFY == "quire.notify_job"
 
 
+def test_search_finds_a_phrase_a_line_break_cuts_as_one_hit_of_its_first_line(api):
+    upload(api, api.alice, name="diary.pdf")
+    complete(api.engine, api.sent[0][1], texts=("listening. Then he", "says, the archi-",
+                                                "ves of the county"))
+    [hit] = api.get('/v1/search?q="then he says"', headers=api.alice).json()["hits"]
+    assert (hit["document"], hit["line"], hit["bbox"]) == ("diary.pdf", 1, [0, 0, 90, 8])
+    assert hit["highlight"] == "listening. <mark>Then he</mark>"
+    assert hit["runs_on"] == {"line": 2, "text": "says, the archi-", "bbox": [0, 10, 90, 18],
+                              "confidence": 0.9, "highlight": "<mark>says</mark>, the archi-"}
+    [word] = api.get("/v1/search?q=archives", headers=api.alice).json()["hits"]
+    assert (word["line"], word["runs_on"]["line"]) == (2, 3)
+    assert word["highlight"] == "says, the <mark>archi-</mark>"
+    assert word["runs_on"]["highlight"] == "<mark>ves</mark> of the county"
+    [own] = api.get("/v1/search?q=county", headers=api.alice).json()["hits"]
+    assert (own["line"], own["runs_on"]) == (3, None)
+    assert api.get("/v1/search?q=archives", headers=api.bob).json()["hits"] == []
+
+
 def test_api_module_does_not_import_torch_or_workers():
     code = ("import sys, pipeline.api.app, pipeline.cli_distributed, pipeline.watch; "
             "bad = [m for m in ('torch', 'transformers', 'workers') if m in sys.modules]; "

@@ -628,3 +628,52 @@ def test_0014_adds_the_pending_deletions_and_downgrades_cleanly(backend: str, re
             assert conn.execute(text("SELECT id FROM documents")).all() == [(doc_id,)]
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0015_joins_the_lines_read_before_it_and_downgrades_cleanly(backend: str,
+                                                                    request: pytest.FixtureRequest) -> None:
+    """Pages read before 0015 are searchable across their line breaks once it has run (a phrase,
+    a hyphenated word); the run-on text and its index go again on the way down."""
+    from alembic import command
+
+    from pipeline.db.search import search_lines
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0014_pending_deletions")
+    engine = make_engine(url)
+    try:
+        doc_id = add_old_doc(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE documents SET status = 'done'"))
+            conn.execute(text("INSERT INTO pages (id, document_id, number, image_key, width, height, dpi, "
+                              "angle, rotation, status, lines_total, lines_done) VALUES "
+                              "(7, :d, 1, 'k', 1200, 1600, 150, 0, 0, 'done', 3, 3)"), {"d": doc_id})
+            for i, line in enumerate(["listening. Then he", "says, the archi-", "ves of the county"]):
+                conn.execute(text("INSERT INTO lines (page_id, position, x0, y0, x1, y1, text, "
+                                  "confidence, status) VALUES (7, :i, 100, :y, 900, :y + 30, :t, 0.9, "
+                                  "'done')"), {"i": i, "y": 100 + 40 * i, "t": line})
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        with session_scope(engine) as s:
+            assert [(h.line, h.runs_on and h.runs_on.line) for h in search_lines(s, '"then he says"')] \
+                == [(1, 2)]
+            assert [(h.line, h.runs_on and h.runs_on.line) for h in search_lines(s, "archives")] == [(2, 3)]
+            assert [h.line for h in search_lines(s, "county")] == [3]
+        command.downgrade(alembic_config(url), "0014_pending_deletions")
+        with engine.connect() as conn:
+            assert "run_on" not in {c["name"] for c in inspect(conn).get_columns("lines")}
+            assert conn.execute(text("SELECT count(*) FROM lines")).scalar() == 3
+            ids = conn.execute(text("SELECT id FROM lines ORDER BY position")).scalars().all()
+        with engine.begin() as conn:  # the line search of 0002 is still kept up to date
+            conn.execute(text("UPDATE lines SET text = 'the county hall' WHERE position = 2"))
+        if backend == "sqlite_url":
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT rowid FROM lines_fts WHERE lines_fts MATCH 'hall'")
+                                    ).scalars().all() == [ids[2]]
+        upgrade(url)  # and up again
+        with session_scope(engine) as s:
+            assert [h.line for h in search_lines(s, "archives")] == []  # "hall" replaced "ves..."
+            assert [h.line for h in search_lines(s, '"then he says"')] == [1]
+    finally:
+        engine.dispose()
