@@ -290,11 +290,16 @@ def _print_view(view: dict[str, Any]) -> None:
     run = view.get("run")
     if run and view["status"] == "stopped":
         typer.echo(f"  {stop_described(run, run['reached'])}")
-    for doc in view.get("documents", []):
-        if doc["status"] == "failed":
-            # A stopped run's unfinished documents are not failures of the files (api/views.py).
-            label = "UNFINISHED" if doc["error"] in STOP_REASONS else "FAILED"
-            typer.echo(f"  {label} {doc['name']}: {doc['error']}")
+    # An API older than session 38 lists every document, not the first failed ones.
+    failed = view.get("failed_documents",
+                      [doc for doc in view.get("documents", []) if doc["status"] == "failed"])
+    for doc in failed:
+        # A stopped run's unfinished documents are not failures of the files (api/views.py).
+        label = "UNFINISHED" if doc["error"] in STOP_REASONS else "FAILED"
+        typer.echo(f"  {label} {doc['name']}: {doc['error']}")
+    if view.get("failed_more"):
+        typer.echo(f"  ... and {view['failed_more']} more failed or unfinished: GET "
+                   f"/v1/jobs/{view['id']}/documents?status=failed lists them all")
 
 
 def status(

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
+from pipeline.api import views
 from pipeline.api.deps import (
     ApiContext,
     Auth,
@@ -25,9 +26,9 @@ from pipeline.api.deps import (
     scoped_key,
 )
 from pipeline.api.schemas import DocumentsAdd, JobCreate, JobOptionsIn
-from pipeline.api.views import job_view
 from pipeline.db import repo
-from pipeline.db.models import Job, JobStatus
+from pipeline.db.job_status import BadCursor
+from pipeline.db.models import DocumentStatus, Job, JobStatus
 from pipeline.db.session import session_scope
 from pipeline.errors import NotFoundError, ObjectNotFoundError
 from pipeline.exporters import get_exporter
@@ -131,7 +132,7 @@ def _load(ctx: ApiContext, caller: Caller, job_id: str) -> dict[str, Any]:
         job = s.get(Job, job_id)
         if job is None or job.owner != caller.owner:
             raise not_found("job")
-        return job_view(s, job)
+        return views.job_view(s, job)
 
 
 def _replay(ctx: ApiContext, caller: Caller, key: str | None, options: JobOptions,
@@ -305,7 +306,23 @@ def list_jobs(ctx: Ctx, caller: Auth,
     with session_scope(ctx.engine) as s:
         jobs = s.scalars(select(Job).where(Job.owner == caller.owner)
                          .order_by(Job.created_at.desc()).limit(max(1, min(limit, 500))))
-        return {"jobs": [job_view(s, j, with_documents=False) for j in jobs]}
+        return {"jobs": views.job_views(s, list(jobs))}
+
+
+@router.get("/{job_id}/documents")
+def list_documents(job_id: str, ctx: Ctx, caller: Auth, status: DocumentStatus | None = None,
+                   limit: int = 100, after: str | None = None) -> dict[str, Any]:
+    """A job's documents in submission order, `limit` (at most 1,000) at a time: `next` is the
+    URL of the following page (None after the last); `status=failed` lists the failed ones."""
+    with session_scope(ctx.engine) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.owner != caller.owner:
+            raise not_found("job")
+        try:
+            return views.documents_list(s, job_id, status=status.value if status else None,
+                                        after=after, limit=max(1, min(limit, 1000)))
+        except BadCursor as e:
+            raise HTTPException(422, str(e)) from e
 
 
 @router.get("/{job_id}")

@@ -2,65 +2,89 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipeline.db import repo, runs
-from pipeline.db.models import Document, DocumentStatus, Job, JobDocument, Line, LineStatus, Page
+from pipeline.db import job_status, runs
+from pipeline.db.models import Document, DocumentStatus, Job, Line, LineStatus, Page
 
 
 def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+# Documents a job's view lists inline; the rest page through GET /v1/jobs/{id}/documents.
+INLINE = 100
+
+
 def job_view(s: Session, job: Job, *, with_documents: bool = True) -> dict[str, Any]:
-    """Status, counts, percent done (documents weighted by their lines read) and per-document errors."""
-    named = repo.named_job_documents(s, job.id)
-    docs = [doc for doc, _ in named]
-    # By document id, not by link: a document the job sent under two names is counted once.
-    mine = select(JobDocument.document_id).where(JobDocument.job_id == job.id)
-    lines = {doc_id: (int(total), int(done)) for doc_id, total, done in s.execute(
-        select(Page.document_id, func.count(Line.id),
-               func.count(Line.id).filter(Line.status == LineStatus.DONE.value))
-        .join(Line, Line.page_id == Page.id).where(Page.document_id.in_(mine))
-        .group_by(Page.document_id))}
-    progress = 0.0
-    for doc in docs:
-        if doc.status == DocumentStatus.DONE or (doc.status == DocumentStatus.FAILED and not stopped(doc)):
-            progress += 1.0
-        elif doc.status != DocumentStatus.PENDING:  # processing, or left unfinished by a stopped run
-            total, done = lines.get(doc.id, (0, 0))
-            # Ingest still running: its lines are not all known, so cap below 100 %.
-            progress += 0.9 * (done / total) if total else 0.0
+    """Status, counts, percent done (documents weighted by their lines read), the first documents
+    and the first failed ones with their errors: a few statements, whatever the job's size."""
+    return job_views(s, [job], with_documents=with_documents)[0]
+
+
+def job_views(s: Session, jobs: Sequence[Job], *, with_documents: bool = False
+              ) -> list[dict[str, Any]]:
+    """The views of many jobs (GET /v1/jobs) from the same three aggregates, not one per job."""
+    found = job_status.tallies(s, [job.id for job in jobs])
+    return [_view(s, job, found[job.id], with_documents) for job in jobs]
+
+
+def _view(s: Session, job: Job, t: job_status.Tally, with_documents: bool) -> dict[str, Any]:
     # A `quire run` job links each file once it reaches it: the files not reached yet (or never,
     # if the run was stopped) count as pending, so a stopped run is not shown as complete.
     run = job.local_run
-    total = max(len(docs), int(run.get("inputs") or 0)) if run else len(docs)
-    counts = {"total": total,
-              "done": sum(d.status == DocumentStatus.DONE for d in docs),
-              "failed": sum(d.status == DocumentStatus.FAILED and not stopped(d) for d in docs)}
-    counts["pending"] = counts["total"] - counts["done"] - counts["failed"]
+    total = max(t.links, int(run.get("inputs") or 0)) if run else t.links
+    counts = {"total": total, "done": t.done, "failed": t.failed,
+              "pending": total - t.done - t.failed}
     view: dict[str, Any] = {
         "id": job.id, "status": job.status, "owner": job.owner,
         "created_at": _iso(job.created_at), "finished_at": _iso(job.finished_at),
         "settings": job.settings, "accepting": bool(job.accepting),
         "documents_count": counts,
-        "lines": {"done": sum(d for _, d in lines.values()),
-                  "total": sum(t for t, _ in lines.values())},
-        "percent": round(100.0 * progress / total, 1) if total else 0.0,
+        "lines": {"done": t.lines_done, "total": t.lines_total},
+        "percent": round(100.0 * t.progress / total, 1) if total else 0.0,
     }
     if run:
         view["run"] = {"pid": run.get("pid"), "host": run.get("host"), "inputs": run.get("inputs"),
-                       "reached": len(docs), "stopped": run.get("stopped"),
+                       "reached": t.links, "stopped": run.get("stopped"),
                        "went_on_in": run.get("went_on_in"), "heartbeat_at": _iso(job.heartbeat_at)}
         if run.get("stopped") == runs.BY_SILENCE:  # how long it was silent, and the limit
             view["run"].update(silent_for=run.get("silent_for"), silent_limit=run.get("silent_limit"))
     if with_documents:
-        view["documents"] = [document_summary(d, lines.get(d.id, (0, 0)), name)
-                             for d, name in named]
+        listed = job_status.documents_page(s, job.id, limit=INLINE)
+        view["documents"] = [listed_summary(item) for item in listed]
+        view["documents_next"] = _next(job.id, listed, INLINE, None)
+        failed = [d for d in listed if d.document.status == DocumentStatus.FAILED]
+        if len(failed) < min(t.failed_links, INLINE):  # some are past the first page
+            failed = job_status.documents_page(s, job.id, status=DocumentStatus.FAILED.value,
+                                               limit=INLINE)
+        view["failed_documents"] = [listed_summary(item) for item in failed]
+        view["failed_more"] = t.failed_links - len(failed)
     return view
+
+
+def _next(job_id: str, listed: list[job_status.Listed], limit: int, status: str | None) -> str | None:
+    """The URL of the next page, or None when this one is the last."""
+    if len(listed) < limit:
+        return None
+    query = f"?status={status}&" if status else "?"
+    return f"/v1/jobs/{job_id}/documents{query}limit={limit}&after={listed[-1].cursor}"
+
+
+def documents_list(s: Session, job_id: str, *, status: str | None, after: str | None,
+                   limit: int) -> dict[str, Any]:
+    """A page of a job's documents (GET /v1/jobs/{id}/documents)."""
+    listed = job_status.documents_page(s, job_id, status=status, after=after, limit=limit)
+    return {"id": job_id, "documents": [listed_summary(item) for item in listed],
+            "next": _next(job_id, listed, limit, status)}
+
+
+def listed_summary(item: job_status.Listed) -> dict[str, Any]:
+    return document_summary(item.document, item.lines, item.name)
 
 
 def stopped(doc: Document) -> bool:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -177,6 +178,8 @@ class JobDocument(Base):
     once per name: two files of the same bytes in one job are two inputs of one document."""
 
     __tablename__ = "job_documents"
+    # A job's documents in submission order, a page at a time (pipeline.db.job_status).
+    __table_args__ = (Index("ix_job_documents_job_id_position", "job_id", "position"),)
 
     job_id: Mapped[str] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
