@@ -2,9 +2,9 @@
 page at a time (GET /v1/jobs/{id}/documents, the first ones in the job's view) without sorting
 all of a job's links for each page.
 
-Revision ID: 0017_job_document_order
-Revises: 0014_pending_deletions
-Create Date: 2026-12-01
+Revision ID: 0016_job_document_order
+Revises: 0015_run_on_search
+Create Date: 2026-11-24
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0017_job_document_order"
-down_revision: str | None = "0014_pending_deletions"
+revision: str = "0016_job_document_order"
+down_revision: str | None = "0015_run_on_search"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
