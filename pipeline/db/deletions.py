@@ -92,9 +92,21 @@ def carry_out(s: Session, plan: Plan, keys: set[str]) -> Removal:
     """Delete what `plan` says: the links, recounting their jobs; if outright, the document's
     pages and lines (by statement, so the search index follows), its unfinished --redo and the
     row, recording `keys` (the store objects to delete) as a pending deletion."""
+    links: dict[str, int] = {job_id: n for job_id, n in s.execute(
+        select(JobDocument.job_id, func.count()).where(
+            JobDocument.document_id == plan.document_id, JobDocument.job_id.in_(plan.jobs))
+        .group_by(JobDocument.job_id))}
     s.execute(delete(JobDocument).where(JobDocument.document_id == plan.document_id,
                                         JobDocument.job_id.in_(plan.jobs)),
               execution_options={"synchronize_session": False})
+    for job in s.scalars(select(Job).where(Job.id.in_(plan.jobs), Job.local_run.is_not(None))):
+        # A `quire run` job counts the files it was given (its files not reached are pending):
+        # a deleted one's names are no longer to come, or the finished run shows them pending.
+        run = dict(job.local_run or {})
+        if run.get("inputs"):
+            run["inputs"] = max(0, int(run["inputs"]) - links.get(job.id, 0))
+            job.local_run = run
+    s.flush()
     for job_id in plan.jobs:
         repo.update_job_counts(s, job_id)  # a finished job counts what it still holds
     removal = Removal(plan)

@@ -677,3 +677,53 @@ def test_0015_joins_the_lines_read_before_it_and_downgrades_cleanly(backend: str
             assert [h.line for h in search_lines(s, '"then he says"')] == [1]
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0013_to_head_and_back_keeps_a_read_job(backend: str, request: pytest.FixtureRequest) -> None:
+    """The whole chain from 0013 to head and back with a read document, its job, pages and lines
+    and a pending deletion in place: every row kept both ways, the new pieces working between."""
+    from alembic import command
+
+    from pipeline.db import job_status
+    from pipeline.db.search import search_lines
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0013_run_heartbeat")
+    engine = make_engine(url)
+    try:
+        doc_id = add_old_doc(engine)
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE documents SET status = 'done', page_count = 1, pages_done = 1"))
+            conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
+                              "documents_failed, created_at, accepting, owner) VALUES ('j1', '{}', 'done', "
+                              "1, 1, 0, '2026-11-24 00:00:00', false, 'alice')"))
+            conn.execute(text("INSERT INTO job_documents (job_id, document_id, position, name, name_sha256) "
+                              "VALUES ('j1', :d, 0, 'a.pdf', :n)"),
+                         {"d": doc_id, "n": hashlib.sha256(b"a.pdf").hexdigest()})
+            conn.execute(text("INSERT INTO pages (id, document_id, number, image_key, width, height, dpi, "
+                              "angle, rotation, status, lines_total, lines_done) VALUES "
+                              "(7, :d, 1, 'k', 1200, 1600, 150, 0, 0, 'done', 2, 2)"), {"d": doc_id})
+            for i, line in enumerate(["the county", "archives hold it"]):
+                conn.execute(text("INSERT INTO lines (page_id, position, x0, y0, x1, y1, text, "
+                                  "confidence, status) VALUES (7, :i, 100, :y, 900, :y + 30, :t, 0.9, "
+                                  "'done')"), {"i": i, "y": 100 + 40 * i, "t": line})
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        with session_scope(engine) as s:
+            assert [h.line for h in search_lines(s, '"county archives"')] == [1]
+            t = job_status.tallies(s, ["j1"])["j1"]
+            assert (t.links, t.done, t.lines_total, t.lines_done) == (1, 1, 2, 2)
+            assert [d.name for d in job_status.documents_page(s, "j1")] == ["a.pdf"]
+            readings.record_deletion(s, doc_id, {"k/1"})
+        command.downgrade(alembic_config(url), "0013_run_heartbeat")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM lines")).scalar() == 2
+            assert conn.execute(text("SELECT count(*) FROM job_documents")).scalar() == 1
+            assert "pending_deletions" not in inspect(conn).get_table_names()
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        with session_scope(engine) as s:
+            assert [h.line for h in search_lines(s, '"county archives"')] == [1]
+    finally:
+        engine.dispose()

@@ -1,0 +1,44 @@
+"""pipeline.deletion on both backends and a real store: what a deleted document's jobs say after."""
+
+from __future__ import annotations
+
+import hashlib
+
+from pipeline import deletion, storage
+from pipeline.api.views import job_view
+from pipeline.db import repo, runs
+from pipeline.db.session import session_scope
+from pipeline.types import BBox
+
+SHA = hashlib.sha256(b"letter").hexdigest()
+SHA2 = hashlib.sha256(b"scan").hexdigest()
+
+
+def read_document(s, job_id: str, sha: str, name: str, position: int) -> str:
+    doc, _ = repo.upsert_document(s, sha256=sha, profile="p1", name=name, source_uri=name, size_bytes=1)
+    repo.link_job_document(s, job_id, doc.id, position, name)
+    page = repo.save_page(s, doc.id, number=1, image_key=storage.page_key(sha, "p1", 1),
+                          width=100, height=50, dpi=150, angle=0.0)
+    [line] = repo.save_lines(s, page.id, [(0, BBox(0, 0, 90, 8), None)])
+    repo.set_line_texts(s, [(line.id, "words", 0.9)], "m")
+    repo.finish_document(s, doc.id, 1)
+    return doc.id
+
+
+def test_a_finished_quire_run_no_longer_counts_a_deleted_document(engine, tmp_path) -> None:
+    """A `quire run` job counts the files it was given (local_run inputs), not only those linked,
+    so that a stopped run's files not reached yet are pending. A file deleted since is neither
+    reached nor to come: the finished run must not show it pending for ever."""
+    store = storage.LocalStore(tmp_path / "store")
+    with session_scope(engine) as s:
+        job = repo.create_job(s, settings={}, local_run=runs.local_run({"pid": 1, "host": "h"}, 2))
+        letter = read_document(s, job.id, SHA, "letter.pdf", 0)
+        read_document(s, job.id, SHA2, "scan.png", 1)
+        repo.update_job_counts(s, job.id)
+        job_id = job.id
+    deletion.delete_document(engine, store, letter)
+    with session_scope(engine) as s:
+        view = job_view(s, repo.get_job(s, job_id))
+    assert view["status"] == "done"
+    assert view["documents_count"] == {"total": 1, "done": 1, "failed": 0, "pending": 0}
+    assert view["percent"] == 100.0
