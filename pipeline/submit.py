@@ -253,6 +253,11 @@ class Submitter:
             # (all read before) is running again, or a worker taking the message at once
             # would find no live job wanting the document and drop it.
             jobrepo.refresh_job(s, job_id)
+        # The source was stored (or found there) before the row: a deletion of the only other
+        # document of these bytes in between deletes it (pipeline.deletion). With the row
+        # committed, later deletions keep it (pipeline.cleanup), so it is put back now if gone.
+        if not self.store.exists(storage.source_key(sha)):
+            store_source(self.store, src)
         if status in (DocumentStatus.PENDING, DocumentStatus.FAILED):
             self._send_ingest(document_id, job_id)
             outcome = "queued"

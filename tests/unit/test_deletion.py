@@ -42,3 +42,47 @@ def test_a_finished_quire_run_no_longer_counts_a_deleted_document(engine, tmp_pa
     assert view["status"] == "done"
     assert view["documents_count"] == {"total": 1, "done": 1, "failed": 0, "pending": 0}
     assert view["percent"] == 100.0
+
+
+def test_a_file_sent_while_its_only_copy_is_deleted_keeps_its_source(engine, s3_server, s3_bucket,
+                                                                    tmp_path, monkeypatch) -> None:
+    """Bob sends the bytes Alice's document holds, and Alice deletes hers between Bob's upload (the
+    source was there: not uploaded again) and Bob's document row: the deletion removes the source,
+    and Bob's new document of those bytes must still find it to be read."""
+    from pipeline import submit
+    from pipeline.process import JobOptions
+
+    store = storage.S3Store(s3_bucket, endpoint_url=s3_server)
+    path = tmp_path / "letter.png"
+    path.write_bytes(b"letter bytes")
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    options = JobOptions("m", 150, 1)
+    alice = submit.Submitter(engine, store, options, owner="alice", enqueue=lambda *a: None)
+    alice_job, _ = alice.open_job()
+    alice.add(alice_job, next(submit.iter_local([path])))
+    alice.close_job(alice_job)
+    with session_scope(engine) as s:
+        [old] = repo.job_documents(s, alice_job)
+        repo.finish_document(s, old.id, 0)
+        repo.update_job_counts(s, alice_job)
+        old_id = old.id
+
+    stored = submit.store_source
+
+    deleted: list[bool] = []
+
+    def then_alice_deletes(store_: storage.ObjectStore, src: submit.Source) -> tuple[str, int]:
+        found = stored(store_, src)
+        if not deleted:  # the first store_source only: Alice's delete comes in once
+            deleted.append(deletion.delete_document(engine, store, old_id, tenant="alice").outright)
+        return found
+
+    monkeypatch.setattr(submit, "store_source", then_alice_deletes)
+    bob = submit.Submitter(engine, store, options, owner="bob", enqueue=lambda *a: None)
+    bob_job, _ = bob.open_job()
+    assert bob.add(bob_job, next(submit.iter_local([path]))) == "queued"
+    with session_scope(engine) as s:
+        [new] = repo.job_documents(s, bob_job)
+        assert new.id != old_id and new.sha256 == sha
+    assert deleted == [True]
+    assert store.exists(storage.source_key(sha))  # what Bob's ingest reads
