@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from pipeline.process import (
     write_exports,
 )
 from pipeline.render import count_pages, regular_file_size
+from pipeline.types import LineText
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,12 @@ def input_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> tuple[dict
     return outputs, stored
 
 
+class LineReader(Protocol):
+    """What the runner reads lines with: the Recognizer, or a test's stand-in."""
+
+    def recognize(self, crops: Sequence[np.ndarray]) -> list[LineText]: ...
+
+
 class _Stopping(Exception):
     """Raised in the ingest thread once the run is stopping (Ctrl-C): it ends there."""
 
@@ -159,7 +167,7 @@ class LocalRunner:
         *,
         exporters: Sequence[Exporter],
         out_dir: Path | None = None,
-        recognizer_factory: Callable[[], object] | None = None,
+        recognizer_factory: Callable[[], LineReader] | None = None,
         flush_lines: int = 256,
         redo: bool = False,
     ) -> None:
@@ -169,7 +177,7 @@ class LocalRunner:
         self.out_dir = out_dir
         self.flush_lines = flush_lines
         self._recognizer_factory = recognizer_factory or self._default_recognizer
-        self._recognizer = None
+        self._recognizer: LineReader | None = None
         self.engine = open_database(settings.resolved_database_url(), migrate=True)
         self.store = storage.open_store(settings.resolved_storage_url(), settings.s3_endpoint_url)
         self.options = JobOptions.from_settings(settings, formats=[e.name for e in exporters])
@@ -179,14 +187,14 @@ class LocalRunner:
         self.lines_done = 0
         self._stop = threading.Event()  # set on Ctrl-C: the ingest thread ends at its next step
 
-    def _default_recognizer(self):
+    def _default_recognizer(self) -> LineReader:
         from pipeline.recognize import Recognizer
 
         return Recognizer.from_settings(self.settings, decode=self.options.decode,
                                         language_model=self.options.language_model)
 
     @property
-    def recognizer(self):
+    def recognizer(self) -> LineReader:
         if self._recognizer is None:  # loaded on first use: a run of finished files loads no model
             self._recognizer = self._recognizer_factory()
         return self._recognizer
