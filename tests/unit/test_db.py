@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import Connection, Engine, func, inspect, select, text
 
 from pipeline.db import readings, repo, runs
 from pipeline.db.models import Base, Document, JobDocument, Line, Page
@@ -70,6 +70,18 @@ def add_old_doc(engine: Engine, sha: str = SHA) -> str:
                           "'p1', 'a.pdf', 'file:///a.pdf', 10, 'pending', 0, '2026-11-24 00:00:00', "
                           "'2026-11-24 00:00:00')"), {"sha": sha[:30]})
     return "d-" + sha[:30]
+
+
+def add_old_read_page(conn: Connection, doc_id: str, lines: list[str]) -> None:
+    """A read page (id 7) with these lines, on a schema older than the models, inside `conn`'s
+    transaction."""
+    conn.execute(text("INSERT INTO pages (id, document_id, number, image_key, width, height, dpi, "
+                      "angle, rotation, status, lines_total, lines_done) VALUES "
+                      "(7, :d, 1, 'k', 1200, 1600, 150, 0, 0, 'done', :n, :n)"), {"d": doc_id, "n": len(lines)})
+    for i, line in enumerate(lines):
+        conn.execute(text("INSERT INTO lines (page_id, position, x0, y0, x1, y1, text, "
+                          "confidence, status) VALUES (7, :i, 100, :y, 900, :y + 30, :t, 0.9, "
+                          "'done')"), {"i": i, "y": 100 + 40 * i, "t": line})
 
 
 def add_page(engine: Engine, doc_id: str, number: int, n_lines: int) -> tuple[int, list[int]]:
@@ -646,13 +658,7 @@ def test_0015_joins_the_lines_read_before_it_and_downgrades_cleanly(backend: str
         doc_id = add_old_doc(engine)
         with engine.begin() as conn:
             conn.execute(text("UPDATE documents SET status = 'done'"))
-            conn.execute(text("INSERT INTO pages (id, document_id, number, image_key, width, height, dpi, "
-                              "angle, rotation, status, lines_total, lines_done) VALUES "
-                              "(7, :d, 1, 'k', 1200, 1600, 150, 0, 0, 'done', 3, 3)"), {"d": doc_id})
-            for i, line in enumerate(["listening. Then he", "says, the archi-", "ves of the county"]):
-                conn.execute(text("INSERT INTO lines (page_id, position, x0, y0, x1, y1, text, "
-                                  "confidence, status) VALUES (7, :i, 100, :y, 900, :y + 30, :t, 0.9, "
-                                  "'done')"), {"i": i, "y": 100 + 40 * i, "t": line})
+            add_old_read_page(conn, doc_id, ["listening. Then he", "says, the archi-", "ves of the county"])
         upgrade(url)
         assert schema_diffs(engine) == []
         with session_scope(engine) as s:
@@ -701,13 +707,7 @@ def test_0013_to_head_and_back_keeps_a_read_job(backend: str, request: pytest.Fi
             conn.execute(text("INSERT INTO job_documents (job_id, document_id, position, name, name_sha256) "
                               "VALUES ('j1', :d, 0, 'a.pdf', :n)"),
                          {"d": doc_id, "n": hashlib.sha256(b"a.pdf").hexdigest()})
-            conn.execute(text("INSERT INTO pages (id, document_id, number, image_key, width, height, dpi, "
-                              "angle, rotation, status, lines_total, lines_done) VALUES "
-                              "(7, :d, 1, 'k', 1200, 1600, 150, 0, 0, 'done', 2, 2)"), {"d": doc_id})
-            for i, line in enumerate(["the county", "archives hold it"]):
-                conn.execute(text("INSERT INTO lines (page_id, position, x0, y0, x1, y1, text, "
-                                  "confidence, status) VALUES (7, :i, 100, :y, 900, :y + 30, :t, 0.9, "
-                                  "'done')"), {"i": i, "y": 100 + 40 * i, "t": line})
+            add_old_read_page(conn, doc_id, ["the county", "archives hold it"])
         upgrade(url)
         assert schema_diffs(engine) == []
         with session_scope(engine) as s:
