@@ -19,12 +19,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from pipeline import storage
 from pipeline.config import get_settings
 from pipeline.db import jobs as jobrepo
-from pipeline.db import repo
+from pipeline.db import readings, repo
 from pipeline.db.models import DocumentStatus, JobStatus
 from pipeline.db.session import make_engine, session_scope
 from pipeline.errors import (
     BadInputError,
     ModelLoadError,
+    NotFoundError,
     ObjectNotFoundError,
     QuireError,
     StorageError,
@@ -103,7 +104,20 @@ def _refresh_jobs(s: Any, job_ids: list[str]) -> list[str]:
 
 @app.task(name=INGEST, base=FailsItsDocuments, **RETRY)
 def ingest_document(document_id: str, job_id: str) -> None:
-    """Render and segment one document, store pages and crops, enqueue width-grouped batches."""
+    """Render and segment one document, store pages and crops, enqueue width-grouped batches.
+    A document deleted before or while it is read (its job cancelled, then the document: nobody
+    wants it) ends the task quietly; what it stored for a page after the deletion goes too."""
+    try:
+        _ingest(document_id, job_id)
+    # DocumentGoneError from a page, the document's row gone, or its source deleted with it.
+    except (NotFoundError, ObjectNotFoundError):
+        with session_scope(_engine()) as s:
+            if readings.document_exists(s, document_id):
+                raise
+        log.info("ingest doc=%s: deleted meanwhile, nothing to read", document_id)
+
+
+def _ingest(document_id: str, job_id: str) -> None:
     settings = get_settings()
     engine, store = _engine(), _store()
     with session_scope(engine) as s:
