@@ -44,7 +44,8 @@ def finish_deletions(engine: Engine, store: storage.ObjectStore, deletions: Sequ
     deleted = 0
     for deletion in deletions:
         try:
-            deleted += _finish(engine, store, deletion)
+            while (batch := _next_batch(engine, store, deletion)) is not None:
+                deleted += batch
         except QuireError as exc:
             log.warning("pending deletion %d: stored objects nothing uses any more are not deleted "
                         "yet (%s); the next `quire run` tries again", deletion, exc)
@@ -60,29 +61,27 @@ def discard(engine: Engine, store: storage.ObjectStore, document_id: str, keys: 
     return finish_deletions(engine, store, [deletion]) if deletion is not None else 0
 
 
-def _finish(engine: Engine, store: storage.ObjectStore, deletion: int) -> int:
-    deleted = 0
-    while True:
-        with session_scope(engine) as s:
-            found = readings.deletion_keys(s, deletion)
-            if found is None:  # another run finished it meanwhile
-                return deleted
-            # The content lock first (the order every writer takes locks in), then the record
-            # read again under it: another clean-up of it may have gone on meanwhile.
-            locks.lock_content(s, {owner[0] for owner in map(storage.key_document, found[1]) if owner})
-            found = readings.deletion_keys(s, deletion, lock=True)
-            if found is None:
-                return deleted
-            document_id, keys = found
-            batch, rest = keys[:BATCH_KEYS], keys[BATCH_KEYS:]
-            unused = _unclaimed(s, document_id, batch)
-            # Deleted before the commit, under the lock: once this transaction ends, no document
-            # made since may lose an object to it.
-            storage.delete_many(store, unused)
-            readings.keep_deletion(s, deletion, rest)
-        deleted += len(unused)
-        if not rest:
-            return deleted
+def _next_batch(engine: Engine, store: storage.ObjectStore, deletion: int) -> int | None:
+    """Delete the next batch of a pending deletion's keys that nothing uses, and take them off its
+    record (the record goes with the last); returns how many were deleted, None once it is done."""
+    with session_scope(engine) as s:
+        found = readings.deletion_keys(s, deletion)
+        if found is None:  # done, maybe by another run meanwhile
+            return None
+        # The content lock first (the order every writer takes locks in), then the record read
+        # again under it: another clean-up of it may have gone on meanwhile.
+        locks.lock_content(s, {owner[0] for owner in map(storage.key_document, found[1]) if owner})
+        found = readings.deletion_keys(s, deletion, lock=True)
+        if found is None:
+            return None
+        document_id, keys = found
+        batch, rest = keys[:BATCH_KEYS], keys[BATCH_KEYS:]
+        unused = _unclaimed(s, document_id, batch)
+        # Deleted before the commit, under the lock: once this transaction ends, no document
+        # made since may lose an object to it.
+        storage.delete_many(store, unused)
+        readings.keep_deletion(s, deletion, rest)
+    return len(unused)
 
 
 def _unclaimed(s: Session, document_id: str, keys: list[str]) -> list[str]:

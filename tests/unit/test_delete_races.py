@@ -25,7 +25,7 @@ from pipeline.types import BBox
 # How long a hook lets the operation it started run before going on: long enough for it to
 # finish when nothing holds it back (the races as they were), and when a lock holds it back,
 # the hook goes on after this and the operation finishes once the lock is free.
-LET_RUN_S = 3.0
+LET_RUN_S = 2.0
 OPTIONS = JobOptions("m", 150, 1)
 
 
@@ -241,4 +241,44 @@ def test_a_document_deleted_while_its_ingest_runs_ends_the_ingest_quietly(
     assert count(engine, "SELECT count(*) FROM documents") == 0
     assert count(engine, "SELECT count(*) FROM pages") == 0
     assert list(store.list(f"documents/{sha}/")) == []  # page 2's image and crops too
+    assert count(engine, "SELECT count(*) FROM pending_deletions") == 0
+    tasks._CACHE["engine"], tasks._CACHE["store"] = engine, store
+    try:  # its message delivered again: nothing to read, no error either
+        tasks.ingest_document.run(document_id, job_id)
+    finally:
+        tasks._CACHE.clear()
+
+
+def test_a_clean_up_goes_a_batch_at_a_time_and_keeps_what_is_left_when_the_store_fails(
+        engine, store, monkeypatch) -> None:
+    """Each batch is judged and deleted under the content lock in a transaction of its own: the
+    batches done are off the record, and the store failing leaves the rest on it for the next run."""
+    from pipeline.db import readings
+    from pipeline.errors import StorageError
+
+    sha = hashlib.sha256(b"gone").hexdigest()
+    keys = {storage.page_key(sha, OPTIONS.profile, n) for n in range(1, 6)} | {storage.source_key(sha)}
+    for key in keys:
+        store.put_bytes(key, b"png")
+    with session_scope(engine) as s:
+        deletion = readings.record_deletion(s, "a-deleted-document", keys)
+    assert deletion is not None
+    monkeypatch.setattr(cleanup, "BATCH_KEYS", 2)
+    real, batches = storage.delete_many, []
+
+    def fails_on_the_third_batch(store_, batch, *args, **kwargs):
+        batches.append(len(batch))
+        if len(batches) == 3:
+            raise StorageError("the store is down")
+        real(store_, batch, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "delete_many", fails_on_the_third_batch)
+    assert cleanup.finish_deletions(engine, store, [deletion]) == 4
+    with session_scope(engine) as s:
+        found = readings.deletion_keys(s, deletion)
+    assert found is not None and len(found[1]) == 2
+    assert {info.key for info in store.list("documents/")} == set(found[1])
+    monkeypatch.setattr(storage, "delete_many", real)
+    assert cleanup.finish_deletions(engine, store, [deletion]) == 2
+    assert list(store.list("documents/")) == []
     assert count(engine, "SELECT count(*) FROM pending_deletions") == 0
