@@ -20,6 +20,7 @@ from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.process import JobOptions
+from pipeline.queue import RECOGNIZE
 from pipeline.types import BBox
 
 # How long a hook lets the operation it started run before going on: long enough for it to
@@ -211,12 +212,14 @@ def test_a_document_deleted_while_its_ingest_runs_ends_the_ingest_quietly(
     from tests.pagegen import make_pdf
 
     monkeypatch.setenv("QUIRE_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    monkeypatch.setenv("QUIRE_QUEUE__RECOGNIZE_BATCH", "1")  # the first page's lines go out at once
     get_settings.cache_clear()
     from workers import tasks
 
     tasks._CACHE.clear()
     tasks._CACHE["engine"], tasks._CACHE["store"] = engine, store
-    monkeypatch.setattr(tasks, "send", lambda *args: None)
+    sent: list[tuple] = []
+    monkeypatch.setattr(tasks, "send", lambda *args: sent.append(args))
     pdf = make_pdf([make_letter_page(150)] * 2, tmp_path / "two.pdf", dpi=150)
     sha = hashlib.sha256(pdf.read_bytes()).hexdigest()
     job_id, document_id, _ = send(engine, store, "alice", pdf)
@@ -243,10 +246,15 @@ def test_a_document_deleted_while_its_ingest_runs_ends_the_ingest_quietly(
     assert list(store.list(f"documents/{sha}/")) == []  # page 2's image and crops too
     assert count(engine, "SELECT count(*) FROM pending_deletions") == 0
     tasks._CACHE["engine"], tasks._CACHE["store"] = engine, store
-    try:  # its message delivered again: nothing to read, no error either
+    try:  # its message delivered again, the first page's lines sent to be read, a finish: no error
         tasks.ingest_document.run(document_id, job_id)
+        for task, *args in sent:
+            if task == RECOGNIZE:
+                tasks.recognize_lines.run(*args)
+        tasks.finish_document_task.run(document_id)
     finally:
         tasks._CACHE.clear()
+    assert any(task == RECOGNIZE for task, *_ in sent)
 
 
 def test_a_clean_up_goes_a_batch_at_a_time_and_keeps_what_is_left_when_the_store_fails(
