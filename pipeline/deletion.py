@@ -15,10 +15,10 @@ and the submission's take the file's content lock (pipeline.db.locks). A submiss
 first links its job to the document, and this sees it like any other link: another tenant's job
 keeps the document (only the caller's links go), and one of the caller's jobs still queued or
 running has the delete refused as the document being read now (DocumentBusyError, the API's 409
-with the reason). One coming after makes a new document of those bytes, which
-keeps what it uses of the recorded keys (pipeline.cleanup) and is read whole. An ingest of this
-document still running (its job cancelled a moment before) stops at its next page
-(DocumentGoneError), deleting what it stored after the listing.
+with the reason). One coming after makes a new document of those bytes, which keeps what it uses
+of the recorded keys (pipeline.cleanup) and is read whole. An ingest of this document still
+running (its job cancelled a moment before) stops at its next page (DocumentGoneError), deleting
+what it stored after the listing.
 """
 
 from __future__ import annotations

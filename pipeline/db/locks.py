@@ -34,8 +34,8 @@ NAMESPACE = 0x51554952
 
 
 def lock_content(s: Session, sha256s: Iterable[str]) -> None:
-    """Take the content lock of each of these files (in one order: no two transactions wait on
-    each other), held until the transaction ends."""
+    """Take the content lock of each of these files, held until the transaction ends (several in
+    one order, so two transactions taking some of the same never wait on each other in a cycle)."""
     if s.get_bind().dialect.name != "postgresql":
         return
     for key in sorted({int.from_bytes(bytes.fromhex(sha[:8]), "big", signed=True) for sha in sha256s}):
