@@ -1,10 +1,19 @@
 """Carrying out pending deletions: the store objects a --redo let go of (pipeline.db.readings),
-and those of a deleted document (pipeline.deletion).
+those of a deleted document (pipeline.deletion), and those an ingest stored for a page of a
+document deleted meanwhile (`discard`).
 
 The record is committed with the change that let go of the objects, the objects are deleted after
 that, and the record goes last: a run killed anywhere in between (kill -9, a power cut) leaves the
 record, and the next `quire run` finishes it. Deleting is safe to repeat and to run in two
 processes at once: a missing object deletes fine, and a record already gone is passed over.
+
+A deleted document's keys are named by its bytes, so the same file sent again since has the same
+ones: they are its own and are kept. Which keys nobody uses is judged, and those objects deleted,
+in one transaction under the files' content lock (pipeline.db.locks), a batch of keys at a time,
+which every submission takes to make its document row. A document of those bytes is thus
+committed either before the judging (its keys are kept) or after the objects are gone (the
+submission stores its source again, and its ingest writes its pages after): never in between, on
+either database, with any number of processes and hosts sharing the database and the store.
 """
 
 from __future__ import annotations
@@ -16,43 +25,71 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from pipeline import storage
-from pipeline.db import readings
+from pipeline.db import locks, readings
 from pipeline.db.session import session_scope
 from pipeline.errors import QuireError
 
 log = logging.getLogger(__name__)
 
+# Keys judged and deleted per transaction: the content lock (on SQLite, the database's write lock)
+# is held while the store deletes them, so a batch is kept to a second or two of S3 requests.
+BATCH_KEYS = 500
+
 
 def finish_deletions(engine: Engine, store: storage.ObjectStore, deletions: Sequence[int]) -> int:
-    """Delete the objects each pending deletion lists, then its record; returns the objects
-    deleted. One that cannot be deleted (the store down) keeps its record for the next run,
-    and the caller goes on: it is only an object nothing uses."""
+    """Delete the objects each pending deletion lists that nothing uses, then its record; returns
+    the objects deleted. One that cannot be deleted (the store down) keeps its record, less the
+    batches already done, for the next run, and the caller goes on: it is only objects nothing
+    uses."""
     deleted = 0
     for deletion in deletions:
-        with session_scope(engine) as s:
-            found = readings.deletion_keys(s, deletion)
-        if found is None:  # another run finished it meanwhile
-            continue
-        document_id, keys = found
-        with session_scope(engine) as s:
-            keys = _unclaimed(s, document_id, keys)
         try:
-            storage.delete_many(store, keys)
+            while (batch := _next_batch(engine, store, deletion)) is not None:
+                deleted += batch
         except QuireError as exc:
-            log.warning("document %s: %d stored objects nothing uses any more are not deleted yet "
-                        "(%s); the next `quire run` tries again", document_id, len(keys), exc)
-            continue
-        with session_scope(engine) as s:
-            readings.forget_deletion(s, deletion)
-        deleted += len(keys)
+            log.warning("pending deletion %d: stored objects nothing uses any more are not deleted "
+                        "yet (%s); the next `quire run` tries again", deletion, exc)
     return deleted
+
+
+def discard(engine: Engine, store: storage.ObjectStore, document_id: str, keys: set[str]) -> int:
+    """Delete objects stored for a document that was deleted meanwhile (its deletion had listed
+    the store before they were written), as a pending deletion: a document of the same bytes made
+    since keeps those it uses. Returns the objects deleted."""
+    with session_scope(engine) as s:
+        deletion = readings.record_deletion(s, document_id, keys)
+    return finish_deletions(engine, store, [deletion]) if deletion is not None else 0
+
+
+def _next_batch(engine: Engine, store: storage.ObjectStore, deletion: int) -> int | None:
+    """Delete the next batch of a pending deletion's keys that nothing uses, and take them off its
+    record (the record goes with the last); returns how many were deleted, None once it is done."""
+    with session_scope(engine) as s:
+        found = readings.deletion_keys(s, deletion)
+        if found is None:  # done, maybe by another run meanwhile
+            return None
+        # The content lock first (the order every writer takes locks in), then the record read
+        # again under it: another clean-up of it may have gone on meanwhile.
+        locks.lock_content(s, {owner[0] for owner in map(storage.key_document, found[1]) if owner})
+        found = readings.deletion_keys(s, deletion, lock=True)
+        if found is None:
+            return None
+        document_id, keys = found
+        batch, rest = keys[:BATCH_KEYS], keys[BATCH_KEYS:]
+        unused = _unclaimed(s, document_id, batch)
+        # Deleted before the commit, under the lock: once this transaction ends, no document
+        # made since may lose an object to it.
+        storage.delete_many(store, unused)
+        readings.keep_deletion(s, deletion, rest)
+    return len(unused)
 
 
 def _unclaimed(s: Session, document_id: str, keys: list[str]) -> list[str]:
     """The keys that are still to delete. A deleted document's keys are deterministic: the same
     file sent again since (a new document of the same bytes) writes its source, pages and exports
     at the same keys, which are its own now and are kept. (A --redo's record is of a document
-    that is still there; none of its keys is used again.)"""
+    that is still there; none of its keys is used again.) The caller holds the content lock of
+    the keys' files, so the documents read here are all there are until it commits."""
     if readings.document_exists(s, document_id):
         return keys
     owners = {key: storage.key_document(key) for key in keys}

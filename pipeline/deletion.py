@@ -5,9 +5,20 @@ links, an unfinished --redo reading) and the store keys they leave unused are re
 pending deletion; the objects are deleted after the commit, then the record (pipeline.cleanup).
 A process killed in between leaves the record, which the next `quire run`, `quire delete` or
 DELETE carries out. Each key is listed and recorded, and none is another document's: the page
-images and crops its rows name, what lies under its own documents/<sha256>/<profile>/ (exports, crops of an earlier
-segmentation), and the source, documents/<sha256>/source, only when no other reading of the
-same bytes (another model or settings) is left to use it.
+images and crops its rows name, what lies under its own documents/<sha256>/<profile>/ (exports,
+crops of an earlier segmentation), and the source, documents/<sha256>/source, only when no other
+reading of the same bytes (another model or settings) is left to use it.
+
+The same file sent again meanwhile (`quire submit`, the API, the watcher, `quire run`) is never
+an error, whichever comes first, on either database and from any host: the transaction above
+and the submission's take the file's content lock (pipeline.db.locks). A submission committed
+first links its job to the document, and this sees it like any other link: another tenant's job
+keeps the document (only the caller's links go), and one of the caller's jobs still queued or
+running has the delete refused as the document being read now (DocumentBusyError, the API's 409
+with the reason). One coming after makes a new document of those bytes, which keeps what it uses
+of the recorded keys (pipeline.cleanup) and is read whole. An ingest of this document still
+running (its job cancelled a moment before) stops at its next page (DocumentGoneError), deleting
+what it stored after the listing.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ class Deleted:
     jobs: int  # job links removed
     pages: int
     lines: int
-    objects: int  # store objects deleted
+    objects: int  # store objects deleted (not those the same file, sent again since, uses)
     objects_left: int  # recorded but not deleted yet (the store failed): the next run's
 
     def as_dict(self) -> dict[str, object]:
@@ -50,14 +61,14 @@ def delete_document(engine: Engine, store: storage.ObjectStore, document_id: str
     with session_scope(engine) as s:
         runs.settle_gone_runs(s, run_process.is_gone, silent_after=silent_after)
     removal = remove_rows(engine, store, document_id, tenant=tenant)
-    plan, left = removal.plan, 0
+    plan, deleted, left = removal.plan, 0, 0
     if removal.deletion is not None:
-        cleanup.finish_deletions(engine, store, [removal.deletion])
+        deleted = cleanup.finish_deletions(engine, store, [removal.deletion])
         with session_scope(engine) as s:
-            if readings.deletion_keys(s, removal.deletion) is not None:
-                left = removal.keys
+            found = readings.deletion_keys(s, removal.deletion)
+            left = len(found[1]) if found is not None else 0
     return Deleted(id=plan.document_id, name=plan.name, outright=plan.outright, jobs=len(plan.jobs),
-                   pages=plan.pages, lines=plan.lines, objects=removal.keys - left, objects_left=left)
+                   pages=plan.pages, lines=plan.lines, objects=deleted, objects_left=left)
 
 
 def remove_rows(engine: Engine, store: storage.ObjectStore, document_id: str, *,

@@ -82,6 +82,11 @@ class NotFoundError(QuireError):
     http_status = 404
 
 
+class DocumentGoneError(NotFoundError):
+    """The document was deleted while it was being read (its job cancelled, then the document
+    deleted, between two pages): its reading stops, for nobody wants it any more."""
+
+
 class NoDataError(QuireError):
     """A command that reads results found no database where the settings point."""
 

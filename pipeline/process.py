@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline import storage
+from pipeline import cleanup, storage
 from pipeline.config import RETRY_BELOW, RenderOptions, Settings, resolve_model_path
 from pipeline.db import repo
 from pipeline.db.models import LineStatus
 from pipeline.db.session import session_scope
+from pipeline.errors import DocumentGoneError
 from pipeline.exporters import Exporter
 from pipeline.model_input import PREPARATION_VERSION
 from pipeline.orientation import segmented
@@ -207,7 +208,8 @@ def ingest_pages(
     skip: Container[int] = frozenset(),
 ) -> Iterator[IngestedPage]:
     """Render, segment and save each page but those numbered in `skip` (finished before); rows
-    and keys are deterministic, so a rerun overwrites, and a line found again keeps its text."""
+    and keys are deterministic, so a rerun overwrites, and a line found again keeps its text.
+    DocumentGoneError when the document is deleted meanwhile (nothing of the page is left)."""
     for page in render_pages(source, options, skip):
         page, seg, rotation = segmented(page, rotate=options.rotate_pages)
         image_key = doc.page_key(page.number)
@@ -218,16 +220,22 @@ def ingest_pages(
             storage.put_many(store, [(key, encode_png(crop)) for key, crop in zip(keys, seg.crops)],
                              content_type="image/png")
             crop_keys[:] = keys
-        with session_scope(engine) as s:
-            row = repo.save_page(
-                s, doc.id, number=page.number, image_key=image_key, width=page.width,
-                height=page.height, dpi=page.dpi, angle=seg.angle, rotation=rotation,
-            )
-            lines = repo.save_lines(
-                s, row.id, [(lb.order, lb.bbox, key) for lb, key in zip(seg.lines, crop_keys)]
-            )
-            unread = [i for i, line in enumerate(lines) if line.status == LineStatus.PENDING]
-            page_id, line_ids = row.id, tuple(lines[i].id for i in unread)
+        try:
+            with session_scope(engine) as s:
+                row = repo.save_page(
+                    s, doc.id, number=page.number, image_key=image_key, width=page.width,
+                    height=page.height, dpi=page.dpi, angle=seg.angle, rotation=rotation,
+                )
+                lines = repo.save_lines(
+                    s, row.id, [(lb.order, lb.bbox, key) for lb, key in zip(seg.lines, crop_keys)]
+                )
+                unread = [i for i, line in enumerate(lines) if line.status == LineStatus.PENDING]
+                page_id, line_ids = row.id, tuple(lines[i].id for i in unread)
+        except DocumentGoneError:
+            # Deleted since the last page (its job cancelled, then the document): its deletion
+            # listed the store before this page's objects were written, so they are left to us.
+            cleanup.discard(engine, store, doc.id, {image_key, *(key for key in crop_keys if key)})
+            raise
         yield IngestedPage(page.number, page_id, line_ids, tuple(seg.crops[i] for i in unread), len(lines))
 
 

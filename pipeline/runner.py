@@ -223,8 +223,8 @@ class LocalRunner:
             target=self._ingest_all, args=(job_id, outcomes, events, roots), name="quire-ingest",
             daemon=True
         )
-        # Before any reading starts: a deleted document's keys (pipeline.deletion) are those the
-        # same file, read again in this run, would write.
+        # What a killed delete or --redo left, before any reading starts (the clean-up keeps the
+        # keys a document of the same bytes uses, whenever it runs: pipeline.cleanup).
         cleanup.finish_deletions(self.engine, self.store, deletions)
         producer.start()
         # A second Ctrl-C, even one that comes while the first is still unwinding, waits for the

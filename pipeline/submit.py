@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from pipeline import storage
 from pipeline.config import Settings
 from pipeline.db import jobs as jobrepo
-from pipeline.db import repo
+from pipeline.db import locks, repo
 from pipeline.db.models import DocumentStatus, JobStatus
 from pipeline.db.session import session_scope
 from pipeline.errors import BadInputError, JobFinishedError
@@ -235,6 +235,10 @@ class Submitter:
             return "resent"
         sha, size = store_source(self.store, src)
         with session_scope(self.engine) as s:
+            # The file's content lock before the job's (the order of pipeline.db.locks): a delete
+            # of the document found here is committed before (a new one is made) or waits for
+            # this link and sees it; never a document gone under the link.
+            locks.lock_content(s, [sha])
             # Locked: a cancel either sees this document linked or is seen here, never neither.
             if repo.get_job(s, job_id, lock=True).status == JobStatus.CANCELLED:
                 raise JobFinishedError(f"job {job_id} was cancelled; submit a new job")
@@ -253,9 +257,10 @@ class Submitter:
             # (all read before) is running again, or a worker taking the message at once
             # would find no live job wanting the document and drop it.
             jobrepo.refresh_job(s, job_id)
-        # The source was stored (or found there) before the row: a deletion of the only other
-        # document of these bytes in between deletes it (pipeline.deletion). With the row
-        # committed, later deletions keep it (pipeline.cleanup), so it is put back now if gone.
+        # The source was stored (or found there) before the row: the clean-up of a deletion of
+        # the only other document of these bytes may have deleted it in between. It judges and
+        # deletes under the content lock taken above (pipeline.cleanup), so with the row committed
+        # none deletes it any more: put back now if gone, it stays.
         if not self.store.exists(storage.source_key(sha)):
             store_source(self.store, src)
         if status in (DocumentStatus.PENDING, DocumentStatus.FAILED):

@@ -19,12 +19,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from pipeline import storage
 from pipeline.config import get_settings
 from pipeline.db import jobs as jobrepo
-from pipeline.db import repo
+from pipeline.db import readings, repo
 from pipeline.db.models import DocumentStatus, JobStatus
 from pipeline.db.session import make_engine, session_scope
 from pipeline.errors import (
     BadInputError,
     ModelLoadError,
+    NotFoundError,
     ObjectNotFoundError,
     QuireError,
     StorageError,
@@ -103,7 +104,26 @@ def _refresh_jobs(s: Any, job_ids: list[str]) -> list[str]:
 
 @app.task(name=INGEST, base=FailsItsDocuments, **RETRY)
 def ingest_document(document_id: str, job_id: str) -> None:
-    """Render and segment one document, store pages and crops, enqueue width-grouped batches."""
+    """Render and segment one document, store pages and crops, enqueue width-grouped batches.
+    A document deleted before or while it is read (its job cancelled, then the document: nobody
+    wants it) ends the task quietly; what it stored for a page after the deletion goes too."""
+    try:
+        _ingest(document_id, job_id)
+    # DocumentGoneError from a page, the document's row gone, or its source deleted with it.
+    except (NotFoundError, ObjectNotFoundError):
+        if not _deleted(document_id):
+            raise
+        log.info("ingest doc=%s: deleted meanwhile, nothing to read", document_id)
+
+
+def _deleted(document_id: str) -> bool:
+    """Whether the document is gone: a task that finds no document (or its source) checks, for a
+    delete may come between the message and the task (pipeline.deletion), and that is no error."""
+    with session_scope(_engine()) as s:
+        return not readings.document_exists(s, document_id)
+
+
+def _ingest(document_id: str, job_id: str) -> None:
     settings = get_settings()
     engine, store = _engine(), _store()
     with session_scope(engine) as s:
@@ -200,8 +220,9 @@ def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
                  len(line_ids), ",".join(documents), elapsed, len(todo) / max(elapsed, 1e-9))
     with session_scope(engine) as s:
         candidates = set(documents) | set(repo.documents_of_lines(s, line_ids))
-        ready = [d for d in sorted(candidates) if repo.document_complete(s, d)
-                 and repo.get_document(s, d).status != DocumentStatus.DONE]
+        # Not one deleted since its lines were claimed (its job cancelled, then the document).
+        ready = [d for d in sorted(candidates) if readings.document_exists(s, d)
+                 and repo.document_complete(s, d) and repo.get_document(s, d).status != DocumentStatus.DONE]
     for document_id in ready:
         send(FINISH, document_id)
 
@@ -209,7 +230,8 @@ def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
 def _fail_documents(engine: Any, documents: list[str], reason: str) -> None:
     """Fail these documents (those not already done), recount their jobs, tell those that ended."""
     with session_scope(engine) as s:
-        documents = [d for d in documents if repo.get_document(s, d).status != DocumentStatus.DONE]
+        documents = [d for d in documents if readings.document_exists(s, d)  # not deleted since
+                     and repo.get_document(s, d).status != DocumentStatus.DONE]
         for document_id in documents:
             repo.fail_document(s, document_id, reason)
         notify = _refresh_jobs(s, sorted({j for d in documents for j in repo.job_ids_for_document(s, d)}))
@@ -227,7 +249,17 @@ def _fail_batch(engine: Any, line_ids: list[int], reason: str) -> None:
 
 @app.task(name=FINISH, base=FailsItsDocuments, **RETRY)
 def finish_document_task(document_id: str) -> None:
-    """Write the exports every linked job asked for and recount those jobs (safe to run twice)."""
+    """Write the exports every linked job asked for and recount those jobs (safe to run twice).
+    A document deleted since the message was sent ends the task quietly."""
+    try:
+        _finish(document_id)
+    except NotFoundError:
+        if not _deleted(document_id):
+            raise
+        log.info("finish doc=%s: deleted meanwhile, nothing to write", document_id)
+
+
+def _finish(document_id: str) -> None:
     engine, store = _engine(), _store()
     with session_scope(engine) as s:
         if not repo.document_complete(s, document_id):

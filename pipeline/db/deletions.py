@@ -6,7 +6,9 @@ document. An operator (tenant None) deletes it outright. A tenant lets go of it:
 links go, and the document goes with its rows and objects only when no other job links it.
 
 `plan_removal` locks and checks, `carry_out` deletes; the caller runs both in one transaction,
-so the rows go and the pending deletion is recorded together or not at all.
+so the rows go and the pending deletion is recorded together or not at all. The file's content
+lock, taken first, makes a submission of the same bytes wait for it or be seen by it (never an
+error: pipeline.db.locks).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from pipeline.db import readings, repo
+from pipeline.db import locks, readings, repo
 from pipeline.db.jobs import LIVE
 from pipeline.db.models import Document, DocumentStatus, Job, JobDocument, Line, Page
 from pipeline.errors import NotFoundError, QuireError
@@ -55,10 +57,18 @@ class Removal:
 
 
 def plan_removal(s: Session, document_id: str, tenant: str | None = None) -> Plan:
-    """Lock the document's jobs, pages and row (the order every writer uses) and say what
-    deleting it does for `tenant` (None: an operator, who deletes it outright). NotFoundError
-    when it does not exist or the tenant has no job linking it; DocumentBusyError while it is
-    being read (processing, or a queued or running job links it)."""
+    """Lock the file's content, then the document's jobs, pages and row (the order every writer
+    uses) and say what deleting it does for `tenant` (None: an operator, who deletes it outright).
+    NotFoundError when it does not exist or the tenant has no job linking it; DocumentBusyError
+    while it is being read (processing, or a queued or running job links it).
+
+    Under the content lock (pipeline.db.locks) a submission of the same file is either committed
+    before, and its job's link is seen here like any other, or waits until this transaction is
+    done and makes a new document: it never links, nor finds, a document this deletes."""
+    sha = s.scalar(select(Document.sha256).where(Document.id == document_id))
+    if sha is None:
+        raise NotFoundError(f"no document {document_id}")
+    locks.lock_content(s, [sha])
     linked = select(JobDocument.job_id).where(JobDocument.document_id == document_id)
     jobs = s.scalars(select(Job).where(Job.id.in_(linked)).order_by(Job.id).with_for_update()).all()
     mine = [job for job in jobs if tenant is None or job.owner == tenant]

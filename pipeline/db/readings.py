@@ -96,9 +96,11 @@ def pending_deletions(s: Session) -> list[int]:
     return list(s.scalars(select(PendingDeletion.id).order_by(PendingDeletion.id)))
 
 
-def deletion_keys(s: Session, deletion_id: int) -> tuple[str, list[str]] | None:
-    """A pending deletion's document and store keys; None once it was carried out."""
-    found = s.get(PendingDeletion, deletion_id)
+def deletion_keys(s: Session, deletion_id: int, *, lock: bool = False) -> tuple[str, list[str]] | None:
+    """A pending deletion's document and store keys (those still to delete); None once it was
+    carried out. `lock`: its row is locked till the transaction ends (pipeline.cleanup)."""
+    found = s.scalars(repo._fresh(select(PendingDeletion).where(PendingDeletion.id == deletion_id),
+                                  lock)).first()
     return None if found is None else (found.document_id, list(found.keys))
 
 
@@ -113,9 +115,14 @@ def document_exists(s: Session, document_id: str) -> bool:
     return s.get(Document, document_id) is not None
 
 
-def forget_deletion(s: Session, deletion_id: int) -> None:
-    """The objects of a pending deletion are gone: its record goes too (already gone is fine,
-    two runs may finish the same one)."""
+def keep_deletion(s: Session, deletion_id: int, keys: list[str]) -> None:
+    """Some objects of a pending deletion are gone (or kept, used again): it goes on with `keys`,
+    and once none is left its record goes too (already gone is fine, two runs may finish the
+    same one)."""
+    if keys:
+        s.execute(update(PendingDeletion).where(PendingDeletion.id == deletion_id).values(keys=keys),
+                  execution_options={"synchronize_session": False})
+        return
     s.execute(delete(PendingDeletion).where(PendingDeletion.id == deletion_id),
               execution_options={"synchronize_session": False})
 

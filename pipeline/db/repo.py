@@ -1,8 +1,9 @@
 """Repository functions the runner and tasks call; each is idempotent (upserts by natural keys).
 
-Concurrency: rows are locked in one order everywhere (job, then pages by id, then lines, then
-the document), so on PostgreSQL concurrent redeliveries serialize instead of double-counting.
-SQLite serializes writers on its own and ignores FOR UPDATE.
+Concurrency: locks are taken in one order everywhere (a file's content lock, pipeline.db.locks,
+then job, then pages by id, then lines, then the document), so on PostgreSQL concurrent
+redeliveries serialize instead of double-counting. SQLite serializes writers on its own and
+ignores FOR UPDATE.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from pipeline.db import runon
+from pipeline.db import locks, runon
 from pipeline.db.models import (
     Document,
     DocumentStatus,
@@ -30,7 +32,7 @@ from pipeline.db.models import (
     text_key,
     utcnow,
 )
-from pipeline.errors import ConfigError, NotFoundError, QuireError
+from pipeline.errors import ConfigError, DocumentGoneError, NotFoundError, QuireError
 from pipeline.types import BBox, DocumentResult, LineResult, PageResult
 
 
@@ -104,7 +106,10 @@ def create_job(
 def upsert_document(
     s: Session, *, sha256: str, profile: str, name: str, source_uri: str, size_bytes: int
 ) -> tuple[Document, bool]:
-    """The document for (sha256, profile), made if new; the flag says it is already done."""
+    """The document for (sha256, profile), made if new; the flag says it is already done. Under the
+    file's content lock (pipeline.db.locks): a deletion of that document either is committed
+    before (a new one is made) or waits for this transaction (and sees what it links)."""
+    locks.lock_content(s, [sha256])
     now = utcnow()
     s.execute(_insert(s, Document).values(
         id=new_id(), sha256=sha256, profile=profile, name=name, source_uri=source_uri,
@@ -161,13 +166,22 @@ def save_page(
     s: Session, document_id: str, *, number: int, image_key: str, width: int, height: int,
     dpi: int, angle: float, rotation: int = 0,
 ) -> Page:
-    """Insert or update page `number` of a document."""
+    """Insert or update page `number` of a document. DocumentGoneError when the document was
+    deleted meanwhile (a reading's rows go with it: nothing is written)."""
     fields = {"image_key": image_key, "width": width, "height": height, "dpi": dpi,
               "angle": float(angle), "rotation": int(rotation)}
-    s.execute(_insert(s, Page).values(
-        document_id=document_id, number=number, status=PageStatus.PENDING.value,
-        lines_total=0, lines_done=0, **fields,
-    ).on_conflict_do_update(index_elements=["document_id", "number"], set_=fields))
+    try:
+        # A savepoint: the insert's foreign key check is what tells, race-free, that a deletion
+        # committed first, and PostgreSQL takes no statement after a failed one but a rollback.
+        with s.begin_nested():
+            s.execute(_insert(s, Page).values(
+                document_id=document_id, number=number, status=PageStatus.PENDING.value,
+                lines_total=0, lines_done=0, **fields,
+            ).on_conflict_do_update(index_elements=["document_id", "number"], set_=fields))
+    except IntegrityError:
+        if s.scalar(select(func.count()).select_from(Document).where(Document.id == document_id)):
+            raise
+        raise DocumentGoneError(f"document {document_id} was deleted while it was being read") from None
     return s.scalars(_fresh(select(Page).where(
         Page.document_id == document_id, Page.number == number))).one()
 

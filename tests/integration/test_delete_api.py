@@ -153,3 +153,43 @@ def test_a_document_still_being_read_is_refused_and_kept_then_deleted_once_cance
     gone = api.delete(f"/v1/documents/{document_id}", headers=api.tokens["alice"])
     assert gone.status_code == 200 and gone.json()["outcome"] == "deleted", gone.text
     assert count(api, "SELECT count(*) FROM documents") == 0 and objects(api) == set()
+
+
+def test_the_same_file_sent_while_it_is_deleted_is_read_as_a_new_document(api, monkeypatch):
+    """Bob uploads the file Alice's document holds while Alice's DELETE has it locked: neither
+    request fails (no 500 from a document gone under Bob's link); Alice's goes, Bob's new one is
+    read and served, and its source is in the bucket."""
+    import threading
+
+    from pipeline.db import deletions
+
+    _, alices = send(api, "alice", "payroll-1931.pdf", PAYROLL)
+    read(api, alices, ("Holloway salary",))
+    with session_scope(api.engine) as s:
+        sha = repo.get_document(s, alices).sha256
+    posted: dict = {}
+    bob = threading.Thread(target=lambda: posted.update(r=api.post(
+        "/v1/jobs", headers=api.tokens["bob"], files=[("files", ("bob-payroll.pdf", PAYROLL))])))
+    real = deletions.plan_removal
+
+    def locked_then_bob_uploads(s, document_id, tenant=None):
+        plan = real(s, document_id, tenant)
+        if bob.ident is None:
+            bob.start()
+            bob.join(2.0)  # as far as it gets while the delete holds the file
+        return plan
+
+    monkeypatch.setattr(deletions, "plan_removal", locked_then_bob_uploads)
+    gone = api.delete(f"/v1/documents/{alices}", headers=api.tokens["alice"])
+    bob.join(60)
+    assert gone.status_code == 200 and gone.json()["outcome"] == "deleted", gone.text
+    assert "r" in posted and posted["r"].status_code == 202, posted
+    with session_scope(api.engine) as s:
+        [bobs] = repo.job_documents(s, posted["r"].json()["id"])
+        bobs_id = bobs.id
+    assert bobs_id != alices
+    assert api.get(f"/v1/documents/{alices}", headers=api.tokens["alice"]).status_code == 404
+    assert f"documents/{sha}/source" in objects(api)
+    read(api, bobs_id, ("Holloway salary",))
+    assert api.get(f"/v1/documents/{bobs_id}/text", headers=api.tokens["bob"]).text == "Holloway salary\n"
+    assert hits(api, "bob", "salary") == ["bob-payroll.pdf"] and hits(api, "alice", "salary") == []
