@@ -245,11 +245,13 @@ def test_api_upload_poll_text_json_tenants_idempotency_webhook(cluster, letters,
     assert exported.status_code == 200 and json.loads(exported.content)
 
     # S3 URIs in JSON: the file the watcher saw is done already and is reused, not redone;
-    # the ALTO this job asks for (the watcher's job did not) is written from the rows.
+    # the ALTO this job asks for (the watcher's job did not) is written from the rows. Put there
+    # again (the same bytes) so that this test also runs alone, reading it afresh then.
+    cluster["s3"].upload_file(str(pdfs[0]), cluster["bucket"], f"inbox/{pdfs[0].name}")
     uri = f"s3://{cluster['bucket']}/inbox/{pdfs[0].name}"
     r2 = client.post("/v1/jobs", headers=auth, json={"uris": [uri], "formats": ["text", "alto"]})
     assert r2.status_code == 202, r2.text
-    view2 = wait_for(lambda: job_finished(engine, r2.json()["id"]), 30, "reuse", cluster["workers"])
+    view2 = wait_for(lambda: job_finished(engine, r2.json()["id"]), 60, "reuse", cluster["workers"])
     assert view2 == "done"
     reused = client.get(f"/v1/jobs/{r2.json()['id']}", headers=auth).json()["documents"][0]
     assert reused["name"] == f"inbox/{pdfs[0].name}"
