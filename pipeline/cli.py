@@ -99,9 +99,10 @@ def run(
     from tqdm import tqdm
 
     from pipeline import stopping
+    from pipeline.cli_run_summary import print_summary
     from pipeline.exporters import get_exporter, parse_formats
     from pipeline.inputs import collect_inputs, passed_over
-    from pipeline.runner import LocalRunner, total_pages
+    from pipeline.runner import LocalRunner
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -133,7 +134,9 @@ def run(
         # Ctrl-C and SIGTERM: the first stops the run in order, a second ends it (pipeline/stopping.py).
         with stopping.handled():
             runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
-            bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
+            # Its total is counted as the run reaches each file (pipeline/run_progress.py): no
+            # file is opened before the first one is read.
+            bar = tqdm(total=None, unit="page", desc="OCR", disable=not progress,
                        dynamic_ncols=True, file=sys.stderr)
             with bar:
                 summary = runner.run(inputs, progress=bar, roots=paths)
@@ -146,39 +149,8 @@ def run(
         if stopping.again.is_set():  # a second Ctrl-C: out now, not after the interpreter's shutdown
             stopping.exit_now()
         raise typer.Exit(stopping.EXIT_STATUS) from None
-    _print_summary(summary, runner.options)
+    print_summary(summary, runner.options, out)
     raise typer.Exit(1 if summary.failures else 0)
-
-
-def _print_summary(summary, options) -> None:
-    from pipeline.process import reading_described
-
-    done, skipped, failed = summary.count("done"), summary.count("skipped"), summary.count("failed")
-    # A copy (the same bytes as an input read in this run) is not read again, but it was not
-    # done before either: counted apart from what an earlier run had read.
-    copies = sum(1 for o in summary.outcomes if o.status == "skipped" and o.same_as is not None)
-    copied = f"{copies} {'copy' if copies == 1 else 'copies'} of those (same bytes, read once), " if copies else ""
-    typer.echo(
-        f"{counted(len(summary.outcomes), 'document')}: {done} done, {copied}"
-        f"{skipped - copies} already done (skipped), "
-        f"{failed} failed; {counted(summary.pages, 'page')}, {counted(summary.lines, 'line')} in "
-        f"{summary.seconds:.1f} s ({summary.pages_per_minute:.1f} pages/min)"
-    )
-    typer.echo(f"  read with {reading_described(options)}; job {summary.job_id} (`quire status {summary.job_id}`)")
-    for job_id in summary.went_on_from:
-        typer.echo(f"  went on from job {job_id}, stopped before it finished (`quire status {job_id}`)")
-    for outcome in summary.outcomes:
-        if outcome.status == "skipped" and outcome.redo_waiting:
-            typer.echo(f"  already done, its earlier reading kept (a --redo of it was stopped; "
-                       f"`quire run --redo` goes on with it): {outcome.path}")
-        elif outcome.status == "skipped":
-            typer.echo(f"  same content as {outcome.same_as}: {outcome.path}" if outcome.same_as
-                       else f"  already done: {outcome.path}")
-        elif outcome.resumed_pages:
-            typer.echo(f"  went on where a stopped run left it ({counted(outcome.resumed_pages, 'page')} "
-                       f"read then, not again): {outcome.path}")
-    for outcome in summary.failures:
-        typer.echo(f"  FAILED {outcome.path}: {outcome.error}")
 
 
 # `quire recognize` reads, recognizes and prints this many images at a time: output starts at
