@@ -76,7 +76,7 @@ def _settings(**overrides) -> Settings:
 @app.command()
 def run(
     paths: Annotated[list[Path], typer.Argument(help="PDF or image files, or folders (searched recursively).")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write <name>.<ext> for each document here, mirroring the folders given (results are always kept in the database and store under QUIRE_HOME, default ./quire-data).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write <name>.<ext> for each document here, mirroring the folders given; a file an earlier run wrote that is still as it was left is left alone (results are always kept in the database and store under QUIRE_HOME, default ./quire-data).")] = None,
     model: Annotated[str | None, typer.Option(help=f"Recognition model: a shipped name ({DEFAULT_MODEL}), a folder, or a hub name.")] = None,
     beam: Annotated[int | None, typer.Option(min=1, max=16, help="Beam width; 1 is greedy (fastest).")] = None,
     dpi: Annotated[int | None, typer.Option(min=50, max=1200, help="Resolution PDFs are rendered at (default 300).")] = None,
@@ -85,16 +85,18 @@ def run(
     decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-6x faster), attention or rescore.")] = None,
     precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,
     language_model: Annotated[bool | None, typer.Option(help=LANGUAGE_MODEL_HELP)] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr: pages read (their total counted as the run reaches each file), documents finished of all.")] = True,
     redo: Annotated[bool, typer.Option(help="Read documents again even if done before with the same model and settings. The earlier reading stays until the new one is complete, however the run is stopped; the same command then goes on with the new one where it stopped.")] = False,
     rotate_pages: Annotated[bool | None, typer.Option(help="Turn sideways and upside-down pages upright before reading them (default; QUIRE_RENDER__ROTATE_PAGES). The JSON gives each page's rotation. Off for a folder of line crops: one short line is too little to judge by.")] = None,
 ) -> None:
     """OCR documents in this process (no servers): text in the database, exports in the store and --out.
 
     A document already done with the same model and settings (same SHA-256) is not redone
-    (--redo reads it again). Stopped with Ctrl-C (a second Ctrl-C ends it at once), SIGTERM or
-    even kill -9, the same command later goes on where it stopped. Exit status 1 if any
-    document failed, 130 if stopped.
+    (--redo reads it again), and its files in --out are written again only if missing or changed
+    since. Stopped with Ctrl-C (a second Ctrl-C ends it at once), SIGTERM or even kill -9, the
+    same command later goes on where it stopped. The summary counts the files done before, naming
+    a few, and names each failure (the first 100; `quire status JOB --list failed` names all).
+    Exit status 1 if any document failed, 130 if stopped.
     """
     from tqdm import tqdm
 

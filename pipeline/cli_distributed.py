@@ -304,7 +304,7 @@ def _print_view(view: dict[str, Any]) -> None:
 
 
 def status(
-    job_id: Annotated[str, typer.Argument(help="Job id printed by `quire submit`.")],
+    job_id: Annotated[str, typer.Argument(help="Job id printed by `quire submit` or `quire run`.")],
     api: Api = None,
     token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON view.")] = False,
