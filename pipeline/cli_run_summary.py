@@ -14,10 +14,13 @@ from typing import Any
 
 import typer
 
-from pipeline.cli_common import counted
-
 EXAMPLES = 3  # files named as examples of a kind that needs nothing
 LISTED = 100  # files named of a kind the user acts on; the rest are left to `quire status`
+
+
+def counted(n: int, word: str) -> str:
+    """`1 file`, `12,000 files`."""
+    return f"{n:,} {word if n == 1 else word + 's'}"
 
 
 def print_summary(summary: Any, options: Any, out_dir: Path | None = None,
@@ -59,7 +62,7 @@ def print_summary(summary: Any, options: Any, out_dir: Path | None = None,
     resumed = [o for o in outcomes if o.status != "skipped" and o.resumed_pages]
     _listed(echo, (f"went on where a stopped run left it ({counted(o.resumed_pages, 'page')} read "
                    f"then, not again): {o.path}" for o in resumed), len(resumed),
-            "more gone on with where a stopped run left them", f"`quire status {job}` counts them")
+            "more gone on with where a stopped run left them")
     failures = summary.failures
     _listed(echo, (f"FAILED {o.path}: {o.error}" for o in failures), len(failures), "more failed",
             f"`quire status {job} --list failed` lists them all with their reasons")
@@ -77,9 +80,9 @@ def _examples(echo: Callable[[str], Any], what: str, names: Iterator[str] | Iter
 
 
 def _listed(echo: Callable[[str], Any], lines: Iterable[str], total: int, more: str,
-            where: str) -> None:
-    """A line each, up to LISTED, then one line for the rest."""
+            where: str = "") -> None:
+    """A line each, up to LISTED, then one line for the rest (and where they are listed)."""
     for line, _ in zip(lines, range(LISTED)):
         echo(f"  {line}")
     if total > LISTED:
-        echo(f"  ... and {total - LISTED:,} {more}: {where}")
+        echo(f"  ... and {total - LISTED:,} {more}" + (f": {where}" if where else ""))
