@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -101,7 +101,17 @@ def output_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path
 
 
 def input_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> tuple[dict[Path, str], dict[Path, str]]:
-    """Each input's (output name, name in the database), from where it was found.
+    """Each input's (output name, name in the database): see `named_inputs`."""
+    outputs: dict[Path, str] = {}
+    stored: dict[Path, str] = {}
+    for path, output, name in named_inputs(paths, roots):
+        outputs[path], stored[path] = output, name
+    return outputs, stored
+
+
+def named_inputs(paths: Iterable[Path], roots: Sequence[Path] = ()) -> Iterator[tuple[Path, str, str]]:
+    """Each input with its output name and its name in the database, from where it was found,
+    one at a time (a run names each file as it reaches it, not all before the first).
 
     Output name: its path, less the suffix, under the folder in `roots` it was found in
     (`box1/0001` for scans/box1/0001.pdf of `quire run scans/`), so --out mirrors a collection's
@@ -113,12 +123,14 @@ def input_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> tuple[dict
     files of the same name from two boxes, or two runs, are told apart; a file given by itself
     is its file name."""
     folders = [folder for folder in (root.resolve() for root in roots) if folder.is_dir()]
-    outputs: dict[Path, str] = {}
-    stored: dict[Path, str] = {}
     taken: set[str] = set()
+    parents: dict[Path, Path] = {}  # each folder resolved once, not once per file in it
     for path in paths:
         # The folder resolved, not the file: a link to another file keeps its own name.
-        resolved = path.parent.resolve() / path.name
+        parent = parents.get(path.parent)
+        if parent is None:
+            parent = parents[path.parent] = path.parent.resolve()
+        resolved = parent / path.name
         folder = next((f for f in folders if resolved != f and resolved.is_relative_to(f)), None)
         under = resolved.relative_to(folder) if folder else None
         base, n = (under.with_suffix("").as_posix() if under else path.stem), 1
@@ -127,9 +139,7 @@ def input_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> tuple[dict
             n += 1
             name = f"{base}-{n}"
         taken.add(name)
-        outputs[path] = name
-        stored[path] = (Path(folder.name) / under).as_posix() if folder and under else path.name
-    return outputs, stored
+        yield path, name, (Path(folder.name) / under).as_posix() if folder and under else path.name
 
 
 class LineReader(Protocol):
@@ -345,12 +355,11 @@ class LocalRunner:
 
     def _ingest_all(self, job_id: str, outcomes: list[DocumentOutcome], events: queue.Queue,
                     roots: Sequence[Path] = ()) -> None:
-        paths = [o.path for o in outcomes]
-        names, stored = input_names(paths, roots)
+        names = named_inputs([o.path for o in outcomes], roots)
         try:
-            for position, outcome in enumerate(outcomes):
-                outcome.stored_name = stored[outcome.path]
-                self._ingest(job_id, position, outcome, names[outcome.path], events)
+            for position, (outcome, (_, name, stored_name)) in enumerate(zip(outcomes, names)):
+                outcome.stored_name = stored_name
+                self._ingest(job_id, position, outcome, name, events)
             self._put(events, ("end",))
         except _Stopping:
             return
