@@ -106,7 +106,6 @@ class OutputWriter:
         for path, (exporter, extension, print_) in wanted.items():
             if _as_left(found.get(path), print_):
                 outcome.unchanged += 1
-                outcome.outputs[extension] = Path(path)
             else:
                 stale.append((exporter, extension))
         if stale:
@@ -137,7 +136,6 @@ class OutputWriter:
                 tmp = target.with_suffix(target.suffix + ".part")
                 tmp.write_bytes(data)
                 tmp.replace(target)
-                outcome.outputs[extension] = target
                 outcome.written += 1
                 path = str(self.root / f"{name}.{extension}")
                 written.append(_written(path, reading, fingerprint(

@@ -48,7 +48,6 @@ class DocumentOutcome:
     pages: int = 0
     lines: int = 0
     error: str | None = None
-    outputs: dict[str, Path] = field(default_factory=dict)
     same_as: Path | None = None  # an earlier input of this run with the same bytes
     # Pages and lines an interrupted run had read, not read again (counted in pages and lines).
     resumed_pages: int = 0
