@@ -76,7 +76,7 @@ def _settings(**overrides) -> Settings:
 @app.command()
 def run(
     paths: Annotated[list[Path], typer.Argument(help="PDF or image files, or folders (searched recursively).")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write <name>.<ext> for each document here, mirroring the folders given (results are always kept in the database and store under QUIRE_HOME, default ./quire-data).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write <name>.<ext> for each document here, mirroring the folders given; a file an earlier run wrote that is still as it was left is left alone (results are always kept in the database and store under QUIRE_HOME, default ./quire-data).")] = None,
     model: Annotated[str | None, typer.Option(help=f"Recognition model: a shipped name ({DEFAULT_MODEL}), a folder, or a hub name.")] = None,
     beam: Annotated[int | None, typer.Option(min=1, max=16, help="Beam width; 1 is greedy (fastest).")] = None,
     dpi: Annotated[int | None, typer.Option(min=50, max=1200, help="Resolution PDFs are rendered at (default 300).")] = None,
@@ -85,23 +85,26 @@ def run(
     decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-6x faster), attention or rescore.")] = None,
     precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,
     language_model: Annotated[bool | None, typer.Option(help=LANGUAGE_MODEL_HELP)] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr: pages read (their total counted as the run reaches each file), documents finished of all.")] = True,
     redo: Annotated[bool, typer.Option(help="Read documents again even if done before with the same model and settings. The earlier reading stays until the new one is complete, however the run is stopped; the same command then goes on with the new one where it stopped.")] = False,
     rotate_pages: Annotated[bool | None, typer.Option(help="Turn sideways and upside-down pages upright before reading them (default; QUIRE_RENDER__ROTATE_PAGES). The JSON gives each page's rotation. Off for a folder of line crops: one short line is too little to judge by.")] = None,
 ) -> None:
     """OCR documents in this process (no servers): text in the database, exports in the store and --out.
 
     A document already done with the same model and settings (same SHA-256) is not redone
-    (--redo reads it again). Stopped with Ctrl-C (a second Ctrl-C ends it at once), SIGTERM or
-    even kill -9, the same command later goes on where it stopped. Exit status 1 if any
-    document failed, 130 if stopped.
+    (--redo reads it again), and its files in --out are written again only if missing or changed
+    since. Stopped with Ctrl-C (a second Ctrl-C ends it at once), SIGTERM or even kill -9, the
+    same command later goes on where it stopped. The summary counts the files done before, naming
+    a few, and names each failure (the first 100; `quire status JOB --list failed` names all).
+    Exit status 1 if any document failed, 130 if stopped.
     """
     from tqdm import tqdm
 
     from pipeline import stopping
+    from pipeline.cli_run_summary import print_summary
     from pipeline.exporters import get_exporter, parse_formats
     from pipeline.inputs import collect_inputs, passed_over
-    from pipeline.runner import LocalRunner, total_pages
+    from pipeline.runner import LocalRunner
 
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -133,7 +136,9 @@ def run(
         # Ctrl-C and SIGTERM: the first stops the run in order, a second ends it (pipeline/stopping.py).
         with stopping.handled():
             runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
-            bar = tqdm(total=total_pages(inputs), unit="page", desc="OCR", disable=not progress,
+            # Its total is counted as the run reaches each file (pipeline/run_progress.py): no
+            # file is opened before the first one is read.
+            bar = tqdm(total=None, unit="page", desc="OCR", disable=not progress,
                        dynamic_ncols=True, file=sys.stderr)
             with bar:
                 summary = runner.run(inputs, progress=bar, roots=paths)
@@ -146,39 +151,8 @@ def run(
         if stopping.again.is_set():  # a second Ctrl-C: out now, not after the interpreter's shutdown
             stopping.exit_now()
         raise typer.Exit(stopping.EXIT_STATUS) from None
-    _print_summary(summary, runner.options)
+    print_summary(summary, runner.options, out)
     raise typer.Exit(1 if summary.failures else 0)
-
-
-def _print_summary(summary, options) -> None:
-    from pipeline.process import reading_described
-
-    done, skipped, failed = summary.count("done"), summary.count("skipped"), summary.count("failed")
-    # A copy (the same bytes as an input read in this run) is not read again, but it was not
-    # done before either: counted apart from what an earlier run had read.
-    copies = sum(1 for o in summary.outcomes if o.status == "skipped" and o.same_as is not None)
-    copied = f"{copies} {'copy' if copies == 1 else 'copies'} of those (same bytes, read once), " if copies else ""
-    typer.echo(
-        f"{counted(len(summary.outcomes), 'document')}: {done} done, {copied}"
-        f"{skipped - copies} already done (skipped), "
-        f"{failed} failed; {counted(summary.pages, 'page')}, {counted(summary.lines, 'line')} in "
-        f"{summary.seconds:.1f} s ({summary.pages_per_minute:.1f} pages/min)"
-    )
-    typer.echo(f"  read with {reading_described(options)}; job {summary.job_id} (`quire status {summary.job_id}`)")
-    for job_id in summary.went_on_from:
-        typer.echo(f"  went on from job {job_id}, stopped before it finished (`quire status {job_id}`)")
-    for outcome in summary.outcomes:
-        if outcome.status == "skipped" and outcome.redo_waiting:
-            typer.echo(f"  already done, its earlier reading kept (a --redo of it was stopped; "
-                       f"`quire run --redo` goes on with it): {outcome.path}")
-        elif outcome.status == "skipped":
-            typer.echo(f"  same content as {outcome.same_as}: {outcome.path}" if outcome.same_as
-                       else f"  already done: {outcome.path}")
-        elif outcome.resumed_pages:
-            typer.echo(f"  went on where a stopped run left it ({counted(outcome.resumed_pages, 'page')} "
-                       f"read then, not again): {outcome.path}")
-    for outcome in summary.failures:
-        typer.echo(f"  FAILED {outcome.path}: {outcome.error}")
 
 
 # `quire recognize` reads, recognizes and prints this many images at a time: output starts at

@@ -298,24 +298,29 @@ def _print_view(view: dict[str, Any]) -> None:
         label = "UNFINISHED" if doc["error"] in STOP_REASONS else "FAILED"
         typer.echo(f"  {label} {doc['name']}: {doc['error']}")
     if view.get("failed_more"):
-        typer.echo(f"  ... and {view['failed_more']} more failed or unfinished: GET "
-                   f"/v1/jobs/{view['id']}/documents?status=failed lists them all")
+        typer.echo(f"  ... and {view['failed_more']} more failed or unfinished: `quire status "
+                   f"{view['id']} --list failed` (or GET /v1/jobs/{view['id']}/documents?status=failed) "
+                   "lists them all")
 
 
 def status(
-    job_id: Annotated[str, typer.Argument(help="Job id printed by `quire submit`.")],
+    job_id: Annotated[str, typer.Argument(help="Job id printed by `quire submit` or `quire run`.")],
     api: Api = None,
     token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON view.")] = False,
     wait: Annotated[bool, typer.Option(help="Follow the job to its end with a progress bar; exit status 1 unless every document is done.")] = False,
     progress: Annotated[bool, typer.Option(help="Progress bar on stderr (with --wait).")] = True,
+    listing: Annotated[str | None, typer.Option("--list", metavar="done|failed|pending|processing|all", help="Instead, list every document of the job in that state, one a line in submission order (a failed one with its reason; with all, each after its state), however many.")] = None,
 ) -> None:
-    """Where a job stands: status, counts, percent done, failed documents with reasons; for a job
-    not yet finished, what keeps the queues from moving (a queue no running worker takes, tasks
-    taken by a worker that was killed)."""
+    """Where a job stands: status, counts, percent done, failed documents with reasons (the first
+    100; --list failed names them all); for a job not yet finished, what keeps the queues from
+    moving (a queue no running worker takes, tasks taken by a worker that was killed)."""
     from pipeline.db.jobs import FINISHED
     from pipeline.errors import NotFoundError
 
+    if listing is not None:
+        _list_documents(job_id, listing, api, token)
+        return
     try:
         view = _job(job_id, api, token)
     except NotFoundError:
@@ -329,6 +334,26 @@ def status(
     if not api and view["status"] not in FINISHED:
         for hint in _stall_hints():
             typer.echo(f"  {hint}")
+
+
+def _list_documents(job_id: str, listing: str, api: str | None, token: str | None) -> None:
+    """`quire status JOB --list STATE`: every such document of the job, streamed a page at a time."""
+    from pipeline import job_listing
+    from pipeline.errors import NotFoundError
+
+    if listing not in job_listing.LISTS:
+        _fail(f"--list must be one of {', '.join(job_listing.LISTS)}, not {listing!r}")
+    if api:
+        from pipeline.api.client import ApiClient
+
+        documents = job_listing.api_documents(ApiClient(api, token), job_id, listing)
+    else:
+        documents = job_listing.local_documents(_backend(existing=True)[1], job_id, listing)
+    try:
+        for doc in documents:
+            typer.echo(job_listing.described(doc, listing))
+    except NotFoundError:
+        _fail(f"no job {job_id}", 1)
 
 
 def cancel(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -206,11 +206,13 @@ def ingest_pages(
     *,
     store_crops: bool,
     skip: Container[int] = frozenset(),
+    counted: Callable[[int], None] | None = None,
 ) -> Iterator[IngestedPage]:
     """Render, segment and save each page but those numbered in `skip` (finished before); rows
     and keys are deterministic, so a rerun overwrites, and a line found again keeps its text.
-    DocumentGoneError when the document is deleted meanwhile (nothing of the page is left)."""
-    for page in render_pages(source, options, skip):
+    `counted` is told the page count once it is known (render_pages). DocumentGoneError when the
+    document is deleted meanwhile (nothing of the page is left)."""
+    for page in render_pages(source, options, skip, counted):
         page, seg, rotation = segmented(page, rotate=options.rotate_pages)
         image_key = doc.page_key(page.number)
         store.put_bytes(image_key, encode_png(page.image), content_type="image/png")

@@ -160,14 +160,16 @@ def _why(exc: BaseException) -> str:
 
 
 def render_pages(path: Path, options: RenderOptions | None = None,
-                 skip: Container[int] = frozenset()) -> Iterator[PageImage]:
+                 skip: Container[int] = frozenset(),
+                 counted: Callable[[int], None] | None = None) -> Iterator[PageImage]:
     """Yield the document's pages one by one, but those numbered in `skip` (read before: an
-    interrupted run going on), which are not rendered; memory holds one chunk of pages at most."""
+    interrupted run going on), which are not rendered; memory holds one chunk of pages at most.
+    `counted` is told the document's page count once it is known, before the first page."""
     options = options or RenderOptions()
     if sniff_kind(path) == "pdf":
-        yield from _render_pdf(path, options, skip)
+        yield from _render_pdf(path, options, skip, counted)
     else:
-        yield from _render_image(path, options, skip)
+        yield from _render_image(path, options, skip, counted)
 
 
 def render_page(path: Path, number: int, options: RenderOptions | None = None) -> PageImage:
@@ -238,12 +240,14 @@ def _largest_page_pixels(info: dict, dpi: int) -> int:
     return int(largest)
 
 
-def _render_pdf(path: Path, options: RenderOptions,
-                skip: Container[int] = frozenset()) -> Iterator[PageImage]:
+def _render_pdf(path: Path, options: RenderOptions, skip: Container[int] = frozenset(),
+                counted: Callable[[int], None] | None = None) -> Iterator[PageImage]:
     from pipeline.pdf_scans import ScanPages
 
     total = int(_pdf_info(path)["Pages"])
     _check_page_count(path, total, options)
+    if counted is not None:
+        counted(total)
     with ScanPages(path) as scans:
         for first in range(1, total + 1, options.chunk_pages):
             last = min(total, first + options.chunk_pages - 1)
@@ -403,11 +407,14 @@ def _check_page_count(path: Path, total: int, options: RenderOptions) -> None:
                                  "(QUIRE_RENDER__MAX_PAGES); split it, or raise the limit", source=str(path))
 
 
-def _render_image(path: Path, options: RenderOptions,
-                  skip: Container[int] = frozenset()) -> Iterator[PageImage]:
+def _render_image(path: Path, options: RenderOptions, skip: Container[int] = frozenset(),
+                  counted: Callable[[int], None] | None = None) -> Iterator[PageImage]:
     name = str(path)
     with _open_image(path, options.max_pixels) as image:
-        _check_page_count(path, _frame_count(path, image), options)
+        total = _frame_count(path, image)
+        _check_page_count(path, total, options)
+        if counted is not None:
+            counted(total)
         dpi = _image_dpi(image, options.dpi)
         frames = ImageSequence.Iterator(image)
         for number in itertools.count(1):

@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -28,9 +28,10 @@ from pipeline.process import (
     finish_document,
     ingest_pages,
     save_texts,
-    write_exports,
 )
 from pipeline.render import count_pages, regular_file_size
+from pipeline.run_outputs import OutputWriter, Reading
+from pipeline.run_progress import RunProgress
 from pipeline.types import LineText
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,13 @@ INGEST_AHEAD_PAGES = 4
 STOP_WAIT_S = 30  # on Ctrl-C, how long the page being rendered may take to finish
 
 
-@dataclass
+@dataclass(slots=True)  # one per input: a run of 100,000 files holds 100,000
 class DocumentOutcome:
     path: Path
     status: str = "pending"  # done | skipped | failed
     pages: int = 0
     lines: int = 0
     error: str | None = None
-    outputs: dict[str, Path] = field(default_factory=dict)
     same_as: Path | None = None  # an earlier input of this run with the same bytes
     # Pages and lines an interrupted run had read, not read again (counted in pages and lines).
     resumed_pages: int = 0
@@ -56,6 +56,9 @@ class DocumentOutcome:
     stored_name: str = ""
     # Skipped as done, though a --redo of it was stopped: `quire run --redo` goes on with it.
     redo_waiting: bool = False
+    # Its files in --out written by this run, and those an earlier run wrote left as they were.
+    written: int = 0
+    unchanged: int = 0
 
 
 @dataclass
@@ -85,6 +88,11 @@ class RunSummary:
     def failures(self) -> list[DocumentOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
 
+    @property
+    def outputs(self) -> tuple[int, int]:
+        """Files in --out (written now, left as an earlier run wrote them)."""
+        return (sum(o.written for o in self.outcomes), sum(o.unchanged for o in self.outcomes))
+
 
 def output_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path, str]:
     """Each input's output name (see `input_names`)."""
@@ -92,7 +100,17 @@ def output_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path
 
 
 def input_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> tuple[dict[Path, str], dict[Path, str]]:
-    """Each input's (output name, name in the database), from where it was found.
+    """Each input's (output name, name in the database): see `named_inputs`."""
+    outputs: dict[Path, str] = {}
+    stored: dict[Path, str] = {}
+    for path, output, name in named_inputs(paths, roots):
+        outputs[path], stored[path] = output, name
+    return outputs, stored
+
+
+def named_inputs(paths: Iterable[Path], roots: Sequence[Path] = ()) -> Iterator[tuple[Path, str, str]]:
+    """Each input with its output name and its name in the database, from where it was found,
+    one at a time (a run names each file as it reaches it, not all before the first).
 
     Output name: its path, less the suffix, under the folder in `roots` it was found in
     (`box1/0001` for scans/box1/0001.pdf of `quire run scans/`), so --out mirrors a collection's
@@ -104,12 +122,14 @@ def input_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> tuple[dict
     files of the same name from two boxes, or two runs, are told apart; a file given by itself
     is its file name."""
     folders = [folder for folder in (root.resolve() for root in roots) if folder.is_dir()]
-    outputs: dict[Path, str] = {}
-    stored: dict[Path, str] = {}
     taken: set[str] = set()
+    parents: dict[Path, Path] = {}  # each folder resolved once, not once per file in it
     for path in paths:
         # The folder resolved, not the file: a link to another file keeps its own name.
-        resolved = path.parent.resolve() / path.name
+        parent = parents.get(path.parent)
+        if parent is None:
+            parent = parents[path.parent] = path.parent.resolve()
+        resolved = parent / path.name
         folder = next((f for f in folders if resolved != f and resolved.is_relative_to(f)), None)
         under = resolved.relative_to(folder) if folder else None
         base, n = (under.with_suffix("").as_posix() if under else path.stem), 1
@@ -118,9 +138,7 @@ def input_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> tuple[dict
             n += 1
             name = f"{base}-{n}"
         taken.add(name)
-        outputs[path] = name
-        stored[path] = (Path(folder.name) / under).as_posix() if folder and under else path.name
-    return outputs, stored
+        yield path, name, (Path(folder.name) / under).as_posix() if folder and under else path.name
 
 
 class LineReader(Protocol):
@@ -142,11 +160,13 @@ class _Pending:
     name: str
     reading: str = ""  # the row read into: the document's, or on --redo its new reading's
     lines_left: int = 0
+    counted: int | None = None  # its pages, once rendering has counted them
     ingested: bool = False
     finished: bool = False  # read and saved (its own output may still fail to be written)
     # Later inputs of the run with the same bytes: (outcome, output name), given this one's
     # reading once it is finished (or its failure).
     copies: list[tuple[DocumentOutcome, str]] = field(default_factory=list)
+    read_as: Reading | None = None  # once finished: what its exports are made from
 
     @property
     def redo(self) -> bool:
@@ -184,7 +204,8 @@ class LocalRunner:
         self.profile = self.options.profile
         self._buffer: list[tuple[_Pending, int, np.ndarray]] = []
         self._read_in_run: dict[str, _Pending] = {}  # document id -> its first input in this run
-        self.lines_done = 0
+        self.outputs = OutputWriter(self.engine, self.store, exporters, out_dir)
+        self._progress = RunProgress(None, 0)
         self._stop = threading.Event()  # set on Ctrl-C: the ingest thread ends at its next step
 
     def _default_recognizer(self) -> LineReader:
@@ -208,6 +229,7 @@ class LocalRunner:
         overlap fully). The queue between them is small, so memory stays bounded.
         """
         started = time.perf_counter()
+        self._progress = RunProgress(progress, len(paths))
         every = self.settings.run.heartbeat_seconds
         with session_scope(self.engine) as s:
             # Runs killed outright (kill -9) left their jobs live: they are stopped now.
@@ -233,8 +255,9 @@ class LocalRunner:
         # the run goes on; it ends inside the hold, so a second Ctrl-C cannot cut in meanwhile.
         with stopping.holding(), run_process.Heartbeat(lambda: self._beat(job_id), every, f"job {job_id}"):
             try:
-                self._consume(events, progress)
+                self._consume(events)
                 producer.join()
+                self._progress.close()
                 with session_scope(self.engine) as s:
                     repo.update_job_counts(s, job_id)
                     went_on_from = runs.went_on(s, job_id)
@@ -273,16 +296,17 @@ class LocalRunner:
             runs.stop_job(s, job_id, runs.BY_SIGNAL)
             runs.went_on(s, job_id)
 
-    def _consume(self, events: queue.Queue, progress) -> None:
+    def _consume(self, events: queue.Queue) -> None:
         """Recognition side: take ingested pages, batch their lines, finish documents."""
         min_batch = self.settings.recognize.batch_size
+        progress = self._progress
         while True:
             try:
                 event = events.get_nowait()
             except queue.Empty:
                 # Nothing ingested yet: read what is buffered rather than wait idle.
                 if len(self._buffer) >= min_batch:
-                    self._flush(progress)
+                    self._flush()
                 event = events.get()
             kind = event[0]
             if kind == "page":
@@ -291,10 +315,13 @@ class LocalRunner:
                 pending.outcome.lines += page.lines
                 pending.lines_left += len(page.line_ids)
                 self._buffer.extend((pending, lid, crop) for lid, crop in zip(page.line_ids, page.crops))
-                if progress is not None:
-                    progress.update(1)
+                progress.read(1)
                 if len(self._buffer) >= self.flush_lines:
-                    self._flush(progress)
+                    self._flush()
+            elif kind == "counted":  # its pages, counted as rendering began
+                _, pending, pages = event
+                pending.counted = pages
+                progress.reach(pages)
             elif kind == "ingested":
                 pending = event[1]
                 pending.ingested = True
@@ -305,17 +332,13 @@ class LocalRunner:
                 pending.outcome.pages += pages
                 pending.outcome.lines += lines
                 pending.outcome.resumed_pages, pending.outcome.resumed_lines = pages, lines
-                if progress is not None:
-                    progress.update(pages)
-            elif kind == "skipped":
-                if progress is not None:
-                    progress.total = max(0, (progress.total or 0) - event[1].pages)
-                    progress.refresh()
-            elif kind == "copy":
-                _, first, outcome, name, pages = event
-                if progress is not None:  # read once, as the first: its pages are not read again
-                    progress.total = max(0, (progress.total or 0) - pages)
-                    progress.refresh()
+                progress.read(pages)
+            elif kind == "skipped":  # done before: nothing to read
+                progress.reach(0)
+                progress.settle()
+            elif kind == "copy":  # read once, as the first: its pages are not read again
+                _, first, outcome, name = event
+                progress.reach(0)
                 if first.outcome.status == "pending":
                     first.copies.append((outcome, name))
                 else:
@@ -326,17 +349,16 @@ class LocalRunner:
             elif kind == "crash":
                 raise event[1]
             else:  # "end"
-                self._flush(progress)
+                self._flush()
                 return
 
     def _ingest_all(self, job_id: str, outcomes: list[DocumentOutcome], events: queue.Queue,
                     roots: Sequence[Path] = ()) -> None:
-        paths = [o.path for o in outcomes]
-        names, stored = input_names(paths, roots)
+        names = named_inputs([o.path for o in outcomes], roots)
         try:
-            for position, outcome in enumerate(outcomes):
-                outcome.stored_name = stored[outcome.path]
-                self._ingest(job_id, position, outcome, names[outcome.path], events)
+            for position, (outcome, (_, name, stored_name)) in enumerate(zip(outcomes, names)):
+                outcome.stored_name = stored_name
+                self._ingest(job_id, position, outcome, name, events)
             self._put(events, ("end",))
         except _Stopping:
             return
@@ -372,6 +394,7 @@ class LocalRunner:
                 )
                 repo.link_job_document(s, job_id, doc.id, position, stored_name)
                 ref, pages = DocumentRef(doc.id, sha, self.profile), doc.page_count or 0
+                done_reading = Reading.of(ref, doc)
                 first = self._read_in_run.get(doc.id)
                 skip = (done and not self.redo) or first is not None
                 reading = doc.id
@@ -387,13 +410,13 @@ class LocalRunner:
                 # The same bytes earlier in this run: read once (reading it again would drop the
                 # rows the first is being read into), its exports written under this name too.
                 outcome.same_as = first.outcome.path
-                # Its pages counted here, off the reading side, which keeps the model fed.
-                self._put(events, ("copy", first, outcome, name, count_pages_or_zero(path)))
+                self._put(events, ("copy", first, outcome, name))
                 return
             if skip:
                 outcome.status, outcome.pages = "skipped", pages
-                # Read before, maybe under another file name: the exports carry this one's.
-                self._export_stored(ref, outcome, name)
+                # Read before, maybe under another file name: the exports carry this one's, and
+                # those an earlier run wrote into --out as they are now are left alone.
+                self.outputs.read_before(outcome, name, done_reading)
                 self._put(events, ("skipped", outcome))
                 return
             pending = _Pending(ref, outcome, name, reading)
@@ -404,7 +427,8 @@ class LocalRunner:
             if kept:
                 self._put(events, ("resumed", pending, len(kept), sum(kept.values())))
             for page in ingest_pages(self.engine, self.store, pending.reading_ref, path,
-                                     self.settings.render, store_crops=False, skip=kept):
+                                     self.settings.render, store_crops=False, skip=kept,
+                                     counted=lambda n: self._put(events, ("counted", pending, n))):
                 self._put(events, ("page", pending, page))
             self._put(events, ("ingested", pending))
         except QuireError as exc:
@@ -429,6 +453,11 @@ class LocalRunner:
     def _fail(self, pending: _Pending | None, outcome: DocumentOutcome, path: Path, exc: QuireError) -> None:
         log.warning("%s", exc)
         outcome.status, outcome.error = "failed", exc.reason
+        if pending is None or pending.counted is None:  # failed before its pages were counted
+            self._progress.reach(0)
+        else:  # its pages not read are not to be read
+            self._progress.recount(pending.counted - outcome.pages)
+        self._progress.settle()
         if pending is not None:  # else the file failed before it had a row (unreadable)
             self._buffer = [item for item in self._buffer if item[0] is not pending]
             dropped: int | None = None
@@ -442,7 +471,7 @@ class LocalRunner:
             for copy, name in pending.copies:
                 self._settle_copy(pending, copy, name)
 
-    def _flush(self, progress) -> None:
+    def _flush(self) -> None:
         """Recognize every buffered line (sorted by width inside the Recognizer) and save the text."""
         if not self._buffer:
             return
@@ -454,9 +483,7 @@ class LocalRunner:
             pending.lines_left -= 1
             if pending.lines_left == 0 and pending.ingested:
                 finished.append(pending)
-        if progress is not None:
-            self.lines_done += len(batch)
-            progress.set_postfix(lines=self.lines_done, refresh=False)
+        self._progress.read_lines(len(batch))
         for pending in dict.fromkeys(finished):
             self._finish(pending)
 
@@ -469,7 +496,10 @@ class LocalRunner:
         outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters,
                                   name=outcome.stored_name)
         outcome.status, pending.finished = "done", True
-        self._write_outputs(outcome, pending.name, outputs)
+        pending.read_as = self.outputs.read_now(outcome, pending.name, pending.ref, outputs)
+        if pending.counted is not None and pending.counted != outcome.pages:
+            self._progress.recount(pending.counted - outcome.pages)
+        self._progress.settle()
         for copy, name in pending.copies:
             self._settle_copy(pending, copy, name)
 
@@ -483,40 +513,12 @@ class LocalRunner:
     def _settle_copy(self, first: _Pending, copy: DocumentOutcome, name: str) -> None:
         """A later input with the first's bytes ends as the first did: its exports (under its own
         file name), or the first's failure."""
+        self._progress.settle()
         if not first.finished:
             copy.status, copy.error = "failed", first.outcome.error
             return
         copy.status, copy.pages = "skipped", first.outcome.pages
-        self._export_stored(first.ref, copy, name)
-
-    def _export_stored(self, ref: DocumentRef, outcome: DocumentOutcome, name: str) -> None:
-        """Exports of a reading already in the database, named after this input, to --out."""
-        with session_scope(self.engine) as s:
-            outputs = write_exports(s, self.store, ref, self.exporters, name=outcome.stored_name)
-        self._write_outputs(outcome, name, outputs)
-
-    def _write_outputs(self, outcome: DocumentOutcome, name: str, outputs: dict[str, bytes]) -> None:
-        """The exports into --out; one that cannot be written (a name too long for the file
-        system, a full disk) fails this input alone: its reading stays in the database."""
-        try:
-            self._write_files(outcome, name, outputs)
-        except OSError as exc:
-            log.warning("%s: output not written: %s", outcome.path, exc)
-            outcome.status = "failed"
-            outcome.error = (f"read, but its output cannot be written to {self.out_dir} "
-                             f"({exc.strerror or exc}); `quire export` gets it from the database")
-
-    def _write_files(self, outcome: DocumentOutcome, name: str, outputs: dict[str, bytes]) -> None:
-        if self.out_dir is None:
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        for extension, data in outputs.items():
-            target = self.out_dir / f"{name}.{extension}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(target.suffix + ".part")
-            tmp.write_bytes(data)
-            tmp.replace(target)
-            outcome.outputs[extension] = target
+        self.outputs.read_before(copy, name, first.read_as or Reading(first.ref, "", copy.pages))
 
 
 def total_pages(paths: Sequence[Path]) -> int:

@@ -41,6 +41,13 @@ class ApiClient:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._check(self.http.get(f"/v1/jobs/{job_id}"))
 
+    def documents(self, job_id: str, *, status: str | None = None, after: str | None = None,
+                  limit: int = 1000) -> dict[str, Any]:
+        """A page of a job's documents in submission order (`next`: the following page's URL)."""
+        params: dict[str, Any] = {"limit": limit}
+        params.update({k: v for k, v in (("status", status), ("after", after)) if v is not None})
+        return self._check(self.http.get(f"/v1/jobs/{job_id}/documents", params=params))
+
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._check(self.http.post(f"/v1/jobs/{job_id}/cancel"))
 

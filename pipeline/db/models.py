@@ -164,7 +164,9 @@ class Document(Base):
     pages_done: Mapped[int] = mapped_column(Integer, default=0)  # pages with all lines read
     # Set on a `quire run --redo` reading in progress (pipeline.db.readings): the document it will
     # replace the reading of once complete. Such a row is hidden from search, export and jobs.
-    redo_of: Mapped[str | None] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    # Indexed: a rerun asks of each file done before whether a --redo of it waits (migration 0017).
+    redo_of: Mapped[str | None] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"),
+                                                index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -307,6 +309,27 @@ class PendingDeletion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class RunOutput(Base):
+    """A file `quire run --out` wrote, as it was written: what it holds (`fingerprint`: of the
+    reading, the name it carries and the format, pipeline.run_outputs) and how the file system saw
+    it then (size, modification and change times), so that a rerun leaves it alone while it is
+    unchanged and writes it again when it is missing, edited or of another reading. Keyed by the
+    text_key of its absolute path, as long as the file system allows."""
+
+    __tablename__ = "run_outputs"
+
+    path_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    document_id: Mapped[str] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), index=True
+    )
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    ctime_ns: Mapped[int] = mapped_column(BigInteger)
+    written_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 __all__ = [
     "ApiToken",
     "Base",
@@ -320,6 +343,7 @@ __all__ = [
     "Page",
     "PageStatus",
     "PendingDeletion",
+    "RunOutput",
     "WatchCheckpoint",
     "utcnow",
 ]

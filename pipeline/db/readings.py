@@ -68,6 +68,10 @@ def adopt_redo(s: Session, document_id: str, page_count: int) -> int | None:
               execution_options={"synchronize_session": False})
     s.expire_all()
     repo.finish_document(s, document_id, page_count)
+    # A new reading whatever else changed: the time the exports carry, and what tells a rerun
+    # that the files an earlier run wrote into --out hold the earlier one (pipeline/run_outputs.py).
+    repo.get_document(s, document_id).updated_at = utcnow()
+    s.flush()
     # A --redo begun before readings had keys of their own wrote its pages over the earlier
     # reading's: those it took over are still named. Only this document's rows use its keys.
     return record_deletion(s, document_id, earlier - stored_keys(s, document_id))

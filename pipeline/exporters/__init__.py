@@ -55,7 +55,11 @@ class Exporter:
     multi_page_media_type: str | None = None
 
     def extension_for(self, doc: DocumentResult) -> str:
-        multi = len(doc.pages) > 1 and self.multi_page_extension
+        return self.extension_for_pages(len(doc.pages))
+
+    def extension_for_pages(self, pages: int) -> str:
+        """The file suffix of an export of a document of `pages` pages."""
+        multi = pages > 1 and self.multi_page_extension
         return self.multi_page_extension if multi else self.extension  # type: ignore[return-value]
 
     def media_type_for(self, doc: DocumentResult) -> str:

@@ -727,3 +727,39 @@ def test_0013_to_head_and_back_keeps_a_read_job(backend: str, request: pytest.Fi
             assert [h.line for h in search_lines(s, '"county archives"')] == [1]
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0017_records_run_outputs_indexes_redo_of_and_downgrades_cleanly(backend: str,
+                                                                         request: pytest.FixtureRequest) -> None:
+    """What a rerun over many files looks up per file is indexed (a --redo waiting, the files
+    --out holds); the records go with their document, and the pieces go on the way down."""
+    from alembic import command
+
+    from pipeline.db import outputs
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0016_job_document_order")
+    engine = make_engine(url)
+    try:
+        doc_id = add_old_doc(engine)
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        assert "ix_documents_redo_of" in {ix["name"] for ix in inspect(engine).get_indexes("documents")}
+        long_path = "/out/" + "é" * 3000 + ".txt"  # longer than an index entry holds as text
+        with session_scope(engine) as s:
+            outputs.record(s, [outputs.Written(long_path, doc_id, "f1", 10, 1, 2)])
+        with session_scope(engine) as s:
+            outputs.record(s, [outputs.Written(long_path, doc_id, "f2", 11, 3, 4)])  # rewritten
+        with session_scope(engine) as s:
+            assert outputs.recorded(s, [long_path, "/out/other.txt"]) == {
+                long_path: outputs.Written(long_path, doc_id, "f2", 11, 3, 4)}
+        with engine.begin() as conn:  # a deleted document's records go with it
+            conn.execute(text("DELETE FROM documents"))
+            assert conn.execute(text("SELECT count(*) FROM run_outputs")).scalar() == 0
+        command.downgrade(alembic_config(url), "0016_job_document_order")
+        with engine.connect() as conn:
+            assert "run_outputs" not in inspect(conn).get_table_names()
+            assert "ix_documents_redo_of" not in {ix["name"] for ix in inspect(conn).get_indexes("documents")}
+    finally:
+        engine.dispose()

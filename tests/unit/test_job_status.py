@@ -200,3 +200,23 @@ def test_status_names_the_failed_beyond_the_first(capsys):
 
 def test_document_status_filter_matches_the_enum():
     assert {s.value for s in DocumentStatus} == {"pending", "processing", "done", "failed"}
+
+
+def test_status_list_follows_the_api_s_pages_to_the_last():
+    """`quire status JOB --list failed --api URL` names every failed document, page after page."""
+    from pipeline.job_listing import api_documents, described
+
+    asked: list[tuple[str | None, str | None]] = []
+
+    class Client:
+        def documents(self, job_id, *, status=None, after=None, limit=1000):
+            asked.append((status, after))
+            if after is None:
+                return {"documents": [{"name": "a.pdf", "status": "failed", "error": "bad"}],
+                        "next": f"/v1/jobs/{job_id}/documents?status=failed&limit=1000&after=0:d1:k1"}
+            return {"documents": [{"name": "b.pdf", "status": "failed", "error": "empty"}], "next": None}
+
+    listed = [described(doc, "failed") for doc in api_documents(Client(), "j", "failed")]
+    assert listed == ["a.pdf: bad", "b.pdf: empty"]
+    assert asked == [("failed", None), ("failed", "0:d1:k1")]
+    assert described({"name": "c.pdf", "status": "done", "error": None}, "all") == "done\tc.pdf"
