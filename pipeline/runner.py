@@ -19,7 +19,7 @@ from pipeline.config import Settings
 from pipeline.db import readings, repo, runs
 from pipeline.db.models import DocumentStatus
 from pipeline.db.session import open_database, session_scope
-from pipeline.errors import BadInputError, QuireError
+from pipeline.errors import BadInputError, DocumentGoneError, NotFoundError, QuireError
 from pipeline.exporters import Exporter
 from pipeline.process import (
     DocumentRef,
@@ -466,7 +466,9 @@ class LocalRunner:
                     dropped = readings.drop_redo(s, pending.ref.id)
                     outcome.error += "; its earlier reading is kept"
                 else:
-                    repo.fail_document(s, pending.ref.id, exc.reason)
+                    # Deleted meanwhile (by a host that took this run as ended): nothing to mark.
+                    with contextlib.suppress(NotFoundError):
+                        repo.fail_document(s, pending.ref.id, exc.reason)
             self._delete_stored(dropped)
             for copy, name in pending.copies:
                 self._settle_copy(pending, copy, name)
@@ -489,12 +491,18 @@ class LocalRunner:
 
     def _finish(self, pending: _Pending) -> None:
         outcome = pending.outcome
-        if pending.redo:  # complete: the new reading takes the earlier one's place, at once
-            with session_scope(self.engine) as s:
-                superseded = readings.adopt_redo(s, pending.ref.id, outcome.pages)
-            self._delete_stored(superseded)
-        outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages, self.exporters,
-                                  name=outcome.stored_name)
+        try:
+            if pending.redo:  # complete: the new reading takes the earlier one's place, at once
+                with session_scope(self.engine) as s:
+                    superseded = readings.adopt_redo(s, pending.ref.id, outcome.pages)
+                self._delete_stored(superseded)
+            outputs = finish_document(self.engine, self.store, pending.ref, outcome.pages,
+                                      self.exporters, name=outcome.stored_name)
+        except NotFoundError:  # deleted after its last page, by a host that took this run as ended
+            gone = DocumentGoneError(f"document {pending.ref.id} was deleted while it was being read",
+                                     source=str(outcome.path))
+            self._fail(pending, outcome, outcome.path, gone)
+            return
         outcome.status, pending.finished = "done", True
         pending.read_as = self.outputs.read_now(outcome, pending.name, pending.ref, outputs)
         if pending.counted is not None and pending.counted != outcome.pages:

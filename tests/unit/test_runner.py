@@ -421,3 +421,44 @@ def _page_fails(monkeypatch, pdf, number: int):
 
     monkeypatch.setattr("pipeline.process.segmented", failing)
     return real
+
+
+@pytest.mark.parametrize("pages", [3, 1])  # deleted before its next page, or before it is finished
+def test_a_document_deleted_while_a_run_reads_it_fails_alone(tmp_path, pages):
+    """Another host, hearing no heartbeat, takes the run as stopped and deletes a document it is
+    reading (`quire delete`): that document fails, named, and the run reads the others."""
+    from sqlalchemy import select
+
+    from pipeline import deletion
+    from pipeline.db import runs
+    from pipeline.db.models import Document
+    from pipeline.db.session import session_scope
+
+    page = make_letter_page(DPI)
+    first = make_pdf([page] * pages, tmp_path / "first.pdf", dpi=DPI)
+    second = make_pdf([page] * 2, tmp_path / "second.pdf", dpi=DPI)
+    holder: dict[str, LocalRunner] = {}
+
+    class DeletingRecognizer(CountingRecognizer):
+        def recognize(self, crops):
+            if not self.batches:  # the first batch: page 1 of first.pdf
+                run = holder["runner"]
+                with session_scope(run.engine) as s:
+                    doc_id = s.scalar(select(Document.id).where(Document.name == "first.pdf"))
+                    # Taken as ended, as by a host that lost touch with it: its job stopped, its
+                    # document failed, so no longer 'being read'.
+                    assert runs.settle_gone_runs(s, lambda run: True)
+                deletion.delete_document(run.engine, run.store, doc_id)
+            return super().recognize(crops)
+
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'q.sqlite'}",
+                        storage_url=(tmp_path / "store").as_uri(), render={"dpi": DPI})
+    holder["runner"] = LocalRunner(settings, exporters=parse_formats("txt"), out_dir=tmp_path / "out",
+                                   recognizer_factory=DeletingRecognizer, flush_lines=len(LETTER_LINES))
+    summary = holder["runner"].run([first, second])
+    by_name = {o.path.name: o for o in summary.outcomes}
+    assert by_name["first.pdf"].status == "failed"
+    assert "deleted" in (by_name["first.pdf"].error or "")
+    assert by_name["second.pdf"].status == "done"
+    assert (tmp_path / "out" / "second.txt").read_text().count("\f") == 1
+    assert not (tmp_path / "out" / "first.txt").exists()
