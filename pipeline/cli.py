@@ -103,7 +103,7 @@ def run(
     from pipeline import stopping
     from pipeline.cli_run_summary import print_summary
     from pipeline.exporters import get_exporter, parse_formats
-    from pipeline.inputs import collect_inputs, passed_over
+    from pipeline.inputs import collect_inputs, own_data, passed_over, under_folders
     from pipeline.runner import LocalRunner
 
     missing = [str(p) for p in paths if not p.exists()]
@@ -119,7 +119,11 @@ def run(
                              recognize__decode=decode, recognize__precision=precision,
                              recognize__language_model=language_model,
                              render__rotate_pages=rotate_pages)
-        inputs = collect_inputs(paths)
+        # Quire's own store and database, when a folder given holds them, are not walked.
+        own = own_data(settings.resolved_database_url(), settings.resolved_storage_url())
+        inputs = collect_inputs(paths, skip=own)
+        _say_passed_over([str(p) for p in under_folders(own, paths)], ("place", "places"),
+                         "Quire's own store and database (QUIRE_HOME)")
         if out is not None:  # searchable PDFs an earlier run wrote there are not documents to read
             searchable = "." + get_exporter("pdf").extension
             ours = {p for p in inputs if p.name.endswith(searchable)
@@ -127,7 +131,7 @@ def run(
             inputs = [p for p in inputs if p not in ours]
             _say_passed_over(sorted(p.name for p in ours), ("file", "files"),
                              f"Quire's own searchable PDFs in --out {out}")
-        others, links, specials = passed_over(paths)
+        others, links, specials = passed_over(paths, skip=own)
         _say_passed_over(links, LINKS_TO_FOLDERS, LINKS_NOT_FOLLOWED)
         _say_passed_over(specials, why=not_regular_files(specials))
         if not inputs:

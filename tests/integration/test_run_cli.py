@@ -351,6 +351,19 @@ def test_out_may_be_the_input_folder_but_not_a_file(tmp_path, letter, env):
     assert db_rows(env, "SELECT count(*) FROM jobs") == [(2,)]  # the two runs above; none for it
 
 
+def test_a_folder_holding_quire_home_does_not_read_quires_own_store(tmp_path, letter, env):
+    """`cd scans && quire run .` keeps its data in ./quire-data: the page images it stored there
+    are not scans, so a rerun reads nothing new (before, each run read the last run's images)."""
+    shutil.copy(letter[0], tmp_path / "letter.pdf")
+    for _ in range(2):
+        result = quire("run", str(tmp_path), "--no-progress")
+        assert result.exit_code == 0, result.output
+    assert "1 document: 0 done, 1 already done" in result.output
+    assert "passed over, Quire's own store and database (QUIRE_HOME)" in result.output
+    assert str(env / "store") in result.output and "pages/0001.png" not in result.output
+    assert db_rows(env, "SELECT name FROM documents") == [(f"{tmp_path.name}/letter.pdf",)]
+
+
 def test_missing_path_is_named(tmp_path, env):
     result = quire("run", str(tmp_path / "nope.pdf"))
     assert result.exit_code == 2 and "no such file or folder" in result.output
