@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline import cleanup, run_process, stopping, storage
 from pipeline.config import Settings
-from pipeline.db import readings, repo, runs
+from pipeline.db import file_hashes, readings, repo, runs
 from pipeline.db.models import DocumentStatus
 from pipeline.db.session import open_database, session_scope
 from pipeline.errors import BadInputError, DocumentGoneError, NotFoundError, QuireError
@@ -384,10 +384,17 @@ class LocalRunner:
         kept: dict[int, int] = {}  # page number -> lines, of pages an interrupted run finished
         try:
             size = regular_file_size(path)  # before hashing: reading a named pipe waits for ever
-            sha = file_sha256(path)
+            # A file hashed by an earlier run and unchanged since is not read again.
+            where = path.resolve()
+            seen = where.stat()
+            with session_scope(self.engine) as s:
+                known = file_hashes.known(s, where, seen)
+            sha = known or file_sha256(path)
             # Each session is closed before an event is queued: the reading side saves text
             # while it waits for room, and SQLite lets one writer at a time.
             with session_scope(self.engine) as s:
+                if known is None:
+                    file_hashes.remember(s, where, seen, sha)
                 doc, done = repo.upsert_document(
                     s, sha256=sha, profile=self.profile, name=stored_name,
                     source_uri=path.resolve().as_uri(), size_bytes=size,

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from pipeline.db import locks, readings, repo
 from pipeline.db.jobs import LIVE
-from pipeline.db.models import Document, DocumentStatus, Job, JobDocument, Line, Page
+from pipeline.db.models import Document, DocumentStatus, FileHash, Job, JobDocument, Line, Page
 from pipeline.errors import NotFoundError, QuireError
 
 
@@ -127,6 +127,9 @@ def carry_out(s: Session, plan: Plan, keys: set[str]) -> Removal:
         readings.delete_pages(s, reading)
     s.execute(delete(Document).where(Document.id.in_([*redo, plan.document_id])),
               execution_options={"synchronize_session": False})
+    if not plan.source_shared:  # where the file was and its hash go too (a rerun hashes it anew)
+        s.execute(delete(FileHash).where(FileHash.sha256 == plan.sha256),
+                  execution_options={"synchronize_session": False})
     s.expire_all()
     removal.keys = len(keys)
     removal.deletion = readings.record_deletion(s, plan.document_id, keys)

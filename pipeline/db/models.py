@@ -330,11 +330,30 @@ class RunOutput(Base):
     written_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class FileHash(Base):
+    """A file `quire run` hashed, as the file system saw it then (size, modification and change
+    times, inode): a rerun over a collection done before takes the SHA-256 from here instead of
+    reading every byte again, while all four are unchanged (any write changes the change time).
+    Keyed by the text_key of its absolute path."""
+
+    __tablename__ = "file_hashes"
+
+    path_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    ctime_ns: Mapped[int] = mapped_column(BigInteger)
+    inode: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    hashed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 __all__ = [
     "ApiToken",
     "Base",
     "Document",
     "DocumentStatus",
+    "FileHash",
     "Job",
     "JobDocument",
     "JobStatus",

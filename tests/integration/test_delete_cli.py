@@ -79,6 +79,8 @@ def test_delete_removes_a_documents_rows_index_entries_and_objects_only(tmp_path
     assert db_rows(env, f"SELECT count(*) FROM job_documents WHERE document_id = '{letter}'") == [(0,)]
     assert db_rows(env, "SELECT count(*) FROM lines") == [(len(LETTER_LINES),)]  # the scan's
     assert db_rows(env, "SELECT count(*) FROM pending_deletions") == [(0,)]
+    # Where the file was, and its hash (kept so a rerun need not read it again), go with it.
+    assert db_rows(env, "SELECT sha256 FROM file_hashes") == [(scan_sha,)]
     assert fts_hits(env, "Holloway") == 1
     found = quire("search", "Holloway")
     assert found.exit_code == 0 and found.output.splitlines()[0].startswith("box/scan.png\t")

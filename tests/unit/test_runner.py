@@ -462,3 +462,39 @@ def test_a_document_deleted_while_a_run_reads_it_fails_alone(tmp_path, pages):
     assert by_name["second.pdf"].status == "done"
     assert (tmp_path / "out" / "second.txt").read_text().count("\f") == 1
     assert not (tmp_path / "out" / "first.txt").exists()
+
+
+def test_a_rerun_takes_unchanged_files_hashes_from_the_database(tmp_path, monkeypatch):
+    """A rerun over files done before reads their stat, not their bytes; a file written since,
+    even to the same size with its modification time set back, is hashed and read again."""
+    import pipeline.runner as runner_module
+    from pipeline.process import file_sha256
+
+    page = make_letter_page(DPI)
+    pdfs = [make_pdf([page] * n, tmp_path / f"doc{n}.pdf", dpi=DPI) for n in (1, 2)]
+    hashed: list[str] = []
+
+    def counting_sha256(path):
+        hashed.append(path.name)
+        return file_sha256(path)
+
+    monkeypatch.setattr(runner_module, "file_sha256", counting_sha256)
+    assert runner(tmp_path).run(pdfs).count("done") == 2
+    assert sorted(hashed) == ["doc1.pdf", "doc2.pdf"]
+
+    hashed.clear()
+    summary = runner(tmp_path).run(pdfs)
+    assert summary.count("skipped") == 2 and hashed == []
+
+    # Other bytes of the same size, the modification time put back: the change time tells.
+    before = pdfs[0].stat()
+    data = bytearray(pdfs[0].read_bytes())
+    at = data.rindex(b"%%EOF")
+    data[at - 2:at - 1] = b" " if data[at - 2:at - 1] != b" " else b"\n"
+    pdfs[0].write_bytes(bytes(data))
+    os.utime(pdfs[0], ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert pdfs[0].stat().st_size == before.st_size
+    hashed.clear()
+    summary = runner(tmp_path).run(pdfs)
+    assert hashed == ["doc1.pdf"]
+    assert [o.status for o in summary.outcomes] == ["done", "skipped"]  # new bytes: read anew
