@@ -30,11 +30,7 @@ def remember(s: Session, path: Path, stat: os.stat_result, sha256: str) -> None:
     """Record `path`'s hash with the stat it was taken under (`stat` from before reading it: a
     file written while it was hashed then differs from the record, and is hashed again)."""
     size, mtime_ns, ctime_ns, inode = _seen(stat)
-    values = {"path_sha256": text_key(str(path)), "path": str(path), "size": size,
-              "mtime_ns": mtime_ns, "ctime_ns": ctime_ns, "inode": inode, "sha256": sha256,
-              "hashed_at": utcnow()}
-    stmt = repo._insert(s, FileHash).values(values)
-    s.execute(stmt.on_conflict_do_update(
-        index_elements=["path_sha256"],
-        set_={name: getattr(stmt.excluded, name) for name in values if name != "path_sha256"}))
+    repo.upsert(s, FileHash, [{"path_sha256": text_key(str(path)), "path": str(path), "size": size,
+                               "mtime_ns": mtime_ns, "ctime_ns": ctime_ns, "inode": inode,
+                               "sha256": sha256, "hashed_at": utcnow()}], key=["path_sha256"])
 

@@ -43,8 +43,4 @@ def record(s: Session, written: Sequence[Written]) -> None:
     rows = [{"path_sha256": text_key(w.path), "path": w.path, "document_id": w.document_id,
              "fingerprint": w.fingerprint, "size": w.size, "mtime_ns": w.mtime_ns,
              "ctime_ns": w.ctime_ns, "written_at": now} for w in written]
-    stmt = repo._insert(s, RunOutput).values(rows)
-    s.execute(stmt.on_conflict_do_update(
-        index_elements=["path_sha256"],
-        set_={name: getattr(stmt.excluded, name) for name in
-              ("document_id", "fingerprint", "size", "mtime_ns", "ctime_ns", "written_at")}))
+    repo.upsert(s, RunOutput, rows, key=["path_sha256"])

@@ -52,6 +52,15 @@ def _insert(s: Session, model: type[Any]) -> Any:
     raise ConfigError(f"unsupported database {name!r}: use SQLite or PostgreSQL")
 
 
+def upsert(s: Session, model: type[Any], rows: Sequence[dict[str, Any]], key: Sequence[str]) -> None:
+    """Insert `rows`, each replacing the row that has its `key` columns (every other column it
+    gives is set), race-free on both databases."""
+    stmt = _insert(s, model).values(list(rows))
+    s.execute(stmt.on_conflict_do_update(
+        index_elements=list(key),
+        set_={name: getattr(stmt.excluded, name) for name in rows[0] if name not in key}))
+
+
 _S = TypeVar("_S", bound=Select[Any])
 
 
@@ -68,8 +77,13 @@ def get_job(s: Session, job_id: str, *, lock: bool = False) -> Job:
     return job
 
 
+def find_document(s: Session, document_id: str, *, lock: bool = False) -> Document | None:
+    """The document's row, or None where there is none (deleted, say)."""
+    return s.scalars(_fresh(select(Document).where(Document.id == document_id), lock)).first()
+
+
 def get_document(s: Session, document_id: str, *, lock: bool = False) -> Document:
-    doc = s.scalars(_fresh(select(Document).where(Document.id == document_id), lock)).first()
+    doc = find_document(s, document_id, lock=lock)
     if doc is None:
         raise NotFoundError(f"no document {document_id}")
     return doc
