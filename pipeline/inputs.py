@@ -25,7 +25,8 @@ def _visible_tree(folder: Path, skip: Collection[Path] = ()) -> Iterator[tuple[l
 
 
 def _skipped(path: Path, skip: Collection[Path]) -> bool:
-    return bool(skip) and path.resolve() in skip
+    # Resolved only when its name is one of theirs: a walk of 100,000 files stays a listing.
+    return any(path.name == own.name for own in skip) and path.resolve() in skip
 
 
 def _special(path: Path) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import stat
 import struct
@@ -70,8 +71,8 @@ def not_regular(mode: int) -> str | None:
     return next((words for test, words in kinds if test(mode)), None)
 
 
-def regular_file_size(path: Path) -> int:
-    """The file's size, refusing what is not a regular file: opening a named pipe waits for a
+def regular_file_stat(path: Path) -> os.stat_result:
+    """The file's stat, refusing what is not a regular file: opening a named pipe waits for a
     writer for ever, and a device such as /dev/zero never ends, so either hung the run."""
     try:
         info = path.stat()
@@ -80,7 +81,12 @@ def regular_file_size(path: Path) -> int:
     kind = not_regular(info.st_mode)
     if kind is not None:
         raise BadInputError(f"is not a regular file ({kind})", source=str(path))
-    return info.st_size
+    return info
+
+
+def regular_file_size(path: Path) -> int:
+    """The file's size (regular_file_stat)."""
+    return regular_file_stat(path).st_size
 
 
 def sniff_kind(path: Path) -> str:

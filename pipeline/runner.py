@@ -29,7 +29,7 @@ from pipeline.process import (
     ingest_pages,
     save_texts,
 )
-from pipeline.render import count_pages, regular_file_size
+from pipeline.render import count_pages, regular_file_stat
 from pipeline.run_outputs import OutputWriter, Reading
 from pipeline.run_progress import RunProgress
 from pipeline.types import LineText
@@ -383,10 +383,10 @@ class LocalRunner:
         pending: _Pending | None = None
         kept: dict[int, int] = {}  # page number -> lines, of pages an interrupted run finished
         try:
-            size = regular_file_size(path)  # before hashing: reading a named pipe waits for ever
+            seen = regular_file_stat(path)  # before hashing: reading a named pipe waits for ever
+            size = seen.st_size
             # A file hashed by an earlier run and unchanged since is not read again.
             where = path.resolve()
-            seen = where.stat()
             with session_scope(self.engine) as s:
                 known = file_hashes.known(s, where, seen)
             sha = known or file_sha256(path)
