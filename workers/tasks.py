@@ -7,9 +7,11 @@ recounts jobs. SQL counters, not chords, decide when a document and a job are fi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,20 +109,30 @@ def ingest_document(document_id: str, job_id: str) -> None:
     """Render and segment one document, store pages and crops, enqueue width-grouped batches.
     A document deleted before or while it is read (its job cancelled, then the document: nobody
     wants it) ends the task quietly; what it stored for a page after the deletion goes too."""
-    try:
-        _ingest(document_id, job_id)
     # DocumentGoneError from a page, the document's row gone, or its source deleted with it.
-    except (NotFoundError, ObjectNotFoundError):
-        if not _deleted(document_id):
-            raise
-        log.info("ingest doc=%s: deleted meanwhile, nothing to read", document_id)
+    with _quiet_if_deleted("ingest", document_id, (NotFoundError, ObjectNotFoundError)):
+        _ingest(document_id, job_id)
 
 
-def _deleted(document_id: str) -> bool:
-    """Whether the document is gone: a task that finds no document (or its source) checks, for a
+@contextlib.contextmanager
+def _quiet_if_deleted(task: str, document_id: str, errors: tuple[type[Exception], ...]) -> Iterator[None]:
+    """A task that finds no document (or its source) ends quietly if the document is gone: a
     delete may come between the message and the task (pipeline.deletion), and that is no error."""
-    with session_scope(_engine()) as s:
-        return not readings.document_exists(s, document_id)
+    try:
+        yield
+    except errors:
+        with session_scope(_engine()) as s:
+            there = readings.document_exists(s, document_id)
+        if there:
+            raise
+        log.info("%s doc=%s: deleted meanwhile, nothing to do", task, document_id)
+
+
+def _unfinished(s: Any, document_id: str) -> bool:
+    """There (not deleted since its lines were claimed: its job cancelled, then the document)
+    and not done."""
+    doc = repo.find_document(s, document_id)
+    return doc is not None and doc.status != DocumentStatus.DONE
 
 
 def _ingest(document_id: str, job_id: str) -> None:
@@ -220,9 +232,7 @@ def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
                  len(line_ids), ",".join(documents), elapsed, len(todo) / max(elapsed, 1e-9))
     with session_scope(engine) as s:
         candidates = set(documents) | set(repo.documents_of_lines(s, line_ids))
-        # Not one deleted since its lines were claimed (its job cancelled, then the document).
-        ready = [d for d in sorted(candidates) if readings.document_exists(s, d)
-                 and repo.document_complete(s, d) and repo.get_document(s, d).status != DocumentStatus.DONE]
+        ready = [d for d in sorted(candidates) if _unfinished(s, d) and repo.document_complete(s, d)]
     for document_id in ready:
         send(FINISH, document_id)
 
@@ -230,8 +240,7 @@ def recognize_lines(line_ids: list[int], model: str, beam: int | None = None,
 def _fail_documents(engine: Any, documents: list[str], reason: str) -> None:
     """Fail these documents (those not already done), recount their jobs, tell those that ended."""
     with session_scope(engine) as s:
-        documents = [d for d in documents if readings.document_exists(s, d)  # not deleted since
-                     and repo.get_document(s, d).status != DocumentStatus.DONE]
+        documents = [d for d in documents if _unfinished(s, d)]
         for document_id in documents:
             repo.fail_document(s, document_id, reason)
         notify = _refresh_jobs(s, sorted({j for d in documents for j in repo.job_ids_for_document(s, d)}))
@@ -251,12 +260,8 @@ def _fail_batch(engine: Any, line_ids: list[int], reason: str) -> None:
 def finish_document_task(document_id: str) -> None:
     """Write the exports every linked job asked for and recount those jobs (safe to run twice).
     A document deleted since the message was sent ends the task quietly."""
-    try:
+    with _quiet_if_deleted("finish", document_id, (NotFoundError,)):
         _finish(document_id)
-    except NotFoundError:
-        if not _deleted(document_id):
-            raise
-        log.info("finish doc=%s: deleted meanwhile, nothing to write", document_id)
 
 
 def _finish(document_id: str) -> None:
