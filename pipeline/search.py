@@ -10,7 +10,8 @@ from pipeline.types import BBox
 
 # A quoted phrase, or a run of non-space characters.
 _TERM = re.compile(r'"([^"]*)"?|(\S+)')
-_WORD = re.compile(r"\w+", re.UNICODE)
+# A word: letters and digits, as both indexes tokenize (an underscore separates, as there).
+_WORD = re.compile(r"[^\W_]+")
 MARK_START, MARK_END = "\x02", "\x03"  # around matched words in SearchHit.marked
 # A word broken at a line end: a hyphen (ASCII, U+2010, the old "¬", a soft hyphen) after a letter.
 HYPHENS = "-\u2010\u00ac\u00ad"
@@ -128,38 +129,76 @@ def split_marked(marked: str, join: Join) -> tuple[str, str] | None:
     return first, join.lead + (MARK_START if inside else "") + marked[i:]
 
 
-def query_terms(user_text: str) -> list[tuple[str, bool]]:
-    """(phrase, prefix) pairs from what a person typed: "quoted phrases" stay together, a
-    trailing * asks for a prefix; everything else that is not a word character is dropped,
-    so operators and stray quotes in the input can never become query syntax."""
-    terms: list[tuple[str, bool]] = []
+@dataclass(frozen=True)
+class Term:
+    """One thing a search asks for: words in sequence (a phrase, or one word), the last one a
+    prefix when `prefix`. `forms` are the ways it may be written, any of which matches: the words
+    as typed first, then for a hyphenated compound the same with one hyphen closed each
+    ("self-evident" is also "selfevident"), as a compound cut at its hyphen by a line break is
+    joined (join_lines cannot tell "self-" + "evident" from "archi-" + "ves")."""
+
+    forms: tuple[tuple[str, ...], ...]
+    prefix: bool = False
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        return self.forms[0]
+
+
+MAX_FORMS = 6  # a compound of many parts is searched with its first hyphens closed
+
+
+def query_terms(user_text: str) -> list[Term]:
+    """The terms of what a person typed: "quoted phrases" stay together, a trailing * asks for a
+    prefix, words joined by a hyphen are a phrase; everything else that is not a letter or digit
+    separates words, so operators and stray quotes in the input can never become query syntax.
+    Words are what both full-text indexes take them to be (pipeline.db.search): letters and
+    digits, so "12.50" is the phrase 12 50 as the indexed text is."""
+    terms: list[Term] = []
     for match in _TERM.finditer(user_text):
         phrase, bare = match.group(1), match.group(2)
         raw = phrase if phrase is not None else bare
-        words = _WORD.findall(raw)
-        if words:
-            terms.append((" ".join(words), bare is not None and bare.endswith("*")))
+        spans = list(_WORD.finditer(raw))
+        if not spans:
+            continue
+        words = tuple(m.group() for m in spans)
+        gaps = [raw[spans[i].end():spans[i + 1].start()] for i in range(len(spans) - 1)]
+        hyphens = [i for i, gap in enumerate(gaps) if len(gap) == 1 and gap in HYPHENS]
+        forms = [words] + [words[:i] + (words[i] + words[i + 1],) + words[i + 2:]
+                           for i in hyphens[:MAX_FORMS - 1]]
+        terms.append(Term(tuple(forms), prefix=bare is not None and bare.endswith("*")))
     return terms
 
 
-def fts5_query(user_text: str) -> str | None:
-    """An SQLite FTS5 MATCH expression: every term must appear (AND), each a quoted string.
-    None when nothing searchable is left (the caller returns no hits)."""
-    parts = []
-    for words, prefix in query_terms(user_text):
-        quoted = '"' + words.replace('"', '""') + '"'
-        parts.append(quoted + " *" if prefix else quoted)
-    return " ".join(parts) or None
+def one_word(terms: list[Term]) -> bool:
+    """Whether the query is a single word (or prefix) however written: a line break can then only
+    matter where it hyphenates a word, not as a space between two."""
+    return len(terms) == 1 and all(len(form) == 1 for form in terms[0].forms)
 
 
-def tsquery(user_text: str) -> str | None:
-    """The same terms for PostgreSQL's to_tsquery: each word quoted (only word characters are
-    left, so nothing in it is syntax), a phrase's words in sequence (<->), a prefix as :*, every
-    term required (&). None when nothing searchable is left."""
+def fts5_query(terms: list[Term]) -> str | None:
+    """An SQLite FTS5 MATCH expression: every term must appear (AND), each form a quoted string,
+    a term's forms any one (OR). None when nothing searchable is left (the caller returns no
+    hits)."""
     parts = []
-    for words, prefix in query_terms(user_text):
-        phrase = " <-> ".join(f"'{word}'" for word in words.split())
-        parts.append(f"({phrase}:*)" if prefix else f"({phrase})")
+    for term in terms:
+        forms = ['"' + " ".join(form).replace('"', '""') + '"' + (" *" if term.prefix else "")
+                 for form in term.forms]
+        parts.append(forms[0] if len(forms) == 1 else "(" + " OR ".join(forms) + ")")
+    return " AND ".join(parts) or None
+
+
+def tsquery(terms: list[Term]) -> str | None:
+    """The same terms for PostgreSQL's to_tsquery: each word quoted (only letters and digits are
+    left, so nothing in it is syntax), a phrase's words in sequence (<->), a prefix as :*, a
+    term's forms any one (|), every term required (&). None when nothing searchable is left."""
+    parts = []
+    for term in terms:
+        forms = []
+        for form in term.forms:
+            phrase = " <-> ".join(f"'{word}'" for word in form)
+            forms.append(f"({phrase}:*)" if term.prefix else f"({phrase})")
+        parts.append(forms[0] if len(forms) == 1 else "(" + " | ".join(forms) + ")")
     return " & ".join(parts) or None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -12,31 +13,58 @@ from sqlalchemy.orm import Session
 from pipeline.db.models import UTCDateTime
 from pipeline.errors import ConfigError
 from pipeline.search import (
+    HYPHENS,
     MARK_END,
     MARK_START,
     RunOn,
     SearchHit,
     fts5_query,
     join_lines,
+    one_word,
+    query_terms,
     split_marked,
     tsquery,
 )
 from pipeline.types import BBox
 
 # Created by migrations 0002_search (each line) and 0015_run_on_search (each line run on to the
-# next); the models do not declare them.
+# next) on SQLite, and 0019_search_words on PostgreSQL (before it, GIN indexes on expressions);
+# the models do not declare them.
 FTS_TABLE = "lines_fts"
-PG_INDEX = "ix_lines_text_tsv"
 RUN_ON_FTS = "lines_run_on_fts"
-RUN_ON_INDEX = "ix_lines_run_on_tsv"
+# PostgreSQL: each line's words (lines.words) and its run-on text's (lines.run_on_words), stored
+# tsvector columns, each GIN-indexed. Stored, not computed per row: ranking and the run-on
+# search's tests of each line read them, and computing them took 4x as long (docs/BENCHMARKS.md).
+WORDS, RUN_ON_WORDS = "words", "run_on_words"
+PG_INDEX, RUN_ON_INDEX = "ix_lines_words", "ix_lines_run_on_words"
+# PostgreSQL's parser keeps "12.50", "2024-03-05", "a@b.com" and "self-evident" as tokens of
+# their own (and the compound's parts at other positions), where SQLite's FTS5 and the query
+# (pipeline.search.query_terms) see words of letters and digits. These characters become spaces
+# before parsing, so that both backends find the same lines. Frozen in 0019_search_words.
+GLUE = "+-./:@~<>&_"
+
+
+_GLUED_MARKS = re.compile(f"{MARK_END}([{re.escape(GLUE)}]+){MARK_START}")
+
+
+def words_of(column: str) -> str:
+    """The SQL tsvector PostgreSQL indexes for a text `column` (0019_search_words's expression)."""
+    return f"to_tsvector('simple', {unglued(column)})"
+
+
+def unglued(column: str) -> str:
+    return f"translate(coalesce({column}, ''), '{GLUE}', '{' ' * len(GLUE)}')"
 
 
 def is_search_object(name: str | None, type_: str) -> bool:
-    """True for the FTS tables, their shadow tables and the GIN indexes (outside the models)."""
+    """True for the FTS tables, their shadow tables, the tsvector columns and their GIN indexes
+    (outside the models)."""
     if name is None:
         return False
     if type_ == "table":
         return any(name == t or name.startswith(t + "_") for t in (FTS_TABLE, RUN_ON_FTS))
+    if type_ == "column":
+        return name in (WORDS, RUN_ON_WORDS)
     return type_ == "index" and name in (PG_INDEX, RUN_ON_INDEX)
 
 
@@ -62,11 +90,12 @@ def search_lines(
     """
     limit = max(1, min(int(limit), 500))
     dialect = s.get_bind().dialect.name
+    terms = query_terms(query)
     if dialect == "sqlite":
-        match = fts5_query(query)
+        match = fts5_query(terms)
         sql, run_on_sql = SQLITE_SEARCH, SQLITE_RUN_ON
     elif dialect == "postgresql":
-        match = tsquery(query)
+        match = tsquery(terms)
         sql, run_on_sql = PG_SEARCH, PG_RUN_ON
     else:  # pragma: no cover - the project supports these two
         raise ConfigError(f"full-text search is not available on {dialect}")
@@ -82,14 +111,18 @@ def search_lines(
     rows = list(s.execute(text(sql.format(where=where)), params))
     # Run-on hits compete with the lines' own on score (both full-text ranks of a line's text,
     # the run-on one of two lines'); a stable sort keeps a line's own hit first on a tie.
-    rows += s.execute(text(run_on_sql.format(where=where)), params).all()
+    # One word runs on to the next line only where the line ends hyphenated (see one_word).
+    run_on_where = (HYPHENATED[dialect] if one_word(terms) else "") + where
+    rows += s.execute(text(run_on_sql.format(where=run_on_where)), params).all()
     rows.sort(key=lambda r: -float(r.score))
     names = _names(s, {r.document_id for r in rows}, owner)
     hits, seen = [], set()
     for r in rows:
-        marked, runs_on = r.marked, None
+        runs_on = None
+        marked = r.marked if dialect == "sqlite" else reglued(r.marked, r.run_on
+                                                              if "run_on" in r._fields else r.text)
         if "run_on" in r._fields:
-            found = _run_on(r)
+            found = _run_on(r, marked)
             if found is None:
                 continue
             marked, runs_on = found
@@ -107,7 +140,27 @@ def search_lines(
     return hits[:limit]
 
 
-def _run_on(r: Any) -> tuple[str, RunOn] | None:
+def reglued(marked: str | None, shown: str | None) -> str:
+    """PostgreSQL's marks on the unglued text (`unglued`: GLUE characters as spaces) put on the
+    text as shown; "" where they do not fit it (then the hit is shown unmarked)."""
+    if not marked or not shown:
+        return ""
+    out, i = [], 0
+    for ch in marked:
+        if ch in (MARK_START, MARK_END):
+            out.append(ch)
+        elif i < len(shown):
+            out.append(shown[i])
+            i += 1
+        else:
+            return ""
+    if i != len(shown):
+        return ""
+    # ts_headline marks each word: "[12].[50]" is shown as one, "[12.50]", as SQLite shows it.
+    return _GLUED_MARKS.sub(r"\1", "".join(out))
+
+
+def _run_on(r: Any, marked_window: str) -> tuple[str, RunOn] | None:
     """A run-on row's first line marked, and its next line; None where the run-on text has gone
     stale (a line changed since it was joined): then it is no hit."""
     if not r.text or not r.next_text:
@@ -115,7 +168,7 @@ def _run_on(r: Any) -> tuple[str, RunOn] | None:
     join = join_lines(r.text, r.next_text)
     if join.window != r.run_on:
         return None
-    marked = split_marked(r.marked or "", join) or ("", "")
+    marked = split_marked(marked_window, join) or ("", "")
     return marked[0], RunOn(line=r.position + 2, text=r.next_text,
                             bbox=BBox(r.nx0, r.ny0, r.nx1, r.ny1),
                             confidence=r.next_confidence or 0.0, marked=marked[1])
@@ -193,18 +246,19 @@ WHERE {FTS_TABLE} MATCH :q AND d.redo_of IS NULL{{where}}
 ORDER BY bm25({FTS_TABLE}), d.name, p.number, l.position
 LIMIT :limit"""
 
-# The expression matches the index of 0002_search exactly, so the planner can use it.
-_TSV = "to_tsvector('simple', coalesce(l.text, ''))"
+# Marked by ts_headline on the unglued text, as it was indexed; `reglued` puts the marks back
+# on the text.
+_HEADLINE = ("ts_headline('simple', {text}, q.query, "
+             "'StartSel=' || :a || ', StopSel=' || :b || ', HighlightAll=true') AS marked")
 PG_SEARCH = f"""
 SELECT d.id AS document_id, d.name, d.sha256, p.number, l.position, l.x0, l.y0, l.x1, l.y1, l.text,
-       l.confidence, ts_rank({_TSV}, q.query) AS score,
-       ts_headline('simple', l.text, q.query,
-                   'StartSel=' || :a || ', StopSel=' || :b || ', HighlightAll=true') AS marked
+       l.confidence, ts_rank(l.{WORDS}, q.query) AS score,
+       {_HEADLINE.format(text=unglued("l.text"))}
 FROM lines l
 CROSS JOIN (SELECT to_tsquery('simple', :q) AS query) q
 JOIN pages p ON p.id = l.page_id
 JOIN documents d ON d.id = p.document_id
-WHERE {_TSV} @@ q.query AND d.redo_of IS NULL{{where}}
+WHERE l.{WORDS} @@ q.query AND d.redo_of IS NULL{{where}}
 ORDER BY score DESC, d.name, p.number, l.position
 LIMIT :limit"""
 
@@ -232,19 +286,22 @@ WHERE {RUN_ON_FTS} MATCH :q AND d.redo_of IS NULL
 ORDER BY bm25({RUN_ON_FTS}), d.name, p.number, l.position
 LIMIT :limit"""
 
-_RUN_ON_TSV = "to_tsvector('simple', coalesce(l.run_on, ''))"  # as 0015's index
 PG_RUN_ON = f"""
 SELECT d.id AS document_id, d.name, d.sha256, p.number, l.position, l.x0, l.y0, l.x1, l.y1, l.text,
-       l.confidence, ts_rank({_RUN_ON_TSV}, q.query) AS score,
-       ts_headline('simple', l.run_on, q.query,
-                   'StartSel=' || :a || ', StopSel=' || :b || ', HighlightAll=true') AS marked{_NEXT}
+       l.confidence, ts_rank(l.{RUN_ON_WORDS}, q.query) AS score,
+       {_HEADLINE.format(text=unglued("l.run_on"))}{_NEXT}
 FROM lines l
 CROSS JOIN (SELECT to_tsquery('simple', :q) AS query) q
 {_NEXT_JOIN}
 JOIN pages p ON p.id = l.page_id
 JOIN documents d ON d.id = p.document_id
-WHERE {_RUN_ON_TSV} @@ q.query AND d.redo_of IS NULL
-  AND NOT {_TSV} @@ q.query
-  AND NOT to_tsvector('simple', coalesce(n.text, '')) @@ q.query{{where}}
+WHERE l.{RUN_ON_WORDS} @@ q.query AND d.redo_of IS NULL
+  AND NOT l.{WORDS} @@ q.query AND NOT n.{WORDS} @@ q.query{{where}}
 ORDER BY score DESC, d.name, p.number, l.position
 LIMIT :limit"""
+
+# A line whose text ends with a hyphen (pipeline.search.HYPHENS): the only lines a one-word query
+# can run on from. Cheap, so tested before the full-text conditions of the candidates.
+_ENDS = ", ".join("'" + h + "'" for h in HYPHENS)
+HYPHENATED = {"sqlite": f"\n  AND substr(rtrim(l.text), -1) IN ({_ENDS})",
+              "postgresql": f"\n  AND right(rtrim(l.text), 1) IN ({_ENDS})"}

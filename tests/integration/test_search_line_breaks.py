@@ -174,3 +174,36 @@ def test_json_output_carries_the_next_line(tmp_path, monkeypatch):
     assert result.output.rstrip().endswith("says, the [archi-] / [ves] of the county are closed.")
     with pytest.raises(StopIteration):
         next(home)
+
+
+RECEIPT = ["TOTAL 12.50 paid on 2024-03-05", "Ask info@shop.example about it",
+           "a self-evident, state-of-the-art sum", "it is self-", "evident that it holds"]
+
+
+def test_prices_dates_addresses_and_compounds_are_found_as_typed(engine):
+    """As one typed them: PostgreSQL's parser had made "12.50" and "2024-03-05" words of their
+    own, which a search for them never found there."""
+    send(engine, [RECEIPT])
+    [price] = find(engine, "12.50")
+    assert where([price]) == [(1, 1, None)] and marked(price.highlighted()) == ["12.50"]
+    assert price.highlighted() == "TOTAL [12.50] paid on 2024-03-05"
+    assert marked(find(engine, "2024-03-05")[0].highlighted()) == ["2024-03-05"]
+    assert where(find(engine, "info@shop.example")) == [(1, 2, None)]
+    assert where(find(engine, "shop")) == [(1, 2, None)]  # a part of it, as on SQLite
+    assert where(find(engine, '"a self-evident, state-of-the-art sum"')) == [(1, 3, None)]
+    assert where(find(engine, "state-of-the*")) == [(1, 3, None)]
+
+
+def test_a_compound_cut_at_its_hyphen_is_found_as_typed(engine):
+    """"self-" + "evident" is joined as "selfevident" (a hyphen at the line end cannot say which
+    it was): "self-evident" finds it too, one hit running on, its parts marked on both lines."""
+    send(engine, [RECEIPT])
+    hits = sorted(find(engine, "self-evident"), key=lambda h: h.line)
+    assert where(hits) == [(1, 3, None), (1, 4, 5)]
+    assert hits[1].highlighted() == "it is [self-]"
+    assert hits[1].runs_on is not None and hits[1].runs_on.highlighted() == "[evident] that it holds"
+    assert where(find(engine, '"is self-evident that"')) == [(1, 4, 5)]
+    assert sorted(where(find(engine, "self-evid*"))) == [(1, 3, None), (1, 4, 5)]
+    # A word on its own at either side of the break stays that line's own hit.
+    assert sorted(where(find(engine, "evident"))) == [(1, 3, None), (1, 5, None)]
+    assert where(find(engine, "selfevident")) == [(1, 4, 5)]

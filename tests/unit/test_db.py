@@ -763,3 +763,52 @@ def test_0017_records_run_outputs_indexes_redo_of_and_downgrades_cleanly(backend
             assert "ix_documents_redo_of" not in {ix["name"] for ix in inspect(conn).get_indexes("documents")}
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0019_finds_prices_and_dates_read_before_it_and_downgrades_cleanly(
+        backend: str, request: pytest.FixtureRequest) -> None:
+    """Lines read before 0019 are searched by their words as typed on both backends; on
+    PostgreSQL the stored words are what the runtime parses (pipeline.db.search.words_of), and
+    the expression indexes come back on the way down."""
+    from alembic import command
+
+    from pipeline.db import runon
+    from pipeline.db.search import search_lines, words_of
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0018_file_hashes")
+    engine = make_engine(url)
+    texts = ["TOTAL 12.50 on 2024-03-05", "mail a@b.example <b>x</b> C++ ~y", "it is self-",
+             "evident that x_y holds"]
+    try:
+        doc_id = add_old_doc(engine)
+        with engine.begin() as conn:
+            add_old_read_page(conn, doc_id, texts)
+            conn.execute(text("UPDATE documents SET status = 'done'"))
+        with engine.begin() as conn:
+            runon.fill_run_on(conn, [7])
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        with session_scope(engine) as s:
+            assert [h.line for h in search_lines(s, "12.50")] == [1]
+            assert [h.line for h in search_lines(s, "2024-03-05")] == [1]
+            assert [(h.line, h.runs_on and h.runs_on.line) for h in search_lines(s, "self-evident")] == [(3, 4)]
+        if backend == "postgres_url":
+            with engine.connect() as conn:
+                same = conn.execute(text(f"SELECT bool_and(words = {words_of('text')} AND "
+                                         f"run_on_words IS NOT DISTINCT FROM {words_of('run_on')}) "
+                                         "FROM lines")).scalar()
+                assert same is True
+        command.downgrade(alembic_config(url), "0018_file_hashes")
+        with engine.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("lines")}
+            assert not {"words", "run_on_words"} & columns
+            indexes = {ix["name"] for ix in inspect(conn).get_indexes("lines")}
+            if backend == "postgres_url":
+                assert {"ix_lines_text_tsv", "ix_lines_run_on_tsv"} <= indexes
+        upgrade(url)
+        with session_scope(engine) as s:
+            assert [h.line for h in search_lines(s, "12.50")] == [1]
+    finally:
+        engine.dispose()
