@@ -309,6 +309,20 @@ class PendingDeletion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ContentClaim(Base):
+    """A file's stored objects that a clean-up is deleting now, outside any transaction
+    (pipeline.cleanup): no document of those bytes (`sha256`) is made while it holds, so none can
+    lose an object to a delete already on its way. It holds until its clean-up lets go of it, its
+    `holder` (run_process.this_process()) is found gone, or `expires_at` (pipeline.db.locks)."""
+
+    __tablename__ = "content_claims"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    holder: Mapped[dict[str, Any]] = mapped_column(JSON)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
 class RunOutput(Base):
     """A file `quire run --out` wrote, as it was written: what it holds (`fingerprint`: of the
     reading, the name it carries and the format, pipeline.run_outputs) and how the file system saw
@@ -351,6 +365,7 @@ class FileHash(Base):
 __all__ = [
     "ApiToken",
     "Base",
+    "ContentClaim",
     "Document",
     "DocumentStatus",
     "FileHash",

@@ -122,8 +122,15 @@ def upsert_document(
 ) -> tuple[Document, bool]:
     """The document for (sha256, profile), made if new; the flag says it is already done. Under the
     file's content lock (pipeline.db.locks): a deletion of that document either is committed
-    before (a new one is made) or waits for this transaction (and sees what it links)."""
+    before (a new one is made) or waits for this transaction (and sees what it links). A new one
+    is not made while a clean-up deletes objects of those bytes: locks.ContentClaimedError, the
+    caller runs its transaction again (locks.until_unclaimed)."""
     locks.lock_content(s, [sha256])
+    found = s.scalars(_fresh(select(Document).where(
+        Document.sha256 == sha256, Document.profile == profile))).first()
+    if found is not None:
+        return found, found.status == DocumentStatus.DONE
+    locks.check_unclaimed(s, sha256)
     now = utcnow()
     s.execute(_insert(s, Document).values(
         id=new_id(), sha256=sha256, profile=profile, name=name, source_uri=source_uri,

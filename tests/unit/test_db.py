@@ -763,3 +763,39 @@ def test_0017_records_run_outputs_indexes_redo_of_and_downgrades_cleanly(backend
             assert "ix_documents_redo_of" not in {ix["name"] for ix in inspect(conn).get_indexes("documents")}
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0019_adds_the_content_claims_and_downgrades_cleanly(backend: str,
+                                                             request: pytest.FixtureRequest) -> None:
+    """A clean-up's claims on the files whose objects it deletes (content_claims) hold a new
+    document of those bytes back, on a database made before 0019 too; the table goes on the way
+    down, the rest kept."""
+    from alembic import command
+
+    from pipeline.db import locks
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0018_file_hashes")
+    engine = make_engine(url)
+    try:
+        doc_id = add_old_doc(engine)
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        assert "ix_content_claims_sha256" in {
+            ix["name"] for ix in inspect(engine).get_indexes("content_claims")}
+        with session_scope(engine) as s:
+            claims = locks.claim(s, [SHA2])
+        with pytest.raises(locks.ContentClaimedError), session_scope(engine) as s:
+            repo.upsert_document(s, sha256=SHA2, profile="p1", name="b.pdf",
+                                 source_uri="file:///b.pdf", size_bytes=1)
+        with session_scope(engine) as s:
+            locks.release(s, claims)
+        add_doc(engine, SHA2)
+        command.downgrade(alembic_config(url), "0018_file_hashes")
+        with engine.connect() as conn:
+            assert "content_claims" not in inspect(conn).get_table_names()
+            assert len(conn.execute(text("SELECT id FROM documents")).all()) == 2
+            assert (doc_id,) in conn.execute(text("SELECT id FROM documents")).all()
+    finally:
+        engine.dispose()
