@@ -125,6 +125,13 @@ class Job(Base):
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     # Set once the completion webhook was delivered, so a redelivered finish sends it once.
     webhook_sent_at: Mapped[datetime | None] = mapped_column()
+    # While the webhook is owed and not sent: when its last try ends (the job's end, an attempt's
+    # timeout, a retry's countdown). A finish worker queues it again once this is
+    # QUIRE_API__WEBHOOK_RESEND_SECONDS past (pipeline.webhook_sweep), so a notify task lost
+    # with a killed worker is not waited for until Redis's visibility timeout. Cleared once sent
+    # or given up.
+    webhook_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # True while a streaming submission still adds documents: the job cannot finish yet.
     accepting: Mapped[bool] = mapped_column(Boolean, default=False)
     # A `quire run` job's own record (pipeline.local_runs): the process running it, so a killed

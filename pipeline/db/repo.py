@@ -320,6 +320,9 @@ def fail_document(s: Session, document_id: str, reason: str) -> None:
     s.flush()
 
 
+_ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.PARTIAL, JobStatus.CANCELLED, JobStatus.STOPPED)
+
+
 def update_job_counts(s: Session, job_id: str) -> Job:
     """Recount a job from its documents; once all are done or failed it is finished (a
     cancelled one keeps its status)."""
@@ -345,6 +348,11 @@ def update_job_counts(s: Session, job_id: str) -> Job:
         status = JobStatus.RUNNING if started else JobStatus.QUEUED
         job.finished_at = None
     job.status = status.value
+    if (status in _ENDED and job.webhook_url is not None and job.webhook_sent_at is None
+            and job.webhook_due_at is None and not job.webhook_attempts):
+        # Owed from now: queued by whoever ended it, and by a finish worker's sweep if that
+        # notify is lost (pipeline.webhook_sweep).
+        job.webhook_due_at = job.finished_at or utcnow()
     s.flush()
     return job
 

@@ -799,3 +799,38 @@ def test_0019_adds_the_content_claims_and_downgrades_cleanly(backend: str,
             assert (doc_id,) in conn.execute(text("SELECT id FROM documents")).all()
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0020_adds_the_webhook_resend_columns_and_downgrades_cleanly(
+        backend: str, request: pytest.FixtureRequest) -> None:
+    """A job finished before 0020 keeps no resend time (its webhook is left as it was), and a job
+    ended after it is owed its webhook; the columns and index go on the way down, the jobs kept."""
+    from alembic import command
+
+    from pipeline.db import jobs as jobrepo
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0019_content_claims")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
+                              "documents_failed, created_at, finished_at, accepting, webhook_url) VALUES "
+                              "('j1', '{}', 'done', 0, 0, 0, '2026-11-24 00:00:00', "
+                              "'2026-11-24 00:00:00', false, 'http://h/')"))
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        with session_scope(engine) as s:
+            old = repo.get_job(s, "j1")
+            assert (old.webhook_due_at, old.webhook_attempts) == (None, 0)
+            job, _ = jobrepo.create_keyed_job(s, settings={}, owner=None, idempotency_key=None,
+                                              webhook_url="http://h/")
+            assert jobrepo.refresh_job(s, job.id).webhook_due_at is not None
+        command.downgrade(alembic_config(url), "0019_content_claims")
+        with engine.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("jobs")}
+            assert not {"webhook_due_at", "webhook_attempts"} & columns
+            assert len(conn.execute(text("SELECT id FROM jobs")).all()) == 2
+    finally:
+        engine.dispose()
