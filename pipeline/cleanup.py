@@ -8,17 +8,32 @@ record, and the next `quire run` finishes it. Deleting is safe to repeat and to 
 processes at once: a missing object deletes fine, and a record already gone is passed over.
 
 A deleted document's keys are named by its bytes, so the same file sent again since has the same
-ones: they are its own and are kept. Which keys nobody uses is judged, and those objects deleted,
-in one transaction under the files' content lock (pipeline.db.locks), a batch of keys at a time,
-which every submission takes to make its document row. A document of those bytes is thus
-committed either before the judging (its keys are kept) or after the objects are gone (the
-submission stores its source again, and its ingest writes its pages after): never in between, on
-either database, with any number of processes and hosts sharing the database and the store.
+ones: they are its own and are kept. A batch of keys at a time goes in three steps, and the
+object store is asked only in the second, outside any transaction, so no other writer waits on
+it (on SQLite, where a transaction holds the database's write lock, a batch of S3 requests would
+hold up every `quire run` saving pages and every API call meanwhile):
+
+1. judge and claim: in one transaction under the files' content lock (pipeline.db.locks), which
+   every submission takes to make its document row, the batch's keys that no document uses are
+   found, and their files claimed (locks.claim); committed;
+2. delete those objects, no lock or transaction held;
+3. settle: the batch goes off the record (the record with its last) and the claims are let go.
+
+While a file is claimed no document of it is made (repo.upsert_document waits the claim out), so
+a document of those bytes is committed either before the judging (its keys are kept) or after
+the deletes have ended (the submission stores its source again, and its ingest writes its pages
+after): never in between, on either database, with any number of processes and hosts sharing
+the database and the store. A clean-up killed in step 2 leaves its record, which the next one
+carries out, and a claim that stops holding once its process is found gone or it expires
+(locks.CLAIM_S; the clean-up begins no delete past locks.SEND_DELETES_S). Two clean-ups of one
+record may judge and delete the same keys: both judged them unused under the lock, and no
+document of their files is made until both have let go.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from sqlalchemy import Engine
@@ -31,8 +46,8 @@ from pipeline.errors import QuireError
 
 log = logging.getLogger(__name__)
 
-# Keys judged and deleted per transaction: the content lock (on SQLite, the database's write lock)
-# is held while the store deletes them, so a batch is kept to a second or two of S3 requests.
+# Keys judged and deleted per batch: a claim keeps new documents of the batch's files waiting
+# while the store deletes them, so a batch is kept to a second or two of S3 requests.
 BATCH_KEYS = 500
 
 
@@ -62,8 +77,9 @@ def discard(engine: Engine, store: storage.ObjectStore, document_id: str, keys: 
 
 
 def _next_batch(engine: Engine, store: storage.ObjectStore, deletion: int) -> int | None:
-    """Delete the next batch of a pending deletion's keys that nothing uses, and take them off its
-    record (the record goes with the last); returns how many were deleted, None once it is done."""
+    """Delete the next batch of a pending deletion's keys that nothing uses, and take the batch
+    off its record (the record goes with the last); returns how many were deleted, None once it
+    is done. The three steps of the module."""
     with session_scope(engine) as s:
         found = readings.deletion_keys(s, deletion)
         if found is None:  # done, maybe by another run meanwhile
@@ -75,21 +91,30 @@ def _next_batch(engine: Engine, store: storage.ObjectStore, deletion: int) -> in
         if found is None:
             return None
         document_id, keys = found
-        batch, rest = keys[:BATCH_KEYS], keys[BATCH_KEYS:]
-        unused = _unclaimed(s, document_id, batch)
-        # Deleted before the commit, under the lock: once this transaction ends, no document
-        # made since may lose an object to it.
-        storage.delete_many(store, unused)
-        readings.keep_deletion(s, deletion, rest)
+        batch = keys[:BATCH_KEYS]
+        unused = _unused(s, document_id, batch)
+        claims = locks.claim(s, {owner[0] for owner in map(storage.key_document, unused) if owner})
+    # Committed: no document of these files is made until the claims are let go.
+    deadline = time.monotonic() + locks.SEND_DELETES_S
+    try:
+        storage.delete_many(store, unused, deadline=deadline)
+    except BaseException:
+        with session_scope(engine) as s:  # the record keeps the batch for the next run
+            locks.release(s, claims)
+        raise
+    with session_scope(engine) as s:
+        readings.drop_deletion_keys(s, deletion, batch)
+        locks.release(s, claims)
     return len(unused)
 
 
-def _unclaimed(s: Session, document_id: str, keys: list[str]) -> list[str]:
+def _unused(s: Session, document_id: str, keys: list[str]) -> list[str]:
     """The keys that are still to delete. A deleted document's keys are deterministic: the same
     file sent again since (a new document of the same bytes) writes its source, pages and exports
     at the same keys, which are its own now and are kept. (A --redo's record is of a document
     that is still there; none of its keys is used again.) The caller holds the content lock of
-    the keys' files, so the documents read here are all there are until it commits."""
+    the keys' files, so the documents read here are all there are until it commits, and the
+    claims it takes before committing keep it so until it lets go of them."""
     if readings.document_exists(s, document_id):
         return keys
     owners = {key: storage.key_document(key) for key in keys}

@@ -79,6 +79,9 @@ class ApiOptions(BaseModel):
     max_upload_bytes: int = Field(512 * 1024 * 1024, ge=1)
     webhook_secret: str = Field("", description="HMAC key for completion webhooks")
     webhook_timeout: float = Field(10.0, gt=0)
+    # A finished job's webhook not sent this long after its last try ended (its notify task
+    # lost with a killed worker) is queued again by a finish worker, which looks this often too.
+    webhook_resend_seconds: int = Field(60, ge=1)
     # Which s3:// URIs tenants may submit, comma-separated prefixes ("s3://archive/,s3://in/a/").
     # Empty: any object the API's credentials can read, except Quire's own stored documents.
     uri_prefixes: str = ""

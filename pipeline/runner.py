@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline import cleanup, run_process, stopping, storage
 from pipeline.config import Settings
-from pipeline.db import file_hashes, readings, repo, runs
+from pipeline.db import file_hashes, locks, readings, repo, runs
 from pipeline.db.models import DocumentStatus
 from pipeline.db.session import open_database, session_scope
 from pipeline.errors import BadInputError, DocumentGoneError, NotFoundError, QuireError
@@ -392,27 +392,29 @@ class LocalRunner:
             sha = known or file_sha256(path)
             # Each session is closed before an event is queued: the reading side saves text
             # while it waits for room, and SQLite lets one writer at a time.
-            with session_scope(self.engine) as s:
-                if known is None:
-                    file_hashes.remember(s, where, seen, sha)
-                doc, done = repo.upsert_document(
-                    s, sha256=sha, profile=self.profile, name=stored_name,
-                    source_uri=path.resolve().as_uri(), size_bytes=size,
-                )
-                repo.link_job_document(s, job_id, doc.id, position, stored_name)
-                ref, pages = DocumentRef(doc.id, sha, self.profile), doc.page_count or 0
-                done_reading = Reading.of(ref, doc)
-                first = self._read_in_run.get(doc.id)
-                skip = (done and not self.redo) or first is not None
-                reading = doc.id
-                if skip:
-                    outcome.redo_waiting = (first is None and readings.find_redo(s, doc.id) is not None)
-                elif done:  # --redo: read into a row of its own; the earlier reading stays till then
-                    reading, kept = readings.begin_redo(s, doc)
-                elif self._interrupted(doc):
-                    kept = repo.resume_document(s, doc.id)
-                else:
-                    repo.start_document(s, doc.id)
+            for attempt in locks.until_unclaimed():  # a clean-up deleting its objects: after it
+                with attempt, session_scope(self.engine) as s:
+                    if known is None:
+                        file_hashes.remember(s, where, seen, sha)
+                    doc, done = repo.upsert_document(
+                        s, sha256=sha, profile=self.profile, name=stored_name,
+                        source_uri=path.resolve().as_uri(), size_bytes=size,
+                    )
+                    repo.link_job_document(s, job_id, doc.id, position, stored_name)
+                    ref, pages = DocumentRef(doc.id, sha, self.profile), doc.page_count or 0
+                    done_reading = Reading.of(ref, doc)
+                    first = self._read_in_run.get(doc.id)
+                    skip = (done and not self.redo) or first is not None
+                    reading = doc.id
+                    if skip:
+                        outcome.redo_waiting = (first is None
+                                                and readings.find_redo(s, doc.id) is not None)
+                    elif done:  # --redo: read into a row of its own; the earlier one stays till then
+                        reading, kept = readings.begin_redo(s, doc)
+                    elif self._interrupted(doc):
+                        kept = repo.resume_document(s, doc.id)
+                    else:
+                        repo.start_document(s, doc.id)
             if first is not None:
                 # The same bytes earlier in this run: read once (reading it again would drop the
                 # rows the first is being read into), its exports written under this name too.

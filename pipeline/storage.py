@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -177,9 +178,21 @@ def put_many(store: ObjectStore, items: Sequence[tuple[str, bytes]], content_typ
     _in_threads(lambda item: store.put_bytes(item[0], item[1], content_type), items, threads)
 
 
-def delete_many(store: ObjectStore, keys: Sequence[str], threads: int = TRANSFER_THREADS) -> None:
-    """Delete each key (a missing one is fine), `threads` requests at a time."""
-    _in_threads(store.delete, keys, threads)
+def delete_many(store: ObjectStore, keys: Sequence[str], threads: int = TRANSFER_THREADS, *,
+                deadline: float | None = None) -> None:
+    """Delete each key (a missing one is fine), `threads` requests at a time. `deadline` (a
+    time.monotonic() value): no request is begun after it; StorageError then, the keys not begun
+    left as they are."""
+    if deadline is None:
+        _in_threads(store.delete, keys, threads)
+        return
+
+    def delete_before(key: str) -> None:
+        if time.monotonic() > deadline:
+            raise StorageError("the deletes took too long; the rest is left for later")
+        store.delete(key)
+
+    _in_threads(delete_before, keys, threads)
 
 
 _TMP_PREFIX = ".quire-tmp-"

@@ -234,33 +234,36 @@ class Submitter:
             self._after_link(prefix, src, seen.job_id or job_id, seen.document_id)
             return "resent"
         sha, size = store_source(self.store, src)
-        with session_scope(self.engine) as s:
-            # The file's content lock before the job's (the order of pipeline.db.locks): a delete
-            # of the document found here is committed before (a new one is made) or waits for
-            # this link and sees it; never a document gone under the link.
-            locks.lock_content(s, [sha])
-            # Locked: a cancel either sees this document linked or is seen here, never neither.
-            if repo.get_job(s, job_id, lock=True).status == JobStatus.CANCELLED:
-                raise JobFinishedError(f"job {job_id} was cancelled; submit a new job")
-            doc, _ = repo.upsert_document(
-                s, sha256=sha, profile=self.options.profile, name=src.name,
-                source_uri=src.uri, size_bytes=size)
-            repo.link_job_document(s, job_id, doc.id, jobrepo.next_position(s, job_id), src.name)
-            jobrepo.add_checkpoint(s, prefix, src.uri, src.version, job_id=job_id,
-                                   document_id=doc.id)
-            document_id, status, profile = doc.id, doc.status, doc.profile
-            if status == DocumentStatus.FAILED:
-                # Read again from a clean start, and counted as under way from now: a job's
-                # view must not say "failed, finished" while its ingest is queued.
-                repo.start_document(s, document_id)
-            # Recounted before the ingest goes out: a job that earlier files had finished
-            # (all read before) is running again, or a worker taking the message at once
-            # would find no live job wanting the document and drop it.
-            jobrepo.refresh_job(s, job_id)
+        for attempt in locks.until_unclaimed():  # a clean-up deleting its objects: after it
+            with attempt, session_scope(self.engine) as s:
+                # The file's content lock before the job's (the order of pipeline.db.locks): a
+                # delete of the document found here is committed before (a new one is made) or
+                # waits for this link and sees it; never a document gone under the link.
+                locks.lock_content(s, [sha])
+                # Locked: a cancel either sees this document linked or is seen here, never neither.
+                if repo.get_job(s, job_id, lock=True).status == JobStatus.CANCELLED:
+                    raise JobFinishedError(f"job {job_id} was cancelled; submit a new job")
+                doc, _ = repo.upsert_document(
+                    s, sha256=sha, profile=self.options.profile, name=src.name,
+                    source_uri=src.uri, size_bytes=size)
+                repo.link_job_document(s, job_id, doc.id, jobrepo.next_position(s, job_id),
+                                       src.name)
+                jobrepo.add_checkpoint(s, prefix, src.uri, src.version, job_id=job_id,
+                                       document_id=doc.id)
+                document_id, status, profile = doc.id, doc.status, doc.profile
+                if status == DocumentStatus.FAILED:
+                    # Read again from a clean start, and counted as under way from now: a job's
+                    # view must not say "failed, finished" while its ingest is queued.
+                    repo.start_document(s, document_id)
+                # Recounted before the ingest goes out: a job that earlier files had finished
+                # (all read before) is running again, or a worker taking the message at once
+                # would find no live job wanting the document and drop it.
+                jobrepo.refresh_job(s, job_id)
         # The source was stored (or found there) before the row: the clean-up of a deletion of
-        # the only other document of these bytes may have deleted it in between. It judges and
-        # deletes under the content lock taken above (pipeline.cleanup), so with the row committed
-        # none deletes it any more: put back now if gone, it stays.
+        # the only other document of these bytes may have deleted it in between. It claims the
+        # file under the content lock taken above and makes no delete once it has let go of the
+        # claim (pipeline.db.locks), and no row is made while it holds: with the row committed,
+        # none deletes it any more. Put back now if gone, it stays.
         if not self.store.exists(storage.source_key(sha)):
             store_source(self.store, src)
         if status in (DocumentStatus.PENDING, DocumentStatus.FAILED):

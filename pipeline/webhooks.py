@@ -14,6 +14,9 @@ from pipeline.errors import QuireError
 
 SIGNATURE_HEADER = "X-Quire-Signature"
 TIMESTAMP_HEADER = "X-Quire-Timestamp"
+# The same on every try of one webhook (pipeline.db.jobs.delivery_id), and in the signed body too:
+# a try may reach the receiver and its answer be lost, so a receiver keeps the ids it has acted on.
+DELIVERY_HEADER = "X-Quire-Delivery"
 
 
 class WebhookError(QuireError):
@@ -42,13 +45,16 @@ def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
 
 
-def deliver(url: str, payload: dict[str, Any], secret: str, *, timeout: float = 10.0) -> int:
-    """POST the payload; returns the HTTP status or raises WebhookError."""
+def deliver(url: str, payload: dict[str, Any], secret: str, *, timeout: float = 10.0,
+            delivery: str | None = None) -> int:
+    """POST the payload (named `delivery` in DELIVERY_HEADER); returns the HTTP status or raises
+    WebhookError."""
     body = encode(payload)
     timestamp = str(int(time.time()))
     request = urllib.request.Request(url, data=body, method="POST", headers={
         "Content-Type": "application/json", "User-Agent": "quire-webhook/1",
         TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(secret, timestamp, body),
+        **({DELIVERY_HEADER: delivery} if delivery else {}),
     })
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:

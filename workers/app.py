@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -66,6 +67,16 @@ def start_worker(queue: str, *, concurrency: int | None = None, loglevel: str = 
     # in progress (pipeline/worker_presence.py).
     leave = announce(app.conf.broker_url, f"{name}@{socket.gethostname()}", queue.split(","), concurrency)
     try:
-        app.worker_main(argv)
+        with contextlib.ExitStack() as stack:
+            if "finish" in queue.split(","):
+                # Webhooks whose notify task a killed worker took are sent again within minutes,
+                # not after the visibility timeout (pipeline/webhook_sweep.py).
+                from pipeline.queue import send
+                from pipeline.webhook_sweep import sweeping
+
+                settings = get_settings()
+                stack.enter_context(sweeping(settings.resolved_database_url(),
+                                             settings.api.webhook_resend_seconds, send))
+            app.worker_main(argv)
     finally:
         leave()

@@ -298,27 +298,43 @@ def _finish(document_id: str) -> None:
         send(NOTIFY, jid)
 
 
-@app.task(name=NOTIFY, bind=True, max_retries=8)
+@app.task(name=NOTIFY, bind=True, max_retries=jobrepo.WEBHOOK_ATTEMPTS - 1)
 def notify_job(self: Any, job_id: str) -> None:
-    """Send the job's signed completion webhook once; failures retry with backoff."""
+    """Send the job's signed completion webhook once; failures retry with backoff. Each try is
+    recorded before it is made, so one lost with a killed worker is queued again by a finish
+    worker's sweep (pipeline.webhook_sweep) within minutes."""
     from pipeline.api.views import job_view
 
     settings = get_settings()
     engine = _engine()
+    timeout = settings.api.webhook_timeout
+    with session_scope(engine) as s:
+        if not jobrepo.begin_webhook_attempt(s, job_id, timeout):
+            return  # sent already (a repeated task), not ended, or given up
     try:
         # The claim commits only after the receiver answered 2xx. A worker killed while
         # delivering (kill -9, OOM) leaves no claim behind: its connection goes and the database
-        # rolls back, so the redelivered task sends the webhook instead of finding it 'sent' and
-        # dropping it for good. A concurrent notify of the same job waits on the row meanwhile
-        # (at most the webhook timeout; on SQLite every writer does) and then finds it sent.
+        # rolls back, so the sweep (or the redelivered task) sends the webhook instead of finding
+        # it 'sent' and dropping it for good. A concurrent notify of the same job waits on the row
+        # meanwhile (at most the webhook timeout; on SQLite every writer does) and then finds it
+        # sent.
         with session_scope(engine) as s:
             job = repo.get_job(s, job_id)
             if job.status not in jobrepo.FINISHED or not jobrepo.claim_webhook(s, job_id):
                 return
-            url, payload = job.webhook_url, {"event": "job.finished", "job": job_view(s, job)}
-            status = deliver(url or "", payload, settings.api.webhook_secret,
-                             timeout=settings.api.webhook_timeout)
+            delivery = jobrepo.delivery_id(job_id)
+            url, payload = job.webhook_url, {"event": "job.finished", "delivery": delivery,
+                                             "job": job_view(s, job)}
+            status = deliver(url or "", payload, settings.api.webhook_secret, timeout=timeout,
+                             delivery=delivery)
         log.info("webhook job=%s -> %s", job_id, status)
     except WebhookError as exc:  # the claim rolled back with the session: a retry takes it
+        countdown = min(600, 2 ** self.request.retries)
+        with session_scope(engine) as s:  # the sweep leaves it to the retry till then
+            more = jobrepo.webhook_failed(s, job_id, countdown + timeout)
+        if not more:
+            log.warning("webhook job=%s failed: %s; given up after %d tries", job_id, exc,
+                        jobrepo.WEBHOOK_ATTEMPTS)
+            return
         log.warning("webhook job=%s failed: %s", job_id, exc)
-        raise self.retry(exc=exc, countdown=min(600, 2 ** self.request.retries)) from exc
+        raise self.retry(exc=exc, countdown=countdown) from exc

@@ -102,6 +102,8 @@ def refresh_job(s: Session, job_id: str) -> Job:
     job = repo.update_job_counts(s, job_id)
     if job.accepting and job.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.PARTIAL):
         job.status, job.finished_at = JobStatus.RUNNING.value, None
+        if not job.webhook_attempts:  # not owed until it ends after all
+            job.webhook_due_at = None
         s.flush()
     return job
 
@@ -167,8 +169,64 @@ def claim_webhook(s: Session, job_id: str) -> bool:
     meanwhile leaves it to a retry."""
     result = s.execute(update(Job).where(Job.id == job_id, Job.webhook_sent_at.is_(None),
                                          Job.webhook_url.is_not(None))
-                       .values(webhook_sent_at=utcnow()))
+                       .values(webhook_sent_at=utcnow(), webhook_due_at=None))
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# Tries of a job's webhook in all: the notify task's first and its retries (workers.tasks), or
+# those the sweep queues again for it (pipeline.webhook_sweep).
+WEBHOOK_ATTEMPTS = 9
+
+
+def delivery_id(job_id: str) -> str:
+    """What names a job's completion webhook to its receiver (the X-Quire-Delivery header and the
+    body's `delivery`): the same on every try, so a receiver that got one try whose answer was
+    lost (the sender killed, the connection cut) can tell the next is the same delivery."""
+    return f"job.finished:{job_id}"
+
+
+def begin_webhook_attempt(s: Session, job_id: str, seconds: float) -> bool:
+    """Record a try of the job's webhook, which ends within `seconds` (the delivery's timeout);
+    committed before the POST, so a try whose worker is killed is sent again by the sweep once
+    that has passed. False: sent already, not ended, or its tries are spent."""
+    job = repo.get_job(s, job_id, lock=True)
+    if job.status not in FINISHED or job.webhook_url is None or job.webhook_sent_at is not None:
+        return False
+    if job.webhook_attempts >= WEBHOOK_ATTEMPTS:
+        job.webhook_due_at = None  # given up
+        return False
+    job.webhook_attempts += 1
+    job.webhook_due_at = utcnow() + timedelta(seconds=seconds)
+    return True
+
+
+def webhook_failed(s: Session, job_id: str, seconds: float) -> bool:
+    """A try failed; the next is due within `seconds` (a retry's countdown and timeout). False
+    once the tries are spent: given up, the sweep leaves it."""
+    job = repo.get_job(s, job_id, lock=True)
+    if job.webhook_sent_at is not None:
+        return False
+    more = job.webhook_attempts < WEBHOOK_ATTEMPTS
+    job.webhook_due_at = utcnow() + timedelta(seconds=seconds) if more else None
+    return more
+
+
+def overdue_webhooks(s: Session, grace_s: float, limit: int = 100) -> list[str]:
+    """Ended jobs whose webhook is owed and whose last try ended more than `grace_s` ago (its
+    notify task lost with a killed worker, or never queued); each is pushed `grace_s` on, so
+    the next look leaves it to the notify task the caller queues now."""
+    now = utcnow()
+    late = now - timedelta(seconds=grace_s)
+    overdue = (Job.webhook_due_at <= late, Job.webhook_sent_at.is_(None),
+               Job.webhook_url.is_not(None), Job.status.in_(FINISHED),
+               Job.webhook_attempts < WEBHOOK_ATTEMPTS)
+    ids = s.scalars(select(Job.id).where(*overdue).order_by(Job.webhook_due_at).limit(limit)).all()
+    if not ids:
+        return []
+    # Conditional on still being overdue: of two sweeps at once, one takes each job.
+    return list(s.scalars(update(Job).where(Job.id.in_(ids), *overdue)
+                          .values(webhook_due_at=now + timedelta(seconds=grace_s))
+                          .returning(Job.id), execution_options={"synchronize_session": False}))
 
 
 def begin_ingest(s: Session, document_id: str) -> Document:

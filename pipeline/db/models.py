@@ -125,6 +125,13 @@ class Job(Base):
     webhook_url: Mapped[str | None] = mapped_column(String(2048))
     # Set once the completion webhook was delivered, so a redelivered finish sends it once.
     webhook_sent_at: Mapped[datetime | None] = mapped_column()
+    # While the webhook is owed and not sent: when its last try ends (the job's end, an attempt's
+    # timeout, a retry's countdown). A finish worker queues it again once this is
+    # QUIRE_API__WEBHOOK_RESEND_SECONDS past (pipeline.webhook_sweep), so a notify task lost
+    # with a killed worker is not waited for until Redis's visibility timeout. Cleared once sent
+    # or given up.
+    webhook_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # True while a streaming submission still adds documents: the job cannot finish yet.
     accepting: Mapped[bool] = mapped_column(Boolean, default=False)
     # A `quire run` job's own record (pipeline.local_runs): the process running it, so a killed
@@ -309,6 +316,20 @@ class PendingDeletion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ContentClaim(Base):
+    """A file's stored objects that a clean-up is deleting now, outside any transaction
+    (pipeline.cleanup): no document of those bytes (`sha256`) is made while it holds, so none can
+    lose an object to a delete already on its way. It holds until its clean-up lets go of it, its
+    `holder` (run_process.this_process()) is found gone, or `expires_at` (pipeline.db.locks)."""
+
+    __tablename__ = "content_claims"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    holder: Mapped[dict[str, Any]] = mapped_column(JSON)
+    expires_at: Mapped[datetime] = mapped_column()
+
+
 class RunOutput(Base):
     """A file `quire run --out` wrote, as it was written: what it holds (`fingerprint`: of the
     reading, the name it carries and the format, pipeline.run_outputs) and how the file system saw
@@ -351,6 +372,7 @@ class FileHash(Base):
 __all__ = [
     "ApiToken",
     "Base",
+    "ContentClaim",
     "Document",
     "DocumentStatus",
     "FileHash",

@@ -119,10 +119,16 @@ def document_exists(s: Session, document_id: str) -> bool:
     return s.get(Document, document_id) is not None
 
 
-def keep_deletion(s: Session, deletion_id: int, keys: list[str]) -> None:
-    """Some objects of a pending deletion are gone (or kept, used again): it goes on with `keys`,
-    and once none is left its record goes too (already gone is fine, two runs may finish the
-    same one)."""
+def drop_deletion_keys(s: Session, deletion_id: int, done: list[str]) -> None:
+    """Some keys of a pending deletion are dealt with (deleted, or kept as used again): they go
+    off its record, read afresh under its row lock (another clean-up of it may have gone on), and
+    once none is left the record goes too (already gone is fine, two runs may finish the same
+    one)."""
+    found = deletion_keys(s, deletion_id, lock=True)
+    if found is None:
+        return
+    gone = set(done)
+    keys = [key for key in found[1] if key not in gone]
     if keys:
         s.execute(update(PendingDeletion).where(PendingDeletion.id == deletion_id).values(keys=keys),
                   execution_options={"synchronize_session": False})

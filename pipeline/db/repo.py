@@ -122,8 +122,15 @@ def upsert_document(
 ) -> tuple[Document, bool]:
     """The document for (sha256, profile), made if new; the flag says it is already done. Under the
     file's content lock (pipeline.db.locks): a deletion of that document either is committed
-    before (a new one is made) or waits for this transaction (and sees what it links)."""
+    before (a new one is made) or waits for this transaction (and sees what it links). A new one
+    is not made while a clean-up deletes objects of those bytes: locks.ContentClaimedError, the
+    caller runs its transaction again (locks.until_unclaimed)."""
     locks.lock_content(s, [sha256])
+    found = s.scalars(_fresh(select(Document).where(
+        Document.sha256 == sha256, Document.profile == profile))).first()
+    if found is not None:
+        return found, found.status == DocumentStatus.DONE
+    locks.check_unclaimed(s, sha256)
     now = utcnow()
     s.execute(_insert(s, Document).values(
         id=new_id(), sha256=sha256, profile=profile, name=name, source_uri=source_uri,
@@ -313,6 +320,9 @@ def fail_document(s: Session, document_id: str, reason: str) -> None:
     s.flush()
 
 
+_ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.PARTIAL, JobStatus.CANCELLED, JobStatus.STOPPED)
+
+
 def update_job_counts(s: Session, job_id: str) -> Job:
     """Recount a job from its documents; once all are done or failed it is finished (a
     cancelled one keeps its status)."""
@@ -338,6 +348,11 @@ def update_job_counts(s: Session, job_id: str) -> Job:
         status = JobStatus.RUNNING if started else JobStatus.QUEUED
         job.finished_at = None
     job.status = status.value
+    if (status in _ENDED and job.webhook_url is not None and job.webhook_sent_at is None
+            and job.webhook_due_at is None and not job.webhook_attempts):
+        # Owed from now: queued by whoever ended it, and by a finish worker's sweep if that
+        # notify is lost (pipeline.webhook_sweep).
+        job.webhook_due_at = job.finished_at or utcnow()
     s.flush()
     return job
 

@@ -28,7 +28,7 @@ from pipeline.search import (
 from pipeline.types import BBox
 
 # Created by migrations 0002_search (each line) and 0015_run_on_search (each line run on to the
-# next) on SQLite, and 0019_search_words on PostgreSQL (before it, GIN indexes on expressions);
+# next) on SQLite, and 0021_search_words on PostgreSQL (before it, GIN indexes on expressions);
 # the models do not declare them.
 FTS_TABLE = "lines_fts"
 RUN_ON_FTS = "lines_run_on_fts"
@@ -40,7 +40,7 @@ PG_INDEX, RUN_ON_INDEX = "ix_lines_words", "ix_lines_run_on_words"
 # PostgreSQL's parser keeps "12.50", "2024-03-05", "a@b.com" and "self-evident" as tokens of
 # their own (and the compound's parts at other positions), where SQLite's FTS5 and the query
 # (pipeline.search.query_terms) see words of letters and digits. These characters become spaces
-# before parsing, so that both backends find the same lines. Frozen in 0019_search_words.
+# before parsing, so that both backends find the same lines. Frozen in 0021_search_words.
 GLUE = "+-./:@~<>&_"
 
 
@@ -48,7 +48,7 @@ _GLUED_MARKS = re.compile(f"{MARK_END}([{re.escape(GLUE)}]+){MARK_START}")
 
 
 def words_of(column: str) -> str:
-    """The SQL tsvector PostgreSQL indexes for a text `column` (0019_search_words's expression)."""
+    """The SQL tsvector PostgreSQL indexes for a text `column` (0021_search_words's expression)."""
     return f"to_tsvector('simple', {unglued(column)})"
 
 

@@ -4,12 +4,13 @@ again, not dropped as if it had gone out."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import threading
 import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,13 +22,14 @@ from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.queue import NOTIFY, QUEUES, RESTORE_S, celery_app, send
-from pipeline.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from pipeline.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from pipeline.worker_presence import KEY_PREFIX, queue_report, stall_hints
 from tests.integration.conftest import settings_from
 from tests.integration.test_celery_pipeline import wait_for
 
 pytestmark = pytest.mark.integration
 VISIBILITY_S = 15  # short, so the test waits for it; the task is killed well within it
+TIMEOUT_S, RESEND_S = 5, 3  # the webhook's timeout, and the resend time (as deployed: 10, 60)
 SECRET = "hook-secret"
 
 
@@ -69,10 +71,23 @@ class Receiver:
 @pytest.fixture
 def setting(tmp_path, redis_url, monkeypatch):
     """(env, engine, broker, receiver, a finished job with a webhook to the receiver)."""
+    yield from _setting(tmp_path, redis_url, monkeypatch, {
+        "QUIRE_QUEUE__VISIBILITY_TIMEOUT": str(VISIBILITY_S), "QUIRE_API__WEBHOOK_TIMEOUT": "300"})
+
+
+@pytest.fixture
+def setting_as_deployed(tmp_path, redis_url, monkeypatch):
+    """`setting` with an hour's visibility timeout, as long-running ingests need, and a short
+    resend time (the default is a minute), so the test waits seconds."""
+    yield from _setting(tmp_path, redis_url, monkeypatch, {
+        "QUIRE_QUEUE__VISIBILITY_TIMEOUT": "3600", "QUIRE_API__WEBHOOK_TIMEOUT": str(TIMEOUT_S),
+        "QUIRE_API__WEBHOOK_RESEND_SECONDS": str(RESEND_S)})
+
+
+def _setting(tmp_path, redis_url, monkeypatch, more: dict[str, str]):
     env = {"QUIRE_BROKER_URL": redis_url, "QUIRE_DATABASE_URL": f"sqlite:///{tmp_path / 'kill.sqlite'}",
            "QUIRE_STORAGE_URL": (tmp_path / "store").as_uri(),
-           "QUIRE_QUEUE__VISIBILITY_TIMEOUT": str(VISIBILITY_S),
-           "QUIRE_API__WEBHOOK_SECRET": SECRET, "QUIRE_API__WEBHOOK_TIMEOUT": "300"}
+           "QUIRE_API__WEBHOOK_SECRET": SECRET, **more}
     _settings, engine = settings_from(env, monkeypatch)
     broker = redis.Redis.from_url(redis_url)
     broker.delete(*QUEUES, "unacked", "unacked_index", "unacked_mutex", *broker.scan_iter(KEY_PREFIX + "*"))
@@ -153,3 +168,33 @@ def test_a_webhook_whose_worker_was_killed_mid_delivery_is_sent_by_the_next(sett
     with session_scope(engine) as s:
         assert repo.get_job(s, job_id).webhook_sent_at is not None
     assert len(receiver.bodies) == 2  # once more, not again and again
+
+
+def test_a_webhook_whose_worker_was_killed_is_sent_again_within_minutes_not_the_visibility_timeout(
+        setting_as_deployed, workers):
+    """With the visibility timeout an hour (as deployed: it must outlast the longest ingest), the
+    webhook a killed finish worker was sending came only when Redis gave the task back an hour
+    later. Another finish worker's sweep sends it again once its try has timed out and
+    QUIRE_API__WEBHOOK_RESEND_SECONDS more have passed, under the same delivery id."""
+    env, engine, broker, receiver, job_id = setting_as_deployed
+    with session_scope(engine) as s:  # its notify task is queued below, not found by a sweep
+        repo.get_job(s, job_id).webhook_due_at = datetime.now(UTC) + timedelta(hours=1)
+    pool = workers(env)
+    pool.start("finish", name="finish-a")
+    _ready(pool, "finish-a")
+    _kill_while_sending(pool, broker, receiver, job_id)
+    killed = time.time()
+    pool.start("finish", name="finish-b")
+    wait_for(lambda: receiver.answered == 1, 60, "the webhook sent again", pool.logs)
+    assert time.time() - killed < 60  # not 3600
+    (first, first_body), (again, body) = receiver.bodies
+    assert verify(SECRET, again.get(TIMESTAMP_HEADER), body, again.get(SIGNATURE_HEADER))
+    assert again.get(DELIVERY_HEADER) == first.get(DELIVERY_HEADER) == f"job.finished:{job_id}"
+    assert json.loads(body)["delivery"] == json.loads(first_body)["delivery"] == f"job.finished:{job_id}"
+    with session_scope(engine) as s:
+        job = repo.get_job(s, job_id)
+        assert job.webhook_sent_at is not None and job.webhook_due_at is None
+        assert job.webhook_attempts == 2
+    time.sleep(2 * RESEND_S)
+    assert len(receiver.bodies) == 2  # sent, so not again
+    assert broker.hlen("unacked") == 1  # the dead worker's task, back only after the hour

@@ -766,9 +766,80 @@ def test_0017_records_run_outputs_indexes_redo_of_and_downgrades_cleanly(backend
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
-def test_0019_finds_prices_and_dates_read_before_it_and_downgrades_cleanly(
+def test_0019_adds_the_content_claims_and_downgrades_cleanly(backend: str,
+                                                             request: pytest.FixtureRequest) -> None:
+    """A clean-up's claims on the files whose objects it deletes (content_claims) hold a new
+    document of those bytes back, on a database made before 0019 too; the table goes on the way
+    down, the rest kept."""
+    from alembic import command
+
+    from pipeline.db import locks
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0018_file_hashes")
+    engine = make_engine(url)
+    try:
+        doc_id = add_old_doc(engine)
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        assert "ix_content_claims_sha256" in {
+            ix["name"] for ix in inspect(engine).get_indexes("content_claims")}
+        with session_scope(engine) as s:
+            claims = locks.claim(s, [SHA2])
+        with pytest.raises(locks.ContentClaimedError), session_scope(engine) as s:
+            repo.upsert_document(s, sha256=SHA2, profile="p1", name="b.pdf",
+                                 source_uri="file:///b.pdf", size_bytes=1)
+        with session_scope(engine) as s:
+            locks.release(s, claims)
+        add_doc(engine, SHA2)
+        command.downgrade(alembic_config(url), "0018_file_hashes")
+        with engine.connect() as conn:
+            assert "content_claims" not in inspect(conn).get_table_names()
+            assert len(conn.execute(text("SELECT id FROM documents")).all()) == 2
+            assert (doc_id,) in conn.execute(text("SELECT id FROM documents")).all()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0020_adds_the_webhook_resend_columns_and_downgrades_cleanly(
         backend: str, request: pytest.FixtureRequest) -> None:
-    """Lines read before 0019 are searched by their words as typed on both backends; on
+    """A job finished before 0020 keeps no resend time (its webhook is left as it was), and a job
+    ended after it is owed its webhook; the columns and index go on the way down, the jobs kept."""
+    from alembic import command
+
+    from pipeline.db import jobs as jobrepo
+
+    url = request.getfixturevalue(backend)
+    upgrade(url, "0019_content_claims")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
+                              "documents_failed, created_at, finished_at, accepting, webhook_url) VALUES "
+                              "('j1', '{}', 'done', 0, 0, 0, '2026-11-24 00:00:00', "
+                              "'2026-11-24 00:00:00', false, 'http://h/')"))
+        upgrade(url)
+        assert schema_diffs(engine) == []
+        with session_scope(engine) as s:
+            old = repo.get_job(s, "j1")
+            assert (old.webhook_due_at, old.webhook_attempts) == (None, 0)
+            job, _ = jobrepo.create_keyed_job(s, settings={}, owner=None, idempotency_key=None,
+                                              webhook_url="http://h/")
+            assert jobrepo.refresh_job(s, job.id).webhook_due_at is not None
+        command.downgrade(alembic_config(url), "0019_content_claims")
+        with engine.connect() as conn:
+            columns = {c["name"] for c in inspect(conn).get_columns("jobs")}
+            assert not {"webhook_due_at", "webhook_attempts"} & columns
+            assert len(conn.execute(text("SELECT id FROM jobs")).all()) == 2
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
+def test_0021_finds_prices_and_dates_read_before_it_and_downgrades_cleanly(
+        backend: str, request: pytest.FixtureRequest) -> None:
+    """Lines read before 0021 are searched by their words as typed on both backends; on
     PostgreSQL the stored words are what the runtime parses (pipeline.db.search.words_of), and
     the expression indexes come back on the way down."""
     from alembic import command
@@ -777,7 +848,7 @@ def test_0019_finds_prices_and_dates_read_before_it_and_downgrades_cleanly(
     from pipeline.db.search import search_lines, words_of
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0018_file_hashes")
+    upgrade(url, "0020_webhook_resend")
     engine = make_engine(url)
     texts = ["TOTAL 12.50 on 2024-03-05", "mail a@b.example <b>x</b> C++ ~y", "it is self-",
              "evident that x_y holds"]
@@ -800,7 +871,7 @@ def test_0019_finds_prices_and_dates_read_before_it_and_downgrades_cleanly(
                                          f"run_on_words IS NOT DISTINCT FROM {words_of('run_on')}) "
                                          "FROM lines")).scalar()
                 assert same is True
-        command.downgrade(alembic_config(url), "0018_file_hashes")
+        command.downgrade(alembic_config(url), "0020_webhook_resend")
         with engine.connect() as conn:
             columns = {c["name"] for c in inspect(conn).get_columns("lines")}
             assert not {"words", "run_on_words"} & columns

@@ -8,8 +8,8 @@ tokens of their own, so a search for a price or a date found nothing there, wher
 each candidate line parsed the text again per row: 4x as long for a common word. Adding the
 columns rewrites `lines` (minutes on a large archive, once). SQLite: nothing changes.
 
-Revision ID: 0019_search_words
-Revises: 0018_file_hashes
+Revision ID: 0021_search_words
+Revises: 0020_webhook_resend
 Create Date: 2026-11-25
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0019_search_words"
-down_revision: str | None = "0018_file_hashes"
+revision: str = "0021_search_words"
+down_revision: str | None = "0020_webhook_resend"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
