@@ -383,6 +383,7 @@ class LocalRunner:
         pending: _Pending | None = None
         kept: dict[int, int] = {}  # page number -> lines, of pages an interrupted run finished
         try:
+            looked_at = time.time_ns()  # for file_hashes.racy
             seen = regular_file_stat(path)  # before hashing: reading a named pipe waits for ever
             size = seen.st_size
             # A file hashed by an earlier run and unchanged since is not read again.
@@ -395,7 +396,7 @@ class LocalRunner:
             for attempt in locks.until_unclaimed():  # a clean-up deleting its objects: after it
                 with attempt, session_scope(self.engine) as s:
                     if known is None:
-                        file_hashes.remember(s, where, seen, sha)
+                        file_hashes.remember(s, where, seen, sha, looked_at)
                     doc, done = repo.upsert_document(
                         s, sha256=sha, profile=self.profile, name=stored_name,
                         source_uri=path.resolve().as_uri(), size_bytes=size,
