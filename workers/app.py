@@ -9,8 +9,9 @@ import socket
 from functools import lru_cache
 
 from celery import Celery
-from celery.signals import task_prerun
+from celery.signals import task_postrun, task_prerun
 
+from pipeline import task_holders
 from pipeline.config import get_settings
 from pipeline.queue import configure
 
@@ -35,6 +36,13 @@ def recognizer_for(model: str, beam: int | None = None, decode: str | None = Non
 def _log_task(task_id=None, task=None, args=None, **_kwargs) -> None:
     # IDs in every received-task line: grep a job or document id across all workers' logs.
     logging.getLogger("quire.tasks").debug("start %s %s", task.name if task else "?", args)
+    # Held by this worker, so that its peers put it back at once if it is killed (task_holders).
+    task_holders.hold(app.conf.broker_url, task_id)
+
+
+@task_postrun.connect
+def _task_ended(task_id=None, **_kwargs) -> None:
+    task_holders.let_go(app.conf.broker_url, task_id)
 
 
 def start_worker(queue: str, *, concurrency: int | None = None, loglevel: str = "info",
@@ -43,7 +51,8 @@ def start_worker(queue: str, *, concurrency: int | None = None, loglevel: str = 
 
     ingest and finish: one process per CPU core. A solo pool (concurrency 1) keeps the model
     and connections in the one process; a kill -9 leaves its message unacked in Redis, which
-    hands it to another worker after the visibility timeout, and a second Ctrl-C requeues it.
+    the other workers put back on its queue once its presence lapses (pipeline/task_holders.py;
+    at worst Redis does after the visibility timeout), and a second Ctrl-C requeues it.
     """
     if concurrency is None:
         concurrency = 1 if "recognize" in queue.split(",") else (os.cpu_count() or 1)
@@ -65,9 +74,14 @@ def start_worker(queue: str, *, concurrency: int | None = None, loglevel: str = 
 
     # So `quire status` can tell a queue nobody takes, or a task a killed worker took, from work
     # in progress (pipeline/worker_presence.py).
-    leave = announce(app.conf.broker_url, f"{name}@{socket.gethostname()}", queue.split(","), concurrency)
+    presence = f"{name}@{socket.gethostname()}"
+    leave = announce(app.conf.broker_url, presence, queue.split(","), concurrency)
+    os.environ[task_holders.WORKER_ENV] = presence  # the pool's processes record their tasks by it
     try:
         with contextlib.ExitStack() as stack:
+            # A killed worker's tasks go back on their queues within about half a minute, not
+            # after the visibility timeout (pipeline/task_holders.py).
+            stack.enter_context(task_holders.sweeping(app))
             if "finish" in queue.split(","):
                 # Webhooks whose notify task a killed worker took are sent again within minutes,
                 # not after the visibility timeout (pipeline/webhook_sweep.py).

@@ -22,6 +22,7 @@ from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.queue import NOTIFY, QUEUES, RESTORE_S, celery_app, send
+from pipeline.task_holders import HOLDERS
 from pipeline.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from pipeline.worker_presence import KEY_PREFIX, queue_report, stall_hints
 from tests.integration.conftest import settings_from
@@ -90,7 +91,8 @@ def _setting(tmp_path, redis_url, monkeypatch, more: dict[str, str]):
            "QUIRE_API__WEBHOOK_SECRET": SECRET, **more}
     _settings, engine = settings_from(env, monkeypatch)
     broker = redis.Redis.from_url(redis_url)
-    broker.delete(*QUEUES, "unacked", "unacked_index", "unacked_mutex", *broker.scan_iter(KEY_PREFIX + "*"))
+    broker.delete(*QUEUES, "unacked", "unacked_index", "unacked_mutex", HOLDERS,
+                  *broker.scan_iter(KEY_PREFIX + "*"))
     receiver = Receiver()
     with session_scope(engine) as s:
         job, _ = jobrepo.create_keyed_job(s, settings={}, owner=None, idempotency_key=None,
@@ -131,6 +133,8 @@ def test_a_killed_workers_task_is_back_on_its_queue_by_the_time_status_quotes(se
     _ready(pool, "idle")
     _ready(pool, "finish-a")
     taken = _kill_while_sending(pool, broker, receiver, job_id)
+    # A task whose worker is not known (killed before it recorded the task): Redis's timeout.
+    broker.delete(HOLDERS)
     # What `quire status` says once the dead worker's presence has lapsed (TTL_S; removed here
     # so the test need not wait for it).
     broker.delete(*(k for k in broker.scan_iter(KEY_PREFIX + "*") if b"finish" in k))
@@ -183,6 +187,7 @@ def test_a_webhook_whose_worker_was_killed_is_sent_again_within_minutes_not_the_
     pool.start("finish", name="finish-a")
     _ready(pool, "finish-a")
     _kill_while_sending(pool, broker, receiver, job_id)
+    broker.delete(HOLDERS)  # the notify task's worker not known: the webhook sweep alone
     killed = time.time()
     pool.start("finish", name="finish-b")
     wait_for(lambda: receiver.answered == 1, 60, "the webhook sent again", pool.logs)
@@ -198,3 +203,33 @@ def test_a_webhook_whose_worker_was_killed_is_sent_again_within_minutes_not_the_
     time.sleep(2 * RESEND_S)
     assert len(receiver.bodies) == 2  # sent, so not again
     assert broker.hlen("unacked") == 1  # the dead worker's task, back only after the hour
+
+
+def test_a_killed_workers_task_is_put_back_on_its_queue_within_half_a_minute(setting_as_deployed,
+                                                                             workers):
+    """The visibility timeout an hour, as deployed, and the webhook sweep held off: the task the
+    killed worker held goes back on its queue once the worker's presence has lapsed, and the next
+    worker runs it (here: sends the webhook), within about TTL_S + RESTORE_S, not an hour."""
+    from pipeline.worker_presence import TTL_S
+
+    env, engine, broker, receiver, job_id = setting_as_deployed
+    env["QUIRE_API__WEBHOOK_RESEND_SECONDS"] = "3600"
+    with session_scope(engine) as s:
+        repo.get_job(s, job_id).webhook_due_at = datetime.now(UTC) + timedelta(hours=1)
+    pool = workers(env)
+    pool.start("finish", name="finish-a")
+    _ready(pool, "finish-a")
+    _kill_while_sending(pool, broker, receiver, job_id)
+    killed = time.time()
+    [holder] = broker.hgetall(HOLDERS).values()
+    assert holder.startswith(b"finish-") and broker.hlen("unacked") == 1
+    pool.start("ingest", name="any-worker")  # a worker of any queue puts it back
+    pool.start("finish", name="finish-b")
+    wait_for(lambda: receiver.answered == 1, 90, "the killed worker's task run again", pool.logs)
+    assert time.time() - killed < TTL_S + 2 * RESTORE_S + 15  # not 3600
+    wait_for(lambda: broker.hlen("unacked") == 0 and broker.hlen(HOLDERS) == 0, 30,
+             "the task acked and let go", pool.logs)
+    assert "put back on its queue" in "".join(p.read_text() for p in pool.logdir.glob("*.log"))
+    with session_scope(engine) as s:
+        assert repo.get_job(s, job_id).webhook_attempts == 2
+    assert len(receiver.bodies) == 2

@@ -1,0 +1,57 @@
+"""Which worker holds which task (pipeline.task_holders), against a real Redis: a gone worker's
+records are dropped, a live worker's kept, and only a gone worker's taken tasks are put back."""
+
+from __future__ import annotations
+
+import json
+
+import redis
+
+from pipeline.task_holders import HOLDERS, restore_abandoned
+from pipeline.worker_presence import KEY_PREFIX, UNACKED
+
+
+def message(task_id: str) -> bytes:
+    """An unacked message as kombu's Redis transport keeps it: [payload, exchange, routing key]."""
+    return json.dumps([{"headers": {"id": task_id}, "properties": {}}, "finish", "finish"]).encode()
+
+
+def test_only_tasks_of_workers_that_are_gone_are_put_back(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    client.delete(HOLDERS, UNACKED, *client.scan_iter(KEY_PREFIX + "*"))
+    client.set(KEY_PREFIX + "finish-1@a", "{}", ex=20)  # alive; finish-2@b has lapsed
+    client.hset(HOLDERS, mapping={"t-alive": "finish-1@a", "t-dead": "finish-2@b",
+                                  "t-acked": "finish-2@b"})
+    client.hset(UNACKED, mapping={"tag-1": message("t-alive"), "tag-2": message("t-dead"),
+                                  "tag-3": b"not kombu's"})
+    put_back: list[bytes] = []
+    try:
+        assert restore_abandoned(client, put_back.append) == ["t-dead"]
+        assert put_back == [b"tag-2"]
+        # The dead worker's records are gone (its acked task's too); the live one's stays.
+        assert client.hgetall(HOLDERS) == {b"t-alive": b"finish-1@a"}
+        assert restore_abandoned(client, put_back.append) == [] and put_back == [b"tag-2"]
+    finally:
+        client.delete(HOLDERS, UNACKED, KEY_PREFIX + "finish-1@a")
+        client.close()
+
+
+def test_a_task_taken_again_meanwhile_keeps_its_new_holder(redis_url):
+    """Put back and taken by another worker before the record of the dead one is dropped: the
+    record now names the new worker, which is left alone."""
+    client = redis.Redis.from_url(redis_url)
+    client.delete(HOLDERS, UNACKED, *client.scan_iter(KEY_PREFIX + "*"))
+    client.set(KEY_PREFIX + "finish-3@c", "{}", ex=20)
+    client.hset(HOLDERS, "t", "finish-2@b")
+    client.hset(UNACKED, "tag", message("t"))
+
+    def taken_again(tag: bytes) -> None:
+        client.hdel(UNACKED, tag)
+        client.hset(HOLDERS, "t", "finish-3@c")  # the next worker records it as it starts
+
+    try:
+        assert restore_abandoned(client, taken_again) == ["t"]
+        assert client.hgetall(HOLDERS) == {b"t": b"finish-3@c"}
+    finally:
+        client.delete(HOLDERS, UNACKED, KEY_PREFIX + "finish-3@c")
+        client.close()
