@@ -29,11 +29,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from pipeline.worker_presence import KEY_PREFIX, UNACKED
+from pipeline.worker_presence import HOLDERS, KEY_PREFIX, UNACKED
 
 log = logging.getLogger(__name__)
 
-HOLDERS = "quire:holders"  # task id -> the presence name of the worker running it
 WORKER_ENV = "QUIRE_WORKER_NAME"  # the worker's presence name, for its pool's processes
 RESTORE_S = 10
 

@@ -28,6 +28,8 @@ BEAT_S = 5
 # value: JSON [message, exchange, routing key]) and when it was taken (a sorted set).
 UNACKED = "unacked"
 UNACKED_INDEX = "unacked_index"
+# Which worker (its presence name) runs each task (its Celery id): pipeline.task_holders.
+HOLDERS = "quire:holders"
 
 
 def _client(broker_url: str):
@@ -80,6 +82,9 @@ class QueueState:
     workers: int  # running workers that take this queue
     capacity: int  # tasks those workers can hold at once (their processes: prefetch is 1)
     taken: list[float]  # when each taken, not yet acked task was taken (epoch seconds), oldest first
+    # Of those, held by a worker known to be gone: a running worker puts them back at its next
+    # look (pipeline.task_holders); not in `taken`.
+    orphaned: int = 0
 
 
 def queue_report(broker_url: str, queues: tuple[str, ...]) -> list[QueueState] | str:
@@ -91,19 +96,26 @@ def queue_report(broker_url: str, queues: tuple[str, ...]) -> list[QueueState] |
         keys = list(client.scan_iter(KEY_PREFIX + "*", count=1000))
         alive = [json.loads(v) for v in client.mget(keys) if v] if keys else []
         taken_at = dict(client.zrange(UNACKED_INDEX, 0, -1, withscores=True))
+        holders = {k.decode(): v.decode() for k, v in client.hgetall(HOLDERS).items()}
+        names = {w.get("name") for w in alive}
         taken: dict[str, list[float]] = {}
+        orphaned: dict[str, int] = {}
         for tag, raw in client.hscan_iter(UNACKED):
             try:
-                queue = json.loads(raw)[2]
-            except (ValueError, IndexError, TypeError):
+                message = json.loads(raw)
+                queue, task = message[2], message[0]["headers"]["id"]
+            except (ValueError, LookupError, TypeError):
                 continue
-            taken.setdefault(queue, []).append(taken_at.get(tag, time.time()))
+            if task in holders and holders[task] not in names:
+                orphaned[queue] = orphaned.get(queue, 0) + 1
+            else:
+                taken.setdefault(queue, []).append(taken_at.get(tag, time.time()))
         states = []
         for name in queues:
             takers = [w for w in alive if name in w.get("queues", [])]
             states.append(QueueState(name, int(client.llen(name)), len(takers),
                                      sum(int(w.get("concurrency", 1)) for w in takers),
-                                     sorted(taken.get(name, []))))
+                                     sorted(taken.get(name, [])), orphaned.get(name, 0)))
         return states
     except redis.RedisError as exc:
         return f"the broker does not answer ({exc})"
@@ -115,10 +127,19 @@ def stall_hints(states: list[QueueState], visibility_timeout: int) -> list[str]:
     """Plain sentences for what keeps queued work from moving; none when all is well."""
     from pipeline.cli_common import counted  # the sentences are `quire status`'s
     from pipeline.queue import RESTORE_S
+    from pipeline.task_holders import RESTORE_S as LOOK_S
 
     hints = []
     anyone = any(q.workers for q in states)
     for q in states:
+        if q.orphaned:
+            when = (f"a running worker puts {'it' if q.orphaned == 1 else 'them'} back on the "
+                    f"{q.name} queue within {LOOK_S} s" if anyone else
+                    f"the first worker to start (any queue) puts {'it' if q.orphaned == 1 else 'them'} "
+                    f"back on the {q.name} queue")
+            hints.append(f"{counted(q.orphaned, 'task')} of the {q.name} queue "
+                         f"{'was' if q.orphaned == 1 else 'were'} taken by a worker that has stopped "
+                         f"(killed, or its machine lost): {when}")
         if q.waiting and not q.workers:
             hints.append(f"{counted(q.waiting, 'task')} {'waits' if q.waiting == 1 else 'wait'} in the "
                          f"{q.name} queue and no running worker takes it: "

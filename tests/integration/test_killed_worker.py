@@ -22,9 +22,8 @@ from pipeline.db import jobs as jobrepo
 from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.queue import NOTIFY, QUEUES, RESTORE_S, celery_app, send
-from pipeline.task_holders import HOLDERS
 from pipeline.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from pipeline.worker_presence import KEY_PREFIX, queue_report, stall_hints
+from pipeline.worker_presence import HOLDERS, KEY_PREFIX, queue_report, stall_hints
 from tests.integration.conftest import settings_from
 from tests.integration.test_celery_pipeline import wait_for
 

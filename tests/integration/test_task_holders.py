@@ -7,8 +7,8 @@ import json
 
 import redis
 
-from pipeline.task_holders import HOLDERS, restore_abandoned
-from pipeline.worker_presence import KEY_PREFIX, UNACKED
+from pipeline.task_holders import restore_abandoned
+from pipeline.worker_presence import HOLDERS, KEY_PREFIX, UNACKED
 
 
 def message(task_id: str) -> bytes:
@@ -54,4 +54,26 @@ def test_a_task_taken_again_meanwhile_keeps_its_new_holder(redis_url):
         assert client.hgetall(HOLDERS) == {b"t": b"finish-3@c"}
     finally:
         client.delete(HOLDERS, UNACKED, KEY_PREFIX + "finish-3@c")
+        client.close()
+
+
+def test_status_says_a_stopped_workers_task_comes_back_at_the_next_look_not_the_timeout(redis_url):
+    from pipeline.queue import QUEUES
+    from pipeline.worker_presence import queue_report, stall_hints
+
+    client = redis.Redis.from_url(redis_url)
+    client.delete(HOLDERS, UNACKED, *client.scan_iter(KEY_PREFIX + "*"))
+    client.hset(HOLDERS, "t-dead", "finish-2@b")
+    client.hset(UNACKED, "tag-2", message("t-dead"))
+    try:
+        [hint] = stall_hints(queue_report(redis_url, QUEUES), 6 * 3600)
+        assert hint == ("1 task of the finish queue was taken by a worker that has stopped (killed, "
+                        "or its machine lost): the first worker to start (any queue) puts it back "
+                        "on the finish queue")
+        client.set(KEY_PREFIX + "ingest-1@a", json.dumps({"name": "ingest-1@a", "queues": ["ingest"],
+                                                          "concurrency": 1}), ex=20)
+        [hint] = stall_hints(queue_report(redis_url, QUEUES), 6 * 3600)
+        assert hint.endswith("a running worker puts it back on the finish queue within 10 s")
+    finally:
+        client.delete(HOLDERS, UNACKED, KEY_PREFIX + "ingest-1@a")
         client.close()
