@@ -61,8 +61,8 @@ def test_status_says_a_stopped_workers_task_comes_back_at_the_next_look_not_the_
     from pipeline.queue import QUEUES
     from pipeline.worker_presence import queue_report, stall_hints
 
-    client = redis.Redis.from_url(redis_url)
-    client.delete(HOLDERS, UNACKED, *client.scan_iter(KEY_PREFIX + "*"))
+    client = redis.Redis.from_url(redis_url)  # the session's redis: other tests' queues emptied
+    client.delete(HOLDERS, UNACKED, "unacked_index", *QUEUES, *client.scan_iter(KEY_PREFIX + "*"))
     client.hset(HOLDERS, "t-dead", "finish-2@b")
     client.hset(UNACKED, "tag-2", message("t-dead"))
     try:
