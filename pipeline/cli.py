@@ -85,7 +85,7 @@ def run(
     decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-6x faster), attention or rescore.")] = None,
     precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,
     language_model: Annotated[bool | None, typer.Option(help=LANGUAGE_MODEL_HELP)] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr: pages read (their total counted as the run reaches each file), documents finished of all.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr: pages read (their total counted as the run reaches each file), documents finished of all; documents alone until a page is to be read (a rerun of files all done reads none).")] = True,
     redo: Annotated[bool, typer.Option(help="Read documents again even if done before with the same model and settings. The earlier reading stays until the new one is complete, however the run is stopped; the same command then goes on with the new one where it stopped.")] = False,
     rotate_pages: Annotated[bool | None, typer.Option(help="Turn sideways and upside-down pages upright before reading them (default; QUIRE_RENDER__ROTATE_PAGES). The JSON gives each page's rotation. Off for a folder of line crops: one short line is too little to judge by.")] = None,
 ) -> None:
@@ -140,9 +140,9 @@ def run(
         # Ctrl-C and SIGTERM: the first stops the run in order, a second ends it (pipeline/stopping.py).
         with stopping.handled():
             runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
-            # Its total is counted as the run reaches each file (pipeline/run_progress.py): no
-            # file is opened before the first one is read.
-            bar = tqdm(total=None, unit="page", desc="OCR", disable=not progress,
+            # Documents until a page is to be read, then pages, their total counted as the run
+            # reaches each file (pipeline/run_progress.py): no file is opened before the first.
+            bar = tqdm(total=len(inputs), unit="document", desc="OCR", disable=not progress,
                        dynamic_ncols=True, file=sys.stderr)
             with bar:
                 summary = runner.run(inputs, progress=bar, roots=paths)

@@ -228,3 +228,22 @@ def test_the_folders_given_are_walked_once_for_the_files_to_read_and_those_passe
     assert "quire: 1 file passed over, not PDFs or images by their suffix: box1/notes.txt" in err, err
     assert "2 documents: 2 done" in result.stdout
 
+
+def test_the_bar_of_a_rerun_with_every_file_done_before_counts_documents_not_0_pages(tmp_path, home):
+    """No page is read on such a rerun: the bar of pages said "0page" from start to end. It
+    counts the documents settled until a page is to be read, and pages from then on."""
+    scans = tmp_path / "scans"
+    pngs(scans, 3)
+    assert quire("run", scans, "--no-progress").exit_code == 0
+    result = quire("run", scans)
+    assert result.exit_code == 0 and "3 already done (skipped)" in result.stdout, result.output
+    shown = [line for line in re.split(r"[\r\n]", result.stderr) if line.startswith("OCR")]
+    assert not any("page" in line for line in shown), shown
+    assert "100%" in shown[-1] and " 3/3 " in shown[-1] and "document/s" in shown[-1], shown[-1]
+
+    # New files after those done before: documents first, then pages, with the documents beside.
+    pngs(scans, 2, start=3)
+    mixed = quire("run", scans)
+    shown = [line for line in re.split(r"[\r\n]", mixed.stderr) if line.startswith("OCR")]
+    assert "100%" in shown[-1] and " 2/2 " in shown[-1] and "page/s" in shown[-1] \
+        and "documents=5/5" in shown[-1], shown[-1]
