@@ -1,16 +1,18 @@
 """The files a command reads from the paths it is given: files as given, folders walked for
-documents (hidden entries skipped), and the files of those folders it passes over."""
+documents (hidden entries skipped), the files of those folders it passes over, and what each
+input is called in the outputs and the database."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISREG
 from urllib.parse import unquote, urlparse
 
-from pipeline.render import DOCUMENT_SUFFIXES, not_regular
+from pipeline.render import DOCUMENT_SUFFIXES, count_pages, not_regular
 
 
 @dataclass
@@ -105,6 +107,65 @@ def passed_over(paths: Iterable[Path], skip: Collection[Path] = ()) -> tuple[lis
     sockets and devices, each with what it is ("x.pdf (a named pipe)")."""
     found = find_inputs((p for p in paths if p.is_dir()), skip=skip)
     return found.others, found.links, found.specials
+
+
+def output_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path, str]:
+    """Each input's output name (see `input_names`)."""
+    return input_names(paths, roots)[0]
+
+
+def input_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> tuple[dict[Path, str], dict[Path, str]]:
+    """Each input's (output name, name in the database): see `named_inputs`."""
+    outputs: dict[Path, str] = {}
+    stored: dict[Path, str] = {}
+    for path, output, name in named_inputs(paths, roots):
+        outputs[path], stored[path] = output, name
+    return outputs, stored
+
+
+def named_inputs(paths: Iterable[Path], roots: Sequence[Path] = ()) -> Iterator[tuple[Path, str, str]]:
+    """Each input with its output name and its name in the database, from where it was found,
+    one at a time (a run names each file as it reaches it, not all before the first).
+
+    Output name: its path, less the suffix, under the folder in `roots` it was found in
+    (`box1/0001` for scans/box1/0001.pdf of `quire run scans/`), so --out mirrors a collection's
+    tree; a file given by itself is its stem. A name seen twice gets -2, -3 so no output
+    overwrites another.
+
+    Name in the database (what `status`, `search` and `export` show and find): its path under
+    that folder with the folder's own name first (`box1/0001.pdf` for `quire run scans/box1`), so
+    files of the same name from two boxes, or two runs, are told apart; a file given by itself
+    is its file name."""
+    folders = [folder for folder in (root.resolve() for root in roots) if folder.is_dir()]
+    taken: set[str] = set()
+    parents: dict[Path, Path] = {}  # each folder resolved once, not once per file in it
+    for path in paths:
+        # The folder resolved, not the file: a link to another file keeps its own name.
+        parent = parents.get(path.parent)
+        if parent is None:
+            parent = parents[path.parent] = path.parent.resolve()
+        resolved = parent / path.name
+        folder = next((f for f in folders if resolved != f and resolved.is_relative_to(f)), None)
+        under = resolved.relative_to(folder) if folder else None
+        base, n = (under.with_suffix("").as_posix() if under else path.stem), 1
+        name = base
+        while name in taken:
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name)
+        yield path, name, (Path(folder.name) / under).as_posix() if folder and under else path.name
+
+
+def total_pages(paths: Sequence[Path]) -> int:
+    """Pages across inputs for the progress bar; unreadable files count 0 (they fail later, named)."""
+    return sum(count_pages_or_zero(path) for path in paths)
+
+
+def count_pages_or_zero(path: Path) -> int:
+    # Only a bar's total: reading the file later says what is wrong with it.
+    with contextlib.suppress(Exception):
+        return count_pages(path)
+    return 0
 
 
 def own_data(database_url: str, storage_url: str) -> set[Path]:
