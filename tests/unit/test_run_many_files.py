@@ -247,3 +247,15 @@ def test_the_bar_of_a_rerun_with_every_file_done_before_counts_documents_not_0_p
     shown = [line for line in re.split(r"[\r\n]", mixed.stderr) if line.startswith("OCR")]
     assert "100%" in shown[-1] and " 2/2 " in shown[-1] and "page/s" in shown[-1] \
         and "documents=5/5" in shown[-1], shown[-1]
+
+
+def test_one_counted_for_every_command_its_thousands_grouped_where_a_run_s_summary_asks():
+    """The run's summary had its own copy of `counted` that differed only in the separators."""
+    import pipeline.cli_run_summary
+    from pipeline.cli_common import counted
+
+    assert pipeline.cli_run_summary.counted is counted
+    assert counted(12000, "file", grouped=True) == "12,000 files"
+    assert counted(1, "copy", "copies", grouped=True) == "1 copy"
+    assert counted(2500, "copy", "copies", grouped=True) == "2,500 copies"
+    assert counted(12000, "task") == "12000 tasks"  # other commands' messages as they were
