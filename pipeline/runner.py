@@ -105,7 +105,7 @@ class _Stopping(Exception):
     """Raised in the ingest thread once the run is stopping (Ctrl-C): it ends there."""
 
 
-@dataclass(eq=False)  # identity matters: two documents may look alike
+@dataclass(eq=False, slots=True)  # identity matters: two documents may look alike
 class _Pending:
     """A document whose pages are ingested; it finishes when its last buffered line is recognized."""
 
