@@ -93,12 +93,13 @@ def child(args: argparse.Namespace) -> None:
 
     class TimedBar(tqdm_module.tqdm):
         def update(self, n=1):
-            if n and "page" not in marks:
+            # The bar counts documents until a page is to be read (pipeline/run_progress.py).
+            if n and self.unit == "page" and "page" not in marks:
                 marks["page"] = time.perf_counter() - started
             return super().update(n)
 
         def close(self):
-            bar_n[0] = int(self.n)
+            bar_n[0] = int(self.n) if self.unit == "page" else 0
             return super().close()
 
     tqdm_module.tqdm = TimedBar  # the CLI imports it inside the command

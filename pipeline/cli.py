@@ -85,7 +85,7 @@ def run(
     decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-6x faster), attention or rescore.")] = None,
     precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,
     language_model: Annotated[bool | None, typer.Option(help=LANGUAGE_MODEL_HELP)] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr: pages read (their total counted as the run reaches each file), documents finished of all.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr: pages read (their total counted as the run reaches each file), documents finished of all; documents alone until a page is to be read (a rerun of files all done reads none).")] = True,
     redo: Annotated[bool, typer.Option(help="Read documents again even if done before with the same model and settings. The earlier reading stays until the new one is complete, however the run is stopped; the same command then goes on with the new one where it stopped.")] = False,
     rotate_pages: Annotated[bool | None, typer.Option(help="Turn sideways and upside-down pages upright before reading them (default; QUIRE_RENDER__ROTATE_PAGES). The JSON gives each page's rotation. Off for a folder of line crops: one short line is too little to judge by.")] = None,
 ) -> None:
@@ -103,7 +103,7 @@ def run(
     from pipeline import stopping
     from pipeline.cli_run_summary import print_summary
     from pipeline.exporters import get_exporter, parse_formats
-    from pipeline.inputs import collect_inputs, own_data, passed_over, under_folders
+    from pipeline.inputs import find_inputs, own_data, under_folders
     from pipeline.runner import LocalRunner
 
     missing = [str(p) for p in paths if not p.exists()]
@@ -121,7 +121,8 @@ def run(
                              render__rotate_pages=rotate_pages)
         # Quire's own store and database, when a folder given holds them, are not walked.
         own = own_data(settings.resolved_database_url(), settings.resolved_storage_url())
-        inputs = collect_inputs(paths, skip=own)
+        found = find_inputs(paths, skip=own)  # one walk: the files to read and those passed over
+        inputs = found.documents
         _say_passed_over([str(p) for p in under_folders(own, paths)], ("place", "places"),
                          "Quire's own store and database (QUIRE_HOME)")
         if out is not None:  # searchable PDFs an earlier run wrote there are not documents to read
@@ -131,18 +132,17 @@ def run(
             inputs = [p for p in inputs if p not in ours]
             _say_passed_over(sorted(p.name for p in ours), ("file", "files"),
                              f"Quire's own searchable PDFs in --out {out}")
-        others, links, specials = passed_over(paths, skip=own)
-        _say_passed_over(links, LINKS_TO_FOLDERS, LINKS_NOT_FOLLOWED)
-        _say_passed_over(specials, why=not_regular_files(specials))
+        _say_passed_over(found.links, LINKS_TO_FOLDERS, LINKS_NOT_FOLLOWED)
+        _say_passed_over(found.specials, why=not_regular_files(found.specials))
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
-        _say_passed_over(others)
+        _say_passed_over(found.others)
         # Ctrl-C and SIGTERM: the first stops the run in order, a second ends it (pipeline/stopping.py).
         with stopping.handled():
             runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
-            # Its total is counted as the run reaches each file (pipeline/run_progress.py): no
-            # file is opened before the first one is read.
-            bar = tqdm(total=None, unit="page", desc="OCR", disable=not progress,
+            # Documents until a page is to be read, then pages, their total counted as the run
+            # reaches each file (pipeline/run_progress.py): no file is opened before the first.
+            bar = tqdm(total=len(inputs), unit="document", desc="OCR", disable=not progress,
                        dynamic_ncols=True, file=sys.stderr)
             with bar:
                 summary = runner.run(inputs, progress=bar, roots=paths)

@@ -46,6 +46,7 @@ def open_existing_database(url: str):
     return open_database(url)
 
 
-def counted(n: int, word: str, plural: str | None = None) -> str:
-    """`1 file`, `2 files`: counts in messages read as English."""
-    return f"{n} {word if n == 1 else plural or word + 's'}"
+def counted(n: int, word: str, plural: str | None = None, *, grouped: bool = False) -> str:
+    """`1 file`, `2 files`: counts in messages read as English; `grouped` writes thousands with
+    separators (`12,000 files`, as a run's summary does)."""
+    return (f"{n:,}" if grouped else f"{n}") + f" {word if n == 1 else plural or word + 's'}"

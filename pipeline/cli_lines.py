@@ -48,6 +48,7 @@ def lines(
     from pipeline.cli_common import counted
     from pipeline.errors import QuireError
     from pipeline.ground_truth import read_transcription
+    from pipeline.inputs import output_names, total_pages
     from pipeline.line_pairs import (
         DRAFTS_INDEX,
         Written,
@@ -60,7 +61,6 @@ def lines(
         write_pairs,
     )
     from pipeline.line_sources import SOURCES_INDEX, claim_names, source_key
-    from pipeline.runner import output_names, total_pages
     from pipeline.training.evaluate import some_of
 
     missing = [str(p) for p in [*inputs, *([images] if images else [])] if not p.exists()]

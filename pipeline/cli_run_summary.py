@@ -14,13 +14,10 @@ from typing import Any
 
 import typer
 
+from pipeline.cli_common import counted
+
 EXAMPLES = 3  # files named as examples of a kind that needs nothing
 LISTED = 100  # files named of a kind the user acts on; the rest are left to `quire status`
-
-
-def counted(n: int, word: str) -> str:
-    """`1 file`, `12,000 files`."""
-    return f"{n:,} {word if n == 1 else word + 's'}"
 
 
 def print_summary(summary: Any, options: Any, out_dir: Path | None = None,
@@ -34,11 +31,12 @@ def print_summary(summary: Any, options: Any, out_dir: Path | None = None,
     # A copy (the same bytes as an input read in this run) is not read again, but it was not
     # done before either: counted apart from what an earlier run had read.
     copies = [o for o in outcomes if o.status == "skipped" and o.same_as is not None]
-    copied = (f"{len(copies):,} {'copy' if len(copies) == 1 else 'copies'} of those (same bytes, "
-              "read once), " if copies else "")
-    echo(f"{counted(len(outcomes), 'document')}: {done:,} done, {copied}"
+    copied = (f"{counted(len(copies), 'copy', 'copies', grouped=True)} of those (same bytes, read "
+              "once), " if copies else "")
+    echo(f"{counted(len(outcomes), 'document', grouped=True)}: {done:,} done, {copied}"
          f"{skipped - len(copies):,} already done (skipped), "
-         f"{failed:,} failed; {counted(summary.pages, 'page')}, {counted(summary.lines, 'line')} in "
+         f"{failed:,} failed; {counted(summary.pages, 'page', grouped=True)}, "
+         f"{counted(summary.lines, 'line', grouped=True)} in "
          f"{summary.seconds:.1f} s ({summary.pages_per_minute:.1f} pages/min)")
     echo(f"  read with {reading_described(options)}; job {job} (`quire status {job}`)")
     for job_id in summary.went_on_from:
@@ -46,7 +44,7 @@ def print_summary(summary: Any, options: Any, out_dir: Path | None = None,
     if out_dir is not None:
         written, unchanged = summary.outputs
         left = f", {unchanged:,} left as an earlier run wrote them" if unchanged else ""
-        echo(f"  --out {out_dir}: {counted(written, 'file')} written{left}")
+        echo(f"  --out {out_dir}: {counted(written, 'file', grouped=True)} written{left}")
 
     before = (o for o in outcomes if o.status == "skipped" and o.same_as is None and not o.redo_waiting)
     _examples(echo, "already done (skipped)", (str(o.path) for o in before), skipped - len(copies)
@@ -60,8 +58,9 @@ def print_summary(summary: Any, options: Any, out_dir: Path | None = None,
                    f"--redo` goes on with it): {o.path}" for o in waiting), len(waiting),
             "more whose --redo was stopped", "`quire run --redo` goes on with them all")
     resumed = [o for o in outcomes if o.status != "skipped" and o.resumed_pages]
-    _listed(echo, (f"went on where a stopped run left it ({counted(o.resumed_pages, 'page')} read "
-                   f"then, not again): {o.path}" for o in resumed), len(resumed),
+    _listed(echo, (f"went on where a stopped run left it ("
+                   f"{counted(o.resumed_pages, 'page', grouped=True)} read then, not again): {o.path}"
+                   for o in resumed), len(resumed),
             "more gone on with where a stopped run left them")
     failures = summary.failures
     _listed(echo, (f"FAILED {o.path}: {o.error}" for o in failures), len(failures), "more failed",

@@ -156,7 +156,7 @@ def reading_described(options: JobOptions) -> str:
     return f"{options.model} ({', '.join(parts)})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DocumentRef:
     id: str
     sha256: str

@@ -33,7 +33,7 @@ from pipeline.process import DocumentRef, write_exports
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reading:
     """A document's reading as its exports see it: its row, the time the row last changed (a new
     reading changes it, and the exports carry it) and its pages (PAGE's file suffix)."""

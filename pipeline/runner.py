@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +21,7 @@ from pipeline.db.models import DocumentStatus
 from pipeline.db.session import open_database, session_scope
 from pipeline.errors import BadInputError, DocumentGoneError, NotFoundError, QuireError
 from pipeline.exporters import Exporter
+from pipeline.inputs import named_inputs
 from pipeline.process import (
     DocumentRef,
     JobOptions,
@@ -29,7 +30,7 @@ from pipeline.process import (
     ingest_pages,
     save_texts,
 )
-from pipeline.render import count_pages, regular_file_stat
+from pipeline.render import regular_file_stat
 from pipeline.run_outputs import OutputWriter, Reading
 from pipeline.run_progress import RunProgress
 from pipeline.types import LineText
@@ -94,53 +95,6 @@ class RunSummary:
         return (sum(o.written for o in self.outcomes), sum(o.unchanged for o in self.outcomes))
 
 
-def output_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> dict[Path, str]:
-    """Each input's output name (see `input_names`)."""
-    return input_names(paths, roots)[0]
-
-
-def input_names(paths: Sequence[Path], roots: Sequence[Path] = ()) -> tuple[dict[Path, str], dict[Path, str]]:
-    """Each input's (output name, name in the database): see `named_inputs`."""
-    outputs: dict[Path, str] = {}
-    stored: dict[Path, str] = {}
-    for path, output, name in named_inputs(paths, roots):
-        outputs[path], stored[path] = output, name
-    return outputs, stored
-
-
-def named_inputs(paths: Iterable[Path], roots: Sequence[Path] = ()) -> Iterator[tuple[Path, str, str]]:
-    """Each input with its output name and its name in the database, from where it was found,
-    one at a time (a run names each file as it reaches it, not all before the first).
-
-    Output name: its path, less the suffix, under the folder in `roots` it was found in
-    (`box1/0001` for scans/box1/0001.pdf of `quire run scans/`), so --out mirrors a collection's
-    tree; a file given by itself is its stem. A name seen twice gets -2, -3 so no output
-    overwrites another.
-
-    Name in the database (what `status`, `search` and `export` show and find): its path under
-    that folder with the folder's own name first (`box1/0001.pdf` for `quire run scans/box1`), so
-    files of the same name from two boxes, or two runs, are told apart; a file given by itself
-    is its file name."""
-    folders = [folder for folder in (root.resolve() for root in roots) if folder.is_dir()]
-    taken: set[str] = set()
-    parents: dict[Path, Path] = {}  # each folder resolved once, not once per file in it
-    for path in paths:
-        # The folder resolved, not the file: a link to another file keeps its own name.
-        parent = parents.get(path.parent)
-        if parent is None:
-            parent = parents[path.parent] = path.parent.resolve()
-        resolved = parent / path.name
-        folder = next((f for f in folders if resolved != f and resolved.is_relative_to(f)), None)
-        under = resolved.relative_to(folder) if folder else None
-        base, n = (under.with_suffix("").as_posix() if under else path.stem), 1
-        name = base
-        while name in taken:
-            n += 1
-            name = f"{base}-{n}"
-        taken.add(name)
-        yield path, name, (Path(folder.name) / under).as_posix() if folder and under else path.name
-
-
 class LineReader(Protocol):
     """What the runner reads lines with: the Recognizer, or a test's stand-in."""
 
@@ -151,7 +105,7 @@ class _Stopping(Exception):
     """Raised in the ingest thread once the run is stopping (Ctrl-C): it ends there."""
 
 
-@dataclass(eq=False)  # identity matters: two documents may look alike
+@dataclass(eq=False, slots=True)  # identity matters: two documents may look alike
 class _Pending:
     """A document whose pages are ingested; it finishes when its last buffered line is recognized."""
 
@@ -537,15 +491,3 @@ class LocalRunner:
             return
         copy.status, copy.pages = "skipped", first.outcome.pages
         self.outputs.read_before(copy, name, first.read_as or Reading(first.ref, "", copy.pages))
-
-
-def total_pages(paths: Sequence[Path]) -> int:
-    """Pages across inputs for the progress bar; unreadable files count 0 (they fail later, named)."""
-    return sum(count_pages_or_zero(path) for path in paths)
-
-
-def count_pages_or_zero(path: Path) -> int:
-    # Only a bar's total: reading the file later says what is wrong with it.
-    with contextlib.suppress(Exception):
-        return count_pages(path)
-    return 0

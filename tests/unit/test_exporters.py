@@ -45,7 +45,7 @@ def test_export_and_view_into_a_folder_name_a_file_where_quire_run_out_does(tmp_
     """`quire export/view --out DIR/` of D/sub1/same.pdf and D/sub2/same.pdf (one document)
     both wrote DIR/same.*; they go where `quire run D --out DIR` put them."""
     from pipeline.exporters import mirrored_name
-    from pipeline.runner import input_names
+    from pipeline.inputs import input_names
 
     files = [tmp_path / "D" / sub / "same.pdf" for sub in ("sub1", "sub2")] + [tmp_path / "alone.pdf"]
     for f in files:

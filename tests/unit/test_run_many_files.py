@@ -198,3 +198,64 @@ def test_the_bar_counts_pages_as_files_are_reached_and_ends_at_the_pages_read(tm
     assert sorted(counted) == ["b.pdf", "d_torn.pdf", "e.pdf"]  # once each, by the render
     last = [line for line in re.split(r"[\r\n]", result.stderr) if line.startswith("OCR")][-1]
     assert "100%" in last and " 6/6 " in last and "documents=5/5" in last, last
+
+
+def test_the_folders_given_are_walked_once_for_the_files_to_read_and_those_passed_over(
+        tmp_path, home, monkeypatch):
+    """Listing 100,000 files took about 2 s, and it was done twice before the first file was
+    read: once for the documents, again for the "passed over" lines. One walk yields both."""
+    scans = tmp_path / "scans"
+    pngs(scans / "box1", 2)
+    (scans / "box1" / "notes.txt").write_text("a note")
+    (scans / "elsewhere").symlink_to(scans / "box1")
+    os.mkfifo(scans / "pipe.pdf")
+    listed: list[Path] = []  # each folder listed (os.walk lists with os.scandir)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        listed.append(Path(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = quire("run", scans, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert listed.count(scans) == 1 and listed.count(scans / "box1") == 1, listed
+    err = result.stderr.splitlines()
+    assert "quire: 1 link to a folder passed over, not followed (a link back up would loop); give the " \
+           "folders they lead to: elsewhere" in err, err
+    assert "quire: 1 file passed over, not a regular file (never opened: a pipe would hang): " \
+           "pipe.pdf (a named pipe)" in err, err
+    assert "quire: 1 file passed over, not PDFs or images by their suffix: box1/notes.txt" in err, err
+    assert "2 documents: 2 done" in result.stdout
+
+
+def test_the_bar_of_a_rerun_with_every_file_done_before_counts_documents_not_0_pages(tmp_path, home):
+    """No page is read on such a rerun: the bar of pages said "0page" from start to end. It
+    counts the documents settled until a page is to be read, and pages from then on."""
+    scans = tmp_path / "scans"
+    pngs(scans, 3)
+    assert quire("run", scans, "--no-progress").exit_code == 0
+    result = quire("run", scans)
+    assert result.exit_code == 0 and "3 already done (skipped)" in result.stdout, result.output
+    shown = [line for line in re.split(r"[\r\n]", result.stderr) if line.startswith("OCR")]
+    assert not any("page" in line for line in shown), shown
+    assert "100%" in shown[-1] and " 3/3 " in shown[-1] and "document/s" in shown[-1], shown[-1]
+
+    # New files after those done before: documents first, then pages, with the documents beside.
+    pngs(scans, 2, start=3)
+    mixed = quire("run", scans)
+    shown = [line for line in re.split(r"[\r\n]", mixed.stderr) if line.startswith("OCR")]
+    assert "100%" in shown[-1] and " 2/2 " in shown[-1] and "page/s" in shown[-1] \
+        and "documents=5/5" in shown[-1], shown[-1]
+
+
+def test_one_counted_for_every_command_its_thousands_grouped_where_a_run_s_summary_asks():
+    """The run's summary had its own copy of `counted` that differed only in the separators."""
+    import pipeline.cli_run_summary
+    from pipeline.cli_common import counted
+
+    assert pipeline.cli_run_summary.counted is counted
+    assert counted(12000, "file", grouped=True) == "12,000 files"
+    assert counted(1, "copy", "copies", grouped=True) == "1 copy"
+    assert counted(2500, "copy", "copies", grouped=True) == "2,500 copies"
+    assert counted(12000, "task") == "12000 tasks"  # other commands' messages as they were

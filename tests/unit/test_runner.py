@@ -16,9 +16,9 @@ import pytest
 from pipeline.config import Settings
 from pipeline.errors import BadInputError
 from pipeline.exporters import parse_formats
-from pipeline.inputs import collect_inputs, passed_over
+from pipeline.inputs import collect_inputs, output_names, passed_over
 from pipeline.render import count_pages
-from pipeline.runner import LocalRunner, output_names
+from pipeline.runner import LocalRunner
 from pipeline.types import LineText
 from tests.model_fixtures import LETTER_LINES, make_letter_page
 from tests.pagegen import make_pdf
