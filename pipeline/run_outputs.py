@@ -1,18 +1,20 @@
 """The files `quire run --out` writes, and which of them a rerun leaves alone.
 
 Each file written is recorded (pipeline.db.outputs): a fingerprint of what it holds (the reading
-it is made from, the name it carries, its format, the version of Quire) and how the file system
-saw it once written (size, modification and change times). A later run over a document read
-before builds nothing for a file whose record has the fingerprint wanted now and that is still as
-it was left: the quick check rsync makes, with the change time beside it, which no tool can set
-back. A file that is missing, edited, replaced or touched, or that should hold something else now
-(the document read again with --redo, a new version of Quire), is exported and written again.
+it is made from, the name it carries, its format, the version of Quire and a digest of its
+exporters' code) and how the file system saw it once written (size, modification and change
+times). A later run over a document read before builds nothing for a file whose record has the
+fingerprint wanted now and that is still as it was left: the quick check rsync makes, with the
+change time beside it, which no tool can set back. A file that is missing, edited, replaced or touched, or that should hold something else now
+(the document read again with --redo, a new version of Quire or a change to its exporters'
+code), is exported and written again.
 
 Without --out, a document read before gets only the formats its store lacks.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pipeline
+from pipeline import exporters as exporters_package
 from pipeline import storage
 from pipeline.db import outputs as recorded_outputs
 from pipeline.db import repo
@@ -51,9 +54,21 @@ class Reading:
 
 def fingerprint(reading: Reading, name: str, exporter: Exporter, extension: str) -> str:
     """What an export's bytes are made from, hashed: the same fingerprint, the same file."""
-    spec = [pipeline.__version__, reading.ref.id, reading.changed, reading.pages, name,
-            exporter.name, extension]
+    spec = [pipeline.__version__, exporters_code(), reading.ref.id, reading.changed, reading.pages,
+            name, exporter.name, extension]
     return hashlib.sha256(json.dumps(spec).encode()).hexdigest()
+
+
+@functools.cache
+def exporters_code(folder: Path = Path(exporters_package.__file__).parent) -> str:
+    """A digest of the code and templates that write exports (pipeline/exporters), so that a
+    Quire whose exports changed writes them again on a rerun even where its version did not move
+    (a checkout updated with git, an editable install). Read once per process: about 100 KB."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.suffix in (".py", ".j2") and path.is_file():
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 class OutputWriter:

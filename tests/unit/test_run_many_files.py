@@ -119,6 +119,24 @@ def test_a_rerun_leaves_unchanged_outputs_alone_and_writes_missing_edited_or_rer
     assert seen(out) == settled
 
 
+def test_a_quire_whose_exporters_changed_writes_the_outputs_again(tmp_path, home, monkeypatch):
+    """A checkout updated with git keeps its version number; its exports may still differ."""
+    from pipeline import run_outputs
+
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    pngs(scans, 2)
+    run = ("run", scans, "--out", out, "--format", "txt", "--no-progress")
+    assert f"--out {out}: 2 files written" in quire(*run).stdout
+    assert f"--out {out}: 0 files written, 2 left" in quire(*run).stdout
+    exporters = tmp_path / "exporters"  # the package's code, one template changed
+    shutil.copytree(Path(run_outputs.exporters_package.__file__).parent, exporters)
+    template = exporters / "templates" / "alto.xml.j2"
+    template.write_text(template.read_text() + "\n")
+    digest = run_outputs.exporters_code.__wrapped__
+    monkeypatch.setattr(run_outputs, "exporters_code", lambda: digest(exporters))
+    assert f"--out {out}: 2 files written" in quire(*run).stdout
+
+
 def test_the_summary_of_a_rerun_is_short_and_names_every_failure(tmp_path, home, monkeypatch):
     scans, out = tmp_path / "scans", tmp_path / "out"
     pngs(scans, 12)
