@@ -11,7 +11,6 @@ import signal
 import threading
 import time
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -26,6 +25,7 @@ from pipeline.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADE
 from pipeline.worker_presence import HOLDERS, KEY_PREFIX, queue_report, stall_hints
 from tests.integration.conftest import settings_from
 from tests.integration.test_celery_pipeline import wait_for
+from tests.local_http import QuietHandler, serve
 
 pytestmark = pytest.mark.integration
 VISIBILITY_S = 15  # short, so the test waits for it; the task is killed well within it
@@ -43,7 +43,7 @@ class Receiver:
         self.release = threading.Event()
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.bodies.append((self.headers, body))
@@ -54,13 +54,8 @@ class Receiver:
                 self.end_headers()
                 receiver.answered += 1
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.server, base = serve(Handler)
+        self.url = base + "/hook"
 
     def close(self) -> None:
         self.release.set()

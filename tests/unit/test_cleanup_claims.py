@@ -11,7 +11,6 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Self
 from urllib.parse import urlparse
@@ -23,6 +22,7 @@ from pipeline import cleanup, deletion, run_process, storage
 from pipeline.db import locks, repo
 from pipeline.db.models import ContentClaim, utcnow
 from pipeline.db.session import session_scope
+from tests.local_http import QuietHandler, serve
 from tests.unit.test_delete_races import OPTIONS, count, read, send, sent_and_read, text_of
 
 # How long the test gives a write that nothing should hold up. Before the change, the clean-up
@@ -40,11 +40,8 @@ class HeldDeletes:
         self.arrived, self.release = threading.Event(), threading.Event()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
 
             def forward(self) -> None:
                 if self.command == "DELETE":
@@ -74,13 +71,10 @@ class HeldDeletes:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = forward
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.handler = Handler
 
     def __enter__(self) -> Self:
-        self.thread.start()
+        self.server, self.url = serve(self.handler)
         return self
 
     def __exit__(self, *exc: object) -> None:

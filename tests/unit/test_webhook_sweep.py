@@ -6,9 +6,7 @@ tries are spent is left."""
 from __future__ import annotations
 
 import json
-import threading
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -21,6 +19,7 @@ from pipeline.db.session import session_scope
 from pipeline.queue import NOTIFY
 from pipeline.webhook_sweep import resend_overdue
 from pipeline.webhooks import DELIVERY_HEADER
+from tests.local_http import QuietHandler, serve
 
 GRACE_S = 60
 
@@ -32,20 +31,15 @@ class Receiver:
         self.got: list[tuple[Any, dict]] = []
         receiver = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 receiver.got.append((self.headers, json.loads(body)))
                 self.send_response(200)
                 self.end_headers()
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.server, base = serve(Handler)
+        self.url = base + "/hook"
 
 
 @pytest.fixture
