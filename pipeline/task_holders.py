@@ -68,10 +68,11 @@ def let_go(broker_url: str, task_id: str) -> None:
     """The task has ended (done, failed or retried): nobody holds it any more."""
     import redis
 
-    if not os.environ.get(WORKER_ENV) or not task_id:
+    name = os.environ.get(WORKER_ENV)
+    if not name or not task_id:
         return
-    try:
-        _redis(broker_url).hdel(HOLDERS, task_id)
+    try:  # only its own record: the task may have been put back and taken by another meanwhile
+        _forget(_redis(broker_url), task_id, name)
     except redis.RedisError as exc:  # a stale record: dropped by `restore_abandoned`
         log.warning("could not record task %s as ended: %s", task_id, exc)
 

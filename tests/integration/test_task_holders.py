@@ -77,3 +77,23 @@ def test_status_says_a_stopped_workers_task_comes_back_at_the_next_look_not_the_
     finally:
         client.delete(HOLDERS, UNACKED, KEY_PREFIX + "ingest-1@a")
         client.close()
+
+
+def test_a_task_ending_lets_go_of_its_own_record_only(redis_url, monkeypatch):
+    from pipeline.task_holders import WORKER_ENV, hold, let_go
+
+    client = redis.Redis.from_url(redis_url)
+    client.delete(HOLDERS)
+    monkeypatch.setenv(WORKER_ENV, "recognize-1@a")
+    try:
+        hold(redis_url, "t1")
+        assert client.hget(HOLDERS, "t1") == b"recognize-1@a"
+        let_go(redis_url, "t1")
+        assert client.hlen(HOLDERS) == 0
+        hold(redis_url, "t2")
+        client.hset(HOLDERS, "t2", "recognize-2@b")  # put back meanwhile, and taken by another
+        let_go(redis_url, "t2")
+        assert client.hget(HOLDERS, "t2") == b"recognize-2@b"
+    finally:
+        client.delete(HOLDERS)
+        client.close()
