@@ -15,6 +15,7 @@ a line break hyphenates. Prints the fastest of --repeat per query and how many h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import random
 import subprocess
@@ -132,13 +133,17 @@ def stored_mb(url: str) -> float:
     words columns included); SQLite's whole file (lines, FTS tables), vacuumed."""
     from pipeline.db.session import make_engine
 
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        path = url.removeprefix("sqlite:///")
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+            conn.execute("VACUUM")  # outside a transaction, which the project's engine opens
+        return Path(path).stat().st_size / 1e6
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            if engine.dialect.name == "postgresql":
-                return conn.exec_driver_sql("SELECT pg_total_relation_size('lines')").scalar() / 1e6
-            conn.exec_driver_sql("VACUUM")
-            return Path(url.removeprefix("sqlite:///")).stat().st_size / 1e6
+            return conn.exec_driver_sql("SELECT pg_total_relation_size('lines')").scalar() / 1e6
     finally:
         engine.dispose()
 

@@ -22,7 +22,7 @@ LISTED = 100  # files named of a kind the user acts on; the rest are left to `qu
 
 def print_summary(summary: Any, options: Any, out_dir: Path | None = None,
                   echo: Callable[[str], Any] = typer.echo) -> None:
-    """The summary of a finished run (runner.RunSummary) read with `options` (JobOptions)."""
+    """The summary of a finished run (run_summary.RunSummary) read with `options` (JobOptions)."""
     from pipeline.process import reading_described
 
     job = summary.job_id
