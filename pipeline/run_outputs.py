@@ -5,9 +5,9 @@ it is made from, the name it carries, its format, the version of Quire and a dig
 exporters' code) and how the file system saw it once written (size, modification and change
 times). A later run over a document read before builds nothing for a file whose record has the
 fingerprint wanted now and that is still as it was left: the quick check rsync makes, with the
-change time beside it, which no tool can set back. A file that is missing, edited, replaced or touched, or that should hold something else now
-(the document read again with --redo, a new version of Quire or a change to its exporters'
-code), is exported and written again.
+change time beside it, which no tool can set back. A file that is missing, edited, replaced or
+touched, or that should hold something else now (the document read again with --redo, a new
+version of Quire or a change to its exporters' code), is exported and written again.
 
 Without --out, a document read before gets only the formats its store lacks.
 """

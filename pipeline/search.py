@@ -140,10 +140,6 @@ class Term:
     forms: tuple[tuple[str, ...], ...]
     prefix: bool = False
 
-    @property
-    def words(self) -> tuple[str, ...]:
-        return self.forms[0]
-
 
 MAX_FORMS = 6  # a compound of many parts is searched with its first hyphens closed
 
@@ -184,7 +180,7 @@ def fts5_query(terms: list[Term]) -> str | None:
     for term in terms:
         forms = ['"' + " ".join(form).replace('"', '""') + '"' + (" *" if term.prefix else "")
                  for form in term.forms]
-        parts.append(forms[0] if len(forms) == 1 else "(" + " OR ".join(forms) + ")")
+        parts.append(_any_of(forms, " OR "))
     return " AND ".join(parts) or None
 
 
@@ -198,8 +194,13 @@ def tsquery(terms: list[Term]) -> str | None:
         for form in term.forms:
             phrase = " <-> ".join(f"'{word}'" for word in form)
             forms.append(f"({phrase}:*)" if term.prefix else f"({phrase})")
-        parts.append(forms[0] if len(forms) == 1 else "(" + " | ".join(forms) + ")")
+        parts.append(_any_of(forms, " | "))
     return " & ".join(parts) or None
+
+
+def _any_of(forms: list[str], operator: str) -> str:
+    """A term's forms joined by the query language's OR, grouped where there are several."""
+    return forms[0] if len(forms) == 1 else "(" + operator.join(forms) + ")"
 
 
 def search_lines(session, query: str, *, limit: int = 20, owner: str | None = None,

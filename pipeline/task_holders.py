@@ -21,15 +21,14 @@ worker killed between taking a message and recording it, or a task waiting for i
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
-from pipeline.worker_presence import HOLDERS, KEY_PREFIX, UNACKED
+from pipeline.run_process import Heartbeat
+from pipeline.worker_presence import HOLDERS, KEY_PREFIX, UNACKED, broker_client, unacked_message
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +41,9 @@ _client: tuple[int, Any] | None = None  # (pid, redis client): a forked pool pro
 
 def _redis(broker_url: str) -> Any:
     global _client
-    import redis
-
     with _client_lock:
         if _client is None or _client[0] != os.getpid():
-            _client = (os.getpid(), redis.Redis.from_url(broker_url, socket_connect_timeout=2,
-                                                          socket_timeout=2))
+            _client = (os.getpid(), broker_client(broker_url))
         return _client[1]
 
 
@@ -77,14 +73,6 @@ def let_go(broker_url: str, task_id: str) -> None:
         log.warning("could not record task %s as ended: %s", task_id, exc)
 
 
-def _task_id(raw: bytes) -> str | None:
-    """The Celery task id of an unacked message (kombu: JSON [payload, exchange, routing key])."""
-    try:
-        return str(json.loads(raw)[0]["headers"]["id"])
-    except (ValueError, LookupError, TypeError):
-        return None
-
-
 def restore_abandoned(client: Any, restore: Callable[[bytes], None]) -> list[str]:
     """Put back on their queues the tasks held by workers that are gone (`restore(delivery tag)`),
     and forget records of tasks no longer taken whose worker is gone. Returns the task ids put
@@ -99,7 +87,7 @@ def restore_abandoned(client: Any, restore: Callable[[bytes], None]) -> list[str
         return []
     restored: list[str] = []
     for tag, raw in client.hscan_iter(UNACKED):
-        task = _task_id(raw)
+        _queue, task = unacked_message(raw) or (None, None)
         if task is not None and task in gone:
             # Forgotten first: once back on its queue, the worker taking it records it anew.
             _forget(client, task, holders[task])
@@ -124,34 +112,16 @@ def _forget(client: Any, task: str, worker: str) -> None:
     client.eval(_FORGET, 1, HOLDERS, task, worker)
 
 
-@contextmanager
-def sweeping(app: Any, every: float = RESTORE_S) -> Iterator[None]:
+def sweeping(app: Any, every: float = RESTORE_S) -> Heartbeat:
     """What every worker runs beside its tasks (`with sweeping(app):`): `restore_abandoned` every
-    `every` s on a thread of its own, through the app's broker connection."""
-    import redis
+    `every` s on a thread of its own, through the app's broker connection (a look that fails is
+    logged and made again at the next)."""
 
-    stop = threading.Event()
-
-    def look() -> None:
+    def look() -> bool:
         with app.connection_for_write() as conn:
             channel = conn.default_channel
             client = channel.client
             restore_abandoned(client, lambda tag: channel.qos.restore_by_tag(tag, client))
+        return True
 
-    def run() -> None:
-        while not stop.wait(every):
-            try:
-                look()
-            except (redis.RedisError, OSError) as exc:
-                log.warning("could not look for tasks of stopped workers (again in %g s): %s",
-                            every, exc)
-            except Exception:  # never fatal to the worker
-                log.exception("looking for tasks of stopped workers failed")
-
-    thread = threading.Thread(target=run, name="quire-task-holders", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+    return Heartbeat(look, every, "looking for tasks of stopped workers")

@@ -32,10 +32,20 @@ UNACKED_INDEX = "unacked_index"
 HOLDERS = "quire:holders"
 
 
-def _client(broker_url: str):
+def broker_client(broker_url: str):
     import redis
 
     return redis.Redis.from_url(broker_url, socket_connect_timeout=2, socket_timeout=2)
+
+
+def unacked_message(raw: bytes) -> tuple[str, str] | None:
+    """(queue, Celery task id) of a taken, not yet acked message as kombu keeps it (UNACKED);
+    None for what is not one."""
+    try:
+        message = json.loads(raw)
+        return str(message[2]), str(message[0]["headers"]["id"])
+    except (ValueError, LookupError, TypeError):
+        return None
 
 
 def announce(broker_url: str, name: str, queues: list[str], concurrency: int) -> Callable[[], None]:
@@ -49,7 +59,7 @@ def announce(broker_url: str, name: str, queues: list[str], concurrency: int) ->
                         "host": socket.gethostname(), "pid": os.getpid()})
 
     def beat() -> None:
-        client = _client(broker_url)
+        client = broker_client(broker_url)
         while True:
             try:
                 if stop.is_set():
@@ -91,7 +101,7 @@ def queue_report(broker_url: str, queues: tuple[str, ...]) -> list[QueueState] |
     """Each queue's state, or why the broker could not be asked."""
     import redis
 
-    client = _client(broker_url)
+    client = broker_client(broker_url)
     try:
         keys = list(client.scan_iter(KEY_PREFIX + "*", count=1000))
         alive = [json.loads(v) for v in client.mget(keys) if v] if keys else []
@@ -101,11 +111,10 @@ def queue_report(broker_url: str, queues: tuple[str, ...]) -> list[QueueState] |
         taken: dict[str, list[float]] = {}
         orphaned: dict[str, int] = {}
         for tag, raw in client.hscan_iter(UNACKED):
-            try:
-                message = json.loads(raw)
-                queue, task = message[2], message[0]["headers"]["id"]
-            except (ValueError, LookupError, TypeError):
+            found = unacked_message(raw)
+            if found is None:
                 continue
+            queue, task = found
             if task in holders and holders[task] not in names:
                 orphaned[queue] = orphaned.get(queue, 0) + 1
             else:
