@@ -36,6 +36,9 @@ class RenderOptions(BaseModel):
     # Sideways and upside-down pages are turned upright (quarter turns, pipeline.orientation)
     # before segmentation; exports and the stored page image are the upright page.
     rotate_pages: bool = True
+    # How page images are kept in the store (pipeline.page_images): auto keeps a page lossless
+    # unless its source was lossy already or is a PDF; black-and-white pages are 1-bit PNGs.
+    page_images: Literal["auto", "lossless", "compact"] = "auto"
 
 
 class RecognizeOptions(BaseModel):

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline import cleanup, storage
+from pipeline import cleanup, page_images, storage
 from pipeline.config import RETRY_BELOW, RenderOptions, Settings, resolve_model_path
 from pipeline.db import repo
 from pipeline.db.models import LineStatus
@@ -166,8 +166,9 @@ class DocumentRef:
     # until the new one is complete and takes its place.
     redo: bool = False
 
-    def page_key(self, number: int) -> str:
-        return storage.page_key(self.sha256, self.profile, number, self.id if self.redo else None)
+    def page_key(self, number: int, extension: str = "png") -> str:
+        return storage.page_key(self.sha256, self.profile, number, self.id if self.redo else None,
+                                extension)
 
     def line_key(self, number: int, position: int) -> str:
         return storage.line_key(self.sha256, self.profile, number, position,
@@ -188,7 +189,7 @@ class IngestedPage:
 
 def encode_png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    # Level 1: page images are large and written once; speed matters more than a few % of size.
+    # Level 1: written once; speed matters more than a few % of size.
     Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
@@ -212,10 +213,12 @@ def ingest_pages(
     and keys are deterministic, so a rerun overwrites, and a line found again keeps its text.
     `counted` is told the page count once it is known (render_pages). DocumentGoneError when the
     document is deleted meanwhile (nothing of the page is left)."""
+    lossy = page_images.lossy_allowed(options.page_images, source)
     for page in render_pages(source, options, skip, counted):
         page, seg, rotation = segmented(page, rotate=options.rotate_pages)
-        image_key = doc.page_key(page.number)
-        store.put_bytes(image_key, encode_png(page.image), content_type="image/png")
+        kept = page_images.encode_page(page.image, lossy=lossy)
+        image_key = doc.page_key(page.number, kept.extension)
+        store.put_bytes(image_key, kept.data, content_type=kept.media_type)
         crop_keys: list[str | None] = [None] * len(seg.lines)
         if store_crops:
             keys = [doc.line_key(page.number, line.order) for line in seg.lines]

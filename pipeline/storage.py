@@ -56,11 +56,15 @@ def _reading_folder(sha256: str, profile: str, reading: str | None) -> str:
     return f"documents/{sha256}/{profile}/readings/{reading}/"
 
 
-def page_key(sha256: str, profile: str, page_no: int, reading: str | None = None) -> str:
-    """A rendered page image: documents/<sha256>/<profile>/pages/0001.png (1-based page). A
-    `quire run --redo` reading keeps its own under .../readings/<reading id>/pages/, so the
-    earlier reading's images stay as they are until the new reading takes its place."""
-    return f"{_reading_folder(sha256, profile, reading)}pages/{page_no:04d}.png"
+def page_key(sha256: str, profile: str, page_no: int, reading: str | None = None,
+             extension: str = "png") -> str:
+    """A rendered page image: documents/<sha256>/<profile>/pages/0001.png (1-based page; .jpg
+    where pipeline.page_images keeps it as a JPEG). A `quire run --redo` reading keeps its own
+    under .../readings/<reading id>/pages/, so the earlier reading's images stay as they are
+    until the new reading takes its place."""
+    if extension not in ("png", "jpg"):
+        raise ValueError(f"page image extension must be png or jpg: {extension!r}")
+    return f"{_reading_folder(sha256, profile, reading)}pages/{page_no:04d}.{extension}"
 
 
 def line_key(sha256: str, profile: str, page_no: int, position: int, reading: str | None = None) -> str:

@@ -132,7 +132,8 @@ def image_xobject(pdf: pikepdf.Pdf, data: bytes, key: str) -> pikepdf.Stream:
 
 
 def _png_passthrough(pdf: pikepdf.Pdf, data: bytes) -> pikepdf.Stream | None:
-    """IDAT carried over for 8-bit, non-interlaced gray or RGB PNGs; None for anything else."""
+    """IDAT carried over for non-interlaced 8-bit grey or RGB and 1-bit grey PNGs; None for
+    anything else."""
     pos, idat, header = 8, bytearray(), None
     while pos + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
@@ -147,20 +148,21 @@ def _png_passthrough(pdf: pikepdf.Pdf, data: bytes) -> pikepdf.Stream | None:
     if header is None:
         return None
     width, height, depth, color, _, _, interlace = header
-    if depth != 8 or interlace or color not in (0, 2) or not idat:
+    # 8-bit grey or RGB, or 1-bit grey (a black-and-white page): 0 is black in both formats.
+    if (depth, color) not in ((8, 0), (8, 2), (1, 0)) or interlace or not idat:
         return None
     stream = _xobject(pdf, bytes(idat), width, height, "L" if color == 0 else "RGB",
-                      pikepdf.Name.FlateDecode)
+                      pikepdf.Name.FlateDecode, depth)
     stream.DecodeParms = pikepdf.Dictionary(Predictor=15, Colors=1 if color == 0 else 3,
-                                            BitsPerComponent=8, Columns=width)
+                                            BitsPerComponent=depth, Columns=width)
     return stream
 
 
 def _xobject(pdf: pikepdf.Pdf, encoded: bytes, width: int, height: int, mode: str,
-             filter_: pikepdf.Name) -> pikepdf.Stream:
+             filter_: pikepdf.Name, bits: int = 8) -> pikepdf.Stream:
     stream = pikepdf.Stream(pdf, encoded)  # already encoded: kept as is
     stream.Type, stream.Subtype = pikepdf.Name.XObject, pikepdf.Name.Image
-    stream.Width, stream.Height, stream.BitsPerComponent = width, height, 8
+    stream.Width, stream.Height, stream.BitsPerComponent = width, height, bits
     stream.ColorSpace = pikepdf.Name.DeviceGray if mode == "L" else pikepdf.Name.DeviceRGB
     stream.Filter = filter_
     return stream

@@ -1,0 +1,85 @@
+"""How a rendered page image is kept in the store: as small as it can be without losing what the
+source had, since at archive scale the page images are most of the disk and their encoding a
+good part of a page's time (a 300 dpi A4 colour scan: 16 MB and 0.7 s on one core as PNG, 1.6 MB
+and 20 ms as JPEG)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+JPEG_QUALITY = 90
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPage:
+    data: bytes
+    extension: str  # of its store key: png or jpg
+    media_type: str
+
+
+def encode_page(image: np.ndarray, *, lossy: bool) -> EncodedPage:
+    """The page image in the smallest form that keeps it: black and white as a 1-bit PNG, grey
+    held as RGB as grey, and other pages as a JPEG if `lossy` is allowed, else a PNG."""
+    if image.ndim == 3 and _channels_equal(image):
+        image = np.ascontiguousarray(image[..., 0])
+    page = Image.fromarray(image)
+    buffer = io.BytesIO()
+    if image.ndim == 2 and _black_and_white(page):
+        # Level 6: a 1-bit page deflates as fast as a grey one at level 1, and to a third of it.
+        page.convert("1", dither=Image.Dither.NONE).save(buffer, format="PNG")
+        return EncodedPage(buffer.getvalue(), "png", "image/png")
+    if lossy:
+        page.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        return EncodedPage(buffer.getvalue(), "jpg", "image/jpeg")
+    # Level 1: written once and large; speed matters more than a few % of size.
+    page.save(buffer, format="PNG", compress_level=1)
+    return EncodedPage(buffer.getvalue(), "png", "image/png")
+
+
+def lossy_allowed(mode: str, source: Path) -> bool:
+    """Whether `mode` (QUIRE_RENDER__PAGE_IMAGES) lets the source's continuous-tone pages be kept
+    as JPEG: auto, when the source was lossy already or is a PDF; compact, always; lossless, never."""
+    if mode == "compact":
+        return True
+    return mode == "auto" and source_is_lossy(source)
+
+
+def source_is_lossy(source: Path) -> bool:
+    """A PDF (its searchable PDF is the file itself with a text layer, so its page images only
+    serve the viewer) or an image coded lossily: JPEG, HEIC or AVIF, lossy WebP, JPEG in TIFF.
+    Anything unknown counts as lossless, which keeps every pixel."""
+    with open(source, "rb") as f:
+        head = f.read(1024)
+    if b"%PDF-" in head or head.startswith(b"\xff\xd8\xff"):
+        return True
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"heim", b"heis", b"mif1",
+                                                b"msf1", b"avif", b"avis"):
+        return True
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return head[12:16] == b"VP8 "
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_is_jpeg(source)
+    return False
+
+
+def _tiff_is_jpeg(source: Path) -> bool:
+    try:
+        with Image.open(source) as tiff:
+            return tiff.info.get("compression") in ("jpeg", "tiff_jpeg")
+    except (OSError, ValueError):
+        return False  # rendering names what is wrong with it
+
+
+def _channels_equal(image: np.ndarray) -> bool:
+    return image.shape[2] == 3 and np.array_equal(image[..., 0], image[..., 1]) \
+        and np.array_equal(image[..., 1], image[..., 2])
+
+
+def _black_and_white(page: Image.Image) -> bool:
+    counts = page.histogram()
+    return sum(counts[1:255]) == 0
