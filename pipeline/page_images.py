@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 JPEG_QUALITY = 90
+JPEG_MAX_SIDE = 65_500  # JPEG cannot hold a side of 65,536 pixels or more; such a page stays PNG
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +34,7 @@ def encode_page(image: np.ndarray, *, lossy: bool) -> EncodedPage:
         # Level 6: a 1-bit page deflates as fast as a grey one at level 1, and to a third of it.
         page.convert("1", dither=Image.Dither.NONE).save(buffer, format="PNG")
         return EncodedPage(buffer.getvalue(), "png", "image/png")
-    if lossy:
+    if lossy and max(image.shape[:2]) <= JPEG_MAX_SIDE:
         page.save(buffer, format="JPEG", quality=JPEG_QUALITY)
         return EncodedPage(buffer.getvalue(), "jpg", "image/jpeg")
     # Level 1: written once and large; speed matters more than a few % of size.

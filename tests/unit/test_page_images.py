@@ -68,6 +68,12 @@ def test_a_continuous_tone_page_is_a_jpeg_only_where_lossy_is_allowed():
     assert difference.mean() < 3  # the noise, a little smoothed; the writing is where it was
 
 
+def test_a_page_too_long_for_jpeg_stays_png():
+    strip = np.random.default_rng(0).integers(0, 256, (8, 70_000), dtype=np.uint8)
+    kept = encode_page(strip, lossy=True)
+    assert kept.extension == "png" and np.array_equal(decoded(kept.data), strip)
+
+
 def write_image(image: np.ndarray, path: Path, mode: str | None = None, **options) -> Path:
     written = Image.fromarray(image)
     (written.convert(mode) if mode else written).save(path, **options)

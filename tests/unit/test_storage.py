@@ -113,6 +113,33 @@ def test_list_is_lazy(store: ObjectStore) -> None:
     assert first.key == page_key(SHA, "p1", 1)
 
 
+@pytest.mark.parametrize("kernel", ["copies", "cannot", "copies nothing", "stops half way"])
+def test_a_local_store_copies_a_file_whole_however_the_kernel_answers(tmp_path, monkeypatch, kernel):
+    """copy_file_range may refuse (another file system), or answer 0 at once (some file systems
+    cannot), or copy part: the store's copy is the whole file every time."""
+    import errno
+
+    src = tmp_path / "scan.pdf"
+    data = os.urandom(3 * MB + 123)
+    src.write_bytes(data)
+    real = os.copy_file_range
+    copied: list[int] = []
+
+    def kernel_copy(fd_in: int, fd_out: int, count: int, *args) -> int:
+        if kernel == "cannot":
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        if kernel == "copies nothing" or (kernel == "stops half way" and copied):
+            return 0
+        copied.append(real(fd_in, fd_out, MB if kernel == "stops half way" else count, *args))
+        return copied[-1]
+
+    monkeypatch.setattr(os, "copy_file_range", kernel_copy)
+    store = LocalStore(tmp_path / "store")
+    store.put_file(source_key(SHA), src)
+    assert store.get_bytes(source_key(SHA)) == data
+    assert sum(copied) == {"copies": len(data), "stops half way": MB}.get(kernel, 0)
+
+
 def test_put_file_multipart_round_trip(store: ObjectStore, tmp_path: Path) -> None:
     src = tmp_path / "big.bin"
     data = os.urandom(MB) * 20  # 20 MB; above the 5 MB threshold: 4 parts on S3
