@@ -206,8 +206,9 @@ _TMP_PREFIX = ".quire-tmp-"
 
 def _copy_file(src: IO[bytes], dst: IO[bytes]) -> None:
     """The kernel copies (copy_file_range): the bytes never pass through Python, and on btrfs,
-    XFS and ZFS the copy shares the source's blocks instead of writing them again, so keeping
-    each scan of an archive in the store takes no more disk. Read and written where it cannot."""
+    XFS (and ZFS with block cloning) the copy within one file system shares the source's blocks
+    instead of writing them again, so keeping each scan of an archive in the store takes no more
+    disk. Read and written where it cannot."""
     if hasattr(os, "copy_file_range"):
         try:
             while os.copy_file_range(src.fileno(), dst.fileno(), 1 << 30):
