@@ -24,10 +24,9 @@ class EncodedPage:
 
 
 def encode_page(image: np.ndarray, *, lossy: bool) -> EncodedPage:
-    """The page image in the smallest form that keeps it: black and white as a 1-bit PNG, grey
-    held as RGB as grey, and other pages as a JPEG if `lossy` is allowed, else a PNG."""
-    if image.ndim == 3 and _channels_equal(image):
-        image = np.ascontiguousarray(image[..., 0])
+    """The page image (grey or RGB, as rendering gives it: grey held as RGB is grey by then) in
+    the smallest form that keeps it: black and white as a 1-bit PNG, other pages as a JPEG if
+    `lossy` is allowed, else a PNG."""
     page = Image.fromarray(image)
     buffer = io.BytesIO()
     if image.ndim == 2 and _black_and_white(page):
@@ -40,6 +39,24 @@ def encode_page(image: np.ndarray, *, lossy: bool) -> EncodedPage:
     # Level 1: written once and large; speed matters more than a few % of size.
     page.save(buffer, format="PNG", compress_level=1)
     return EncodedPage(buffer.getvalue(), "png", "image/png")
+
+
+def source_jpeg(source: Path, image: np.ndarray) -> EncodedPage | None:
+    """The source's own bytes where it is a JPEG that the page shows as it is (not turned, not
+    resampled, grey or RGB): a page image that costs no encoding and loses nothing, which the
+    searchable PDF then carries byte for byte, as the file was. None otherwise."""
+    with open(source, "rb") as f:
+        if f.read(3) != b"\xff\xd8\xff":
+            return None
+    try:
+        with Image.open(source) as jpeg:
+            if jpeg.format != "JPEG" or jpeg.mode not in ("L", "RGB") \
+                    or (jpeg.height, jpeg.width) != image.shape[:2]:
+                return None
+            same = np.array_equal(np.asarray(jpeg), image)
+    except (OSError, ValueError):
+        return None
+    return EncodedPage(source.read_bytes(), "jpg", "image/jpeg") if same else None
 
 
 def lossy_allowed(mode: str, source: Path) -> bool:
@@ -74,11 +91,6 @@ def _tiff_is_jpeg(source: Path) -> bool:
             return tiff.info.get("compression") in ("jpeg", "tiff_jpeg")
     except (OSError, ValueError):
         return False  # rendering names what is wrong with it
-
-
-def _channels_equal(image: np.ndarray) -> bool:
-    return image.shape[2] == 3 and np.array_equal(image[..., 0], image[..., 1]) \
-        and np.array_equal(image[..., 1], image[..., 2])
 
 
 def _black_and_white(page: Image.Image) -> bool:

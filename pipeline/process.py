@@ -216,7 +216,8 @@ def ingest_pages(
     lossy = page_images.lossy_allowed(options.page_images, source)
     for page in render_pages(source, options, skip, counted):
         page, seg, rotation = segmented(page, rotate=options.rotate_pages)
-        kept = page_images.encode_page(page.image, lossy=lossy)
+        kept = (page.number == 1 and page_images.source_jpeg(source, page.image)) \
+            or page_images.encode_page(page.image, lossy=lossy)
         image_key = doc.page_key(page.number, kept.extension)
         store.put_bytes(image_key, kept.data, content_type=kept.media_type)
         crop_keys: list[str | None] = [None] * len(seg.lines)

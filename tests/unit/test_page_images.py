@@ -50,13 +50,6 @@ def test_a_black_and_white_page_is_a_1_bit_png_of_the_same_pixels():
     assert len(kept.data) * 2 < len(grey_png.data)
 
 
-def test_grey_held_as_rgb_is_kept_grey_and_whole():
-    grey = make_letter_page(DPI)
-    kept = encode_page(np.repeat(grey[..., None], 3, axis=2), lossy=False)
-    assert kept.extension == "png"
-    assert np.array_equal(decoded(kept.data), grey)
-
-
 def test_a_continuous_tone_page_is_a_jpeg_only_where_lossy_is_allowed():
     colour = scanned_colour(make_letter_page(DPI))
     whole = encode_page(colour, lossy=False)
@@ -132,8 +125,16 @@ def test_a_run_keeps_each_source_s_pages_as_well_as_the_source_had_them(tmp_path
                write_image(colour, tmp_path / "master.png", dpi=(DPI, DPI)),
                write_image(np.where(letter < 128, 0, 255).astype(np.uint8), tmp_path / "fax.tif",
                            mode="1", compression="group4", dpi=(DPI, DPI))]
-    pages = run(tmp_path, sources)
+    turned = tmp_path / "turned.jpg"  # as a phone stores a photo taken sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    write_image(np.ascontiguousarray(np.rot90(colour)), turned, quality=92, dpi=(DPI, DPI), exif=exif)
+    pages = run(tmp_path, [*sources, turned])
     assert pages["photo.jpg"][0].endswith("/pages/0001.jpg")
+    assert pages["photo.jpg"][1] == sources[0].read_bytes()  # the photo itself, as it came
+    turned_key, turned_page = pages["turned.jpg"]  # shown upright: a page image of its own
+    assert turned_key.endswith(".jpg") and turned_page != turned.read_bytes()
+    assert decoded(turned_page).shape == colour.shape
     assert pages["master.png"][0].endswith("/pages/0001.png")
     assert np.array_equal(decoded(pages["master.png"][1]), colour)  # the master, pixel for pixel
     fax_key, fax_page = pages["fax.tif"]
@@ -150,7 +151,15 @@ def test_a_run_keeps_each_source_s_pages_as_well_as_the_source_had_them(tmp_path
 
 
 @pdftoppm
-def test_lossless_keeps_even_a_jpeg_source_s_pages_as_png(tmp_path):
-    photo = write_image(scanned_colour(make_letter_page(DPI)), tmp_path / "photo.jpg", dpi=(DPI, DPI))
-    [(key, data)] = run(tmp_path, [photo], mode="lossless").values()
-    assert key.endswith(".png") and np.array_equal(decoded(data), decoded(photo.read_bytes()))
+def test_lossless_keeps_a_jpeg_as_it_came_or_else_as_png(tmp_path):
+    colour = scanned_colour(make_letter_page(DPI))
+    photo = write_image(colour, tmp_path / "photo.jpg", dpi=(DPI, DPI))
+    exif = Image.Exif()
+    exif[0x0112] = 8  # turned a quarter the other way
+    turned = write_image(np.ascontiguousarray(np.rot90(colour, -1)), tmp_path / "turned.jpg",
+                         dpi=(DPI, DPI), exif=exif)
+    pages = run(tmp_path, [photo, turned], mode="lossless")
+    assert pages["photo.jpg"][1] == photo.read_bytes()
+    key, data = pages["turned.jpg"]
+    upright = np.asarray(Image.open(turned).transpose(Image.Transpose.ROTATE_90))
+    assert key.endswith(".png") and np.array_equal(decoded(data), upright)
