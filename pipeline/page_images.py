@@ -6,6 +6,7 @@ and 20 ms as JPEG)."""
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,13 +50,15 @@ def source_jpeg(source: Path, image: np.ndarray) -> EncodedPage | None:
         if f.read(3) != b"\xff\xd8\xff":
             return None
     try:
-        with Image.open(source) as jpeg:
-            if jpeg.format != "JPEG" or jpeg.mode not in ("L", "RGB") \
-                    or (jpeg.height, jpeg.width) != image.shape[:2]:
-                return None
-            same = np.array_equal(np.asarray(jpeg), image)
-    except (OSError, ValueError):
-        return None
+        with warnings.catch_warnings():  # a page over Pillow's pixel limit passed Quire's
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as jpeg:
+                if jpeg.format != "JPEG" or jpeg.mode not in ("L", "RGB") \
+                        or (jpeg.height, jpeg.width) != image.shape[:2]:
+                    return None
+                same = np.array_equal(np.asarray(jpeg), image)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None  # then it is encoded as any page is
     return EncodedPage(source.read_bytes(), "jpg", "image/jpeg") if same else None
 
 
