@@ -108,7 +108,10 @@ def search_lines(
     # The same file read under two settings (another model, --decode) has its lines twice: the
     # same text at the same place is one hit, the best ranked. Twice the rows allow for that.
     params = {"q": match, "limit": 2 * limit, "owner": owner, "a": MARK_START, "b": MARK_END}
-    rows = list(s.execute(text(sql.format(where=where)), params))
+    if dialect == "sqlite":
+        rows, own_marks = _sqlite_own_lines(s, sql.format(where=where), params)
+    else:
+        rows, own_marks = list(s.execute(text(sql.format(where=where)), params)), {}
     # Run-on hits compete with the lines' own on score (both full-text ranks of a line's text,
     # the run-on one of two lines'); a stable sort keeps a line's own hit first on a tie.
     # One word runs on to the next line only where the line ends hyphenated (see one_word).
@@ -119,8 +122,10 @@ def search_lines(
     hits, seen = [], set()
     for r in rows:
         runs_on = None
-        marked = r.marked if dialect == "sqlite" else reglued(r.marked, r.run_on
-                                                              if "run_on" in r._fields else r.text)
+        if dialect == "postgresql":
+            marked = reglued(r.marked, r.run_on if "run_on" in r._fields else r.text)
+        else:
+            marked = r.marked if "run_on" in r._fields else own_marks.get(r.line_id, "")
         if "run_on" in r._fields:
             found = _run_on(r, marked)
             if found is None:
@@ -138,6 +143,25 @@ def search_lines(
             superseded=shown.superseded if shown else False,
             read_at=shown.read_at if shown else None, runs_on=runs_on))
     return hits[:limit]
+
+
+def _sqlite_own_lines(s: Session, sql: str, params: dict[str, Any]) -> tuple[list[Any], dict[int, str]]:
+    """The lines' own hits on SQLite (SQLITE_SEARCH) and their marks by line id. The window of
+    the best-ranked matches gives the same hits as all of them unless the filters left fewer
+    than the limit of it, or the last hit ties with the window's last match (ties are ordered by
+    name and place, which the window did not look at): then every match is ranked."""
+    query = text(sql)
+    rows: list[Any] = []
+    for window in (max(SQLITE_WINDOW, 2 * params["limit"]), -1):
+        rows = list(s.execute(query, {**params, "window": window}))
+        if window < 0 or (rows and rows[0].ranked_rows < window) or (
+                len(rows) == params["limit"] and rows[-1].rank < rows[0].edge):
+            break
+    if not rows:
+        return [], {}
+    marks = text(SQLITE_MARKS).bindparams(bindparam("ids", expanding=True))
+    found = s.execute(marks, {**params, "ids": [r.line_id for r in rows]})
+    return rows, {r.line_id: r.marked for r in found}
 
 
 def reglued(marked: str | None, shown: str | None) -> str:
@@ -234,17 +258,29 @@ WHERE jd.document_id IN :ids{owner}"""
 
 # A --redo's reading in progress (redo_of set) is not searched: its document's reading is.
 # bm25() is lower-is-better; negated so every backend's score is higher-is-better.
+# Ranked in two passes: the best :window matches by bm25 alone (FTS5's own, fast), and only
+# those joined to their rows, filtered and ordered; joining every match first took half the
+# time of a common word (docs/BENCHMARKS.md). `ranked_rows` and `edge` tell `_sqlite_own_lines`
+# whether the window could have left a hit out; :window -1 takes every match.
 SQLITE_SEARCH = f"""
+WITH ranked AS MATERIALIZED (
+  SELECT rowid AS id, bm25({FTS_TABLE}) AS rank FROM {FTS_TABLE}
+  WHERE {FTS_TABLE} MATCH :q ORDER BY rank LIMIT :window)
 SELECT d.id AS document_id, d.name, d.sha256, p.number, l.position, l.x0, l.y0, l.x1, l.y1, l.text,
-       l.confidence, -bm25({FTS_TABLE}) AS score,
-       highlight({FTS_TABLE}, 0, :a, :b) AS marked
-FROM {FTS_TABLE}
-JOIN lines l ON l.id = {FTS_TABLE}.rowid
+       l.confidence, -ranked.rank AS score, l.id AS line_id, ranked.rank,
+       (SELECT count(*) FROM ranked) AS ranked_rows, (SELECT max(rank) FROM ranked) AS edge
+FROM ranked
+JOIN lines l ON l.id = ranked.id
 JOIN pages p ON p.id = l.page_id
 JOIN documents d ON d.id = p.document_id
-WHERE {FTS_TABLE} MATCH :q AND d.redo_of IS NULL{{where}}
-ORDER BY bm25({FTS_TABLE}), d.name, p.number, l.position
+WHERE d.redo_of IS NULL{{where}}
+ORDER BY ranked.rank, d.name, p.number, l.position
 LIMIT :limit"""
+SQLITE_WINDOW = 500
+# The hits' marks, for those lines only: highlight() over every match cost as much as the rest.
+SQLITE_MARKS = f"""
+SELECT rowid AS line_id, highlight({FTS_TABLE}, 0, :a, :b) AS marked FROM {FTS_TABLE}
+WHERE {FTS_TABLE} MATCH :q AND rowid IN :ids"""
 
 # Marked by ts_headline on the unglued text, as it was indexed; `reglued` puts the marks back
 # on the text.

@@ -83,3 +83,21 @@ def test_a_name_is_replaced_only_by_its_own_tenant(engine):
     assert found(engine, "Holloway", owner="alice") == []
     assert found(engine, "Holloway", owner="bob") == [("letter.pdf", bob, False)]
     assert found(engine, "Holloway", owner="alice", superseded=True) == [("letter.pdf", alice, True)]
+
+
+def test_hits_past_the_best_ranked_matches_are_found_where_ties_or_filters_reach_them(engine, monkeypatch):
+    """SQLite ranks the best matches first and joins only those (a window): hits it left out, tied
+    with its last or behind hits the filters drop, are still found, in name order on a tie."""
+    monkeypatch.setattr("pipeline.db.search.SQLITE_WINDOW", 1)  # then twice the rows it asks for
+    # The same line in 15 files, the first named sent first and the second last: whichever end
+    # of a tie a window keeps, it leaves one of the first three names out.
+    for n in (0, *range(2, 15), 1):
+        send(engine, [f"tied/item_{n:02d}.pdf"], f"tied {n}".encode(), "Dear Mr Holloway")
+    assert [name for name, _, _ in found(engine, "Holloway", limit=3)] == [
+        "tied/item_00.pdf", "tied/item_01.pdf", "tied/item_02.pdf"]
+
+    for n in range(12):  # the best-ranked lines (the shortest), every one rescanned since
+        send(engine, [f"old/item_{n:02d}.pdf"], f"old {n}".encode(), "Hartley")
+        send(engine, [f"old/item_{n:02d}.pdf"], f"new {n}".encode(), "Dear Mr Smith")
+    current = send(engine, ["kept.pdf"], b"kept", "Dear Mr Hartley of the county record office")
+    assert found(engine, "Hartley", limit=1) == [("kept.pdf", current, False)]
