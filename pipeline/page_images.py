@@ -1,7 +1,7 @@
 """How a rendered page image is kept in the store: as small as it can be without losing what the
 source had, since at archive scale the page images are most of the disk and their encoding a
 good part of a page's time (a 300 dpi A4 colour scan: 16 MB and 0.7 s on one core as PNG, 1.6 MB
-and 20 ms as JPEG)."""
+and 26 ms as JPEG)."""
 
 from __future__ import annotations
 
