@@ -71,7 +71,7 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
     assert db_rows(env, "SELECT status, page_count FROM documents") == [("done", 1)]
     stored = {p.relative_to(env / "store").as_posix() for p in (env / "store").rglob("*") if p.is_file()}
     assert any(k.endswith("/source") for k in stored)
-    assert any(k.endswith("/pages/0001.png") for k in stored)
+    assert any(k.endswith("/pages/0001.jpg") for k in stored)  # a PDF's grey page: JPEG
     assert any(k.endswith("/exports/text.txt") for k in stored)
 
     (out / "sub" / "letter.txt").unlink()
@@ -360,7 +360,7 @@ def test_a_folder_holding_quire_home_does_not_read_quires_own_store(tmp_path, le
         assert result.exit_code == 0, result.output
     assert "1 document: 0 done, 1 already done" in result.output
     assert "passed over, Quire's own store and database (QUIRE_HOME)" in result.output
-    assert str(env / "store") in result.output and "pages/0001.png" not in result.output
+    assert str(env / "store") in result.output and "pages/0001." not in result.output
     assert db_rows(env, "SELECT name FROM documents") == [(f"{tmp_path.name}/letter.pdf",)]
 
 
