@@ -188,10 +188,10 @@ def recognize(
     """
     from tqdm import tqdm
 
+    from pipeline.document_checks import IMAGE_SUFFIXES
     from pipeline.inputs import collect_inputs
     from pipeline.line_image import looks_like_a_page
     from pipeline.recognize import Recognizer
-    from pipeline.render import IMAGE_SUFFIXES
     from pipeline.training.evaluate import read_line_images
 
     _check_precision(precision)

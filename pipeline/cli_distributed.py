@@ -106,7 +106,7 @@ def submit(
     owner: Annotated[str | None, typer.Option(help="Tenant the job belongs to (a token's --owner), so that tenant's API tokens see it; with --api the token decides.")] = None,
 ) -> None:
     """Submit documents to the distributed pipeline; streams, and resumes when run again."""
-    from pipeline.render import DOCUMENT_SUFFIXES, not_regular
+    from pipeline.document_checks import DOCUMENT_SUFFIXES, not_regular
 
     for spec in inputs:
         if spec.startswith("s3://"):

@@ -19,6 +19,7 @@ from pipeline.config import Settings
 from pipeline.db import file_hashes, locks, readings, repo, runs
 from pipeline.db.models import DocumentStatus
 from pipeline.db.session import open_database, session_scope
+from pipeline.document_checks import regular_file_stat
 from pipeline.errors import BadInputError, DocumentGoneError, NotFoundError, QuireError
 from pipeline.exporters import Exporter
 from pipeline.inputs import named_inputs
@@ -30,7 +31,6 @@ from pipeline.process import (
     ingest_pages,
     save_texts,
 )
-from pipeline.render import regular_file_stat
 from pipeline.run_outputs import OutputWriter, Reading
 from pipeline.run_progress import RunProgress
 from pipeline.run_summary import DocumentOutcome, RunSummary

@@ -24,11 +24,11 @@ from pipeline.db import jobs as jobrepo
 from pipeline.db import locks, repo
 from pipeline.db.models import DocumentStatus, JobStatus
 from pipeline.db.session import session_scope
+from pipeline.document_checks import DOCUMENT_SUFFIXES
 from pipeline.errors import BadInputError, JobFinishedError
 from pipeline.exporters import parse_formats
 from pipeline.process import JobOptions, file_sha256
 from pipeline.queue import FINISH, INGEST, NOTIFY, send
-from pipeline.render import DOCUMENT_SUFFIXES
 
 Enqueue = Callable[..., None]
 
