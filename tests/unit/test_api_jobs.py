@@ -303,7 +303,8 @@ def test_search_finds_a_phrase_a_line_break_cuts_as_one_hit_of_its_first_line(ap
 
 
 def test_api_module_does_not_import_torch_or_workers():
-    code = ("import sys, pipeline.api.app, pipeline.cli_distributed, pipeline.watch; "
+    code = ("import sys, pipeline.api.app, pipeline.cli_submit, pipeline.cli_jobs, pipeline.cli_services, "
+            "pipeline.watch; "
             "bad = [m for m in ('torch', 'transformers', 'workers') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

@@ -290,7 +290,7 @@ def _list_three_and_delete_b_once_listed(s3_server: str, s3_bucket: str, monkeyp
     is deleted on the server as soon as it has been listed."""
     import boto3
 
-    from pipeline import cli_distributed
+    from pipeline import cli_submit
     from pipeline.submit import iter_s3
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
@@ -303,21 +303,21 @@ def _list_three_and_delete_b_once_listed(s3_server: str, s3_bucket: str, monkeyp
                 s3.delete_object(Bucket=s3_bucket, Key="inbox/b.pdf")
             yield src
 
-    monkeypatch.setattr(cli_distributed, "_sources", sources)
+    monkeypatch.setattr(cli_submit, "_sources", sources)
 
 
 def test_quire_submit_of_a_prefix_passes_over_an_object_deleted_before_it_is_read(
         env, s3_server, s3_bucket, monkeypatch, capsys):
 
-    from pipeline import cli_distributed, submit
+    from pipeline import cli_submit, submit
 
     engine, store, _, sent = env
     _list_three_and_delete_b_once_listed(s3_server, s3_bucket, monkeypatch)
-    monkeypatch.setattr(cli_distributed, "_backend", lambda *a, **k: (None, engine, store))
+    monkeypatch.setattr(cli_submit, "_backend", lambda *a, **k: (None, engine, store))
     monkeypatch.setattr(submit, "Submitter", lambda *a, **k: Submitter(
         *a, **{**k, "enqueue": lambda *m: sent.append(m)}))
     uri = f"s3://{s3_bucket}/inbox/"
-    job_id = cli_distributed._submit_direct([uri], OPTIONS, "k1", None, None, False)
+    job_id = cli_submit._submit_direct([uri], OPTIONS, "k1", None, None, False)
     err = capsys.readouterr().err
     assert f"quire: s3://{s3_bucket}/inbox/b.pdf is missing (deleted since it was listed); passed over" in err
     assert err.strip().endswith("1 missing, 2 queued") and len(sent) == 2

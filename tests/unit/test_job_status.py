@@ -181,7 +181,7 @@ def test_documents_are_listed_a_page_at_a_time(api):
 
 
 def test_status_names_the_failed_beyond_the_first(capsys):
-    from pipeline.cli_distributed import _print_view
+    from pipeline.cli_jobs import _print_view
 
     view = {"id": "j", "status": "partial", "percent": 100.0, "lines": {"done": 1, "total": 2},
             "documents_count": {"total": 300, "done": 1, "failed": 299, "pending": 0},
