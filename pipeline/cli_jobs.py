@@ -21,17 +21,17 @@ def _job(job_id: str, api: str | None, token: str | None) -> dict[str, Any]:
 
         return ApiClient(api, token).job(job_id)
     from pipeline.api.views import job_view
-    from pipeline.db import repo, runs
+    from pipeline.db import job_rows, runs
     from pipeline.db.session import session_scope
     from pipeline.run_process import is_gone
 
     settings, engine, _ = _backend(existing=True)
     with session_scope(engine) as s:
-        job = repo.get_job(s, job_id)
+        job = job_rows.get_job(s, job_id)
         # A `quire run` killed outright could not say so: its job is stopped now, if its process is
         # gone (on this host), or its heartbeat is too old (on another).
         runs.settle_gone_runs(s, is_gone, job.id, silent_after=settings.run.stale_seconds)
-        return job_view(s, repo.get_job(s, job.id))
+        return job_view(s, job_rows.get_job(s, job.id))
 
 
 def follow_job(job_id: str, api: str | None, token: str | None, progress: bool) -> int:
