@@ -188,10 +188,10 @@ def recognize(
     """
     from tqdm import tqdm
 
+    from pipeline.document_checks import IMAGE_SUFFIXES
     from pipeline.inputs import collect_inputs
     from pipeline.line_image import looks_like_a_page
     from pipeline.recognize import Recognizer
-    from pipeline.render import IMAGE_SUFFIXES
     from pipeline.training.evaluate import read_line_images
 
     _check_precision(precision)
@@ -300,9 +300,11 @@ def _register_training_commands() -> None:
 _register_training_commands()
 
 # Commands of other areas live in their own modules; each has register(app).
-# (pipeline/cli_outputs.py: export, search, view; pipeline/cli_distributed.py: api, watch, submit, status, token;
-# pipeline/cli_lines.py: lines; pipeline/cli_delete.py: delete)
-for _module in ("pipeline.cli_outputs", "pipeline.cli_distributed", "pipeline.cli_lines", "pipeline.cli_delete"):
+# (pipeline/cli_outputs.py: export, search, view; pipeline/cli_submit.py: submit; pipeline/cli_jobs.py:
+# status, cancel; pipeline/cli_services.py: watch, api, token; pipeline/cli_lines.py: lines;
+# pipeline/cli_delete.py: delete). Their order is the order `quire --help` lists the commands in.
+for _module in ("pipeline.cli_outputs", "pipeline.cli_submit", "pipeline.cli_jobs", "pipeline.cli_services",
+                "pipeline.cli_lines", "pipeline.cli_delete"):
     try:
         __import__(_module, fromlist=["register"]).register(app)
     except ModuleNotFoundError as _exc:

@@ -1,11 +1,12 @@
-"""What the `quire` command modules share: the one-line error exit, and how an --out or --json
-argument names a folder."""
+"""What the `quire` command modules share: the one-line error exit, how an --out or --json
+argument names a folder, the --api and --token options, this node's backend, progress bars."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -50,3 +51,29 @@ def counted(n: int, word: str, plural: str | None = None, *, grouped: bool = Fal
     """`1 file`, `2 files`: counts in messages read as English; `grouped` writes thousands with
     separators (`12,000 files`, as a run's summary does)."""
     return (f"{n:,}" if grouped else f"{n}") + f" {word if n == 1 else plural or word + 's'}"
+
+
+# Options of the commands that reach a job: through the job API, or this node's database.
+Api = Annotated[str | None, typer.Option("--api", help="Job API URL; default: this node's database and broker.")]
+Token = Annotated[str | None, typer.Option("--token", envvar="QUIRE_TOKEN", help="API bearer token.")]
+
+
+def node_backend(existing: bool = False) -> tuple[Any, Any, Any]:
+    """(settings, engine, store) of this node; the embedded SQLite default migrates itself.
+    `existing`: a command that only reads or changes what is there; no database is made."""
+    from pipeline import storage
+    from pipeline.config import get_settings
+    from pipeline.db.session import open_database
+
+    settings = get_settings()
+    engine = (open_existing_database if existing else open_database)(settings.resolved_database_url())
+    store = storage.open_store(settings.resolved_storage_url(), settings.s3_endpoint_url)
+    return settings, engine, store
+
+
+def progress_bar(total: int | None, desc: str, unit: str, enabled: bool) -> Any:
+    """A tqdm progress bar on stderr, silent unless `enabled`."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True,
+                file=sys.stderr)

@@ -12,7 +12,8 @@ from pathlib import Path
 from stat import S_ISREG
 from urllib.parse import unquote, urlparse
 
-from pipeline.render import DOCUMENT_SUFFIXES, count_pages, not_regular
+from pipeline.document_checks import DOCUMENT_SUFFIXES, not_regular
+from pipeline.render import count_pages
 
 
 @dataclass

@@ -14,13 +14,13 @@ PAGE = 1000
 def local_documents(engine: Any, job_id: str, status: str) -> Iterator[dict[str, Any]]:
     """The job's documents (`status`: one of LISTS) from the database, each as the API lists it."""
     from pipeline.api.views import listed_summary
-    from pipeline.db import job_status, repo
+    from pipeline.db import job_rows, job_status
     from pipeline.db.session import session_scope
 
     after: str | None = None
     while True:
         with session_scope(engine) as s:  # a short read per page, not one held through the list
-            repo.get_job(s, job_id)  # NotFoundError for a job that is not there
+            job_rows.get_job(s, job_id)  # NotFoundError for a job that is not there
             listed = job_status.documents_page(s, job_id, status=None if status == "all" else status,
                                                after=after, limit=PAGE)
             page = [listed_summary(item) for item in listed]

@@ -19,11 +19,12 @@ import cv2
 import numpy as np
 
 from pipeline.config import RenderOptions
+from pipeline.document_checks import DOCUMENT_SUFFIXES
 from pipeline.errors import BadInputError
 from pipeline.ground_truth import TranscribedPage
 from pipeline.inputs import visible_files
 from pipeline.orientation import segmented
-from pipeline.render import DOCUMENT_SUFFIXES, count_pages, render_page, render_pages
+from pipeline.render import count_pages, render_page, render_pages
 from pipeline.segment import to_gray
 from pipeline.types import LineText
 

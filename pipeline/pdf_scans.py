@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.errors import CorruptDocumentError
+from pipeline.image_render import page_array
 from pipeline.pdf_damage import (
     DamagedJpeg,
     cut_short,
@@ -29,7 +30,6 @@ from pipeline.pdf_damage import (
     undecodable,
 )
 from pipeline.pdf_pages import inherited, page_box
-from pipeline.render import page_array
 
 log = logging.getLogger(__name__)
 

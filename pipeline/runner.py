@@ -16,9 +16,10 @@ import numpy as np
 
 from pipeline import cleanup, run_process, stopping, storage
 from pipeline.config import Settings
-from pipeline.db import file_hashes, locks, readings, repo, runs
+from pipeline.db import file_hashes, job_rows, locks, readings, repo, runs
 from pipeline.db.models import DocumentStatus
 from pipeline.db.session import open_database, session_scope
+from pipeline.document_checks import regular_file_stat
 from pipeline.errors import BadInputError, DocumentGoneError, NotFoundError, QuireError
 from pipeline.exporters import Exporter
 from pipeline.inputs import named_inputs
@@ -30,7 +31,6 @@ from pipeline.process import (
     ingest_pages,
     save_texts,
 )
-from pipeline.render import regular_file_stat
 from pipeline.run_outputs import OutputWriter, Reading
 from pipeline.run_progress import RunProgress
 from pipeline.run_summary import DocumentOutcome, RunSummary
@@ -136,7 +136,7 @@ class LocalRunner:
         with session_scope(self.engine) as s:
             # Runs killed outright (kill -9) left their jobs live: they are stopped now.
             runs.settle_gone_runs(s, run_process.is_gone, silent_after=self.settings.run.stale_seconds)
-            job_id = repo.create_job(s, settings=self.options.as_dict(), local_run=runs.local_run(
+            job_id = job_rows.create_job(s, settings=self.options.as_dict(), local_run=runs.local_run(
                 run_process.this_process(), len(paths), self.redo, heartbeat_s=every)).id
             runs.beat(s, job_id)
             # A run killed after a --redo's adoption left what it was to delete: finished first.
@@ -161,10 +161,10 @@ class LocalRunner:
                 producer.join()
                 self._progress.close()
                 with session_scope(self.engine) as s:
-                    repo.update_job_counts(s, job_id)
+                    job_rows.update_job_counts(s, job_id)
                     went_on_from = runs.went_on(s, job_id)
-                    for other in repo.unfinished_sharing_jobs(s, job_id):
-                        repo.update_job_counts(s, other)  # e.g. a stopped run's job, whose files are done now
+                    for other in job_rows.unfinished_sharing_jobs(s, job_id):
+                        job_rows.update_job_counts(s, other)  # e.g. a stopped run's job, whose files are done now
             except KeyboardInterrupt:
                 # The page being rendered is finished and the thread ends before the process does
                 # (native code still running in a thread at exit can abort the interpreter).
@@ -181,7 +181,7 @@ class LocalRunner:
         with session_scope(self.engine) as s:
             if runs.beat(s, job_id):
                 return True
-            silent = (repo.get_job(s, job_id).local_run or {}).get("stopped") == runs.BY_SILENCE
+            silent = (job_rows.get_job(s, job_id).local_run or {}).get("stopped") == runs.BY_SILENCE
         if silent:
             log.warning("job %s was taken as stopped by another host that heard no heartbeat from "
                         "this run for too long; it goes on, and what it reads is saved", job_id)
@@ -192,7 +192,7 @@ class LocalRunner:
         documents fail with the reason; the same command goes on with them. A --redo's document
         keeps its earlier reading (the new one waits in its own row for the next --redo)."""
         with session_scope(self.engine) as s:
-            for doc in repo.job_documents(s, job_id):
+            for doc in job_rows.job_documents(s, job_id):
                 if doc.status not in (DocumentStatus.DONE, DocumentStatus.FAILED):
                     repo.fail_document(s, doc.id, runs.STOPPED)
             runs.stop_job(s, job_id, runs.BY_SIGNAL)
@@ -303,7 +303,7 @@ class LocalRunner:
                         s, sha256=sha, profile=self.profile, name=stored_name,
                         source_uri=path.resolve().as_uri(), size_bytes=size,
                     )
-                    repo.link_job_document(s, job_id, doc.id, position, stored_name)
+                    job_rows.link_job_document(s, job_id, doc.id, position, stored_name)
                     ref, pages = DocumentRef(doc.id, sha, self.profile), doc.page_count or 0
                     done_reading = Reading.of(ref, doc)
                     first = self._read_in_run.get(doc.id)

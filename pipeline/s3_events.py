@@ -18,8 +18,8 @@ from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import unquote_plus
 
+from pipeline.document_checks import DOCUMENT_SUFFIXES
 from pipeline.errors import BadInputError, ObjectNotFoundError
-from pipeline.render import DOCUMENT_SUFFIXES
 from pipeline.storage import ObjectInfo
 from pipeline.submit import Source, Submitter
 from pipeline.watch import checkpoint_prefix

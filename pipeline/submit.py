@@ -20,15 +20,15 @@ from sqlalchemy import Engine
 
 from pipeline import storage
 from pipeline.config import Settings
+from pipeline.db import job_rows, locks, repo
 from pipeline.db import jobs as jobrepo
-from pipeline.db import locks, repo
 from pipeline.db.models import DocumentStatus, JobStatus
 from pipeline.db.session import session_scope
+from pipeline.document_checks import DOCUMENT_SUFFIXES
 from pipeline.errors import BadInputError, JobFinishedError
 from pipeline.exporters import parse_formats
 from pipeline.process import JobOptions, file_sha256
 from pipeline.queue import FINISH, INGEST, NOTIFY, send
-from pipeline.render import DOCUMENT_SUFFIXES
 
 Enqueue = Callable[..., None]
 
@@ -175,7 +175,7 @@ class Submitter:
         the same transaction: the next submission under that key makes a job of its own."""
         with session_scope(self.engine) as s:
             if forget_key:
-                repo.get_job(s, job_id, lock=True).idempotency_key = None
+                job_rows.get_job(s, job_id, lock=True).idempotency_key = None
             job = jobrepo.set_accepting(s, job_id, False)
             status, notify = job.status, jobrepo.webhook_due(job)
         if notify:
@@ -241,12 +241,12 @@ class Submitter:
                 # waits for this link and sees it; never a document gone under the link.
                 locks.lock_content(s, [sha])
                 # Locked: a cancel either sees this document linked or is seen here, never neither.
-                if repo.get_job(s, job_id, lock=True).status == JobStatus.CANCELLED:
+                if job_rows.get_job(s, job_id, lock=True).status == JobStatus.CANCELLED:
                     raise JobFinishedError(f"job {job_id} was cancelled; submit a new job")
                 doc, _ = repo.upsert_document(
                     s, sha256=sha, profile=self.options.profile, name=src.name,
                     source_uri=src.uri, size_bytes=size)
-                repo.link_job_document(s, job_id, doc.id, jobrepo.next_position(s, job_id),
+                job_rows.link_job_document(s, job_id, doc.id, jobrepo.next_position(s, job_id),
                                        src.name)
                 jobrepo.add_checkpoint(s, prefix, src.uri, src.version, job_id=job_id,
                                        document_id=doc.id)

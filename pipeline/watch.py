@@ -28,9 +28,9 @@ from urllib.parse import urlparse
 from sqlalchemy import Engine
 
 from pipeline import storage
+from pipeline.document_checks import DOCUMENT_SUFFIXES
 from pipeline.errors import ConfigError, ObjectNotFoundError
 from pipeline.queue import send
-from pipeline.render import DOCUMENT_SUFFIXES
 from pipeline.submit import Enqueue, JobOptions, Submitter, s3_source
 
 log = logging.getLogger(__name__)

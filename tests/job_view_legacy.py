@@ -9,12 +9,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from pipeline.api.views import document_summary, stopped
-from pipeline.db import repo
+from pipeline.db import job_rows
 from pipeline.db.models import DocumentStatus, Job, JobDocument, Line, LineStatus, Page
 
 
 def legacy_job_view(s: Session, job: Job, *, with_documents: bool = True) -> dict[str, Any]:
-    named = repo.named_job_documents(s, job.id)
+    named = job_rows.named_job_documents(s, job.id)
     docs = [doc for doc, _ in named]
     mine = select(JobDocument.document_id).where(JobDocument.job_id == job.id)
     lines = {doc_id: (int(total), int(done)) for doc_id, total, done in s.execute(

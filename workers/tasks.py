@@ -20,8 +20,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from pipeline import storage
 from pipeline.config import get_settings
+from pipeline.db import job_rows, readings, repo
 from pipeline.db import jobs as jobrepo
-from pipeline.db import readings, repo
 from pipeline.db.models import DocumentStatus, JobStatus
 from pipeline.db.session import make_engine, session_scope
 from pipeline.errors import (
@@ -147,9 +147,9 @@ def _ingest(document_id: str, job_id: str) -> None:
         doc = jobrepo.begin_ingest(s, document_id)
         ref = DocumentRef(doc.id, doc.sha256, doc.profile)
         name, done = doc.name, doc.status == DocumentStatus.DONE
-        job_row = repo.get_job(s, job_id)
+        job_row = job_rows.get_job(s, job_id)
         options = dict(job_row.settings)
-        notify = _refresh_jobs(s, repo.job_ids_for_document(s, document_id)) if done else []
+        notify = _refresh_jobs(s, job_rows.job_ids_for_document(s, document_id)) if done else []
         if not done and job_row.status == JobStatus.QUEUED.value:
             jobrepo.refresh_job(s, job_id)  # a document of it is under way: running, not queued
     for jid in notify:
@@ -190,7 +190,7 @@ def _ingest(document_id: str, job_id: str) -> None:
     with session_scope(engine) as s:
         repo.set_page_count(s, document_id, pages)
         complete = repo.document_complete(s, document_id)
-        for jid in repo.job_ids_for_document(s, document_id):
+        for jid in job_rows.job_ids_for_document(s, document_id):
             jobrepo.refresh_job(s, jid)  # queued -> running for every job sharing the document
     log.info("ingested job=%s doc=%s pages=%d lines_to_read=%d in %.1fs", job_id, document_id,
              pages, lines, timer.seconds)
@@ -243,7 +243,7 @@ def _fail_documents(engine: Any, documents: list[str], reason: str) -> None:
         documents = [d for d in documents if _unfinished(s, d)]
         for document_id in documents:
             repo.fail_document(s, document_id, reason)
-        notify = _refresh_jobs(s, sorted({j for d in documents for j in repo.job_ids_for_document(s, d)}))
+        notify = _refresh_jobs(s, sorted({j for d in documents for j in job_rows.job_ids_for_document(s, d)}))
     log.warning("failed docs=%s: %s", ",".join(documents), reason)
     for jid in notify:
         send(NOTIFY, jid)
@@ -274,10 +274,10 @@ def _finish(document_id: str) -> None:
         ref = DocumentRef(doc.id, doc.sha256, doc.profile)
         page_count = doc.page_count or 0
         finished = doc.status == DocumentStatus.DONE
-        job_ids = repo.job_ids_for_document(s, document_id)
+        job_ids = job_rows.job_ids_for_document(s, document_id)
         wanted: dict[str, None] = {}
         for jid in job_ids:
-            for fmt in repo.get_job(s, jid).settings.get("formats") or ["text", "json"]:
+            for fmt in job_rows.get_job(s, jid).settings.get("formats") or ["text", "json"]:
                 wanted[fmt] = None
     names = [f for f in wanted if _known(f)] or ["text", "json"]
     exporters = parse_formats(",".join(names))
@@ -291,7 +291,7 @@ def _finish(document_id: str) -> None:
             finish_document(engine, store, ref, page_count, exporters)
         DOCUMENTS.labels("done").inc()
     with session_scope(engine) as s:
-        job_ids = repo.job_ids_for_document(s, document_id)  # a job may have joined meanwhile
+        job_ids = job_rows.job_ids_for_document(s, document_id)  # a job may have joined meanwhile
         notify = _refresh_jobs(s, job_ids)
     log.info("finished doc=%s pages=%d jobs=%s", document_id, page_count, ",".join(job_ids))
     for jid in notify:
@@ -319,7 +319,7 @@ def notify_job(self: Any, job_id: str) -> None:
         # meanwhile (at most the webhook timeout; on SQLite every writer does) and then finds it
         # sent.
         with session_scope(engine) as s:
-            job = repo.get_job(s, job_id)
+            job = job_rows.get_job(s, job_id)
             if job.status not in jobrepo.FINISHED or not jobrepo.claim_webhook(s, job_id):
                 return
             delivery = jobrepo.delivery_id(job_id)

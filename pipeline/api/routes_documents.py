@@ -11,8 +11,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from pipeline.api.deps import ApiContext, Auth, Caller, Ctx, not_found
 from pipeline.api.views import document_view
+from pipeline.db import job_rows, repo
 from pipeline.db import jobs as jobrepo
-from pipeline.db import repo
 from pipeline.db.models import Document
 from pipeline.db.session import session_scope
 from pipeline.errors import NotFoundError
@@ -39,7 +39,7 @@ def _result(ctx: ApiContext, caller: Caller, document_id: str) -> DocumentResult
 def _name_for(s: Any, caller: Caller, document_id: str) -> str | None:
     """The name the caller sent the document by: a file another tenant also sent keeps, for
     each, its own name (documents are shared by content)."""
-    return repo.owner_document_name(s, document_id, caller.owner)
+    return job_rows.owner_document_name(s, document_id, caller.owner)
 
 
 @router.get("/v1/documents/{document_id}")

@@ -26,7 +26,7 @@ from pipeline.api.deps import (
     scoped_key,
 )
 from pipeline.api.schemas import DocumentsAdd, JobCreate, JobOptionsIn
-from pipeline.db import repo
+from pipeline.db import job_rows, repo
 from pipeline.db.job_status import BadCursor
 from pipeline.db.models import DocumentStatus, Job, JobStatus
 from pipeline.db.session import session_scope
@@ -147,7 +147,7 @@ def _replay(ctx: ApiContext, caller: Caller, key: str | None, options: JobOption
         job = s.scalars(select(Job).where(Job.idempotency_key == key)).first()
         if job is None or job.owner != caller.owner:
             return False
-        docs = repo.job_documents(s, job.id)
+        docs = job_rows.job_documents(s, job.id)
         held = {d.sha256 for d in docs} | {d.source_uri for d in docs if d.source_uri}
         same_options, job_id, filling = job.settings == options.as_dict(), job.id, job.accepting
     sent = {u.sha256 for u in uploads} | set(body.uris)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from pipeline.db import locks, readings, repo
+from pipeline.db import job_rows, locks, readings, repo
 from pipeline.db.jobs import LIVE
 from pipeline.db.models import Document, DocumentStatus, FileHash, Job, JobDocument, Line, Page
 from pipeline.errors import NotFoundError, QuireError
@@ -118,7 +118,7 @@ def carry_out(s: Session, plan: Plan, keys: set[str]) -> Removal:
             job.local_run = run
     s.flush()
     for job_id in plan.jobs:
-        repo.update_job_counts(s, job_id)  # a finished job counts what it still holds
+        job_rows.update_job_counts(s, job_id)  # a finished job counts what it still holds
     removal = Removal(plan)
     if not plan.outright:
         return removal

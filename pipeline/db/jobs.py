@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, true, update
 from sqlalchemy.orm import Session
 
-from pipeline.db import repo
+from pipeline.db import job_rows, repo
 from pipeline.db.models import (
     ApiToken,
     Document,
@@ -73,7 +73,7 @@ def create_keyed_job(
         found = s.scalars(select(Job).where(Job.idempotency_key == idempotency_key)).first()
         if found is not None:
             if found.owner != owner:
-                raise repo.IdempotencyConflictError("idempotency key already used")
+                raise job_rows.IdempotencyConflictError("idempotency key already used")
             return found, False
     job_id = new_id()
     # ON CONFLICT: two submitters racing on one key both end up with the row one of them made.
@@ -83,11 +83,11 @@ def create_keyed_job(
         documents_done=0, documents_failed=0, created_at=utcnow(), accepting=accepting,
     ).on_conflict_do_nothing())
     if idempotency_key is None:
-        return repo.get_job(s, job_id), True
+        return job_rows.get_job(s, job_id), True
     job = s.scalars(select(Job).where(Job.idempotency_key == idempotency_key)
                     .execution_options(populate_existing=True)).one()
     if job.owner != owner:
-        raise repo.IdempotencyConflictError("idempotency key already used")
+        raise job_rows.IdempotencyConflictError("idempotency key already used")
     return job, job.id == job_id
 
 
@@ -99,7 +99,7 @@ def keyed_job(s: Session, idempotency_key: str, *, owner: str | None) -> Job | N
 
 def refresh_job(s: Session, job_id: str) -> Job:
     """Recount a job; one still accepting documents stays running however far it got."""
-    job = repo.update_job_counts(s, job_id)
+    job = job_rows.update_job_counts(s, job_id)
     if job.accepting and job.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.PARTIAL):
         job.status, job.finished_at = JobStatus.RUNNING.value, None
         if not job.webhook_attempts:  # not owed until it ends after all
@@ -134,7 +134,7 @@ def cancel_job(s: Session, job_id: str) -> tuple[Job, bool]:
     their waiting work; pages and lines read so far are kept, and a later submission of the same
     file goes on from there. Returns the job and whether this call cancelled it (cancelling a
     cancelled job changes nothing)."""
-    job = repo.get_job(s, job_id, lock=True)
+    job = job_rows.get_job(s, job_id, lock=True)
     if job.status == JobStatus.CANCELLED:
         return job, False
     if job.status not in LIVE:
@@ -144,10 +144,10 @@ def cancel_job(s: Session, job_id: str) -> tuple[Job, bool]:
     job.status, job.finished_at = JobStatus.CANCELLED.value, utcnow()
     job.accepting, job.idempotency_key = False, None
     s.flush()
-    for doc in repo.job_documents(s, job_id):
+    for doc in job_rows.job_documents(s, job_id):
         if doc.status not in (DocumentStatus.DONE, DocumentStatus.FAILED) and not document_wanted(s, doc.id):
             doc.status, doc.error = DocumentStatus.PENDING.value, f"cancelled with job {job_id}"
-    repo.update_job_counts(s, job_id)
+    job_rows.update_job_counts(s, job_id)
     return job, True
 
 
@@ -158,7 +158,7 @@ def document_wanted(s: Session, document_id: str) -> bool:
 
 
 def set_accepting(s: Session, job_id: str, accepting: bool) -> Job:
-    repo.get_job(s, job_id, lock=True).accepting = accepting
+    job_rows.get_job(s, job_id, lock=True).accepting = accepting
     s.flush()
     return refresh_job(s, job_id)
 
@@ -189,7 +189,7 @@ def begin_webhook_attempt(s: Session, job_id: str, seconds: float) -> bool:
     """Record a try of the job's webhook, which ends within `seconds` (the delivery's timeout);
     committed before the POST, so a try whose worker is killed is sent again by the sweep once
     that has passed. False: sent already, not ended, or its tries are spent."""
-    job = repo.get_job(s, job_id, lock=True)
+    job = job_rows.get_job(s, job_id, lock=True)
     if job.status not in FINISHED or job.webhook_url is None or job.webhook_sent_at is not None:
         return False
     if job.webhook_attempts >= WEBHOOK_ATTEMPTS:
@@ -203,7 +203,7 @@ def begin_webhook_attempt(s: Session, job_id: str, seconds: float) -> bool:
 def webhook_failed(s: Session, job_id: str, seconds: float) -> bool:
     """A try failed; the next is due within `seconds` (a retry's countdown and timeout). False
     once the tries are spent: given up, the sweep leaves it."""
-    job = repo.get_job(s, job_id, lock=True)
+    job = job_rows.get_job(s, job_id, lock=True)
     if job.webhook_sent_at is not None:
         return False
     more = job.webhook_attempts < WEBHOOK_ATTEMPTS

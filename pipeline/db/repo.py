@@ -1,4 +1,5 @@
-"""Repository functions the runner and tasks call; each is idempotent (upserts by natural keys).
+"""Document, page and line rows the runner and tasks write; each is idempotent (upserts by natural
+keys). Job rows: pipeline.db.job_rows.
 
 Concurrency: locks are taken in one order everywhere (a file's content lock, pipeline.db.locks,
 then job, then pages by id, then lines, then the document), so on PostgreSQL concurrent
@@ -15,31 +16,21 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from pipeline.db import locks, runon
 from pipeline.db.models import (
     Document,
     DocumentStatus,
-    Job,
-    JobDocument,
-    JobStatus,
     Line,
     LineStatus,
     Page,
     PageStatus,
     new_id,
-    text_key,
     utcnow,
 )
-from pipeline.errors import ConfigError, DocumentGoneError, NotFoundError, QuireError
+from pipeline.errors import ConfigError, DocumentGoneError, NotFoundError
 from pipeline.types import BBox, DocumentResult, LineResult, PageResult
-
-
-class IdempotencyConflictError(QuireError):
-    """An idempotency key already names another owner's job."""
-
-    http_status = 409
 
 
 def _insert(s: Session, model: type[Any]) -> Any:
@@ -70,13 +61,6 @@ def _fresh(stmt: _S, lock: bool = False) -> _S:
     return stmt.with_for_update() if lock else stmt
 
 
-def get_job(s: Session, job_id: str, *, lock: bool = False) -> Job:
-    job = s.scalars(_fresh(select(Job).where(Job.id == job_id), lock)).first()
-    if job is None:
-        raise NotFoundError(f"no job {job_id}")
-    return job
-
-
 def find_document(s: Session, document_id: str, *, lock: bool = False) -> Document | None:
     """The document's row, or None where there is none (deleted, say)."""
     return s.scalars(_fresh(select(Document).where(Document.id == document_id), lock)).first()
@@ -87,34 +71,6 @@ def get_document(s: Session, document_id: str, *, lock: bool = False) -> Documen
     if doc is None:
         raise NotFoundError(f"no document {document_id}")
     return doc
-
-
-def create_job(
-    s: Session,
-    *,
-    settings: dict[str, Any],
-    idempotency_key: str | None = None,
-    owner: str | None = None,
-    webhook_url: str | None = None,
-    local_run: dict[str, Any] | None = None,
-) -> Job:
-    """A new queued job; with an idempotency key already used, the job it made before.
-    `local_run`: a `quire run` job's own record (pipeline.db.runs)."""
-    values = {"id": new_id(), "settings": settings, "owner": owner, "webhook_url": webhook_url,
-              "idempotency_key": idempotency_key, "status": JobStatus.QUEUED.value,
-              "documents_total": 0, "documents_done": 0, "documents_failed": 0,
-              "created_at": utcnow(), "local_run": local_run}
-    if idempotency_key is None:
-        job = Job(**values)
-        s.add(job)
-        s.flush()
-        return job
-    s.execute(_insert(s, Job).values(**values).on_conflict_do_nothing(
-        index_elements=["idempotency_key"]))
-    job = s.scalars(_fresh(select(Job).where(Job.idempotency_key == idempotency_key))).one()
-    if job.owner != owner:
-        raise IdempotencyConflictError("idempotency key already used by another owner")
-    return job
 
 
 def upsert_document(
@@ -140,19 +96,6 @@ def upsert_document(
     doc = s.scalars(_fresh(select(Document).where(
         Document.sha256 == sha256, Document.profile == profile))).one()
     return doc, doc.status == DocumentStatus.DONE
-
-
-def link_job_document(s: Session, job_id: str, document_id: str, position: int,
-                      name: str | None = None) -> None:
-    """Add a document to a job under the name the job sent it by (default: the document's);
-    each name is a link of its own, so a copy of a file is found by its name too. Linking
-    the same name again keeps its first position."""
-    if name is None:
-        name = get_document(s, document_id).name
-    s.execute(_insert(s, JobDocument).values(
-        job_id=job_id, document_id=document_id, position=position, name=name,
-        name_sha256=text_key(name),
-    ).on_conflict_do_nothing(index_elements=["job_id", "document_id", "name_sha256"]))
 
 
 def start_document(s: Session, document_id: str) -> None:
@@ -318,80 +261,6 @@ def fail_document(s: Session, document_id: str, reason: str) -> None:
     doc = get_document(s, document_id, lock=True)
     doc.status, doc.error = DocumentStatus.FAILED.value, reason
     s.flush()
-
-
-_ENDED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.PARTIAL, JobStatus.CANCELLED, JobStatus.STOPPED)
-
-
-def update_job_counts(s: Session, job_id: str) -> Job:
-    """Recount a job from its documents; once all are done or failed it is finished (a
-    cancelled one keeps its status)."""
-    job = get_job(s, job_id, lock=True)
-    counts: dict[str, int] = dict(s.execute(
-        select(Document.status, func.count()).join(JobDocument)
-        .where(JobDocument.job_id == job_id).group_by(Document.status)).all())
-    total = sum(counts.values())
-    done = counts.get(DocumentStatus.DONE, 0)
-    failed = counts.get(DocumentStatus.FAILED, 0)
-    job.documents_total, job.documents_done, job.documents_failed = total, done, failed
-    if job.status in (JobStatus.CANCELLED, JobStatus.STOPPED):
-        # Counted still, but it stays as it ended: a later run that finishes its documents
-        # does not make a stopped run look finished.
-        status = JobStatus(job.status)
-    elif (total and done + failed == total) or (not total and not job.accepting):
-        # A closed job with nothing in it is done, not queued for ever.
-        status = (JobStatus.DONE if not failed else JobStatus.FAILED if not done
-                  else JobStatus.PARTIAL)
-        job.finished_at = job.finished_at or utcnow()
-    else:
-        started = done + failed + counts.get(DocumentStatus.PROCESSING, 0)
-        status = JobStatus.RUNNING if started else JobStatus.QUEUED
-        job.finished_at = None
-    job.status = status.value
-    if (status in _ENDED and job.webhook_url is not None and job.webhook_sent_at is None
-            and job.webhook_due_at is None and not job.webhook_attempts):
-        # Owed from now: queued by whoever ended it, and by a finish worker's sweep if that
-        # notify is lost (pipeline.webhook_sweep).
-        job.webhook_due_at = job.finished_at or utcnow()
-    s.flush()
-    return job
-
-
-def job_documents(s: Session, job_id: str) -> list[Document]:
-    """A job's documents in submission order, each once (copies of a file are one document)."""
-    return list(dict.fromkeys(doc for doc, _ in named_job_documents(s, job_id)))
-
-
-def named_job_documents(s: Session, job_id: str) -> list[tuple[Document, str]]:
-    """A job's documents in submission order, each with the name this job sent it by."""
-    rows = s.execute(select(Document, JobDocument.name).join(JobDocument)
-                     .where(JobDocument.job_id == job_id).order_by(JobDocument.position))
-    return [(doc, name) for doc, name in rows]
-
-
-def owner_document_name(s: Session, document_id: str, owner: str | None) -> str | None:
-    """The name the owner's first job sent this document by (None: no job of theirs named it)."""
-    return s.scalar(select(JobDocument.name).join(Job).where(
-        JobDocument.document_id == document_id, Job.owner == owner)
-        .order_by(Job.created_at, JobDocument.position).limit(1))
-
-
-def unfinished_sharing_jobs(s: Session, job_id: str) -> list[str]:
-    """Other jobs, not done, holding a document of this job: a run that reads a document an
-    earlier, stopped run left failed must recount that run's job too."""
-    mine = aliased(JobDocument)
-    theirs = aliased(JobDocument)
-    return list(s.scalars(
-        select(theirs.job_id).distinct()
-        .join(mine, mine.document_id == theirs.document_id)
-        .join(Job, Job.id == theirs.job_id)
-        .where(mine.job_id == job_id, theirs.job_id != job_id, Job.status != JobStatus.DONE.value)
-        .order_by(theirs.job_id)))
-
-
-def job_ids_for_document(s: Session, document_id: str) -> list[str]:
-    return list(s.scalars(select(JobDocument.job_id).distinct().where(
-        JobDocument.document_id == document_id).order_by(JobDocument.job_id)))
 
 
 def lines_remaining(s: Session, document_id: str) -> int:

@@ -19,7 +19,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from pipeline.db import repo
+from pipeline.db import job_rows, repo
 from pipeline.db.models import Document, DocumentStatus, Job, JobDocument, JobStatus, utcnow
 
 # Why a document a stopped run had not finished is not done; a later run goes on from its pages.
@@ -66,7 +66,7 @@ def beat(s: Session, job_id: str) -> bool:
 def stop_job(s: Session, job_id: str, how: str, **details: Any) -> Job:
     """End a run's job as 'stopped' (`how`: BY_SIGNAL, BY_KILL or BY_SILENCE, with `details`
     for `stop_described`), its counts as they are."""
-    job = repo.update_job_counts(s, job_id)
+    job = job_rows.update_job_counts(s, job_id)
     job.status, job.finished_at = JobStatus.STOPPED.value, utcnow()
     # A new dict: JSON changes are seen.
     job.local_run = {**(job.local_run or {}), "stopped": how, **details}
@@ -116,7 +116,7 @@ def went_on(s: Session, job_id: str) -> list[str]:
     """Record run `job_id` as the one that went on after the stopped runs it shares documents
     with, and return their ids: the same command run again, so a run without --redo does not
     go on after a --redo (it keeps the earlier readings a stopped --redo left in place)."""
-    redo = bool((repo.get_job(s, job_id).local_run or {}).get("redo"))
+    redo = bool((job_rows.get_job(s, job_id).local_run or {}).get("redo"))
     mine, theirs = aliased(JobDocument), aliased(JobDocument)
     # Ids first: PostgreSQL has no DISTINCT over the JSON column.
     sharing = (select(theirs.job_id).join(mine, mine.document_id == theirs.document_id)

@@ -119,8 +119,9 @@ class EvalReport:
         return asdict(self)
 
 
-# The images `quire run` and `quire recognize` read (render.IMAGE_SUFFIXES, not imported: training
-# runs where the render stage's libraries may be missing; a test keeps the two the same).
+# The images `quire run` and `quire recognize` read (document_checks.IMAGE_SUFFIXES, not
+# imported: training runs where the render stage's libraries may be missing; a test keeps the two
+# the same).
 LINE_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".gif",
                        ".jp2", ".j2k", ".jpx", ".jpf", ".j2c", ".jpc", ".pnm", ".pbm", ".pgm",
                        ".ppm", ".heic", ".heif", ".avif")

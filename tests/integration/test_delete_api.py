@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from pipeline import storage
 from pipeline.api.app import create_app
 from pipeline.config import Settings
+from pipeline.db import job_rows, repo
 from pipeline.db import jobs as jobrepo
-from pipeline.db import repo
 from pipeline.db.session import make_engine, session_scope, upgrade
 from pipeline.types import BBox
 
@@ -47,7 +47,7 @@ def send(api, tenant: str, name: str, data: bytes) -> tuple[str, str]:
     r = api.post("/v1/jobs", headers=api.tokens[tenant], files=[("files", (name, data))])
     assert r.status_code == 202, r.text
     with session_scope(api.engine) as s:
-        [doc] = repo.job_documents(s, r.json()["id"])
+        [doc] = job_rows.job_documents(s, r.json()["id"])
         return r.json()["id"], doc.id
 
 
@@ -64,7 +64,7 @@ def read(api, document_id: str, words: tuple[str, ...]) -> None:
                                              for i in range(len(words))])
         repo.set_line_texts(s, [(ln.id, w, 0.9) for ln, w in zip(lines, words)], "m")
         repo.finish_document(s, document_id, 1)
-        for job_id in repo.job_ids_for_document(s, document_id):
+        for job_id in job_rows.job_ids_for_document(s, document_id):
             jobrepo.refresh_job(s, job_id)
     for key in (storage.page_key(sha, profile, 1), *crops, storage.export_key(sha, profile, "text")):
         api.store.put_bytes(key, b"stored")
@@ -185,7 +185,7 @@ def test_the_same_file_sent_while_it_is_deleted_is_read_as_a_new_document(api, m
     assert gone.status_code == 200 and gone.json()["outcome"] == "deleted", gone.text
     assert "r" in posted and posted["r"].status_code == 202, posted
     with session_scope(api.engine) as s:
-        [bobs] = repo.job_documents(s, posted["r"].json()["id"])
+        [bobs] = job_rows.job_documents(s, posted["r"].json()["id"])
         bobs_id = bobs.id
     assert bobs_id != alices
     assert api.get(f"/v1/documents/{alices}", headers=api.tokens["alice"]).status_code == 404

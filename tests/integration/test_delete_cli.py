@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline.db import repo
+from pipeline.db import job_rows
 from pipeline.db.session import make_engine, session_scope
 from tests.cli_home import db_rows, quire, quire_home
 from tests.model_fixtures import LETTER_LINES, make_letter_page
@@ -60,8 +60,8 @@ def test_delete_removes_a_documents_rows_index_entries_and_objects_only(tmp_path
     # A document in a job still running is refused; the DOC not found is named; the rest go.
     engine = make_engine(f"sqlite:///{env / 'quire.sqlite'}")
     with session_scope(engine) as s:
-        running = repo.create_job(s, settings={})
-        repo.link_job_document(s, running.id, scan, 0)
+        running = job_rows.create_job(s, settings={})
+        job_rows.link_job_document(s, running.id, scan, 0)
         running.status = "running"
         running_id = running.id
     engine.dispose()

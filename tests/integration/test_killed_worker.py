@@ -17,8 +17,8 @@ import pytest
 import redis
 
 from pipeline.config import get_settings
+from pipeline.db import job_rows
 from pipeline.db import jobs as jobrepo
-from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.queue import NOTIFY, QUEUES, RESTORE_S, celery_app, send
 from pipeline.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
@@ -164,7 +164,7 @@ def test_a_webhook_whose_worker_was_killed_mid_delivery_is_sent_by_the_next(sett
     assert b'"event":"job.finished"' in body and job_id.encode() in body
     wait_for(lambda: broker.hlen("unacked") == 0, 30, "the task acked", pool.logs)
     with session_scope(engine) as s:
-        assert repo.get_job(s, job_id).webhook_sent_at is not None
+        assert job_rows.get_job(s, job_id).webhook_sent_at is not None
     assert len(receiver.bodies) == 2  # once more, not again and again
 
 
@@ -176,7 +176,7 @@ def test_a_webhook_whose_worker_was_killed_is_sent_again_within_minutes_not_the_
     QUIRE_API__WEBHOOK_RESEND_SECONDS more have passed, under the same delivery id."""
     env, engine, broker, receiver, job_id = setting_as_deployed
     with session_scope(engine) as s:  # its notify task is queued below, not found by a sweep
-        repo.get_job(s, job_id).webhook_due_at = datetime.now(UTC) + timedelta(hours=1)
+        job_rows.get_job(s, job_id).webhook_due_at = datetime.now(UTC) + timedelta(hours=1)
     pool = workers(env)
     pool.start("finish", name="finish-a")
     _ready(pool, "finish-a")
@@ -191,7 +191,7 @@ def test_a_webhook_whose_worker_was_killed_is_sent_again_within_minutes_not_the_
     assert again.get(DELIVERY_HEADER) == first.get(DELIVERY_HEADER) == f"job.finished:{job_id}"
     assert json.loads(body)["delivery"] == json.loads(first_body)["delivery"] == f"job.finished:{job_id}"
     with session_scope(engine) as s:
-        job = repo.get_job(s, job_id)
+        job = job_rows.get_job(s, job_id)
         assert job.webhook_sent_at is not None and job.webhook_due_at is None
         assert job.webhook_attempts == 2
     time.sleep(2 * RESEND_S)
@@ -209,7 +209,7 @@ def test_a_killed_workers_task_is_put_back_on_its_queue_within_half_a_minute(set
     env, engine, broker, receiver, job_id = setting_as_deployed
     env["QUIRE_API__WEBHOOK_RESEND_SECONDS"] = "3600"
     with session_scope(engine) as s:
-        repo.get_job(s, job_id).webhook_due_at = datetime.now(UTC) + timedelta(hours=1)
+        job_rows.get_job(s, job_id).webhook_due_at = datetime.now(UTC) + timedelta(hours=1)
     pool = workers(env)
     pool.start("finish", name="finish-a")
     _ready(pool, "finish-a")
@@ -225,5 +225,5 @@ def test_a_killed_workers_task_is_put_back_on_its_queue_within_half_a_minute(set
              "the task acked and let go", pool.logs)
     assert "put back on its queue" in "".join(p.read_text() for p in pool.logdir.glob("*.log"))
     with session_scope(engine) as s:
-        assert repo.get_job(s, job_id).webhook_attempts == 2
+        assert job_rows.get_job(s, job_id).webhook_attempts == 2
     assert len(receiver.bodies) == 2

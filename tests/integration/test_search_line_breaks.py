@@ -12,7 +12,7 @@ import re
 import pytest
 from sqlalchemy import Engine
 
-from pipeline.db import repo
+from pipeline.db import job_rows, repo
 from pipeline.db.search import search_lines
 from pipeline.db.session import session_scope
 from pipeline.search import SearchHit
@@ -31,11 +31,11 @@ def send(engine: Engine, pages: list[list[str]], *, name: str = "book.pdf", owne
     """A job sending a document whose pages hold these lines (boxes: one column, top to bottom,
     unless given), read last line first as recognize tasks may, then finished. Its id."""
     with session_scope(engine) as s:
-        job = repo.create_job(s, settings={}, owner=owner)
+        job = job_rows.create_job(s, settings={}, owner=owner)
         doc, _ = repo.upsert_document(s, sha256=hashlib.sha256(repr(pages).encode() + name.encode())
                                       .hexdigest(), profile="p", name=name,
                                       source_uri="file:///x", size_bytes=1)
-        repo.link_job_document(s, job.id, doc.id, 0, name)
+        job_rows.link_job_document(s, job.id, doc.id, 0, name)
         doc_id = doc.id
     for number, texts in enumerate(pages, 1):
         with session_scope(engine) as s:

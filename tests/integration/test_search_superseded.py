@@ -8,7 +8,7 @@ import hashlib
 
 from sqlalchemy import Engine
 
-from pipeline.db import repo
+from pipeline.db import job_rows, repo
 from pipeline.db.search import search_lines
 from pipeline.db.session import session_scope
 from pipeline.types import BBox
@@ -19,11 +19,11 @@ def send(engine: Engine, names: list[str], content: bytes, text: str, *, owner: 
     """A job (a run, or a tenant's API job) sending `content` under `names`; read: its one line
     holds `text`. The document's id."""
     with session_scope(engine) as s:
-        job = repo.create_job(s, settings={}, owner=owner)
+        job = job_rows.create_job(s, settings={}, owner=owner)
         doc, done = repo.upsert_document(s, sha256=hashlib.sha256(content).hexdigest(), profile="p",
                                          name=names[0], source_uri="file:///x", size_bytes=1)
         for position, name in enumerate(names):
-            repo.link_job_document(s, job.id, doc.id, position, name)
+            job_rows.link_job_document(s, job.id, doc.id, position, name)
         if read and not done:
             page = repo.save_page(s, doc.id, number=1, image_key=f"k-{doc.id}", width=100,
                                   height=100, dpi=150, angle=0.0)

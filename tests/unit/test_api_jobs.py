@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from pipeline.api.app import create_app
 from pipeline.cli import app
 from pipeline.config import Settings
+from pipeline.db import job_rows, repo
 from pipeline.db import jobs as jobrepo
-from pipeline.db import repo
 from pipeline.db.models import Job
 from pipeline.db.session import make_engine, session_scope, upgrade
 from pipeline.queue import INGEST, NOTIFY
@@ -67,7 +67,7 @@ def complete(engine, document_id: str, texts=("Hello", "world")) -> None:
                                              for i in range(len(texts))])
         repo.set_line_texts(s, [(ln.id, t, 0.9) for ln, t in zip(lines, texts)], "m")
         repo.finish_document(s, document_id, 1)
-        for job_id in repo.job_ids_for_document(s, document_id):
+        for job_id in job_rows.job_ids_for_document(s, document_id):
             jobrepo.refresh_job(s, job_id)
 
 
@@ -303,7 +303,8 @@ def test_search_finds_a_phrase_a_line_break_cuts_as_one_hit_of_its_first_line(ap
 
 
 def test_api_module_does_not_import_torch_or_workers():
-    code = ("import sys, pipeline.api.app, pipeline.cli_distributed, pipeline.watch; "
+    code = ("import sys, pipeline.api.app, pipeline.cli_submit, pipeline.cli_jobs, pipeline.cli_services, "
+            "pipeline.watch; "
             "bad = [m for m in ('torch', 'transformers', 'workers') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
@@ -450,7 +451,7 @@ def test_cli_cancel_stops_a_job_and_refuses_a_finished_one(sqlite_url, cli_home)
     assert refused.exit_code == 1 and "already finished (done)" in refused.output, refused.output
     assert CliRunner().invoke(app, ["cancel", "nope"]).exit_code == 1
     with session_scope(engine) as s:
-        assert repo.get_job(s, running.id).status == "cancelled"
+        assert job_rows.get_job(s, running.id).status == "cancelled"
 
 
 def test_submit_over_the_api_names_a_file_over_the_upload_limit_and_sends_the_others(api, tmp_path):

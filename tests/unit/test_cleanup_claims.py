@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline import cleanup, deletion, run_process, storage
-from pipeline.db import locks, repo
+from pipeline.db import job_rows, locks, repo
 from pipeline.db.models import ContentClaim, utcnow
 from pipeline.db.session import session_scope
 from tests.local_http import QuietHandler, serve
@@ -146,7 +146,7 @@ def test_another_writer_goes_on_while_the_clean_up_deletes_and_the_same_file_wai
     carol = InThread(lambda: send(engine, store, "carol", other))
     carol.outcome(WRITE_BOUND_S)  # not held up by the deletes
     with session_scope(engine) as s:  # a plain write too
-        repo.create_job(s, settings={}, owner="dave")
+        job_rows.create_job(s, settings={}, owner="dave")
     bob = InThread(lambda: send(engine, store, "bob", letter))
     assert not bob.done.wait(1.0), "a document of the file was made while its objects were deleted"
     assert count(engine, "SELECT count(*) FROM content_claims") == 1

@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, func, inspect, select, text
 
-from pipeline.db import readings, repo, runs
+from pipeline.db import job_rows, readings, repo, runs
 from pipeline.db.models import Base, Document, JobDocument, Line, Page
 from pipeline.db.search import include_object
 from pipeline.db.session import (
@@ -120,9 +120,9 @@ def test_an_upgrade_that_rebuilds_a_table_keeps_the_rows_that_refer_to_it(sqlite
     engine = make_engine(sqlite_url)
     try:
         with session_scope(engine) as s:
-            assert [d.id for d in repo.job_documents(s, "j1")] == [doc_id]
-            assert repo.get_job(s, "j1").status == "running"
-            repo.get_job(s, "j1").status = "cancelled"  # the new status is allowed
+            assert [d.id for d in job_rows.job_documents(s, "j1")] == [doc_id]
+            assert job_rows.get_job(s, "j1").status == "running"
+            job_rows.get_job(s, "j1").status = "cancelled"  # the new status is allowed
         with engine.connect() as conn:
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1  # on again after
     finally:
@@ -150,11 +150,11 @@ def test_a_job_links_a_document_once_per_name(backend: str, request: pytest.Fixt
         assert schema_diffs(engine) == []
         with session_scope(engine) as s:
             for position, name in enumerate(["copy.pdf", "box/link.pdf", "copy.pdf"], start=1):
-                repo.link_job_document(s, "j1", doc_id, position, name)  # the same name again: kept once
-            assert [n for _, n in repo.named_job_documents(s, "j1")] == ["a.pdf", "copy.pdf", "box/link.pdf"]
-            assert [d.id for d in repo.job_documents(s, "j1")] == [doc_id]
-            assert repo.job_ids_for_document(s, doc_id) == ["j1"]
-            assert repo.update_job_counts(s, "j1").documents_total == 3  # three inputs
+                job_rows.link_job_document(s, "j1", doc_id, position, name)  # the same name again: kept once
+            assert [n for _, n in job_rows.named_job_documents(s, "j1")] == ["a.pdf", "copy.pdf", "box/link.pdf"]
+            assert [d.id for d in job_rows.job_documents(s, "j1")] == [doc_id]
+            assert job_rows.job_ids_for_document(s, doc_id) == ["j1"]
+            assert job_rows.update_job_counts(s, "j1").documents_total == 3  # three inputs
         command.downgrade(alembic_config(url), "0006_job_cancel")  # one link again, the first
         with engine.connect() as conn:
             assert conn.execute(text("SELECT name FROM job_documents")).all() == [("a.pdf",)]
@@ -207,12 +207,12 @@ def test_a_file_with_a_4000_byte_name_is_submitted(backend: str, letters: str, r
         job_id, _ = submitter.open_job()
         assert submitter.add(job_id, src) == "queued"
         with session_scope(engine) as s:
-            [(doc, name)] = repo.named_job_documents(s, job_id)
+            [(doc, name)] = job_rows.named_job_documents(s, job_id)
             assert name == src.name and doc.name == src.name
             # The same name again is the same link; a name differing only at its end is another.
-            repo.link_job_document(s, job_id, doc.id, 1, src.name)
-            repo.link_job_document(s, job_id, doc.id, 2, src.name[:-4] + ".PDF")
-            assert [n[-8:] for _, n in repo.named_job_documents(s, job_id)] == ["скан.pdf", "скан.PDF"]
+            job_rows.link_job_document(s, job_id, doc.id, 1, src.name)
+            job_rows.link_job_document(s, job_id, doc.id, 2, src.name[:-4] + ".PDF")
+            assert [n[-8:] for _, n in job_rows.named_job_documents(s, job_id)] == ["скан.pdf", "скан.PDF"]
         if backend == "postgres_url":  # revision 0007 cannot hold them: a downgrade says so first
             from alembic import command
 
@@ -246,8 +246,8 @@ def test_0008_keys_existing_links_by_their_names_hashes(backend: str, request: p
         assert schema_diffs(engine) == []
         with session_scope(engine) as s:
             for name in names:
-                repo.link_job_document(s, "j1", doc_id, 9, name)  # already there: nothing added
-            assert [n for _, n in repo.named_job_documents(s, "j1")] == names
+                job_rows.link_job_document(s, "j1", doc_id, 9, name)  # already there: nothing added
+            assert [n for _, n in job_rows.named_job_documents(s, "j1")] == names
         command.downgrade(alembic_config(url), "0007_link_per_name")
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT name FROM job_documents ORDER BY position")).all()
@@ -266,19 +266,19 @@ def test_upgrade_on_in_memory_engine() -> None:
 
 def test_create_job_idempotency_key(engine: Engine) -> None:
     with session_scope(engine) as s:
-        a = repo.create_job(s, settings={"model": "m"}, idempotency_key="k1", owner="t1")
-        b = repo.create_job(s, settings={"model": "other"}, idempotency_key="k1", owner="t1")
-        c = repo.create_job(s, settings={"model": "m"})
-        d = repo.create_job(s, settings={"model": "m"})
+        a = job_rows.create_job(s, settings={"model": "m"}, idempotency_key="k1", owner="t1")
+        b = job_rows.create_job(s, settings={"model": "other"}, idempotency_key="k1", owner="t1")
+        c = job_rows.create_job(s, settings={"model": "m"})
+        d = job_rows.create_job(s, settings={"model": "m"})
     assert a.id == b.id and b.settings == {"model": "m"}
     assert len({a.id, c.id, d.id}) == 3
     with session_scope(engine) as s:
-        assert repo.get_job(s, a.id).status == "queued"
-        assert repo.get_job(s, a.id).created_at.tzinfo is not None  # aware UTC on SQLite too
-        with pytest.raises(repo.IdempotencyConflictError):
-            repo.create_job(s, settings={}, idempotency_key="k1", owner="someone-else")
+        assert job_rows.get_job(s, a.id).status == "queued"
+        assert job_rows.get_job(s, a.id).created_at.tzinfo is not None  # aware UTC on SQLite too
+        with pytest.raises(job_rows.IdempotencyConflictError):
+            job_rows.create_job(s, settings={}, idempotency_key="k1", owner="someone-else")
         with pytest.raises(NotFoundError):
-            repo.get_job(s, "nope")
+            job_rows.get_job(s, "nope")
 
 
 def test_upsert_document_same_row_and_doneness(engine: Engine) -> None:
@@ -385,29 +385,29 @@ def test_load_document_result_reading_order(engine: Engine) -> None:
 def test_job_counts_and_status(engine: Engine) -> None:
     a, b = add_doc(engine), add_doc(engine, SHA2)
     with session_scope(engine) as s:
-        job = repo.create_job(s, settings={})
+        job = job_rows.create_job(s, settings={})
         for pos, doc in enumerate((a, b, a)):  # the same file twice in one job: one link
-            repo.link_job_document(s, job.id, doc, pos)
+            job_rows.link_job_document(s, job.id, doc, pos)
         assert s.scalar(select(func.count()).select_from(JobDocument)) == 2
-        job = repo.update_job_counts(s, job.id)
+        job = job_rows.update_job_counts(s, job.id)
         assert (job.status, job.documents_total, job.finished_at) == ("queued", 2, None)
         repo.start_document(s, a)
-        assert repo.update_job_counts(s, job.id).status == "running"
+        assert job_rows.update_job_counts(s, job.id).status == "running"
         repo.finish_document(s, a, 1)
-        job = repo.update_job_counts(s, job.id)
+        job = job_rows.update_job_counts(s, job.id)
         assert (job.status, job.documents_done) == ("running", 1)
         repo.fail_document(s, b, "empty file")
-        job = repo.update_job_counts(s, job.id)
+        job = job_rows.update_job_counts(s, job.id)
         assert (job.status, job.documents_done, job.documents_failed) == ("partial", 1, 1)
         assert job.finished_at is not None
-        assert [d.id for d in repo.job_documents(s, job.id)] == [a, b]
-        assert repo.job_ids_for_document(s, b) == [job.id]
+        assert [d.id for d in job_rows.job_documents(s, job.id)] == [a, b]
+        assert job_rows.job_ids_for_document(s, b) == [job.id]
         repo.finish_document(s, b, 1)
-        assert repo.update_job_counts(s, job.id).status == "done"
-        job2 = repo.create_job(s, settings={})
-        repo.link_job_document(s, job2.id, b, 0)
+        assert job_rows.update_job_counts(s, job.id).status == "done"
+        job2 = job_rows.create_job(s, settings={})
+        job_rows.link_job_document(s, job2.id, b, 0)
         repo.fail_document(s, b, "x")
-        assert repo.update_job_counts(s, job2.id).status == "failed"
+        assert job_rows.update_job_counts(s, job2.id).status == "failed"
 
 
 def test_postgresql_schema_and_upserts(postgres_url: str) -> None:
@@ -423,10 +423,10 @@ def test_postgresql_schema_and_upserts(postgres_url: str) -> None:
                 repo.set_line_texts(s, [(i, "t", 0.5) for i in ids], model="m")
         with session_scope(eng) as s:
             assert s.get_one(Page, page_id).lines_done == 2
-            job = repo.create_job(s, settings={"a": 1}, idempotency_key="k")
-            assert repo.create_job(s, settings={}, idempotency_key="k").id == job.id
+            job = job_rows.create_job(s, settings={"a": 1}, idempotency_key="k")
+            assert job_rows.create_job(s, settings={}, idempotency_key="k").id == job.id
             assert job.created_at.tzinfo is not None
-            repo.link_job_document(s, job.id, doc_id, 0)
+            job_rows.link_job_document(s, job.id, doc_id, 0)
         with session_scope(eng) as s:
             from pipeline.db import jobs as jobrepo
 
@@ -491,9 +491,9 @@ def test_0010_keeps_every_row_and_downgrades_cleanly(backend: str, request: pyte
         upgrade(url)
         assert schema_diffs(engine) == []
         with session_scope(engine) as s:
-            assert [d.id for d in repo.job_documents(s, "j1")] == [doc_id]
+            assert [d.id for d in job_rows.job_documents(s, "j1")] == [doc_id]
             assert s.scalar(select(func.count()).select_from(Line)) == 2
-            repo.get_job(s, "j1").status = "stopped"  # the new status is allowed
+            job_rows.get_job(s, "j1").status = "stopped"  # the new status is allowed
             redo, _ = readings.begin_redo(s, repo.get_document(s, doc_id))
         add_page(engine, redo, 1, 3)
         command.downgrade(alembic_config(url), "0007_link_per_name")
@@ -605,8 +605,8 @@ def test_0013_gives_jobs_a_heartbeat_and_downgrades_cleanly(backend: str, reques
         upgrade(url)
         assert schema_diffs(engine) == []
         with session_scope(engine) as s:
-            assert repo.get_job(s, "j1").heartbeat_at is None
-            assert runs.beat(s, "j1") and repo.get_job(s, "j1").heartbeat_at is not None
+            assert job_rows.get_job(s, "j1").heartbeat_at is None
+            assert runs.beat(s, "j1") and job_rows.get_job(s, "j1").heartbeat_at is not None
         command.downgrade(alembic_config(url), "0012_empty_event_jobs")
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, status FROM jobs")).all() == [("j1", "running")]
@@ -822,7 +822,7 @@ def test_0020_adds_the_webhook_resend_columns_and_downgrades_cleanly(
         upgrade(url)
         assert schema_diffs(engine) == []
         with session_scope(engine) as s:
-            old = repo.get_job(s, "j1")
+            old = job_rows.get_job(s, "j1")
             assert (old.webhook_due_at, old.webhook_attempts) == (None, 0)
             job, _ = jobrepo.create_keyed_job(s, settings={}, owner=None, idempotency_key=None,
                                               webhook_url="http://h/")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from pipeline import storage
 from pipeline.cli import app
 from pipeline.config import get_settings
-from pipeline.db import readings, repo
+from pipeline.db import job_rows, readings, repo
 from pipeline.db.session import make_engine, session_scope, upgrade
 from pipeline.types import BBox
 
@@ -34,15 +34,15 @@ def home(tmp_path, sqlite_url, monkeypatch):
 def document(engine, store, name: str, sha: str, text: str) -> str:
     """A done document sent by a `quire run` job, one page and line, its objects in the store."""
     with session_scope(engine) as s:
-        job = repo.create_job(s, settings={})
+        job = job_rows.create_job(s, settings={})
         doc, _ = repo.upsert_document(s, sha256=sha, profile="p1", name=name, source_uri=name, size_bytes=1)
-        repo.link_job_document(s, job.id, doc.id, 0, name)
+        job_rows.link_job_document(s, job.id, doc.id, 0, name)
         page = repo.save_page(s, doc.id, number=1, image_key=storage.page_key(sha, "p1", 1),
                               width=100, height=50, dpi=150, angle=0.0)
         [line] = repo.save_lines(s, page.id, [(0, BBox(0, 0, 90, 8), None)])
         repo.set_line_texts(s, [(line.id, text, 0.9)], "m")
         repo.finish_document(s, doc.id, 1)
-        repo.update_job_counts(s, job.id)
+        job_rows.update_job_counts(s, job.id)
         doc_id = doc.id
     for key in (storage.source_key(sha), storage.page_key(sha, "p1", 1)):
         store.put_bytes(key, b"x")

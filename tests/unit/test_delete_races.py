@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline import cleanup, deletion, storage, submit
+from pipeline.db import job_rows, repo
 from pipeline.db import jobs as jobrepo
-from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.process import JobOptions
 from pipeline.queue import RECOGNIZE
@@ -79,7 +79,7 @@ def send(engine, store, tenant: str, path: Path) -> tuple[str, str, str]:
     outcome = sender.add(job_id, next(submit.iter_local([path])))
     sender.close_job(job_id)
     with session_scope(engine) as s:
-        [doc] = repo.job_documents(s, job_id)
+        [doc] = job_rows.job_documents(s, job_id)
         return job_id, doc.id, outcome
 
 
@@ -96,7 +96,7 @@ def read(engine, store, document_id: str, page: bytes, text: str) -> None:
         [line] = repo.save_lines(s, row.id, [(0, BBox(0, 0, 90, 8), None)])
         repo.set_line_texts(s, [(line.id, text, 0.9)], "m")
         repo.finish_document(s, document_id, 1)
-        for job_id in repo.job_ids_for_document(s, document_id):
+        for job_id in job_rows.job_ids_for_document(s, document_id):
             jobrepo.refresh_job(s, job_id)
 
 
@@ -170,7 +170,7 @@ def test_a_delete_coming_while_the_file_is_sent_again_leaves_it_to_the_sender(
     assert store.exists(storage.source_key(sha))
     assert store.exists(storage.page_key(sha, OPTIONS.profile, 1))
     with session_scope(engine) as s:
-        assert repo.get_job(s, bob_job).documents_done == 1
+        assert job_rows.get_job(s, bob_job).documents_done == 1
 
 
 def test_a_file_sent_again_while_its_document_is_deleted_becomes_a_new_document(

@@ -6,7 +6,7 @@ import hashlib
 
 from pipeline import deletion, storage
 from pipeline.api.views import job_view
-from pipeline.db import repo, runs
+from pipeline.db import job_rows, repo, runs
 from pipeline.db.session import session_scope
 from pipeline.types import BBox
 
@@ -16,7 +16,7 @@ SHA2 = hashlib.sha256(b"scan").hexdigest()
 
 def read_document(s, job_id: str, sha: str, name: str, position: int) -> str:
     doc, _ = repo.upsert_document(s, sha256=sha, profile="p1", name=name, source_uri=name, size_bytes=1)
-    repo.link_job_document(s, job_id, doc.id, position, name)
+    job_rows.link_job_document(s, job_id, doc.id, position, name)
     page = repo.save_page(s, doc.id, number=1, image_key=storage.page_key(sha, "p1", 1),
                           width=100, height=50, dpi=150, angle=0.0)
     [line] = repo.save_lines(s, page.id, [(0, BBox(0, 0, 90, 8), None)])
@@ -31,14 +31,14 @@ def test_a_finished_quire_run_no_longer_counts_a_deleted_document(engine, tmp_pa
     reached nor to come: the finished run must not show it pending for ever."""
     store = storage.LocalStore(tmp_path / "store")
     with session_scope(engine) as s:
-        job = repo.create_job(s, settings={}, local_run=runs.local_run({"pid": 1, "host": "h"}, 2))
+        job = job_rows.create_job(s, settings={}, local_run=runs.local_run({"pid": 1, "host": "h"}, 2))
         letter = read_document(s, job.id, SHA, "letter.pdf", 0)
         read_document(s, job.id, SHA2, "scan.png", 1)
-        repo.update_job_counts(s, job.id)
+        job_rows.update_job_counts(s, job.id)
         job_id = job.id
     deletion.delete_document(engine, store, letter)
     with session_scope(engine) as s:
-        view = job_view(s, repo.get_job(s, job_id))
+        view = job_view(s, job_rows.get_job(s, job_id))
     assert view["status"] == "done"
     assert view["documents_count"] == {"total": 1, "done": 1, "failed": 0, "pending": 0}
     assert view["percent"] == 100.0
@@ -62,9 +62,9 @@ def test_a_file_sent_while_its_only_copy_is_deleted_keeps_its_source(engine, s3_
     alice.add(alice_job, next(submit.iter_local([path])))
     alice.close_job(alice_job)
     with session_scope(engine) as s:
-        [old] = repo.job_documents(s, alice_job)
+        [old] = job_rows.job_documents(s, alice_job)
         repo.finish_document(s, old.id, 0)
-        repo.update_job_counts(s, alice_job)
+        job_rows.update_job_counts(s, alice_job)
         old_id = old.id
 
     stored = submit.store_source
@@ -82,7 +82,7 @@ def test_a_file_sent_while_its_only_copy_is_deleted_keeps_its_source(engine, s3_
     bob_job, _ = bob.open_job()
     assert bob.add(bob_job, next(submit.iter_local([path]))) == "queued"
     with session_scope(engine) as s:
-        [new] = repo.job_documents(s, bob_job)
+        [new] = job_rows.job_documents(s, bob_job)
         assert new.id != old_id and new.sha256 == sha
     assert deleted == [True]
     assert store.exists(storage.source_key(sha))  # what Bob's ingest reads

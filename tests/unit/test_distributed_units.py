@@ -10,8 +10,8 @@ import pytest
 
 from pipeline import storage
 from pipeline.config import Settings
+from pipeline.db import job_rows, repo
 from pipeline.db import jobs as jobrepo
-from pipeline.db import repo
 from pipeline.db.session import make_engine, session_scope, upgrade
 from pipeline.queue import INGEST
 from pipeline.submit import JobOptions, Submitter, iter_local
@@ -156,7 +156,7 @@ def test_watcher_submits_new_objects_once(env, s3_server, s3_bucket):
     keys = {o.key for o in store.list("documents/")}
     assert len([k for k in keys if k.endswith("/source")]) == 3
     with session_scope(engine) as s:
-        assert repo.get_job(s, first.job_id).documents_total == 2
+        assert job_rows.get_job(s, first.job_id).documents_total == 2
 
 
 def test_a_watcher_pass_killed_before_closing_its_job_leaves_it_to_the_next_pass(env, s3_server, s3_bucket):
@@ -177,16 +177,16 @@ def test_a_watcher_pass_killed_before_closing_its_job_leaves_it_to_the_next_pass
     killed.submitter.close_job = lambda *args, **kwargs: None  # dies before it closes the job
     first = killed.scan()
     with session_scope(engine) as s:
-        job = repo.get_job(s, first.job_id)
+        job = job_rows.get_job(s, first.job_id)
         assert job.accepting and job.documents_total == 1
-        [doc] = repo.job_documents(s, first.job_id)
+        [doc] = job_rows.job_documents(s, first.job_id)
         repo.finish_document(s, doc.id, 1)  # its file read: still open, so running, not done
         assert jobrepo.refresh_job(s, first.job_id).status == "running"
     s3.put_object(Bucket=s3_bucket, Key="inbox/b.pdf", Body=b"%PDF b")
     second = watcher().scan()
     assert (second.job_id, second.submitted) == (first.job_id, 1)
     with session_scope(engine) as s:
-        job = repo.get_job(s, first.job_id)
+        job = job_rows.get_job(s, first.job_id)
         assert (job.accepting, job.documents_total, job.idempotency_key) == (False, 2, None)
     assert watcher().scan().job_id is None  # nothing new, nothing left open: no job
     s3.put_object(Bucket=s3_bucket, Key="inbox/c.pdf", Body=b"%PDF c")
@@ -265,9 +265,9 @@ def test_an_object_deleted_between_listing_and_reading_is_passed_over_and_the_pa
     assert [r.getMessage() for r in caplog.records if r.name == "pipeline.watch"] == [
         f"watch: {gone} is missing (deleted since it was listed); passed over"]
     with session_scope(engine) as s:
-        job = repo.get_job(s, first.job_id)
+        job = job_rows.get_job(s, first.job_id)
         assert (job.accepting, job.documents_total, job.idempotency_key) == (False, 2, None)
-        assert sorted(d.source_uri for d in repo.job_documents(s, first.job_id)) == [
+        assert sorted(d.source_uri for d in job_rows.job_documents(s, first.job_id)) == [
             f"s3://{s3_bucket}/inbox/a.pdf", f"s3://{s3_bucket}/inbox/c.pdf"]
 
     # No checkpoint was kept for it: put back (the same bytes, the same ETag), it is taken.
@@ -290,7 +290,7 @@ def _list_three_and_delete_b_once_listed(s3_server: str, s3_bucket: str, monkeyp
     is deleted on the server as soon as it has been listed."""
     import boto3
 
-    from pipeline import cli_distributed
+    from pipeline import cli_submit
     from pipeline.submit import iter_s3
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
@@ -303,26 +303,26 @@ def _list_three_and_delete_b_once_listed(s3_server: str, s3_bucket: str, monkeyp
                 s3.delete_object(Bucket=s3_bucket, Key="inbox/b.pdf")
             yield src
 
-    monkeypatch.setattr(cli_distributed, "_sources", sources)
+    monkeypatch.setattr(cli_submit, "_sources", sources)
 
 
 def test_quire_submit_of_a_prefix_passes_over_an_object_deleted_before_it_is_read(
         env, s3_server, s3_bucket, monkeypatch, capsys):
 
-    from pipeline import cli_distributed, submit
+    from pipeline import cli_submit, submit
 
     engine, store, _, sent = env
     _list_three_and_delete_b_once_listed(s3_server, s3_bucket, monkeypatch)
-    monkeypatch.setattr(cli_distributed, "_backend", lambda *a, **k: (None, engine, store))
+    monkeypatch.setattr(cli_submit, "_backend", lambda *a, **k: (None, engine, store))
     monkeypatch.setattr(submit, "Submitter", lambda *a, **k: Submitter(
         *a, **{**k, "enqueue": lambda *m: sent.append(m)}))
     uri = f"s3://{s3_bucket}/inbox/"
-    job_id = cli_distributed._submit_direct([uri], OPTIONS, "k1", None, None, False)
+    job_id = cli_submit._submit_direct([uri], OPTIONS, "k1", None, None, False)
     err = capsys.readouterr().err
     assert f"quire: s3://{s3_bucket}/inbox/b.pdf is missing (deleted since it was listed); passed over" in err
     assert err.strip().endswith("1 missing, 2 queued") and len(sent) == 2
     with session_scope(engine) as s:
-        job = repo.get_job(s, job_id)
+        job = job_rows.get_job(s, job_id)
         assert (job.accepting, job.documents_total) == (False, 2)
 
 
@@ -367,7 +367,7 @@ def test_quire_submit_api_of_a_prefix_passes_over_an_object_deleted_before_it_is
     assert (f"quire: s3://{s3_bucket}/inbox/b.pdf is missing (deleted since it was listed); "
             "passed over") in result.stderr
     with session_scope(engine) as s:
-        job = repo.get_job(s, job_id)
+        job = job_rows.get_job(s, job_id)
         assert (job.accepting, job.documents_total) == (False, 2)
-        assert sorted(d.source_uri for d in repo.job_documents(s, job_id)) == [
+        assert sorted(d.source_uri for d in job_rows.job_documents(s, job_id)) == [
             f"s3://{s3_bucket}/inbox/a.pdf", f"s3://{s3_bucket}/inbox/c.pdf"]

@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 from pipeline.api import views
 from pipeline.api.app import create_app
 from pipeline.config import Settings
+from pipeline.db import job_rows, repo, runs
 from pipeline.db import jobs as jobrepo
-from pipeline.db import repo, runs
 from pipeline.db.models import Document, DocumentStatus, Job, Line, LineStatus, Page
 from pipeline.db.session import make_engine, session_scope, upgrade
 from pipeline.types import BBox
@@ -30,7 +30,7 @@ def add_doc(s, job_id: str, i: int, status: str = "pending", *, pages=(), error=
     doc, _ = repo.upsert_document(s, sha256=f"{i:064d}", profile="p", name=f"d{i}.pdf",
                                   source_uri=f"file:///d{i}.pdf", size_bytes=1)
     for k, name in enumerate(names or [f"d{i}.pdf"]):
-        repo.link_job_document(s, job_id, doc.id, (position if position is not None else i) + k, name)
+        job_rows.link_job_document(s, job_id, doc.id, (position if position is not None else i) + k, name)
     for number, (n, read) in enumerate(pages, 1):
         page = repo.save_page(s, doc.id, number=number, image_key="k", width=100, height=50,
                               dpi=150, angle=0.0)
@@ -43,7 +43,7 @@ def add_doc(s, job_id: str, i: int, status: str = "pending", *, pages=(), error=
 
 
 def mixed_job(s, local_run=None) -> Job:
-    job = repo.create_job(s, settings={}, owner="alice", local_run=local_run)
+    job = job_rows.create_job(s, settings={}, owner="alice", local_run=local_run)
     add_doc(s, job.id, 0, "done", pages=[(3, 3), (2, 2)])
     add_doc(s, job.id, 1, "failed", pages=[(4, 1)], error="cannot render: damaged")
     add_doc(s, job.id, 2, "failed", pages=[(6, 2), (1, 0)], error=runs.STOPPED)  # unfinished
@@ -53,8 +53,8 @@ def mixed_job(s, local_run=None) -> Job:
     add_doc(s, job.id, 7, "pending")
     add_doc(s, job.id, 8, "failed", error=runs.KILLED, position=9)
     # A shared document: the other job's link does not count in this one.
-    other = repo.create_job(s, settings={}, owner="alice")
-    repo.link_job_document(s, other.id, add_doc(s, job.id, 10, "done", pages=[(2, 2)]), 0, "o.pdf")
+    other = job_rows.create_job(s, settings={}, owner="alice")
+    job_rows.link_job_document(s, other.id, add_doc(s, job.id, 10, "done", pages=[(2, 2)]), 0, "o.pdf")
     s.flush()
     return job
 
@@ -97,7 +97,7 @@ def counted() -> Iterator[dict[str, int]]:
 
 
 def big_job(s, n: int, owner: str = "alice") -> Job:
-    job = repo.create_job(s, settings={}, owner=owner)
+    job = job_rows.create_job(s, settings={}, owner=owner)
     for i in range(n):
         add_doc(s, job.id, i, "failed" if i % 2 else "done", error="bad" if i % 2 else None,
                 pages=[(2, 2 if i % 2 == 0 else 1)])
@@ -147,7 +147,7 @@ def test_job_list_takes_the_same_statements_for_one_job_or_many(api):
         assert len(api.get("/v1/jobs", headers=api.alice).json()["jobs"]) == 1
     with session_scope(api.engine) as s:
         for _ in range(7):
-            repo.create_job(s, settings={}, owner="alice")
+            job_rows.create_job(s, settings={}, owner="alice")
         big_job(s, 2)
     with counted() as many:
         jobs = api.get("/v1/jobs", headers=api.alice).json()["jobs"]
@@ -181,7 +181,7 @@ def test_documents_are_listed_a_page_at_a_time(api):
 
 
 def test_status_names_the_failed_beyond_the_first(capsys):
-    from pipeline.cli_distributed import _print_view
+    from pipeline.cli_jobs import _print_view
 
     view = {"id": "j", "status": "partial", "percent": 100.0, "lines": {"done": 1, "total": 2},
             "documents_count": {"total": 300, "done": 1, "failed": 299, "pending": 0},

@@ -12,8 +12,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from pipeline.config import RenderOptions
+from pipeline.pdf_render import _runs
 from pipeline.pdf_scans import ScanPages
-from pipeline.render import _runs, render_pages
+from pipeline.render import render_pages
 
 pytestmark = pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils missing")
 

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from pipeline import cleanup
-from pipeline.db import readings, repo, runs
+from pipeline.db import job_rows, readings, repo, runs
 from pipeline.db.models import Document, Line
 from pipeline.db.search import search_lines
 from pipeline.db.session import session_scope
@@ -88,27 +88,27 @@ def test_a_killed_run_s_job_is_stopped_and_the_next_run_goes_on_from_it(engine) 
         docs = [repo.upsert_document(s, sha256=hashlib.sha256(bytes([n])).hexdigest(), profile="p",
                                      name=f"{n}.pdf", source_uri="file:///x", size_bytes=1)[0].id
                 for n in range(3)]
-        killed = repo.create_job(s, settings={}, local_run=runs.local_run({"pid": 1}, inputs=5))
-        other = repo.create_job(s, settings={})  # a distributed job also wants document 2
+        killed = job_rows.create_job(s, settings={}, local_run=runs.local_run({"pid": 1}, inputs=5))
+        other = job_rows.create_job(s, settings={})  # a distributed job also wants document 2
         for position, doc in enumerate(docs):
-            repo.link_job_document(s, killed.id, doc, position)
+            job_rows.link_job_document(s, killed.id, doc, position)
             repo.start_document(s, doc)
-        repo.link_job_document(s, other.id, docs[2], 0)
+        job_rows.link_job_document(s, other.id, docs[2], 0)
         repo.finish_document(s, docs[0], 1)
         assert runs.settle_gone_runs(s, lambda run: False) == []  # still running
         assert runs.settle_gone_runs(s, lambda run: run["pid"] == 1) == [killed.id]
-        job = repo.get_job(s, killed.id)
+        job = job_rows.get_job(s, killed.id)
         assert (job.status, job.local_run["stopped"]) == ("stopped", "killed")
         statuses = [(d.status, d.error) for d in (repo.get_document(s, i) for i in docs)]
         assert statuses == [("done", None), ("failed", runs.KILLED), ("processing", None)]
-        assert repo.get_job(s, other.id).status == "queued"  # not a quire run's: never settled
+        assert job_rows.get_job(s, other.id).status == "queued"  # not a quire run's: never settled
 
-        later = repo.create_job(s, settings={}, local_run=runs.local_run({"pid": 2}, inputs=3))
-        repo.link_job_document(s, later.id, docs[1], 0)
+        later = job_rows.create_job(s, settings={}, local_run=runs.local_run({"pid": 2}, inputs=3))
+        job_rows.link_job_document(s, later.id, docs[1], 0)
         assert runs.went_on(s, later.id) == [killed.id]
         repo.finish_document(s, docs[1], 1)
-        assert repo.update_job_counts(s, killed.id).status == "stopped"  # not "done" now
-        assert repo.get_job(s, killed.id).local_run["went_on_in"] == later.id
+        assert job_rows.update_job_counts(s, killed.id).status == "stopped"  # not "done" now
+        assert job_rows.get_job(s, killed.id).local_run["went_on_in"] == later.id
 
 
 def test_a_run_on_another_host_is_taken_as_stopped_once_its_heartbeat_is_too_old(engine) -> None:
@@ -122,17 +122,17 @@ def test_a_run_on_another_host_is_taken_as_stopped_once_its_heartbeat_is_too_old
     elsewhere = {**here, "host": here["host"] + "-scanner2", "boot": "another-boot", "pid": 4242}
 
     def run_job(s, process, name: str, beats: bool = True, heartbeat_s: int = 30):
-        job = repo.create_job(s, settings={}, local_run=runs.local_run(process, 1, heartbeat_s=heartbeat_s))
+        job = job_rows.create_job(s, settings={}, local_run=runs.local_run(process, 1, heartbeat_s=heartbeat_s))
         doc, _ = repo.upsert_document(s, sha256=hashlib.sha256(name.encode()).hexdigest(), profile="p",
                                       name=name, source_uri="file:///x", size_bytes=1)
-        repo.link_job_document(s, job.id, doc.id, 0)
+        job_rows.link_job_document(s, job.id, doc.id, 0)
         repo.start_document(s, doc.id)
         if beats:
             assert runs.beat(s, job.id)
         return job.id, doc.id
 
     def heard(s, job_id: str, ago: timedelta) -> None:
-        repo.get_job(s, job_id).heartbeat_at = runs.database_now(s) - ago
+        job_rows.get_job(s, job_id).heartbeat_at = runs.database_now(s) - ago
         s.flush()
 
     with session_scope(engine) as s:
@@ -146,7 +146,7 @@ def test_a_run_on_another_host_is_taken_as_stopped_once_its_heartbeat_is_too_old
             heard(s, job_id, timedelta(minutes=10))
 
         assert runs.settle_gone_runs(s, run_process.is_gone, silent_after=300) == [silent]
-        job = repo.get_job(s, silent)
+        job = job_rows.get_job(s, silent)
         assert (job.status, job.local_run["stopped"]) == ("stopped", runs.BY_SILENCE)
         assert 595 <= job.local_run["silent_for"] <= 660 and job.local_run["silent_limit"] == 300
         assert (repo.get_document(s, silent_doc).status, repo.get_document(s, silent_doc).error) == (
@@ -157,7 +157,7 @@ def test_a_run_on_another_host_is_taken_as_stopped_once_its_heartbeat_is_too_old
         # A fresh heartbeat, one within three of the run's own beats, none at all (it cannot be
         # told), and this host's live process (looked at, not judged by its heartbeat): running.
         for job_id in (fresh, slow, older, mine):
-            assert repo.get_job(s, job_id).status == "queued"
+            assert job_rows.get_job(s, job_id).status == "queued"
         assert not runs.beat(s, silent)  # its job has ended: no more beats
         assert runs.beat(s, fresh)
         # Without a limit (callers that only look at processes), nothing is judged by heartbeat.

@@ -50,11 +50,11 @@ def test_a_poppler_child_killed_by_a_signal_does_not_fail_a_good_pdf(tmp_path, m
     import pdf2image
     from pdf2image.exceptions import PDFPageCountError
 
-    import pipeline.render
+    import pipeline.pdf_render
 
     pdf = write_pdf(tmp_path / "doc.pdf", 3)
     owner, attribute = {"pdfinfo": (pdf2image, "pdfinfo_from_path"),
-                        "pdftoppm": (pipeline.render, "_pdftoppm")}[program]
+                        "pdftoppm": (pipeline.pdf_render, "_pdftoppm")}[program]
     real = getattr(owner, attribute)
     killed: list[str] = []
 
@@ -432,7 +432,7 @@ def test_a_tiff_map_under_the_configured_limit_is_read_past_pillows(tmp_path, mo
 def test_line_folders_take_every_image_kind_quire_run_reads():
     """Training and `quire eval` list their own suffixes (they run without render's
     dependencies): they must not fall behind what `quire run` reads."""
-    from pipeline.render import IMAGE_SUFFIXES
+    from pipeline.document_checks import IMAGE_SUFFIXES
     from pipeline.training.evaluate import LINE_IMAGE_SUFFIXES
 
     assert set(LINE_IMAGE_SUFFIXES) == IMAGE_SUFFIXES

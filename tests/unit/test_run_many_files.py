@@ -179,8 +179,8 @@ def test_the_bar_counts_pages_as_files_are_reached_and_ends_at_the_pages_read(tm
     """The bar's total used to come from opening every file before the first page was read (a
     silent wait of minutes on a large archive); now each PDF's pages are counted once, as the run
     renders it, and files done before or copies are not opened for it."""
+    import pipeline.pdf_render
     import pipeline.process
-    import pipeline.render
     from pipeline.errors import CorruptDocumentError
 
     scans = tmp_path / "scans"
@@ -193,7 +193,7 @@ def test_the_bar_counts_pages_as_files_are_reached_and_ends_at_the_pages_read(tm
     pdf(scans / "e.pdf", 30, 2)
 
     counted: list[str] = []
-    real_info, real_segmented = pipeline.render._pdf_info, pipeline.process.segmented
+    real_info, real_segmented = pipeline.pdf_render._pdf_info, pipeline.process.segmented
 
     def pdf_info(path, first=None, last=None):
         if first is None:  # its page count (a range is asked for the pages' sizes)
@@ -208,7 +208,7 @@ def test_the_bar_counts_pages_as_files_are_reached_and_ends_at_the_pages_read(tm
             raise CorruptDocumentError("page 2 is damaged", source="d_torn.pdf")
         return real_segmented(page_image, **kwargs)
 
-    monkeypatch.setattr(pipeline.render, "_pdf_info", pdf_info)
+    monkeypatch.setattr(pipeline.pdf_render, "_pdf_info", pdf_info)
     monkeypatch.setattr(pipeline.process, "segmented", torn)
     result = CliRunner().invoke(app, ["run", str(scans)], catch_exceptions=False)
     assert "5 documents: 2 done, 1 copy of those (same bytes, read once), 1 already done (skipped), " \

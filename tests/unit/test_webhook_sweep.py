@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from pipeline.config import get_settings
+from pipeline.db import job_rows
 from pipeline.db import jobs as jobrepo
-from pipeline.db import repo
 from pipeline.db.session import session_scope
 from pipeline.queue import NOTIFY
 from pipeline.webhook_sweep import resend_overdue
@@ -72,14 +72,14 @@ def ended_job(engine, url: str) -> str:
                                           webhook_url=url)
     with session_scope(engine) as s:
         assert jobrepo.refresh_job(s, job.id).status == "done"
-        assert repo.get_job(s, job.id).webhook_due_at is not None
+        assert job_rows.get_job(s, job.id).webhook_due_at is not None
     return job.id
 
 
 def later(engine, job_id: str, seconds: float) -> None:
     """As if `seconds` had passed: the job's last try ended that much earlier."""
     with session_scope(engine) as s:
-        job = repo.get_job(s, job_id)
+        job = job_rows.get_job(s, job_id)
         job.webhook_due_at = job.webhook_due_at - timedelta(seconds=seconds)
 
 
@@ -103,7 +103,7 @@ def test_a_lost_webhook_is_queued_again_once_overdue_and_sent_once(engine, tasks
     assert headers[DELIVERY_HEADER] == body["delivery"] == jobrepo.delivery_id(job_id)
     assert body["event"] == "job.finished" and body["job"]["id"] == job_id
     with session_scope(engine) as s:
-        job = repo.get_job(s, job_id)
+        job = job_rows.get_job(s, job_id)
         assert job.webhook_sent_at is not None and job.webhook_due_at is None
         assert job.webhook_attempts == 2
     with engine.begin() as conn:
@@ -114,10 +114,10 @@ def test_a_lost_webhook_is_queued_again_once_overdue_and_sent_once(engine, tasks
 def test_a_webhook_whose_tries_are_spent_is_left(engine, tasks) -> None:
     job_id = ended_job(engine, "http://127.0.0.1:9/hook")  # nobody answers
     with session_scope(engine) as s:
-        repo.get_job(s, job_id).webhook_attempts = jobrepo.WEBHOOK_ATTEMPTS - 1
+        job_rows.get_job(s, job_id).webhook_attempts = jobrepo.WEBHOOK_ATTEMPTS - 1
     tasks.notify_job.run(job_id)  # the last try fails: given up, no retry
     with session_scope(engine) as s:
-        job = repo.get_job(s, job_id)
+        job = job_rows.get_job(s, job_id)
         assert (job.webhook_attempts, job.webhook_due_at, job.webhook_sent_at) == (
             jobrepo.WEBHOOK_ATTEMPTS, None, None)
     with engine.begin() as conn:
@@ -125,7 +125,7 @@ def test_a_webhook_whose_tries_are_spent_is_left(engine, tasks) -> None:
     assert resend_overdue(engine, GRACE_S, lambda *a: None) == []
     tasks.notify_job.run(job_id)  # queued anyway: no more tries
     with session_scope(engine) as s:
-        assert repo.get_job(s, job_id).webhook_attempts == jobrepo.WEBHOOK_ATTEMPTS
+        assert job_rows.get_job(s, job_id).webhook_attempts == jobrepo.WEBHOOK_ATTEMPTS
 
 
 def test_a_job_still_taking_documents_is_not_owed_its_webhook_yet(engine) -> None:
@@ -135,6 +135,6 @@ def test_a_job_still_taking_documents_is_not_owed_its_webhook_yet(engine) -> Non
                                           webhook_url="http://127.0.0.1:9/hook", accepting=True)
     with session_scope(engine) as s:
         assert jobrepo.refresh_job(s, job.id).status == "queued"
-        assert repo.get_job(s, job.id).webhook_due_at is None
+        assert job_rows.get_job(s, job.id).webhook_due_at is None
         assert jobrepo.set_accepting(s, job.id, False).status == "done"
-        assert repo.get_job(s, job.id).webhook_due_at is not None
+        assert job_rows.get_job(s, job.id).webhook_due_at is not None

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from pipeline.config import get_settings
-from pipeline.db import repo
+from pipeline.db import job_rows, repo
 from pipeline.db.session import make_engine, session_scope, upgrade
 from pipeline.queue import FINISH, INGEST, RECOGNIZE
 from pipeline.storage import LocalStore
@@ -94,7 +94,7 @@ def test_redelivered_tasks_do_no_work_twice(tasks, tmp_path, monkeypatch):
     module.finish_document_task.run(document_id)  # a second or redelivered finish changes nothing
     assert written == [document_id]  # ... and writes no export again
     with session_scope(engine) as s:
-        assert repo.get_job(s, job_a).status == repo.get_job(s, job_b).status == "done"
+        assert job_rows.get_job(s, job_a).status == job_rows.get_job(s, job_b).status == "done"
         assert repo.get_document(s, document_id).pages_done == 2
     sha = repo_sha(engine, document_id)
     assert store.exists(f"documents/{sha}/{options.profile}/exports/text.txt")
@@ -149,7 +149,7 @@ def test_a_model_that_cannot_be_loaded_fails_the_document_with_the_reason(tasks,
     with session_scope(engine) as s:
         doc = repo.get_document(s, document_id)
         assert doc.status == "failed" and "cannot load recognition model 'gone-model'" in doc.error
-        assert repo.get_job(s, job_id).status == "failed"
+        assert job_rows.get_job(s, job_id).status == "failed"
 
 
 def test_a_cancelled_job_stops_its_work_and_the_file_sent_again_goes_on(tasks, tmp_path, monkeypatch):
@@ -199,8 +199,8 @@ def test_a_cancelled_job_stops_its_work_and_the_file_sent_again_goes_on(tasks, t
         module.recognize_lines.run(batch, "m", 1)
     module.finish_document_task.run(doc_one)
     with session_scope(engine) as s:
-        assert repo.get_job(s, job_b).status == "done"
-        job = repo.get_job(s, job_a)
+        assert job_rows.get_job(s, job_b).status == "done"
+        job = job_rows.get_job(s, job_a)
         assert (job.status, job.documents_done) == ("cancelled", 1)
         with pytest.raises(JobFinishedError, match="already finished"):
             jobrepo.cancel_job(s, job_b)
@@ -218,7 +218,7 @@ def test_a_cancelled_job_stops_its_work_and_the_file_sent_again_goes_on(tasks, t
     module.finish_document_task.run(doc_two)
     assert FakeRecognizer.calls - calls_before == 8 - read_before
     with session_scope(engine) as s:
-        assert repo.get_job(s, job_c).status == "done"
+        assert job_rows.get_job(s, job_c).status == "done"
         assert repo.get_document(s, doc_two).error is None
 
 
@@ -273,7 +273,7 @@ def test_a_new_file_after_one_read_before_is_read_even_by_a_worker_that_takes_it
     module.finish_document_task.run(document_id)
     with session_scope(engine) as s:
         assert repo.get_document(s, document_id).page_count == 2
-        assert repo.get_job(s, job).status == "done"
+        assert job_rows.get_job(s, job).status == "done"
 
 
 def _bucket_with_letters(s3_server: str, bucket: str, tmp_path, pages: list[int]) -> None:
@@ -319,7 +319,7 @@ def test_a_watcher_pass_s_job_is_not_done_before_the_pass_has_sent_every_file(
     # queued, done, running, done, done).
     assert shown == ["queued", "running", "running", "running", "done"]
     with session_scope(engine) as s:
-        job = repo.get_job(s, result.job_id)
+        job = job_rows.get_job(s, result.job_id)
         assert (job.documents_total, job.documents_done, job.finished_at is not None) == (2, 2, True)
 
 
@@ -366,7 +366,7 @@ def test_a_database_that_restarts_mid_task_is_waited_for_not_the_batch_dropped(t
     [(_, document_id)] = {args for args in sent if args[0] == FINISH}
     module.finish_document_task.run(document_id)
     with session_scope(engine) as s:
-        assert repo.get_job(s, job).status == "done"
+        assert job_rows.get_job(s, job).status == "done"
         assert repo.lines_remaining(s, document_id) == 0
 
 
@@ -393,5 +393,5 @@ def test_a_task_that_fails_for_good_fails_its_document_with_the_reason(tasks, tm
         doc = repo.get_document(s, document_id)
         assert doc.status == "failed" and doc.error.startswith("ingest_document failed: ")
         assert "no such object" in doc.error
-        assert repo.get_job(s, job).status == "failed"
+        assert job_rows.get_job(s, job).status == "failed"
     assert (NOTIFY, job) in sent
