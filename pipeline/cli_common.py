@@ -9,6 +9,11 @@ from typing import NoReturn
 
 import typer
 
+# Options `quire run` and `quire lines` share, their defaults where the settings have them.
+DPI_HELP = "Resolution PDFs are rendered at. Default: QUIRE_RENDER__DPI, else 300."
+DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N. Default: QUIRE_DEVICE, else auto."
+
+
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """End the command with one line on stderr (no traceback) and exit status `code`."""

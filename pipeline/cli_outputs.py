@@ -14,7 +14,7 @@ import typer
 from pipeline.cli_common import fail as _fail
 from pipeline.cli_common import names_a_folder
 
-FORMAT_HELP = "alto, page, hocr, pdf, txt or json."
+FORMAT_HELP = "txt, json, hocr, alto, page, pdf (searchable) or pdfa (searchable PDF/A-2b, for archiving)."
 
 
 def _open():
@@ -29,9 +29,12 @@ def _open():
                                                 settings.s3_endpoint_url)
 
 
-def matching_documents(s, ref: str):
+PROCESS_FIRST = "; process it first (`quire run`, or `quire submit` and its workers)"
+
+
+def matching_documents(s, ref: str, hint: str = PROCESS_FIRST):
     """The documents `ref` names, in any state: its id, a source file (by SHA-256) or its name;
-    the one sent last first. NotFoundError, saying what was tried, when none does."""
+    the one sent last first. NotFoundError, saying what was tried and then `hint`, when none does."""
     from sqlalchemy import func, select
 
     from pipeline.db.models import Document, Job, JobDocument
@@ -59,7 +62,7 @@ def matching_documents(s, ref: str):
     if not candidates:
         where_db = s.get_bind().url.render_as_string(hide_password=True)
         raise NotFoundError(f"no document with {what} in {where_db} (QUIRE_HOME or "
-                            "QUIRE_DATABASE_URL); process it first (`quire run`, or `quire submit` and its workers)")
+                            f"QUIRE_DATABASE_URL){hint}")
     return candidates
 
 
@@ -82,7 +85,9 @@ def find_document(s, ref: str):
                    f"pass an id to choose another: {others}", err=True)
     if doc.status != DocumentStatus.DONE:
         error = f": {doc.error}" if doc.error else ""
-        raise QuireError(f"document {doc.name} ({doc.id}) is {doc.status}{error}")
+        # "failed: file is empty", not "is failed"; pending or processing: not read yet.
+        state = "failed" if doc.status == DocumentStatus.FAILED else f"is {doc.status}, not read yet"
+        raise QuireError(f"document {doc.name} ({doc.id}) {state}{error}")
     return doc
 
 
