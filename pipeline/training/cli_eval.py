@@ -133,12 +133,10 @@ def eval_command(
                 )
             _print_report(report, fold)
             reports.append(report)
-    except FileNotFoundError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    except FileNotFoundError as exc:  # "quire: ...", as every command's one-line errors
+        _fail(str(exc))
     except QuireError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from exc
+        _fail(str(exc), exc.exit_code)
     if json_path:
         # What was read with, so reports of two models or settings can be told apart and diffed.
         data = ({**reports[0].to_dict(), "reading": reading} if len(reports) == 1

@@ -152,3 +152,12 @@ def test_a_stopped_run_names_its_job_for_quire_status(home, tmp_path, monkeypatc
     assert found is not None, result.stderr
     status = quire("status", found.group(1))
     assert status.exit_code == 0 and f"job {found.group(1)}: stopped" in status.stdout, status.output
+
+
+def test_eval_errors_read_as_every_command_s_do(tmp_path):
+    """`quire eval` alone began its errors with "error:", every other command with "quire:"."""
+    missing = quire("eval", str(tmp_path / "nowhere"))
+    assert missing.exit_code == 2 and missing.stderr == f"quire: {tmp_path / 'nowhere'}: not a directory\n"
+    (tmp_path / "empty").mkdir()
+    empty = quire("eval", str(tmp_path / "empty"))
+    assert empty.exit_code == 2 and empty.stderr.startswith(f"quire: {tmp_path / 'empty'}: no line images")
