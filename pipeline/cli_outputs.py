@@ -271,7 +271,11 @@ def view(
         if open_browser:
             webbrowser.open(target.resolve().as_uri())
         return
-    server = make_server(html, port)
+    try:
+        server = make_server(html, port)
+    except OSError as exc:  # the port taken (another viewer), or not ours to bind (< 1024)
+        _fail(f"cannot serve the viewer on 127.0.0.1:{port} ({exc.strerror or exc}); give another "
+              f"--port, or leave it out for any free one (the page is written to {target})")
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     typer.echo(f"viewer for {result.name} at {url} (also written to {target}); Ctrl-C stops")
     if open_browser:

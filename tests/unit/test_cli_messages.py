@@ -161,3 +161,23 @@ def test_eval_errors_read_as_every_command_s_do(tmp_path):
     (tmp_path / "empty").mkdir()
     empty = quire("eval", str(tmp_path / "empty"))
     assert empty.exit_code == 2 and empty.stderr.startswith(f"quire: {tmp_path / 'empty'}: no line images")
+
+
+def test_view_on_a_port_in_use_says_so_in_one_line(home, tmp_path, monkeypatch):
+    """`quire view --port N` with N taken ended in a traceback (OSError: Address already in use)."""
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.full((200, 800), 255, np.uint8)).save("blank.png")  # one page, no line
+    assert quire("run", "blank.png", "--no-progress").exit_code == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = quire("view", "blank.png", "--port", str(port), "--no-open")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"quire: cannot serve the viewer on 127.0.0.1:{port} (Address already "
+                                    "in use); give another --port"), result.stderr
+    assert "Traceback" not in result.output
+    [page] = (home / "viewer").glob("*/blank.html")
+    assert f"(the page is written to {page})" in result.stderr
