@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli_common import DEVICE_HELP, DPI_HELP, counted
+from pipeline.cli_common import DEVICE_HELP, DPI_HELP, counted, file_in_the_way
 from pipeline.cli_common import fail as _fail
 from pipeline.config import (
     DECODINGS,
@@ -42,6 +42,9 @@ def check_out_folder(out: Path | None) -> None:
     """--out names a folder: a file there is refused before any work, not after the first page."""
     if out is not None and out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; give a folder (it is made if missing)")
+    blocking = file_in_the_way(out) if out is not None else None
+    if blocking is not None:  # else each document would fail once read, its output unwritable
+        _fail(f"--out {out}: {blocking} is a file, so the folder cannot be made")
 
 
 PRECISION_OPTION_HELP = PRECISION_HELP + " Default: QUIRE_RECOGNIZE__PRECISION, else auto."

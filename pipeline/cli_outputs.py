@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli_common import fail as _fail
-from pipeline.cli_common import names_a_folder
+from pipeline.cli_common import names_a_folder, write_output
 
 FORMAT_HELP = "txt, json, hocr, alto, page, pdf (searchable) or pdfa (searchable PDF/A-2b, for archiving)."
 
@@ -165,8 +165,7 @@ def export(
     # A folder takes the file where `quire run --out` puts it (sub1/same.txt apart from
     # sub2/same.txt), as `quire view --out DIR/` does.
     target = Path(out) / f"{mirrored_name(result.name)}.{extension}" if names_a_folder(out) else Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    write_output(target, data)
     typer.echo(f"wrote {target} ({len(data):,} bytes, {exporter.name})", err=True)
 
 
@@ -264,8 +263,7 @@ def view(
     target = settings.home / "viewer" / result.id / page
     if out:
         target = Path(out) / page if names_a_folder(out) else Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(html)
+    write_output(target, html)
     if not serve:
         typer.echo(target.resolve().as_uri())
         if open_browser:

@@ -181,3 +181,20 @@ def test_view_on_a_port_in_use_says_so_in_one_line(home, tmp_path, monkeypatch):
     assert "Traceback" not in result.output
     [page] = (home / "viewer").glob("*/blank.html")
     assert f"(the page is written to {page})" in result.stderr
+
+
+def test_an_out_path_through_a_file_is_one_line_before_any_work(home, tmp_path, monkeypatch):
+    """export and view --out under a file (scan.png/x.txt) ended in a FileExistsError traceback,
+    lines --out in a NotADirectoryError one; run read every document, then failed each."""
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.full((200, 800), 255, np.uint8)).save("blank.png")
+    assert quire("run", "blank.png", "--no-progress").exit_code == 0
+    for args in (["export", "blank.png"], ["view", "blank.png", "--no-serve", "--no-open"]):
+        result = quire(*args, "--out", "blank.png/sub/x")
+        assert result.exit_code == 2, result.output
+        assert result.stderr == "quire: cannot write blank.png/sub/x: blank.png is a file, not a folder\n"
+    for command in ("run", "lines"):
+        result = quire(command, "blank.png", "--out", "blank.png/sub", "--no-progress")
+        assert result.exit_code == 2, result.output
+        assert result.stderr == "quire: --out blank.png/sub: blank.png is a file, so the " \
+                                "folder cannot be made\n"
