@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli_common import counted
+from pipeline.cli_common import DEVICE_HELP, DPI_HELP, counted, file_in_the_way
 from pipeline.cli_common import fail as _fail
 from pipeline.config import (
     DECODINGS,
@@ -42,9 +42,15 @@ def check_out_folder(out: Path | None) -> None:
     """--out names a folder: a file there is refused before any work, not after the first page."""
     if out is not None and out.exists() and not out.is_dir():
         _fail(f"--out {out} is a file; give a folder (it is made if missing)")
+    blocking = file_in_the_way(out) if out is not None else None
+    if blocking is not None:  # else each document would fail once read, its output unwritable
+        _fail(f"--out {out}: {blocking} is a file, so the folder cannot be made")
 
 
 PRECISION_OPTION_HELP = PRECISION_HELP + " Default: QUIRE_RECOGNIZE__PRECISION, else auto."
+# Where a run's defaults come from, when an option is not given: `quire run --help` says.
+MODEL_HELP = (f"Recognition model: a shipped name ({DEFAULT_MODEL}), a folder, or a hub name. "
+              f"Default: QUIRE_MODEL, else {DEFAULT_MODEL}.")
 LANGUAGE_MODEL_HELP = (
     "Weigh in the model's character language model (char_lm.npz in its folder; the shipped model "
     "has one) when reading with rescore or ctc: unclear writing comes out as the likelier text. "
@@ -77,12 +83,12 @@ def _settings(**overrides) -> Settings:
 def run(
     paths: Annotated[list[Path], typer.Argument(help="PDF or image files, or folders (searched recursively).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write <name>.<ext> for each document here, mirroring the folders given; a file an earlier run wrote that is still as it was left is left alone (results are always kept in the database and store under QUIRE_HOME, default ./quire-data).")] = None,
-    model: Annotated[str | None, typer.Option(help=f"Recognition model: a shipped name ({DEFAULT_MODEL}), a folder, or a hub name.")] = None,
-    beam: Annotated[int | None, typer.Option(min=1, max=16, help="Beam width; 1 is greedy (fastest).")] = None,
-    dpi: Annotated[int | None, typer.Option(min=50, max=1200, help="Resolution PDFs are rendered at (default 300).")] = None,
+    model: Annotated[str | None, typer.Option(help=MODEL_HELP)] = None,
+    beam: Annotated[int | None, typer.Option(min=1, max=16, help="Beam width; 1 is greedy (fastest). Default: QUIRE_RECOGNIZE__BEAM, else 1.")] = None,
+    dpi: Annotated[int | None, typer.Option(min=50, max=1200, help=DPI_HELP)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="Comma-separated output formats: txt, json, hocr, alto, page, pdf (searchable), pdfa (searchable PDF/A-2b, for archiving).")] = "txt,json",
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
-    decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-6x faster), attention or rescore.")] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+    decode: Annotated[str | None, typer.Option(help="auto (the model's recorded decoding: rescore for the shipped model, the most accurate), ctc (2-6x faster), attention or rescore. Default: QUIRE_RECOGNIZE__DECODE, else auto.")] = None,
     precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,
     language_model: Annotated[bool | None, typer.Option(help=LANGUAGE_MODEL_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr: pages read (their total counted as the run reaches each file), documents finished of all; documents alone until a page is to be read (a rerun of files all done reads none).")] = True,
@@ -97,6 +103,9 @@ def run(
     same command later goes on where it stopped. The summary counts the files done before, naming
     a few, and names each failure (the first 100; `quire status JOB --list failed` names all).
     Exit status 1 if any document failed, 130 if stopped.
+
+    Example: `quire run scans/ --out results/ --format txt,pdf` writes results/box1/0001.txt and
+    results/box1/0001.ocr.pdf (searchable) for scans/box1/0001.pdf.
     """
     from tqdm import tqdm
 
@@ -109,6 +118,7 @@ def run(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         _fail(f"no such file or folder: {', '.join(missing)}")
+    runner: LocalRunner | None = None
     check_out_folder(out)
     if decode is not None and decode not in DECODINGS:
         _fail(f"--decode must be one of {', '.join(DECODINGS)}, not {decode!r}")
@@ -134,9 +144,9 @@ def run(
                              f"Quire's own searchable PDFs in --out {out}")
         _say_passed_over(found.links, LINKS_TO_FOLDERS, LINKS_NOT_FOLLOWED)
         _say_passed_over(found.specials, why=not_regular_files(found.specials))
+        _say_passed_over(found.others)  # first: a folder of .docx alone says what it held
         if not inputs:
             _fail("no PDF or image files found in " + ", ".join(map(str, paths)))
-        _say_passed_over(found.others)
         # Ctrl-C and SIGTERM: the first stops the run in order, a second ends it (pipeline/stopping.py).
         with stopping.handled():
             runner = LocalRunner(settings, exporters=exporters, out_dir=out, redo=redo)
@@ -150,8 +160,11 @@ def run(
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         stopping.ignore_more()  # the stop is recorded: more Ctrl-C cannot change how it ends
+        # The job, for `quire status JOB` (README): a stopped run prints no summary to name it.
+        job = runner.job_id if runner is not None else None
         typer.echo("quire: interrupted; documents and pages finished so far are kept, and the same "
-                   "command goes on from there", err=True)
+                   "command goes on from there" + (f"; job {job} (`quire status {job}`)" if job else ""),
+                   err=True)
         if stopping.again.is_set():  # a second Ctrl-C: out now, not after the interpreter's shutdown
             stopping.exit_now()
         raise typer.Exit(stopping.EXIT_STATUS) from None
@@ -234,7 +247,9 @@ def recognize(
 
 
 LINKS_TO_FOLDERS = ("link to a folder", "links to folders")
-LINKS_NOT_FOLLOWED = "not followed (a link back up would loop); give the folders they lead to"
+LINKS_NOT_FOLLOWED = ("not followed (a link back up would loop); give the folder it leads to",
+                      "not followed (a link back up would loop); give the folders they lead to")
+NOT_DOCUMENTS = ("not a PDF or an image by its suffix", "not PDFs or images by their suffix")
 
 
 def not_regular_files(names: list[str]) -> str:
@@ -243,10 +258,13 @@ def not_regular_files(names: list[str]) -> str:
 
 
 def _say_passed_over(names: list[str], what: tuple[str, str] = ("file", "files"),
-                     why: str = "not PDFs or images by their suffix") -> None:
+                     why: str | tuple[str, str] = NOT_DOCUMENTS) -> None:
     """One line for the files of the folders given (or objects under the prefixes given) that
-    are not read: notes, spreadsheets... `what`: the singular and plural of what they are."""
+    are not read: notes, spreadsheets... `what`: the singular and plural of what they are;
+    `why` the same, or one phrase for any count."""
     if names:
+        if not isinstance(why, str):  # "1 file ... not a PDF", never "1 file ... not PDFs"
+            why = why[0] if len(names) == 1 else why[1]
         shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         typer.echo(f"quire: {counted(len(names), *what)} passed over, {why}: {shown}", err=True)
 

@@ -10,11 +10,39 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+# Options `quire run` and `quire lines` share, their defaults where the settings have them.
+DPI_HELP = "Resolution PDFs are rendered at. Default: QUIRE_RENDER__DPI, else 300."
+DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N. Default: QUIRE_DEVICE, else auto."
+
+
 
 def fail(message: str, code: int = 2) -> NoReturn:
     """End the command with one line on stderr (no traceback) and exit status `code`."""
     typer.echo(f"quire: {message}", err=True)
     raise typer.Exit(code)
+
+
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file standing where `folder` or one of its parents should be (`scan.pdf` for
+    scan.pdf/out/), which no mkdir gets past; None if the folder can be made."""
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return None if path.is_dir() else path
+    return None
+
+
+def write_output(target: Path, data: bytes) -> None:
+    """Write an output file (export's, view's), its folders made. A path that cannot be written
+    (a file in the way, no permission, a full disk) ends the command with one line, not a
+    traceback."""
+    blocking = file_in_the_way(target.parent)
+    if blocking is not None:
+        fail(f"cannot write {target}: {blocking} is a file, not a folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    except OSError as exc:
+        fail(f"cannot write {target}: {exc.strerror or exc}")
 
 
 def names_a_folder(given: str) -> bool:

@@ -46,7 +46,8 @@ def delete(
         with session_scope(engine) as s:
             for ref in documents:
                 try:
-                    docs = matching_documents(s, ref)
+                    # Not "process it first": there is nothing of it to delete.
+                    docs = matching_documents(s, ref, hint="; nothing deleted for it")
                 except NotFoundError as exc:
                     typer.echo(f"quire: {exc}", err=True)
                     problems += 1

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.cli_common import DEVICE_HELP, DPI_HELP
+
 
 def lines(
     inputs: Annotated[list[Path], typer.Argument(
@@ -25,9 +27,9 @@ def lines(
     seed: Annotated[int, typer.Option(help="Seed of --sample's draw.")] = 0,
     images: Annotated[Path | None, typer.Option(
         help="Where the page images named in XML files are, if not beside them or one folder up.")] = None,
-    model: Annotated[str | None, typer.Option(help="The model whose readings are the drafts.")] = None,
-    dpi: Annotated[int | None, typer.Option(min=50, max=1200, help="Resolution PDFs are rendered at (default 300).")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    model: Annotated[str | None, typer.Option(help="The model whose readings are the drafts. Default: QUIRE_MODEL, else quire-line-v1.")] = None,
+    dpi: Annotated[int | None, typer.Option(min=50, max=1200, help=DPI_HELP)] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
 ) -> None:
     """Cut documents or PAGE/ALTO transcriptions into line pairs for `quire train` and `quire eval`.

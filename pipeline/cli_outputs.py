@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 
 from pipeline.cli_common import fail as _fail
-from pipeline.cli_common import names_a_folder
+from pipeline.cli_common import names_a_folder, write_output
 
-FORMAT_HELP = "alto, page, hocr, pdf, txt or json."
+FORMAT_HELP = "txt, json, hocr, alto, page, pdf (searchable) or pdfa (searchable PDF/A-2b, for archiving)."
 
 
 def _open():
@@ -29,9 +29,12 @@ def _open():
                                                 settings.s3_endpoint_url)
 
 
-def matching_documents(s, ref: str):
+PROCESS_FIRST = "; process it first (`quire run`, or `quire submit` and its workers)"
+
+
+def matching_documents(s, ref: str, hint: str = PROCESS_FIRST):
     """The documents `ref` names, in any state: its id, a source file (by SHA-256) or its name;
-    the one sent last first. NotFoundError, saying what was tried, when none does."""
+    the one sent last first. NotFoundError, saying what was tried and then `hint`, when none does."""
     from sqlalchemy import func, select
 
     from pipeline.db.models import Document, Job, JobDocument
@@ -59,7 +62,7 @@ def matching_documents(s, ref: str):
     if not candidates:
         where_db = s.get_bind().url.render_as_string(hide_password=True)
         raise NotFoundError(f"no document with {what} in {where_db} (QUIRE_HOME or "
-                            "QUIRE_DATABASE_URL); process it first (`quire run`, or `quire submit` and its workers)")
+                            f"QUIRE_DATABASE_URL){hint}")
     return candidates
 
 
@@ -82,7 +85,9 @@ def find_document(s, ref: str):
                    f"pass an id to choose another: {others}", err=True)
     if doc.status != DocumentStatus.DONE:
         error = f": {doc.error}" if doc.error else ""
-        raise QuireError(f"document {doc.name} ({doc.id}) is {doc.status}{error}")
+        # "failed: file is empty", not "is failed"; pending or processing: not read yet.
+        state = "failed" if doc.status == DocumentStatus.FAILED else f"is {doc.status}, not read yet"
+        raise QuireError(f"document {doc.name} ({doc.id}) {state}{error}")
     return doc
 
 
@@ -160,8 +165,7 @@ def export(
     # A folder takes the file where `quire run --out` puts it (sub1/same.txt apart from
     # sub2/same.txt), as `quire view --out DIR/` does.
     target = Path(out) / f"{mirrored_name(result.name)}.{extension}" if names_a_folder(out) else Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
+    write_output(target, data)
     typer.echo(f"wrote {target} ({len(data):,} bytes, {exporter.name})", err=True)
 
 
@@ -259,14 +263,17 @@ def view(
     target = settings.home / "viewer" / result.id / page
     if out:
         target = Path(out) / page if names_a_folder(out) else Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(html)
+    write_output(target, html)
     if not serve:
         typer.echo(target.resolve().as_uri())
         if open_browser:
             webbrowser.open(target.resolve().as_uri())
         return
-    server = make_server(html, port)
+    try:
+        server = make_server(html, port)
+    except OSError as exc:  # the port taken (another viewer), or not ours to bind (< 1024)
+        _fail(f"cannot serve the viewer on 127.0.0.1:{port} ({exc.strerror or exc}); give another "
+              f"--port, or leave it out for any free one (the page is written to {target})")
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     typer.echo(f"viewer for {result.name} at {url} (also written to {target}); Ctrl-C stops")
     if open_browser:

@@ -106,10 +106,10 @@ def submit(
     others, links, specials = passed_over(Path(s) for s in inputs if not s.startswith("s3://"))
     _say_passed_over(links, LINKS_TO_FOLDERS, LINKS_NOT_FOLLOWED)
     _say_passed_over(specials, why=not_regular_files(specials))
+    _say_passed_over(others)  # first: a folder of .docx alone says what it held
     if next(_sources(inputs), None) is None:
         suffixes = ", ".join(sorted(DOCUMENT_SUFFIXES))
         _fail(f"nothing to submit: no documents ({suffixes}) in {', '.join(inputs)}", 1)
-    _say_passed_over(others)
     _say_passed_over(_other_objects(inputs), ("object", "objects"))
     key = job_key or _default_key(inputs, options, None if api else owner)
     total = _count(inputs) if progress else None

@@ -109,6 +109,7 @@ class LocalRunner:
         self.outputs = OutputWriter(self.engine, self.store, exporters, out_dir)
         self._progress = RunProgress(None, 0)
         self._stop = threading.Event()  # set on Ctrl-C: the ingest thread ends at its next step
+        self.job_id: str | None = None  # the run's job once made: a stopped run names it
 
     def _default_recognizer(self) -> LineReader:
         from pipeline.recognize import Recognizer
@@ -138,6 +139,7 @@ class LocalRunner:
             runs.settle_gone_runs(s, run_process.is_gone, silent_after=self.settings.run.stale_seconds)
             job_id = job_rows.create_job(s, settings=self.options.as_dict(), local_run=runs.local_run(
                 run_process.this_process(), len(paths), self.redo, heartbeat_s=every)).id
+            self.job_id = job_id
             runs.beat(s, job_id)
             # A run killed after a --redo's adoption left what it was to delete: finished first.
             deletions = readings.pending_deletions(s)

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.cli_common import counted, names_a_folder
 from pipeline.cli_common import fail as _fail
-from pipeline.cli_common import names_a_folder
 from pipeline.config import DEFAULT_MODEL, RETRY_BELOW
 from pipeline.precision import PRECISION_HELP
 
@@ -88,8 +88,8 @@ def eval_command(
 ) -> None:
     """CER and WER (after NFC, quote and whitespace normalisation), lines/s and the worst lines.
 
-    Scores every line image (png, jpg, tif) that has a non-empty .gt.txt beside it and says how
-    many it left out; a folder of such folders (e.g. printed/, receipts/, handwritten/) is scored
+    Scores every line image (png, jpg, tif, webp, jp2...: any image `quire run` reads) that has a
+    non-empty .gt.txt beside it and says how many it left out; a folder of such folders (e.g. printed/, receipts/, handwritten/) is scored
     folder by folder, the model loaded once. Exit status 1 if an image could not be read."""
     from tqdm import tqdm
 
@@ -114,7 +114,7 @@ def eval_command(
         for folder in folders:
             found = line_images(folder)  # each .gt.txt read once: counted, then scored
             for why, count in left_out(found).items():
-                typer.echo(f"{folder}: left out {count} line images {why}", err=True)
+                typer.echo(f"{folder}: left out {counted(count, 'line image')} {why}", err=True)
             orphans = without_image_notice(folder)
             if orphans:
                 typer.echo(orphans, err=True)
@@ -133,12 +133,10 @@ def eval_command(
                 )
             _print_report(report, fold)
             reports.append(report)
-    except FileNotFoundError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    except FileNotFoundError as exc:  # "quire: ...", as every command's one-line errors
+        _fail(str(exc))
     except QuireError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from exc
+        _fail(str(exc), exc.exit_code)
     if json_path:
         # What was read with, so reports of two models or settings can be told apart and diffed.
         data = ({**reports[0].to_dict(), "reading": reading} if len(reports) == 1

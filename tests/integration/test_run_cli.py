@@ -46,7 +46,7 @@ def test_run_writes_text_json_rows_and_objects_then_skips_on_rerun(tmp_path, let
     assert result.exit_code == 0, result.output
     assert "1 document: 1 done" in result.output and "pages/min" in result.output
     assert f"read with {letter[1]} (" in result.output  # which model read it
-    assert "1 file passed over, not PDFs or images by their suffix: notes.gt.txt" in result.output
+    assert "1 file passed over, not a PDF or an image by its suffix: notes.gt.txt" in result.output
 
     # A link to a folder is not followed (a link back up would loop), and the run says so.
     linked = tmp_path / "linked"

@@ -354,6 +354,7 @@ def test_cli_token_create_list_revoke_and_status(tmp_path, sqlite_url, cli_home)
     (tmp_path / "empty" / "notes.txt").write_text("not a document")
     empty = CliRunner().invoke(app, ["submit", str(tmp_path / "empty"), "--no-progress"])
     assert empty.exit_code == 1 and "nothing to submit" in empty.output, empty.output
+    assert "quire: 1 file passed over, not a PDF or an image by its suffix: notes.txt" in empty.output
     docx = CliRunner().invoke(app, ["submit", str(tmp_path / "empty" / "notes.txt"), "-f", "docx"])
     assert docx.exit_code == 2 and "unknown format 'docx'" in docx.output, docx.output
     with session_scope(engine) as s:

@@ -240,10 +240,10 @@ def test_the_folders_given_are_walked_once_for_the_files_to_read_and_those_passe
     assert listed.count(scans) == 1 and listed.count(scans / "box1") == 1, listed
     err = result.stderr.splitlines()
     assert "quire: 1 link to a folder passed over, not followed (a link back up would loop); give the " \
-           "folders they lead to: elsewhere" in err, err
+           "folder it leads to: elsewhere" in err, err
     assert "quire: 1 file passed over, not a regular file (never opened: a pipe would hang): " \
            "pipe.pdf (a named pipe)" in err, err
-    assert "quire: 1 file passed over, not PDFs or images by their suffix: box1/notes.txt" in err, err
+    assert "quire: 1 file passed over, not a PDF or an image by its suffix: box1/notes.txt" in err, err
     assert "2 documents: 2 done" in result.stdout
 
 

@@ -340,7 +340,7 @@ def test_eval_command_writes_json(tmp_path: Path) -> None:
     args = [str(lines), "--model", str(tmp_path / "m"), "--device", "cpu", "--no-progress"]
     partial = CliRunner().invoke(app, args)
     assert partial.exit_code == 1, partial.output
-    assert "left out 1 line images without a .gt.txt" in partial.output
+    assert "left out 1 line image without a .gt.txt" in partial.output
     assert "skipped c.png: not a readable image" in partial.output
     # A .gt.txt in another encoding is named, not a traceback.
     (lines / "c.gt.txt").write_bytes("Stra\xdfe".encode("latin-1"))

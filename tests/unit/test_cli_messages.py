@@ -1,0 +1,200 @@
+"""What a new user reads from `quire` on the embedded default: help that names every format and
+where each default comes from, and messages whose counts, states and hints are right."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.config import get_settings
+from pipeline.exporters import ALIASES, formats
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def quire(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def typed_formats() -> list[str]:
+    """The format names as the command line spells them (txt, not text)."""
+    typed = {name: alias for alias, name in ALIASES.items() if alias == "txt"}
+    return [typed.get(name, name) for name in formats()]
+
+
+def test_export_and_run_help_and_the_readme_name_every_format():
+    """`quire export --help` and the README's command lines left out pdfa, which both take."""
+    export_help = " ".join(quire("export", "--help").output.split())
+    run_help = " ".join(quire("run", "--help").output.split())
+    readme = README.read_text(encoding="utf-8")
+    run_line = re.search(r"^quire run PATH\.\.\. .*$", readme, re.MULTILINE)
+    export_line = re.search(r"^quire export DOC .*$", readme, re.MULTILINE)
+    assert run_line is not None and export_line is not None
+    for name in typed_formats():
+        assert re.search(rf"\b{name}\b", export_help), (name, export_help)
+        assert re.search(rf"\b{name}\b", run_help), (name, run_help)
+        assert re.search(rf"[ ,|]{name}[ ,|\]]", run_line.group(0)), (name, run_line.group(0))
+        assert re.search(rf"[ |]{name}[ |]", export_line.group(0)), (name, export_line.group(0))
+
+
+def test_run_help_says_where_each_default_comes_from_and_gives_an_example():
+    """--model, --beam, --device and --decode showed no default at all."""
+    text = " ".join(quire("run", "--help").output.split())
+    for default in ("QUIRE_MODEL, else quire-line-v1", "QUIRE_RECOGNIZE__BEAM, else 1",
+                    "QUIRE_RENDER__DPI, else 300", "QUIRE_DEVICE, else auto",
+                    "QUIRE_RECOGNIZE__DECODE, else auto"):
+        assert default in text, default
+    assert "Example: `quire run scans/ --out results/" in text
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Iterator[Path]:
+    home = tmp_path / "home"
+    monkeypatch.setenv("QUIRE_HOME", str(home))
+    for name in ("QUIRE_DATABASE_URL", "QUIRE_STORAGE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield home
+    get_settings.cache_clear()
+
+
+def test_a_failed_document_is_said_to_have_failed_with_its_reason(home, tmp_path, monkeypatch):
+    """`quire export empty.pdf` said "document empty.pdf (...) is failed: file is empty"."""
+    monkeypatch.chdir(tmp_path)
+    Path("empty.pdf").write_bytes(b"")
+    ran = quire("run", "empty.pdf", "--no-progress")
+    assert ran.exit_code == 1 and "FAILED empty.pdf: file is empty" in ran.stdout, ran.output
+    for command in ("export", "view"):
+        result = quire(command, "empty.pdf", "--no-serve") if command == "view" else quire(command, "empty.pdf")
+        assert result.exit_code == 1, result.output
+        assert re.fullmatch(r"quire: document empty\.pdf \([0-9a-f-]+\) failed: file is empty\n",
+                            result.stderr), result.stderr
+
+
+def test_delete_of_a_name_never_read_does_not_say_to_process_it_first(home, tmp_path):
+    empty = tmp_path / "empty.pdf"
+    empty.write_bytes(b"")
+    quire("run", str(empty), "--no-progress")
+    result = quire("delete", "never.pdf", "--yes")
+    assert result.exit_code == 1, result.output
+    assert "quire: no document with id or name 'never.pdf' in sqlite:///" in result.stderr
+    assert result.stderr.rstrip().endswith("; nothing deleted for it"), result.stderr
+    assert "process it first" not in result.stderr
+    # export still says how to get a document that is not there
+    assert "process it first (`quire run`" in quire("export", "never.pdf").stderr
+
+
+def test_files_passed_over_in_a_folder_are_counted_in_the_right_number(home, tmp_path):
+    """"1 file passed over, not PDFs or images by their suffix"."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "empty.pdf").write_bytes(b"")
+    (scans / "notes.txt").write_text("notes")
+    one = quire("run", str(scans), "--no-progress")
+    assert "quire: 1 file passed over, not a PDF or an image by its suffix: notes.txt" in one.stderr, one.output
+    (scans / "more.txt").write_text("more")
+    two = quire("run", str(scans), "--no-progress")
+    assert "quire: 2 files passed over, not PDFs or images by their suffix: more.txt, notes.txt" in two.stderr
+
+
+def test_a_folder_with_no_documents_names_what_it_held(home, tmp_path):
+    """The run failed with "no PDF or image files found" without the "passed over" line that
+    names what was there (letter.docx), which it printed only when there was something to read."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "letter.docx").write_bytes(b"PK")
+    result = quire("run", str(scans), "--no-progress")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        "quire: 1 file passed over, not a PDF or an image by its suffix: letter.docx",
+        f"quire: no PDF or image files found in {scans}"]
+
+
+def test_eval_counts_one_line_image_left_out_in_the_singular(tmp_path, monkeypatch):
+    from pipeline.training import cli_eval
+
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.full((20, 120), 255, dtype=np.uint8)).save(lines / f"{name}.png")
+    (lines / "a.gt.txt").write_text("read")
+    monkeypatch.setattr(cli_eval, "_recognizer_fn", lambda *args: (
+        lambda crops: [("read", 1.0)] * len(crops), {}, None))
+    monkeypatch.setattr("pipeline.training.preflight.unwritable_notice", lambda *args: "")
+    result = quire("eval", str(lines), "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert f"{lines}: left out 1 line image without a .gt.txt" in result.stderr, result.stderr
+
+
+def test_a_stopped_run_names_its_job_for_quire_status(home, tmp_path, monkeypatch):
+    """Ctrl-C printed no job id, so `quire status JOB` (as the README says) had nothing to go on."""
+    from pipeline.runner import LocalRunner
+
+    scan = tmp_path / "scan.png"
+    page = np.full((300, 800), 255, np.uint8)
+    page[100:130, 50:750] = 0
+    Image.fromarray(page).save(scan)
+
+    def interrupted(self, events):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalRunner, "_consume", interrupted)
+    result = quire("run", str(scan), "--no-progress")
+    assert result.exit_code == 130, result.output
+    found = re.search(r"; job ([0-9a-f-]{36}) \(`quire status \1`\)\n", result.stderr)
+    assert found is not None, result.stderr
+    status = quire("status", found.group(1))
+    assert status.exit_code == 0 and f"job {found.group(1)}: stopped" in status.stdout, status.output
+
+
+def test_eval_errors_read_as_every_command_s_do(tmp_path):
+    """`quire eval` alone began its errors with "error:", every other command with "quire:"."""
+    missing = quire("eval", str(tmp_path / "nowhere"))
+    assert missing.exit_code == 2 and missing.stderr == f"quire: {tmp_path / 'nowhere'}: not a directory\n"
+    (tmp_path / "empty").mkdir()
+    empty = quire("eval", str(tmp_path / "empty"))
+    assert empty.exit_code == 2 and empty.stderr.startswith(f"quire: {tmp_path / 'empty'}: no line images")
+
+
+def test_view_on_a_port_in_use_says_so_in_one_line(home, tmp_path, monkeypatch):
+    """`quire view --port N` with N taken ended in a traceback (OSError: Address already in use)."""
+    import socket
+
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.full((200, 800), 255, np.uint8)).save("blank.png")  # one page, no line
+    assert quire("run", "blank.png", "--no-progress").exit_code == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = quire("view", "blank.png", "--port", str(port), "--no-open")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"quire: cannot serve the viewer on 127.0.0.1:{port} (Address already "
+                                    "in use); give another --port"), result.stderr
+    assert "Traceback" not in result.output
+    [page] = (home / "viewer").glob("*/blank.html")
+    assert f"(the page is written to {page})" in result.stderr
+
+
+def test_an_out_path_through_a_file_is_one_line_before_any_work(home, tmp_path, monkeypatch):
+    """export and view --out under a file (scan.png/x.txt) ended in a FileExistsError traceback,
+    lines --out in a NotADirectoryError one; run read every document, then failed each."""
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.full((200, 800), 255, np.uint8)).save("blank.png")
+    assert quire("run", "blank.png", "--no-progress").exit_code == 0
+    for args in (["export", "blank.png"], ["view", "blank.png", "--no-serve", "--no-open"]):
+        result = quire(*args, "--out", "blank.png/sub/x")
+        assert result.exit_code == 2, result.output
+        assert result.stderr == "quire: cannot write blank.png/sub/x: blank.png is a file, not a folder\n"
+    for command in ("run", "lines"):
+        result = quire(command, "blank.png", "--out", "blank.png/sub", "--no-progress")
+        assert result.exit_code == 2, result.output
+        assert result.stderr == "quire: --out blank.png/sub: blank.png is a file, so the " \
+                                "folder cannot be made\n"
