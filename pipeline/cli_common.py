@@ -15,7 +15,6 @@ DPI_HELP = "Resolution PDFs are rendered at. Default: QUIRE_RENDER__DPI, else 30
 DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N. Default: QUIRE_DEVICE, else auto."
 
 
-
 def fail(message: str, code: int = 2) -> NoReturn:
     """End the command with one line on stderr (no traceback) and exit status `code`."""
     typer.echo(f"quire: {message}", err=True)
