@@ -109,7 +109,9 @@ def search_lines(
     # same text at the same place is one hit, the best ranked. Twice the rows allow for that.
     params = {"q": match, "limit": 2 * limit, "owner": owner, "a": MARK_START, "b": MARK_END}
     if dialect == "sqlite":
-        rows, own_marks = _sqlite_own_lines(s, sql.format(where=where), params)
+        # A tenant's (owner's) hits may be few among everyone's best matches: no window then.
+        windowed = owner is None
+        rows, own_marks = _sqlite_own_lines(s, sql.format(where=where), params, windowed)
     else:
         rows, own_marks = list(s.execute(text(sql.format(where=where)), params)), {}
     # Run-on hits compete with the lines' own on score (both full-text ranks of a line's text,
@@ -145,14 +147,16 @@ def search_lines(
     return hits[:limit]
 
 
-def _sqlite_own_lines(s: Session, sql: str, params: dict[str, Any]) -> tuple[list[Any], dict[int, str]]:
+def _sqlite_own_lines(s: Session, sql: str, params: dict[str, Any],
+                      windowed: bool = True) -> tuple[list[Any], dict[int, str]]:
     """The lines' own hits on SQLite (SQLITE_SEARCH) and their marks by line id. The window of
     the best-ranked matches gives the same hits as all of them unless the filters left fewer
     than the limit of it, or the last hit ties with the window's last match (ties are ordered by
     name and place, which the window did not look at): then every match is ranked."""
     query = text(sql)
     rows: list[Any] = []
-    for window in (max(SQLITE_WINDOW, 2 * params["limit"]), -1):
+    windows = (max(SQLITE_WINDOW, 2 * params["limit"]), -1) if windowed else (-1,)
+    for window in windows:
         rows = list(s.execute(query, {**params, "window": window}))
         if window < 0 or (rows and rows[0].ranked_rows < window) or (
                 len(rows) == params["limit"] and rows[-1].rank < rows[0].edge):
