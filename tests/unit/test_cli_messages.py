@@ -198,3 +198,13 @@ def test_an_out_path_through_a_file_is_one_line_before_any_work(home, tmp_path, 
         assert result.exit_code == 2, result.output
         assert result.stderr == "quire: --out blank.png/sub: blank.png is a file, so the " \
                                 "folder cannot be made\n"
+
+
+def test_an_unknown_format_lists_the_names_users_type():
+    """`quire export X -f docx` listed "text", which the help, the README and the defaults call txt."""
+    result = quire("export", "x.pdf", "-f", "docx")
+    assert result.exit_code == 2
+    assert result.stderr == ("quire: unknown format 'docx'; valid formats: txt, json, hocr, alto, "
+                             "page, pdf, pdfa\n"), result.stderr
+    assert quire("export", "x.pdf", "-f", "").stderr.endswith("valid formats: txt, json, hocr, alto, "
+                                                              "page, pdf, pdfa\n")
