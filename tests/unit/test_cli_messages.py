@@ -208,3 +208,30 @@ def test_an_unknown_format_lists_the_names_users_type():
                              "page, pdf, pdfa\n"), result.stderr
     assert quire("export", "x.pdf", "-f", "").stderr.endswith("valid formats: txt, json, hocr, alto, "
                                                               "page, pdf, pdfa\n")
+
+
+def test_search_says_when_the_limit_leaves_hits_out(home, monkeypatch):
+    """`quire search WORDS --limit 3` printed 3 hits and no sign that there were more."""
+    from pipeline.db.session import open_database
+    from pipeline.search import SearchHit
+    from pipeline.types import BBox
+
+    open_database(get_settings().resolved_database_url())  # an empty database: search reads one
+    found = [SearchHit(document_id="d1", document_name="letter.pdf", page=1, line=n, text="Archives",
+                       bbox=BBox(0, 0, 10, 10), confidence=0.9, score=1.0, marked="Archives")
+             for n in range(1, 601)]
+    hits = 5
+    monkeypatch.setattr("pipeline.db.search.search_lines",
+                        lambda s, words, limit, superseded: found[:min(limit, hits)])
+    three = quire("search", "Archives", "--limit", "3")
+    assert three.exit_code == 0 and len(three.stdout.splitlines()) == 3, three.output
+    assert three.stderr == "quire: the first 3 hits shown; --limit N shows more (at most 500)\n"
+    assert quire("search", "Archives", "--limit", "3", "--json").stderr == three.stderr
+    five = quire("search", "Archives", "--limit", "5")  # all there are: nothing left out
+    assert len(five.stdout.splitlines()) == 5 and five.stderr == ""
+    hits = 600
+    most = quire("search", "Archives", "--limit", "500")
+    assert len(most.stdout.splitlines()) == 500
+    assert most.stderr == ("quire: the first 500 hits shown, the most search gives (there may be more); "
+                           "more words narrow it\n")
+    assert quire("search", "Archives", "--limit", "501").exit_code == 2
