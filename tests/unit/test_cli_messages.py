@@ -235,3 +235,28 @@ def test_search_says_when_the_limit_leaves_hits_out(home, monkeypatch):
     assert most.stderr == ("quire: the first 500 hits shown, the most search gives (there may be more); "
                            "more words narrow it\n")
     assert quire("search", "Archives", "--limit", "501").exit_code == 2
+
+
+def test_status_and_cancel_take_a_job_id_s_first_characters(home):
+    """`quire status 32ebb9c9` (the start of a job's id, as git takes a commit's) said "no job"."""
+    from pipeline.db.models import Job
+    from pipeline.db.session import open_database, session_scope
+
+    ids = ["32ebb9c9-1111-4111-8111-111111111111", "32ebb9c9-2222-4222-8222-222222222222",
+           "7a1b2c3d-3333-4333-8333-333333333333"]
+    with session_scope(open_database(get_settings().resolved_database_url())) as s:
+        for n, job_id in enumerate(ids):
+            s.add(Job(id=job_id, settings={}, status="queued" if n == 2 else "done"))
+    one = quire("status", "7a1b2c3d")
+    assert one.exit_code == 0 and one.stdout.startswith(f"job {ids[2]}: queued"), one.output
+    assert quire("status", "32ebb9c9-2").stdout.startswith(f"job {ids[1]}: done")
+    assert quire("status", "7a1b2c3d", "--list", "all").exit_code == 0
+    several = quire("status", "32ebb9c9")
+    assert several.exit_code == 2 and several.stderr == (
+        f"quire: several jobs' ids start with 32ebb9c9: {ids[0]}, {ids[1]}; give more of the one you mean\n")
+    assert quire("cancel", "32ebb9c9").stderr == several.stderr
+    for unknown in ("0000000a", "7a1b2c3"):  # no job starts so; too short to be taken as a start
+        none = quire("status", unknown)
+        assert none.exit_code == 1 and none.stderr == f"quire: no job {unknown}\n"
+    cancelled = quire("cancel", "7a1b2c3d")
+    assert cancelled.exit_code == 0 and cancelled.stdout.startswith(f"job {ids[2]}: cancelled"), cancelled.output
