@@ -260,3 +260,41 @@ def test_status_and_cancel_take_a_job_id_s_first_characters(home):
         assert none.exit_code == 1 and none.stderr == f"quire: no job {unknown}\n"
     cancelled = quire("cancel", "7a1b2c3d")
     assert cancelled.exit_code == 0 and cancelled.stdout.startswith(f"job {ids[2]}: cancelled"), cancelled.output
+
+
+def test_unreadable_line_images_are_said_in_words_not_python_class_names(tmp_path, monkeypatch):
+    """eval and recognize said "not a readable image (UnidentifiedImageError)" or "(OSError)"."""
+    from pipeline.recognize import Recognizer
+    from pipeline.training import cli_eval
+
+    lines = tmp_path / "lines"
+    lines.mkdir()
+    Image.fromarray(np.full((20, 120), 255, dtype=np.uint8)).save(lines / "ok.png")
+    Image.fromarray(np.full((20, 120), 128, dtype=np.uint8)).save(lines / "cut.jpg")
+    (lines / "cut.jpg").write_bytes((lines / "cut.jpg").read_bytes()[:300])
+    (lines / "notes.png").write_bytes(b"not an image")
+    (lines / "empty.png").write_bytes(b"")
+    for name in ("ok", "cut", "notes", "empty"):
+        (lines / f"{name}.gt.txt").write_text("read")
+    said = {"cut.jpg": "cut short: the image data ends early (copy the file again)",
+            "empty.png": "file is empty",
+            "notes.png": "not an image Pillow can read (damaged, or in a format it does not know)"}
+    monkeypatch.setattr(cli_eval, "_recognizer_fn", lambda *args: (
+        lambda crops: [("read", 1.0)] * len(crops), {}, None))
+    monkeypatch.setattr("pipeline.training.preflight.unwritable_notice", lambda *args: "")
+    evaluated = quire("eval", str(lines), "--no-progress")
+    assert evaluated.exit_code == 1, evaluated.output
+    for name, reason in said.items():
+        assert f"skipped {name}: {reason}\n" in evaluated.stderr, evaluated.stderr
+
+    class Reader:
+        def recognize(self, crops):
+            raise AssertionError("no line to read")
+
+    monkeypatch.setattr(Recognizer, "from_settings", classmethod(lambda cls, *a, **k: Reader()))
+    (lines / "ok.png").unlink()
+    recognized = quire("recognize", str(lines), "--no-progress")
+    assert recognized.exit_code == 1, recognized.output
+    assert sorted(recognized.stderr.splitlines()) == [f"quire: {lines / name}: {reason}"
+                                                      for name, reason in sorted(said.items())]
+    assert "Error" not in evaluated.output + recognized.output
