@@ -298,3 +298,17 @@ def test_unreadable_line_images_are_said_in_words_not_python_class_names(tmp_pat
     assert sorted(recognized.stderr.splitlines()) == [f"quire: {lines / name}: {reason}"
                                                       for name, reason in sorted(said.items())]
     assert "Error" not in evaluated.output + recognized.output
+
+
+def test_a_truncated_jpeg_fails_with_its_reason_in_one_pair_of_parentheses(home, tmp_path, monkeypatch):
+    """It failed with "page 1 is truncated or damaged (image file is truncated (0 bytes not processed))"."""
+    monkeypatch.chdir(tmp_path)
+    noise = np.random.default_rng(0).integers(0, 255, (300, 300), dtype=np.uint8)
+    Image.fromarray(noise).save("whole.jpg")
+    Path("cut.jpg").write_bytes(Path("whole.jpg").read_bytes()[:-200])
+    result = quire("run", "cut.jpg", "--no-progress")
+    assert result.exit_code == 1, result.output
+    failed = re.search(r"FAILED cut\.jpg: (.*)", result.stdout)
+    assert failed is not None, result.output
+    assert re.fullmatch(r"page 1 is truncated or damaged \(image file is truncated: \d+ bytes not processed\)",
+                        failed.group(1)), failed.group(1)
