@@ -312,3 +312,16 @@ def test_a_truncated_jpeg_fails_with_its_reason_in_one_pair_of_parentheses(home,
     assert failed is not None, result.output
     assert re.fullmatch(r"page 1 is truncated or damaged \(image file is truncated: \d+ bytes not processed\)",
                         failed.group(1)), failed.group(1)
+
+
+def test_build_lm_errors_read_as_every_command_s_do(tmp_path):
+    """`quire build-lm` alone began its errors with "error:", every other command with "quire:"."""
+    wrong = quire("build-lm", str(tmp_path / "lm.txt"))
+    assert wrong.exit_code == 2 and wrong.stderr == f"quire: {tmp_path / 'lm.txt'}: give a model folder or a .npz file\n"
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    bad = quire("build-lm", str(tmp_path / "lm.npz"), "--text", str(tmp_path / "latin1.txt"))
+    assert bad.exit_code == 2 and bad.stderr.startswith(f"quire: {tmp_path / 'latin1.txt'}: cannot read it as "
+                                                        "UTF-8 text ("), bad.stderr
+    (tmp_path / "lines").mkdir()
+    empty = quire("build-lm", str(tmp_path / "lm.npz"), "--text", str(tmp_path / "lines"))
+    assert empty.exit_code == 2 and empty.stderr.startswith("quire: "), empty.stderr
