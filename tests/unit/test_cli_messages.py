@@ -325,3 +325,17 @@ def test_build_lm_errors_read_as_every_command_s_do(tmp_path):
     (tmp_path / "lines").mkdir()
     empty = quire("build-lm", str(tmp_path / "lm.npz"), "--text", str(tmp_path / "lines"))
     assert empty.exit_code == 2 and empty.stderr.startswith("quire: "), empty.stderr
+
+
+def test_a_run_that_reads_no_page_gives_no_rate(home, tmp_path, monkeypatch):
+    """A rerun of files all done before said "0 pages, 0 lines in 0.2 s (0.0 pages/min)"."""
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.full((200, 800), 255, np.uint8)).save("blank.png")  # one page, no line
+    first = quire("run", "blank.png", "--no-progress")
+    assert first.exit_code == 0, first.output
+    assert re.match(r"1 document: 1 done, 0 already done \(skipped\), 0 failed; 1 page, 0 lines in "
+                    r"\d+\.\d s \(\d+\.\d pages/min\)\n", first.stdout), first.stdout
+    again = quire("run", "blank.png", "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert re.match(r"1 document: 0 done, 1 already done \(skipped\), 0 failed; no page read \(\d+\.\d s\)\n",
+                    again.stdout), again.stdout
