@@ -185,7 +185,7 @@ def recognize(
     tsv: Annotated[bool, typer.Option(help="Print path<TAB>text<TAB>confidence per line.")] = False,
     quantize: Annotated[bool, typer.Option(help="int8 dynamic quantization (CPU).")] = False,
     precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     decode: Annotated[str, typer.Option(
         help="auto (what the model's config records: rescore for the shipped model), attention "
              "(the decoder generates; --beam applies), ctc (the encoder's CTC head reads; Quire's "

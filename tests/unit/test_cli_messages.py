@@ -339,3 +339,15 @@ def test_a_run_that_reads_no_page_gives_no_rate(home, tmp_path, monkeypatch):
     assert again.exit_code == 0, again.output
     assert re.match(r"1 document: 0 done, 1 already done \(skipped\), 0 failed; no page read \(\d+\.\d s\)\n",
                     again.stdout), again.stdout
+
+
+def test_eval_and_recognize_say_they_take_cuda_n_as_run_does(tmp_path):
+    """`quire eval --device` said "auto, cpu or cuda" though it takes cuda:N as run does; a device
+    torch does not know (gpu) ended in a RuntimeError traceback."""
+    for command in ("run", "recognize", "eval"):
+        text = " ".join(quire(command, "--help").output.split())
+        assert "--device <str> auto (CUDA when present), cpu, cuda or cuda:N." in text, (command, text)
+    assert "cuda or cuda:N. Default: QUIRE_DEVICE, else auto." in " ".join(quire("recognize", "--help").output.split())
+    (tmp_path / "lines").mkdir()
+    wrong = quire("eval", str(tmp_path / "lines"), "--device", "gpu")
+    assert wrong.exit_code == 2 and wrong.stderr == "quire: bad setting --device='gpu': use auto, cpu, cuda or cuda:N\n"
