@@ -351,3 +351,19 @@ def test_eval_and_recognize_say_they_take_cuda_n_as_run_does(tmp_path):
     (tmp_path / "lines").mkdir()
     wrong = quire("eval", str(tmp_path / "lines"), "--device", "gpu")
     assert wrong.exit_code == 2 and wrong.stderr == "quire: bad setting --device='gpu': use auto, cpu, cuda or cuda:N\n"
+
+
+def test_an_out_folder_inside_the_folder_given_is_passed_over_in_one_line(home, tmp_path, monkeypatch):
+    """`cd scans && quire run . --out out`, run again, called Quire's own out/*.txt and *.json
+    "files passed over, not PDFs or images by their suffix"."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    monkeypatch.chdir(scans)
+    Image.fromarray(np.full((200, 800), 255, np.uint8)).save("blank.png")
+    first = quire("run", ".", "--out", "out", "-f", "txt,json,alto,pdf", "--no-progress")
+    assert first.exit_code == 0 and first.stderr == "", first.output
+    assert len(list((scans / "out").iterdir())) == 4
+    again = quire("run", ".", "--out", "out", "-f", "txt,json,alto,pdf", "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert again.stderr == "quire: 1 folder passed over, Quire's own outputs (--out): out\n", again.stderr
+    assert "1 document: 0 done, 1 already done (skipped)" in again.stdout
