@@ -131,10 +131,15 @@ def run(
                              render__rotate_pages=rotate_pages)
         # Quire's own store and database, when a folder given holds them, are not walked.
         own = own_data(settings.resolved_database_url(), settings.resolved_storage_url())
-        found = find_inputs(paths, skip=own)  # one walk: the files to read and those passed over
+        # So is an --out inside a folder given (`cd scans && quire run . --out out`): its .txt,
+        # .json... are a run's outputs, not files to name one by one as "not a PDF".
+        outputs = under_folders({out.resolve()}, paths) if out is not None else []
+        found = find_inputs(paths, skip=own | set(outputs))  # one walk: the files to read and those passed over
         inputs = found.documents
         _say_passed_over([str(p) for p in under_folders(own, paths)], ("place", "places"),
                          "Quire's own store and database (QUIRE_HOME)")
+        _say_passed_over([str(out)] if outputs else [], ("folder", "folders"),
+                         "Quire's own outputs (--out)")
         if out is not None:  # searchable PDFs an earlier run wrote there are not documents to read
             searchable = "." + get_exporter("pdf").extension
             ours = {p for p in inputs if p.name.endswith(searchable)
@@ -185,7 +190,7 @@ def recognize(
     tsv: Annotated[bool, typer.Option(help="Print path<TAB>text<TAB>confidence per line.")] = False,
     quantize: Annotated[bool, typer.Option(help="int8 dynamic quantization (CPU).")] = False,
     precision: Annotated[str | None, typer.Option(help=PRECISION_OPTION_HELP)] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N.")] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     decode: Annotated[str, typer.Option(
         help="auto (what the model's config records: rescore for the shipped model), attention "
              "(the decoder generates; --beam applies), ctc (the encoder's CTC head reads; Quire's "

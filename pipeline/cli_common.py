@@ -12,7 +12,8 @@ import typer
 
 # Options `quire run` and `quire lines` share, their defaults where the settings have them.
 DPI_HELP = "Resolution PDFs are rendered at. Default: QUIRE_RENDER__DPI, else 300."
-DEVICE_HELP = "auto (CUDA when present), cpu, cuda or cuda:N. Default: QUIRE_DEVICE, else auto."
+DEVICES = "auto (CUDA when present), cpu, cuda or cuda:N."  # what Recognizer (pick_device) takes
+DEVICE_HELP = DEVICES + " Default: QUIRE_DEVICE, else auto."
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -14,6 +14,27 @@ from pipeline.cli_common import fail as _fail
 from pipeline.cli_common import node_backend as _backend
 from pipeline.cli_common import progress_bar as _bar
 
+# A job is named by its id's first characters too (`quire status 32ebb9c9`), as git names commits.
+SHORT_ID = 8
+
+
+def _whole_id(job_id: str, api: str | None) -> str:
+    """The id of the one job on this node whose id starts with `job_id` (SHORT_ID characters or
+    more); several such jobs end the command with one line listing them. An id no job starts
+    with (or one through --api, which takes whole ids) is left as given: its look-up says so."""
+    if api or len(job_id) < SHORT_ID:
+        return job_id
+    from pipeline.db import job_rows
+    from pipeline.db.session import session_scope
+
+    _, engine, _ = _backend(existing=True)
+    with session_scope(engine) as s:
+        found = job_rows.job_ids_starting(s, job_id, limit=6)
+    if len(found) > 1:
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        _fail(f"several jobs' ids start with {job_id}: {shown}; give more of the one you mean")
+    return found[0] if found else job_id
+
 
 def _job(job_id: str, api: str | None, token: str | None) -> dict[str, Any]:
     if api:
@@ -115,7 +136,7 @@ def _print_view(view: dict[str, Any]) -> None:
 
 
 def status(
-    job_id: Annotated[str, typer.Argument(help="Job id printed by `quire submit` or `quire run`.")],
+    job_id: Annotated[str, typer.Argument(help="Job id printed by `quire submit` or `quire run`, or its first 8 or more characters (this node's jobs).")],
     api: Api = None,
     token: Token = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full JSON view.")] = False,
@@ -129,6 +150,7 @@ def status(
     from pipeline.db.jobs import FINISHED
     from pipeline.errors import NotFoundError
 
+    job_id = _whole_id(job_id, api)
     if listing is not None:
         _list_documents(job_id, listing, api, token)
         return
@@ -168,7 +190,7 @@ def _list_documents(job_id: str, listing: str, api: str | None, token: str | Non
 
 
 def cancel(
-    job_id: Annotated[str, typer.Argument(help="Job id printed by `quire submit`.")],
+    job_id: Annotated[str, typer.Argument(help="Job id printed by `quire submit`, or its first 8 or more characters (this node's jobs).")],
     api: Api = None,
     token: Token = None,
 ) -> None:
@@ -178,6 +200,7 @@ def cancel(
     be cancelled (exit status 1)."""
     from pipeline.errors import JobFinishedError, NotFoundError
 
+    job_id = _whole_id(job_id, api)
     try:
         if api:
             from pipeline.api.client import ApiClient

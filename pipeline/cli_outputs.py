@@ -14,6 +14,8 @@ import typer
 from pipeline.cli_common import fail as _fail
 from pipeline.cli_common import names_a_folder, write_output
 
+# The most hits search_lines gives (pipeline/db/search.py caps its limit there).
+MAX_HITS = 500
 FORMAT_HELP = "txt, json, hocr, alto, page, pdf (searchable) or pdfa (searchable PDF/A-2b, for archiving)."
 
 
@@ -171,7 +173,7 @@ def export(
 
 def search(
     words: Annotated[str, typer.Argument(help='Words to find (all must appear); "a phrase", prefix*.')],
-    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many lines.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_HITS, help=f"At most this many lines (up to {MAX_HITS}).")] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON array of hits.")] = False,
     superseded: Annotated[bool, typer.Option("--superseded", help="Also search the old readings of files since replaced under their name (a rescan), each marked superseded with its document id and when it was read.")] = False,
 ) -> None:
@@ -195,10 +197,17 @@ def search(
     try:
         _, engine, _ = _open()
         with session_scope(engine) as s:
-            hits = search_lines(s, words, limit=limit, superseded=superseded)
+            # One hit more than shown, to tell whether the limit left any out.
+            hits = search_lines(s, words, limit=min(limit + 1, MAX_HITS), superseded=superseded)
+            more, hits = len(hits) > limit or len(hits) == MAX_HITS, hits[:limit]
             old = [] if hits or superseded else search_lines(s, words, limit=1, superseded=True)
     except QuireError as exc:
         _fail(str(exc), exc.exit_code)
+    if more:  # on stderr, so --json's output stays one array
+        first = "the first hit" if limit == 1 else f"the first {limit} hits"
+        typer.echo(f"quire: {first} shown; --limit N shows more (at most {MAX_HITS})" if limit < MAX_HITS
+                   else f"quire: {first} shown, the most search gives (there may be more); more words "
+                   "narrow it", err=True)
     if as_json:
         typer.echo(json.dumps([h.to_dict() for h in hits], ensure_ascii=False, indent=2))
         return

@@ -33,11 +33,12 @@ def print_summary(summary: Any, options: Any, out_dir: Path | None = None,
     copies = [o for o in outcomes if o.status == "skipped" and o.same_as is not None]
     copied = (f"{counted(len(copies), 'copy', 'copies', grouped=True)} of those (same bytes, read "
               "once), " if copies else "")
+    # A run that read no page (all done before, or all failed) has no rate, and 0 pages to count.
+    read = (f"{counted(summary.pages, 'page', grouped=True)}, {counted(summary.lines, 'line', grouped=True)} "
+            f"in {summary.seconds:.1f} s ({summary.pages_per_minute:.1f} pages/min)" if summary.pages
+            else f"no page read ({summary.seconds:.1f} s)")
     echo(f"{counted(len(outcomes), 'document', grouped=True)}: {done:,} done, {copied}"
-         f"{skipped - len(copies):,} already done (skipped), "
-         f"{failed:,} failed; {counted(summary.pages, 'page', grouped=True)}, "
-         f"{counted(summary.lines, 'line', grouped=True)} in "
-         f"{summary.seconds:.1f} s ({summary.pages_per_minute:.1f} pages/min)")
+         f"{skipped - len(copies):,} already done (skipped), {failed:,} failed; {read}")
     echo(f"  read with {reading_described(options)}; job {job} (`quire status {job}`)")
     for job_id in summary.went_on_from:
         echo(f"  went on from job {job_id}, stopped before it finished (`quire status {job_id}`)")

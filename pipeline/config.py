@@ -19,6 +19,8 @@ SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = "quire-line-v1"
 # Lines under this confidence are read a second time, stretched (pipeline.recognize).
 RETRY_BELOW = 0.95
+# The devices a model is put on: torch's names (mps, Apple's GPU, is taken but not advertised).
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?|mps"
 
 
 class RenderOptions(BaseModel):
@@ -131,7 +133,7 @@ class Settings(BaseSettings):
     @classmethod
     def _known_device(cls, value: str) -> str:
         # Checked here, so a typo fails in one line before any work starts.
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", value):
+        if not re.fullmatch(DEVICE_PATTERN, value):
             raise ValueError("use auto, cpu, cuda or cuda:N")
         return value
 

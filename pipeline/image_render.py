@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import struct
 import threading
 from collections.abc import Callable, Container, Iterator
@@ -58,8 +59,11 @@ def _readable_frames(image: Image.Image) -> int:
 
 
 def _why(exc: BaseException) -> str:
-    """The library's reason on one line (libheif's ends in a newline)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The library's reason on one line (libheif's ends in a newline), its own parentheses made
+    a colon: it is given in parentheses, and "(image file is truncated (0 bytes not processed))"
+    reads badly. Never the exception's class name, which tells a user nothing."""
+    reason = " ".join(str(exc).split())
+    return re.sub(r" ?\(([^()]*)\)", r": \1", reason) or "no reason given"
 
 
 def _open_image(path: Path, max_pixels: int | None) -> Image.Image:

@@ -34,6 +34,13 @@ def get_job(s: Session, job_id: str, *, lock: bool = False) -> Job:
     return job
 
 
+def job_ids_starting(s: Session, prefix: str, limit: int) -> list[str]:
+    """The ids of up to `limit` jobs whose id starts with `prefix` (a short id, as git takes),
+    oldest first. LIKE on the string column, the same on SQLite and PostgreSQL."""
+    return list(s.scalars(select(Job.id).where(Job.id.startswith(prefix, autoescape=True))
+                          .order_by(Job.created_at, Job.id).limit(limit)))
+
+
 def create_job(
     s: Session,
     *,

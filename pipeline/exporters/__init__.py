@@ -88,13 +88,23 @@ def formats() -> list[str]:
     return sorted(_REGISTRY)
 
 
+# The order the help and README list formats in; "text" is typed "txt" (both are taken).
+_LISTED = ("text", "json", "hocr", "alto", "page", "pdf", "pdfa")
+
+
+def typed_formats() -> str:
+    """The valid formats as users type them (`txt, json, ...`), for error messages."""
+    names = sorted(_REGISTRY, key=lambda n: (_LISTED.index(n) if n in _LISTED else len(_LISTED), n))
+    return ", ".join("txt" if n == "text" else n for n in names)
+
+
 def get_exporter(name: str) -> Exporter:
     key = name.strip().lower()
     try:
         return _REGISTRY[ALIASES.get(key, key)]
     except KeyError:
         raise UnknownFormatError(
-            f"unknown format {name!r}; valid formats: {', '.join(formats())}"
+            f"unknown format {name!r}; valid formats: {typed_formats()}"
         ) from None
 
 
@@ -103,7 +113,7 @@ def parse_formats(spec: str) -> list[Exporter]:
     aliases = ALIASES
     names = [aliases.get(n.strip().lower(), n.strip().lower()) for n in spec.split(",") if n.strip()]
     if not names:
-        raise UnknownFormatError(f"no format given; valid formats: {', '.join(formats())}")
+        raise UnknownFormatError(f"no format given; valid formats: {typed_formats()}")
     return [get_exporter(n) for n in dict.fromkeys(names)]
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline.cli_common import fail as _fail
 from pipeline.training.preflight import BEST_DIR
 
 
@@ -56,12 +57,10 @@ def build_lm_command(
 
     target = out / char_lm.FILE_NAME if out.is_dir() else out
     if target.suffix != ".npz":
-        typer.echo(f"error: {out}: give a model folder or a .npz file", err=True)
-        raise typer.Exit(2)
+        _fail(f"{out}: give a model folder or a .npz file")
     if out.is_dir() and not (out / "config.json").is_file():
-        typer.echo(f"error: {out} holds no model (no config.json), so nothing would read a "
-                   f"{char_lm.FILE_NAME} there; give the model folder, or a .npz path", err=True)
-        raise typer.Exit(2)
+        _fail(f"{out} holds no model (no config.json), so nothing would read a "
+              f"{char_lm.FILE_NAME} there; give the model folder, or a .npz path")
     lines: list[str] = []
     for path in text or ():
         if path.is_dir():
@@ -71,8 +70,7 @@ def build_lm_command(
         try:
             lines += [" ".join(line.split()) for line in path.read_text(encoding="utf-8").splitlines()]
         except (OSError, UnicodeDecodeError) as exc:
-            typer.echo(f"error: {path}: cannot read it as UTF-8 text ({exc})", err=True)
-            raise typer.Exit(2) from exc
+            _fail(f"{path}: cannot read it as UTF-8 text ({exc})")
     if default_text or (default_text is None and not text):
         from pipeline.training.corpus import language_model_lines
 
@@ -83,8 +81,7 @@ def build_lm_command(
         with tqdm(total=len(lines), unit="line", desc="count", disable=None) as bar:
             lm = char_lm.build(lines, order, alphabet=alphabet, progress=bar.update)
     except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        _fail(str(exc))
     _save_keeping_previous(lm, target)
     typer.echo(f"{target}: order {order}, {len(lm.alphabet)} characters, {len(lm.ngram_keys):,} "
                f"n-grams from {len(lines):,} lines ({target.stat().st_size / 1e6:.1f} MB)")
@@ -111,8 +108,7 @@ def _folder_texts(folder: Path) -> list[tuple[Path, str]]:
     try:
         return load_pairs(folder)
     except QuireError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        _fail(str(exc))
 
 
 def _model_alphabet(model: str) -> str:
@@ -126,8 +122,7 @@ def _model_alphabet(model: str) -> str:
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model))
     except (OSError, ValueError) as exc:
-        typer.echo(f"error: cannot load the tokenizer of {model!r}: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        _fail(f"cannot load the tokenizer of {model!r}: {exc}")
     specials = set(tokenizer.all_special_tokens)
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     return "".join(t for t, _ in vocab if len(t) == 1 and t not in specials)

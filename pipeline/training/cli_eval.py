@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from pipeline.cli_common import counted, names_a_folder
+from pipeline.cli_common import DEVICES, counted, names_a_folder
 from pipeline.cli_common import fail as _fail
-from pipeline.config import DEFAULT_MODEL, RETRY_BELOW
+from pipeline.config import DEFAULT_MODEL, DEVICE_PATTERN, RETRY_BELOW
 from pipeline.precision import PRECISION_HELP
 
 
@@ -57,7 +58,8 @@ def eval_command(
     quantize: Annotated[
         bool, typer.Option("--quantize", help="int8 dynamic quantization (CPU).")
     ] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    # Not QUIRE_DEVICE: eval reads only its options, as --model is not QUIRE_MODEL.
+    device: Annotated[str, typer.Option(help=DEVICES)] = "auto",
     beam: Annotated[int, typer.Option(min=1, help="Beam width (1 = greedy).")] = 1,
     batch_size: Annotated[int, typer.Option(min=1, help="Lines per batch.")] = 32,
     worst: Annotated[int, typer.Option(min=0, help="How many worst lines to list.")] = 10,
@@ -103,6 +105,8 @@ def eval_command(
     )
     from pipeline.training.preflight import unwritable_notice, without_image_notice
 
+    if not re.fullmatch(DEVICE_PATTERN, device):  # torch's own refusal is a traceback
+        _fail(f"bad setting --device={device!r}: use auto, cpu, cuda or cuda:N")
     json_path = _json_target(json_out) if json_out else None  # refused before the long work
     reports = []
     try:

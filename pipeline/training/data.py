@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline.model_input import fit_lines, input_shape, pixel_values
 from pipeline.training.degrade import vary_scan
-from pipeline.training.evaluate import load_pairs, read_gray
+from pipeline.training.evaluate import load_pairs, read_gray, unreadable_reason
 from pipeline.training.synth import LineSynthesizer, SyntheticLineDataset
 
 
@@ -92,7 +92,7 @@ class FolderLines(Dataset[tuple[np.ndarray, str]]):
             image = read_gray(path)
         except (OSError, ValueError) as exc:
             # One broken file must not end hours of training without saying which it is.
-            raise OSError(f"{path}: cannot read this training line image ({exc})") from None
+            raise OSError(f"{path}: cannot read this training line image: {unreadable_reason(path, exc)}") from None
         if self.vary_seed is not None:
             image = vary_scan(image, np.random.default_rng((self.vary_seed, self.epoch, i)))
         return image, text

@@ -252,8 +252,24 @@ def read_line_images(paths: Sequence[Path]) -> tuple[list[int], list[np.ndarray]
             if path.suffix.lower() == ".pdf":  # a document, not a line: say where it goes
                 failed.append((path, "a PDF, not a line image: `quire run` reads whole documents"))
                 continue  # PIL's UnidentifiedImageError is an OSError
-            failed.append((path, f"not a readable image ({exc.__class__.__name__})"))
+            failed.append((path, unreadable_reason(path, exc)))
     return kept, images, failed
+
+
+def unreadable_reason(path: Path, exc: Exception) -> str:
+    """Why Pillow could not read a line image, in words: its exception's class name
+    (UnidentifiedImageError, OSError) tells a user nothing."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(exc, PermissionError):
+        return "cannot be opened: permission denied"
+    if isinstance(exc, UnidentifiedImageError):
+        empty = path.stat().st_size == 0 if path.exists() else False
+        return "file is empty" if empty else "not an image Pillow can read (damaged, or in a format it does not know)"
+    reason = " ".join(str(exc).split())
+    if "truncated" in reason.lower():  # Pillow: "image file is truncated (...)", "Truncated File Read"
+        return "cut short: the image data ends early (copy the file again)"
+    return f"damaged: {reason}" if reason else "damaged"
 
 
 COVERAGES = (0.5, 0.8, 0.9)

@@ -122,7 +122,7 @@ def test_export_by_id_path_or_name_reproduces_the_run_outputs(processed, env, tm
 def test_export_errors_name_the_problem(env, tmp_path):
     result = quire("export", "letter.pdf", "--format", "docx")
     assert result.exit_code == 2
-    assert "unknown format 'docx'; valid formats: alto, hocr, json, page, pdf, pdfa, text" in result.output
+    assert "unknown format 'docx'; valid formats: txt, json, hocr, alto, page, pdf, pdfa" in result.output
     missing = quire("export", "nothing-like-this.pdf")
     assert missing.exit_code != 0 and "no document with" in missing.output
 

@@ -444,7 +444,7 @@ def test_recognize_reads_a_folder_in_chunks_and_names_a_bad_image(tmp_path, lett
     rows = [line.split("\t") for line in result.stdout.strip().splitlines()]
     assert [Path(r[0]).name for r in rows] == [f"line{i:02d}.png" for i in range(len(LETTER_LINES))]
     assert [r[1] for r in rows] == list(LETTER_LINES)
-    assert f"{folder / 'line01b.png'}: not a readable image" in result.stderr
+    assert f"{folder / 'line01b.png'}: not an image Pillow can read (damaged, or in a format it does not know)" in result.stderr
     pdf = quire("recognize", str(letter[0]))  # a whole document given by mistake
     assert pdf.exit_code == 1
     assert "a PDF, not a line image: `quire run` reads whole documents" in pdf.stderr

@@ -212,7 +212,7 @@ def test_evaluate_dir_reads_in_batches_and_skips_an_unreadable_image_by_name(tmp
     report = evaluate_dir(tmp_path, read_by_width, batch_size=2)
     assert seen == [2, 1]  # (l0, l1) then (l1b unreadable, l2)
     assert report.lines == 3 and report.cer == 0.0
-    assert report.unreadable == ["l1b.png: not a readable image (UnidentifiedImageError)"]
+    assert report.unreadable == ["l1b.png: not an image Pillow can read (damaged, or in a format it does not know)"]
 
 
 def test_training_reduces_loss_and_resumes(tmp_path: Path) -> None:
@@ -341,7 +341,7 @@ def test_eval_command_writes_json(tmp_path: Path) -> None:
     partial = CliRunner().invoke(app, args)
     assert partial.exit_code == 1, partial.output
     assert "left out 1 line image without a .gt.txt" in partial.output
-    assert "skipped c.png: not a readable image" in partial.output
+    assert "skipped c.png: not an image Pillow can read (damaged, or in a format it does not know)" in partial.output
     # A .gt.txt in another encoding is named, not a traceback.
     (lines / "c.gt.txt").write_bytes("Stra\xdfe".encode("latin-1"))
     latin = CliRunner().invoke(app, args)
