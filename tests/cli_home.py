@@ -14,12 +14,16 @@ from pipeline.cli import app
 from pipeline.config import get_settings
 
 
-def quire_home(tmp_path: Path, model: Path, dpi: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """For a fixture to yield from: QUIRE_HOME under `tmp_path`, reading with `model` at `dpi`."""
+def quire_home(tmp_path: Path, model: Path | None, dpi: int | None,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """For a fixture to yield from: QUIRE_HOME under `tmp_path`, reading with `model` at `dpi`
+    (None: the settings' defaults)."""
     home = tmp_path / "home"
     monkeypatch.setenv("QUIRE_HOME", str(home))
-    monkeypatch.setenv("QUIRE_MODEL", str(model))
-    monkeypatch.setenv("QUIRE_RENDER__DPI", str(dpi))
+    if model is not None:
+        monkeypatch.setenv("QUIRE_MODEL", str(model))
+    if dpi is not None:
+        monkeypatch.setenv("QUIRE_RENDER__DPI", str(dpi))
     for name in ("QUIRE_DATABASE_URL", "QUIRE_STORAGE_URL"):
         monkeypatch.delenv(name, raising=False)
     # `quire status` reads settings once per process: this test's, not an earlier test's.

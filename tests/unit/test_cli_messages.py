@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.config import get_settings
 from pipeline.exporters import ALIASES, formats
+from tests.cli_home import quire_home
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -56,13 +57,7 @@ def test_run_help_says_where_each_default_comes_from_and_gives_an_example():
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Iterator[Path]:
-    home = tmp_path / "home"
-    monkeypatch.setenv("QUIRE_HOME", str(home))
-    for name in ("QUIRE_DATABASE_URL", "QUIRE_STORAGE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    yield home
-    get_settings.cache_clear()
+    yield from quire_home(tmp_path, None, None, monkeypatch)
 
 
 def test_a_failed_document_is_said_to_have_failed_with_its_reason(home, tmp_path, monkeypatch):
