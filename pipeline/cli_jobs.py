@@ -66,7 +66,7 @@ def follow_job(job_id: str, api: str | None, token: str | None, progress: bool) 
             while True:
                 view = _job(job_id, api, token)
                 bar.n = view["percent"]
-                bar.set_postfix(status=view["status"], lines=view["lines"]["done"], refresh=True)
+                bar.set_postfix(status=view["status"], lines=f'{view["lines"]["done"]:,}', refresh=True)
                 if view["status"] in FINISHED:
                     break
                 now = time.monotonic()

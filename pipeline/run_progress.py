@@ -103,8 +103,9 @@ class RunProgress:
 
     def _describe(self) -> None:
         if self.bar is not None and self.counts_pages:
-            self.bar.set_postfix(documents=f"{self.settled}/{self.documents}", lines=self.lines,
-                                 refresh=False)
+            # Strings: tqdm shows a round count as a power of ten (200,000 lines as 2e+5).
+            self.bar.set_postfix(documents=f"{self.settled:,}/{self.documents:,}",
+                                 lines=f"{self.lines:,}", refresh=False)
 
     def _show(self) -> None:
         """Redraw now and then: skipped documents move no page, so update() draws nothing."""

@@ -277,3 +277,24 @@ def test_one_counted_for_every_command_its_thousands_grouped_where_a_run_s_summa
     assert counted(1, "copy", "copies", grouped=True) == "1 copy"
     assert counted(2500, "copy", "copies", grouped=True) == "2,500 copies"
     assert counted(12000, "task") == "12000 tasks"  # other commands' messages as they were
+
+
+def test_the_bar_shows_large_counts_in_full():
+    """tqdm shows a round count as a power of ten: `lines=2e+5` at the end of a 100,000-file run."""
+    import io
+
+    from tqdm import tqdm
+
+    from pipeline.run_progress import RunProgress
+
+    shown = io.StringIO()
+    progress = RunProgress(tqdm(file=shown, mininterval=0), documents=120_000)
+    for _ in range(3):
+        progress.reach(pages=1)
+    progress.read(3)
+    progress.read_lines(250_000)
+    for _ in range(3):
+        progress.settle()
+    progress.close()
+    last = re.split(r"[\r\n]", shown.getvalue().strip())[-1]
+    assert "documents=3/120,000" in last and "lines=250,000" in last, last
