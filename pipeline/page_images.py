@@ -46,10 +46,10 @@ def source_jpeg(source: Path, image: np.ndarray) -> EncodedPage | None:
     """The source's own bytes where it is a JPEG that the page shows as it is (not turned, not
     resampled, grey or RGB): a page image that costs no encoding and loses nothing, which the
     searchable PDF then carries byte for byte, as the file was. None otherwise."""
-    with open(source, "rb") as f:
-        if f.read(3) != b"\xff\xd8\xff":
-            return None
     try:
+        with open(source, "rb") as f:
+            if f.read(3) != b"\xff\xd8\xff":
+                return None
         with warnings.catch_warnings():  # a page over Pillow's pixel limit passed Quire's
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(source) as jpeg:
@@ -73,9 +73,13 @@ def lossy_allowed(mode: str, source: Path) -> bool:
 def source_is_lossy(source: Path) -> bool:
     """A PDF (its searchable PDF is the file itself with a text layer, so its page images only
     serve the viewer) or an image coded lossily: JPEG, HEIC or AVIF, lossy WebP, JPEG in TIFF.
-    Anything unknown counts as lossless, which keeps every pixel."""
-    with open(source, "rb") as f:
-        head = f.read(1024)
+    Anything unknown (or unreadable: rendering names why) counts as lossless, which keeps every
+    pixel."""
+    try:
+        with open(source, "rb") as f:
+            head = f.read(1024)
+    except OSError:
+        return False
     if b"%PDF-" in head or head.startswith(b"\xff\xd8\xff"):
         return True
     if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"heim", b"heis", b"mif1",

@@ -91,6 +91,7 @@ def test_which_sources_count_as_lossy(tmp_path):
     (tmp_path / "empty.tif").write_bytes(b"II*\x00")  # cut short: counted lossless, never an error here
     assert [source_is_lossy(p) for p in lossy] == [True] * len(lossy)
     assert [source_is_lossy(p) for p in lossless] == [False] * len(lossless)
+    assert not source_is_lossy(tmp_path / "gone.jpg")  # rendering says it is missing, not this
     assert [lossy_allowed(mode, lossy[1]) for mode in ("auto", "lossless", "compact")] == [True, False, True]
     assert [lossy_allowed(mode, lossless[0]) for mode in ("auto", "lossless", "compact")] == [False, False, True]
 
