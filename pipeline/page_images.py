@@ -94,9 +94,11 @@ def source_is_lossy(source: Path) -> bool:
 
 def _tiff_is_jpeg(source: Path) -> bool:
     try:
-        with Image.open(source) as tiff:
-            return tiff.info.get("compression") in ("jpeg", "tiff_jpeg")
-    except (OSError, ValueError):
+        with warnings.catch_warnings():  # only the header is read; rendering holds pages to the limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(source) as tiff:
+                return tiff.info.get("compression") in ("jpeg", "tiff_jpeg")
+    except (OSError, ValueError, Image.DecompressionBombError):
         return False  # rendering names what is wrong with it
 
 

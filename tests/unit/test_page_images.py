@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,16 @@ def test_which_sources_count_as_lossy(tmp_path):
     assert [lossy_allowed(mode, lossless[0]) for mode in ("auto", "lossless", "compact")] == [False, False, True]
 
 
+def huge_tiff(path: Path, side: int = 200_000) -> Path:
+    """A TIFF header claiming side x side pixels (no pixels): past Pillow's own bomb limit."""
+    tags = [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 1), (262, 3, 1),
+            (273, 4, 8 + 2 + 12 * 8 + 4), (278, 4, side), (279, 4, side)]
+    ifd = struct.pack("<H", len(tags)) + b"".join(struct.pack("<HHII", tag, kind, 1, value)
+                                                  for tag, kind, value in tags)
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + bytes(16))
+    return path
+
+
 class Reader:
     def recognize(self, crops):
         return [LineText("a line", 0.9) for _ in crops]
@@ -149,6 +160,18 @@ def test_a_run_keeps_each_source_s_pages_as_well_as_the_source_had_them(tmp_path
         assert int(image.BitsPerComponent) == 1
         assert np.array_equal(np.asarray(pikepdf.PdfImage(image).as_pil_image().convert("L")),
                               decoded(fax_page))
+
+
+def test_a_huge_tiff_header_fails_on_the_pixel_limit_not_on_the_page_image_s_look(tmp_path):
+    """Deciding how to keep its pages opened the TIFF and met Pillow's bomb error first: the
+    document failed as an "unexpected error" instead of naming the limit it exceeds."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'q.sqlite'}",
+                        storage_url=(tmp_path / "store").as_uri())
+    summary = LocalRunner(settings, exporters=parse_formats("txt"),
+                          recognizer_factory=Reader).run([huge_tiff(tmp_path / "map.tif")])
+    [outcome] = summary.outcomes
+    assert outcome.status == "failed" and "image is too large" in outcome.error, outcome.error
+    assert "QUIRE_RENDER__MAX_PIXELS" in outcome.error and "unexpected" not in outcome.error
 
 
 @pdftoppm
