@@ -94,8 +94,10 @@ def source_is_lossy(source: Path) -> bool:
 
 def _tiff_is_jpeg(source: Path) -> bool:
     try:
-        with warnings.catch_warnings():  # only the header is read; rendering holds pages to the limit
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Only the header is read: rendering holds pages to the pixel limit and tells of damage
+        # (Pillow's "Corrupt EXIF data" and the like would be said twice).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             with Image.open(source) as tiff:
                 return tiff.info.get("compression") in ("jpeg", "tiff_jpeg")
     except (OSError, ValueError, Image.DecompressionBombError):
