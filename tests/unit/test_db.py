@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,18 @@ def add_doc(engine: Engine, sha: str = SHA, profile: str = "p1") -> str:
                                       source_uri="file:///a.pdf", size_bytes=10)
         return doc.id
 
+
+
+@contextmanager
+def engine_at(url: str, revision: str) -> Iterator[Engine]:
+    """The database migrated up to `revision` (where a migration's test starts) and an engine on
+    it, disposed after."""
+    upgrade(url, revision)
+    engine = make_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 def add_old_doc(engine: Engine, sha: str = SHA) -> str:
     """A document row on a schema older than the models (which would select columns it lacks)."""
@@ -136,9 +149,7 @@ def test_a_job_links_a_document_once_per_name(backend: str, request: pytest.Fixt
     from alembic import command
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0006_job_cancel")
-    engine = make_engine(url)
-    try:
+    with engine_at(url, "0006_job_cancel") as engine:
         doc_id = add_old_doc(engine)
         with engine.begin() as conn:  # a link made before 0004: no name
             conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
@@ -158,8 +169,6 @@ def test_a_job_links_a_document_once_per_name(backend: str, request: pytest.Fixt
         command.downgrade(alembic_config(url), "0006_job_cancel")  # one link again, the first
         with engine.connect() as conn:
             assert conn.execute(text("SELECT name FROM job_documents")).all() == [("a.pdf",)]
-    finally:
-        engine.dispose()
 
 
 # Folder names of letters of 2-3 bytes (past 1,024 characters in all), and of 4 bytes (CJK
@@ -230,9 +239,7 @@ def test_0008_keys_existing_links_by_their_names_hashes(backend: str, request: p
     from alembic import command
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0007_link_per_name")
-    engine = make_engine(url)
-    try:
+    with engine_at(url, "0007_link_per_name") as engine:
         doc_id = add_old_doc(engine)
         names = ["a.pdf", "répertoire/Straße 1.pdf", "档案/报告.pdf"]
         with engine.begin() as conn:
@@ -254,8 +261,6 @@ def test_0008_keys_existing_links_by_their_names_hashes(backend: str, request: p
         assert [n for n, in rows] == names
         assert inspect(engine).get_pk_constraint("job_documents")["constrained_columns"] == [
             "job_id", "document_id", "name"]
-    finally:
-        engine.dispose()
 
 
 def test_upgrade_on_in_memory_engine() -> None:
@@ -471,9 +476,7 @@ def test_0010_keeps_every_row_and_downgrades_cleanly(backend: str, request: pyte
     from alembic import command
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0007_link_per_name")
-    engine = make_engine(url)
-    try:
+    with engine_at(url, "0007_link_per_name") as engine:
         doc_id = add_old_doc(engine)
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
@@ -502,8 +505,6 @@ def test_0010_keeps_every_row_and_downgrades_cleanly(backend: str, request: pyte
             assert conn.execute(text("SELECT document_id FROM job_documents")).all() == [(doc_id,)]
             assert conn.execute(text("SELECT id FROM documents")).all() == [(doc_id,)]
             assert conn.execute(text("SELECT count(*) FROM lines")).scalar() == 2
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
@@ -517,10 +518,8 @@ def test_0011_keeps_bucket_checkpoints_per_tenant(backend: str, request: pytest.
     from pipeline.watch import checkpoint_prefix
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0010_run_stops")
-    engine = make_engine(url)
     taken = {"j1": ("watcher", "s3://inbox/a.pdf"), "j2": ("alice", "s3://inbox/b.pdf")}
-    try:
+    with engine_at(url, "0010_run_stops") as engine:
         with engine.begin() as conn:
             for job, (owner, key) in taken.items():
                 conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
@@ -539,8 +538,6 @@ def test_0011_keeps_bucket_checkpoints_per_tenant(backend: str, request: pytest.
         with engine.connect() as conn:
             prefixes = [p for p, in conn.execute(text("SELECT prefix FROM watch_checkpoints"))]
         assert prefixes == ["s3://inbox/"] * 2
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
@@ -551,8 +548,6 @@ def test_0012_removes_only_the_empty_jobs_the_old_event_route_left(backend: str,
     from alembic import command
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0011_checkpoints_per_owner")
-    engine = make_engine(url)
     # (id, status, accepting, key, webhook, local_run): only e1 and e2 are the route's leavings.
     jobs = [("e1", "queued", False, None, None, None), ("e2", "queued", False, None, None, None),
             ("keyed", "queued", False, "watch:pass-1", None, None),
@@ -562,7 +557,7 @@ def test_0012_removes_only_the_empty_jobs_the_old_event_route_left(backend: str,
             ("linked", "queued", False, None, None, None),  # a document, its counts not yet made
             ("checkpointed", "queued", False, None, None, None),
             ("done", "done", False, None, None, None)]
-    try:
+    with engine_at(url, "0011_checkpoints_per_owner") as engine:
         doc_id = add_old_doc(engine)
         with engine.begin() as conn:
             for job, status, accepting, key, hook, run in jobs:
@@ -584,8 +579,6 @@ def test_0012_removes_only_the_empty_jobs_the_old_event_route_left(backend: str,
         command.downgrade(alembic_config(url), "0011_checkpoints_per_owner")  # nothing to put back
         with engine.connect() as conn:
             assert {j for j, in conn.execute(text("SELECT id FROM jobs"))} == kept
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
@@ -595,9 +588,7 @@ def test_0013_gives_jobs_a_heartbeat_and_downgrades_cleanly(backend: str, reques
     from alembic import command
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0012_empty_event_jobs")
-    engine = make_engine(url)
-    try:
+    with engine_at(url, "0012_empty_event_jobs") as engine:
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
                               "documents_failed, created_at, accepting, local_run) VALUES ('j1', '{}', "
@@ -611,8 +602,6 @@ def test_0013_gives_jobs_a_heartbeat_and_downgrades_cleanly(backend: str, reques
         with engine.connect() as conn:
             assert conn.execute(text("SELECT id, status FROM jobs")).all() == [("j1", "running")]
             assert "heartbeat_at" not in {c["name"] for c in inspect(conn).get_columns("jobs")}
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
@@ -622,9 +611,7 @@ def test_0014_adds_the_pending_deletions_and_downgrades_cleanly(backend: str, re
     from alembic import command
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0013_run_heartbeat")
-    engine = make_engine(url)
-    try:
+    with engine_at(url, "0013_run_heartbeat") as engine:
         doc_id = add_old_doc(engine)
         upgrade(url)
         assert schema_diffs(engine) == []
@@ -638,8 +625,6 @@ def test_0014_adds_the_pending_deletions_and_downgrades_cleanly(backend: str, re
         with engine.connect() as conn:
             assert "pending_deletions" not in inspect(conn).get_table_names()
             assert conn.execute(text("SELECT id FROM documents")).all() == [(doc_id,)]
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
@@ -652,9 +637,7 @@ def test_0015_joins_the_lines_read_before_it_and_downgrades_cleanly(backend: str
     from pipeline.db.search import search_lines
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0014_pending_deletions")
-    engine = make_engine(url)
-    try:
+    with engine_at(url, "0014_pending_deletions") as engine:
         doc_id = add_old_doc(engine)
         with engine.begin() as conn:
             conn.execute(text("UPDATE documents SET status = 'done'"))
@@ -681,8 +664,6 @@ def test_0015_joins_the_lines_read_before_it_and_downgrades_cleanly(backend: str
         with session_scope(engine) as s:
             assert [h.line for h in search_lines(s, "archives")] == []  # "hall" replaced "ves..."
             assert [h.line for h in search_lines(s, '"then he says"')] == [1]
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
@@ -695,9 +676,7 @@ def test_0013_to_head_and_back_keeps_a_read_job(backend: str, request: pytest.Fi
     from pipeline.db.search import search_lines
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0013_run_heartbeat")
-    engine = make_engine(url)
-    try:
+    with engine_at(url, "0013_run_heartbeat") as engine:
         doc_id = add_old_doc(engine)
         with engine.begin() as conn:
             conn.execute(text("UPDATE documents SET status = 'done', page_count = 1, pages_done = 1"))
@@ -725,8 +704,6 @@ def test_0013_to_head_and_back_keeps_a_read_job(backend: str, request: pytest.Fi
         assert schema_diffs(engine) == []
         with session_scope(engine) as s:
             assert [h.line for h in search_lines(s, '"county archives"')] == [1]
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
@@ -739,9 +716,7 @@ def test_0017_records_run_outputs_indexes_redo_of_and_downgrades_cleanly(backend
     from pipeline.db import outputs
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0016_job_document_order")
-    engine = make_engine(url)
-    try:
+    with engine_at(url, "0016_job_document_order") as engine:
         doc_id = add_old_doc(engine)
         upgrade(url)
         assert schema_diffs(engine) == []
@@ -761,8 +736,6 @@ def test_0017_records_run_outputs_indexes_redo_of_and_downgrades_cleanly(backend
         with engine.connect() as conn:
             assert "run_outputs" not in inspect(conn).get_table_names()
             assert "ix_documents_redo_of" not in {ix["name"] for ix in inspect(conn).get_indexes("documents")}
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
@@ -776,9 +749,7 @@ def test_0019_adds_the_content_claims_and_downgrades_cleanly(backend: str,
     from pipeline.db import locks
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0018_file_hashes")
-    engine = make_engine(url)
-    try:
+    with engine_at(url, "0018_file_hashes") as engine:
         doc_id = add_old_doc(engine)
         upgrade(url)
         assert schema_diffs(engine) == []
@@ -797,8 +768,6 @@ def test_0019_adds_the_content_claims_and_downgrades_cleanly(backend: str,
             assert "content_claims" not in inspect(conn).get_table_names()
             assert len(conn.execute(text("SELECT id FROM documents")).all()) == 2
             assert (doc_id,) in conn.execute(text("SELECT id FROM documents")).all()
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
@@ -811,9 +780,7 @@ def test_0020_adds_the_webhook_resend_columns_and_downgrades_cleanly(
     from pipeline.db import jobs as jobrepo
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0019_content_claims")
-    engine = make_engine(url)
-    try:
+    with engine_at(url, "0019_content_claims") as engine:
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO jobs (id, settings, status, documents_total, documents_done, "
                               "documents_failed, created_at, finished_at, accepting, webhook_url) VALUES "
@@ -832,8 +799,6 @@ def test_0020_adds_the_webhook_resend_columns_and_downgrades_cleanly(
             columns = {c["name"] for c in inspect(conn).get_columns("jobs")}
             assert not {"webhook_due_at", "webhook_attempts"} & columns
             assert len(conn.execute(text("SELECT id FROM jobs")).all()) == 2
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("backend", ["sqlite_url", "postgres_url"])
@@ -848,11 +813,9 @@ def test_0021_finds_prices_and_dates_read_before_it_and_downgrades_cleanly(
     from pipeline.db.search import search_lines, words_of
 
     url = request.getfixturevalue(backend)
-    upgrade(url, "0020_webhook_resend")
-    engine = make_engine(url)
     texts = ["TOTAL 12.50 on 2024-03-05", "mail a@b.example <b>x</b> C++ ~y", "it is self-",
              "evident that x_y holds"]
-    try:
+    with engine_at(url, "0020_webhook_resend") as engine:
         doc_id = add_old_doc(engine)
         with engine.begin() as conn:
             add_old_read_page(conn, doc_id, texts)
@@ -881,5 +844,3 @@ def test_0021_finds_prices_and_dates_read_before_it_and_downgrades_cleanly(
         upgrade(url)
         with session_scope(engine) as s:
             assert [h.line for h in search_lines(s, "12.50")] == [1]
-    finally:
-        engine.dispose()
