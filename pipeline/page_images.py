@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,16 +52,15 @@ def source_jpeg(source: Path, image: np.ndarray) -> EncodedPage | None:
         with open(source, "rb") as f:
             if f.read(3) != b"\xff\xd8\xff":
                 return None
-        with warnings.catch_warnings():  # a page over Pillow's pixel limit passed Quire's
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(source) as jpeg:
-                if jpeg.format != "JPEG" or jpeg.mode not in ("L", "RGB") \
-                        or (jpeg.height, jpeg.width) != image.shape[:2]:
-                    return None
-                same = np.array_equal(np.asarray(jpeg), image)
+        data = source.read_bytes()
+        with _opened(io.BytesIO(data)) as jpeg:
+            if jpeg.format != "JPEG" or jpeg.mode not in ("L", "RGB") \
+                    or (jpeg.height, jpeg.width) != image.shape[:2]:
+                return None
+            same = np.array_equal(np.asarray(jpeg), image)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None  # then it is encoded as any page is
-    return EncodedPage(source.read_bytes(), "jpg", "image/jpeg") if same else None
+    return EncodedPage(data, "jpg", "image/jpeg") if same else None
 
 
 def lossy_allowed(mode: str, source: Path) -> bool:
@@ -94,14 +95,21 @@ def source_is_lossy(source: Path) -> bool:
 
 def _tiff_is_jpeg(source: Path) -> bool:
     try:
-        # Only the header is read: rendering holds pages to the pixel limit and tells of damage
-        # (Pillow's "Corrupt EXIF data" and the like would be said twice).
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(source) as tiff:
-                return tiff.info.get("compression") in ("jpeg", "tiff_jpeg")
+        with _opened(source) as tiff:
+            return tiff.info.get("compression") in ("jpeg", "tiff_jpeg")
     except (OSError, ValueError, Image.DecompressionBombError):
         return False  # rendering names what is wrong with it
+
+
+@contextmanager
+def _opened(file: Path | io.BytesIO) -> Iterator[Image.Image]:
+    """The image opened without Pillow's warnings: rendering read it already, held its pages to
+    Quire's pixel limit (past Pillow's own) and told of damage ("Corrupt EXIF data" and the like
+    would be said twice)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(file) as image:
+            yield image
 
 
 def _black_and_white(page: Image.Image) -> bool:
